@@ -1,0 +1,445 @@
+//! Node benchmarks: shard transfer between a client and a node beside raw quinn, libp2p-stream and
+//! plain TCP on loopback in the same run, and RocksDB shard put/get.
+//!
+//! `cargo bench -p cairn-benches --bench node`. Both ends share this machine's cores, as a
+//! devnet does. docs/BENCHMARKS.md records the figures.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cairn_chunker::cids::{self, Cid};
+use cairn_node::RunningNode;
+use cairn_node::config::{Config, Size};
+use cairn_node::data::{self, Target};
+use cairn_node::identity;
+use cairn_node::store::{Store, StoreConfig, StoreMetrics};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use libp2p::identity::Keypair;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::runtime::Runtime;
+
+const MIB: usize = 1 << 20;
+const TOTAL: usize = 64 * MIB;
+
+fn random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Raw quinn with the node's libp2p-TLS crypto: `streams` streams each sending TOTAL/streams
+/// bytes as 1 MiB `write_chunk`s; the server reads with `read_chunk` and acknowledges.
+fn raw_quinn(c: &mut Criterion, rt: &Runtime) {
+    // The node's own crypto (AES-GCM first), and libp2p-tls's defaults (ChaCha20 first).
+    raw_quinn_with(c, rt, "raw-quinn", |key, peer| {
+        cairn_node::tls::client_config(key, peer, cairn_node::protocol::DATA_ALPN).unwrap()
+    });
+    raw_quinn_with(c, rt, "raw-quinn-chacha20", |key, peer| {
+        let mut tls = libp2p_tls::make_client_config(key, Some(peer)).unwrap();
+        tls.alpn_protocols = vec![cairn_node::protocol::DATA_ALPN.to_vec()];
+        tls
+    });
+}
+
+fn raw_quinn_with(
+    c: &mut Criterion,
+    rt: &Runtime,
+    name: &str,
+    tls: impl Fn(&Keypair, libp2p::PeerId) -> rustls::ClientConfig,
+) {
+    let (client, target) = rt.block_on(async {
+        let server_key = Keypair::generate_ed25519();
+        let ep = data::endpoint(&server_key, "127.0.0.1:0".parse().unwrap(), Some(64)).unwrap();
+        let addr = ep.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Some(incoming) = ep.accept().await {
+                tokio::spawn(async move {
+                    let conn = incoming.await.unwrap();
+                    while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                        tokio::spawn(async move {
+                            while let Ok(Some(chunk)) = recv.read_chunk(usize::MAX, true).await {
+                                black_box(chunk.bytes.len());
+                            }
+                            let _ = send.write_all(b"k").await;
+                            let _ = send.finish();
+                        });
+                    }
+                });
+            }
+        });
+        let client_key = Keypair::generate_ed25519();
+        let cep = data::endpoint(&client_key, "127.0.0.1:0".parse().unwrap(), None).unwrap();
+        (
+            (cep, client_key),
+            Target {
+                peer: server_key.public().to_peer_id(),
+                addr,
+            },
+        )
+    });
+    let conn = rt.block_on(async {
+        let crypto =
+            quinn::crypto::rustls::QuicClientConfig::try_from(tls(&client.1, target.peer)).unwrap();
+        let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
+        let mut t = quinn::TransportConfig::default();
+        t.stream_receive_window(quinn::VarInt::from_u32(16 << 20));
+        t.receive_window(quinn::VarInt::from_u32(64 << 20));
+        t.send_window(64 << 20);
+        cfg.transport_config(Arc::new(t));
+        client
+            .0
+            .connect_with(cfg, target.addr, "l")
+            .unwrap()
+            .await
+            .unwrap()
+    });
+    let chunk = Bytes::from(random(MIB, 1));
+    let mut g = c.benchmark_group("transfer");
+    g.throughput(Throughput::Bytes(TOTAL as u64));
+    g.sample_size(10);
+    for streams in [1usize, 16] {
+        g.bench_function(BenchmarkId::new(name, format!("{streams}-streams")), |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    let per = TOTAL / MIB / streams;
+                    let tasks = (0..streams).map(|_| {
+                        let (conn, chunk) = (conn.clone(), chunk.clone());
+                        async move {
+                            let (mut send, mut recv) = conn.open_bi().await.unwrap();
+                            for _ in 0..per {
+                                send.write_chunk(chunk.clone()).await.unwrap();
+                            }
+                            send.finish().unwrap();
+                            recv.read_to_end(1).await.unwrap();
+                        }
+                    });
+                    futures::future::join_all(tasks).await;
+                })
+            })
+        });
+    }
+    g.finish();
+}
+
+fn plain_tcp(c: &mut Criterion, rt: &Runtime) {
+    let addr = rt.block_on(async {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = l.accept().await.unwrap();
+                s.set_nodelay(true).unwrap();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; MIB];
+                    let mut got = 0;
+                    while got < TOTAL {
+                        got += s.read(&mut buf).await.unwrap();
+                    }
+                    s.write_all(b"k").await.unwrap();
+                });
+            }
+        });
+        addr
+    });
+    let chunk = random(MIB, 2);
+    let mut g = c.benchmark_group("transfer");
+    g.throughput(Throughput::Bytes(TOTAL as u64));
+    g.sample_size(10);
+    g.bench_function(BenchmarkId::new("plain-tcp", "1-stream"), |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+                s.set_nodelay(true).unwrap();
+                for _ in 0..TOTAL / MIB {
+                    s.write_all(&chunk).await.unwrap();
+                }
+                let mut k = [0u8; 1];
+                s.read_exact(&mut k).await.unwrap();
+            })
+        })
+    });
+    g.finish();
+}
+
+/// libp2p QUIC + libp2p-stream: the alternative for the bulk path.
+fn libp2p_stream(c: &mut Criterion, rt: &Runtime) {
+    use libp2p::StreamProtocol;
+    const PROTO: StreamProtocol = StreamProtocol::new("/cairn-bench/bulk/1");
+    let make = || {
+        libp2p::SwarmBuilder::with_new_identity()
+            .with_tokio()
+            .with_quic()
+            .with_behaviour(|_| libp2p_stream::Behaviour::new())
+            .unwrap()
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(600)))
+            .build()
+    };
+    let (mut control, peer) = rt.block_on(async {
+        let mut server = make();
+        server
+            .listen_on("/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap())
+            .unwrap();
+        let addr = loop {
+            if let libp2p::swarm::SwarmEvent::NewListenAddr { address, .. } =
+                server.select_next_some().await
+            {
+                break address;
+            }
+        };
+        let peer = *server.local_peer_id();
+        let mut incoming = server.behaviour().new_control().accept(PROTO).unwrap();
+        tokio::spawn(async move {
+            loop {
+                server.select_next_some().await;
+            }
+        });
+        tokio::spawn(async move {
+            while let Some((_, mut stream)) = incoming.next().await {
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; MIB];
+                    loop {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                black_box(n);
+                            }
+                        }
+                    }
+                    let _ = stream.write_all(b"k").await;
+                    let _ = stream.close().await;
+                });
+            }
+        });
+        let mut client = make();
+        let control = client.behaviour().new_control();
+        client
+            .dial(addr.with(libp2p::multiaddr::Protocol::P2p(peer)))
+            .unwrap();
+        tokio::spawn(async move {
+            loop {
+                client.select_next_some().await;
+            }
+        });
+        (control, peer)
+    });
+    let chunk = random(MIB, 3);
+    let mut g = c.benchmark_group("transfer");
+    g.throughput(Throughput::Bytes(TOTAL as u64));
+    g.sample_size(10);
+    for streams in [1usize, 16] {
+        g.bench_function(
+            BenchmarkId::new("libp2p-stream", format!("{streams}-streams")),
+            |b| {
+                b.iter(|| {
+                    rt.block_on(async {
+                        let per = TOTAL / MIB / streams;
+                        let tasks = (0..streams).map(|_| {
+                            let mut control = control.clone();
+                            let chunk = &chunk;
+                            async move {
+                                let mut s = control.open_stream(peer, PROTO).await.unwrap();
+                                for _ in 0..per {
+                                    s.write_all(chunk).await.unwrap();
+                                }
+                                s.close().await.unwrap();
+                                let mut k = Vec::new();
+                                s.read_to_end(&mut k).await.unwrap();
+                            }
+                        });
+                        futures::future::join_all(tasks).await;
+                    })
+                })
+            },
+        );
+    }
+    g.finish();
+    let _ = &mut control;
+}
+
+/// The real thing: a client storing to and fetching from a running node (RocksDB, BLAKE3
+/// verification on both sides, the data-plane protocol).
+fn node_transfer(c: &mut Criterion, rt: &Runtime) {
+    let dir = tempfile::tempdir().unwrap();
+    let node = rt.block_on(async {
+        let key = identity::create(&dir.path().join(identity::KEY_FILE)).unwrap();
+        let mut cfg = Config::default();
+        cfg.network.listen = vec!["/ip4/127.0.0.1/udp/0/quic-v1".into()];
+        cfg.network.data_listen = "127.0.0.1:0".into();
+        cfg.network.max_streams_per_peer = 64;
+        cfg.admin.listen = "127.0.0.1:0".into();
+        cfg.storage.sync_writes = false;
+        cfg.storage.scrub_rate = Size(0);
+        RunningNode::start(dir.path(), &cfg.check().unwrap(), key, None)
+            .await
+            .unwrap()
+    });
+    let target = Target {
+        peer: node.info.peer_id.parse().unwrap(),
+        addr: node.info.data_addr,
+    };
+    let client = rt.block_on(async { data::Client::bind(Keypair::generate_ed25519()).unwrap() });
+    let shards: Vec<(Cid, Bytes)> = (0..TOTAL / MIB)
+        .map(|i| {
+            let d = random(MIB, 100 + i as u64);
+            (cids::raw(&d), Bytes::from(d))
+        })
+        .collect();
+    rt.block_on(async {
+        for (cid, d) in &shards {
+            client.store(&target, cid, d.clone()).await.unwrap();
+        }
+    });
+    let mut g = c.benchmark_group("transfer");
+    g.throughput(Throughput::Bytes(TOTAL as u64));
+    g.sample_size(10);
+    for streams in [1usize, 16] {
+        g.bench_function(
+            BenchmarkId::new("node-fetch-1MiB-shards", format!("{streams}-streams")),
+            |b| {
+                b.iter(|| {
+                    rt.block_on(async {
+                        futures::stream::iter(&shards)
+                            .map(|(cid, _)| client.fetch(&target, cid, Some(MIB as u64), None))
+                            .buffer_unordered(streams)
+                            .for_each(|r| async move {
+                                black_box(r.unwrap());
+                            })
+                            .await;
+                    })
+                })
+            },
+        );
+    }
+    // Stores of fresh shards (a store of a held shard is a no-op): CIDs differ each iteration.
+    let mut round = 0u64;
+    for streams in [1usize, 16] {
+        g.bench_function(
+            BenchmarkId::new("node-store-1MiB-shards", format!("{streams}-streams")),
+            |b| {
+                b.iter_batched(
+                    || {
+                        round += 1;
+                        shards
+                            .iter()
+                            .map(|(_, d)| {
+                                let mut v = d.to_vec();
+                                v[..8].copy_from_slice(&round.to_le_bytes());
+                                (cids::raw(&v), Bytes::from(v))
+                            })
+                            .collect::<Vec<_>>()
+                    },
+                    |fresh| {
+                        rt.block_on(async {
+                            futures::stream::iter(&fresh)
+                                .map(|(cid, d)| client.store(&target, cid, d.clone()))
+                                .buffer_unordered(streams)
+                                .for_each(|r| async move { r.unwrap() })
+                                .await;
+                        })
+                    },
+                    criterion::BatchSize::PerIteration,
+                )
+            },
+        );
+    }
+    g.finish();
+    rt.block_on(node.shutdown()).unwrap();
+}
+
+fn rocksdb(c: &mut Criterion) {
+    let mut g = c.benchmark_group("rocksdb");
+    g.throughput(Throughput::Bytes(MIB as u64));
+    for sync in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            dir.path(),
+            StoreConfig {
+                capacity: u64::MAX,
+                sync_writes: sync,
+                rocksdb_checksums: false,
+            },
+            StoreMetrics::default(),
+        )
+        .unwrap();
+        let base = random(MIB, 7);
+        let mut n = 0u64;
+        g.bench_function(
+            BenchmarkId::new("put-1MiB", if sync { "fsync" } else { "no-fsync" }),
+            |b| {
+                b.iter_batched(
+                    || {
+                        n += 1;
+                        let mut v = base.clone();
+                        v[..8].copy_from_slice(&n.to_le_bytes());
+                        (cids::raw(&v), v)
+                    },
+                    |(cid, v)| store.put_shard(&cid, &v).unwrap(),
+                    criterion::BatchSize::LargeInput,
+                )
+            },
+        );
+    }
+    for checksums in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = StoreConfig {
+            capacity: u64::MAX,
+            sync_writes: false,
+            rocksdb_checksums: checksums,
+        };
+        let cids: Vec<Cid> = {
+            let store = Store::open(dir.path(), cfg.clone(), StoreMetrics::default()).unwrap();
+            (0..256u64)
+                .map(|i| {
+                    let v = random(MIB, 1000 + i);
+                    let cid = cids::raw(&v);
+                    store.put_shard(&cid, &v).unwrap();
+                    cid
+                })
+                .collect()
+        };
+        // Reopen so reads come from blob files, not the memtable.
+        let store = Store::open(dir.path(), cfg, StoreMetrics::default()).unwrap();
+        let mut i = 0usize;
+        let name = if checksums {
+            "rocksdb-checksums"
+        } else {
+            "blake3-only"
+        };
+        g.bench_function(BenchmarkId::new("get-verified-1MiB", name), |b| {
+            b.iter(|| {
+                i = (i * 7 + 13) % cids.len();
+                store.read_range(&cids[i], None).unwrap()
+            })
+        });
+    }
+    g.finish();
+}
+
+fn transport(c: &mut Criterion) {
+    let rt = runtime();
+    raw_quinn(c, &rt);
+    libp2p_stream(c, &rt);
+    plain_tcp(c, &rt);
+    node_transfer(c, &rt);
+}
+
+criterion_group!(benches, transport, rocksdb);
+criterion_main!(benches);

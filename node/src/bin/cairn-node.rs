@@ -1,0 +1,214 @@
+//! `cairn-node`: the storage provider's daemon. `cairn-node init`, then `cairn-node run`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use cairn_node::config::{Config, Size, template};
+use cairn_node::identity;
+use cairn_node::node::{CONFIG_FILE, RunningNode};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cairn-node",
+    version,
+    about = "Cairn storage node: keeps erasure-coded shards and serves them to the network"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a data directory: a node identity (identity.key, mode 0600) and a commented config.toml.
+    Init {
+        /// Where the node keeps its identity, configuration and RocksDB.
+        #[arg(long, env = "CAIRN_DATA_DIR")]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+    /// Run the node until SIGINT or SIGTERM.
+    Run {
+        /// The data directory created by `cairn-node init`.
+        #[arg(long, env = "CAIRN_DATA_DIR")]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        overrides: Overrides,
+        /// Exit when this process exits (used by `cairn devnet`).
+        #[arg(long, hide = true)]
+        watch_pid: Option<u32>,
+    },
+}
+
+/// Settings that override config.toml (flags, or CAIRN_* environment variables).
+#[derive(Args, Default)]
+struct Overrides {
+    /// libp2p listen multiaddr(s), e.g. /ip4/0.0.0.0/udp/4001/quic-v1 (repeatable).
+    #[arg(long, env = "CAIRN_LISTEN", value_delimiter = ',')]
+    listen: Vec<String>,
+    /// Data-plane UDP address, e.g. 0.0.0.0:4002.
+    #[arg(long, env = "CAIRN_DATA_LISTEN")]
+    data_listen: Option<String>,
+    /// Data-plane address to advertise to peers.
+    #[arg(long, env = "CAIRN_DATA_ADVERTISE")]
+    data_advertise: Option<String>,
+    /// Bootstrap peer multiaddr(s) ending in /p2p/<peer id> (repeatable).
+    #[arg(long, env = "CAIRN_BOOTSTRAP", value_delimiter = ',')]
+    bootstrap: Vec<String>,
+    /// Capacity limit, e.g. 500GiB.
+    #[arg(long, env = "CAIRN_CAPACITY")]
+    capacity: Option<Size>,
+    /// Admin HTTP address, e.g. 127.0.0.1:9101.
+    #[arg(long, env = "CAIRN_ADMIN")]
+    admin: Option<String>,
+    /// Failure-domain label (rack, host, zone).
+    #[arg(long, env = "CAIRN_LABEL")]
+    label: Option<String>,
+    /// Log filter, e.g. info or cairn_node=debug.
+    #[arg(long, env = "CAIRN_LOG")]
+    log: Option<String>,
+    /// fsync every write (true/false).
+    #[arg(long, env = "CAIRN_SYNC_WRITES")]
+    sync_writes: Option<bool>,
+    /// Scrub rate in bytes per second (0 = off), e.g. 32MiB.
+    #[arg(long, env = "CAIRN_SCRUB_RATE")]
+    scrub_rate: Option<Size>,
+}
+
+impl Overrides {
+    fn apply(self, c: &mut Config) {
+        if !self.listen.is_empty() {
+            c.network.listen = self.listen;
+        }
+        if let Some(v) = self.data_listen {
+            c.network.data_listen = v;
+        }
+        if let Some(v) = self.data_advertise {
+            c.network.data_advertise = Some(v);
+        }
+        if !self.bootstrap.is_empty() {
+            c.network.bootstrap = self.bootstrap;
+        }
+        if let Some(v) = self.capacity {
+            c.storage.capacity = v;
+        }
+        if let Some(v) = self.admin {
+            c.admin.listen = v;
+        }
+        if let Some(v) = self.label {
+            c.node.label = Some(v);
+        }
+        if let Some(v) = self.log {
+            c.node.log = v;
+        }
+        if let Some(v) = self.sync_writes {
+            c.storage.sync_writes = v;
+        }
+        if let Some(v) = self.scrub_rate {
+            c.storage.scrub_rate = v;
+        }
+    }
+}
+
+fn init(data_dir: &Path, overrides: Overrides) -> anyhow::Result<()> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let config_path = data_dir.join(CONFIG_FILE);
+    if config_path.exists() {
+        bail!(
+            "{} already exists: this data directory is already initialised",
+            config_path.display()
+        );
+    }
+    let mut config = Config::default();
+    overrides.apply(&mut config);
+    config.check()?;
+    let key = identity::create(&data_dir.join(identity::KEY_FILE))?;
+    std::fs::write(&config_path, template(&config))
+        .with_context(|| format!("writing {}", config_path.display()))?;
+    println!("initialised {}", data_dir.display());
+    println!("  peer id:  {}", key.public().to_peer_id());
+    println!(
+        "  identity: {} (mode 0600: back it up, keep it secret)",
+        data_dir.join(identity::KEY_FILE).display()
+    );
+    println!("  config:   {}", config_path.display());
+    println!(
+        "start it with: cairn-node run --data-dir {}",
+        data_dir.display()
+    );
+    Ok(())
+}
+
+async fn run(data_dir: &Path, overrides: Overrides, watch_pid: Option<u32>) -> anyhow::Result<()> {
+    let config_path = data_dir.join(CONFIG_FILE);
+    if !config_path.exists() {
+        bail!(
+            "{} not found: run `cairn-node init --data-dir {}` first",
+            config_path.display(),
+            data_dir.display()
+        );
+    }
+    let mut config = Config::load(&config_path)?;
+    overrides.apply(&mut config);
+    let checked = config.check()?;
+    init_logging(&config.node.log);
+    let key = identity::load(&data_dir.join(identity::KEY_FILE))?;
+    let node = RunningNode::start(data_dir, &checked, key, watch_pid).await?;
+    println!(
+        "cairn-node {} running: libp2p {} | data {} | admin http://{}",
+        node.info.peer_id,
+        node.info.listen.join(" "),
+        node.info.data_addr,
+        node.info.admin
+    );
+    let stopped = node.stopped();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = stopped.cancelled() => {}
+    }
+    node.shutdown().await?;
+    Ok(())
+}
+
+fn init_logging(filter: &str) {
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| filter.to_string());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Init {
+            data_dir,
+            overrides,
+        } => init(&data_dir, overrides),
+        Command::Run {
+            data_dir,
+            overrides,
+            watch_pid,
+        } => match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt.block_on(run(&data_dir, overrides, watch_pid)),
+            Err(e) => Err(e.into()),
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cairn-node: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,546 @@
+//! `cairn-node` configuration: one typed, documented, defaulted file (`DATA_DIR/config.toml`),
+//! parsed once and checked with errors that name the field and the fix.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::str::FromStr;
+
+use libp2p::Multiaddr;
+use libp2p::multiaddr::Protocol;
+use serde::{Deserialize, Serialize};
+
+/// A byte count written as an integer or with a unit (`500GiB`, `1.5 TB`, `64 MiB`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Size(pub u64);
+
+impl FromStr for Size {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
+        let (num, unit) = (t[..split].trim(), t[split..].trim());
+        let n: f64 = num.parse().map_err(|_| {
+            format!("{s:?} is not a size (use e.g. 500GiB, 2TB or a number of bytes)")
+        })?;
+        let mult: f64 = match unit.to_ascii_lowercase().as_str() {
+            "" | "b" => 1.0,
+            "k" | "kb" => 1e3,
+            "m" | "mb" => 1e6,
+            "g" | "gb" => 1e9,
+            "t" | "tb" => 1e12,
+            "p" | "pb" => 1e15,
+            "kib" => 1024.0,
+            "mib" => 1024f64.powi(2),
+            "gib" => 1024f64.powi(3),
+            "tib" => 1024f64.powi(4),
+            "pib" => 1024f64.powi(5),
+            other => {
+                return Err(format!(
+                    "unknown size unit {other:?} in {s:?} (use B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)"
+                ));
+            }
+        };
+        let bytes = n * mult;
+        if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+            return Err(format!("{s:?} is out of range"));
+        }
+        Ok(Size(bytes as u64))
+    }
+}
+
+impl fmt::Display for Size {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [(&str, u64); 4] = [
+            ("TiB", 1 << 40),
+            ("GiB", 1 << 30),
+            ("MiB", 1 << 20),
+            ("KiB", 1 << 10),
+        ];
+        for (name, unit) in UNITS {
+            if self.0 >= unit && self.0.is_multiple_of(unit) {
+                return write!(f, "{}{name}", self.0 / unit);
+            }
+        }
+        write!(f, "{}", self.0)
+    }
+}
+
+impl Serialize for Size {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(n) => Ok(Size(n)),
+            Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Network settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// libp2p listen addresses (QUIC), e.g. `/ip4/0.0.0.0/udp/4001/quic-v1`. Port 0 picks a free port.
+    pub listen: Vec<String>,
+    /// UDP address of the data plane (shard bytes over QUIC), e.g. `0.0.0.0:4002`.
+    pub data_listen: String,
+    /// Data-plane address to tell peers, when `data_listen` is a wildcard or behind NAT.
+    pub data_advertise: Option<String>,
+    /// Peers to join through, as multiaddrs ending in `/p2p/<peer id>`.
+    pub bootstrap: Vec<String>,
+    /// Most concurrent data-plane streams per connection.
+    pub max_streams_per_peer: u32,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            listen: vec!["/ip4/0.0.0.0/udp/4001/quic-v1".into()],
+            data_listen: "0.0.0.0:4002".into(),
+            data_advertise: None,
+            bootstrap: Vec::new(),
+            max_streams_per_peer: 32,
+        }
+    }
+}
+
+/// Storage settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Most shard bytes this node accepts; further stores are refused with a clear error.
+    pub capacity: Size,
+    /// fsync every write (safe against power loss; about half the write throughput).
+    pub sync_writes: bool,
+    /// Background re-verification rate in bytes per second (0 turns the scrub off).
+    pub scrub_rate: Size,
+    /// Also let RocksDB verify its own checksums on shard reads (BLAKE3 is always verified).
+    pub rocksdb_checksums: bool,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            capacity: Size(100 << 30),
+            sync_writes: true,
+            scrub_rate: Size(32 << 20),
+            rocksdb_checksums: false,
+        }
+    }
+}
+
+/// Admin HTTP settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of the admin HTTP server (`/health`, `/metrics`, `/status`).
+    pub listen: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9101".into(),
+        }
+    }
+}
+
+/// Identity and operations.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeSection {
+    /// Failure-domain label (host, rack or zone); placement puts one shard of a stripe per label.
+    pub label: Option<String>,
+    /// Log filter, `tracing` syntax (`info`, `cairn_node=debug,info`).
+    pub log: String,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        Self {
+            label: None,
+            log: "info".into(),
+        }
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `[node]`
+    pub node: NodeSection,
+    /// `[network]`
+    pub network: NetworkConfig,
+    /// `[storage]`
+    pub storage: StorageConfig,
+    /// `[admin]`
+    pub admin: AdminConfig,
+}
+
+/// A configuration problem, naming the field and the fix.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// What the parser said (it names the key and line).
+        message: String,
+    },
+    /// A field has a bad value.
+    #[error("config field {field} = {value:?}: {problem}; {fix}")]
+    Field {
+        /// Dotted field name.
+        field: String,
+        /// The value found.
+        value: String,
+        /// What is wrong.
+        problem: String,
+        /// How to fix it.
+        fix: String,
+    },
+}
+
+fn field(
+    field: impl Into<String>,
+    value: impl Into<String>,
+    problem: impl Into<String>,
+    fix: impl Into<String>,
+) -> ConfigError {
+    ConfigError::Field {
+        field: field.into(),
+        value: value.into(),
+        problem: problem.into(),
+        fix: fix.into(),
+    }
+}
+
+/// The configuration with every value parsed.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    /// libp2p listen addresses.
+    pub listen: Vec<Multiaddr>,
+    /// Data-plane listen address.
+    pub data_listen: SocketAddr,
+    /// Data-plane address advertised, if set.
+    pub data_advertise: Option<SocketAddr>,
+    /// Bootstrap peers.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Admin HTTP address.
+    pub admin: SocketAddr,
+    /// The source configuration.
+    pub config: Config,
+}
+
+impl Config {
+    /// Reads and checks `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Parses every value and checks the combination.
+    pub fn check(&self) -> Result<Checked, ConfigError> {
+        let n = &self.network;
+        if n.listen.is_empty() {
+            return Err(field(
+                "network.listen",
+                "[]",
+                "no listen address",
+                "add one, e.g. \"/ip4/0.0.0.0/udp/4001/quic-v1\"",
+            ));
+        }
+        let mut listen = Vec::new();
+        for (i, a) in n.listen.iter().enumerate() {
+            let name = format!("network.listen[{i}]");
+            let ma: Multiaddr = a.parse().map_err(|e| {
+                field(
+                    &name,
+                    a,
+                    format!("not a multiaddr ({e})"),
+                    "use e.g. /ip4/0.0.0.0/udp/4001/quic-v1",
+                )
+            })?;
+            let quic = ma.iter().any(|p| matches!(p, Protocol::QuicV1));
+            if !quic {
+                return Err(field(
+                    &name,
+                    a,
+                    "Cairn nodes listen on QUIC only",
+                    "end the address with /udp/<port>/quic-v1",
+                ));
+            }
+            listen.push(ma);
+        }
+        let data_listen: SocketAddr = n.data_listen.parse().map_err(|_| {
+            field(
+                "network.data_listen",
+                &n.data_listen,
+                "not an IP:port address",
+                "use e.g. 0.0.0.0:4002",
+            )
+        })?;
+        let data_advertise = match &n.data_advertise {
+            None => None,
+            Some(a) => Some(a.parse::<SocketAddr>().map_err(|_| {
+                field(
+                    "network.data_advertise",
+                    a,
+                    "not an IP:port address",
+                    "use the address peers can reach, e.g. 203.0.113.7:4002",
+                )
+            })?),
+        };
+        let mut bootstrap = Vec::new();
+        for (i, a) in n.bootstrap.iter().enumerate() {
+            let name = format!("network.bootstrap[{i}]");
+            let ma: Multiaddr = a.parse().map_err(|e| {
+                field(
+                    &name,
+                    a,
+                    format!("not a multiaddr ({e})"),
+                    "copy a peer's address from its /status",
+                )
+            })?;
+            if !matches!(ma.iter().last(), Some(Protocol::P2p(_))) {
+                return Err(field(
+                    &name,
+                    a,
+                    "the address does not end in /p2p/<peer id>",
+                    "append the peer id, as printed in the peer's /status",
+                ));
+            }
+            bootstrap.push(ma);
+        }
+        if n.max_streams_per_peer == 0 || n.max_streams_per_peer > 1024 {
+            return Err(field(
+                "network.max_streams_per_peer",
+                n.max_streams_per_peer.to_string(),
+                "must be between 1 and 1024",
+                "the default is 32",
+            ));
+        }
+        if self.storage.capacity.0 == 0 {
+            return Err(field(
+                "storage.capacity",
+                "0",
+                "a node with no capacity can store nothing",
+                "set e.g. capacity = \"500GiB\"",
+            ));
+        }
+        let admin: SocketAddr = self.admin.listen.parse().map_err(|_| {
+            field(
+                "admin.listen",
+                &self.admin.listen,
+                "not an IP:port address",
+                "use e.g. 127.0.0.1:9101",
+            )
+        })?;
+        if let Some(label) = &self.node.label
+            && (label.is_empty() || label.len() > 128)
+        {
+            return Err(field(
+                "node.label",
+                label,
+                "labels are 1 to 128 characters",
+                "use e.g. \"rack-a\"",
+            ));
+        }
+        if tracing_subscriber_filter_ok(&self.node.log).is_err() {
+            return Err(field(
+                "node.log",
+                &self.node.log,
+                "not a log filter",
+                "use e.g. \"info\" or \"cairn_node=debug,info\"",
+            ));
+        }
+        Ok(Checked {
+            listen,
+            data_listen,
+            data_advertise,
+            bootstrap,
+            admin,
+            config: self.clone(),
+        })
+    }
+}
+
+fn tracing_subscriber_filter_ok(filter: &str) -> Result<(), ()> {
+    // A light check that keeps the library free of a subscriber dependency: directives are
+    // `target=level` or `level`, comma-separated.
+    let levels = ["trace", "debug", "info", "warn", "error", "off"];
+    for d in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let level = d.rsplit('=').next().unwrap_or(d).to_ascii_lowercase();
+        if !levels.contains(&level.as_str()) {
+            return Err(());
+        }
+    }
+    Ok(())
+}
+
+/// The commented `config.toml` that `cairn-node init` writes.
+pub fn template(c: &Config) -> String {
+    let list = |v: &[String]| {
+        v.iter()
+            .map(|s| format!("{s:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let label = c
+        .node
+        .label
+        .as_ref()
+        .map_or("# label = \"rack-a\"".to_string(), |l| {
+            format!("label = {l:?}")
+        });
+    let advertise = c
+        .network
+        .data_advertise
+        .as_ref()
+        .map_or("# data_advertise = \"203.0.113.7:4002\"".to_string(), |a| {
+            format!("data_advertise = {a:?}")
+        });
+    format!(
+        r#"# cairn-node configuration. Every key is optional; the values below are the defaults unless
+# `cairn-node init` was given flags. `cairn-node run` flags and CAIRN_* environment variables
+# override this file.
+
+[node]
+# Failure-domain label (host, rack or zone). Placement puts at most one shard of a stripe on
+# each label, so a rack failure costs each stripe at most one shard.
+{label}
+# Log filter (tracing syntax): "info", "debug", "cairn_node=debug,info".
+log = {log:?}
+
+[network]
+# libp2p listen addresses (QUIC only). Port 0 picks a free port.
+listen = [{listen}]
+# Data plane: shard bytes travel over a separate QUIC endpoint on this UDP address.
+data_listen = {data_listen:?}
+# The data-plane address to give peers, if data_listen is a wildcard seen from elsewhere.
+{advertise}
+# Peers to join through: multiaddrs ending in /p2p/<peer id>, as shown by their /status.
+bootstrap = [{bootstrap}]
+# Most concurrent data-plane streams per connection (each may hold a shard in memory).
+max_streams_per_peer = {streams}
+
+[storage]
+# Most shard bytes this node accepts ("500GiB", "2TB" or a byte count). Beyond it, stores are
+# refused with an error that says the node is full.
+capacity = "{capacity}"
+# fsync each write: survives power loss; roughly halves write throughput.
+sync_writes = {sync}
+# Background re-verification of every stored byte, in bytes per second ("0" turns it off).
+scrub_rate = "{scrub}"
+# Also verify RocksDB's own checksums on shard reads (BLAKE3 is verified on every read anyway).
+rocksdb_checksums = {checksums}
+
+[admin]
+# Admin HTTP: GET /health, /metrics (Prometheus), /status (JSON). Keep it on a private address.
+listen = {admin:?}
+"#,
+        log = c.node.log,
+        listen = list(&c.network.listen),
+        data_listen = c.network.data_listen,
+        bootstrap = list(&c.network.bootstrap),
+        streams = c.network.max_streams_per_peer,
+        capacity = c.storage.capacity,
+        sync = c.storage.sync_writes,
+        scrub = c.storage.scrub_rate,
+        checksums = c.storage.rocksdb_checksums,
+        admin = c.admin.listen,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_and_print() {
+        assert_eq!("500GiB".parse::<Size>().unwrap().0, 500 << 30);
+        assert_eq!("1.5 TB".parse::<Size>().unwrap().0, 1_500_000_000_000);
+        assert_eq!("4096".parse::<Size>().unwrap().0, 4096);
+        assert!("10 XB".parse::<Size>().is_err());
+        assert!("lots".parse::<Size>().is_err());
+        assert_eq!(Size(64 << 20).to_string(), "64MiB");
+    }
+
+    #[test]
+    fn template_round_trips_to_defaults() {
+        let c = Config::default();
+        let parsed: Config = toml::from_str(&template(&c)).unwrap();
+        assert_eq!(parsed, c);
+        parsed.check().unwrap();
+        let mut c = Config::default();
+        c.node.label = Some("rack-b".into());
+        c.network.data_advertise = Some("10.0.0.1:4002".into());
+        let parsed: Config = toml::from_str(&template(&c)).unwrap();
+        assert_eq!(parsed, c);
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let cases = [
+            (
+                "[network]\nlisten = [\"/ip4/0.0.0.0/tcp/1\"]",
+                "network.listen[0]",
+            ),
+            (
+                "[network]\ndata_listen = \"nowhere\"",
+                "network.data_listen",
+            ),
+            (
+                "[network]\nbootstrap = [\"/ip4/1.2.3.4/udp/1/quic-v1\"]",
+                "network.bootstrap[0]",
+            ),
+            ("[storage]\ncapacity = 0", "storage.capacity"),
+            ("[admin]\nlisten = \"x\"", "admin.listen"),
+            ("[node]\nlog = \"loud\"", "node.log"),
+        ];
+        for (text, name) in cases {
+            let c: Config = toml::from_str(text).unwrap();
+            let err = c.check().unwrap_err().to_string();
+            assert!(err.contains(name), "{err}");
+        }
+        let err = toml::from_str::<Config>("[storage]\ncapacity = \"10 XB\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("capacity") || err.contains("XB"), "{err}");
+        let err = toml::from_str::<Config>("[storage]\ncapcity = 1")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("capcity"), "{err}");
+    }
+}

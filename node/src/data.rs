@@ -1,0 +1,979 @@
+//! The data plane: shard and manifest bytes over a quinn QUIC endpoint keyed to the node's
+//! libp2p identity.
+//!
+//! Both ends present libp2p-TLS certificates (the libp2p key signs the TLS key), so a client
+//! knows it reached the peer id it dialled and a server knows which peer id is talking. One
+//! request per bidirectional stream:
+//!
+//! ```text
+//! client                                   server
+//!   ── u32 len ‖ DataRequest (CBOR) ──────►  check limits, space
+//!   ── raw body (Store / PutManifest) ────►  verify against the CID, write to RocksDB
+//!   ◄───────── u32 len ‖ DataResponse ────
+//!   ◄───────── raw body (Proof / Manifest)   client verifies every 16 KiB as it arrives
+//! ```
+//!
+//! Limits: header <= 64 KiB; shard <= 64 MiB; streams per connection bounded by quinn
+//! (`network.max_streams_per_peer`); bytes buffered for incoming shards bounded by a node-wide
+//! semaphore; every request has a deadline. Malformed input gets an error answer and closes
+//! that stream only; it never panics the node.
+
+// Errors name the peer (a 38+-byte PeerId) so callers can say which node failed; next to
+// network I/O their size does not matter.
+#![allow(clippy::result_large_err)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use cairn_chunker::cids::{self, Cid, Codec};
+use cairn_chunker::verified::{self, RangeDecoder};
+use libp2p::PeerId;
+use libp2p::identity::Keypair;
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::NodeMetrics;
+use crate::protocol::{
+    DATA_ALPN, DataRequest, DataResponse, ErrorCode, MAX_DATA_HEADER, MAX_ENVELOPE_BYTES,
+    ManifestKind, RemoteError, decode_body, encode_frame,
+};
+use crate::store::{Store, StoreError};
+
+/// Time allowed to establish a connection: a stopped node fails this fast.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Time allowed for a peer to start answering a request.
+pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Time allowed for a whole request, body included.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// Bytes of incoming shard bodies a node buffers at once, across all peers.
+pub const MAX_INFLIGHT_BYTES: usize = 512 << 20;
+
+/// Errors talking to a peer's data plane.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DataError {
+    /// The peer could not be reached.
+    #[error("could not reach node {peer} at {addr}: {reason} (is it running?)")]
+    Unreachable {
+        /// The peer.
+        peer: PeerId,
+        /// Its data-plane address.
+        addr: SocketAddr,
+        /// What happened.
+        reason: String,
+    },
+    /// The peer did not answer in time.
+    #[error("node {peer} did not answer within {secs}s")]
+    Timeout {
+        /// The peer.
+        peer: PeerId,
+        /// The deadline.
+        secs: u64,
+    },
+    /// The peer answered with an error.
+    #[error("node {peer} refused: {error}")]
+    Remote {
+        /// The peer.
+        peer: PeerId,
+        /// Its answer.
+        error: RemoteError,
+    },
+    /// The peer's bytes did not verify against the CID.
+    #[error("node {peer} sent bytes for {cid} that do not verify: {reason}")]
+    BadData {
+        /// The peer.
+        peer: PeerId,
+        /// The shard or manifest.
+        cid: Cid,
+        /// What failed.
+        reason: String,
+    },
+    /// The peer broke the protocol (bad frame, wrong lengths, stream reset).
+    #[error("protocol error with node {peer}: {reason}")]
+    Protocol {
+        /// The peer.
+        peer: PeerId,
+        /// What happened.
+        reason: String,
+    },
+    /// Local setup failed (certificates, socket).
+    #[error("data plane setup: {0}")]
+    Setup(String),
+}
+
+impl DataError {
+    /// The peer involved, if any.
+    pub fn peer(&self) -> Option<PeerId> {
+        match self {
+            DataError::Unreachable { peer, .. }
+            | DataError::Timeout { peer, .. }
+            | DataError::Remote { peer, .. }
+            | DataError::BadData { peer, .. }
+            | DataError::Protocol { peer, .. } => Some(*peer),
+            DataError::Setup(_) => None,
+        }
+    }
+}
+
+/// A peer's data-plane address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Target {
+    /// Its identity (checked in the TLS handshake).
+    pub peer: PeerId,
+    /// Its data-plane UDP address.
+    pub addr: SocketAddr,
+}
+
+fn transport(max_streams: u32) -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_bidi_streams(max_streams.into());
+    t.max_concurrent_uni_streams(0u32.into());
+    t.stream_receive_window(VarInt::from_u32(16 << 20));
+    t.receive_window(VarInt::from_u32(64 << 20));
+    t.send_window(64 << 20);
+    // A killed peer sends nothing; keep-alives let the other side notice within the idle timeout.
+    t.keep_alive_interval(Some(Duration::from_secs(2)));
+    t.max_idle_timeout(Some(VarInt::from_u32(10_000).into()));
+    t.allow_spin(false);
+    Arc::new(t)
+}
+
+/// Builds a data-plane endpoint on `addr`: a server too when `serve` is set.
+pub fn endpoint(
+    keypair: &Keypair,
+    addr: SocketAddr,
+    serve: Option<u32>,
+) -> Result<Endpoint, DataError> {
+    let setup = |e: String| DataError::Setup(e);
+    let server = match serve {
+        Some(max_streams) => {
+            let tls =
+                crate::tls::server_config(keypair, DATA_ALPN).map_err(|e| setup(e.to_string()))?;
+            let crypto = QuicServerConfig::try_from(tls).map_err(|e| setup(e.to_string()))?;
+            let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+            config.transport_config(transport(max_streams));
+            config.migration(false);
+            Some(config)
+        }
+        None => None,
+    };
+    let socket =
+        std::net::UdpSocket::bind(addr).map_err(|e| setup(format!("binding UDP {addr}: {e}")))?;
+    let runtime = quinn::default_runtime().ok_or_else(|| setup("no async runtime".into()))?;
+    Endpoint::new(quinn::EndpointConfig::default(), server, socket, runtime)
+        .map_err(|e| setup(e.to_string()))
+}
+
+/// The peer id a connection authenticated as.
+fn remote_peer(conn: &Connection) -> Option<PeerId> {
+    let certs = conn
+        .peer_identity()?
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .ok()?;
+    crate::tls::peer_of(&certs)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server
+
+/// What the data-plane server needs.
+pub struct Server {
+    /// The shard store.
+    pub store: Arc<Store>,
+    /// Metrics to update.
+    pub metrics: Arc<NodeMetrics>,
+    /// Bounds bytes of incoming bodies buffered at once (permits are KiB).
+    pub inflight: Arc<Semaphore>,
+    /// Bounds store work (RocksDB + BLAKE3, CPU-bound) running at once to the number of cores:
+    /// more would only thrash caches and delay every request.
+    pub cpu: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// A server over `store`.
+    pub fn new(store: Arc<Store>, metrics: Arc<NodeMetrics>) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            metrics,
+            inflight: Arc::new(Semaphore::new(MAX_INFLIGHT_BYTES / 1024)),
+            cpu: Arc::new(Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )),
+        })
+    }
+
+    /// Accepts connections until `cancel` fires. Each connection and stream runs in its own task;
+    /// quinn bounds streams per connection, and tasks end when the endpoint closes.
+    pub async fn run(self: Arc<Self>, endpoint: Endpoint, cancel: CancellationToken) {
+        let mut tasks = tokio::task::JoinSet::new();
+        loop {
+            let incoming = tokio::select! {
+                _ = cancel.cancelled() => break,
+                i = endpoint.accept() => i,
+            };
+            let Some(incoming) = incoming else { break };
+            if tasks.len() >= 4096 {
+                incoming.refuse();
+                continue;
+            }
+            let server = self.clone();
+            let cancel = cancel.clone();
+            tasks.spawn(async move {
+                let conn = match tokio::time::timeout(CONNECT_TIMEOUT, incoming).await {
+                    Ok(Ok(c)) => c,
+                    Ok(Err(e)) => {
+                        tracing::debug!("data-plane handshake failed: {e}");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+                let Some(peer) = remote_peer(&conn) else {
+                    conn.close(VarInt::from_u32(1), b"no libp2p identity");
+                    return;
+                };
+                let mut streams = tokio::task::JoinSet::new();
+                loop {
+                    let accepted = tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        s = conn.accept_bi() => s,
+                    };
+                    let Ok((send, recv)) = accepted else { break };
+                    let server = server.clone();
+                    streams.spawn(async move { server.handle_stream(peer, send, recv).await });
+                    while streams.try_join_next().is_some() {}
+                }
+                streams.abort_all();
+            });
+            while tasks.try_join_next().is_some() {}
+        }
+        endpoint.close(VarInt::from_u32(0), b"shutting down");
+        tasks.abort_all();
+    }
+
+    async fn handle_stream(&self, peer: PeerId, mut send: SendStream, mut recv: RecvStream) {
+        let outcome = tokio::time::timeout(REQUEST_TIMEOUT, self.serve(&mut send, &mut recv)).await;
+        let error = match outcome {
+            Ok(Ok(())) => return,
+            Ok(Err(Failure::Answer(e))) => e,
+            Ok(Err(Failure::Gone(reason))) => {
+                tracing::debug!(%peer, "data stream ended: {reason}");
+                return;
+            }
+            Err(_) => RemoteError {
+                code: ErrorCode::BadRequest,
+                message: format!(
+                    "request not completed within {}s",
+                    REQUEST_TIMEOUT.as_secs()
+                ),
+            },
+        };
+        self.metrics.net.request_errors.inc();
+        tracing::debug!(%peer, code = ?error.code, "data request refused: {}", error.message);
+        let _ = recv.stop(VarInt::from_u32(0));
+        let _ = send
+            .write_all(&encode_frame(&DataResponse::Error(error)))
+            .await;
+        let _ = send.finish();
+        let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
+    }
+
+    async fn serve(&self, send: &mut SendStream, recv: &mut RecvStream) -> Result<(), Failure> {
+        let request: DataRequest =
+            tokio::time::timeout(FIRST_BYTE_TIMEOUT, read_frame(recv, MAX_DATA_HEADER))
+                .await
+                .map_err(|_| {
+                    Failure::answer(ErrorCode::BadRequest, "no request header in time")
+                })??;
+        request.check().map_err(Failure::Answer)?;
+        match request {
+            DataRequest::Store { cid, len } => {
+                cids::digest(&cid, Codec::Raw)
+                    .map_err(|e| Failure::answer(ErrorCode::BadRequest, e.to_string()))?;
+                self.store.check_space(len).map_err(store_failure)?;
+                let _permit = self.reserve(len).await?;
+                let body = read_body(recv, len as usize).await?;
+                self.metrics.net.bytes_in.inc_by(len);
+                let store = self.store.clone();
+                self.blocking(move || store.put_shard(&cid, &body)).await?;
+                respond(send, &DataResponse::Stored, None).await
+            }
+            DataRequest::Fetch { cid, range } => {
+                let store = self.store.clone();
+                let gone = |e: quinn::WriteError| Failure::Gone(e.to_string());
+                match range {
+                    // Whole shards: outboard then data, as stored; one copy out of RocksDB.
+                    None => {
+                        let (outboard, data) = self.blocking(move || store.read_full(&cid)).await?;
+                        self.metrics
+                            .net
+                            .bytes_out
+                            .inc_by((outboard.len() + data.len()) as u64);
+                        let header = encode_frame(&DataResponse::Shard {
+                            size: data.len() as u64,
+                        });
+                        let mut pieces = [Bytes::from(header), outboard, data];
+                        send.write_all_chunks(&mut pieces).await.map_err(gone)?;
+                        let _ = send.finish();
+                        let _ = tokio::time::timeout(REQUEST_TIMEOUT, send.stopped()).await;
+                        Ok(())
+                    }
+                    Some((a, b)) => {
+                        let (size, proof) = self
+                            .blocking(move || store.read_range(&cid, Some(a..b)))
+                            .await?;
+                        self.metrics.net.bytes_out.inc_by(proof.len() as u64);
+                        let header = DataResponse::Proof {
+                            size,
+                            len: proof.len() as u64,
+                        };
+                        respond(send, &header, Some(Bytes::from(proof))).await
+                    }
+                }
+            }
+            DataRequest::PutManifest {
+                cid,
+                kind,
+                len,
+                envelopes,
+            } => {
+                let _permit = self
+                    .reserve(len + u64::from(envelopes) * MAX_ENVELOPE_BYTES as u64)
+                    .await?;
+                let body = read_body(recv, len as usize).await?;
+                let mut envs = Vec::with_capacity(envelopes as usize);
+                for _ in 0..envelopes {
+                    let n = read_u32(recv).await? as usize;
+                    if n > MAX_ENVELOPE_BYTES {
+                        return Err(Failure::answer(
+                            ErrorCode::BadRequest,
+                            format!("envelope of {n} bytes is over {MAX_ENVELOPE_BYTES}"),
+                        ));
+                    }
+                    envs.push(read_body(recv, n).await?.to_vec());
+                }
+                self.metrics.net.bytes_in.inc_by(len);
+                let store = self.store.clone();
+                self.blocking(move || store.put_manifest(&cid, kind, &body, &envs))
+                    .await?;
+                respond(send, &DataResponse::Stored, None).await
+            }
+            DataRequest::GetManifest { cid } => {
+                let store = self.store.clone();
+                let (bytes, envs) = self.blocking(move || store.get_manifest(&cid)).await?;
+                let mut body = Vec::with_capacity(
+                    bytes.len() + envs.iter().map(|e| e.len() + 4).sum::<usize>(),
+                );
+                body.extend_from_slice(&bytes);
+                for e in &envs {
+                    body.extend_from_slice(&(e.len() as u32).to_le_bytes());
+                    body.extend_from_slice(e);
+                }
+                self.metrics.net.bytes_out.inc_by(body.len() as u64);
+                let header = DataResponse::Manifest {
+                    len: bytes.len() as u64,
+                    envelopes: envs.len() as u32,
+                };
+                respond(send, &header, Some(Bytes::from(body))).await
+            }
+        }
+    }
+
+    /// Runs store work on a blocking thread, at most one per core at a time.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, Failure> {
+        let _permit = self
+            .cpu
+            .acquire()
+            .await
+            .map_err(|_| Failure::answer(ErrorCode::Internal, "shutting down"))?;
+        blocking_task(f).await
+    }
+
+    async fn reserve(&self, bytes: u64) -> Result<tokio::sync::SemaphorePermit<'_>, Failure> {
+        let kib = bytes.div_ceil(1024).min(MAX_INFLIGHT_BYTES as u64 / 1024) as u32;
+        match tokio::time::timeout(Duration::from_secs(10), self.inflight.acquire_many(kib)).await {
+            Ok(Ok(p)) => Ok(p),
+            _ => {
+                self.metrics.net.busy.inc();
+                Err(Failure::answer(
+                    ErrorCode::Busy,
+                    "too many bytes in flight; retry shortly",
+                ))
+            }
+        }
+    }
+}
+
+/// How a request ended badly.
+enum Failure {
+    /// Tell the peer.
+    Answer(RemoteError),
+    /// The peer went away; nothing to say.
+    Gone(String),
+}
+
+impl Failure {
+    fn answer(code: ErrorCode, message: impl Into<String>) -> Self {
+        Failure::Answer(RemoteError {
+            code,
+            message: message.into(),
+        })
+    }
+}
+
+impl From<FrameFailure> for Failure {
+    fn from(e: FrameFailure) -> Self {
+        match e {
+            FrameFailure::Malformed(m) => Failure::answer(ErrorCode::BadRequest, m),
+            FrameFailure::Io(m) => Failure::Gone(m),
+        }
+    }
+}
+
+fn store_failure(e: StoreError) -> Failure {
+    let code = match &e {
+        StoreError::NotFound { .. } => ErrorCode::NotFound,
+        StoreError::Corrupt { .. } => ErrorCode::Corrupt,
+        StoreError::HashMismatch { .. } => ErrorCode::HashMismatch,
+        StoreError::NoSpace { .. } => ErrorCode::NoSpace,
+        StoreError::BadSize { .. }
+        | StoreError::Cid(_)
+        | StoreError::Range(_)
+        | StoreError::Manifest(_) => ErrorCode::BadRequest,
+        _ => ErrorCode::Internal,
+    };
+    if code == ErrorCode::Internal {
+        tracing::error!("store error: {e}");
+    }
+    Failure::Answer(RemoteError {
+        code,
+        message: e.to_string(),
+    })
+}
+
+async fn blocking_task<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, Failure> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(store_failure),
+        Err(e) => Err(Failure::answer(
+            ErrorCode::Internal,
+            format!("store task failed: {e}"),
+        )),
+    }
+}
+
+async fn respond(
+    send: &mut SendStream,
+    header: &DataResponse,
+    body: Option<Bytes>,
+) -> Result<(), Failure> {
+    let gone = |e: quinn::WriteError| Failure::Gone(e.to_string());
+    send.write_all(&encode_frame(header)).await.map_err(gone)?;
+    if let Some(body) = body {
+        send.write_chunk(body).await.map_err(gone)?;
+    }
+    let _ = send.finish();
+    // Wait until the peer has the whole answer (or gave up), so dropping the stream loses nothing.
+    let _ = tokio::time::timeout(REQUEST_TIMEOUT, send.stopped()).await;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Framing on quinn streams
+
+enum FrameFailure {
+    Malformed(String),
+    Io(String),
+}
+
+async fn read_u32(recv: &mut RecvStream) -> Result<u32, FrameFailure> {
+    let mut len = [0u8; 4];
+    recv.read_exact(&mut len)
+        .await
+        .map_err(|e| FrameFailure::Io(e.to_string()))?;
+    Ok(u32::from_le_bytes(len))
+}
+
+async fn read_frame<T: DeserializeOwned>(
+    recv: &mut RecvStream,
+    limit: usize,
+) -> Result<T, FrameFailure> {
+    let len = read_u32(recv).await? as usize;
+    if len > limit {
+        return Err(FrameFailure::Malformed(format!(
+            "header of {len} bytes is over the {limit}-byte limit"
+        )));
+    }
+    let mut body = vec![0u8; len];
+    recv.read_exact(&mut body)
+        .await
+        .map_err(|e| FrameFailure::Io(e.to_string()))?;
+    decode_body(&body).map_err(|e| FrameFailure::Malformed(e.to_string()))
+}
+
+/// Reads exactly `len` bytes without copying quinn's chunks more than once.
+async fn read_body(recv: &mut RecvStream, len: usize) -> Result<Bytes, FrameFailure> {
+    let mut buf = BytesMut::with_capacity(len);
+    while buf.len() < len {
+        match recv.read_chunk(len - buf.len(), true).await {
+            Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
+            Ok(None) => {
+                return Err(FrameFailure::Io(format!(
+                    "stream ended after {} of {len} bytes",
+                    buf.len()
+                )));
+            }
+            Err(e) => return Err(FrameFailure::Io(e.to_string())),
+        }
+    }
+    Ok(buf.freeze())
+}
+
+fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    encode_frame(msg)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client
+
+/// A data-plane client: dials peers by peer id and address, keeps one connection per peer
+/// address, and retries a request once on a fresh connection when a cached one turns out dead
+/// (every request is idempotent).
+#[derive(Clone)]
+pub struct Client {
+    endpoint: Endpoint,
+    keypair: Keypair,
+    conns: Arc<Mutex<HashMap<Target, Connection>>>,
+    max_streams: u32,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").finish_non_exhaustive()
+    }
+}
+
+fn write_err(peer: PeerId) -> impl Fn(quinn::WriteError) -> DataError {
+    move |e| DataError::Protocol {
+        peer,
+        reason: e.to_string(),
+    }
+}
+
+impl Client {
+    /// A client that dials from `endpoint` (a node's own endpoint, or a client-only one).
+    pub fn new(endpoint: Endpoint, keypair: Keypair, max_streams: u32) -> Self {
+        Self {
+            endpoint,
+            keypair,
+            conns: Arc::new(Mutex::new(HashMap::new())),
+            max_streams,
+        }
+    }
+
+    /// A client on its own endpoint bound to an ephemeral local port.
+    pub fn bind(keypair: Keypair) -> Result<Self, DataError> {
+        let ep = endpoint(&keypair, SocketAddr::from(([0, 0, 0, 0], 0)), None)?;
+        Ok(Self::new(ep, keypair, 64))
+    }
+
+    /// The endpoint's local address.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.endpoint.local_addr().ok()
+    }
+
+    async fn connection(&self, t: &Target) -> Result<Connection, DataError> {
+        if let Some(c) = self.conns.lock().ok().and_then(|m| m.get(t).cloned())
+            && c.close_reason().is_none()
+        {
+            return Ok(c);
+        }
+        let unreachable = |reason: String| DataError::Unreachable {
+            peer: t.peer,
+            addr: t.addr,
+            reason,
+        };
+        let tls = crate::tls::client_config(&self.keypair, t.peer, DATA_ALPN)
+            .map_err(|e| DataError::Setup(e.to_string()))?;
+        let crypto =
+            QuicClientConfig::try_from(tls).map_err(|e| DataError::Setup(e.to_string()))?;
+        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+        config.transport_config(transport(self.max_streams));
+        let connecting = self
+            .endpoint
+            .connect_with(config, t.addr, "l")
+            .map_err(|e| unreachable(e.to_string()))?;
+        let conn = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return Err(unreachable(e.to_string())),
+            Err(_) => {
+                return Err(unreachable(format!(
+                    "no answer within {}s",
+                    CONNECT_TIMEOUT.as_secs()
+                )));
+            }
+        };
+        if let Ok(mut m) = self.conns.lock() {
+            m.insert(*t, conn.clone());
+        }
+        Ok(conn)
+    }
+
+    /// Runs `op` on a stream of a (cached) connection to `t`, within [`REQUEST_TIMEOUT`]; if the
+    /// connection was dead, runs it once more on a fresh one.
+    async fn request<T, F, Fut>(&self, t: &Target, op: F) -> Result<T, DataError>
+    where
+        F: Fn(SendStream, RecvStream) -> Fut,
+        Fut: std::future::Future<Output = Result<T, DataError>>,
+    {
+        let attempt = async {
+            for attempt in 0..2 {
+                let conn = self.connection(t).await?;
+                let result = match tokio::time::timeout(FIRST_BYTE_TIMEOUT, conn.open_bi()).await {
+                    Ok(Ok((send, recv))) => op(send, recv).await,
+                    Ok(Err(e)) => Err(DataError::Unreachable {
+                        peer: t.peer,
+                        addr: t.addr,
+                        reason: e.to_string(),
+                    }),
+                    Err(_) => Err(DataError::Timeout {
+                        peer: t.peer,
+                        secs: FIRST_BYTE_TIMEOUT.as_secs(),
+                    }),
+                };
+                match result {
+                    Err(e)
+                        if attempt == 0
+                            && conn.close_reason().is_some()
+                            && !matches!(e, DataError::Remote { .. }) =>
+                    {
+                        tracing::debug!(peer = %t.peer, "connection was dead ({e}); retrying on a new one");
+                        if let Ok(mut m) = self.conns.lock() {
+                            m.remove(t);
+                        }
+                    }
+                    other => return other,
+                }
+            }
+            Err(DataError::Unreachable {
+                peer: t.peer,
+                addr: t.addr,
+                reason: "connection lost twice".into(),
+            })
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, attempt)
+            .await
+            .map_err(|_| DataError::Timeout {
+                peer: t.peer,
+                secs: REQUEST_TIMEOUT.as_secs(),
+            })?
+    }
+
+    async fn response(t: &Target, recv: &mut RecvStream) -> Result<DataResponse, DataError> {
+        match tokio::time::timeout(
+            FIRST_BYTE_TIMEOUT,
+            read_frame::<DataResponse>(recv, MAX_DATA_HEADER),
+        )
+        .await
+        {
+            Err(_) => Err(DataError::Timeout {
+                peer: t.peer,
+                secs: FIRST_BYTE_TIMEOUT.as_secs(),
+            }),
+            Ok(Err(FrameFailure::Malformed(reason))) | Ok(Err(FrameFailure::Io(reason))) => {
+                Err(DataError::Protocol {
+                    peer: t.peer,
+                    reason,
+                })
+            }
+            Ok(Ok(DataResponse::Error(error))) => Err(DataError::Remote {
+                peer: t.peer,
+                error,
+            }),
+            Ok(Ok(r)) => Ok(r),
+        }
+    }
+
+    /// Stores a shard on `t`; the peer verifies it against `cid` before accepting.
+    pub async fn store(&self, t: &Target, cid: &Cid, data: Bytes) -> Result<(), DataError> {
+        let header = encode(&DataRequest::Store {
+            cid: *cid,
+            len: data.len() as u64,
+        });
+        self.request(t, |mut send, mut recv| {
+            let (header, data) = (&header, data.clone());
+            async move {
+                send.write_all(header).await.map_err(write_err(t.peer))?;
+                // If the peer refuses early (no space), its answer arrives while we write.
+                let write = async {
+                    send.write_chunk(data).await.map_err(write_err(t.peer))?;
+                    let _ = send.finish();
+                    Ok::<(), DataError>(())
+                };
+                let (written, answer) = tokio::join!(write, Self::response(t, &mut recv));
+                match answer? {
+                    DataResponse::Stored => Ok(()),
+                    other => {
+                        written?;
+                        Err(DataError::Protocol {
+                            peer: t.peer,
+                            reason: format!("unexpected answer {other:?}"),
+                        })
+                    }
+                }
+            }
+        })
+        .await
+    }
+
+    /// Fetches a shard (or `range` of it) from `t` and verifies every byte against `cid` as it
+    /// arrives. `size`, when known from a manifest, is checked against the peer's claim.
+    pub async fn fetch(
+        &self,
+        t: &Target,
+        cid: &Cid,
+        size: Option<u64>,
+        range: Option<Range<u64>>,
+    ) -> Result<Bytes, DataError> {
+        let root = cids::digest(cid, Codec::Raw).map_err(|e| DataError::Setup(e.to_string()))?;
+        let header = encode(&DataRequest::Fetch {
+            cid: *cid,
+            range: range.as_ref().map(|r| (r.start, r.end)),
+        });
+        self.request(t, |mut send, mut recv| {
+            let (header, range) = (&header, range.clone());
+            async move {
+                let bad = |reason: String| DataError::BadData {
+                    peer: t.peer,
+                    cid: *cid,
+                    reason,
+                };
+                let proto = |reason: String| DataError::Protocol {
+                    peer: t.peer,
+                    reason,
+                };
+                send.write_all(header).await.map_err(write_err(t.peer))?;
+                let _ = send.finish();
+                let answer = Self::response(t, &mut recv).await?;
+                let claimed = match answer {
+                    DataResponse::Shard { size } | DataResponse::Proof { size, .. } => size,
+                    _ => return Err(proto("expected a shard".into())),
+                };
+                if let Some(expected) = size
+                    && expected != claimed
+                {
+                    return Err(bad(format!(
+                        "size {claimed} differs from the manifest's {expected}"
+                    )));
+                }
+                match (answer, range) {
+                    (DataResponse::Shard { size }, None) => {
+                        // Outboard first (checked against the CID), then data checked per 16 KiB.
+                        let ob_len = verified::outboard_size(size) as usize;
+                        let outboard = read_body(&mut recv, ob_len).await.map_err(|e| match e {
+                            FrameFailure::Io(m) | FrameFailure::Malformed(m) => proto(m),
+                        })?;
+                        let mut verifier = verified::OutboardVerifier::new(root, size, &outboard)
+                            .map_err(|e| bad(e.to_string()))?;
+                        let mut out = BytesMut::with_capacity(size as usize);
+                        while (out.len() as u64) < size {
+                            let chunk = recv
+                                .read_chunk(size as usize - out.len(), true)
+                                .await
+                                .map_err(|e| proto(e.to_string()))?
+                                .ok_or_else(|| {
+                                    proto(format!(
+                                        "stream ended after {} of {size} bytes",
+                                        out.len()
+                                    ))
+                                })?;
+                            out.extend_from_slice(&chunk.bytes);
+                            verifier.check(&out).map_err(|e| bad(e.to_string()))?;
+                        }
+                        verifier.check(&out).map_err(|e| bad(e.to_string()))?;
+                        if !verifier.is_done() {
+                            return Err(bad("shard incomplete".into()));
+                        }
+                        Ok(out.freeze())
+                    }
+                    (DataResponse::Proof { size, len }, Some(range)) => {
+                        let expected_len = verified::encoded_len(size, range.clone());
+                        if len != expected_len {
+                            return Err(bad(format!(
+                                "proof stream of {len} bytes, expected {expected_len}"
+                            )));
+                        }
+                        let mut decoder = RangeDecoder::new(root, size, range.clone())
+                            .map_err(|e| bad(e.to_string()))?;
+                        let mut out = BytesMut::with_capacity((range.end - range.start) as usize);
+                        let mut received = 0u64;
+                        while received < len {
+                            let chunk = recv
+                                .read_chunk((len - received) as usize, true)
+                                .await
+                                .map_err(|e| proto(e.to_string()))?
+                                .ok_or_else(|| {
+                                    proto(format!(
+                                        "stream ended after {received} of {len} proof bytes"
+                                    ))
+                                })?;
+                            received += chunk.bytes.len() as u64;
+                            decoder
+                                .push(&chunk.bytes, |_, b| out.extend_from_slice(b))
+                                .map_err(|e| bad(e.to_string()))?;
+                        }
+                        decoder.finish().map_err(|e| bad(e.to_string()))?;
+                        Ok(out.freeze())
+                    }
+                    _ => Err(proto("answer does not match the request".into())),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Stores manifest bytes and provenance envelopes on `t` (the peer checks the CID, the
+    /// manifest and every signature).
+    pub async fn put_manifest(
+        &self,
+        t: &Target,
+        cid: &Cid,
+        kind: ManifestKind,
+        bytes: &[u8],
+        envelopes: &[Vec<u8>],
+    ) -> Result<(), DataError> {
+        let mut body = encode(&DataRequest::PutManifest {
+            cid: *cid,
+            kind,
+            len: bytes.len() as u64,
+            envelopes: envelopes.len() as u32,
+        });
+        body.extend_from_slice(bytes);
+        for e in envelopes {
+            body.extend_from_slice(&(e.len() as u32).to_le_bytes());
+            body.extend_from_slice(e);
+        }
+        let body = Bytes::from(body);
+        self.request(t, |mut send, mut recv| {
+            let body = body.clone();
+            async move {
+                send.write_chunk(body).await.map_err(write_err(t.peer))?;
+                let _ = send.finish();
+                match Self::response(t, &mut recv).await? {
+                    DataResponse::Stored => Ok(()),
+                    other => Err(DataError::Protocol {
+                        peer: t.peer,
+                        reason: format!("unexpected answer {other:?}"),
+                    }),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Fetches a manifest's bytes (checked against `cid`) and its provenance envelopes
+    /// (unchecked: callers verify signatures).
+    pub async fn get_manifest(
+        &self,
+        t: &Target,
+        cid: &Cid,
+    ) -> Result<(Vec<u8>, Vec<Vec<u8>>), DataError> {
+        let header = encode(&DataRequest::GetManifest { cid: *cid });
+        self.request(t, |mut send, mut recv| {
+            let header = &header;
+            async move {
+                send.write_all(header).await.map_err(write_err(t.peer))?;
+                let _ = send.finish();
+                let DataResponse::Manifest { len, envelopes } =
+                    Self::response(t, &mut recv).await?
+                else {
+                    return Err(DataError::Protocol {
+                        peer: t.peer,
+                        reason: "expected a manifest".into(),
+                    });
+                };
+                if len > cairn_chunker::manifest::MAX_MANIFEST_BYTES as u64
+                    || envelopes > crate::protocol::MAX_ENVELOPES
+                {
+                    return Err(DataError::Protocol {
+                        peer: t.peer,
+                        reason: "manifest answer over the limits".into(),
+                    });
+                }
+                let io = |e: FrameFailure| DataError::Protocol {
+                    peer: t.peer,
+                    reason: match e {
+                        FrameFailure::Io(m) | FrameFailure::Malformed(m) => m,
+                    },
+                };
+                let bytes = read_body(&mut recv, len as usize)
+                    .await
+                    .map_err(io)?
+                    .to_vec();
+                if cids::dag_cbor(&bytes) != *cid {
+                    return Err(DataError::BadData {
+                        peer: t.peer,
+                        cid: *cid,
+                        reason: "manifest bytes do not hash to the CID".into(),
+                    });
+                }
+                let mut envs = Vec::new();
+                for _ in 0..envelopes {
+                    let n = read_u32(&mut recv).await.map_err(io)? as usize;
+                    if n > MAX_ENVELOPE_BYTES {
+                        return Err(DataError::Protocol {
+                            peer: t.peer,
+                            reason: "envelope over the limit".into(),
+                        });
+                    }
+                    envs.push(read_body(&mut recv, n).await.map_err(io)?.to_vec());
+                }
+                Ok((bytes, envs))
+            }
+        })
+        .await
+    }
+
+    /// Sends raw bytes on a new stream and returns whatever comes back (for robustness tests).
+    #[doc(hidden)]
+    pub async fn raw_exchange(&self, t: &Target, bytes: &[u8]) -> Result<Vec<u8>, DataError> {
+        self.request(t, |mut send, mut recv| async move {
+            let _ = send.write_all(bytes).await;
+            let _ = send.finish();
+            match tokio::time::timeout(FIRST_BYTE_TIMEOUT, recv.read_to_end(1 << 20)).await {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(e)) => Err(DataError::Protocol {
+                    peer: t.peer,
+                    reason: e.to_string(),
+                }),
+                Err(_) => Err(DataError::Timeout {
+                    peer: t.peer,
+                    secs: FIRST_BYTE_TIMEOUT.as_secs(),
+                }),
+            }
+        })
+        .await
+    }
+
+    /// Closes every connection.
+    pub fn close(&self) {
+        self.endpoint.close(VarInt::from_u32(0), b"bye");
+    }
+}

@@ -1,0 +1,42 @@
+//! # cairn-node: the storage provider's daemon
+//!
+//! A node keeps shards in RocksDB, proves nothing yet (storage proofs come with `cairn-proofs`),
+//! finds its peers with Kademlia over libp2p-QUIC, and moves verified shards over a QUIC data
+//! plane keyed to its libp2p identity.
+//!
+//! ```text
+//!                        ┌──────────────────────── cairn-node ─────────────────────────┐
+//!  peers ◄── libp2p ───► │ swarm actor (kad, identify, control req/resp) ──┐           │
+//!          QUIC :4001    │                                                 ▼           │
+//!  peers ◄── quinn ────► │ data plane (store / fetch / manifests) ──► Store (RocksDB)  │
+//!          QUIC :4002    │ admin HTTP (/health /metrics /status) ───► (blob files,     │
+//!  operator ◄── :9101 ─► │ scrub (re-verifies every byte at a set rate) ──►  BLAKE3)   │
+//!                        └─────────────────────────────────────────────────────────────┘
+//! ```
+//!
+//! * [`store`]: RocksDB column families, atomic shard + outboard + accounting writes, BLAKE3
+//!   verification on every read, quarantine of corrupt shards, capacity limit, scrub.
+//! * [`swarm`]: the libp2p actor (discovery, control plane).
+//! * [`data`]: the data plane server and client (bulk bytes, verified streaming), over
+//!   [`tls`] (libp2p-TLS certificates, AES-GCM preferred).
+//! * [`protocol`]: wire messages and framing, with their size limits.
+//! * [`config`], [`identity`], [`admin`], [`metrics`]: operations.
+//! * [`node`]: the composition root that starts and stops all of the above.
+//!
+//! The wire and disk formats are written down in `node/DESIGN.md`.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+#![deny(rustdoc::broken_intra_doc_links)]
+
+pub mod admin;
+pub mod config;
+pub mod data;
+pub mod identity;
+pub mod metrics;
+pub mod node;
+pub mod protocol;
+pub mod store;
+pub mod swarm;
+pub mod tls;
+
+pub use node::{RunningNode, RuntimeInfo};

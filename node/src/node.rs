@@ -1,0 +1,414 @@
+//! The composition root: opens the store, starts the swarm, the data plane, the admin server and
+//! the scrub, and stops them in order.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use libp2p::PeerId;
+use libp2p::identity::Keypair;
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{self, AdminState};
+use crate::config::Checked;
+use crate::data::{self, DataError};
+use crate::metrics::NodeMetrics;
+use crate::protocol::{
+    ControlRequest, ControlResponse, ErrorCode, MAX_HAS, MAX_LIST, NodeInfo, RemoteError,
+};
+use crate::store::{Store, StoreConfig, StoreError};
+use crate::swarm::{Handler, Role, Swarm, SwarmError};
+
+/// File in the data directory describing the running node (removed on clean shutdown).
+pub const RUNTIME_FILE: &str = "node.json";
+/// RocksDB directory inside the data directory.
+pub const DB_DIR: &str = "db";
+/// Configuration file inside the data directory.
+pub const CONFIG_FILE: &str = "config.toml";
+
+/// Errors starting or stopping a node.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The swarm failed.
+    #[error(transparent)]
+    Swarm(#[from] SwarmError),
+    /// The data plane failed.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// A file or socket failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// What a running node tells other programs (`DATA_DIR/node.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RuntimeInfo {
+    /// Process id.
+    pub pid: u32,
+    /// Peer id.
+    pub peer_id: String,
+    /// libp2p multiaddrs, with `/p2p/<peer id>`.
+    pub listen: Vec<String>,
+    /// Data-plane address peers dial.
+    pub data_addr: SocketAddr,
+    /// Admin HTTP address.
+    pub admin: SocketAddr,
+}
+
+/// A running node.
+pub struct RunningNode {
+    /// What it listens on.
+    pub info: RuntimeInfo,
+    /// The store (for in-process tests).
+    pub store: Arc<Store>,
+    /// The swarm handle.
+    pub swarm: Swarm,
+    cancel: CancellationToken,
+    tasks: JoinSet<()>,
+    data_dir: PathBuf,
+}
+
+impl std::fmt::Debug for RunningNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningNode")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+fn advertised(
+    listen: SocketAddr,
+    advertise: Option<SocketAddr>,
+    libp2p_ip: Option<IpAddr>,
+) -> SocketAddr {
+    if let Some(a) = advertise {
+        return a;
+    }
+    if !listen.ip().is_unspecified() {
+        return listen;
+    }
+    let ip = libp2p_ip
+        .filter(|ip| !ip.is_unspecified())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    tracing::warn!(
+        "network.data_listen is a wildcard address; advertising {ip}: set network.data_advertise for remote peers"
+    );
+    SocketAddr::new(ip, listen.port())
+}
+
+fn first_ip(addrs: &[libp2p::Multiaddr]) -> Option<IpAddr> {
+    addrs.iter().find_map(|a| {
+        a.iter().find_map(|p| match p {
+            libp2p::multiaddr::Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
+            libp2p::multiaddr::Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
+            _ => None,
+        })
+    })
+}
+
+/// Answers control requests. `listen` is filled once the swarm is listening.
+fn control_handler(
+    store: Arc<Store>,
+    peer: PeerId,
+    label: Option<String>,
+    data_addrs: Vec<SocketAddr>,
+    listen: Arc<std::sync::OnceLock<Vec<String>>>,
+) -> Handler {
+    Arc::new(move |_from, req| {
+        let store = store.clone();
+        let (label, data_addrs) = (label.clone(), data_addrs.clone());
+        let listen = listen.get().cloned().unwrap_or_default();
+        async move {
+            let failure =
+                |code, message: String| ControlResponse::Error(RemoteError { code, message });
+            match req {
+                ControlRequest::Info => {
+                    let s = store.stats();
+                    ControlResponse::Info(NodeInfo {
+                        peer_id: peer.to_string(),
+                        version: env!("CARGO_PKG_VERSION").to_string(),
+                        listen,
+                        data_addrs,
+                        label,
+                        capacity: s.capacity,
+                        used: s.used,
+                        shards: s.shards,
+                    })
+                }
+                ControlRequest::Has(cids) if cids.len() > MAX_HAS => failure(
+                    ErrorCode::BadRequest,
+                    format!("at most {MAX_HAS} CIDs per has request"),
+                ),
+                ControlRequest::Has(cids) => {
+                    match tokio::task::spawn_blocking(move || store.has(&cids)).await {
+                        Ok(Ok(v)) => ControlResponse::Has(v),
+                        Ok(Err(e)) => failure(ErrorCode::Internal, e.to_string()),
+                        Err(e) => failure(ErrorCode::Internal, e.to_string()),
+                    }
+                }
+                ControlRequest::List { after, limit } => {
+                    let limit = limit.clamp(1, MAX_LIST) as usize;
+                    match tokio::task::spawn_blocking(move || store.list(after.as_ref(), limit))
+                        .await
+                    {
+                        Ok(Ok((items, more))) => ControlResponse::List {
+                            shards: items
+                                .into_iter()
+                                .filter(|(_, _, bad)| !bad)
+                                .map(|(c, n, _)| (c, n))
+                                .collect(),
+                            more,
+                        },
+                        Ok(Err(e)) => failure(ErrorCode::Internal, e.to_string()),
+                        Err(e) => failure(ErrorCode::Internal, e.to_string()),
+                    }
+                }
+            }
+        }
+        .boxed()
+    })
+}
+
+async fn scrub(store: Arc<Store>, rate: u64, cancel: CancellationToken) {
+    if rate == 0 {
+        return;
+    }
+    let mut cursor = None;
+    let mut pass_started = tokio::time::Instant::now();
+    loop {
+        let started = tokio::time::Instant::now();
+        let s = store.clone();
+        let step = tokio::task::spawn_blocking(move || s.scrub_step(cursor.as_ref(), rate)).await;
+        let report = match step {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                tracing::error!("scrub failed: {e}");
+                tokio::select! { _ = cancel.cancelled() => return, _ = tokio::time::sleep(Duration::from_secs(60)) => continue }
+            }
+            Err(_) => return,
+        };
+        for cid in &report.corrupt {
+            tracing::error!(%cid, "scrub found a corrupt shard");
+        }
+        cursor = report.next;
+        if cursor.is_none() {
+            tracing::debug!(
+                secs = pass_started.elapsed().as_secs(),
+                "scrub pass complete"
+            );
+            pass_started = tokio::time::Instant::now();
+        }
+        // Keep to `rate` bytes per second; rest a minute after a full pass over an empty store.
+        let budget = Duration::from_secs_f64(report.bytes as f64 / rate as f64).max(
+            if report.checked == 0 {
+                Duration::from_secs(60)
+            } else {
+                Duration::ZERO
+            },
+        );
+        let wait = budget.saturating_sub(started.elapsed());
+        tokio::select! { _ = cancel.cancelled() => return, _ = tokio::time::sleep(wait) => {} }
+    }
+}
+
+async fn watch_pid(pid: u32, cancel: CancellationToken) {
+    let path = PathBuf::from(format!("/proc/{pid}"));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+        if !path.exists() {
+            tracing::warn!(pid, "watched process is gone; shutting down");
+            cancel.cancel();
+            return;
+        }
+    }
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+impl RunningNode {
+    /// Starts a node over `data_dir` with a checked configuration and its identity.
+    pub async fn start(
+        data_dir: &Path,
+        cfg: &Checked,
+        keypair: Keypair,
+        watch: Option<u32>,
+    ) -> Result<Self, NodeError> {
+        let c = &cfg.config;
+        let metrics = NodeMetrics::new();
+        let store_cfg = StoreConfig {
+            capacity: c.storage.capacity.0,
+            sync_writes: c.storage.sync_writes,
+            rocksdb_checksums: c.storage.rocksdb_checksums,
+        };
+        let db = data_dir.join(DB_DIR);
+        let store = {
+            let m = metrics.store.clone();
+            tokio::task::spawn_blocking(move || Store::open(&db, store_cfg, m))
+                .await
+                .map_err(|e| NodeError::Io {
+                    what: "opening the store".into(),
+                    source: std::io::Error::other(e),
+                })??
+        };
+        let store = Arc::new(store);
+        let cancel = CancellationToken::new();
+        let peer = keypair.public().to_peer_id();
+
+        let endpoint = data::endpoint(
+            &keypair,
+            cfg.data_listen,
+            Some(c.network.max_streams_per_peer),
+        )?;
+        let data_local = endpoint.local_addr().map_err(|source| NodeError::Io {
+            what: "data-plane socket".into(),
+            source,
+        })?;
+        let data_addr = advertised(data_local, cfg.data_advertise, first_ip(&cfg.listen));
+
+        let admin_listener = tokio::net::TcpListener::bind(cfg.admin)
+            .await
+            .map_err(|source| NodeError::Io {
+                what: format!("binding the admin HTTP server to {}", cfg.admin),
+                source,
+            })?;
+        let admin_addr = admin_listener
+            .local_addr()
+            .map_err(|source| NodeError::Io {
+                what: "admin socket".into(),
+                source,
+            })?;
+
+        // The swarm needs the handler before it starts; the handler needs the listen addresses,
+        // which are only known after: share them through a cell set right after start.
+        let listen_cell: Arc<std::sync::OnceLock<Vec<String>>> =
+            Arc::new(std::sync::OnceLock::new());
+        let handler = control_handler(
+            store.clone(),
+            peer,
+            c.node.label.clone(),
+            vec![data_addr],
+            listen_cell.clone(),
+        );
+        let swarm = Swarm::start(
+            keypair.clone(),
+            Role::Node,
+            &cfg.listen,
+            &cfg.bootstrap,
+            Some(handler),
+            format!("cairn-node/{}", env!("CARGO_PKG_VERSION")),
+            cancel.child_token(),
+        )
+        .await?;
+        let listen: Vec<String> = swarm
+            .listening()
+            .await?
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let _ = listen_cell.set(listen.clone());
+
+        let mut tasks = JoinSet::new();
+        let server = data::Server::new(store.clone(), metrics.clone());
+        tasks.spawn(server.run(endpoint, cancel.child_token()));
+        let state = AdminState {
+            store: store.clone(),
+            swarm: swarm.clone(),
+            metrics: metrics.clone(),
+            data_addrs: vec![data_addr],
+            label: c.node.label.clone(),
+        };
+        tasks.spawn(admin::serve(admin_listener, state, cancel.child_token()));
+        tasks.spawn(scrub(
+            store.clone(),
+            c.storage.scrub_rate.0,
+            cancel.child_token(),
+        ));
+        if let Some(pid) = watch {
+            tasks.spawn(watch_pid(pid, cancel.clone()));
+        }
+
+        let info = RuntimeInfo {
+            pid: std::process::id(),
+            peer_id: peer.to_string(),
+            listen,
+            data_addr,
+            admin: admin_addr,
+        };
+        let json = serde_json::to_vec_pretty(&info).unwrap_or_default();
+        write_atomic(&data_dir.join(RUNTIME_FILE), &json).map_err(|source| NodeError::Io {
+            what: format!("writing {}", data_dir.join(RUNTIME_FILE).display()),
+            source,
+        })?;
+        tracing::info!(
+            target: "cairn::_events::started",
+            peer = %info.peer_id,
+            listen = ?info.listen,
+            data = %info.data_addr,
+            admin = %info.admin,
+            "cairn-node running"
+        );
+        Ok(Self {
+            info,
+            store,
+            swarm,
+            cancel,
+            tasks,
+            data_dir: data_dir.to_path_buf(),
+        })
+    }
+
+    /// A token that fires when the node stops (e.g. its watched process died).
+    pub fn stopped(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// Stops everything, flushes RocksDB, removes the runtime file.
+    pub async fn shutdown(mut self) -> Result<(), NodeError> {
+        self.cancel.cancel();
+        self.swarm.shutdown();
+        let drain = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(10), drain)
+            .await
+            .is_err()
+        {
+            self.tasks.abort_all();
+        }
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.flush())
+            .await
+            .map_err(|e| NodeError::Io {
+                what: "flushing the store".into(),
+                source: std::io::Error::other(e),
+            })??;
+        let _ = std::fs::remove_file(self.data_dir.join(RUNTIME_FILE));
+        tracing::info!(target: "cairn::_events::stopped", "cairn-node stopped cleanly");
+        Ok(())
+    }
+}
+
+/// Reads a running node's `node.json`.
+pub fn read_runtime_info(data_dir: &Path) -> std::io::Result<RuntimeInfo> {
+    let bytes = std::fs::read(data_dir.join(RUNTIME_FILE))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}

@@ -1,0 +1,389 @@
+//! Wire messages of the node's two planes, and their framing.
+//!
+//! * **Control plane** (libp2p request-response over libp2p-QUIC, protocol
+//!   [`CONTROL_PROTOCOL`]): small questions — node info, has, list.
+//! * **Data plane** (a quinn endpoint whose TLS certificates carry the node's libp2p identity,
+//!   ALPN [`DATA_ALPN`]): one bidirectional QUIC stream per request, for shard and manifest bytes.
+//!
+//! Every frame is `u32 little-endian length ‖ DAG-CBOR body`, and every length is checked
+//! against a limit before anything is allocated. Bulk bytes follow a data-plane header raw on
+//! the same stream. The layout is documented in `node/DESIGN.md`.
+
+use std::net::SocketAddr;
+
+use cairn_chunker::Cid;
+use cairn_chunker::manifest::{MAX_MANIFEST_BYTES, MAX_SHARD_SIZE};
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// libp2p protocol name of the control plane.
+pub const CONTROL_PROTOCOL: &str = "/cairn/control/1";
+/// libp2p protocol name of Cairn's Kademlia DHT (kept apart from IPFS's).
+pub const KAD_PROTOCOL: &str = "/cairn/kad/1";
+/// libp2p protocol name of identify.
+pub const IDENTIFY_PROTOCOL: &str = "/cairn/id/1";
+/// ALPN of the data plane.
+pub const DATA_ALPN: &[u8] = b"cairn-data/1";
+
+/// Largest control request.
+pub const MAX_CONTROL_REQUEST: usize = 256 * 1024;
+/// Largest control response.
+pub const MAX_CONTROL_RESPONSE: usize = 4 << 20;
+/// Largest data-plane header.
+pub const MAX_DATA_HEADER: usize = 64 * 1024;
+/// Most CIDs in one `Has` request.
+pub const MAX_HAS: usize = 4096;
+/// Most entries in one `List` response.
+pub const MAX_LIST: u32 = 10_000;
+
+/// What went wrong, as a peer reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorCode {
+    /// The request was malformed or over a limit.
+    BadRequest,
+    /// The node does not hold it.
+    NotFound,
+    /// The node's copy is corrupt and was not served.
+    Corrupt,
+    /// Bytes sent do not match their CID.
+    HashMismatch,
+    /// The node is full.
+    NoSpace,
+    /// Too many requests in flight.
+    Busy,
+    /// Something failed inside the node.
+    Internal,
+}
+
+/// An error answer: a code for programs and a sentence for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteError {
+    /// Machine-readable code.
+    pub code: ErrorCode,
+    /// Human-readable detail.
+    pub message: String,
+}
+
+impl std::fmt::Display for RemoteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}: {}", self.code, self.message)
+    }
+}
+
+/// A node's description of itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// libp2p peer id (base58).
+    pub peer_id: String,
+    /// Software version.
+    pub version: String,
+    /// libp2p listen addresses.
+    pub listen: Vec<String>,
+    /// Data-plane (quinn) addresses to dial for shard bytes.
+    pub data_addrs: Vec<SocketAddr>,
+    /// Failure-domain label (rack, host, zone), if set.
+    pub label: Option<String>,
+    /// Capacity limit in bytes.
+    pub capacity: u64,
+    /// Bytes stored.
+    pub used: u64,
+    /// Shards stored.
+    pub shards: u64,
+}
+
+impl NodeInfo {
+    /// Bytes still free.
+    pub fn free(&self) -> u64 {
+        self.capacity.saturating_sub(self.used)
+    }
+}
+
+/// Control-plane requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ControlRequest {
+    /// Describe yourself.
+    Info,
+    /// Which of these shards do you hold (and how long are they)?
+    Has(Vec<Cid>),
+    /// List held shards in CID byte order, after `after`, at most `limit`.
+    List {
+        /// Continue after this CID.
+        after: Option<Cid>,
+        /// Most entries wanted (capped at [`MAX_LIST`]).
+        limit: u32,
+    },
+}
+
+/// Control-plane responses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ControlResponse {
+    /// Answer to [`ControlRequest::Info`].
+    Info(NodeInfo),
+    /// Answer to [`ControlRequest::Has`]: the length of each held shard, `None` if not held (or
+    /// held but known corrupt).
+    Has(Vec<Option<u64>>),
+    /// Answer to [`ControlRequest::List`].
+    List {
+        /// `(cid, length)` pairs.
+        shards: Vec<(Cid, u64)>,
+        /// Whether more follow.
+        more: bool,
+    },
+    /// The request failed.
+    Error(RemoteError),
+}
+
+/// What a manifest blob is, for the receiver's checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ManifestKind {
+    /// An object manifest.
+    Object,
+    /// A dataset manifest.
+    Dataset,
+}
+
+/// Data-plane request header; raw bytes follow for `Store` and `PutManifest`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DataRequest {
+    /// Store the `len` shard bytes that follow under `cid`.
+    Store {
+        /// The shard's CID; the receiver checks the bytes against it.
+        cid: Cid,
+        /// Byte count that follows.
+        len: u64,
+    },
+    /// Send a shard (or a byte range of it) as a verified-streaming proof stream.
+    Fetch {
+        /// The shard.
+        cid: Cid,
+        /// Byte range, whole shard if absent.
+        range: Option<(u64, u64)>,
+    },
+    /// Store the manifest bytes that follow (`len`), and any provenance envelopes (each
+    /// `u32 length ‖ bytes`, `envelopes` of them) after them.
+    PutManifest {
+        /// CID the bytes must hash to.
+        cid: Cid,
+        /// What kind of manifest it is.
+        kind: ManifestKind,
+        /// Length of the manifest bytes.
+        len: u64,
+        /// Number of provenance envelopes that follow.
+        envelopes: u32,
+    },
+    /// Send a manifest and its provenance envelopes.
+    GetManifest {
+        /// The manifest.
+        cid: Cid,
+    },
+}
+
+/// Data-plane response header; raw bytes may follow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DataResponse {
+    /// Stored (or already held).
+    Stored,
+    /// A whole shard follows as its outboard (`verified::outboard_size(size)` bytes) and then
+    /// its `size` data bytes: the answer to a `Fetch` without a range.
+    Shard {
+        /// Shard size.
+        size: u64,
+    },
+    /// A proof stream of `len` bytes follows for a range of a shard of `size` bytes.
+    Proof {
+        /// Shard size.
+        size: u64,
+        /// Proof stream length.
+        len: u64,
+    },
+    /// A manifest of `len` bytes follows, then `envelopes` frames of provenance envelopes.
+    Manifest {
+        /// Manifest length.
+        len: u64,
+        /// Envelope count.
+        envelopes: u32,
+    },
+    /// The request failed.
+    Error(RemoteError),
+}
+
+impl DataRequest {
+    /// Checks the request's own limits before any body is read.
+    pub fn check(&self) -> Result<(), RemoteError> {
+        let bad = |m: String| {
+            Err(RemoteError {
+                code: ErrorCode::BadRequest,
+                message: m,
+            })
+        };
+        match self {
+            DataRequest::Store { len, .. } if *len == 0 || *len > u64::from(MAX_SHARD_SIZE) => bad(
+                format!("shard length {len} is outside 1..={MAX_SHARD_SIZE}"),
+            ),
+            DataRequest::Fetch {
+                range: Some((a, b)),
+                ..
+            } if a >= b => bad(format!("empty range {a}..{b}")),
+            DataRequest::PutManifest { len, envelopes, .. }
+                if *len == 0 || *len > MAX_MANIFEST_BYTES as u64 || *envelopes > MAX_ENVELOPES =>
+            {
+                bad(format!(
+                    "manifest of {len} bytes with {envelopes} envelopes is over the limits ({MAX_MANIFEST_BYTES} bytes, {MAX_ENVELOPES} envelopes)"
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Most provenance envelopes per manifest.
+pub const MAX_ENVELOPES: u32 = 64;
+/// Largest provenance envelope.
+pub const MAX_ENVELOPE_BYTES: usize = 64 * 1024;
+
+/// Why a frame could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// The peer's frame is over the limit.
+    #[error("frame of {len} bytes is over the {limit}-byte limit")]
+    TooLarge {
+        /// Declared length.
+        len: usize,
+        /// Limit.
+        limit: usize,
+    },
+    /// The frame is not a valid message.
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    /// The stream failed or ended early.
+    #[error("stream: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<FrameError> for std::io::Error {
+    fn from(e: FrameError) -> Self {
+        match e {
+            FrameError::Io(e) => e,
+            other => std::io::Error::new(std::io::ErrorKind::InvalidData, other),
+        }
+    }
+}
+
+/// Encodes a message as a frame.
+pub fn encode_frame<T: Serialize>(msg: &T) -> Vec<u8> {
+    // The message types here hold only integers, strings, bytes and CIDs: encoding cannot fail.
+    let body = serde_ipld_dagcbor::to_vec(msg)
+        .unwrap_or_else(|e| unreachable!("protocol messages encode: {e}"));
+    let mut out = Vec::with_capacity(4 + body.len());
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Decodes a frame body.
+pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
+    serde_ipld_dagcbor::from_slice(body).map_err(|e| FrameError::Malformed(e.to_string()))
+}
+
+/// Reads a frame's length prefix and checks it against `limit`.
+pub async fn read_len<R: AsyncRead + Unpin>(io: &mut R, limit: usize) -> Result<usize, FrameError> {
+    let mut len = [0u8; 4];
+    io.read_exact(&mut len).await?;
+    let len = u32::from_le_bytes(len) as usize;
+    if len > limit {
+        return Err(FrameError::TooLarge { len, limit });
+    }
+    Ok(len)
+}
+
+/// Reads one frame (futures I/O, as libp2p streams are).
+pub async fn read_frame<T: DeserializeOwned, R: AsyncRead + Unpin>(
+    io: &mut R,
+    limit: usize,
+) -> Result<T, FrameError> {
+    let len = read_len(io, limit).await?;
+    let mut body = vec![0u8; len];
+    io.read_exact(&mut body).await?;
+    decode_body(&body)
+}
+
+/// Writes one frame (futures I/O).
+pub async fn write_frame<T: Serialize, W: AsyncWrite + Unpin>(
+    io: &mut W,
+    msg: &T,
+) -> Result<(), FrameError> {
+    io.write_all(&encode_frame(msg)).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_limits_hold() {
+        let req = DataRequest::Fetch {
+            cid: cairn_chunker::cids::raw(b"x"),
+            range: Some((1, 5)),
+        };
+        let frame = encode_frame(&req);
+        assert_eq!(
+            u32::from_le_bytes(frame[..4].try_into().unwrap()) as usize,
+            frame.len() - 4
+        );
+        let back: DataRequest = decode_body(&frame[4..]).unwrap();
+        assert_eq!(back, req);
+        futures::executor::block_on(async {
+            let mut r = &frame[..];
+            let back: DataRequest = read_frame(&mut r, MAX_DATA_HEADER).await.unwrap();
+            assert_eq!(back, req);
+            let mut r = &frame[..];
+            assert!(matches!(
+                read_frame::<DataRequest, _>(&mut r, 3).await,
+                Err(FrameError::TooLarge { .. })
+            ));
+            let garbage = [5u8, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff];
+            let mut r = &garbage[..];
+            assert!(matches!(
+                read_frame::<DataRequest, _>(&mut r, MAX_DATA_HEADER).await,
+                Err(FrameError::Malformed(_))
+            ));
+            let mut r = &frame[..frame.len() - 1];
+            assert!(matches!(
+                read_frame::<DataRequest, _>(&mut r, MAX_DATA_HEADER).await,
+                Err(FrameError::Io(_))
+            ));
+        });
+    }
+
+    #[test]
+    fn request_limits() {
+        let cid = cairn_chunker::cids::raw(b"x");
+        assert!(DataRequest::Store { cid, len: 0 }.check().is_err());
+        assert!(
+            DataRequest::Store {
+                cid,
+                len: u64::from(MAX_SHARD_SIZE) + 1
+            }
+            .check()
+            .is_err()
+        );
+        assert!(DataRequest::Store { cid, len: 1 << 20 }.check().is_ok());
+        assert!(
+            DataRequest::Fetch {
+                cid,
+                range: Some((5, 5))
+            }
+            .check()
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,907 @@
+//! The shard store: RocksDB, verified on every read.
+//!
+//! Column families (layout in `node/DESIGN.md`):
+//!
+//! | CF | key | value |
+//! |---|---|---|
+//! | `shards` | shard CID (36 bytes) | shard bytes — in RocksDB blob files, out of compactions |
+//! | `outboards` | shard CID | `size: u64 LE ‖ BLAKE3 outboard` |
+//! | `corrupt` | shard CID | `detected_ms: u64 LE`: shards that failed verification |
+//! | `manifests` | manifest CID | manifest bytes |
+//! | `provenance` | manifest CID ‖ envelope CID | envelope bytes |
+//! | `meta` | `used`, `count`, `format` | `u64 LE` |
+//!
+//! A shard, its outboard and the new used-space total are written in one `WriteBatch` (WAL on,
+//! fsync per batch unless configured off), so a crash at any moment leaves either all of them
+//! or none, and used space is never learned by walking the disk. Every read re-verifies the bytes
+//! against the CID (range reads verify the served groups and their proof path); a mismatch is
+//! never served: it is counted, logged, recorded in `corrupt` and reported. Writes are
+//! serialised by one mutex (one writer), reads run concurrently.
+//!
+//! All methods block: call them from a blocking thread (`tokio::task::spawn_blocking`).
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use cairn_chunker::cids::{self, Cid, CidError, Codec};
+use cairn_chunker::manifest::{
+    DatasetManifest, MAX_SHARD_SIZE, ManifestError, ObjectManifest, Provenance,
+};
+use cairn_chunker::verified::{self, ProofError};
+use prometheus_client::metrics::counter::Counter;
+use rocksdb::{
+    ColumnFamilyDescriptor, DB, DBCompressionType, Direction, IteratorMode, Options, ReadOptions,
+    WriteBatch, WriteOptions,
+};
+
+use crate::protocol::ManifestKind;
+
+const CF_SHARDS: &str = "shards";
+const CF_OUTBOARDS: &str = "outboards";
+const CF_CORRUPT: &str = "corrupt";
+const CF_MANIFESTS: &str = "manifests";
+const CF_PROVENANCE: &str = "provenance";
+const CF_META: &str = "meta";
+const KEY_USED: &[u8] = b"used";
+const KEY_COUNT: &[u8] = b"count";
+const KEY_FORMAT: &[u8] = b"format";
+const FORMAT: u64 = 1;
+
+/// Store settings.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Most shard bytes the store accepts.
+    pub capacity: u64,
+    /// fsync the WAL on every write batch (durable against power loss, ~2x slower writes).
+    pub sync_writes: bool,
+    /// Let RocksDB also verify its own block/blob checksums on shard reads. Cairn re-verifies
+    /// BLAKE3 on every read regardless; see docs/BENCHMARKS.md for the cost.
+    pub rocksdb_checksums: bool,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            capacity: 100 << 30,
+            sync_writes: true,
+            rocksdb_checksums: false,
+        }
+    }
+}
+
+/// Counters the store updates; the node registers them with Prometheus.
+#[derive(Debug, Clone, Default)]
+pub struct StoreMetrics {
+    /// Shard reads served (full or range).
+    pub reads: Counter,
+    /// Shards written.
+    pub writes: Counter,
+    /// Stored shards that failed verification (bitrot, tampering).
+    pub verification_failures: Counter,
+    /// Incoming shards refused because they did not match their CID.
+    pub rejected_writes: Counter,
+    /// Bytes checked by the background scrub.
+    pub scrubbed_bytes: Counter,
+}
+
+/// Errors from the store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Another process holds the RocksDB lock.
+    #[error(
+        "data directory {path} is in use by another process (RocksDB lock held): stop the other cairn-node or use a different --data-dir"
+    )]
+    Locked {
+        /// The database directory.
+        path: PathBuf,
+    },
+    /// RocksDB failed to open.
+    #[error("opening the shard store at {path}: {source}")]
+    Open {
+        /// The database directory.
+        path: PathBuf,
+        /// RocksDB's error.
+        source: rocksdb::Error,
+    },
+    /// A RocksDB operation failed.
+    #[error("RocksDB: {0}")]
+    Db(#[from] rocksdb::Error),
+    /// The CID is not a Cairn shard CID.
+    #[error(transparent)]
+    Cid(#[from] CidError),
+    /// Bytes offered for storage do not hash to their CID.
+    #[error("shard bytes do not match {cid}: refused")]
+    HashMismatch {
+        /// The CID claimed.
+        cid: Cid,
+    },
+    /// An empty or oversized shard.
+    #[error("shard of {len} bytes refused: shards are 1..={MAX_SHARD_SIZE} bytes")]
+    BadSize {
+        /// Length offered.
+        len: usize,
+    },
+    /// The capacity limit would be exceeded.
+    #[error(
+        "node is full: {used} of {capacity} bytes used and {needed} more needed; raise storage.capacity or add nodes"
+    )]
+    NoSpace {
+        /// Bytes used.
+        used: u64,
+        /// Capacity.
+        capacity: u64,
+        /// Bytes needed.
+        needed: u64,
+    },
+    /// Not held.
+    #[error("{cid} is not stored here")]
+    NotFound {
+        /// The CID asked for.
+        cid: Cid,
+    },
+    /// The stored copy failed verification and was not served.
+    #[error("stored copy of {cid} is corrupt (first bad byte near {offset}); it was not served")]
+    Corrupt {
+        /// The shard.
+        cid: Cid,
+        /// Offset of the first bad group found.
+        offset: u64,
+    },
+    /// A range outside the shard.
+    #[error(transparent)]
+    Range(ProofError),
+    /// A manifest or envelope was refused.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// Metadata the store wrote itself does not parse.
+    #[error("store metadata is damaged: {0}")]
+    Damaged(String),
+}
+
+/// Space and counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct StoreStats {
+    /// Shards stored.
+    pub shards: u64,
+    /// Shard bytes stored.
+    pub used: u64,
+    /// Capacity limit.
+    pub capacity: u64,
+}
+
+/// What a put did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// Newly stored.
+    Stored,
+    /// Already held and intact; nothing written.
+    AlreadyHeld,
+    /// A copy known to be corrupt was replaced by these verified bytes.
+    Repaired,
+}
+
+/// A page of [`Store::list`]: `(cid, length, corrupt)` entries and whether more follow.
+pub type ListPage = (Vec<(Cid, u64, bool)>, bool);
+
+/// Result of one scrub step.
+#[derive(Debug, Default, Clone)]
+pub struct ScrubReport {
+    /// Shards checked.
+    pub checked: u64,
+    /// Bytes checked.
+    pub bytes: u64,
+    /// Shards found corrupt in this step.
+    pub corrupt: Vec<Cid>,
+    /// Where to continue; `None` when the pass reached the end.
+    pub next: Option<Cid>,
+}
+
+/// The RocksDB shard store.
+pub struct Store {
+    db: DB,
+    path: PathBuf,
+    write_lock: Mutex<()>,
+    used: AtomicU64,
+    count: AtomicU64,
+    config: StoreConfig,
+    metrics: StoreMetrics,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn u64_le(bytes: &[u8]) -> Result<u64, StoreError> {
+    let arr: [u8; 8] = bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| StoreError::Damaged(format!("expected 8 bytes, found {}", bytes.len())))?;
+    Ok(u64::from_le_bytes(arr))
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Store {
+    /// Opens (or creates) the store in `path`.
+    pub fn open(
+        path: &Path,
+        config: StoreConfig,
+        metrics: StoreMetrics,
+    ) -> Result<Self, StoreError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.increase_parallelism(2);
+        opts.set_max_background_jobs(2);
+        opts.set_compression_type(DBCompressionType::None);
+
+        let mut shard_opts = Options::default();
+        shard_opts.set_compression_type(DBCompressionType::None);
+        shard_opts.set_enable_blob_files(true);
+        shard_opts.set_min_blob_size(4096);
+        shard_opts.set_blob_file_size(256 << 20);
+        shard_opts.set_blob_compression_type(DBCompressionType::None);
+        shard_opts.set_enable_blob_gc(true);
+        shard_opts.set_write_buffer_size(64 << 20);
+
+        let plain = || {
+            let mut o = Options::default();
+            o.set_compression_type(DBCompressionType::None);
+            o
+        };
+        let cfs = vec![
+            ColumnFamilyDescriptor::new(CF_SHARDS, shard_opts),
+            ColumnFamilyDescriptor::new(CF_OUTBOARDS, plain()),
+            ColumnFamilyDescriptor::new(CF_CORRUPT, plain()),
+            ColumnFamilyDescriptor::new(CF_MANIFESTS, plain()),
+            ColumnFamilyDescriptor::new(CF_PROVENANCE, plain()),
+            ColumnFamilyDescriptor::new(CF_META, plain()),
+        ];
+        let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|source| {
+            let msg = source.to_string();
+            if msg.contains("lock")
+                && (msg.contains("Resource temporarily unavailable")
+                    || msg.contains("No locks available"))
+            {
+                StoreError::Locked {
+                    path: path.to_path_buf(),
+                }
+            } else {
+                StoreError::Open {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            }
+        })?;
+        let store = Self {
+            db,
+            path: path.to_path_buf(),
+            write_lock: Mutex::new(()),
+            used: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+            config,
+            metrics,
+        };
+        let meta = store.cf(CF_META)?;
+        match store.db.get_cf(meta, KEY_FORMAT)? {
+            None => store.db.put_cf(meta, KEY_FORMAT, FORMAT.to_le_bytes())?,
+            Some(v) if u64_le(&v)? == FORMAT => {}
+            Some(v) => {
+                return Err(StoreError::Damaged(format!(
+                    "store format {} is not supported by this build (format {FORMAT})",
+                    u64_le(&v)?
+                )));
+            }
+        }
+        let read = |k: &[u8]| -> Result<u64, StoreError> {
+            store.db.get_cf(meta, k)?.map_or(Ok(0), |v| u64_le(&v))
+        };
+        store.used.store(read(KEY_USED)?, Ordering::SeqCst);
+        store.count.store(read(KEY_COUNT)?, Ordering::SeqCst);
+        Ok(store)
+    }
+
+    fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StoreError> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| StoreError::Damaged(format!("column family {name} is missing")))
+    }
+
+    fn write_opts(&self) -> WriteOptions {
+        let mut w = WriteOptions::default();
+        w.set_sync(self.config.sync_writes);
+        w
+    }
+
+    /// The configured capacity.
+    pub fn capacity(&self) -> u64 {
+        self.config.capacity
+    }
+
+    /// Current counts.
+    pub fn stats(&self) -> StoreStats {
+        StoreStats {
+            shards: self.count.load(Ordering::SeqCst),
+            used: self.used.load(Ordering::SeqCst),
+            capacity: self.config.capacity,
+        }
+    }
+
+    /// Fails fast, before any bytes arrive, if `len` more bytes would not fit.
+    pub fn check_space(&self, len: u64) -> Result<(), StoreError> {
+        let used = self.used.load(Ordering::SeqCst);
+        if used.saturating_add(len) > self.config.capacity {
+            return Err(StoreError::NoSpace {
+                used,
+                capacity: self.config.capacity,
+                needed: len,
+            });
+        }
+        Ok(())
+    }
+
+    /// Verifies `data` against `cid` and stores it with its outboard, atomically.
+    pub fn put_shard(&self, cid: &Cid, data: &[u8]) -> Result<PutOutcome, StoreError> {
+        let expected = cids::digest(cid, Codec::Raw)?;
+        if data.is_empty() || data.len() > MAX_SHARD_SIZE as usize {
+            return Err(StoreError::BadSize { len: data.len() });
+        }
+        let (root, outboard) = verified::outboard(data);
+        if root != expected {
+            self.metrics.rejected_writes.inc();
+            return Err(StoreError::HashMismatch { cid: *cid });
+        }
+        let key = cid.to_bytes();
+        let (outboards, shards, corrupt, meta) = (
+            self.cf(CF_OUTBOARDS)?,
+            self.cf(CF_SHARDS)?,
+            self.cf(CF_CORRUPT)?,
+            self.cf(CF_META)?,
+        );
+        let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let held = self.db.get_pinned_cf(outboards, &key)?.is_some();
+        let was_corrupt = held && self.db.get_pinned_cf(corrupt, &key)?.is_some();
+        if held && !was_corrupt {
+            return Ok(PutOutcome::AlreadyHeld);
+        }
+        let len = data.len() as u64;
+        let (mut used, mut count) = (
+            self.used.load(Ordering::SeqCst),
+            self.count.load(Ordering::SeqCst),
+        );
+        if !held {
+            if used.saturating_add(len) > self.config.capacity {
+                return Err(StoreError::NoSpace {
+                    used,
+                    capacity: self.config.capacity,
+                    needed: len,
+                });
+            }
+            used += len;
+            count += 1;
+        }
+        let mut ob_value = Vec::with_capacity(8 + outboard.len());
+        ob_value.extend_from_slice(&len.to_le_bytes());
+        ob_value.extend_from_slice(&outboard);
+        let mut batch = WriteBatch::default();
+        batch.put_cf(shards, &key, data);
+        batch.put_cf(outboards, &key, &ob_value);
+        batch.delete_cf(corrupt, &key);
+        batch.put_cf(meta, KEY_USED, used.to_le_bytes());
+        batch.put_cf(meta, KEY_COUNT, count.to_le_bytes());
+        self.db.write_opt(batch, &self.write_opts())?;
+        self.used.store(used, Ordering::SeqCst);
+        self.count.store(count, Ordering::SeqCst);
+        self.metrics.writes.inc();
+        Ok(if was_corrupt {
+            PutOutcome::Repaired
+        } else {
+            PutOutcome::Stored
+        })
+    }
+
+    /// Removes a shard and gives its space back.
+    pub fn delete_shard(&self, cid: &Cid) -> Result<bool, StoreError> {
+        let key = cid.to_bytes();
+        let (outboards, shards, corrupt, meta) = (
+            self.cf(CF_OUTBOARDS)?,
+            self.cf(CF_SHARDS)?,
+            self.cf(CF_CORRUPT)?,
+            self.cf(CF_META)?,
+        );
+        let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(ob) = self.db.get_pinned_cf(outboards, &key)? else {
+            return Ok(false);
+        };
+        let len = u64_le(&ob)?;
+        let used = self.used.load(Ordering::SeqCst).saturating_sub(len);
+        let count = self.count.load(Ordering::SeqCst).saturating_sub(1);
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(shards, &key);
+        batch.delete_cf(outboards, &key);
+        batch.delete_cf(corrupt, &key);
+        batch.put_cf(meta, KEY_USED, used.to_le_bytes());
+        batch.put_cf(meta, KEY_COUNT, count.to_le_bytes());
+        self.db.write_opt(batch, &self.write_opts())?;
+        self.used.store(used, Ordering::SeqCst);
+        self.count.store(count, Ordering::SeqCst);
+        Ok(true)
+    }
+
+    fn is_corrupt(&self, key: &[u8]) -> Result<bool, StoreError> {
+        Ok(self.db.get_pinned_cf(self.cf(CF_CORRUPT)?, key)?.is_some())
+    }
+
+    /// Records a failed verification: never served again until repaired.
+    fn mark_corrupt(&self, cid: &Cid, offset: u64) -> StoreError {
+        self.metrics.verification_failures.inc();
+        tracing::error!(target: "cairn::_events::corrupt", %cid, offset, "stored shard failed BLAKE3 verification; quarantined");
+        let res = self.cf(CF_CORRUPT).and_then(|cf| {
+            Ok(self.db.put_cf_opt(
+                cf,
+                cid.to_bytes(),
+                now_ms().to_le_bytes(),
+                &self.write_opts(),
+            )?)
+        });
+        if let Err(e) = res {
+            tracing::error!(%cid, "could not record corrupt shard: {e}");
+        }
+        StoreError::Corrupt { cid: *cid, offset }
+    }
+
+    /// Size and outboard of a held shard.
+    fn outboard(&self, key: &[u8], cid: &Cid) -> Result<(u64, Vec<u8>), StoreError> {
+        let ob = self
+            .db
+            .get_pinned_cf(self.cf(CF_OUTBOARDS)?, key)?
+            .ok_or(StoreError::NotFound { cid: *cid })?;
+        Ok((u64_le(&ob)?, ob[8..].to_vec()))
+    }
+
+    /// A verified-streaming proof stream for `range` of a shard (whole shard if `None`): the
+    /// bytes are checked against the CID while the proof is built, so a corrupt copy is refused
+    /// (and quarantined) instead of served. Returns the shard size and the proof stream.
+    pub fn read_range(
+        &self,
+        cid: &Cid,
+        range: Option<Range<u64>>,
+    ) -> Result<(u64, Vec<u8>), StoreError> {
+        let root = cids::digest(cid, Codec::Raw)?;
+        let key = cid.to_bytes();
+        if self.is_corrupt(&key)? {
+            return Err(StoreError::Corrupt {
+                cid: *cid,
+                offset: 0,
+            });
+        }
+        let (size, outboard) = self.outboard(&key, cid)?;
+        let range = range.unwrap_or(0..size);
+        let mut ro = ReadOptions::default();
+        ro.set_verify_checksums(self.config.rocksdb_checksums);
+        let data = match self.db.get_pinned_cf_opt(self.cf(CF_SHARDS)?, &key, &ro) {
+            Ok(Some(d)) => d,
+            Ok(None) => return Err(self.mark_corrupt(cid, 0)),
+            Err(e) if e.kind() == rocksdb::ErrorKind::Corruption => {
+                return Err(self.mark_corrupt(cid, 0));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if data.len() as u64 != size {
+            return Err(self.mark_corrupt(cid, data.len().min(size as usize) as u64));
+        }
+        let mut proof = Vec::new();
+        match verified::encode_range(&root, &data, &outboard, range, &mut proof) {
+            Ok(()) => {
+                self.metrics.reads.inc();
+                Ok((size, proof))
+            }
+            Err(ProofError::CorruptSource { offset })
+            | Err(ProofError::OutboardSize {
+                expected: offset, ..
+            }) => Err(self.mark_corrupt(cid, offset)),
+            Err(e) => Err(StoreError::Range(e)),
+        }
+    }
+
+    /// A whole shard and its outboard, verified: the shard is copied out of RocksDB once and its
+    /// BLAKE3 tree recomputed, which checks it against the CID and yields the outboard to send.
+    /// A mismatch is quarantined, never served.
+    pub fn read_full(&self, cid: &Cid) -> Result<(bytes::Bytes, bytes::Bytes), StoreError> {
+        let root = cids::digest(cid, Codec::Raw)?;
+        let key = cid.to_bytes();
+        if self.is_corrupt(&key)? {
+            return Err(StoreError::Corrupt {
+                cid: *cid,
+                offset: 0,
+            });
+        }
+        let mut ro = ReadOptions::default();
+        ro.set_verify_checksums(self.config.rocksdb_checksums);
+        let data = match self.db.get_pinned_cf_opt(self.cf(CF_SHARDS)?, &key, &ro) {
+            Ok(Some(d)) => bytes::Bytes::copy_from_slice(&d),
+            Ok(None) => {
+                return Err(StoreError::NotFound { cid: *cid });
+            }
+            Err(e) if e.kind() == rocksdb::ErrorKind::Corruption => {
+                return Err(self.mark_corrupt(cid, 0));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let (actual, outboard) = verified::outboard(&data);
+        if actual != root {
+            return Err(self.mark_corrupt(cid, 0));
+        }
+        self.metrics.reads.inc();
+        Ok((bytes::Bytes::from(outboard), data))
+    }
+
+    /// The whole shard, verified against its CID.
+    pub fn read_shard(&self, cid: &Cid) -> Result<Vec<u8>, StoreError> {
+        let root = cids::digest(cid, Codec::Raw)?;
+        let key = cid.to_bytes();
+        if self.is_corrupt(&key)? {
+            return Err(StoreError::Corrupt {
+                cid: *cid,
+                offset: 0,
+            });
+        }
+        let mut ro = ReadOptions::default();
+        ro.set_verify_checksums(self.config.rocksdb_checksums);
+        let data = match self.db.get_pinned_cf_opt(self.cf(CF_SHARDS)?, &key, &ro) {
+            Ok(Some(d)) => d,
+            Ok(None) => return Err(StoreError::NotFound { cid: *cid }),
+            Err(e) if e.kind() == rocksdb::ErrorKind::Corruption => {
+                return Err(self.mark_corrupt(cid, 0));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if blake3::hash(&data) != root {
+            return Err(self.mark_corrupt(cid, 0));
+        }
+        self.metrics.reads.inc();
+        Ok(data.to_vec())
+    }
+
+    /// For each CID: its length if held intact, else `None`.
+    pub fn has(&self, cids: &[Cid]) -> Result<Vec<Option<u64>>, StoreError> {
+        let (outboards, corrupt) = (self.cf(CF_OUTBOARDS)?, self.cf(CF_CORRUPT)?);
+        let keys: Vec<Vec<u8>> = cids.iter().map(Cid::to_bytes).collect();
+        let obs = self.db.batched_multi_get_cf(outboards, &keys, false);
+        let bad = self.db.batched_multi_get_cf(corrupt, &keys, false);
+        obs.into_iter()
+            .zip(bad)
+            .map(|(ob, bad)| match (ob?, bad?) {
+                (Some(ob), None) => Ok(Some(u64_le(&ob)?)),
+                _ => Ok(None),
+            })
+            .collect()
+    }
+
+    /// Held shards in CID byte order, after `after`: `(cid, length, corrupt)`.
+    pub fn list(&self, after: Option<&Cid>, limit: usize) -> Result<ListPage, StoreError> {
+        let start = after.map(Cid::to_bytes);
+        let mode = match &start {
+            Some(k) => IteratorMode::From(k, Direction::Forward),
+            None => IteratorMode::Start,
+        };
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_OUTBOARDS)?, mode) {
+            let (key, value) = item?;
+            if start.as_deref() == Some(&key[..]) {
+                continue;
+            }
+            if out.len() == limit {
+                return Ok((out, true));
+            }
+            let cid = cids::from_bytes(&key)
+                .map_err(|e| StoreError::Damaged(format!("bad key in outboards: {e}")))?;
+            let corrupt = self.is_corrupt(&key)?;
+            out.push((cid, u64_le(&value)?, corrupt));
+        }
+        Ok((out, false))
+    }
+
+    /// Verifies shards from `cursor` on, until about `max_bytes` were read.
+    pub fn scrub_step(
+        &self,
+        cursor: Option<&Cid>,
+        max_bytes: u64,
+    ) -> Result<ScrubReport, StoreError> {
+        let mut report = ScrubReport::default();
+        let (batch, more) = self.list(cursor, 64)?;
+        let mut last = None;
+        for (cid, size, corrupt) in batch {
+            last = Some(cid);
+            if corrupt {
+                continue;
+            }
+            let key = cid.to_bytes();
+            let root = cids::digest(&cid, Codec::Raw)?;
+            let data = self.db.get_pinned_cf(self.cf(CF_SHARDS)?, &key);
+            let ok = match data {
+                Ok(Some(d)) => {
+                    report.bytes += d.len() as u64;
+                    let (actual, outboard) = verified::outboard(&d);
+                    actual == root
+                        && d.len() as u64 == size
+                        && self.outboard(&key, &cid)?.1 == outboard
+                }
+                Ok(None) => false,
+                Err(e) if e.kind() == rocksdb::ErrorKind::Corruption => false,
+                Err(e) => return Err(e.into()),
+            };
+            report.checked += 1;
+            if !ok {
+                let _ = self.mark_corrupt(&cid, 0);
+                report.corrupt.push(cid);
+            }
+            if report.bytes >= max_bytes {
+                break;
+            }
+        }
+        self.metrics.scrubbed_bytes.inc_by(report.bytes);
+        let finished_batch = last.is_none() || (!more && report.bytes < max_bytes);
+        report.next = if finished_batch { None } else { last };
+        Ok(report)
+    }
+
+    /// Checks and stores a manifest (object or dataset) and any provenance envelopes for it.
+    pub fn put_manifest(
+        &self,
+        cid: &Cid,
+        kind: ManifestKind,
+        bytes: &[u8],
+        envelopes: &[Vec<u8>],
+    ) -> Result<(), StoreError> {
+        match kind {
+            ManifestKind::Object => {
+                ObjectManifest::from_bytes_for(cid, bytes)?;
+            }
+            ManifestKind::Dataset => {
+                DatasetManifest::from_bytes_for(cid, bytes)?;
+            }
+        }
+        let mut parsed = Vec::with_capacity(envelopes.len());
+        for env in envelopes {
+            let p = Provenance::from_bytes(env)?;
+            p.verify_for(cid)?;
+            parsed.push((p.cid(), env));
+        }
+        let key = cid.to_bytes();
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_MANIFESTS)?, &key, bytes);
+        for (env_cid, env) in parsed {
+            let mut k = key.clone();
+            k.extend_from_slice(&env_cid.to_bytes());
+            batch.put_cf(self.cf(CF_PROVENANCE)?, k, env);
+        }
+        self.db.write_opt(batch, &self.write_opts())?;
+        Ok(())
+    }
+
+    /// A stored manifest and its provenance envelopes, re-verified.
+    pub fn get_manifest(&self, cid: &Cid) -> Result<(Vec<u8>, Vec<Vec<u8>>), StoreError> {
+        let key = cid.to_bytes();
+        let bytes = self
+            .db
+            .get_cf(self.cf(CF_MANIFESTS)?, &key)?
+            .ok_or(StoreError::NotFound { cid: *cid })?;
+        if cids::dag_cbor(&bytes) != *cid {
+            self.metrics.verification_failures.inc();
+            tracing::error!(%cid, "stored manifest failed verification");
+            return Err(StoreError::Corrupt {
+                cid: *cid,
+                offset: 0,
+            });
+        }
+        let mut envelopes = Vec::new();
+        for item in self.db.prefix_iterator_cf(self.cf(CF_PROVENANCE)?, &key) {
+            let (k, v) = item?;
+            if !k.starts_with(&key) {
+                break;
+            }
+            envelopes.push(v.to_vec());
+        }
+        Ok((bytes, envelopes))
+    }
+
+    /// Flushes memtables and the WAL to disk (called on clean shutdown).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_wal(true)?;
+        for cf in [
+            CF_SHARDS,
+            CF_OUTBOARDS,
+            CF_CORRUPT,
+            CF_MANIFESTS,
+            CF_PROVENANCE,
+            CF_META,
+        ] {
+            self.db.flush_cf(self.cf(cf)?)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cairn_chunker::manifest::Provenance;
+
+    use super::*;
+
+    fn open(dir: &Path, capacity: u64) -> Store {
+        Store::open(
+            dir,
+            StoreConfig {
+                capacity,
+                sync_writes: false,
+                rocksdb_checksums: false,
+            },
+            StoreMetrics::default(),
+        )
+        .unwrap()
+    }
+
+    fn shard(len: usize, seed: u8) -> (Cid, Vec<u8>) {
+        let data: Vec<u8> = (0..len)
+            .map(|i| (i as u8).wrapping_mul(seed) ^ seed)
+            .collect();
+        (cids::raw(&data), data)
+    }
+
+    #[test]
+    fn put_read_range_and_accounting() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 10 << 20);
+        let (cid, data) = shard(1 << 20, 3);
+        assert_eq!(store.put_shard(&cid, &data).unwrap(), PutOutcome::Stored);
+        assert_eq!(
+            store.put_shard(&cid, &data).unwrap(),
+            PutOutcome::AlreadyHeld
+        );
+        assert_eq!(store.stats().used, 1 << 20);
+        assert_eq!(store.stats().shards, 1);
+        assert_eq!(store.read_shard(&cid).unwrap(), data);
+        let (size, proof) = store.read_range(&cid, Some(1000..70_000)).unwrap();
+        assert_eq!(size, 1 << 20);
+        let got = verified::verify_range(
+            &cids::digest(&cid, Codec::Raw).unwrap(),
+            size,
+            1000..70_000,
+            &proof,
+        )
+        .unwrap();
+        assert_eq!(got, &data[1000..70_000]);
+        assert_eq!(
+            store.has(&[cid, cids::raw(b"nope")]).unwrap(),
+            vec![Some(1 << 20), None]
+        );
+        drop(store);
+        // Reopen: counts come back from the meta CF.
+        let store = open(dir.path(), 10 << 20);
+        assert_eq!(store.stats().used, 1 << 20);
+        assert!(store.delete_shard(&cid).unwrap());
+        assert_eq!(store.stats().used, 0);
+        assert!(matches!(
+            store.read_shard(&cid),
+            Err(StoreError::NotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn refuses_mismatched_oversized_and_overfull() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 100_000);
+        let (cid, mut data) = shard(60_000, 5);
+        data[10] ^= 1;
+        assert!(matches!(
+            store.put_shard(&cid, &data),
+            Err(StoreError::HashMismatch { .. })
+        ));
+        data[10] ^= 1;
+        store.put_shard(&cid, &data).unwrap();
+        let (cid2, data2) = shard(60_000, 7);
+        match store.put_shard(&cid2, &data2) {
+            Err(StoreError::NoSpace {
+                used,
+                capacity,
+                needed,
+            }) => assert_eq!((used, capacity, needed), (60_000, 100_000, 60_000)),
+            other => panic!("expected NoSpace, got {other:?}"),
+        }
+        assert!(matches!(
+            store.put_shard(&cids::raw(b""), b""),
+            Err(StoreError::BadSize { len: 0 })
+        ));
+        assert!(matches!(
+            store.put_shard(&cids::dag_cbor(b"x"), b"x"),
+            Err(StoreError::Cid(_))
+        ));
+    }
+
+    #[test]
+    fn second_open_is_a_clear_lock_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let _store = open(dir.path(), 1 << 20);
+        let err =
+            Store::open(dir.path(), StoreConfig::default(), StoreMetrics::default()).unwrap_err();
+        assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+    }
+
+    #[test]
+    fn list_pages_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 1 << 30);
+        let mut all: Vec<Cid> = (1..=25u8)
+            .map(|i| {
+                let (cid, data) = shard(5000 + i as usize, i);
+                store.put_shard(&cid, &data).unwrap();
+                cid
+            })
+            .collect();
+        all.sort_by_key(|c| c.to_bytes());
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let (page, more) = store.list(after.as_ref(), 10).unwrap();
+            seen.extend(page.iter().map(|(c, _, _)| *c));
+            after = page.last().map(|(c, _, _)| *c);
+            if !more {
+                break;
+            }
+        }
+        assert_eq!(seen, all);
+    }
+
+    #[test]
+    fn manifests_and_provenance_are_verified() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 1 << 30);
+        let d = cairn_chunker::DatasetManifest::new();
+        let bytes = d.to_bytes();
+        let cid = d.cid();
+        let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+        let env = Provenance::sign(cid, &key, 5, None).to_bytes();
+        store
+            .put_manifest(
+                &cid,
+                ManifestKind::Dataset,
+                &bytes,
+                std::slice::from_ref(&env),
+            )
+            .unwrap();
+        let (got, envs) = store.get_manifest(&cid).unwrap();
+        assert_eq!(got, bytes);
+        assert_eq!(envs, vec![env.clone()]);
+        // Wrong CID, wrong kind, tampered envelope: refused.
+        assert!(
+            store
+                .put_manifest(&cids::dag_cbor(b"x"), ManifestKind::Dataset, &bytes, &[])
+                .is_err()
+        );
+        assert!(
+            store
+                .put_manifest(&cid, ManifestKind::Object, &bytes, &[])
+                .is_err()
+        );
+        let mut bad = env;
+        let n = bad.len();
+        bad[n - 3] ^= 1;
+        assert!(
+            store
+                .put_manifest(&cid, ManifestKind::Dataset, &bytes, &[bad])
+                .is_err()
+        );
+    }
+}

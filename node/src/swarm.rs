@@ -1,0 +1,588 @@
+//! The libp2p side: QUIC transport, Kademlia + identify for discovery, request-response for the
+//! control plane. A [`Swarm`] handle talks to one actor task that owns the libp2p swarm.
+//!
+//! ```text
+//!   Swarm (Clone handle) ──bounded mpsc──► actor ── owns libp2p::Swarm ──► QUIC sockets
+//!                                           │  ▲
+//!        inbound control request ──spawn──► handler (bounded by a semaphore)
+//!                                              └─ response ──bounded mpsc──┘
+//! ```
+//!
+//! Dropping every handle (or cancelling the token) stops the actor, which closes all connections.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use libp2p::identity::Keypair;
+use libp2p::kad::{self, store::MemoryStore};
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, identify};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::protocol::{
+    CONTROL_PROTOCOL, ControlRequest, ControlResponse, ErrorCode, IDENTIFY_PROTOCOL, KAD_PROTOCOL,
+    MAX_CONTROL_REQUEST, MAX_CONTROL_RESPONSE, RemoteError, read_frame, write_frame,
+};
+
+/// Time a control request may take.
+pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Inbound control requests handled at once; more are answered `Busy`.
+pub const MAX_INBOUND_CONTROL: usize = 64;
+
+/// Errors from the swarm.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SwarmError {
+    /// The transport or behaviour could not be built.
+    #[error("libp2p setup: {0}")]
+    Setup(String),
+    /// Listening on an address failed.
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen {
+        /// The address.
+        addr: Multiaddr,
+        /// Why.
+        reason: String,
+    },
+    /// A dial failed.
+    #[error("cannot dial {addr}: {reason}")]
+    Dial {
+        /// The address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// A control request failed.
+    #[error("control request to {peer} failed: {reason}")]
+    Request {
+        /// The peer.
+        peer: PeerId,
+        /// Why.
+        reason: String,
+    },
+    /// The peer answered with an error.
+    #[error("{peer} refused: {error}")]
+    Remote {
+        /// The peer.
+        peer: PeerId,
+        /// Its answer.
+        error: RemoteError,
+    },
+    /// The swarm task has stopped.
+    #[error("the network task has stopped")]
+    Stopped,
+}
+
+/// The control-plane codec: length-prefixed DAG-CBOR with size limits.
+#[derive(Debug, Clone, Default)]
+pub struct ControlCodec;
+
+impl request_response::Codec for ControlCodec {
+    type Protocol = StreamProtocol;
+    type Request = ControlRequest;
+    type Response = ControlResponse;
+
+    async fn read_request<T: futures::AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<ControlRequest> {
+        Ok(read_frame(io, MAX_CONTROL_REQUEST).await?)
+    }
+
+    async fn read_response<T: futures::AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<ControlResponse> {
+        Ok(read_frame(io, MAX_CONTROL_RESPONSE).await?)
+    }
+
+    async fn write_request<T: futures::AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: ControlRequest,
+    ) -> io::Result<()> {
+        Ok(write_frame(io, &req).await?)
+    }
+
+    async fn write_response<T: futures::AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: ControlResponse,
+    ) -> io::Result<()> {
+        Ok(write_frame(io, &res).await?)
+    }
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    identify: identify::Behaviour,
+    kad: kad::Behaviour<MemoryStore>,
+    control: request_response::Behaviour<ControlCodec>,
+}
+
+/// Answers inbound control requests.
+pub type Handler =
+    Arc<dyn Fn(PeerId, ControlRequest) -> BoxFuture<'static, ControlResponse> + Send + Sync>;
+
+/// Role of this swarm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A storage node: answers Kademlia and control requests.
+    Node,
+    /// A client: asks, never answers.
+    Client,
+}
+
+/// A peer the swarm knows.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KnownPeer {
+    /// Peer id.
+    pub peer_id: String,
+    /// Known addresses.
+    pub addrs: Vec<String>,
+    /// Whether a connection is open.
+    pub connected: bool,
+}
+
+enum Command {
+    Request {
+        peer: PeerId,
+        req: ControlRequest,
+        reply: oneshot::Sender<Result<ControlResponse, SwarmError>>,
+    },
+    Dial {
+        addr: Multiaddr,
+        reply: oneshot::Sender<Result<PeerId, SwarmError>>,
+    },
+    Peers(oneshot::Sender<Vec<KnownPeer>>),
+    Listening(oneshot::Sender<Vec<Multiaddr>>),
+    Bootstrap,
+}
+
+/// Handle to the swarm actor. Cheap to clone.
+#[derive(Clone)]
+pub struct Swarm {
+    tx: mpsc::Sender<Command>,
+    local: PeerId,
+    cancel: CancellationToken,
+}
+
+impl std::fmt::Debug for Swarm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Swarm").field("local", &self.local).finish()
+    }
+}
+
+fn strip_p2p(addr: &Multiaddr) -> (Multiaddr, Option<PeerId>) {
+    let mut a = addr.clone();
+    match a.pop() {
+        Some(Protocol::P2p(peer)) => (a, Some(peer)),
+        Some(other) => {
+            a.push(other);
+            (a, None)
+        }
+        None => (a, None),
+    }
+}
+
+impl Swarm {
+    /// Starts the swarm: listens on `listen` (empty for clients) and joins through `bootstrap`.
+    pub async fn start(
+        keypair: Keypair,
+        role: Role,
+        listen: &[Multiaddr],
+        bootstrap: &[Multiaddr],
+        handler: Option<Handler>,
+        agent: String,
+        cancel: CancellationToken,
+    ) -> Result<Self, SwarmError> {
+        let local = keypair.public().to_peer_id();
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+            .with_tokio()
+            .with_quic()
+            .with_behaviour(|key| {
+                let identify = identify::Behaviour::new(
+                    identify::Config::new(IDENTIFY_PROTOCOL.to_string(), key.public())
+                        .with_agent_version(agent.clone()),
+                );
+                let mut kcfg = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
+                kcfg.set_query_timeout(Duration::from_secs(10));
+                kcfg.set_periodic_bootstrap_interval(Some(Duration::from_secs(60)));
+                let mut kad = kad::Behaviour::with_config(local, MemoryStore::new(local), kcfg);
+                kad.set_mode(Some(match role {
+                    Role::Node => kad::Mode::Server,
+                    Role::Client => kad::Mode::Client,
+                }));
+                let support = match role {
+                    Role::Node => ProtocolSupport::Full,
+                    Role::Client => ProtocolSupport::Outbound,
+                };
+                let control = request_response::Behaviour::with_codec(
+                    ControlCodec,
+                    [(StreamProtocol::new(CONTROL_PROTOCOL), support)],
+                    request_response::Config::default()
+                        .with_request_timeout(CONTROL_TIMEOUT)
+                        .with_max_concurrent_streams(MAX_INBOUND_CONTROL),
+                );
+                Ok(Behaviour {
+                    identify,
+                    kad,
+                    control,
+                })
+            })
+            .map_err(|e| SwarmError::Setup(e.to_string()))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
+            .build();
+        for addr in listen {
+            swarm
+                .listen_on(addr.clone())
+                .map_err(|e| SwarmError::Listen {
+                    addr: addr.clone(),
+                    reason: e.to_string(),
+                })?;
+        }
+        // Wait for the listeners so callers can read the real addresses (port 0).
+        let mut listening = Vec::new();
+        while listening.len() < listen.len() {
+            match tokio::time::timeout(Duration::from_secs(10), swarm.select_next_some()).await {
+                Ok(SwarmEvent::NewListenAddr { address, .. }) => listening.push(address),
+                Ok(SwarmEvent::ListenerError { error, .. })
+                | Ok(SwarmEvent::ListenerClosed {
+                    reason: Err(error), ..
+                }) => {
+                    return Err(SwarmError::Setup(error.to_string()));
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    return Err(SwarmError::Setup(
+                        "listeners did not start within 10s".into(),
+                    ));
+                }
+            }
+        }
+        for addr in bootstrap {
+            let (bare, peer) = strip_p2p(addr);
+            if let Some(peer) = peer
+                && peer != local
+            {
+                swarm.behaviour_mut().kad.add_address(&peer, bare);
+            }
+            if let Err(e) = swarm.dial(addr.clone()) {
+                tracing::warn!(%addr, "bootstrap dial failed: {e}");
+            }
+        }
+        let (tx, rx) = mpsc::channel(256);
+        let actor = Actor {
+            swarm,
+            rx,
+            pending: HashMap::new(),
+            dials: HashMap::new(),
+            listening,
+            handler,
+            inbound: Arc::new(Semaphore::new(MAX_INBOUND_CONTROL)),
+            responses: mpsc::channel(MAX_INBOUND_CONTROL),
+            bootstrapped: false,
+        };
+        let token = cancel.clone();
+        tokio::spawn(async move { actor.run(token).await });
+        Ok(Self { tx, local, cancel })
+    }
+
+    /// This swarm's peer id.
+    pub fn local_peer_id(&self) -> PeerId {
+        self.local
+    }
+
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, SwarmError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| SwarmError::Stopped)?;
+        rx.await.map_err(|_| SwarmError::Stopped)
+    }
+
+    /// Sends a control request and waits for the answer (or [`CONTROL_TIMEOUT`]).
+    pub async fn request(
+        &self,
+        peer: PeerId,
+        req: ControlRequest,
+    ) -> Result<ControlResponse, SwarmError> {
+        match self
+            .call(|reply| Command::Request { peer, req, reply })
+            .await??
+        {
+            ControlResponse::Error(error) => Err(SwarmError::Remote { peer, error }),
+            other => Ok(other),
+        }
+    }
+
+    /// Dials a multiaddr ending in `/p2p/<peer id>` and waits until connected.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<PeerId, SwarmError> {
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            self.call(|reply| Command::Dial {
+                addr: addr.clone(),
+                reply,
+            }),
+        )
+        .await
+        .map_err(|_| SwarmError::Dial {
+            addr: addr.to_string(),
+            reason: "no connection within 10s".into(),
+        })??
+    }
+
+    /// Peers in the routing table or connected.
+    pub async fn peers(&self) -> Result<Vec<KnownPeer>, SwarmError> {
+        self.call(Command::Peers).await
+    }
+
+    /// Addresses this swarm listens on, with `/p2p/<peer id>`.
+    pub async fn listening(&self) -> Result<Vec<Multiaddr>, SwarmError> {
+        self.call(Command::Listening).await
+    }
+
+    /// Starts a Kademlia bootstrap (peer discovery) round.
+    pub async fn bootstrap(&self) -> Result<(), SwarmError> {
+        self.tx
+            .send(Command::Bootstrap)
+            .await
+            .map_err(|_| SwarmError::Stopped)
+    }
+
+    /// Stops the actor.
+    pub fn shutdown(&self) {
+        self.cancel.cancel();
+    }
+}
+
+/// A handler's answer on its way back to the actor.
+type Answer = (ResponseChannel<ControlResponse>, ControlResponse);
+
+struct Actor {
+    swarm: libp2p::Swarm<Behaviour>,
+    rx: mpsc::Receiver<Command>,
+    pending:
+        HashMap<OutboundRequestId, (PeerId, oneshot::Sender<Result<ControlResponse, SwarmError>>)>,
+    dials: HashMap<PeerId, Vec<oneshot::Sender<Result<PeerId, SwarmError>>>>,
+    listening: Vec<Multiaddr>,
+    handler: Option<Handler>,
+    inbound: Arc<Semaphore>,
+    responses: (mpsc::Sender<Answer>, mpsc::Receiver<Answer>),
+    bootstrapped: bool,
+}
+
+impl Actor {
+    async fn run(mut self, cancel: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                cmd = self.rx.recv() => match cmd {
+                    Some(cmd) => self.command(cmd),
+                    None => break,
+                },
+                Some((channel, response)) = self.responses.1.recv() => {
+                    let _ = self.swarm.behaviour_mut().control.send_response(channel, response);
+                }
+                event = self.swarm.select_next_some() => self.event(event),
+            }
+        }
+        tracing::debug!("swarm actor stopped");
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Request { peer, req, reply } => {
+                let id = self.swarm.behaviour_mut().control.send_request(&peer, req);
+                self.pending.insert(id, (peer, reply));
+            }
+            Command::Dial { addr, reply } => {
+                let (bare, peer) = strip_p2p(&addr);
+                let Some(peer) = peer else {
+                    let _ = reply.send(Err(SwarmError::Dial {
+                        addr: addr.to_string(),
+                        reason: "the address must end in /p2p/<peer id>".into(),
+                    }));
+                    return;
+                };
+                if self.swarm.is_connected(&peer) {
+                    let _ = reply.send(Ok(peer));
+                    return;
+                }
+                self.swarm.behaviour_mut().kad.add_address(&peer, bare);
+                match self.swarm.dial(addr.clone()) {
+                    Ok(()) => self.dials.entry(peer).or_default().push(reply),
+                    Err(e) => {
+                        let _ = reply.send(Err(SwarmError::Dial {
+                            addr: addr.to_string(),
+                            reason: e.to_string(),
+                        }));
+                    }
+                }
+            }
+            Command::Peers(reply) => {
+                let mut peers: HashMap<PeerId, KnownPeer> = HashMap::new();
+                for bucket in self.swarm.behaviour_mut().kad.kbuckets() {
+                    for entry in bucket.iter() {
+                        let id = *entry.node.key.preimage();
+                        peers.insert(
+                            id,
+                            KnownPeer {
+                                peer_id: id.to_string(),
+                                addrs: entry.node.value.iter().map(ToString::to_string).collect(),
+                                connected: false,
+                            },
+                        );
+                    }
+                }
+                let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+                for id in connected {
+                    peers
+                        .entry(id)
+                        .or_insert_with(|| KnownPeer {
+                            peer_id: id.to_string(),
+                            addrs: Vec::new(),
+                            connected: true,
+                        })
+                        .connected = true;
+                }
+                let mut list: Vec<KnownPeer> = peers.into_values().collect();
+                list.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
+                let _ = reply.send(list);
+            }
+            Command::Listening(reply) => {
+                let local = *self.swarm.local_peer_id();
+                let _ = reply.send(
+                    self.listening
+                        .iter()
+                        .map(|a| a.clone().with(Protocol::P2p(local)))
+                        .collect(),
+                );
+            }
+            Command::Bootstrap => {
+                let _ = self.swarm.behaviour_mut().kad.bootstrap();
+            }
+        }
+    }
+
+    fn event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } if !self.listening.contains(&address) => {
+                self.listening.push(address);
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                if let Some(waiters) = self.dials.remove(&peer_id) {
+                    for w in waiters {
+                        let _ = w.send(Ok(peer_id));
+                    }
+                }
+                if !self.bootstrapped {
+                    self.bootstrapped = self.swarm.behaviour_mut().kad.bootstrap().is_ok();
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(peer),
+                error,
+                ..
+            } => {
+                if let Some(waiters) = self.dials.remove(&peer) {
+                    for w in waiters {
+                        let _ = w.send(Err(SwarmError::Dial {
+                            addr: peer.to_string(),
+                            reason: error.to_string(),
+                        }));
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                let kad_proto = StreamProtocol::new(KAD_PROTOCOL);
+                if info.protocols.contains(&kad_proto) {
+                    for addr in info.listen_addrs {
+                        let (bare, _) = strip_p2p(&addr);
+                        self.swarm.behaviour_mut().kad.add_address(&peer_id, bare);
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Control(event)) => self.control(event),
+            _ => {}
+        }
+    }
+
+    fn control(&mut self, event: request_response::Event<ControlRequest, ControlResponse>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    let busy = |m: &str| {
+                        ControlResponse::Error(RemoteError {
+                            code: ErrorCode::Busy,
+                            message: m.into(),
+                        })
+                    };
+                    let (Some(handler), Ok(permit)) = (
+                        self.handler.clone(),
+                        self.inbound.clone().try_acquire_owned(),
+                    ) else {
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .control
+                            .send_response(channel, busy("too many control requests"));
+                        return;
+                    };
+                    let tx = self.responses.0.clone();
+                    tokio::spawn(async move {
+                        let response = handler(peer, request).await;
+                        let _ = tx.send((channel, response)).await;
+                        drop(permit);
+                    });
+                }
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    if let Some((_, reply)) = self.pending.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure {
+                request_id,
+                error,
+                peer,
+                ..
+            } => {
+                if let Some((_, reply)) = self.pending.remove(&request_id) {
+                    let _ = reply.send(Err(SwarmError::Request {
+                        peer,
+                        reason: error.to_string(),
+                    }));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, "inbound control request failed: {error}");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! Multi-node tests: real nodes (RocksDB, libp2p over QUIC, quinn data plane) on 127.0.0.1,
+//! in one process.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cairn_chunker::cids::{self, Cid};
+use cairn_node::RunningNode;
+use cairn_node::config::{Config, Size};
+use cairn_node::data::{self, DataError, Target};
+use cairn_node::identity;
+use cairn_node::protocol::{
+    ControlRequest, ControlResponse, DataRequest, DataResponse, ErrorCode, decode_body,
+    encode_frame,
+};
+use libp2p::PeerId;
+
+fn config(bootstrap: Option<&str>, capacity: u64) -> Config {
+    let mut c = Config::default();
+    c.network.listen = vec!["/ip4/127.0.0.1/udp/0/quic-v1".into()];
+    c.network.data_listen = "127.0.0.1:0".into();
+    c.admin.listen = "127.0.0.1:0".into();
+    c.network.bootstrap = bootstrap.map(|b| vec![b.to_string()]).unwrap_or_default();
+    c.storage.capacity = Size(capacity);
+    c.storage.sync_writes = false;
+    c.storage.scrub_rate = Size(0);
+    c
+}
+
+async fn start(dir: &Path, bootstrap: Option<&str>, capacity: u64) -> RunningNode {
+    let key_path = dir.join(identity::KEY_FILE);
+    let key = if key_path.exists() {
+        identity::load(&key_path).unwrap()
+    } else {
+        std::fs::create_dir_all(dir).unwrap();
+        identity::create(&key_path).unwrap()
+    };
+    let checked = config(bootstrap, capacity).check().unwrap();
+    RunningNode::start(dir, &checked, key, None).await.unwrap()
+}
+
+fn target(n: &RunningNode) -> Target {
+    Target {
+        peer: n.info.peer_id.parse::<PeerId>().unwrap(),
+        addr: n.info.data_addr,
+    }
+}
+
+fn shard(len: usize, seed: u8) -> (Cid, Bytes) {
+    let data: Vec<u8> = (0..len).map(|i| ((i * 7919) as u8) ^ seed).collect();
+    (cids::raw(&data), Bytes::from(data))
+}
+
+fn client() -> data::Client {
+    data::Client::bind(libp2p::identity::Keypair::generate_ed25519()).unwrap()
+}
+
+async fn wait_for_peers(nodes: &[&RunningNode], want: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut ok = true;
+        for n in nodes {
+            ok &= n.swarm.peers().await.unwrap().len() >= want;
+        }
+        if ok {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nodes did not discover each other"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_on_one_node_fetch_from_another_and_discover() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = start(&dir.path().join("a"), None, 1 << 30).await;
+    let boot = a.info.listen[0].clone();
+    let b = start(&dir.path().join("b"), Some(&boot), 1 << 30).await;
+    let c = start(&dir.path().join("c"), Some(&boot), 1 << 30).await;
+    // Kademlia: every node learns every other, including c learning b through a.
+    wait_for_peers(&[&a, &b, &c], 2).await;
+
+    // Node a's identity uploads to b; an unrelated client fetches from b, verified.
+    let (cid, data) = shard(1 << 20, 1);
+    let uploader = client();
+    uploader
+        .store(&target(&b), &cid, data.clone())
+        .await
+        .unwrap();
+    let got = client()
+        .fetch(&target(&b), &cid, Some(data.len() as u64), None)
+        .await
+        .unwrap();
+    assert_eq!(got, data);
+    let part = client()
+        .fetch(&target(&b), &cid, Some(1 << 20), Some(12_345..400_000))
+        .await
+        .unwrap();
+    assert_eq!(&part[..], &data[12_345..400_000]);
+
+    // Control plane from node c to node b: info, has, list.
+    let b_peer: PeerId = b.info.peer_id.parse().unwrap();
+    let ControlResponse::Info(info) = c.swarm.request(b_peer, ControlRequest::Info).await.unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(info.used, 1 << 20);
+    assert_eq!(info.shards, 1);
+    assert_eq!(info.data_addrs, vec![b.info.data_addr]);
+    let missing = cids::raw(b"missing");
+    let ControlResponse::Has(has) = c
+        .swarm
+        .request(b_peer, ControlRequest::Has(vec![cid, missing]))
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(has, vec![Some(1 << 20), None]);
+    let ControlResponse::List { shards, more } = c
+        .swarm
+        .request(
+            b_peer,
+            ControlRequest::List {
+                after: None,
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!((shards, more), (vec![(cid, 1 << 20)], false));
+
+    // Not held elsewhere.
+    let err = client()
+        .fetch(&target(&c), &cid, None, None)
+        .await
+        .map(|b| b.len())
+        .unwrap_err();
+    assert!(
+        matches!(err, DataError::Remote { ref error, .. } if error.code == ErrorCode::NotFound),
+        "{err}"
+    );
+
+    for n in [a, b, c] {
+        n.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mismatched_bytes_are_refused_and_not_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = start(dir.path(), None, 1 << 30).await;
+    let (cid, data) = shard(300_000, 2);
+    let mut bad = data.to_vec();
+    bad[150_000] ^= 0x01;
+    let err = client()
+        .store(&target(&n), &cid, Bytes::from(bad))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, DataError::Remote { ref error, .. } if error.code == ErrorCode::HashMismatch),
+        "{err}"
+    );
+    assert_eq!(n.store.stats().shards, 0);
+    // A manifest CID is not a shard CID.
+    let err = client()
+        .store(&target(&n), &cids::dag_cbor(&data), data.clone())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, DataError::Remote { ref error, .. } if error.code == ErrorCode::BadRequest),
+        "{err}"
+    );
+    n.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_keeps_data_and_full_node_refuses_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = start(dir.path(), None, 2_500_000).await;
+    let (cid, data) = shard(1 << 20, 3);
+    let c = client();
+    c.store(&target(&n), &cid, data.clone()).await.unwrap();
+    let (cid2, data2) = shard(1 << 20, 4);
+    c.store(&target(&n), &cid2, data2.clone()).await.unwrap();
+    let (cid3, data3) = shard(1 << 20, 5);
+    let err = c.store(&target(&n), &cid3, data3).await.unwrap_err();
+    match &err {
+        DataError::Remote { error, .. } => {
+            assert_eq!(error.code, ErrorCode::NoSpace);
+            assert!(error.message.contains("full"), "{}", error.message);
+        }
+        other => panic!("expected no-space, got {other}"),
+    }
+    let peer = n.info.peer_id.clone();
+    n.shutdown().await.unwrap();
+
+    let n = start(dir.path(), None, 2_500_000).await;
+    assert_eq!(n.info.peer_id, peer, "identity survives restarts");
+    assert_eq!(n.store.stats().used, 2 << 20);
+    assert_eq!(
+        client().fetch(&target(&n), &cid, None, None).await.unwrap(),
+        data
+    );
+    assert_eq!(
+        client()
+            .fetch(&target(&n), &cid2, None, None)
+            .await
+            .unwrap(),
+        data2
+    );
+    n.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_oversized_frames_are_rejected_without_harm() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = start(dir.path(), None, 1 << 30).await;
+    let t = target(&n);
+    let c = client();
+    let cid = cids::raw(b"x");
+    // Malformed or over-limit headers: an error answer naming the problem.
+    let refused: Vec<Vec<u8>> = vec![
+        // Declared header length far over the limit.
+        (u32::MAX).to_le_bytes().to_vec(),
+        // Valid length, garbage CBOR.
+        [8u32.to_le_bytes().to_vec(), vec![0xff; 8]].concat(),
+        // A well-formed frame of the wrong message type.
+        encode_frame(&"hello"),
+        // A shard larger than any shard may be.
+        encode_frame(&DataRequest::Store { cid, len: 1 << 40 }),
+        // A range that is empty.
+        encode_frame(&DataRequest::Fetch {
+            cid,
+            range: Some((9, 9)),
+        }),
+    ];
+    for bytes in refused {
+        let answer = c.raw_exchange(&t, &bytes).await.unwrap();
+        assert!(answer.len() > 4, "no answer to {bytes:?}");
+        let response: DataResponse = decode_body(&answer[4..]).unwrap();
+        match response {
+            DataResponse::Error(e) => assert_eq!(e.code, ErrorCode::BadRequest, "{}", e.message),
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+    // Streams that end early (no header, a body that never comes): closed without an answer,
+    // and without a hang (raw_exchange has a deadline and would fail).
+    for bytes in [
+        Vec::new(),
+        encode_frame(&DataRequest::Store { cid, len: 1000 }),
+    ] {
+        let answer = c.raw_exchange(&t, &bytes).await.unwrap();
+        assert!(answer.is_empty());
+    }
+    // Still healthy.
+    let (cid, data) = shard(70_000, 9);
+    c.store(&t, &cid, data.clone()).await.unwrap();
+    assert_eq!(c.fetch(&t, &cid, None, None).await.unwrap(), data);
+    n.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetching_from_a_stopped_node_fails_fast_and_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = start(dir.path(), None, 1 << 30).await;
+    let t = target(&n);
+    let (cid, data) = shard(10_000, 6);
+    let c = client();
+    c.store(&t, &cid, data).await.unwrap();
+    n.shutdown().await.unwrap();
+    let started = Instant::now();
+    let err = client()
+        .fetch(&t, &cid, None, None)
+        .await
+        .map(|b| b.len())
+        .unwrap_err();
+    assert!(matches!(err, DataError::Unreachable { .. }), "{err}");
+    assert!(err.to_string().contains("is it running"), "{err}");
+    // Generous bound: the connect timeout is 3 s.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    // The client that had a connection open also fails rather than hangs.
+    let err = c
+        .fetch(&t, &cid, None, None)
+        .await
+        .map(|b| b.len())
+        .unwrap_err();
+    assert!(err.peer().is_some(), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_streams_to_one_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = start(dir.path(), None, 1 << 30).await;
+    let t = target(&n);
+    let c = client();
+    let shards: Vec<(Cid, Bytes)> = (0..32).map(|i| shard(256 * 1024 + i, i as u8)).collect();
+    let stores = shards.iter().map(|(cid, d)| c.store(&t, cid, d.clone()));
+    for r in futures::future::join_all(stores).await {
+        r.unwrap();
+    }
+    let fetches = shards.iter().map(|(cid, _)| c.fetch(&t, cid, None, None));
+    for (r, (_, d)) in futures::future::join_all(fetches)
+        .await
+        .into_iter()
+        .zip(&shards)
+    {
+        assert_eq!(&r.unwrap(), d);
+    }
+    assert_eq!(n.store.stats().shards, 32);
+    n.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_must_prove_the_peer_id_that_was_dialled() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = start(dir.path(), None, 1 << 30).await;
+    let impostor = Target {
+        peer: libp2p::identity::Keypair::generate_ed25519()
+            .public()
+            .to_peer_id(),
+        addr: n.info.data_addr,
+    };
+    let err = client()
+        .fetch(&impostor, &cids::raw(b"x"), None, None)
+        .await
+        .map(|b| b.len())
+        .unwrap_err();
+    assert!(matches!(err, DataError::Unreachable { .. }), "{err}");
+    n.shutdown().await.unwrap();
+}
