@@ -1,0 +1,116 @@
+//! `cairn devnet` as a newcomer runs it: starts the nodes, every node sees the others,
+//! devnet.json describes them, Ctrl-C leaves no process behind.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use cairn_client::devnet::{DevnetState, pid_alive, status};
+
+fn cairn() -> PathBuf {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_cairn"));
+    assert!(
+        bin.with_file_name("cairn-node").is_file(),
+        "cairn-node must be built next to cairn: run `cargo build --release --bins` (./scripts/test does)"
+    );
+    bin
+}
+
+/// Kills the devnet if the test panics; its nodes follow (they watch the devnet's pid).
+struct Guard(Option<std::process::Child>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devnet_starts_converges_and_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut guard = Guard(None);
+    let child = guard.0.insert(
+        Command::new(cairn())
+            .args(["devnet", "--nodes", "4", "--json", "--dir"])
+            .arg(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    // --json prints devnet.json once every node sees every other.
+    let mut line = String::new();
+    let stdout = child.stdout.take().unwrap();
+    let reader = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        line
+    });
+    let line = tokio::time::timeout(Duration::from_secs(120), reader)
+        .await
+        .expect("devnet did not come up")
+        .unwrap();
+    let printed: DevnetState = serde_json::from_str(&line).unwrap();
+    let on_disk = DevnetState::read(dir.path()).unwrap();
+    assert_eq!(printed, on_disk);
+    assert_eq!(on_disk.nodes.len(), 4);
+
+    let ids: Vec<String> = on_disk.nodes.iter().map(|n| n.peer_id.clone()).collect();
+    for n in &on_disk.nodes {
+        assert!(pid_alive(n.pid));
+        assert!(
+            n.multiaddr.starts_with("/ip4/127.0.0.1/udp/") && n.multiaddr.ends_with(&n.peer_id)
+        );
+        assert!(n.data_dir.join("identity.key").is_file());
+        let s = status(n.admin).await.unwrap();
+        assert_eq!(s.peer_id, n.peer_id);
+        let mut seen: Vec<String> = s.peers.iter().map(|p| p.peer_id.clone()).collect();
+        seen.push(s.peer_id.clone());
+        seen.sort();
+        let mut all = ids.clone();
+        all.sort();
+        assert_eq!(seen, all, "node {} must see every other node", n.peer_id);
+    }
+
+    // A second devnet in the same directory is refused while this one runs.
+    let out = Command::new(cairn())
+        .args(["devnet", "--nodes", "2", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already running"));
+
+    // Ctrl-C.
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let mut child = guard.0.take().unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "devnet exit: {status}");
+    for n in &on_disk.nodes {
+        assert!(!pid_alive(n.pid), "node {} survived Ctrl-C", n.pid);
+    }
+    assert!(!dir.path().join("devnet.json").exists());
+}
+
+#[test]
+fn devnet_without_node_binary_says_how_to_build_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // A copy of cairn alone in a directory has no cairn-node beside it.
+    let lonely = dir.path().join("cairn");
+    std::fs::copy(cairn(), &lonely).unwrap();
+    let out = Command::new(&lonely)
+        .args(["devnet", "--dir"])
+        .arg(dir.path().join("net"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cargo build --release --bins"), "{err}");
+}
