@@ -145,6 +145,7 @@ pub struct Devnet {
     pub state: DevnetState,
     children: Vec<Child>,
     dir: PathBuf,
+    config: DevnetConfig,
 }
 
 impl std::fmt::Debug for Devnet {
@@ -293,16 +294,71 @@ impl Devnet {
             state: DevnetState { nodes: Vec::new() },
             children: Vec::new(),
             dir: cfg.dir.clone(),
+            config: cfg.clone(),
         };
         let result = devnet.start_nodes(&cfg).await;
         if let Err(e) = result {
             devnet.stop().await;
             return Err(e);
         }
-        let json = serde_json::to_vec_pretty(&devnet.state).unwrap_or_default();
-        let path = cfg.dir.join(STATE_FILE);
-        std::fs::write(&path, json).map_err(io(format!("writing {}", path.display())))?;
+        devnet.write_state()?;
         Ok(devnet)
+    }
+
+    fn write_state(&self) -> Result<(), DevnetError> {
+        let json = serde_json::to_vec_pretty(&self.state).unwrap_or_default();
+        let path = self.dir.join(STATE_FILE);
+        std::fs::write(&path, json).map_err(io(format!("writing {}", path.display())))
+    }
+
+    fn signal(&self, index: usize, signal: rustix::process::Signal) {
+        if let Some(pid) = self
+            .children
+            .get(index)
+            .and_then(Child::id)
+            .and_then(|p| rustix::process::Pid::from_raw(p as i32))
+        {
+            let _ = rustix::process::kill_process(pid, signal);
+        }
+    }
+
+    /// Stops node `index` cleanly (SIGTERM) and waits for it; its data stays.
+    pub async fn stop_node(&mut self, index: usize) {
+        self.signal(index, rustix::process::Signal::TERM);
+        if let Some(c) = self.children.get_mut(index)
+            && tokio::time::timeout(Duration::from_secs(10), c.wait())
+                .await
+                .is_err()
+        {
+            let _ = c.kill().await;
+        }
+    }
+
+    /// Freezes node `index` (SIGSTOP): it keeps its sockets but answers nothing, like a hung host.
+    pub fn pause_node(&self, index: usize) {
+        self.signal(index, rustix::process::Signal::STOP);
+    }
+
+    /// Unfreezes node `index` (SIGCONT).
+    pub fn resume_node(&self, index: usize) {
+        self.signal(index, rustix::process::Signal::CONT);
+    }
+
+    /// Starts node `index` again on its data directory (new ports), joining through another
+    /// node, and updates `devnet.json`.
+    pub async fn restart_node(&mut self, index: usize) -> Result<(), DevnetError> {
+        self.stop_node(index).await;
+        let bootstrap = self
+            .state
+            .nodes
+            .iter()
+            .enumerate()
+            .find(|(i, n)| *i != index && pid_alive(n.pid))
+            .map(|(_, n)| n.multiaddr.clone());
+        let (child, node) = spawn_node(&self.config, index, bootstrap.as_deref()).await?;
+        self.children[index] = child;
+        self.state.nodes[index] = node;
+        self.write_state()
     }
 
     async fn start_nodes(&mut self, cfg: &DevnetConfig) -> Result<(), DevnetError> {

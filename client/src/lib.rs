@@ -1,10 +1,42 @@
-//! # cairn-client
+//! # cairn-client: writing to and reading from a Cairn network
 //!
-//! The uploader's and scripter's way into a Cairn network, and the `cairn` command-line tool.
-//! Today it holds the local development network ([`devnet`]); the object client (put, get,
-//! verify) arrives with the client issue.
+//! The uploader's and scripter's way in, the engine behind the `cairn` CLI, and what the S3
+//! gateway will reuse.
+//!
+//! * [`network`]: join through bootstrap peers, discover nodes, locate shards.
+//! * [`placement`]: weighted rendezvous hashing of shards onto distinct nodes and labels
+//!   (pure; the simulator can drive it).
+//! * [`put`]: objects and datasets (small files packed), shards uploaded in parallel with
+//!   bounded bytes in flight and retries on the next-ranked node, signed manifest last.
+//! * [`get`]: manifests checked against CID and signature; objects, ranges and datasets read
+//!   with every byte verified, parity used when nodes are gone, slow nodes hedged.
+//! * [`verify`]: `stat` (where every shard is) and a full audit.
+//! * [`keys`]: the uploader's ed25519 identity.
+//! * [`devnet`]: a local network of `cairn-node` processes.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), cairn_client::error::ClientError> {
+//! use std::sync::Arc;
+//! use cairn_client::{get, keys, network::Network, put};
+//!
+//! let net = Network::connect(&["/ip4/127.0.0.1/udp/4001/quic-v1/p2p/12D3KooW...".parse().unwrap()]).await?;
+//! let key = keys::load(&keys::default_path())?;
+//! let opts = put::PutOptions::for_network(net.nodes().len());
+//! let report = put::put_object(Some(&net), &key, put::Input::Bytes(b"hello".to_vec().into()), &opts, Arc::new(|_| {})).await?;
+//! let manifest = get::object_manifest(&net, &report.cid).await?;
+//! let bytes = get::read_object_to_vec(&net, &manifest, &get::Incidents::default()).await?;
+//! assert_eq!(bytes, b"hello");
+//! # Ok(()) }
+//! ```
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![deny(rustdoc::broken_intra_doc_links)]
 
 pub mod devnet;
+pub mod error;
+pub mod get;
+pub mod keys;
+pub mod network;
+pub mod placement;
+pub mod put;
+pub mod verify;

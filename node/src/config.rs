@@ -128,6 +128,8 @@ pub struct StorageConfig {
     pub sync_writes: bool,
     /// Background re-verification rate in bytes per second (0 turns the scrub off).
     pub scrub_rate: Size,
+    /// Seconds after start before the scrub's first pass (spares the disk while a node boots).
+    pub scrub_start_secs: u64,
     /// Also let RocksDB verify its own checksums on shard reads (BLAKE3 is always verified).
     pub rocksdb_checksums: bool,
 }
@@ -138,6 +140,7 @@ impl Default for StorageConfig {
             capacity: Size(100 << 30),
             sync_writes: true,
             scrub_rate: Size(32 << 20),
+            scrub_start_secs: 300,
             rocksdb_checksums: false,
         }
     }
@@ -463,6 +466,8 @@ capacity = "{capacity}"
 sync_writes = {sync}
 # Background re-verification of every stored byte, in bytes per second ("0" turns it off).
 scrub_rate = "{scrub}"
+# Seconds after start before the scrub's first pass.
+scrub_start_secs = {scrub_start}
 # Also verify RocksDB's own checksums on shard reads (BLAKE3 is verified on every read anyway).
 rocksdb_checksums = {checksums}
 
@@ -478,6 +483,7 @@ listen = {admin:?}
         capacity = c.storage.capacity,
         sync = c.storage.sync_writes,
         scrub = c.storage.scrub_rate,
+        scrub_start = c.storage.scrub_start_secs,
         checksums = c.storage.rocksdb_checksums,
         admin = c.admin.listen,
     )

@@ -182,10 +182,11 @@ fn control_handler(
     })
 }
 
-async fn scrub(store: Arc<Store>, rate: u64, cancel: CancellationToken) {
+async fn scrub(store: Arc<Store>, rate: u64, start: Duration, cancel: CancellationToken) {
     if rate == 0 {
         return;
     }
+    tokio::select! { _ = cancel.cancelled() => return, _ = tokio::time::sleep(start) => {} }
     let mut cursor = None;
     let mut pass_started = tokio::time::Instant::now();
     loop {
@@ -341,6 +342,7 @@ impl RunningNode {
         tasks.spawn(scrub(
             store.clone(),
             c.storage.scrub_rate.0,
+            Duration::from_secs(c.storage.scrub_start_secs),
             cancel.child_token(),
         ));
         if let Some(pid) = watch {

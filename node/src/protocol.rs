@@ -100,6 +100,28 @@ impl NodeInfo {
     }
 }
 
+/// Whether a node holds a shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Holding {
+    /// Not held.
+    Absent,
+    /// Held and, as far as the node knows, intact (its length).
+    Intact(u64),
+    /// Held, but its copy failed verification and is quarantined (never served).
+    Corrupt,
+}
+
+impl Holding {
+    /// The length of an intact copy.
+    pub fn intact(self) -> Option<u64> {
+        match self {
+            Holding::Intact(n) => Some(n),
+            _ => None,
+        }
+    }
+}
+
 /// Control-plane requests.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -123,9 +145,8 @@ pub enum ControlRequest {
 pub enum ControlResponse {
     /// Answer to [`ControlRequest::Info`].
     Info(NodeInfo),
-    /// Answer to [`ControlRequest::Has`]: the length of each held shard, `None` if not held (or
-    /// held but known corrupt).
-    Has(Vec<Option<u64>>),
+    /// Answer to [`ControlRequest::Has`], one entry per CID asked.
+    Has(Vec<Holding>),
     /// Answer to [`ControlRequest::List`].
     List {
         /// `(cid, length)` pairs.

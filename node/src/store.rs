@@ -36,7 +36,7 @@ use rocksdb::{
     WriteBatch, WriteOptions,
 };
 
-use crate::protocol::ManifestKind;
+use crate::protocol::{Holding, ManifestKind};
 
 const CF_SHARDS: &str = "shards";
 const CF_OUTBOARDS: &str = "outboards";
@@ -574,8 +574,8 @@ impl Store {
         Ok(data.to_vec())
     }
 
-    /// For each CID: its length if held intact, else `None`.
-    pub fn has(&self, cids: &[Cid]) -> Result<Vec<Option<u64>>, StoreError> {
+    /// For each CID: held intact (and its length), held but quarantined, or absent.
+    pub fn has(&self, cids: &[Cid]) -> Result<Vec<Holding>, StoreError> {
         let (outboards, corrupt) = (self.cf(CF_OUTBOARDS)?, self.cf(CF_CORRUPT)?);
         let keys: Vec<Vec<u8>> = cids.iter().map(Cid::to_bytes).collect();
         let obs = self.db.batched_multi_get_cf(outboards, &keys, false);
@@ -583,8 +583,9 @@ impl Store {
         obs.into_iter()
             .zip(bad)
             .map(|(ob, bad)| match (ob?, bad?) {
-                (Some(ob), None) => Ok(Some(u64_le(&ob)?)),
-                _ => Ok(None),
+                (Some(ob), None) => Ok(Holding::Intact(u64_le(&ob)?)),
+                (Some(_), Some(_)) => Ok(Holding::Corrupt),
+                (None, _) => Ok(Holding::Absent),
             })
             .collect()
     }
@@ -785,7 +786,7 @@ mod tests {
         assert_eq!(got, &data[1000..70_000]);
         assert_eq!(
             store.has(&[cid, cids::raw(b"nope")]).unwrap(),
-            vec![Some(1 << 20), None]
+            vec![Holding::Intact(1 << 20), Holding::Absent]
         );
         drop(store);
         // Reopen: counts come back from the meta CF.

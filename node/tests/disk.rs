@@ -11,7 +11,7 @@ use cairn_node::admin::http_get;
 use cairn_node::config::{Config, Size};
 use cairn_node::data::{self, DataError, Target};
 use cairn_node::identity;
-use cairn_node::protocol::ErrorCode;
+use cairn_node::protocol::{ErrorCode, Holding};
 
 async fn start(dir: &Path, scrub: u64) -> RunningNode {
     let key_path = dir.join(identity::KEY_FILE);
@@ -26,6 +26,7 @@ async fn start(dir: &Path, scrub: u64) -> RunningNode {
     c.network.data_listen = "127.0.0.1:0".into();
     c.admin.listen = "127.0.0.1:0".into();
     c.storage.scrub_rate = Size(scrub);
+    c.storage.scrub_start_secs = 0;
     RunningNode::start(dir, &c.check().unwrap(), key, None)
         .await
         .unwrap()
@@ -119,10 +120,10 @@ async fn flipped_blob_bytes_are_detected_counted_and_not_served() {
     );
     // The intact shard is unaffected.
     assert_eq!(client.fetch(&t, &cid_good, None, None).await.unwrap(), good);
-    // Reported: has says "not held", the metric counts it.
+    // Reported: has says "corrupt" (quarantined), the metric counts it.
     assert_eq!(
         node.store.has(&[cid, cid_good]).unwrap(),
-        vec![None, Some(1 << 20)]
+        vec![Holding::Corrupt, Holding::Intact(1 << 20)]
     );
     let (_, metrics) = http_get(node.info.admin, "/metrics", Duration::from_secs(5))
         .await
@@ -161,7 +162,7 @@ async fn scrub_finds_bitrot_without_any_read() {
     // A fast scrub runs on its own.
     let node = start(dir.path(), 64 << 20).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while node.store.has(&[cid]).unwrap() != vec![None] {
+    while node.store.has(&[cid]).unwrap() != vec![Holding::Corrupt] {
         assert!(
             tokio::time::Instant::now() < deadline,
             "scrub did not flag the shard"

@@ -11,7 +11,7 @@ use cairn_node::config::{Config, Size};
 use cairn_node::data::{self, DataError, Target};
 use cairn_node::identity;
 use cairn_node::protocol::{
-    ControlRequest, ControlResponse, DataRequest, DataResponse, ErrorCode, decode_body,
+    ControlRequest, ControlResponse, DataRequest, DataResponse, ErrorCode, Holding, decode_body,
     encode_frame,
 };
 use libp2p::PeerId;
@@ -120,7 +120,7 @@ async fn store_on_one_node_fetch_from_another_and_discover() {
     else {
         panic!()
     };
-    assert_eq!(has, vec![Some(1 << 20), None]);
+    assert_eq!(has, vec![Holding::Intact(1 << 20), Holding::Absent]);
     let ControlResponse::List { shards, more } = c
         .swarm
         .request(

@@ -1,12 +1,39 @@
 //! `cairn`: the Cairn command-line tool.
 
-use std::path::PathBuf;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Context;
-use cairn_client::devnet::{Devnet, DevnetConfig};
-use clap::{Parser, Subcommand};
+use anyhow::{Context, bail};
+use cairn_chunker::manifest::{Location, Source};
+use cairn_chunker::{Cid, cids};
+use cairn_client::devnet::{Devnet, DevnetConfig, DevnetState};
+use cairn_client::get::{Incidents, Manifest, fetch_manifest, read_dataset, read_object};
+use cairn_client::network::Network;
+use cairn_client::put::{Input, Progress, PutOptions, put_dir, put_object};
+use cairn_client::{keys, verify};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+/// Writes a line to stdout; a closed pipe (`cairn ls | head`) ends the program quietly.
+fn emit(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.write_all(b"\n")) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("cairn: writing output: {e}");
+        std::process::exit(1);
+    }
+}
+
+macro_rules! out {
+    ($($t:tt)*) => { emit(format_args!($($t)*)) };
+}
 
 #[derive(Parser)]
 #[command(
@@ -15,12 +42,95 @@ use clap::{Parser, Subcommand};
     about = "Cairn: peer-to-peer storage for AI training data"
 )]
 struct Cli {
+    #[command(flatten)]
+    global: Global,
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(Args)]
+struct Global {
+    /// A node to join through: a multiaddr ending in /p2p/<peer id> (repeatable).
+    #[arg(
+        long = "peer",
+        global = true,
+        env = "CAIRN_PEERS",
+        value_delimiter = ','
+    )]
+    peers: Vec<String>,
+    /// A devnet directory: its devnet.json lists the nodes.
+    #[arg(long, global = true, env = "CAIRN_DEVNET")]
+    devnet: Option<PathBuf>,
+    /// Machine-readable output on stdout (no progress bars).
+    #[arg(long, global = true)]
+    json: bool,
+    /// The uploader key (default: $CAIRN_KEY, else ~/.config/cairn/key).
+    #[arg(long, global = true)]
+    key: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Manage the uploader identity that signs what you publish.
+    Key {
+        #[command(subcommand)]
+        action: KeyAction,
+    },
+    /// Upload a file (an object) or a directory (a dataset); prints its CID.
+    Put {
+        /// File or directory.
+        path: PathBuf,
+        #[command(flatten)]
+        shape: Shape,
+        /// Content type of a single file.
+        #[arg(long)]
+        content_type: Option<String>,
+        /// Where the data came from (URL, DOI...), recorded in the signed provenance.
+        #[arg(long)]
+        source: Option<String>,
+        /// Licence of the data (SPDX id), recorded with --source.
+        #[arg(long, requires = "source")]
+        license: Option<String>,
+    },
+    /// Download an object to a file, or a dataset to a directory; every byte is verified.
+    Get {
+        /// Object or dataset CID.
+        cid: String,
+        /// Output file or directory (default: ./<CID>); `-` writes an object to stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Overwrite an existing output.
+        #[arg(long)]
+        force: bool,
+        /// Only bytes START-END (inclusive, like HTTP ranges) of an object.
+        #[arg(long)]
+        range: Option<String>,
+    },
+    /// List a dataset's files (or describe an object).
+    Ls {
+        /// Dataset or object CID.
+        cid: String,
+    },
+    /// Show an object's layout: size, code, every stripe's shards and which nodes hold them.
+    Stat {
+        /// Object CID.
+        cid: String,
+    },
+    /// Re-fetch and check everything: signature, every shard on every node, parity, BLAKE3.
+    Verify {
+        /// Object or dataset CID.
+        cid: String,
+    },
+    /// Print a file's raw CID (its BLAKE3, as b3sum), or with --object the CID `put` would give.
+    Cid {
+        /// File (or directory with --object).
+        path: PathBuf,
+        /// The manifest CID `cairn put` would produce (nothing is uploaded).
+        #[arg(long)]
+        object: bool,
+        #[command(flatten)]
+        shape: Shape,
+    },
     /// Start a local network of cairn-node processes on 127.0.0.1 (Ctrl-C stops them all).
     Devnet {
         /// Number of storage nodes.
@@ -32,16 +142,461 @@ enum Command {
         /// Capacity of each node.
         #[arg(long, default_value = "20GiB")]
         capacity: String,
-        /// Print devnet.json to stdout once the network is up (for scripts).
-        #[arg(long)]
-        json: bool,
     },
 }
 
-async fn devnet(nodes: u16, dir: PathBuf, capacity: String, json: bool) -> anyhow::Result<()> {
+#[derive(Subcommand)]
+enum KeyAction {
+    /// Create a new key (mode 0600).
+    Generate,
+    /// Print the public key and where the key file is.
+    Show,
+}
+
+#[derive(Args, Clone)]
+struct Shape {
+    /// Data shards per stripe (default: 4, or 10 on networks of 14+ nodes).
+    #[arg(long)]
+    k: Option<u16>,
+    /// Parity shards per stripe (default: 2, or 4 on networks of 14+ nodes).
+    #[arg(long)]
+    m: Option<u16>,
+}
+
+impl Shape {
+    fn options(&self, nodes: usize) -> PutOptions {
+        let mut o = PutOptions::for_network(nodes);
+        if let Some(k) = self.k {
+            o.params.erasure.k = k;
+        }
+        if let Some(m) = self.m {
+            o.params.erasure.m = m;
+        }
+        o
+    }
+}
+
+fn progress_bar(g: &Global, len: u64, what: &str) -> (ProgressBar, Progress) {
+    let bar = if g.json || !std::io::stderr().is_terminal() {
+        ProgressBar::hidden()
+    } else {
+        let b = ProgressBar::new(len);
+        b.set_style(
+            ProgressStyle::with_template(
+                "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        b.set_message(what.to_string());
+        b
+    };
+    let b = bar.clone();
+    (bar, Arc::new(move |n| b.inc(n)))
+}
+
+fn parse_cid(text: &str) -> anyhow::Result<Cid> {
+    cids::parse(text).with_context(|| format!("{text:?} is not a Cairn CID"))
+}
+
+async fn network(g: &Global) -> anyhow::Result<Network> {
+    let mut peers: Vec<String> = g.peers.clone();
+    if peers.is_empty()
+        && let Some(dir) = &g.devnet
+    {
+        let state = DevnetState::read(dir)?;
+        peers = state.nodes.iter().map(|n| n.multiaddr.clone()).collect();
+    }
+    let addrs = peers
+        .iter()
+        .map(|p| p.parse().with_context(|| format!("--peer {p:?} is not a multiaddr (e.g. /ip4/1.2.3.4/udp/4001/quic-v1/p2p/12D3...)")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Network::connect(&addrs).await?)
+}
+
+fn key_path(g: &Global) -> PathBuf {
+    g.key.clone().unwrap_or_else(keys::default_path)
+}
+
+/// Where a partial download lives until it is complete, so Ctrl-C can remove it.
+type Partial = Arc<Mutex<Option<PathBuf>>>;
+
+async fn run(cli: Cli, partial: Partial) -> anyhow::Result<()> {
+    let g = &cli.global;
+    match &cli.command {
+        Command::Key { action } => {
+            let path = key_path(g);
+            let key = match action {
+                KeyAction::Generate => keys::generate(&path)?,
+                KeyAction::Show => keys::load(&path)?,
+            };
+            if g.json {
+                out!(
+                    "{}",
+                    json!({ "public_key": keys::public_hex(&key), "path": path })
+                );
+            } else {
+                if matches!(action, KeyAction::Generate) {
+                    out!(
+                        "created {} (mode 0600: keep it secret, back it up)",
+                        path.display()
+                    );
+                }
+                out!("public key: {}", keys::public_hex(&key));
+                out!("key file:   {}", path.display());
+            }
+        }
+        Command::Put {
+            path,
+            shape,
+            content_type,
+            source,
+            license,
+        } => {
+            let key = keys::load(&key_path(g))?;
+            let net = network(g).await?;
+            let mut opts = shape.options(net.nodes().len());
+            opts.content_type = content_type.clone();
+            opts.source = source.as_ref().map(|uri| Source {
+                uri: uri.clone(),
+                license: license.clone(),
+                digest: None,
+                note: None,
+            });
+            let meta = std::fs::metadata(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            if meta.is_dir() {
+                let total: u64 = cairn_client::put::walk(path)?.iter().map(|f| f.2).sum();
+                let (bar, progress) = progress_bar(g, total, "uploading");
+                let r = put_dir(Some(&net), &key, path, &opts, progress).await?;
+                bar.finish_and_clear();
+                if g.json {
+                    out!(
+                        "{}",
+                        json!({"cid": r.cid.to_string(), "kind": "dataset", "files": r.files, "bytes": r.bytes,
+                               "packs": r.packs, "objects": r.objects, "shards": r.shards, "manifest_copies": r.manifest_copies})
+                    );
+                } else {
+                    eprintln!(
+                        "dataset: {} files, {} bytes in {} packs + {} objects, {} shards, manifest on {} nodes",
+                        r.files, r.bytes, r.packs, r.objects, r.shards, r.manifest_copies
+                    );
+                    out!("{}", r.cid);
+                }
+            } else {
+                let (bar, progress) = progress_bar(g, meta.len(), "uploading");
+                let file = std::fs::File::open(path)
+                    .with_context(|| format!("cannot open {}", path.display()))?;
+                let r = put_object(
+                    Some(&net),
+                    &key,
+                    Input::Reader(Box::new(file)),
+                    &opts,
+                    progress,
+                )
+                .await?;
+                bar.finish_and_clear();
+                if g.json {
+                    out!(
+                        "{}",
+                        json!({"cid": r.cid.to_string(), "kind": "object", "size": r.manifest.size,
+                               "blake3": r.manifest.blake3.to_hex().to_string(), "k": r.manifest.erasure.k,
+                               "m": r.manifest.erasure.m, "shards": r.shards, "manifest_copies": r.manifest_copies})
+                    );
+                } else {
+                    eprintln!(
+                        "object: {} bytes, {}+{}, {} shards, manifest on {} nodes",
+                        r.manifest.size,
+                        r.manifest.erasure.k,
+                        r.manifest.erasure.m,
+                        r.shards,
+                        r.manifest_copies
+                    );
+                    out!("{}", r.cid);
+                }
+            }
+        }
+        Command::Get {
+            cid,
+            output,
+            force,
+            range,
+        } => {
+            let cid = parse_cid(cid)?;
+            let net = network(g).await?;
+            let fetched = fetch_manifest(&net, &cid).await?;
+            let incidents = Incidents::default();
+            let out = output
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(cid.to_string()));
+            let written = match &fetched.manifest {
+                Manifest::Object(m) => {
+                    let range = match range {
+                        None => None,
+                        Some(r) => Some(parse_range(r, m.size)?),
+                    };
+                    let len = range.as_ref().map_or(m.size, |r| r.end - r.start);
+                    let (bar, progress) = progress_bar(g, len, "downloading");
+                    let n = if out == Path::new("-") {
+                        let mut stdout = tokio::io::stdout();
+                        read_object(&net, m, range, &mut stdout, progress, &incidents).await?
+                    } else {
+                        if out.exists() && !force {
+                            bail!(cairn_client::error::ClientError::Exists(out.clone()));
+                        }
+                        let tmp = out.with_extension("cairn-partial");
+                        *partial.lock().unwrap_or_else(|p| p.into_inner()) = Some(tmp.clone());
+                        let mut file = tokio::fs::File::create(&tmp)
+                            .await
+                            .with_context(|| format!("cannot create {}", tmp.display()))?;
+                        let n =
+                            read_object(&net, m, range, &mut file, progress, &incidents).await?;
+                        file.sync_all().await?;
+                        tokio::fs::rename(&tmp, &out).await?;
+                        partial.lock().unwrap_or_else(|p| p.into_inner()).take();
+                        n
+                    };
+                    bar.finish_and_clear();
+                    n
+                }
+                Manifest::Dataset(d) => {
+                    if range.is_some() {
+                        bail!("--range applies to objects; {cid} is a dataset");
+                    }
+                    if out.exists() && !force {
+                        bail!(cairn_client::error::ClientError::Exists(out.clone()));
+                    }
+                    let total = d.entries.values().map(|e| e.size).sum();
+                    let (bar, progress) = progress_bar(g, total, "downloading");
+                    let n = read_dataset(&net, d, &out, progress, &incidents).await?;
+                    bar.finish_and_clear();
+                    n
+                }
+            };
+            let incidents = incidents.list();
+            for (peer, what) in &incidents {
+                eprintln!("warning: node {peer} failed: {what}");
+            }
+            if g.json {
+                let inc: Vec<_> = incidents
+                    .iter()
+                    .map(|(p, w)| json!({"node": p.to_string(), "problem": w}))
+                    .collect();
+                out!(
+                    "{}",
+                    json!({"cid": cid.to_string(), "output": out, "bytes": written, "failed_nodes": inc})
+                );
+            } else if out != Path::new("-") {
+                eprintln!("wrote {written} bytes to {} (verified)", out.display());
+            }
+        }
+        Command::Ls { cid } => {
+            let cid = parse_cid(cid)?;
+            let net = network(g).await?;
+            let fetched = fetch_manifest(&net, &cid).await?;
+            match fetched.manifest {
+                Manifest::Dataset(d) => {
+                    if g.json {
+                        let entries: Vec<_> = d
+                            .entries
+                            .iter()
+                            .map(|(p, e)| json!({"path": p, "size": e.size, "blake3": e.blake3.to_hex().to_string(), "location": location(&e.location)}))
+                            .collect();
+                        out!(
+                            "{}",
+                            json!({"cid": cid.to_string(), "kind": "dataset", "entries": entries})
+                        );
+                    } else {
+                        for (p, e) in &d.entries {
+                            out!("{:>12}  {}  {}", e.size, e.blake3.to_hex(), p);
+                        }
+                    }
+                }
+                Manifest::Object(m) => {
+                    if g.json {
+                        out!(
+                            "{}",
+                            json!({"cid": cid.to_string(), "kind": "object", "size": m.size, "blake3": m.blake3.to_hex().to_string(), "content_type": m.content_type})
+                        );
+                    } else {
+                        out!("{:>12}  {}  (object {})", m.size, m.blake3.to_hex(), cid);
+                    }
+                }
+            }
+        }
+        Command::Stat { cid } => {
+            let cid = parse_cid(cid)?;
+            let net = network(g).await?;
+            let fetched = fetch_manifest(&net, &cid).await?;
+            let mut signers: Vec<String> =
+                fetched.provenance.iter().map(|p| p.signer_hex()).collect();
+            signers.sort();
+            signers.dedup();
+            let Manifest::Object(m) = &fetched.manifest else {
+                bail!(
+                    "{cid} is a dataset: `cairn ls {cid}` lists its files; stat one of their objects"
+                );
+            };
+            let st = verify::stat_object(&net, &cid, m, signers).await;
+            if g.json {
+                out!("{}", serde_json::to_string(&st)?);
+            } else {
+                out!("object   {}", st.cid);
+                out!("size     {} bytes, b3sum {}", st.size, st.blake3);
+                out!(
+                    "code     {} {}+{}, shards up to {} bytes{}",
+                    st.code,
+                    st.k,
+                    st.m,
+                    st.shard_size,
+                    if st.inline { ", inline" } else { "" }
+                );
+                out!("signed   {}", st.signers.join(", "));
+                for s in &st.stripes {
+                    out!(
+                        "stripe {} ({} of {} shards live, {} needed)",
+                        s.index,
+                        s.live,
+                        s.shards.len(),
+                        s.need
+                    );
+                    for sh in &s.shards {
+                        let holders = if sh.holders.is_empty() {
+                            "MISSING".to_string()
+                        } else {
+                            sh.holders.join(", ")
+                        };
+                        out!(
+                            "  [{:>2}] {} {:>8} B  {}",
+                            sh.index,
+                            sh.cid,
+                            sh.len,
+                            holders
+                        );
+                    }
+                }
+            }
+        }
+        Command::Verify { cid } => {
+            let cid = parse_cid(cid)?;
+            let net = network(g).await?;
+            let report = verify::verify(&net, &cid).await;
+            if g.json {
+                out!("{}", serde_json::to_string(&report)?);
+            } else {
+                for p in &report.problems {
+                    out!("PROBLEM: {p}");
+                }
+                out!(
+                    "{}: {} manifests, {} shard copies, {} stripes checked, {} problems",
+                    if report.ok() { "OK" } else { "FAILED" },
+                    report.manifests,
+                    report.shard_copies,
+                    report.stripes,
+                    report.problems.len()
+                );
+            }
+            if !report.ok() {
+                bail!(
+                    "{cid} failed verification ({} problems)",
+                    report.problems.len()
+                );
+            }
+        }
+        Command::Cid {
+            path,
+            object,
+            shape,
+        } => {
+            let meta = std::fs::metadata(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            if !object {
+                if meta.is_dir() {
+                    bail!(
+                        "{} is a directory: add --object for the dataset CID `cairn put` would give",
+                        path.display()
+                    );
+                }
+                let mut hasher = blake3::Hasher::new();
+                hasher.update_reader(std::fs::File::open(path)?)?;
+                let cid = cids::from_hash(cids::Codec::Raw, &hasher.finalize());
+                if g.json {
+                    out!(
+                        "{}",
+                        json!({"cid": cid.to_string(), "blake3": hasher.finalize().to_hex().to_string()})
+                    );
+                } else {
+                    out!("{cid}");
+                }
+            } else {
+                // The same code as `put`, without a network: the CIDs agree by construction.
+                let key = ed25519_dalek::SigningKey::from_bytes(&[0u8; 32]);
+                let opts = shape.options(0);
+                let quiet: Progress = Arc::new(|_| {});
+                let cid = if meta.is_dir() {
+                    put_dir(None, &key, path, &opts, quiet).await?.cid
+                } else {
+                    let file = std::fs::File::open(path)?;
+                    put_object(None, &key, Input::Reader(Box::new(file)), &opts, quiet)
+                        .await?
+                        .cid
+                };
+                if g.json {
+                    out!(
+                        "{}",
+                        json!({"cid": cid.to_string(), "k": opts.params.erasure.k, "m": opts.params.erasure.m})
+                    );
+                } else {
+                    out!("{cid}");
+                }
+            }
+        }
+        Command::Devnet {
+            nodes,
+            dir,
+            capacity,
+        } => devnet(*nodes, dir, capacity.clone(), g.json).await?,
+    }
+    Ok(())
+}
+
+fn location(l: &Location) -> serde_json::Value {
+    match l {
+        Location::Object(c) => json!({"object": c.to_string()}),
+        Location::Packed { pack, offset } => json!({"pack": pack.to_string(), "offset": offset}),
+        Location::Inline(b) => json!({"inline": b.len()}),
+    }
+}
+
+/// `START-END` (inclusive), `START-` or `-SUFFIX`, as HTTP ranges.
+fn parse_range(text: &str, size: u64) -> anyhow::Result<std::ops::Range<u64>> {
+    let bad = || {
+        anyhow::anyhow!(
+            "--range {text:?}: use START-END (inclusive), START- or -LAST_N within {size} bytes"
+        )
+    };
+    let (a, b) = text.split_once('-').ok_or_else(bad)?;
+    let range = match (a.trim(), b.trim()) {
+        ("", n) => {
+            let n: u64 = n.parse().map_err(|_| bad())?;
+            size.saturating_sub(n)..size
+        }
+        (a, "") => a.parse::<u64>().map_err(|_| bad())?..size,
+        (a, b) => {
+            let (a, b): (u64, u64) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+            a..b.saturating_add(1).min(size)
+        }
+    };
+    if range.start >= range.end {
+        return Err(bad());
+    }
+    Ok(range)
+}
+
+async fn devnet(nodes: u16, dir: &Path, capacity: String, json: bool) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("locating the cairn binary")?;
     let node_binary = exe.with_file_name("cairn-node");
-    let dir = std::path::absolute(&dir).context("resolving --dir")?;
+    let dir = std::path::absolute(dir).context("resolving --dir")?;
     if !json {
         eprintln!("starting {nodes} nodes in {} ...", dir.display());
     }
@@ -54,26 +609,37 @@ async fn devnet(nodes: u16, dir: PathBuf, capacity: String, json: bool) -> anyho
     })
     .await?;
     if json {
-        println!("{}", serde_json::to_string(&net.state)?);
+        out!("{}", serde_json::to_string(&net.state)?);
     } else {
-        println!("Cairn devnet: {nodes} nodes on 127.0.0.1, every node sees the others\n");
-        println!(
+        out!("Cairn devnet: {nodes} nodes on 127.0.0.1, every node sees the others\n");
+        out!(
             "  {:<5} {:<8} {:<54} {:<22} admin",
-            "node", "pid", "peer id", "data"
+            "node",
+            "pid",
+            "peer id",
+            "data"
         );
         for (i, n) in net.state.nodes.iter().enumerate() {
-            println!(
+            out!(
                 "  {:<5} {:<8} {:<54} {:<22} http://{}",
-                i, n.pid, n.peer_id, n.data_addr, n.admin
+                i,
+                n.pid,
+                n.peer_id,
+                n.data_addr,
+                n.admin
             );
         }
-        println!("\n  bootstrap peer: {}", net.state.nodes[0].multiaddr);
-        println!(
+        out!("\n  bootstrap peer: {}", net.state.nodes[0].multiaddr);
+        out!(
             "  state file:     {}",
             dir.join(cairn_client::devnet::STATE_FILE).display()
         );
-        println!("  node logs:      {}/node-*/node.log", dir.display());
-        println!("\nCtrl-C stops every node.");
+        out!("  node logs:      {}/node-*/node.log", dir.display());
+        out!(
+            "\nTry: cairn key generate && cairn --devnet {} put FILE",
+            dir.display()
+        );
+        out!("Ctrl-C stops every node.");
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
@@ -83,7 +649,6 @@ async fn devnet(nodes: u16, dir: PathBuf, capacity: String, json: bool) -> anyho
             exited = net.wait_any_exit() => {
                 if let Some((i, status)) = exited {
                     eprintln!("node {i} exited ({status}); the rest keep running");
-                    // Keep waiting for a signal; the exited child stays reaped.
                     tokio::select! {
                         _ = tokio::signal::ctrl_c() => break,
                         _ = term.recv() => break,
@@ -110,21 +675,33 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let partial: Partial = Arc::new(Mutex::new(None));
+    let is_devnet = matches!(cli.command, Command::Devnet { .. });
     let result = rt.block_on(async {
-        match cli.command {
-            Command::Devnet {
-                nodes,
-                dir,
-                capacity,
-                json,
-            } => devnet(nodes, dir, capacity, json).await,
+        if is_devnet {
+            // The devnet handles Ctrl-C itself, to stop its nodes.
+            return Some(run(cli, partial.clone()).await);
+        }
+        tokio::select! {
+            r = run(cli, partial.clone()) => Some(r),
+            _ = tokio::signal::ctrl_c() => None,
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Some(Ok(())) => ExitCode::SUCCESS,
+        Some(Err(e)) => {
+            if let Some(p) = partial.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                let _ = std::fs::remove_file(p);
+            }
             eprintln!("cairn: error: {e:#}");
             ExitCode::FAILURE
+        }
+        None => {
+            if let Some(p) = partial.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                let _ = std::fs::remove_file(p);
+            }
+            eprintln!("cairn: interrupted");
+            ExitCode::from(130)
         }
     }
 }

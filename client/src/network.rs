@@ -1,0 +1,260 @@
+//! Finding the network: join through bootstrap peers (Kademlia, as a client), ask every node it
+//! finds for its [`NodeInfo`], and keep one data-plane client for shard bytes.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use cairn_chunker::Cid;
+use cairn_node::data::{self, Target};
+use cairn_node::protocol::{ControlRequest, ControlResponse, Holding, MAX_HAS, NodeInfo};
+use cairn_node::swarm::{Role, Swarm};
+use futures::StreamExt;
+use libp2p::{Multiaddr, PeerId};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ClientError;
+use crate::placement::Candidate;
+
+/// How long a peer may take to answer while joining; a dead peer costs at most this.
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Who holds which shards (indices into [`Network::nodes`]).
+#[derive(Debug, Clone, Default)]
+pub struct Holders {
+    /// Nodes with an intact copy.
+    pub intact: HashMap<Cid, Vec<usize>>,
+    /// Nodes whose copy failed verification (quarantined, never served).
+    pub corrupt: HashMap<Cid, Vec<usize>>,
+}
+
+impl Holders {
+    /// Nodes with an intact copy of `cid`.
+    pub fn intact(&self, cid: &Cid) -> &[usize] {
+        self.intact.get(cid).map_or(&[], Vec::as_slice)
+    }
+
+    /// Nodes holding a quarantined copy of `cid`.
+    pub fn corrupt(&self, cid: &Cid) -> &[usize] {
+        self.corrupt.get(cid).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// A live node as the client sees it.
+#[derive(Debug, Clone)]
+pub struct NodeView {
+    /// Where to send shard bytes (peer id checked in the TLS handshake).
+    pub target: Target,
+    /// What it said about itself.
+    pub info: NodeInfo,
+}
+
+impl NodeView {
+    /// The node's peer id.
+    pub fn peer(&self) -> PeerId {
+        self.target.peer
+    }
+}
+
+/// A connection to a Cairn network.
+pub struct Network {
+    swarm: Swarm,
+    data: data::Client,
+    nodes: Vec<NodeView>,
+    cancel: CancellationToken,
+}
+
+impl std::fmt::Debug for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Network")
+            .field("nodes", &self.nodes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+impl Network {
+    /// Joins through `peers` (multiaddrs ending in `/p2p/<peer id>`), discovers the other nodes
+    /// and asks each for its info. Fails if no node answers.
+    pub async fn connect(peers: &[Multiaddr]) -> Result<Self, ClientError> {
+        if peers.is_empty() {
+            return Err(ClientError::NoPeers);
+        }
+        let cancel = CancellationToken::new();
+        let key = libp2p::identity::Keypair::generate_ed25519();
+        let swarm = Swarm::start(
+            key.clone(),
+            Role::Client,
+            &[],
+            &[],
+            None,
+            format!("cairn/{}", env!("CARGO_PKG_VERSION")),
+            cancel.child_token(),
+        )
+        .await?;
+        // Dial every given peer at once; a dead one costs one short timeout, not one each.
+        let dials = futures::future::join_all(peers.iter().map(|addr| {
+            let swarm = swarm.clone();
+            async move {
+                match tokio::time::timeout(JOIN_TIMEOUT, swarm.dial(addr.clone())).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err(format!(
+                        "{addr}: no answer within {}s",
+                        JOIN_TIMEOUT.as_secs()
+                    )),
+                }
+            }
+        }))
+        .await;
+        let mut problems: Vec<String> = dials.iter().filter_map(|r| r.clone().err()).collect();
+        let joined = dials.iter().filter(|r| r.is_ok()).count();
+        if joined == 0 {
+            cancel.cancel();
+            return Err(ClientError::Unreachable { problems });
+        }
+        // Let Kademlia find the rest: wait until the set of known peers stops growing.
+        let _ = swarm.bootstrap().await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let mut known = 0;
+        let mut stable_since = tokio::time::Instant::now();
+        loop {
+            let now = swarm.peers().await?.len();
+            if now != known {
+                known = now;
+                stable_since = tokio::time::Instant::now();
+            }
+            if stable_since.elapsed() > Duration::from_millis(400)
+                || tokio::time::Instant::now() > deadline
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let peer_ids: Vec<PeerId> = swarm
+            .peers()
+            .await?
+            .iter()
+            .filter_map(|p| p.peer_id.parse().ok())
+            .collect();
+        let infos = futures::stream::iter(peer_ids)
+            .map(|peer| {
+                let swarm = swarm.clone();
+                async move {
+                    let answer = tokio::time::timeout(
+                        JOIN_TIMEOUT,
+                        swarm.request(peer, ControlRequest::Info),
+                    )
+                    .await;
+                    (
+                        peer,
+                        answer.unwrap_or_else(|_| {
+                            Err(cairn_node::swarm::SwarmError::Request {
+                                peer,
+                                reason: format!("no answer within {}s", JOIN_TIMEOUT.as_secs()),
+                            })
+                        }),
+                    )
+                }
+            })
+            .buffer_unordered(64)
+            .collect::<Vec<_>>()
+            .await;
+        let mut nodes = Vec::new();
+        for (peer, answer) in infos {
+            match answer {
+                Ok(ControlResponse::Info(info)) => {
+                    if let Some(addr) = info.data_addrs.first().copied() {
+                        nodes.push(NodeView {
+                            target: Target { peer, addr },
+                            info,
+                        });
+                    }
+                }
+                Ok(other) => problems.push(format!("{peer}: unexpected answer {other:?}")),
+                Err(e) => problems.push(e.to_string()),
+            }
+        }
+        if nodes.is_empty() {
+            cancel.cancel();
+            return Err(ClientError::Unreachable { problems });
+        }
+        nodes.sort_by(|a, b| a.info.peer_id.cmp(&b.info.peer_id));
+        let data = data::Client::bind(key)?;
+        Ok(Self {
+            swarm,
+            data,
+            nodes,
+            cancel,
+        })
+    }
+
+    /// The nodes that answered.
+    pub fn nodes(&self) -> &[NodeView] {
+        &self.nodes
+    }
+
+    /// The data-plane client.
+    pub fn data(&self) -> &data::Client {
+        &self.data
+    }
+
+    /// The nodes as placement candidates (same order as [`Network::nodes`]).
+    pub fn candidates(&self) -> Vec<Candidate> {
+        self.nodes
+            .iter()
+            .map(|n| Candidate {
+                id: n.peer().to_bytes(),
+                free: n.info.free(),
+                label: n.info.label.clone(),
+            })
+            .collect()
+    }
+
+    /// Which nodes hold each CID, asking every node. Unreachable nodes hold nothing.
+    pub async fn locate(&self, cids: &[Cid]) -> Holders {
+        let mut holders = Holders::default();
+        let batches: Vec<&[Cid]> = cids.chunks(MAX_HAS).collect();
+        let asks = self
+            .nodes
+            .iter()
+            .enumerate()
+            .flat_map(|(i, n)| batches.iter().map(move |b| (i, n.peer(), *b)));
+        let answers = futures::stream::iter(asks)
+            .map(|(i, peer, batch)| async move {
+                (
+                    i,
+                    batch,
+                    self.swarm
+                        .request(peer, ControlRequest::Has(batch.to_vec()))
+                        .await,
+                )
+            })
+            .buffer_unordered(16)
+            .collect::<Vec<_>>()
+            .await;
+        for (i, batch, answer) in answers {
+            if let Ok(ControlResponse::Has(states)) = answer {
+                for (cid, state) in batch.iter().zip(states) {
+                    match state {
+                        Holding::Intact(_) => holders.intact.entry(*cid).or_default().push(i),
+                        Holding::Corrupt => holders.corrupt.entry(*cid).or_default().push(i),
+                        Holding::Absent => {}
+                    }
+                }
+            }
+        }
+        for v in holders
+            .intact
+            .values_mut()
+            .chain(holders.corrupt.values_mut())
+        {
+            v.sort_unstable();
+        }
+        holders
+    }
+}

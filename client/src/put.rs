@@ -1,0 +1,519 @@
+//! Writing: objects (a byte stream) and datasets (a directory tree) onto the network.
+//!
+//! An object is encoded by the chunker pipeline on its own threads; each stripe's shards are
+//! placed on distinct nodes by rendezvous hashing and uploaded in parallel with a bound on the
+//! bytes in flight, retrying a failed shard on the next-ranked node. The signed manifest is
+//! stored last, on several nodes: an interrupted upload never leaves a readable half-object.
+//!
+//! With no network (`None`), the same code computes the CIDs without storing anything
+//! (`cairn cid --object`), so the dry run and the real upload always agree.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use cairn_chunker::manifest::{
+    DatasetEntry, DatasetManifest, Location, ObjectManifest, Provenance, Source, check_path,
+};
+use cairn_chunker::pipeline::{EncodeParams, EncodedStripe, Encoder};
+use cairn_chunker::{Cid, cids};
+use cairn_node::protocol::ManifestKind;
+use ed25519_dalek::SigningKey;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+
+use crate::error::{ClientError, io};
+use crate::network::Network;
+use crate::placement;
+
+/// Files below this size are packed together into pack objects.
+pub const PACK_THRESHOLD: u64 = 256 * 1024;
+/// A pack object is closed once it reaches this size.
+pub const PACK_TARGET: usize = 64 << 20;
+
+/// Reports progress: called with the number of object bytes just completed.
+pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// How to write.
+#[derive(Debug, Clone)]
+pub struct PutOptions {
+    /// Erasure code, shard size, chunking, threads.
+    pub params: EncodeParams,
+    /// Content type of a single object.
+    pub content_type: Option<String>,
+    /// User metadata of a single object.
+    pub metadata: BTreeMap<String, String>,
+    /// Where the data came from (goes into the signed provenance envelope).
+    pub source: Option<Source>,
+    /// On how many nodes to store each manifest (default `m + 1`).
+    pub manifest_copies: Option<usize>,
+    /// Most shard bytes being uploaded at once.
+    pub inflight_bytes: usize,
+}
+
+impl Default for PutOptions {
+    fn default() -> Self {
+        Self {
+            params: EncodeParams::with_shape(4, 2),
+            content_type: None,
+            metadata: BTreeMap::new(),
+            source: None,
+            manifest_copies: None,
+            inflight_bytes: 256 << 20,
+        }
+    }
+}
+
+impl PutOptions {
+    /// Options for a network of `nodes`: 10+4 when there are 14 or more nodes, else 4+2.
+    pub fn for_network(nodes: usize) -> Self {
+        let mut o = Self::default();
+        if nodes >= 14 {
+            o.params.erasure.k = 10;
+            o.params.erasure.m = 4;
+        }
+        o
+    }
+
+    fn copies(&self) -> usize {
+        self.manifest_copies
+            .unwrap_or(usize::from(self.params.erasure.m) + 1)
+            .max(1)
+    }
+}
+
+/// What an object upload did.
+#[derive(Debug, Clone)]
+pub struct ObjectReport {
+    /// The manifest's CID: the object's name.
+    pub cid: Cid,
+    /// The manifest.
+    pub manifest: ObjectManifest,
+    /// Shards stored.
+    pub shards: usize,
+    /// Shard bytes stored (data and parity).
+    pub stored_bytes: u64,
+    /// Nodes holding the manifest.
+    pub manifest_copies: usize,
+}
+
+/// What a dataset upload did.
+#[derive(Debug, Clone)]
+pub struct DatasetReport {
+    /// The dataset manifest's CID.
+    pub cid: Cid,
+    /// The manifest.
+    pub manifest: DatasetManifest,
+    /// Files.
+    pub files: usize,
+    /// Bytes of all files.
+    pub bytes: u64,
+    /// Pack objects written.
+    pub packs: usize,
+    /// Files stored as objects of their own.
+    pub objects: usize,
+    /// Shards stored in all.
+    pub shards: usize,
+    /// Nodes holding the dataset manifest.
+    pub manifest_copies: usize,
+}
+
+/// Where an object's bytes come from.
+pub enum Input {
+    /// Read to the end.
+    Reader(Box<dyn std::io::Read + Send>),
+    /// Already in memory.
+    Bytes(Bytes),
+}
+
+impl std::fmt::Debug for Input {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Input::Reader(_) => f.write_str("Input::Reader"),
+            Input::Bytes(b) => write!(f, "Input::Bytes({} bytes)", b.len()),
+        }
+    }
+}
+
+enum Item {
+    Stripe(EncodedStripe),
+    Done(Result<ObjectManifest, ClientError>),
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Encodes `input` and, with a network, stores its shards and signed manifest.
+pub async fn put_object(
+    net: Option<&Network>,
+    key: &SigningKey,
+    input: Input,
+    opts: &PutOptions,
+    progress: Progress,
+) -> Result<ObjectReport, ClientError> {
+    let (k, m) = (opts.params.erasure.k, opts.params.erasure.m);
+    if let Some(net) = net {
+        let need = usize::from(k + m);
+        if net.nodes().len() < need {
+            return Err(ClientError::NotEnoughNodes {
+                have: net.nodes().len(),
+                need,
+                k,
+                m,
+            });
+        }
+    }
+    // The encoder runs on its own threads; stripes come over a small bounded channel.
+    let (tx, mut rx) = mpsc::channel::<Item>(2);
+    let params = opts.params.clone();
+    let encoder = tokio::task::spawn_blocking(move || {
+        let started = match input {
+            Input::Reader(r) => Encoder::new(r, params),
+            Input::Bytes(b) => Encoder::from_bytes(b, params),
+        };
+        let mut enc = match started {
+            Ok(e) => e,
+            Err(e) => {
+                let _ = tx.blocking_send(Item::Done(Err(e.into())));
+                return;
+            }
+        };
+        for stripe in enc.by_ref() {
+            match stripe {
+                Ok(s) => {
+                    if tx.blocking_send(Item::Stripe(s)).is_err() {
+                        return; // the uploader gave up
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Item::Done(Err(e.into())));
+                    return;
+                }
+            }
+        }
+        let _ = tx.blocking_send(Item::Done(enc.finish().map_err(ClientError::from)));
+    });
+
+    let candidates = net.map(Network::candidates).unwrap_or_default();
+    let inflight = Arc::new(Semaphore::new(opts.inflight_bytes.div_ceil(1024).max(1)));
+    let mut uploads: JoinSet<Result<u64, ClientError>> = JoinSet::new();
+    let (mut shards, mut stored_bytes) = (0usize, 0u64);
+    let manifest = loop {
+        let Some(item) = rx.recv().await else {
+            return Err(ClientError::Encode(
+                cairn_chunker::pipeline::EncodeError::Pipeline("encoder stopped"),
+            ));
+        };
+        match item {
+            Item::Stripe(stripe) => {
+                let data_bytes = stripe.stripe.data_len();
+                let Some(net) = net else {
+                    progress(data_bytes);
+                    continue;
+                };
+                let cids: Vec<Cid> = stripe.shards.iter().map(|s| s.cid).collect();
+                let orders = placement::place_stripe(&cids, &candidates).map_err(|need| {
+                    ClientError::NotEnoughNodes {
+                        have: candidates.len(),
+                        need,
+                        k,
+                        m,
+                    }
+                })?;
+                let last = stripe.shards.len().saturating_sub(1);
+                for (i, (shard, order)) in stripe.shards.into_iter().zip(orders).enumerate() {
+                    let permits = (shard.data.len().div_ceil(1024) as u32)
+                        .min(opts.inflight_bytes.div_ceil(1024).max(1) as u32);
+                    let permit =
+                        inflight
+                            .clone()
+                            .acquire_many_owned(permits)
+                            .await
+                            .map_err(|_| {
+                                ClientError::Encode(cairn_chunker::pipeline::EncodeError::Pipeline(
+                                    "upload stopped",
+                                ))
+                            })?;
+                    let targets: Vec<_> = order.iter().map(|&n| net.nodes()[n].target).collect();
+                    let client = net.data().clone();
+                    let progress = progress.clone();
+                    // The last shard of a stripe reports the stripe's data bytes as done.
+                    let report = if i == last { data_bytes } else { 0 };
+                    uploads.spawn(async move {
+                        let len = shard.data.len() as u64;
+                        let mut attempts = Vec::new();
+                        for t in &targets {
+                            match client.store(t, &shard.cid, shard.data.clone()).await {
+                                Ok(()) => {
+                                    drop(permit);
+                                    progress(report);
+                                    return Ok(len);
+                                }
+                                Err(e) => attempts.push(e.to_string()),
+                            }
+                        }
+                        Err(ClientError::Upload {
+                            cid: Box::new(shard.cid),
+                            attempts,
+                        })
+                    });
+                    shards += 1;
+                }
+                // Surface failures early.
+                while let Some(done) = uploads.try_join_next() {
+                    stored_bytes +=
+                        done.map_err(|e| io("upload task")(std::io::Error::other(e)))??;
+                }
+            }
+            Item::Done(result) => break result?,
+        }
+    };
+    let _ = encoder.await;
+    while let Some(done) = uploads.join_next().await {
+        stored_bytes += done.map_err(|e| io("upload task")(std::io::Error::other(e)))??;
+    }
+    let mut manifest = manifest;
+    manifest.content_type = opts.content_type.clone();
+    manifest.metadata = opts.metadata.clone();
+    manifest.validate()?;
+    let bytes = manifest.to_bytes();
+    let cid = cids::dag_cbor(&bytes);
+    if manifest.inline.is_some() {
+        progress(manifest.size);
+    }
+    let manifest_copies = match net {
+        Some(net) => store_manifest(net, key, &cid, ManifestKind::Object, &bytes, opts).await?,
+        None => 0,
+    };
+    Ok(ObjectReport {
+        cid,
+        manifest,
+        shards,
+        stored_bytes,
+        manifest_copies,
+    })
+}
+
+/// Signs a manifest and stores it with its envelope on the best-ranked nodes for its CID.
+async fn store_manifest(
+    net: &Network,
+    key: &SigningKey,
+    cid: &Cid,
+    kind: ManifestKind,
+    bytes: &[u8],
+    opts: &PutOptions,
+) -> Result<usize, ClientError> {
+    let envelope = Provenance::sign(*cid, key, now_ms(), opts.source.clone()).to_bytes();
+    let order = placement::rank(&cid.to_bytes(), &net.candidates());
+    let want = opts.copies().min(order.len());
+    let mut stored = 0;
+    let mut attempts = Vec::new();
+    for i in order {
+        if stored == want {
+            break;
+        }
+        match net
+            .data()
+            .put_manifest(
+                &net.nodes()[i].target,
+                cid,
+                kind,
+                bytes,
+                std::slice::from_ref(&envelope),
+            )
+            .await
+        {
+            Ok(()) => stored += 1,
+            Err(e) => attempts.push(e.to_string()),
+        }
+    }
+    if stored == 0 {
+        return Err(ClientError::ManifestUpload {
+            cid: Box::new(*cid),
+            attempts,
+        });
+    }
+    Ok(stored)
+}
+
+/// Small files waiting to be written as one pack object.
+struct Packer<'a> {
+    net: Option<&'a Network>,
+    key: &'a SigningKey,
+    opts: &'a PutOptions,
+    progress: Progress,
+    pack: Vec<u8>,
+    /// Files in `pack`: (path, offset, size, BLAKE3).
+    members: Vec<(String, u64, u64, blake3::Hash)>,
+}
+
+impl Packer<'_> {
+    /// Stores the pack (if any) and records its files in the dataset.
+    async fn flush(
+        &mut self,
+        manifest: &mut DatasetManifest,
+        report: &mut DatasetReport,
+    ) -> Result<(), ClientError> {
+        if self.members.is_empty() {
+            return Ok(());
+        }
+        let bytes = Bytes::from(std::mem::take(&mut self.pack));
+        let quiet: Progress = Arc::new(|_| {});
+        let r = put_object(self.net, self.key, Input::Bytes(bytes), self.opts, quiet).await?;
+        report.packs += 1;
+        report.shards += r.shards;
+        for (path, offset, size, hash) in self.members.drain(..) {
+            (self.progress)(size);
+            manifest.entries.insert(
+                path,
+                DatasetEntry {
+                    size,
+                    blake3: hash,
+                    location: Location::Packed {
+                        pack: r.cid,
+                        offset,
+                    },
+                },
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The files of a directory tree, sorted by their `/`-separated relative path.
+pub fn walk(root: &Path) -> Result<Vec<(String, PathBuf, u64)>, ClientError> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let entries = std::fs::read_dir(&dir).map_err(io(format!("reading {}", dir.display())))?;
+        for entry in entries {
+            let entry = entry.map_err(io(format!("reading {}", dir.display())))?;
+            let path = entry.path();
+            let meta = std::fs::symlink_metadata(&path)
+                .map_err(io(format!("reading {}", path.display())))?;
+            if meta.is_dir() {
+                stack.push(path);
+            } else if meta.is_file() {
+                let rel = path.strip_prefix(root).map_err(|_| {
+                    ClientError::Path(format!("{} is outside {}", path.display(), root.display()))
+                })?;
+                let rel = rel
+                    .to_str()
+                    .ok_or_else(|| {
+                        ClientError::Path(format!(
+                            "{} is not valid UTF-8: rename it",
+                            path.display()
+                        ))
+                    })?
+                    .to_string();
+                check_path(&rel)?;
+                out.push((rel, path, meta.len()));
+            }
+            // Symlinks and special files are not data: skipped.
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Uploads a directory tree as a dataset: small files packed into pack objects, large files
+/// as objects of their own, then the signed dataset manifest.
+pub async fn put_dir(
+    net: Option<&Network>,
+    key: &SigningKey,
+    root: &Path,
+    opts: &PutOptions,
+    progress: Progress,
+) -> Result<DatasetReport, ClientError> {
+    let files = walk(root)?;
+    let mut manifest = DatasetManifest::new();
+    let mut report = DatasetReport {
+        cid: cids::dag_cbor(b""),
+        manifest: DatasetManifest::new(),
+        files: files.len(),
+        bytes: 0,
+        packs: 0,
+        objects: 0,
+        shards: 0,
+        manifest_copies: 0,
+    };
+    let mut object_opts = opts.clone();
+    object_opts.content_type = None;
+    object_opts.metadata.clear();
+    let mut packer = Packer {
+        net,
+        key,
+        opts: &object_opts,
+        progress: progress.clone(),
+        pack: Vec::new(),
+        members: Vec::new(),
+    };
+    for (rel, path, _) in files {
+        let meta = std::fs::metadata(&path).map_err(io(format!("reading {}", path.display())))?;
+        let size = meta.len();
+        report.bytes += size;
+        if size == 0 {
+            manifest.entries.insert(
+                rel,
+                DatasetEntry {
+                    size: 0,
+                    blake3: blake3::hash(b""),
+                    location: Location::Inline(Vec::new()),
+                },
+            );
+            continue;
+        }
+        if size < PACK_THRESHOLD {
+            let data = std::fs::read(&path).map_err(io(format!("reading {}", path.display())))?;
+            let hash = blake3::hash(&data);
+            let offset = packer.pack.len() as u64;
+            packer.pack.extend_from_slice(&data);
+            packer.members.push((rel, offset, data.len() as u64, hash));
+            if packer.pack.len() >= PACK_TARGET {
+                packer.flush(&mut manifest, &mut report).await?;
+            }
+            continue;
+        }
+        let file = std::fs::File::open(&path).map_err(io(format!("opening {}", path.display())))?;
+        let r = put_object(
+            net,
+            key,
+            Input::Reader(Box::new(file)),
+            &object_opts,
+            progress.clone(),
+        )
+        .await?;
+        if r.manifest.size != size {
+            return Err(ClientError::Path(format!(
+                "{} changed while it was being uploaded",
+                path.display()
+            )));
+        }
+        report.objects += 1;
+        report.shards += r.shards;
+        manifest.entries.insert(
+            rel,
+            DatasetEntry {
+                size,
+                blake3: r.manifest.blake3,
+                location: Location::Object(r.cid),
+            },
+        );
+    }
+    packer.flush(&mut manifest, &mut report).await?;
+    manifest.validate()?;
+    let bytes = manifest.to_bytes();
+    let cid = cids::dag_cbor(&bytes);
+    if let Some(net) = net {
+        report.manifest_copies =
+            store_manifest(net, key, &cid, ManifestKind::Dataset, &bytes, opts).await?;
+    }
+    report.cid = cid;
+    report.manifest = manifest;
+    Ok(report)
+}

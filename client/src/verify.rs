@@ -1,0 +1,290 @@
+//! Inspection: where every shard of an object is (`stat`), and a full audit of an object or
+//! dataset down to every shard on every node that claims it (`verify`).
+
+use std::collections::{BTreeSet, HashMap};
+
+use bytes::Bytes;
+use cairn_chunker::Cid;
+use cairn_chunker::manifest::{Location, ObjectManifest};
+use cairn_chunker::pipeline::encode_stripe_shards;
+use libp2p::PeerId;
+use serde::Serialize;
+
+use crate::get::{Manifest, fetch_manifest};
+use crate::network::Network;
+
+/// One shard of a stripe and who holds it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShardStatus {
+    /// Index in the stripe (`0..k` data, `k..k+m` parity).
+    pub index: usize,
+    /// Its CID.
+    pub cid: String,
+    /// Length in bytes.
+    pub len: u32,
+    /// Live nodes holding it intact.
+    pub holders: Vec<String>,
+    /// Live nodes holding a copy that failed verification (quarantined).
+    pub corrupt: Vec<String>,
+}
+
+/// One stripe.
+#[derive(Debug, Clone, Serialize)]
+pub struct StripeStatus {
+    /// Stripe index.
+    pub index: usize,
+    /// Its stored shards.
+    pub shards: Vec<ShardStatus>,
+    /// Shards with at least one live holder.
+    pub live: usize,
+    /// Shards needed to read it (`k`, minus zero-length data shards).
+    pub need: usize,
+}
+
+/// Where an object's shards are.
+#[derive(Debug, Clone, Serialize)]
+pub struct ObjectStatus {
+    /// Manifest CID.
+    pub cid: String,
+    /// Object size.
+    pub size: u64,
+    /// BLAKE3 of the object (`b3sum`).
+    pub blake3: String,
+    /// Erasure code.
+    pub code: String,
+    /// Data shards per stripe.
+    pub k: u16,
+    /// Parity shards per stripe.
+    pub m: u16,
+    /// Shard size.
+    pub shard_size: u32,
+    /// Stored inline in the manifest.
+    pub inline: bool,
+    /// Signers of the manifest (ed25519 public keys, hex).
+    pub signers: Vec<String>,
+    /// The stripes.
+    pub stripes: Vec<StripeStatus>,
+}
+
+/// Locates every shard of an object.
+pub async fn stat_object(
+    net: &Network,
+    cid: &Cid,
+    manifest: &ObjectManifest,
+    signers: Vec<String>,
+) -> ObjectStatus {
+    let cids: Vec<Cid> = manifest.stored_shards().map(|(_, _, r)| r.cid).collect();
+    let holders = net.locate(&cids).await;
+    let stripes = manifest
+        .stripes
+        .iter()
+        .enumerate()
+        .map(|(si, stripe)| {
+            let shards: Vec<ShardStatus> = stripe
+                .stored_shards()
+                .map(|(i, r)| ShardStatus {
+                    index: i,
+                    cid: r.cid.to_string(),
+                    len: r.len,
+                    holders: holders
+                        .intact(&r.cid)
+                        .iter()
+                        .map(|&n| net.nodes()[n].peer().to_string())
+                        .collect(),
+                    corrupt: holders
+                        .corrupt(&r.cid)
+                        .iter()
+                        .map(|&n| net.nodes()[n].peer().to_string())
+                        .collect(),
+                })
+                .collect();
+            let implicit = stripe.data.iter().filter(|d| d.len == 0).count();
+            StripeStatus {
+                index: si,
+                live: shards.iter().filter(|s| !s.holders.is_empty()).count(),
+                need: stripe.data.len() - implicit,
+                shards,
+            }
+        })
+        .collect();
+    ObjectStatus {
+        cid: cid.to_string(),
+        size: manifest.size,
+        blake3: manifest.blake3.to_hex().to_string(),
+        code: manifest.erasure.code.to_string(),
+        k: manifest.erasure.k,
+        m: manifest.erasure.m,
+        shard_size: manifest.erasure.shard_size,
+        inline: manifest.inline.is_some(),
+        signers,
+        stripes,
+    }
+}
+
+/// The outcome of an audit.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VerifyReport {
+    /// Manifests checked (CID, decoding, signature).
+    pub manifests: usize,
+    /// Shard copies fetched and verified.
+    pub shard_copies: usize,
+    /// Stripes whose parity was recomputed and matched.
+    pub stripes: usize,
+    /// Everything wrong, one line each.
+    pub problems: Vec<String>,
+}
+
+impl VerifyReport {
+    /// True when nothing is wrong.
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Audits `cid`: the manifest and its signature; for objects, every shard copy on every node
+/// that claims it, the parity of every stripe, and the object's BLAKE3; for datasets, every
+/// file's object. Problems are collected, not returned early.
+pub async fn verify(net: &Network, cid: &Cid) -> VerifyReport {
+    let mut report = VerifyReport::default();
+    let fetched = match fetch_manifest(net, cid).await {
+        Ok(f) => f,
+        Err(e) => {
+            report.problems.push(e.to_string());
+            return report;
+        }
+    };
+    report.manifests += 1;
+    match fetched.manifest {
+        Manifest::Object(m) => verify_object(net, cid, &m, &mut report).await,
+        Manifest::Dataset(d) => {
+            let mut objects = BTreeSet::new();
+            for (path, entry) in &d.entries {
+                match &entry.location {
+                    Location::Object(c) | Location::Packed { pack: c, .. } => {
+                        objects.insert(*c);
+                    }
+                    Location::Inline(bytes) => {
+                        if blake3::hash(bytes) != entry.blake3 {
+                            report
+                                .problems
+                                .push(format!("{path}: inline bytes do not match their BLAKE3"));
+                        }
+                    }
+                }
+            }
+            for c in objects {
+                match fetch_manifest(net, &c).await {
+                    Ok(f) => {
+                        report.manifests += 1;
+                        match f.manifest {
+                            Manifest::Object(m) => verify_object(net, &c, &m, &mut report).await,
+                            Manifest::Dataset(_) => report
+                                .problems
+                                .push(format!("{c}: a dataset where an object was expected")),
+                        }
+                    }
+                    Err(e) => report.problems.push(e.to_string()),
+                }
+            }
+        }
+    }
+    report
+}
+
+async fn verify_object(net: &Network, cid: &Cid, m: &ObjectManifest, report: &mut VerifyReport) {
+    if let Some(inline) = &m.inline {
+        if blake3::hash(inline) != m.blake3 {
+            report.problems.push(format!(
+                "{cid}: inline bytes do not match the object's BLAKE3"
+            ));
+        }
+        return;
+    }
+    let cids: Vec<Cid> = m.stored_shards().map(|(_, _, r)| r.cid).collect();
+    let holders = net.locate(&cids).await;
+    let mut coder = match m.erasure.code.coder(m.erasure.k.into(), m.erasure.m.into()) {
+        Ok(c) => c,
+        Err(e) => {
+            report.problems.push(format!("{cid}: {e}"));
+            return;
+        }
+    };
+    let mut object_hash = blake3::Hasher::new();
+    let mut hash_complete = true;
+    for (si, stripe) in m.stripes.iter().enumerate() {
+        let mut good: HashMap<usize, Bytes> = HashMap::new();
+        for (i, r) in stripe.stored_shards() {
+            for &n in holders.corrupt(&r.cid) {
+                report.problems.push(format!(
+                    "{cid} stripe {si} shard {i} ({}): node {} holds a corrupt copy (quarantined, needs repair)",
+                    r.cid,
+                    net.nodes()[n].peer()
+                ));
+            }
+            let hs = holders.intact(&r.cid).to_vec();
+            if hs.is_empty() {
+                report.problems.push(format!(
+                    "{cid} stripe {si} shard {i} ({}): no live node holds an intact copy",
+                    r.cid
+                ));
+                continue;
+            }
+            for n in hs {
+                let node = &net.nodes()[n];
+                match net
+                    .data()
+                    .fetch(&node.target, &r.cid, Some(u64::from(r.len)), None)
+                    .await
+                {
+                    Ok(b) => {
+                        report.shard_copies += 1;
+                        good.insert(i, b);
+                    }
+                    Err(e) => report.problems.push(format!(
+                        "{cid} stripe {si} shard {i}: node {}: {e}",
+                        peer_str(node.peer())
+                    )),
+                }
+            }
+        }
+        // Recompute parity from the data shards and compare with the manifest.
+        let data: Option<Vec<Bytes>> = stripe
+            .data
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                if r.len == 0 {
+                    Some(Bytes::new())
+                } else {
+                    good.get(&i).cloned()
+                }
+            })
+            .collect();
+        match data {
+            Some(data) => {
+                for d in &data {
+                    object_hash.update(d);
+                }
+                match encode_stripe_shards(coder.as_mut(), &data) {
+                    Ok((recomputed, _)) if recomputed.parity == stripe.parity => {
+                        report.stripes += 1
+                    }
+                    Ok(_) => report.problems.push(format!(
+                        "{cid} stripe {si}: parity does not match the data (bad upload)"
+                    )),
+                    Err(e) => report.problems.push(format!("{cid} stripe {si}: {e}")),
+                }
+            }
+            None => hash_complete = false,
+        }
+    }
+    if hash_complete && object_hash.finalize() != m.blake3 {
+        report.problems.push(format!(
+            "{cid}: data shards do not add up to the object's BLAKE3"
+        ));
+    }
+}
+
+fn peer_str(p: PeerId) -> String {
+    p.to_string()
+}

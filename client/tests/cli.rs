@@ -1,0 +1,347 @@
+//! The `cairn` CLI against a real devnet of `cairn-node` processes on 127.0.0.1.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{Net, noise, write};
+use serde_json::Value;
+
+fn json(s: &str) -> Value {
+    serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_and_get_a_64_mib_file_and_a_directory_of_2000_small_files() {
+    let net = Net::start(6).await;
+
+    // A 64 MiB file: put, get back byte-identical; cid agrees with BLAKE3 and with put.
+    let data = noise(64 << 20, 1);
+    let file = net.path("big.bin");
+    write(&file, &data);
+    let put = json(&net.ok(&["--json", "put", file.to_str().unwrap()]));
+    let cid = put["cid"].as_str().unwrap().to_string();
+    assert_eq!(put["size"], 64u64 << 20);
+    assert_eq!((put["k"].as_u64(), put["m"].as_u64()), (Some(4), Some(2)));
+    assert_eq!(put["blake3"], blake3::hash(&data).to_hex().to_string());
+    let out = net.path("big.out");
+    net.ok(&["get", &cid, "-o", out.to_str().unwrap()]);
+    assert!(
+        std::fs::read(&out).unwrap() == data,
+        "64 MiB file differs after get"
+    );
+    let raw = net.ok(&["cid", file.to_str().unwrap()]);
+    assert_eq!(
+        raw.trim(),
+        cairn_chunker::cids::raw(&data).to_string(),
+        "cairn cid must equal b3sum's digest"
+    );
+    assert_eq!(
+        net.ok(&["cid", "--object", file.to_str().unwrap()]).trim(),
+        cid
+    );
+    // A range, and refusing to overwrite.
+    let part = net.path("part.out");
+    net.ok(&[
+        "get",
+        &cid,
+        "--range",
+        "1000000-3999999",
+        "-o",
+        part.to_str().unwrap(),
+    ]);
+    assert!(std::fs::read(&part).unwrap() == data[1_000_000..4_000_000]);
+    let again = net.cairn(&["get", &cid, "-o", out.to_str().unwrap()]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+
+    // 2000 small files in nested directories.
+    let root = net.path("dataset");
+    let mut files = BTreeMap::new();
+    for i in 0..2000u64 {
+        let rel = format!("shard-{:02}/sample-{i:05}.txt", i % 17);
+        let bytes = noise(100 + (i as usize * 37) % 8000, i + 100);
+        write(&root.join(&rel), &bytes);
+        files.insert(rel, bytes);
+    }
+    let put = json(&net.ok(&["--json", "put", root.to_str().unwrap()]));
+    let ds = put["cid"].as_str().unwrap().to_string();
+    assert_eq!(put["files"], 2000);
+    // ~8 MB of small files become one pack: a handful of stripes, not thousands of shards.
+    let shards = put["shards"].as_u64().unwrap();
+    assert!(shards <= 30, "2000 small files used {shards} shards");
+    assert_eq!(
+        net.ok(&["cid", "--object", root.to_str().unwrap()]).trim(),
+        ds
+    );
+    let listed = json(&net.ok(&["--json", "ls", &ds]));
+    assert_eq!(listed["entries"].as_array().unwrap().len(), 2000);
+    let out_dir = net.path("dataset-out");
+    net.ok(&["get", &ds, "-o", out_dir.to_str().unwrap()]);
+    for (rel, bytes) in &files {
+        assert!(
+            std::fs::read(out_dir.join(rel)).unwrap() == *bytes,
+            "{rel} differs"
+        );
+    }
+    let verify = net.cairn(&["verify", &ds]);
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    net.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_two_of_six_nodes_may_stop_but_not_three() {
+    let net = Net::start(6).await;
+    let data = noise(9 << 20, 2);
+    let file = net.path("f.bin");
+    write(&file, &data);
+    let cid = net
+        .ok(&["put", file.to_str().unwrap(), "--k", "4", "--m", "2"])
+        .trim()
+        .to_string();
+
+    // Frozen nodes (SIGSTOP) hold their sockets but answer nothing: the worst kind of failure.
+    for pair in [(0, 1), (2, 5), (3, 4)] {
+        net.devnet().pause_node(pair.0);
+        net.devnet().pause_node(pair.1);
+        let out = net.path(&format!("out-{}-{}", pair.0, pair.1));
+        let got = net.cairn(&["get", &cid, "-o", out.to_str().unwrap()]);
+        net.devnet().resume_node(pair.0);
+        net.devnet().resume_node(pair.1);
+        assert!(
+            got.status.success(),
+            "nodes {pair:?} stopped: {}",
+            String::from_utf8_lossy(&got.stderr)
+        );
+        assert!(
+            std::fs::read(&out).unwrap() == data,
+            "nodes {pair:?} stopped: bytes differ"
+        );
+    }
+    for n in [0, 2, 4] {
+        net.devnet().pause_node(n);
+    }
+    let out = net.path("out-3");
+    let got = net.cairn(&["get", &cid, "-o", out.to_str().unwrap()]);
+    for n in [0, 2, 4] {
+        net.devnet().resume_node(n);
+    }
+    assert!(!got.status.success(), "three nodes down must fail");
+    let err = String::from_utf8_lossy(&got.stderr);
+    assert!(
+        err.contains("cannot be read") && err.contains("missing"),
+        "{err}"
+    );
+    assert!(
+        !out.exists() && !out.with_extension("cairn-partial").exists(),
+        "no partial output left behind"
+    );
+    net.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_shard_on_disk_is_routed_around_and_named() {
+    let net = Net::start(6).await;
+    let data = noise(5 << 20, 3);
+    let file = net.path("f.bin");
+    write(&file, &data);
+    let cid = net.ok(&["put", file.to_str().unwrap()]).trim().to_string();
+    // Which node holds data shard 0 of stripe 0 (the object's first MiB)?
+    let stat = json(&net.ok(&["--json", "stat", &cid]));
+    let holder = stat["stripes"][0]["shards"][0]["holders"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let index = net
+        .devnet()
+        .state
+        .nodes
+        .iter()
+        .position(|n| n.peer_id == holder)
+        .unwrap();
+    // Stop it cleanly (flushes into blob files), flip a byte of the shard on disk, restart.
+    let mut net = net;
+    net.devnet_mut().stop_node(index).await;
+    let db = net.devnet().state.nodes[index].data_dir.join("db");
+    let needle = &data[500_000..500_064];
+    let mut flipped = false;
+    for entry in std::fs::read_dir(&db).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "blob") {
+            let mut bytes = std::fs::read(&path).unwrap();
+            if let Some(pos) = bytes.windows(64).position(|w| w == needle) {
+                bytes[pos + 7] ^= 0x20;
+                std::fs::write(&path, bytes).unwrap();
+                flipped = true;
+            }
+        }
+    }
+    assert!(flipped, "shard bytes not found in the node's blob files");
+    net.devnet_mut().restart_node(index).await.unwrap();
+
+    let out = net.path("out");
+    let got = net.cairn(&["get", &cid, "-o", out.to_str().unwrap()]);
+    assert!(
+        got.status.success(),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    assert!(
+        std::fs::read(&out).unwrap() == data,
+        "get must return the original bytes"
+    );
+    let err = String::from_utf8_lossy(&got.stderr);
+    assert!(err.contains(&holder), "the bad node must be named: {err}");
+    let verify = net.cairn(&["verify", &cid]);
+    assert!(
+        !verify.status.success(),
+        "verify must fail while a copy is corrupt"
+    );
+    let report = String::from_utf8_lossy(&verify.stdout);
+    assert!(
+        report.contains(&holder) && report.contains("orrupt"),
+        "{report}"
+    );
+    net.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_manifest_or_signature_fails_verify() {
+    let mut net = Net::start(6).await;
+    let data = noise(3 << 20, 4);
+    let file = net.path("f.bin");
+    write(&file, &data);
+    let cid_text = net.ok(&["put", file.to_str().unwrap()]).trim().to_string();
+    assert!(net.cairn(&["verify", &cid_text]).status.success());
+    let cid = cairn_chunker::cids::parse(&cid_text).unwrap();
+    let key = cid.to_bytes();
+
+    // Tamper with every stored copy's signature: flip a byte of each provenance envelope.
+    let dirs: Vec<_> = net
+        .devnet()
+        .state
+        .nodes
+        .iter()
+        .map(|n| n.data_dir.join("db"))
+        .collect();
+    for i in 0..dirs.len() {
+        net.devnet_mut().stop_node(i).await;
+    }
+    let mut touched = 0;
+    for db_path in &dirs {
+        let cfs = [
+            "shards",
+            "outboards",
+            "corrupt",
+            "manifests",
+            "provenance",
+            "meta",
+        ];
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(false);
+        let db = rocksdb::DB::open_cf(&opts, db_path, cfs).unwrap();
+        let prov = db.cf_handle("provenance").unwrap();
+        let items: Vec<_> = db
+            .prefix_iterator_cf(prov, &key)
+            .map(|r| r.unwrap())
+            .filter(|(k, _)| k.starts_with(&key))
+            .collect();
+        for (k, v) in items {
+            let mut v = v.to_vec();
+            let n = v.len();
+            v[n - 5] ^= 0x01; // inside the signature bytes, at the end of the envelope
+            db.put_cf(prov, k, v).unwrap();
+            touched += 1;
+        }
+    }
+    assert!(touched >= 1);
+    for i in 0..dirs.len() {
+        net.devnet_mut().restart_node(i).await.unwrap();
+    }
+    let verify = net.cairn(&["verify", &cid_text]);
+    assert!(!verify.status.success());
+    let report = String::from_utf8_lossy(&verify.stdout);
+    assert!(report.contains("signature"), "{report}");
+    let get = net.cairn(&["get", &cid_text, "-o", net.path("x").to_str().unwrap()]);
+    assert!(!get.status.success());
+    assert!(String::from_utf8_lossy(&get.stderr).contains("tampered"));
+
+    // Now the manifest bytes themselves: a node serving altered bytes is caught by the CID.
+    for i in 0..dirs.len() {
+        net.devnet_mut().stop_node(i).await;
+    }
+    for db_path in &dirs {
+        let cfs = [
+            "shards",
+            "outboards",
+            "corrupt",
+            "manifests",
+            "provenance",
+            "meta",
+        ];
+        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), db_path, cfs).unwrap();
+        let manifests = db.cf_handle("manifests").unwrap();
+        if let Some(v) = db.get_cf(manifests, &key).unwrap() {
+            let mut v = v.to_vec();
+            let n = v.len();
+            v[n / 2] ^= 0x01;
+            db.put_cf(manifests, &key, v).unwrap();
+        }
+    }
+    for i in 0..dirs.len() {
+        net.devnet_mut().restart_node(i).await.unwrap();
+    }
+    let verify = net.cairn(&["verify", &cid_text]);
+    assert!(!verify.status.success());
+    let report = String::from_utf8_lossy(&verify.stdout);
+    assert!(
+        report.contains("not available") || report.contains("corrupt"),
+        "{report}"
+    );
+    net.stop().await;
+}
+
+#[test]
+fn key_commands_and_offline_cid() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k");
+    let run = |args: &[&str]| {
+        std::process::Command::new(common::cairn_bin())
+            .args(args)
+            .env("CAIRN_KEY", &key)
+            .env_remove("CAIRN_DEVNET")
+            .output()
+            .unwrap()
+    };
+    let gen_out = run(&["--json", "key", "generate"]);
+    assert!(gen_out.status.success());
+    let shown = run(&["--json", "key", "show"]);
+    assert_eq!(
+        json(&String::from_utf8_lossy(&gen_out.stdout))["public_key"],
+        json(&String::from_utf8_lossy(&shown.stdout))["public_key"]
+    );
+    assert!(
+        !run(&["key", "generate"]).status.success(),
+        "generate must not overwrite"
+    );
+    // No network: a clear error with the fix.
+    let f = dir.path().join("f");
+    std::fs::write(&f, b"hello").unwrap();
+    let put = run(&["put", f.to_str().unwrap()]);
+    assert!(!put.status.success());
+    assert!(
+        String::from_utf8_lossy(&put.stderr).contains("--peer"),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    // cid works offline and equals BLAKE3.
+    let cid = run(&["cid", f.to_str().unwrap()]);
+    assert_eq!(
+        String::from_utf8_lossy(&cid.stdout).trim(),
+        cairn_chunker::cids::raw(b"hello").to_string()
+    );
+}
