@@ -1,1 +1,1 @@
-//! Cairn benchmark harness.
+//! Cairn benchmark harness: criterion benches in `benches/`, the end-to-end run in `src/bin/e2e.rs`.

@@ -1,0 +1,243 @@
+//! End-to-end benchmark: `cairn put` and `cairn get` of a large file and of many small files on
+//! a local devnet of real `cairn-node` processes, with where the CPU time goes.
+//!
+//! ```sh
+//! cargo build --release --bins && cargo run --release -p cairn-benches --bin e2e -- [--size-mib 1024] [--files 10000]
+//! ```
+//!
+//! Prints a Markdown table (the figures in docs/BENCHMARKS.md come from it).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use cairn_client::devnet::{Devnet, DevnetConfig};
+
+const TICKS: f64 = 100.0; // USER_HZ
+
+/// CPU seconds (user + system) of a process, from /proc.
+fn cpu_of(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let Some(after) = stat.rsplit_once(") ").map(|(_, a)| a) else {
+        return 0.0;
+    };
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 of stat are utime and stime; `after` starts at field 3.
+    let t = |i: usize| {
+        f.get(i - 3)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (t(14) + t(15)) / TICKS
+}
+
+/// CPU seconds used by this process's waited-for children (the `cairn` commands).
+fn children_cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let Some(after) = stat.rsplit_once(") ").map(|(_, a)| a) else {
+        return 0.0;
+    };
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let t = |i: usize| {
+        f.get(i - 3)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (t(16) + t(17)) / TICKS
+}
+
+struct Run {
+    what: String,
+    wall: Duration,
+    client_cpu: f64,
+    nodes_cpu: f64,
+    bytes: u64,
+    files: u64,
+}
+
+fn timed(
+    what: &str,
+    net: &Devnet,
+    cmd: &mut Command,
+    bytes: u64,
+    files: u64,
+) -> anyhow::Result<(Run, String)> {
+    let nodes_before: f64 = net.state.nodes.iter().map(|n| cpu_of(n.pid)).sum();
+    let client_before = children_cpu();
+    let start = Instant::now();
+    let out = cmd.output().context("running cairn")?;
+    let wall = start.elapsed();
+    if !out.status.success() {
+        bail!("{what} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let nodes_after: f64 = net.state.nodes.iter().map(|n| cpu_of(n.pid)).sum();
+    Ok((
+        Run {
+            what: what.to_string(),
+            wall,
+            client_cpu: children_cpu() - client_before,
+            nodes_cpu: nodes_after - nodes_before,
+            bytes,
+            files,
+        },
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+    ))
+}
+
+fn fill(path: &Path, size: u64, seed: u64) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+    let mut x = seed | 1;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        for c in buf.chunks_exact_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            c.copy_from_slice(&x.to_le_bytes());
+        }
+        let n = left.min(buf.len() as u64) as usize;
+        f.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    f.flush()?;
+    Ok(())
+}
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let size = arg("--size-mib", 1024) << 20;
+    let files = arg("--files", 10_000);
+    let exe = std::env::current_exe()?;
+    let cairn = exe.with_file_name("cairn");
+    let node = exe.with_file_name("cairn-node");
+    if !cairn.is_file() || !node.is_file() {
+        bail!("build the binaries first: cargo build --release --bins");
+    }
+    let dir = tempfile::tempdir()?;
+    let work = dir.path().to_path_buf();
+    eprintln!("starting a 6-node devnet in {} ...", work.display());
+    let net = Devnet::start(DevnetConfig {
+        nodes: 6,
+        dir: work.join("net"),
+        node_binary: node,
+        capacity: "64GiB".into(),
+        converge_timeout: Duration::from_secs(60),
+    })
+    .await?;
+    let run = |args: &[&str]| {
+        let mut c = Command::new(&cairn);
+        c.args(args)
+            .env("CAIRN_DEVNET", work.join("net"))
+            .env("CAIRN_KEY", work.join("key"));
+        c
+    };
+    run(&["key", "generate"]).output()?;
+    let mut runs = Vec::new();
+
+    eprintln!("writing a {} MiB file ...", size >> 20);
+    let big = work.join("big.bin");
+    fill(&big, size, 7)?;
+    let (r, cid) = timed(
+        "put 1 file",
+        &net,
+        run(&[
+            "put",
+            big.to_str().unwrap_or_default(),
+            "--k",
+            "4",
+            "--m",
+            "2",
+        ])
+        .arg("--json"),
+        size,
+        1,
+    )?;
+    runs.push(r);
+    let cid: serde_json::Value = serde_json::from_str(&cid)?;
+    let cid = cid["cid"].as_str().unwrap_or_default().to_string();
+    let out = work.join("big.out");
+    let (r, _) = timed(
+        "get 1 file",
+        &net,
+        run(&["get", &cid, "-o", out.to_str().unwrap_or_default()]).arg("--json"),
+        size,
+        1,
+    )?;
+    runs.push(r);
+    if blake3::hash(&std::fs::read(&big)?) != blake3::hash(&std::fs::read(&out)?) {
+        bail!("the large file came back different");
+    }
+    std::fs::remove_file(&out)?;
+    std::fs::remove_file(&big)?;
+
+    eprintln!("writing {files} files of 4 KiB ...");
+    let tree: PathBuf = work.join("small");
+    for i in 0..files {
+        let p = tree.join(format!("d{:03}/f{i:06}.bin", i % 100));
+        std::fs::create_dir_all(p.parent().unwrap_or(&tree))?;
+        fill(&p, 4096, i + 1)?;
+    }
+    let (r, ds) = timed(
+        "put small files",
+        &net,
+        run(&[
+            "put",
+            tree.to_str().unwrap_or_default(),
+            "--k",
+            "4",
+            "--m",
+            "2",
+        ])
+        .arg("--json"),
+        files * 4096,
+        files,
+    )?;
+    runs.push(r);
+    let ds: serde_json::Value = serde_json::from_str(&ds)?;
+    eprintln!("dataset: {ds}");
+    let ds = ds["cid"].as_str().unwrap_or_default().to_string();
+    let out = work.join("small.out");
+    let (r, _) = timed(
+        "get small files",
+        &net,
+        run(&["get", &ds, "-o", out.to_str().unwrap_or_default()]).arg("--json"),
+        files * 4096,
+        files,
+    )?;
+    runs.push(r);
+
+    println!("| run | wall s | MB/s | files/s | client CPU s | nodes CPU s (6) |");
+    println!("|---|---|---|---|---|---|");
+    for r in &runs {
+        let s = r.wall.as_secs_f64();
+        println!(
+            "| {} | {:.2} | {:.0} | {} | {:.2} | {:.2} |",
+            r.what,
+            s,
+            r.bytes as f64 / s / 1e6,
+            if r.files > 1 {
+                format!("{:.0}", r.files as f64 / s)
+            } else {
+                "-".into()
+            },
+            r.client_cpu,
+            r.nodes_cpu
+        );
+    }
+    net.stop().await;
+    Ok(())
+}
