@@ -484,6 +484,10 @@ pub struct DatasetEntry {
     pub blake3: blake3::Hash,
     /// Where the bytes are.
     pub location: Location,
+    /// Attributes kept with the file (for example an S3 gateway's ETag, content type and user
+    /// metadata when it exports its catalog). Omitted when empty.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub meta: BTreeMap<String, String>,
 }
 
 /// A directory tree: relative path -> file. Its CID names an immutable snapshot.
@@ -836,6 +840,7 @@ mod tests {
             size: data.len() as u64,
             blake3: blake3::hash(data),
             location: Location::Inline(data.to_vec()),
+            meta: BTreeMap::new(),
         };
         let mut d = DatasetManifest::new();
         d.entries.insert("train/0001.tar".into(), entry(b"x"));

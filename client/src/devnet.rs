@@ -40,11 +40,33 @@ pub struct DevnetNode {
     pub log: PathBuf,
 }
 
+/// The devnet's S3 gateway.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DevnetGateway {
+    /// Process id.
+    pub pid: u32,
+    /// S3 endpoint URL, e.g. `http://127.0.0.1:9000`.
+    pub endpoint: String,
+    /// S3 access key id.
+    pub access_key: String,
+    /// S3 secret access key (also the admin API's bearer token).
+    pub secret_key: String,
+    /// Admin HTTP address (`/health`, `/metrics`, `POST /import`, `/export`, `/restore`).
+    pub admin: SocketAddr,
+    /// The gateway's data directory.
+    pub data_dir: PathBuf,
+    /// The gateway's log file.
+    pub log: PathBuf,
+}
+
 /// The contents of `devnet.json`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DevnetState {
     /// The nodes, in start order (node 0 is everyone's bootstrap peer).
     pub nodes: Vec<DevnetNode>,
+    /// The S3 gateway, when the devnet runs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<DevnetGateway>,
 }
 
 impl DevnetState {
@@ -84,6 +106,19 @@ pub enum DevnetError {
         dir: PathBuf,
         /// Live node pids.
         pids: Vec<u32>,
+    },
+    /// `cairn-gateway` is not where it should be.
+    #[error(
+        "cairn-gateway not found at {0}: build it with `cargo build --release --bins` (it must sit next to the cairn binary)"
+    )]
+    GatewayBinary(PathBuf),
+    /// The gateway did not come up.
+    #[error("the S3 gateway did not start: {reason} (log: {log})")]
+    GatewayFailed {
+        /// Why.
+        reason: String,
+        /// Its log file.
+        log: PathBuf,
     },
     /// A node did not come up.
     #[error("node {index} did not start: {reason} (log: {log})")]
@@ -137,6 +172,8 @@ pub struct DevnetConfig {
     pub capacity: String,
     /// How long to wait for the nodes to find each other.
     pub converge_timeout: Duration,
+    /// The `cairn-gateway` binary and its S3 port (0: any free port); `None` runs no gateway.
+    pub gateway: Option<(PathBuf, u16)>,
 }
 
 /// A running devnet: its processes and state.
@@ -144,6 +181,7 @@ pub struct Devnet {
     /// What `devnet.json` says.
     pub state: DevnetState,
     children: Vec<Child>,
+    gateway: Option<Child>,
     dir: PathBuf,
     config: DevnetConfig,
 }
@@ -275,6 +313,11 @@ impl Devnet {
         if !cfg.node_binary.is_file() {
             return Err(DevnetError::NodeBinary(cfg.node_binary.clone()));
         }
+        if let Some((gw, _)) = &cfg.gateway
+            && !gw.is_file()
+        {
+            return Err(DevnetError::GatewayBinary(gw.clone()));
+        }
         std::fs::create_dir_all(&cfg.dir).map_err(io(format!("creating {}", cfg.dir.display())))?;
         if let Ok(old) = DevnetState::read(&cfg.dir) {
             let pids: Vec<u32> = old
@@ -291,12 +334,21 @@ impl Devnet {
             }
         }
         let mut devnet = Devnet {
-            state: DevnetState { nodes: Vec::new() },
+            state: DevnetState {
+                nodes: Vec::new(),
+                gateway: None,
+            },
             children: Vec::new(),
+            gateway: None,
             dir: cfg.dir.clone(),
             config: cfg.clone(),
         };
-        let result = devnet.start_nodes(&cfg).await;
+        let mut result = devnet.start_nodes(&cfg).await;
+        if result.is_ok()
+            && let Some((binary, port)) = &cfg.gateway
+        {
+            result = devnet.start_gateway(binary, *port).await;
+        }
         if let Err(e) = result {
             devnet.stop().await;
             return Err(e);
@@ -392,23 +444,118 @@ impl Devnet {
         }
     }
 
-    /// Waits until any node process exits; returns its index and exit status.
-    pub async fn wait_any_exit(&mut self) -> Option<(usize, std::process::ExitStatus)> {
+    async fn start_gateway(&mut self, binary: &Path, port: u16) -> Result<(), DevnetError> {
+        let data_dir = self.dir.join("gateway");
+        let log_path = data_dir.join("gateway.log");
+        let failed = |reason: String| DevnetError::GatewayFailed {
+            reason,
+            log: log_path.clone(),
+        };
+        let listen = format!("127.0.0.1:{port}");
+        if !data_dir.join("config.toml").exists() {
+            let out = Command::new(binary)
+                .arg("init")
+                .arg("--data-dir")
+                .arg(&data_dir)
+                .args(["--listen", &listen, "--admin", "127.0.0.1:0"])
+                .output()
+                .await
+                .map_err(io(format!("running {}", binary.display())))?;
+            if !out.status.success() {
+                return Err(failed(
+                    String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                ));
+            }
+        }
+        let (access_key, secret_key) = gateway_credentials(&data_dir.join("config.toml"))?;
+        let _ = std::fs::remove_file(data_dir.join("gateway.json"));
+        std::fs::create_dir_all(&data_dir)
+            .map_err(io(format!("creating {}", data_dir.display())))?;
+        let log = std::fs::File::create(&log_path)
+            .map_err(io(format!("creating {}", log_path.display())))?;
+        let log_err = log.try_clone().map_err(io("log file"))?;
+        let mut cmd = Command::new(binary);
+        cmd.arg("run")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["--listen", &listen, "--admin", "127.0.0.1:0"])
+            .arg("--watch-pid")
+            .arg(std::process::id().to_string())
+            .env_remove("CAIRN_DEVNET")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err);
+        for n in &self.state.nodes {
+            cmd.args(["--peer", &n.multiaddr]);
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(io(format!("starting {}", binary.display())))?;
+        let pid = child.id().unwrap_or(0);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(info) = std::fs::read(data_dir.join("gateway.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<GatewayRuntime>(&b).ok())
+                .filter(|i| i.pid == pid)
+            {
+                self.gateway = Some(child);
+                self.state.gateway = Some(DevnetGateway {
+                    pid,
+                    endpoint: info.endpoint,
+                    access_key,
+                    secret_key,
+                    admin: info.admin,
+                    data_dir,
+                    log: log_path,
+                });
+                return Ok(());
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
+                let last = tail.lines().rev().take(3).collect::<Vec<_>>().join(" | ");
+                return Err(failed(format!("exited with {status}: {last}")));
+            }
+            if tokio::time::Instant::now() > deadline {
+                let _ = child.start_kill();
+                return Err(failed("no gateway.json within 60s".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops the gateway (SIGTERM, then SIGKILL after 10 s).
+    pub async fn stop_gateway(&mut self) {
+        if let Some(mut c) = self.gateway.take() {
+            stop_child(&mut c).await;
+        }
+    }
+
+    /// Waits until any process of the devnet exits: which one, and its exit status. `None` when
+    /// nothing is left running.
+    pub async fn wait_any_exit(&mut self) -> Option<(Process, std::process::ExitStatus)> {
         loop {
             for (i, c) in self.children.iter_mut().enumerate() {
                 if let Ok(Some(status)) = c.try_wait() {
-                    return Some((i, status));
+                    return Some((Process::Node(i), status));
                 }
             }
-            if self.children.is_empty() {
+            if let Some(c) = self.gateway.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                return Some((Process::Gateway, status));
+            }
+            if self.children.is_empty() && self.gateway.is_none() {
                 return None;
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
 
-    /// Stops every node: SIGTERM, then SIGKILL after 10 s; removes `devnet.json`.
+    /// Stops the gateway, then every node: SIGTERM, then SIGKILL after 10 s; removes
+    /// `devnet.json`.
     pub async fn stop(mut self) {
+        self.stop_gateway().await;
         for c in &self.children {
             if let Some(pid) = c
                 .id()
@@ -425,5 +572,61 @@ impl Devnet {
             }
         }
         let _ = std::fs::remove_file(self.dir.join(STATE_FILE));
+    }
+}
+
+/// A process of the devnet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Process {
+    /// Node by index.
+    Node(usize),
+    /// The S3 gateway.
+    Gateway,
+}
+
+impl std::fmt::Display for Process {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Process::Node(i) => write!(f, "node {i}"),
+            Process::Gateway => f.write_str("the S3 gateway"),
+        }
+    }
+}
+
+/// The part of the gateway's `gateway.json` the devnet reads.
+#[derive(Deserialize)]
+struct GatewayRuntime {
+    pid: u32,
+    endpoint: String,
+    admin: SocketAddr,
+}
+
+/// The S3 key pair from a gateway's `config.toml`.
+fn gateway_credentials(path: &Path) -> Result<(String, String), DevnetError> {
+    #[derive(Deserialize)]
+    struct Keys {
+        access_key: String,
+        secret_key: String,
+    }
+    let text = std::fs::read_to_string(path).map_err(io(format!("reading {}", path.display())))?;
+    let keys: Keys = toml::from_str(&text).map_err(|e| DevnetError::Io {
+        what: format!("parsing {}", path.display()),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+    })?;
+    Ok((keys.access_key, keys.secret_key))
+}
+
+async fn stop_child(c: &mut Child) {
+    if let Some(pid) = c
+        .id()
+        .and_then(|p| rustix::process::Pid::from_raw(p as i32))
+    {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    }
+    if tokio::time::timeout(Duration::from_secs(10), c.wait())
+        .await
+        .is_err()
+    {
+        let _ = c.kill().await;
     }
 }

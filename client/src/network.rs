@@ -218,21 +218,24 @@ impl Network {
     /// Which nodes hold each CID, asking every node. Unreachable nodes hold nothing.
     pub async fn locate(&self, cids: &[Cid]) -> Holders {
         let mut holders = Holders::default();
-        let batches: Vec<&[Cid]> = cids.chunks(MAX_HAS).collect();
-        let asks = self
-            .nodes
-            .iter()
-            .enumerate()
-            .flat_map(|(i, n)| batches.iter().map(move |b| (i, n.peer(), *b)));
+        // Owned work items: a future borrowing through nested closures here would not be
+        // provably `Send` to callers that spawn it (a rustc higher-ranked lifetime limitation).
+        let mut asks: Vec<(usize, PeerId, Vec<Cid>)> = Vec::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            for batch in cids.chunks(MAX_HAS) {
+                asks.push((i, n.peer(), batch.to_vec()));
+            }
+        }
+        let swarm = self.swarm.clone();
         let answers = futures::stream::iter(asks)
-            .map(|(i, peer, batch)| async move {
-                (
-                    i,
-                    batch,
-                    self.swarm
-                        .request(peer, ControlRequest::Has(batch.to_vec()))
-                        .await,
-                )
+            .map(|(i, peer, batch)| {
+                let swarm = swarm.clone();
+                async move {
+                    let answer = swarm
+                        .request(peer, ControlRequest::Has(batch.clone()))
+                        .await;
+                    (i, batch, answer)
+                }
             })
             .buffer_unordered(16)
             .collect::<Vec<_>>()

@@ -287,7 +287,7 @@ pub async fn put_object(
         progress(manifest.size);
     }
     let manifest_copies = match net {
-        Some(net) => store_manifest(net, key, &cid, ManifestKind::Object, &bytes, opts).await?,
+        Some(net) => publish_manifest(net, key, &cid, ManifestKind::Object, &bytes, opts).await?,
         None => 0,
     };
     Ok(ObjectReport {
@@ -299,8 +299,9 @@ pub async fn put_object(
     })
 }
 
-/// Signs a manifest and stores it with its envelope on the best-ranked nodes for its CID.
-async fn store_manifest(
+/// Signs a manifest and stores it with its envelope on the best-ranked nodes for its CID
+/// (`opts.manifest_copies`, default `m + 1`); returns how many nodes took it.
+pub async fn publish_manifest(
     net: &Network,
     key: &SigningKey,
     cid: &Cid,
@@ -378,6 +379,7 @@ impl Packer<'_> {
                         pack: r.cid,
                         offset,
                     },
+                    meta: BTreeMap::new(),
                 },
             );
         }
@@ -464,6 +466,7 @@ pub async fn put_dir(
                     size: 0,
                     blake3: blake3::hash(b""),
                     location: Location::Inline(Vec::new()),
+                    meta: BTreeMap::new(),
                 },
             );
             continue;
@@ -502,6 +505,7 @@ pub async fn put_dir(
                 size,
                 blake3: r.manifest.blake3,
                 location: Location::Object(r.cid),
+                meta: BTreeMap::new(),
             },
         );
     }
@@ -511,7 +515,7 @@ pub async fn put_dir(
     let cid = cids::dag_cbor(&bytes);
     if let Some(net) = net {
         report.manifest_copies =
-            store_manifest(net, key, &cid, ManifestKind::Dataset, &bytes, opts).await?;
+            publish_manifest(net, key, &cid, ManifestKind::Dataset, &bytes, opts).await?;
     }
     report.cid = cid;
     report.manifest = manifest;

@@ -35,7 +35,15 @@ async fn devnet_starts_converges_and_stops_cleanly() {
     let mut guard = Guard(None);
     let child = guard.0.insert(
         Command::new(cairn())
-            .args(["devnet", "--nodes", "4", "--json", "--dir"])
+            .args([
+                "devnet",
+                "--nodes",
+                "4",
+                "--gateway-port",
+                "0",
+                "--json",
+                "--dir",
+            ])
             .arg(dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -67,13 +75,32 @@ async fn devnet_starts_converges_and_stops_cleanly() {
         assert!(n.data_dir.join("identity.key").is_file());
         let s = status(n.admin).await.unwrap();
         assert_eq!(s.peer_id, n.peer_id);
-        let mut seen: Vec<String> = s.peers.iter().map(|p| p.peer_id.clone()).collect();
+        // Nodes also see clients (the gateway); every other node must be among the peers.
+        let mut seen: Vec<String> = s
+            .peers
+            .iter()
+            .map(|p| p.peer_id.clone())
+            .filter(|p| ids.contains(p))
+            .collect();
         seen.push(s.peer_id.clone());
         seen.sort();
         let mut all = ids.clone();
         all.sort();
         assert_eq!(seen, all, "node {} must see every other node", n.peer_id);
     }
+
+    // The S3 gateway runs beside the nodes.
+    let gw = on_disk
+        .gateway
+        .clone()
+        .expect("devnet.json names the gateway");
+    assert!(pid_alive(gw.pid));
+    assert!(gw.endpoint.starts_with("http://127.0.0.1:"));
+    assert!(gw.access_key.len() >= 16 && gw.secret_key.len() >= 32);
+    let (code, _) = cairn_node::admin::http_get(gw.admin, "/health", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(code, 200);
 
     // A second devnet in the same directory is refused while this one runs.
     let out = Command::new(cairn())
@@ -96,6 +123,7 @@ async fn devnet_starts_converges_and_stops_cleanly() {
     for n in &on_disk.nodes {
         assert!(!pid_alive(n.pid), "node {} survived Ctrl-C", n.pid);
     }
+    assert!(!pid_alive(gw.pid), "the gateway survived Ctrl-C");
     assert!(!dir.path().join("devnet.json").exists());
 }
 

@@ -147,10 +147,30 @@ pub async fn http_get(
     path: &str,
     timeout: Duration,
 ) -> std::io::Result<(u16, String)> {
+    http_request(addr, "GET", path, &[], b"", timeout).await
+}
+
+/// A minimal HTTP/1.1 request with headers and a body: returns the status code and body.
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> std::io::Result<(u16, String)> {
     let fut = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+        for (name, value) in headers {
+            req.push_str(&format!("{name}: {value}\r\n"));
+        }
+        if !body.is_empty() || method != "GET" {
+            req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        req.push_str("\r\n");
         stream.write_all(req.as_bytes()).await?;
+        stream.write_all(body).await?;
         let mut buf = Vec::new();
         stream.take(16 << 20).read_to_end(&mut buf).await?;
         let text = String::from_utf8_lossy(&buf).into_owned();

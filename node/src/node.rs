@@ -225,7 +225,8 @@ async fn scrub(store: Arc<Store>, rate: u64, start: Duration, cancel: Cancellati
     }
 }
 
-async fn watch_pid(pid: u32, cancel: CancellationToken) {
+/// Cancels `cancel` when process `pid` exits (daemons started by `cairn devnet` follow it).
+pub async fn watch_pid(pid: u32, cancel: CancellationToken) {
     let path = PathBuf::from(format!("/proc/{pid}"));
     loop {
         tokio::select! {
@@ -240,7 +241,8 @@ async fn watch_pid(pid: u32, cancel: CancellationToken) {
     }
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes `path` through a temporary file and a rename, so readers never see half a file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)

@@ -136,6 +136,7 @@ async fn main() -> anyhow::Result<()> {
         node_binary: node,
         capacity: "64GiB".into(),
         converge_timeout: Duration::from_secs(60),
+        gateway: None,
     })
     .await?;
     let run = |args: &[&str]| {

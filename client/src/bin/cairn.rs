@@ -91,6 +91,24 @@ enum Command {
         /// Licence of the data (SPDX id), recorded with --source.
         #[arg(long, requires = "source")]
         license: Option<String>,
+        /// Also make the upload visible over S3 in this bucket (created if missing) through the
+        /// gateway: a file as s3://BUCKET/PREFIX/NAME, a directory's files as s3://BUCKET/PREFIX/PATH.
+        #[arg(long)]
+        bucket: Option<String>,
+        /// Key prefix under --bucket.
+        #[arg(long, default_value = "", requires = "bucket")]
+        prefix: String,
+        /// The gateway's admin address (default: the devnet's gateway).
+        #[arg(long, env = "CAIRN_GATEWAY", requires = "bucket")]
+        gateway: Option<String>,
+        /// The gateway's admin token: its secret key (default: the devnet's).
+        #[arg(
+            long,
+            env = "CAIRN_GATEWAY_TOKEN",
+            hide_env_values = true,
+            requires = "bucket"
+        )]
+        gateway_token: Option<String>,
     },
     /// Download an object to a file, or a dataset to a directory; every byte is verified.
     Get {
@@ -142,6 +160,12 @@ enum Command {
         /// Capacity of each node.
         #[arg(long, default_value = "20GiB")]
         capacity: String,
+        /// Port of the S3 gateway on 127.0.0.1 (0: any free port).
+        #[arg(long, default_value_t = 9000)]
+        gateway_port: u16,
+        /// Run only the nodes, without the S3 gateway.
+        #[arg(long)]
+        no_gateway: bool,
     },
 }
 
@@ -252,6 +276,10 @@ async fn run(cli: Cli, partial: Partial) -> anyhow::Result<()> {
             content_type,
             source,
             license,
+            bucket,
+            prefix,
+            gateway,
+            gateway_token,
         } => {
             let key = keys::load(&key_path(g))?;
             let net = network(g).await?;
@@ -265,24 +293,30 @@ async fn run(cli: Cli, partial: Partial) -> anyhow::Result<()> {
             });
             let meta = std::fs::metadata(path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
-            if meta.is_dir() {
+            // The gateway to publish to is checked before uploading, not after.
+            let target = match bucket {
+                Some(b) => Some(gateway_target(
+                    g,
+                    gateway.as_deref(),
+                    gateway_token.as_deref(),
+                    b,
+                )?),
+                None => None,
+            };
+            let (cid, mut report, summary) = if meta.is_dir() {
                 let total: u64 = cairn_client::put::walk(path)?.iter().map(|f| f.2).sum();
                 let (bar, progress) = progress_bar(g, total, "uploading");
                 let r = put_dir(Some(&net), &key, path, &opts, progress).await?;
                 bar.finish_and_clear();
-                if g.json {
-                    out!(
-                        "{}",
-                        json!({"cid": r.cid.to_string(), "kind": "dataset", "files": r.files, "bytes": r.bytes,
-                               "packs": r.packs, "objects": r.objects, "shards": r.shards, "manifest_copies": r.manifest_copies})
-                    );
-                } else {
-                    eprintln!(
+                (
+                    r.cid,
+                    json!({"cid": r.cid.to_string(), "kind": "dataset", "files": r.files, "bytes": r.bytes,
+                           "packs": r.packs, "objects": r.objects, "shards": r.shards, "manifest_copies": r.manifest_copies}),
+                    format!(
                         "dataset: {} files, {} bytes in {} packs + {} objects, {} shards, manifest on {} nodes",
                         r.files, r.bytes, r.packs, r.objects, r.shards, r.manifest_copies
-                    );
-                    out!("{}", r.cid);
-                }
+                    ),
+                )
             } else {
                 let (bar, progress) = progress_bar(g, meta.len(), "uploading");
                 let file = std::fs::File::open(path)
@@ -296,24 +330,42 @@ async fn run(cli: Cli, partial: Partial) -> anyhow::Result<()> {
                 )
                 .await?;
                 bar.finish_and_clear();
-                if g.json {
-                    out!(
-                        "{}",
-                        json!({"cid": r.cid.to_string(), "kind": "object", "size": r.manifest.size,
-                               "blake3": r.manifest.blake3.to_hex().to_string(), "k": r.manifest.erasure.k,
-                               "m": r.manifest.erasure.m, "shards": r.shards, "manifest_copies": r.manifest_copies})
-                    );
-                } else {
-                    eprintln!(
+                (
+                    r.cid,
+                    json!({"cid": r.cid.to_string(), "kind": "object", "size": r.manifest.size,
+                           "blake3": r.manifest.blake3.to_hex().to_string(), "k": r.manifest.erasure.k,
+                           "m": r.manifest.erasure.m, "shards": r.shards, "manifest_copies": r.manifest_copies}),
+                    format!(
                         "object: {} bytes, {}+{}, {} shards, manifest on {} nodes",
                         r.manifest.size,
                         r.manifest.erasure.k,
                         r.manifest.erasure.m,
                         r.shards,
                         r.manifest_copies
+                    ),
+                )
+            };
+            if let Some(target) = target {
+                // A single file becomes PREFIX/NAME; a directory's files PREFIX/PATH.
+                let name = (!meta.is_dir())
+                    .then(|| path.file_name().map(|n| n.to_string_lossy().into_owned()))
+                    .flatten();
+                let s3 = import_into_gateway(&target, prefix, name.as_deref(), &cid).await?;
+                if !g.json {
+                    eprintln!(
+                        "visible over S3 as s3://{}/{} ({} keys)",
+                        target.bucket,
+                        s3["first_key"].as_str().unwrap_or(prefix),
+                        s3["objects"]
                     );
-                    out!("{}", r.cid);
                 }
+                report["s3"] = s3;
+            }
+            if g.json {
+                out!("{report}");
+            } else {
+                eprintln!("{summary}");
+                out!("{cid}");
             }
         }
         Command::Get {
@@ -555,7 +607,12 @@ async fn run(cli: Cli, partial: Partial) -> anyhow::Result<()> {
             nodes,
             dir,
             capacity,
-        } => devnet(*nodes, dir, capacity.clone(), g.json).await?,
+            gateway_port,
+            no_gateway,
+        } => {
+            let gateway = (!*no_gateway).then_some(*gateway_port);
+            devnet(*nodes, dir, capacity.clone(), gateway, g.json).await?
+        }
     }
     Ok(())
 }
@@ -593,9 +650,16 @@ fn parse_range(text: &str, size: u64) -> anyhow::Result<std::ops::Range<u64>> {
     Ok(range)
 }
 
-async fn devnet(nodes: u16, dir: &Path, capacity: String, json: bool) -> anyhow::Result<()> {
+async fn devnet(
+    nodes: u16,
+    dir: &Path,
+    capacity: String,
+    gateway_port: Option<u16>,
+    json: bool,
+) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("locating the cairn binary")?;
     let node_binary = exe.with_file_name("cairn-node");
+    let gateway = gateway_port.map(|p| (exe.with_file_name("cairn-gateway"), p));
     let dir = std::path::absolute(dir).context("resolving --dir")?;
     if !json {
         eprintln!("starting {nodes} nodes in {} ...", dir.display());
@@ -606,6 +670,7 @@ async fn devnet(nodes: u16, dir: &Path, capacity: String, json: bool) -> anyhow:
         node_binary,
         capacity,
         converge_timeout: Duration::from_secs(60),
+        gateway,
     })
     .await?;
     if json {
@@ -635,6 +700,21 @@ async fn devnet(nodes: u16, dir: &Path, capacity: String, json: bool) -> anyhow:
             dir.join(cairn_client::devnet::STATE_FILE).display()
         );
         out!("  node logs:      {}/node-*/node.log", dir.display());
+        if let Some(gw) = &net.state.gateway {
+            out!("\nS3 gateway (SigV4, path-style or BUCKET.localhost virtual hosts):");
+            out!("  endpoint:   {}", gw.endpoint);
+            out!("  access key: {}", gw.access_key);
+            out!("  secret key: {}", gw.secret_key);
+            out!("  region:     us-east-1 (any region is accepted)");
+            out!("  admin:      http://{} (/health, /metrics)", gw.admin);
+            out!("  log:        {}", gw.log.display());
+            out!(
+                "\nTry: AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} aws --endpoint-url {} s3 ls",
+                gw.access_key,
+                gw.secret_key,
+                gw.endpoint
+            );
+        }
         out!(
             "\nTry: cairn key generate && cairn --devnet {} put FILE",
             dir.display()
@@ -647,8 +727,8 @@ async fn devnet(nodes: u16, dir: &Path, capacity: String, json: bool) -> anyhow:
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
             exited = net.wait_any_exit() => {
-                if let Some((i, status)) = exited {
-                    eprintln!("node {i} exited ({status}); the rest keep running");
+                if let Some((which, status)) = exited {
+                    eprintln!("{which} exited ({status}); the rest keep running");
                     tokio::select! {
                         _ = tokio::signal::ctrl_c() => break,
                         _ = term.recv() => break,
@@ -657,7 +737,15 @@ async fn devnet(nodes: u16, dir: &Path, capacity: String, json: bool) -> anyhow:
             }
         }
     }
-    eprintln!("stopping {} nodes ...", net.state.nodes.len());
+    eprintln!(
+        "stopping {} nodes{} ...",
+        net.state.nodes.len(),
+        if net.state.gateway.is_some() {
+            " and the gateway"
+        } else {
+            ""
+        }
+    );
     net.stop().await;
     eprintln!("devnet stopped");
     Ok(())
@@ -704,4 +792,89 @@ fn main() -> ExitCode {
             ExitCode::from(130)
         }
     }
+}
+
+/// Where `cairn put --bucket` publishes.
+struct GatewayTarget {
+    admin: std::net::SocketAddr,
+    token: String,
+    bucket: String,
+}
+
+fn gateway_target(
+    g: &Global,
+    admin: Option<&str>,
+    token: Option<&str>,
+    bucket: &str,
+) -> anyhow::Result<GatewayTarget> {
+    let devnet = g
+        .devnet
+        .as_ref()
+        .and_then(|d| DevnetState::read(d).ok())
+        .and_then(|s| s.gateway);
+    let admin = match (admin, &devnet) {
+        (Some(a), _) => a
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .parse()
+            .with_context(|| {
+                format!("--gateway {a:?}: use the admin address, e.g. 127.0.0.1:9001")
+            })?,
+        (None, Some(d)) => d.admin,
+        (None, None) => bail!(
+            "--bucket needs a gateway: pass --gateway ADMIN_ADDR --gateway-token SECRET, or --devnet DIR of a devnet that runs one"
+        ),
+    };
+    let token = match (token, &devnet) {
+        (Some(t), _) => t.to_string(),
+        (None, Some(d)) => d.secret_key.clone(),
+        (None, None) => bail!(
+            "--bucket needs the gateway's secret key: pass --gateway-token or set CAIRN_GATEWAY_TOKEN"
+        ),
+    };
+    Ok(GatewayTarget {
+        admin,
+        token,
+        bucket: bucket.to_string(),
+    })
+}
+
+async fn import_into_gateway(
+    t: &GatewayTarget,
+    prefix: &str,
+    name: Option<&str>,
+    cid: &Cid,
+) -> anyhow::Result<serde_json::Value> {
+    let key = name.map(|n| {
+        if prefix.is_empty() || prefix.ends_with('/') {
+            format!("{prefix}{n}")
+        } else {
+            format!("{prefix}/{n}")
+        }
+    });
+    let body = json!({"bucket": t.bucket, "prefix": prefix, "key": key, "cid": cid.to_string()});
+    let (code, text) = cairn_node::admin::http_request(
+        t.admin,
+        "POST",
+        "/import",
+        &[
+            ("Authorization", &format!("Bearer {}", t.token)),
+            ("Content-Type", "application/json"),
+        ],
+        body.to_string().as_bytes(),
+        Duration::from_secs(120),
+    )
+    .await
+    .with_context(|| format!("reaching the gateway at http://{}", t.admin))?;
+    let mut v: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|_| json!({"error": text}));
+    if code != 200 {
+        bail!(
+            "the upload ({cid}) succeeded, but the gateway refused to publish it: HTTP {code}: {}",
+            v["error"].as_str().unwrap_or("")
+        );
+    }
+    v["bucket"] = json!(t.bucket);
+    v["first_key"] = json!(key.unwrap_or_else(|| prefix.to_string()));
+    Ok(v)
 }

@@ -32,6 +32,7 @@ impl Net {
             node_binary: cairn_bin().with_file_name("cairn-node"),
             capacity: "4GiB".into(),
             converge_timeout: Duration::from_secs(60),
+            gateway: None,
         })
         .await
         .unwrap();

@@ -1,0 +1,609 @@
+//! The bucket catalog: bucket/key -> where the object's bytes are on the network, and what S3
+//! says about it. Kept in the gateway's own RocksDB (the gateway never touches a node's).
+//!
+//! | column family | key | value (DAG-CBOR) |
+//! |---|---|---|
+//! | `buckets` | bucket name | [`BucketRecord`] |
+//! | `objects` | bucket ‖ 0x00 ‖ key | [`ObjectRecord`] |
+//! | `uploads` | upload id | [`UploadRecord`] |
+//! | `parts` | upload id ‖ 0x00 ‖ part number (5 decimal digits) | [`PartRecord`] |
+//!
+//! Keys sort as S3 lists them (UTF-8 byte order), so listing is a range scan. Every method
+//! blocks: call from a blocking thread.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use cairn_chunker::Cid;
+use rocksdb::{
+    ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+const CF_BUCKETS: &str = "buckets";
+const CF_OBJECTS: &str = "objects";
+const CF_UPLOADS: &str = "uploads";
+const CF_PARTS: &str = "parts";
+
+/// Where an object's bytes live.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Location {
+    /// A whole Cairn object (its manifest CID).
+    Object(Cid),
+    /// The object's bytes at `offset` of a Cairn object (a file inside a dataset's pack).
+    Slice {
+        /// The pack object's manifest CID.
+        object: Cid,
+        /// Offset within it.
+        offset: u64,
+    },
+    /// The bytes themselves (tiny files of an imported dataset).
+    Inline(#[serde(with = "serde_bytes")] Vec<u8>),
+}
+
+impl Location {
+    /// The manifest CID holding the bytes (none for inline bytes).
+    pub fn cid(&self) -> Option<&Cid> {
+        match self {
+            Location::Object(c) | Location::Slice { object: c, .. } => Some(c),
+            Location::Inline(_) => None,
+        }
+    }
+}
+
+/// A bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketRecord {
+    /// Creation time, ms since the epoch.
+    pub created_ms: u64,
+}
+
+/// An object as S3 sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectRecord {
+    /// Where the bytes are.
+    pub location: Location,
+    /// Size in bytes.
+    pub size: u64,
+    /// ETag value without quotes (hex MD5, or `md5-of-md5s-N` for multipart).
+    pub etag: String,
+    /// Content type.
+    pub content_type: Option<String>,
+    /// User metadata (`x-amz-meta-*`).
+    pub metadata: BTreeMap<String, String>,
+    /// Last modification, ms since the epoch.
+    pub modified_ms: u64,
+    /// Checksums the client sent (algorithm -> base64 value), returned on whole-object reads.
+    pub checksums: BTreeMap<String, String>,
+    /// Hex public key of the manifest's signer.
+    pub signer: String,
+    /// Hex BLAKE3 of the object's bytes.
+    pub blake3: String,
+}
+
+/// A multipart upload in progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadRecord {
+    /// Target bucket.
+    pub bucket: String,
+    /// Target key.
+    pub key: String,
+    /// Start time, ms since the epoch.
+    pub created_ms: u64,
+    /// Content type of the final object.
+    pub content_type: Option<String>,
+    /// User metadata of the final object.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// One uploaded part.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartRecord {
+    /// The part's own Cairn object.
+    pub cid: Cid,
+    /// Size in bytes.
+    pub size: u64,
+    /// Hex MD5 of the part.
+    pub etag: String,
+    /// Upload time, ms since the epoch.
+    pub modified_ms: u64,
+}
+
+/// Catalog errors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CatalogError {
+    /// RocksDB failed.
+    #[error("catalog database: {0}")]
+    Db(#[from] rocksdb::Error),
+    /// Another process holds the catalog.
+    #[error("catalog {0} is in use by another cairn-gateway: stop it or use another --data-dir")]
+    Locked(String),
+    /// A stored record does not decode.
+    #[error("catalog record is damaged: {0}")]
+    Damaged(String),
+}
+
+/// The catalog.
+pub struct Catalog {
+    db: DB,
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalog").finish_non_exhaustive()
+    }
+}
+
+fn enc<T: Serialize>(v: &T) -> Vec<u8> {
+    // Records hold strings, integers, maps and CIDs only.
+    serde_ipld_dagcbor::to_vec(v).unwrap_or_else(|e| unreachable!("catalog records encode: {e}"))
+}
+
+fn dec<T: DeserializeOwned>(b: &[u8]) -> Result<T, CatalogError> {
+    serde_ipld_dagcbor::from_slice(b).map_err(|e| CatalogError::Damaged(e.to_string()))
+}
+
+fn object_key(bucket: &str, key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(bucket.len() + 1 + key.len());
+    k.extend_from_slice(bucket.as_bytes());
+    k.push(0);
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+fn part_key(upload: &str, part: u32) -> Vec<u8> {
+    let mut k = upload.as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(format!("{part:05}").as_bytes());
+    k
+}
+
+/// A page of a listing.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// Objects (key, record), in key order.
+    pub objects: Vec<(String, ObjectRecord)>,
+    /// Common prefixes (with a delimiter), in order.
+    pub prefixes: Vec<String>,
+    /// The last key or prefix returned, if the listing was cut short.
+    pub next: Option<String>,
+}
+
+impl Catalog {
+    /// Opens (or creates) the catalog in `path`.
+    pub fn open(path: &Path) -> Result<Self, CatalogError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        let cfs = [CF_BUCKETS, CF_OBJECTS, CF_UPLOADS, CF_PARTS]
+            .map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| {
+            if e.to_string().contains("lock") {
+                CatalogError::Locked(path.display().to_string())
+            } else {
+                CatalogError::Db(e)
+            }
+        })?;
+        Ok(Self { db })
+    }
+
+    fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, CatalogError> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| CatalogError::Damaged(format!("column family {name} missing")))
+    }
+
+    fn wo() -> WriteOptions {
+        let mut w = WriteOptions::default();
+        w.set_sync(true);
+        w
+    }
+
+    /// Creates a bucket; false if it existed.
+    pub fn create_bucket(&self, name: &str, record: &BucketRecord) -> Result<bool, CatalogError> {
+        let cf = self.cf(CF_BUCKETS)?;
+        if self.db.get_pinned_cf(cf, name)?.is_some() {
+            return Ok(false);
+        }
+        self.db.put_cf_opt(cf, name, enc(record), &Self::wo())?;
+        Ok(true)
+    }
+
+    /// A bucket's record.
+    pub fn bucket(&self, name: &str) -> Result<Option<BucketRecord>, CatalogError> {
+        self.db
+            .get_pinned_cf(self.cf(CF_BUCKETS)?, name)?
+            .map(|b| dec(&b))
+            .transpose()
+    }
+
+    /// All buckets, by name.
+    pub fn buckets(&self) -> Result<Vec<(String, BucketRecord)>, CatalogError> {
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_BUCKETS)?, IteratorMode::Start)
+        {
+            let (k, v) = item?;
+            out.push((String::from_utf8_lossy(&k).into_owned(), dec(&v)?));
+        }
+        Ok(out)
+    }
+
+    /// Whether a bucket holds any object or upload.
+    pub fn bucket_is_empty(&self, name: &str) -> Result<bool, CatalogError> {
+        let prefix = object_key(name, "");
+        let mut it = self.db.iterator_cf(
+            self.cf(CF_OBJECTS)?,
+            IteratorMode::From(&prefix, Direction::Forward),
+        );
+        if let Some(item) = it.next()
+            && item?.0.starts_with(&prefix)
+        {
+            return Ok(false);
+        }
+        Ok(self.uploads(name)?.is_empty())
+    }
+
+    /// Deletes a bucket.
+    pub fn delete_bucket(&self, name: &str) -> Result<(), CatalogError> {
+        self.db
+            .delete_cf_opt(self.cf(CF_BUCKETS)?, name, &Self::wo())?;
+        Ok(())
+    }
+
+    /// An object's record.
+    pub fn object(&self, bucket: &str, key: &str) -> Result<Option<ObjectRecord>, CatalogError> {
+        self.db
+            .get_pinned_cf(self.cf(CF_OBJECTS)?, object_key(bucket, key))?
+            .map(|b| dec(&b))
+            .transpose()
+    }
+
+    /// Stores an object's record (replacing any).
+    pub fn put_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        record: &ObjectRecord,
+    ) -> Result<(), CatalogError> {
+        self.db.put_cf_opt(
+            self.cf(CF_OBJECTS)?,
+            object_key(bucket, key),
+            enc(record),
+            &Self::wo(),
+        )?;
+        Ok(())
+    }
+
+    /// Stores many records in one atomic batch, creating `bucket` if it is missing.
+    pub fn put_objects(
+        &self,
+        bucket: &str,
+        created_ms: u64,
+        records: &[(String, ObjectRecord)],
+    ) -> Result<(), CatalogError> {
+        let mut batch = rocksdb::WriteBatch::default();
+        let buckets = self.cf(CF_BUCKETS)?;
+        if self.db.get_pinned_cf(buckets, bucket)?.is_none() {
+            batch.put_cf(buckets, bucket, enc(&BucketRecord { created_ms }));
+        }
+        let objects = self.cf(CF_OBJECTS)?;
+        for (key, record) in records {
+            batch.put_cf(objects, object_key(bucket, key), enc(record));
+        }
+        self.db.write_opt(batch, &Self::wo())?;
+        Ok(())
+    }
+
+    /// Removes an object's record; true if there was one.
+    pub fn delete_object(&self, bucket: &str, key: &str) -> Result<bool, CatalogError> {
+        let cf = self.cf(CF_OBJECTS)?;
+        let k = object_key(bucket, key);
+        let existed = self.db.get_pinned_cf(cf, &k)?.is_some();
+        self.db.delete_cf_opt(cf, k, &Self::wo())?;
+        Ok(existed)
+    }
+
+    /// Lists keys of `bucket` starting with `prefix`, strictly after `after`, grouping by
+    /// `delimiter`, at most `max` entries (objects + prefixes).
+    pub fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        delimiter: Option<&str>,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<Listing, CatalogError> {
+        let base = object_key(bucket, "");
+        let start_key = match after {
+            Some(a) if a >= prefix => object_key(bucket, a),
+            _ => object_key(bucket, prefix),
+        };
+        let mut listing = Listing::default();
+        let mut last_prefix: Option<String> = None;
+        let mut count = 0;
+        for item in self.db.iterator_cf(
+            self.cf(CF_OBJECTS)?,
+            IteratorMode::From(&start_key, Direction::Forward),
+        ) {
+            let (k, v) = item?;
+            if !k.starts_with(&base) {
+                break;
+            }
+            let key = String::from_utf8_lossy(&k[base.len()..]).into_owned();
+            if !key.starts_with(prefix) {
+                break;
+            }
+            if after.is_some_and(|a| key.as_str() <= a) {
+                continue;
+            }
+            if let Some(d) = delimiter.filter(|d| !d.is_empty())
+                && let Some(pos) = key[prefix.len()..].find(d)
+            {
+                let common = key[..prefix.len() + pos + d.len()].to_string();
+                if last_prefix.as_deref() == Some(common.as_str())
+                    || after.is_some_and(|a| a.starts_with(&common))
+                {
+                    continue;
+                }
+                if count == max {
+                    listing.next = listing
+                        .objects
+                        .last()
+                        .map(|(k, _)| k.clone())
+                        .max(last_prefix.clone());
+                    return Ok(listing);
+                }
+                last_prefix = Some(common.clone());
+                listing.prefixes.push(common);
+                count += 1;
+                continue;
+            }
+            if count == max {
+                listing.next = Some(
+                    listing
+                        .objects
+                        .last()
+                        .map(|(k, _)| k.clone())
+                        .max(last_prefix.clone())
+                        .unwrap_or_default(),
+                );
+                return Ok(listing);
+            }
+            listing.objects.push((key, dec(&v)?));
+            count += 1;
+        }
+        Ok(listing)
+    }
+
+    /// Records a new multipart upload.
+    pub fn create_upload(&self, id: &str, record: &UploadRecord) -> Result<(), CatalogError> {
+        self.db
+            .put_cf_opt(self.cf(CF_UPLOADS)?, id, enc(record), &Self::wo())?;
+        Ok(())
+    }
+
+    /// A multipart upload.
+    pub fn upload(&self, id: &str) -> Result<Option<UploadRecord>, CatalogError> {
+        self.db
+            .get_pinned_cf(self.cf(CF_UPLOADS)?, id)?
+            .map(|b| dec(&b))
+            .transpose()
+    }
+
+    /// Uploads in progress for a bucket: (id, record).
+    pub fn uploads(&self, bucket: &str) -> Result<Vec<(String, UploadRecord)>, CatalogError> {
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_UPLOADS)?, IteratorMode::Start)
+        {
+            let (k, v) = item?;
+            let r: UploadRecord = dec(&v)?;
+            if r.bucket == bucket {
+                out.push((String::from_utf8_lossy(&k).into_owned(), r));
+            }
+        }
+        out.sort_by(|a, b| {
+            (a.1.key.as_str(), a.1.created_ms).cmp(&(b.1.key.as_str(), b.1.created_ms))
+        });
+        Ok(out)
+    }
+
+    /// Records a part (replacing an earlier upload of the same number).
+    pub fn put_part(&self, id: &str, number: u32, record: &PartRecord) -> Result<(), CatalogError> {
+        self.db.put_cf_opt(
+            self.cf(CF_PARTS)?,
+            part_key(id, number),
+            enc(record),
+            &Self::wo(),
+        )?;
+        Ok(())
+    }
+
+    /// The parts of an upload, by number.
+    pub fn parts(&self, id: &str) -> Result<Vec<(u32, PartRecord)>, CatalogError> {
+        let mut prefix = id.as_bytes().to_vec();
+        prefix.push(0);
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(
+            self.cf(CF_PARTS)?,
+            IteratorMode::From(&prefix, Direction::Forward),
+        ) {
+            let (k, v) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let number = std::str::from_utf8(&k[prefix.len()..])
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| CatalogError::Damaged("bad part key".into()))?;
+            out.push((number, dec(&v)?));
+        }
+        Ok(out)
+    }
+
+    /// Ends an upload: removes it and its parts, and (if given) stores the final object, in one
+    /// atomic batch.
+    pub fn finish_upload(
+        &self,
+        id: &str,
+        object: Option<(&str, &str, &ObjectRecord)>,
+    ) -> Result<(), CatalogError> {
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(self.cf(CF_UPLOADS)?, id);
+        for (n, _) in self.parts(id)? {
+            batch.delete_cf(self.cf(CF_PARTS)?, part_key(id, n));
+        }
+        if let Some((bucket, key, record)) = object {
+            batch.put_cf(self.cf(CF_OBJECTS)?, object_key(bucket, key), enc(record));
+        }
+        self.db.write_opt(batch, &Self::wo())?;
+        Ok(())
+    }
+
+    /// Every object of every bucket (for export).
+    pub fn all_objects(&self) -> Result<Vec<(String, String, ObjectRecord)>, CatalogError> {
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_OBJECTS)?, IteratorMode::Start)
+        {
+            let (k, v) = item?;
+            let split = k
+                .iter()
+                .position(|b| *b == 0)
+                .ok_or_else(|| CatalogError::Damaged("object key without bucket".into()))?;
+            out.push((
+                String::from_utf8_lossy(&k[..split]).into_owned(),
+                String::from_utf8_lossy(&k[split + 1..]).into_owned(),
+                dec(&v)?,
+            ));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(n: u8) -> ObjectRecord {
+        ObjectRecord {
+            location: Location::Object(cairn_chunker::cids::dag_cbor(&[n])),
+            size: u64::from(n),
+            etag: format!("{n}"),
+            content_type: None,
+            metadata: BTreeMap::new(),
+            modified_ms: 0,
+            checksums: BTreeMap::new(),
+            signer: String::new(),
+            blake3: String::new(),
+        }
+    }
+
+    #[test]
+    fn listing_with_prefix_delimiter_and_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Catalog::open(dir.path()).unwrap();
+        c.create_bucket("b", &BucketRecord { created_ms: 0 })
+            .unwrap();
+        let keys = ["a.txt", "dir/1", "dir/2", "dir/sub/3", "dir2/x", "z"];
+        for (i, k) in keys.iter().enumerate() {
+            c.put_object("b", k, &rec(i as u8)).unwrap();
+        }
+        c.put_object("bb", "not-in-b", &rec(9)).unwrap();
+        let all = c.list("b", "", None, None, 1000).unwrap();
+        assert_eq!(
+            all.objects
+                .iter()
+                .map(|(k, _)| k.as_str())
+                .collect::<Vec<_>>(),
+            keys
+        );
+        let top = c.list("b", "", Some("/"), None, 1000).unwrap();
+        assert_eq!(
+            top.objects
+                .iter()
+                .map(|(k, _)| k.as_str())
+                .collect::<Vec<_>>(),
+            ["a.txt", "z"]
+        );
+        assert_eq!(top.prefixes, ["dir/", "dir2/"]);
+        let dir = c.list("b", "dir/", Some("/"), None, 1000).unwrap();
+        assert_eq!(
+            dir.objects
+                .iter()
+                .map(|(k, _)| k.as_str())
+                .collect::<Vec<_>>(),
+            ["dir/1", "dir/2"]
+        );
+        assert_eq!(dir.prefixes, ["dir/sub/"]);
+        // Pages of two, resuming after the last key.
+        let mut seen = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = c.list("b", "", None, after.as_deref(), 2).unwrap();
+            seen.extend(page.objects.iter().map(|(k, _)| k.clone()));
+            match page.next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(seen, keys);
+        // Pages with a delimiter never repeat a prefix.
+        let p1 = c.list("b", "", Some("/"), None, 2).unwrap();
+        assert_eq!((p1.objects.len(), p1.prefixes.len()), (1, 1));
+        let p2 = c.list("b", "", Some("/"), p1.next.as_deref(), 10).unwrap();
+        assert_eq!(p2.prefixes, ["dir2/"]);
+        assert_eq!(
+            p2.objects
+                .iter()
+                .map(|(k, _)| k.as_str())
+                .collect::<Vec<_>>(),
+            ["z"]
+        );
+        assert!(!c.bucket_is_empty("b").unwrap());
+    }
+
+    #[test]
+    fn uploads_and_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Catalog::open(dir.path()).unwrap();
+        let up = UploadRecord {
+            bucket: "b".into(),
+            key: "k".into(),
+            created_ms: 1,
+            content_type: None,
+            metadata: BTreeMap::new(),
+        };
+        c.create_upload("u1", &up).unwrap();
+        for n in [3u32, 1, 2, 10] {
+            let p = PartRecord {
+                cid: cairn_chunker::cids::dag_cbor(&[n as u8]),
+                size: 5,
+                etag: n.to_string(),
+                modified_ms: 0,
+            };
+            c.put_part("u1", n, &p).unwrap();
+        }
+        assert_eq!(
+            c.parts("u1")
+                .unwrap()
+                .iter()
+                .map(|p| p.0)
+                .collect::<Vec<_>>(),
+            [1, 2, 3, 10]
+        );
+        assert_eq!(c.uploads("b").unwrap().len(), 1);
+        assert!(!c.bucket_is_empty("b").unwrap());
+        c.finish_upload("u1", Some(("b", "k", &rec(1)))).unwrap();
+        assert!(c.parts("u1").unwrap().is_empty());
+        assert!(c.upload("u1").unwrap().is_none());
+        assert_eq!(c.object("b", "k").unwrap(), Some(rec(1)));
+    }
+}

@@ -1,0 +1,298 @@
+//! `config.toml` of a gateway: where it listens, its S3 credentials, and how it finds the network.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Configuration file inside the data directory.
+pub const CONFIG_FILE: &str = "config.toml";
+/// Runtime information file (pid, endpoint) written once the gateway listens.
+pub const RUNTIME_FILE: &str = "gateway.json";
+/// The gateway's manifest-signing key inside the data directory.
+pub const KEY_FILE: &str = "gateway.key";
+/// RocksDB catalog directory inside the data directory.
+pub const CATALOG_DIR: &str = "catalog";
+
+/// A configuration problem, naming the field and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown fields.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        message: String,
+    },
+    /// A field has a value we cannot use.
+    #[error("config field `{field}`: {message}")]
+    Field {
+        /// The field.
+        field: &'static str,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+/// Everything in `config.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// S3 listen address.
+    pub listen: String,
+    /// Admin HTTP address (health, metrics, import/export).
+    pub admin: String,
+    /// Base domain for virtual-host-style addressing (`BUCKET.domain`).
+    pub domain: String,
+    /// S3 access key id.
+    pub access_key: String,
+    /// S3 secret access key (also the admin API's bearer token).
+    pub secret_key: String,
+    /// Storage node multiaddrs ending in `/p2p/<peer id>`.
+    #[serde(default)]
+    pub peers: Vec<String>,
+    /// Data shards per stripe for new objects (0: choose from the network size).
+    #[serde(default)]
+    pub k: u8,
+    /// Parity shards per stripe for new objects (0: choose from the network size).
+    #[serde(default)]
+    pub m: u8,
+    /// Log filter (`RUST_LOG` syntax).
+    #[serde(default = "default_log")]
+    pub log: String,
+}
+
+fn default_log() -> String {
+    "info".into()
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    /// The configuration as written.
+    pub config: Config,
+    /// S3 listen address.
+    pub listen: SocketAddr,
+    /// Admin address.
+    pub admin: SocketAddr,
+    /// Peers.
+    pub peers: Vec<libp2p::Multiaddr>,
+}
+
+/// Random credentials: a 20-character access key and a 40-character secret, like AWS's.
+pub fn random_credentials() -> std::io::Result<(String, String)> {
+    use std::io::Read;
+    let mut raw = [0u8; 60];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut raw)?;
+    const UPPER: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    const ANY: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let access: String = "CAIRN"
+        .chars()
+        .chain(raw[..15].iter().map(|b| UPPER[usize::from(b % 32)] as char))
+        .collect();
+    let secret: String = raw[20..60]
+        .iter()
+        .map(|b| ANY[usize::from(b % 64)] as char)
+        .collect();
+    Ok((access, secret))
+}
+
+impl Config {
+    /// A new configuration with fresh random credentials.
+    pub fn new_random() -> std::io::Result<Self> {
+        let (access_key, secret_key) = random_credentials()?;
+        Ok(Self {
+            listen: "127.0.0.1:9000".into(),
+            admin: "127.0.0.1:9001".into(),
+            domain: "localhost".into(),
+            access_key,
+            secret_key,
+            peers: Vec::new(),
+            k: 0,
+            m: 0,
+            log: default_log(),
+        })
+    }
+
+    /// Reads `DIR/config.toml`.
+    pub fn load(data_dir: &Path) -> Result<Self, ConfigError> {
+        let path = data_dir.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path,
+            message: e.to_string(),
+        })
+    }
+
+    /// Writes the commented `config.toml` (mode 0600: it holds the secret key).
+    pub fn write(&self, data_dir: &Path) -> Result<(), ConfigError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = data_dir.join(CONFIG_FILE);
+        let io = |source| ConfigError::Io {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(data_dir).map_err(io)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io)?;
+        f.write_all(self.template().as_bytes()).map_err(io)
+    }
+
+    fn template(&self) -> String {
+        let q = |s: &str| toml::Value::String(s.to_string()).to_string();
+        let peers: Vec<String> = self.peers.iter().map(|p| q(p)).collect();
+        format!(
+            "# cairn-gateway configuration. Every field can be overridden by a flag or a CAIRN_GW_* variable.\n\
+             \n\
+             # S3 endpoint (HTTP). Use 0.0.0.0:9000 to serve other machines.\n\
+             listen = {}\n\
+             # Admin HTTP: /health, /metrics (Prometheus), POST /import, /export, /restore.\n\
+             admin = {}\n\
+             # Virtual-host-style requests address BUCKET.<domain>; other hosts are path-style.\n\
+             domain = {}\n\
+             \n\
+             # S3 credentials (SigV4). The secret is also the admin API's bearer token. Keep this file 0600.\n\
+             access_key = {}\n\
+             secret_key = {}\n\
+             \n\
+             # Storage nodes to join, each /ip4/../udp/../quic-v1/p2p/<peer id>.\n\
+             peers = [{}]\n\
+             \n\
+             # Erasure coding of new objects: k data + m parity shards per stripe. 0 = choose from the\n\
+             # number of nodes (4+2 on six or more).\n\
+             k = {}\n\
+             m = {}\n\
+             \n\
+             # Log filter, RUST_LOG syntax (error, warn, info, debug, trace).\n\
+             log = {}\n",
+            q(&self.listen),
+            q(&self.admin),
+            q(&self.domain),
+            q(&self.access_key),
+            q(&self.secret_key),
+            peers.join(", "),
+            self.k,
+            self.m,
+            q(&self.log),
+        )
+    }
+
+    /// Validates every field, naming the one that is wrong.
+    pub fn check(&self) -> Result<Checked, ConfigError> {
+        let addr = |field: &'static str, v: &str| {
+            v.parse::<SocketAddr>().map_err(|e| ConfigError::Field {
+                field,
+                message: format!("{v:?} is not an address like 127.0.0.1:9000 ({e})"),
+            })
+        };
+        let listen = addr("listen", &self.listen)?;
+        let admin = addr("admin", &self.admin)?;
+        if self.access_key.len() < 3
+            || self.access_key.len() > 128
+            || !self.access_key.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(ConfigError::Field {
+                field: "access_key",
+                message: "use 3-128 printable ASCII characters".into(),
+            });
+        }
+        if self.secret_key.len() < 8 || !self.secret_key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ConfigError::Field {
+                field: "secret_key",
+                message: "use at least 8 printable ASCII characters".into(),
+            });
+        }
+        if self.domain.contains(':') || self.domain.contains('/') {
+            return Err(ConfigError::Field {
+                field: "domain",
+                message: format!(
+                    "{:?} must be a bare host name such as localhost or s3.example.com",
+                    self.domain
+                ),
+            });
+        }
+        if (self.k == 0) != (self.m == 0) {
+            return Err(ConfigError::Field {
+                field: "k",
+                message: "set both k and m, or neither (0 = automatic)".into(),
+            });
+        }
+        let peers = self
+            .peers
+            .iter()
+            .map(|p| {
+                p.parse::<libp2p::Multiaddr>().map_err(|e| ConfigError::Field {
+                    field: "peers",
+                    message: format!("{p:?} is not a multiaddr ({e}); use /ip4/HOST/udp/PORT/quic-v1/p2p/PEER_ID"),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Checked {
+            config: self.clone(),
+            listen,
+            admin,
+            peers,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn written_config_reads_back_and_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Config::new_random().unwrap();
+        c.peers = vec!["/ip4/127.0.0.1/udp/4001/quic-v1".into()];
+        c.write(dir.path()).unwrap();
+        assert_eq!(Config::load(dir.path()).unwrap(), c);
+        let mode = std::fs::metadata(dir.path().join(CONFIG_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0);
+        c.check().unwrap();
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let mut c = Config::new_random().unwrap();
+        c.listen = "nine thousand".into();
+        assert!(c.check().unwrap_err().to_string().contains("`listen`"));
+        let mut c = Config::new_random().unwrap();
+        c.peers = vec!["not-an-addr".into()];
+        assert!(c.check().unwrap_err().to_string().contains("`peers`"));
+        let mut c = Config::new_random().unwrap();
+        c.k = 4;
+        assert!(c.check().unwrap_err().to_string().contains("`k`"));
+    }
+
+    #[test]
+    fn credentials_are_random() {
+        let (a1, s1) = random_credentials().unwrap();
+        let (a2, s2) = random_credentials().unwrap();
+        assert_ne!(a1, a2);
+        assert_ne!(s1, s2);
+        assert_eq!((a1.len(), s1.len()), (20, 40));
+    }
+}

@@ -1,0 +1,195 @@
+//! Gateway errors, each mapped to its S3 error code and HTTP status in one exhaustive match.
+
+use s3s::{S3Error, S3ErrorCode};
+
+use crate::catalog::CatalogError;
+
+/// Everything the gateway can answer with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The bucket does not exist.
+    #[error("bucket {0} does not exist")]
+    NoSuchBucket(String),
+    /// The key does not exist.
+    #[error("no object {key} in bucket {bucket}")]
+    NoSuchKey {
+        /// Bucket.
+        bucket: String,
+        /// Key.
+        key: String,
+    },
+    /// The multipart upload does not exist (or was completed/aborted).
+    #[error("no multipart upload {0}")]
+    NoSuchUpload(String),
+    /// CreateBucket of a bucket that exists.
+    #[error("bucket {0} already exists")]
+    BucketExists(String),
+    /// DeleteBucket of a bucket with objects or uploads.
+    #[error("bucket {0} is not empty")]
+    BucketNotEmpty(String),
+    /// A bucket name S3 does not allow.
+    #[error("invalid bucket name {0:?}: use 3-63 lowercase letters, digits, '.' and '-'")]
+    InvalidBucketName(String),
+    /// A bad argument.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// A range outside the object.
+    #[error("the requested range is not satisfiable for an object of {0} bytes")]
+    InvalidRange(u64),
+    /// A conditional request's condition failed.
+    #[error("precondition failed: {0}")]
+    PreconditionFailed(String),
+    /// If-None-Match / If-Modified-Since matched: the client's copy is current.
+    #[error("not modified")]
+    NotModified,
+    /// Too large for one PUT.
+    #[error(
+        "object of {size} bytes is over the {max}-byte limit of a single PUT: use multipart upload"
+    )]
+    EntityTooLarge {
+        /// Size sent.
+        size: u64,
+        /// Limit.
+        max: u64,
+    },
+    /// A part other than the last is under 5 MiB.
+    #[error("part {part} is {size} bytes; every part but the last must be at least 5 MiB")]
+    EntityTooSmall {
+        /// Part number.
+        part: u32,
+        /// Its size.
+        size: u64,
+    },
+    /// A part in CompleteMultipartUpload does not match what was uploaded.
+    #[error("invalid part: {0}")]
+    InvalidPart(String),
+    /// Parts not in ascending order.
+    #[error("parts must be listed in ascending order")]
+    InvalidPartOrder,
+    /// A checksum or Content-MD5 did not match the body.
+    #[error("{0}")]
+    BadDigest(String),
+    /// The body ended early or could not be read.
+    #[error("incomplete body: {0}")]
+    IncompleteBody(String),
+    /// Not enough of the network answered.
+    #[error("storage network unavailable: {0}")]
+    Unavailable(String),
+    /// A bug or a broken catalog.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// The S3 error code.
+    pub fn s3_code(&self) -> S3ErrorCode {
+        match self {
+            Error::NoSuchBucket(_) => S3ErrorCode::NoSuchBucket,
+            Error::NoSuchKey { .. } => S3ErrorCode::NoSuchKey,
+            Error::NoSuchUpload(_) => S3ErrorCode::NoSuchUpload,
+            Error::BucketExists(_) => S3ErrorCode::BucketAlreadyOwnedByYou,
+            Error::BucketNotEmpty(_) => S3ErrorCode::BucketNotEmpty,
+            Error::InvalidBucketName(_) => S3ErrorCode::InvalidBucketName,
+            Error::InvalidArgument(_) => S3ErrorCode::InvalidArgument,
+            Error::InvalidRange(_) => S3ErrorCode::InvalidRange,
+            Error::PreconditionFailed(_) => S3ErrorCode::PreconditionFailed,
+            Error::NotModified => S3ErrorCode::NotModified,
+            Error::EntityTooLarge { .. } => S3ErrorCode::EntityTooLarge,
+            Error::EntityTooSmall { .. } => S3ErrorCode::EntityTooSmall,
+            Error::InvalidPart(_) => S3ErrorCode::InvalidPart,
+            Error::InvalidPartOrder => S3ErrorCode::InvalidPartOrder,
+            Error::BadDigest(_) => S3ErrorCode::BadDigest,
+            Error::IncompleteBody(_) => S3ErrorCode::IncompleteBody,
+            Error::Unavailable(_) => S3ErrorCode::ServiceUnavailable,
+            Error::Internal(_) => S3ErrorCode::InternalError,
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> http::StatusCode {
+        use http::StatusCode as S;
+        match self {
+            Error::NoSuchBucket(_) | Error::NoSuchKey { .. } | Error::NoSuchUpload(_) => {
+                S::NOT_FOUND
+            }
+            Error::BucketExists(_) | Error::BucketNotEmpty(_) => S::CONFLICT,
+            Error::InvalidBucketName(_)
+            | Error::InvalidArgument(_)
+            | Error::EntityTooLarge { .. }
+            | Error::EntityTooSmall { .. }
+            | Error::InvalidPart(_)
+            | Error::InvalidPartOrder
+            | Error::BadDigest(_)
+            | Error::IncompleteBody(_) => S::BAD_REQUEST,
+            Error::InvalidRange(_) => S::RANGE_NOT_SATISFIABLE,
+            Error::PreconditionFailed(_) => S::PRECONDITION_FAILED,
+            Error::NotModified => S::NOT_MODIFIED,
+            Error::Unavailable(_) => S::SERVICE_UNAVAILABLE,
+            Error::Internal(_) => S::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<Error> for S3Error {
+    fn from(e: Error) -> Self {
+        let mut err = S3Error::with_message(e.s3_code(), e.to_string());
+        err.set_status_code(e.status());
+        err
+    }
+}
+
+impl From<CatalogError> for Error {
+    fn from(e: CatalogError) -> Self {
+        Error::Internal(e.to_string())
+    }
+}
+
+impl From<cairn_client::error::ClientError> for Error {
+    fn from(e: cairn_client::error::ClientError) -> Self {
+        use cairn_client::error::ClientError as C;
+        match e {
+            C::Encode(ref inner) if inner.to_string().contains("reading input") => {
+                Error::IncompleteBody(e.to_string())
+            }
+            C::NoPeers
+            | C::Unreachable { .. }
+            | C::NotEnoughNodes { .. }
+            | C::Upload { .. }
+            | C::ManifestUpload { .. }
+            | C::ManifestUnavailable { .. }
+            | C::StripeLost { .. }
+            | C::Swarm(_)
+            | C::Data(_) => Error::Unavailable(e.to_string()),
+            _ => Error::Internal(e.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_has_a_code_and_status_that_agree() {
+        let all = [
+            Error::NoSuchBucket("b".into()),
+            Error::NoSuchKey {
+                bucket: "b".into(),
+                key: "k".into(),
+            },
+            Error::BucketNotEmpty("b".into()),
+            Error::InvalidRange(5),
+            Error::PreconditionFailed("x".into()),
+            Error::NotModified,
+            Error::EntityTooLarge { size: 1, max: 0 },
+            Error::Unavailable("x".into()),
+        ];
+        for e in all {
+            let code = e.s3_code();
+            if let Some(default) = code.status_code() {
+                assert_eq!(default, e.status(), "{code:?}");
+            }
+        }
+    }
+}

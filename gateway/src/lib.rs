@@ -1,0 +1,31 @@
+//! # cairn-gateway
+//!
+//! An S3-compatible front over the Cairn network, so training jobs and data tools (boto3, awscli,
+//! s3fs, PyTorch's S3 readers) read and write Cairn unchanged.
+//!
+//! - [`s3`]: every S3 operation, mapped onto the catalog and the network; `s3s` does the HTTP
+//!   routing, XML and SigV4.
+//! - [`catalog`]: the gateway's own RocksDB: bucket/key -> where the bytes are (an object
+//!   manifest CID, a slice of a pack, or inline bytes), size, ETag, metadata, time.
+//! - [`snapshot`]: import an uploaded dataset as keys, export the whole catalog as a signed
+//!   dataset manifest, restore from one.
+//! - [`server`]: the daemon: S3 over HTTP/1.1 and HTTP/2, the admin API (`/health`,
+//!   `/metrics`, `/status`, `POST /import|/export|/restore`), network refresh.
+//!
+//! Every byte a GET returns is verified against its CID on the way (the client library checks
+//! each shard's BLAKE3); a response whose bytes cannot be delivered ends early rather than carrying
+//! wrong bytes. Every GET and HEAD names the object's CID and signer in `x-amz-meta-cairn-cid`
+//! and `x-amz-meta-cairn-signer`.
+
+pub mod catalog;
+pub mod config;
+pub mod error;
+pub mod host;
+pub mod metrics;
+pub mod s3;
+pub mod server;
+pub mod snapshot;
+
+pub use error::Error;
+pub use s3::Gateway;
+pub use server::RunningGateway;

@@ -1,0 +1,84 @@
+//! Prometheus metrics of one gateway, owned by the instance (no global registry) so tests can run
+//! several gateways in one process.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Every metric of a gateway.
+pub struct GatewayMetrics {
+    registry: Registry,
+    /// S3 requests handled (any operation, any outcome).
+    pub requests: Counter,
+    /// S3 requests answered with an error.
+    pub errors: Counter,
+    /// Object bytes received from S3 clients and stored on the network.
+    pub bytes_in: Counter,
+    /// Object bytes sent to S3 clients.
+    pub bytes_out: Counter,
+    /// Responses cut short because the network could not deliver the bytes after headers were sent.
+    pub read_errors: Counter,
+    /// Storage nodes in the gateway's current view of the network.
+    pub nodes: Gauge,
+}
+
+impl std::fmt::Debug for GatewayMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayMetrics").finish_non_exhaustive()
+    }
+}
+
+impl GatewayMetrics {
+    /// Creates and registers every metric under the `cairn_gateway_` prefix.
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("cairn_gateway");
+        let m = Self {
+            requests: Counter::default(),
+            errors: Counter::default(),
+            bytes_in: Counter::default(),
+            bytes_out: Counter::default(),
+            read_errors: Counter::default(),
+            nodes: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register("requests", "S3 requests handled", m.requests.clone());
+        registry.register(
+            "errors",
+            "S3 requests answered with an error",
+            m.errors.clone(),
+        );
+        registry.register(
+            "bytes_in",
+            "Object bytes received from S3 clients",
+            m.bytes_in.clone(),
+        );
+        registry.register(
+            "bytes_out",
+            "Object bytes sent to S3 clients",
+            m.bytes_out.clone(),
+        );
+        registry.register(
+            "read_errors",
+            "Responses cut short because the network failed after headers were sent",
+            m.read_errors.clone(),
+        );
+        registry.register(
+            "nodes",
+            "Storage nodes in the gateway's view of the network",
+            m.nodes.clone(),
+        );
+        Arc::new(Self { registry, ..m })
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = encode(&mut out, &self.registry) {
+            tracing::error!("metrics encoding failed: {e}");
+        }
+        out
+    }
+}

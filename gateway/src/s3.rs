@@ -1,0 +1,1562 @@
+//! The S3 API over Cairn: `s3s` does routing, XML and SigV4; this file maps each operation
+//! onto the catalog and the network.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::ops::Range;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use cairn_chunker::manifest::{ObjectManifest, hex};
+use cairn_chunker::{Cid, cids};
+use cairn_client::get::{Incidents, Manifest, fetch_manifest, read_object};
+use cairn_client::network::Network;
+use cairn_client::put::{Input, PutOptions, publish_manifest, put_object};
+use cairn_node::protocol::ManifestKind;
+use ed25519_dalek::SigningKey;
+use futures::{Stream, TryStreamExt};
+use md5::{Digest, Md5};
+use s3s::dto::*;
+use s3s::stream::{ByteStream, RemainingLength};
+use s3s::{S3, S3Request, S3Response, S3Result};
+use tokio::io::AsyncWrite;
+
+use crate::catalog::{BucketRecord, Catalog, Location, ObjectRecord, PartRecord, UploadRecord};
+use crate::error::Error;
+use crate::metrics::GatewayMetrics;
+
+/// Largest single PUT (as S3).
+pub const MAX_PUT: u64 = 5 << 30;
+/// Smallest part but the last (as S3).
+pub const MIN_PART: u64 = 5 << 20;
+/// Most parts in an upload (as S3).
+pub const MAX_PARTS: i32 = 10_000;
+/// Manifests kept decoded in memory.
+const MANIFEST_CACHE: usize = 4096;
+/// Bytes buffered between the network reader and an HTTP response.
+const BODY_PIPE: usize = 4 << 20;
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn timestamp(ms: u64) -> Timestamp {
+    Timestamp::from(UNIX_EPOCH + Duration::from_millis(ms))
+}
+
+fn ms_of(t: &Timestamp) -> u64 {
+    let t: time::OffsetDateTime = t.clone().into();
+    (t.unix_timestamp_nanos() / 1_000_000).max(0) as u64
+}
+
+/// S3 bucket naming rules.
+pub fn check_bucket_name(name: &str) -> Result<(), Error> {
+    let ok = (3..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric()
+        && !name.contains("..");
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidBucketName(name.to_string()))
+    }
+}
+
+fn check_key(key: &str) -> Result<(), Error> {
+    if key.is_empty() || key.len() > 1024 || key.contains('\0') {
+        return Err(Error::InvalidArgument(format!(
+            "invalid object key {key:?}: 1..=1024 bytes, no NUL"
+        )));
+    }
+    Ok(())
+}
+
+/// The gateway: S3 operations over the catalog and the network. Clones share all state.
+#[derive(Clone)]
+pub struct Gateway {
+    net: Arc<tokio::sync::RwLock<Arc<Network>>>,
+    catalog: Arc<Catalog>,
+    key: SigningKey,
+    opts: PutOptions,
+    manifests: Arc<Mutex<HashMap<Cid, Arc<ObjectManifest>>>>,
+    metrics: Arc<GatewayMetrics>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway").finish_non_exhaustive()
+    }
+}
+
+/// What storing a request body produced.
+struct Stored {
+    cid: Cid,
+    size: u64,
+    md5: String,
+    checksum: Checksum,
+    blake3: blake3::Hash,
+}
+
+/// Runs blocking catalog work on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("catalog task: {e}")))?
+}
+
+/// A body stream with an exact length, as HTTP needs for Content-Length.
+struct Sized<S> {
+    inner: S,
+    remaining: usize,
+}
+
+impl<S: Stream<Item = Result<Bytes, std::io::Error>> + Unpin> Stream for Sized<S> {
+    type Item = Result<Bytes, s3s::StdError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match Pin::new(&mut self.inner).poll_next(cx) {
+            Poll::Ready(Some(Ok(b))) => {
+                self.remaining = self.remaining.saturating_sub(b.len());
+                Poll::Ready(Some(Ok(b)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<S: Stream<Item = Result<Bytes, std::io::Error>> + Unpin> ByteStream for Sized<S> {
+    fn remaining_length(&self) -> RemainingLength {
+        RemainingLength::new_exact(self.remaining)
+    }
+}
+
+/// An `AsyncWrite` that only hashes (to compute a whole object's BLAKE3 from its parts).
+struct HashSink(blake3::Hasher);
+
+impl AsyncWrite for HashSink {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.0.update(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+fn checksum_map(c: &Checksum) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    for (name, v) in [
+        ("crc32", &c.checksum_crc32),
+        ("crc32c", &c.checksum_crc32c),
+        ("crc64nvme", &c.checksum_crc64nvme),
+        ("sha1", &c.checksum_sha1),
+        ("sha256", &c.checksum_sha256),
+    ] {
+        if let Some(v) = v {
+            m.insert(name.to_string(), v.clone());
+        }
+    }
+    m
+}
+
+/// The checksums a request declares (headers, or the algorithm whose value comes in trailers).
+struct Declared {
+    hasher: s3s::checksum::ChecksumHasher,
+    expected: Checksum,
+}
+
+fn declared(
+    algorithm: Option<&ChecksumAlgorithm>,
+    crc32: Option<String>,
+    crc32c: Option<String>,
+    crc64nvme: Option<String>,
+    sha1: Option<String>,
+    sha256: Option<String>,
+) -> Result<Declared, Error> {
+    let mut hasher = s3s::checksum::ChecksumHasher::default();
+    let expected = Checksum {
+        checksum_crc32: crc32,
+        checksum_crc32c: crc32c,
+        checksum_crc64nvme: crc64nvme,
+        checksum_sha1: sha1,
+        checksum_sha256: sha256,
+        ..Default::default()
+    };
+    if expected.checksum_crc32.is_some() {
+        hasher.crc32 = Some(Default::default());
+    }
+    if expected.checksum_crc32c.is_some() {
+        hasher.crc32c = Some(Default::default());
+    }
+    if expected.checksum_crc64nvme.is_some() {
+        hasher.crc64nvme = Some(Default::default());
+    }
+    if expected.checksum_sha1.is_some() {
+        hasher.sha1 = Some(Default::default());
+    }
+    if expected.checksum_sha256.is_some() {
+        hasher.sha256 = Some(Default::default());
+    }
+    if let Some(alg) = algorithm {
+        match alg.as_str() {
+            ChecksumAlgorithm::CRC32 => hasher.crc32 = Some(Default::default()),
+            ChecksumAlgorithm::CRC32C => hasher.crc32c = Some(Default::default()),
+            ChecksumAlgorithm::CRC64NVME => hasher.crc64nvme = Some(Default::default()),
+            ChecksumAlgorithm::SHA1 => hasher.sha1 = Some(Default::default()),
+            ChecksumAlgorithm::SHA256 => hasher.sha256 = Some(Default::default()),
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "unsupported checksum algorithm {other}"
+                )));
+            }
+        }
+    }
+    Ok(Declared { hasher, expected })
+}
+
+/// Takes checksum values that arrived as trailers (aws-chunked uploads).
+fn trailer_checksums(
+    trailers: Option<s3s::TrailingHeaders>,
+    expected: &mut Checksum,
+) -> Result<(), Error> {
+    let Some(trailers) = trailers.and_then(|t| t.take()) else {
+        return Ok(());
+    };
+    let get = |name: &str| -> Result<Option<String>, Error> {
+        trailers
+            .get(name)
+            .map(|v| {
+                v.to_str()
+                    .map(str::to_owned)
+                    .map_err(|_| Error::InvalidArgument(format!("bad {name} trailer")))
+            })
+            .transpose()
+    };
+    if let Some(v) = get("x-amz-checksum-crc32")? {
+        expected.checksum_crc32 = Some(v);
+    }
+    if let Some(v) = get("x-amz-checksum-crc32c")? {
+        expected.checksum_crc32c = Some(v);
+    }
+    if let Some(v) = get("x-amz-checksum-crc64nvme")? {
+        expected.checksum_crc64nvme = Some(v);
+    }
+    if let Some(v) = get("x-amz-checksum-sha1")? {
+        expected.checksum_sha1 = Some(v);
+    }
+    if let Some(v) = get("x-amz-checksum-sha256")? {
+        expected.checksum_sha256 = Some(v);
+    }
+    Ok(())
+}
+
+/// Compares what was computed with what the client declared.
+fn check_checksums(computed: &Checksum, expected: &Checksum) -> Result<(), Error> {
+    for (name, c, e) in [
+        ("CRC32", &computed.checksum_crc32, &expected.checksum_crc32),
+        (
+            "CRC32C",
+            &computed.checksum_crc32c,
+            &expected.checksum_crc32c,
+        ),
+        (
+            "CRC64NVME",
+            &computed.checksum_crc64nvme,
+            &expected.checksum_crc64nvme,
+        ),
+        ("SHA1", &computed.checksum_sha1, &expected.checksum_sha1),
+        (
+            "SHA256",
+            &computed.checksum_sha256,
+            &expected.checksum_sha256,
+        ),
+    ] {
+        if let Some(e) = e
+            && c.as_ref() != Some(e)
+        {
+            return Err(Error::BadDigest(format!(
+                "the {name} you specified ({e}) did not match what we received ({})",
+                c.as_deref().unwrap_or("none")
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn check_md5(content_md5: Option<&String>, md5_hex: &str) -> Result<(), Error> {
+    let Some(b64) = content_md5 else {
+        return Ok(());
+    };
+    let raw = base64_simd::STANDARD
+        .decode_to_vec(b64)
+        .map_err(|_| Error::InvalidArgument("Content-MD5 is not base64".into()))?;
+    if hex(&raw) != md5_hex {
+        return Err(Error::BadDigest(
+            "the Content-MD5 you specified did not match what we received".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Conditional request checks (RFC 9110 order).
+fn preconditions(
+    r: &ObjectRecord,
+    if_match: Option<&IfMatch>,
+    if_none_match: Option<&IfNoneMatch>,
+    if_modified_since: Option<&IfModifiedSince>,
+    if_unmodified_since: Option<&IfUnmodifiedSince>,
+) -> Result<(), Error> {
+    let etag = ETag::Strong(r.etag.clone());
+    if let Some(cond) = if_match {
+        let ok = cond.is_any() || cond.as_etag().is_some_and(|e| e.strong_cmp(&etag));
+        if !ok {
+            return Err(Error::PreconditionFailed(
+                "If-Match does not match the ETag".into(),
+            ));
+        }
+    } else if let Some(t) = if_unmodified_since
+        && r.modified_ms / 1000 > ms_of(t) / 1000
+    {
+        return Err(Error::PreconditionFailed(
+            "modified since If-Unmodified-Since".into(),
+        ));
+    }
+    if let Some(cond) = if_none_match {
+        let hit = cond.is_any() || cond.as_etag().is_some_and(|e| e.weak_cmp(&etag));
+        if hit {
+            return Err(Error::NotModified);
+        }
+    } else if let Some(t) = if_modified_since
+        && r.modified_ms / 1000 <= ms_of(t) / 1000
+    {
+        return Err(Error::NotModified);
+    }
+    Ok(())
+}
+
+fn metadata_out(r: &ObjectRecord) -> Metadata {
+    let mut m: Metadata = r
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    match &r.location {
+        Location::Object(c) => {
+            m.insert("cairn-cid".into(), c.to_string());
+        }
+        Location::Slice { object, offset } => {
+            m.insert("cairn-cid".into(), object.to_string());
+            m.insert("cairn-offset".into(), offset.to_string());
+        }
+        Location::Inline(bytes) => {
+            m.insert("cairn-cid".into(), cids::raw(bytes).to_string());
+        }
+    }
+    m.insert("cairn-signer".into(), r.signer.clone());
+    if !r.blake3.is_empty() {
+        m.insert("cairn-blake3".into(), r.blake3.clone());
+    }
+    m
+}
+
+fn metadata_in(m: Option<Metadata>) -> BTreeMap<String, String> {
+    m.unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("cairn-"))
+        .collect()
+}
+
+fn byte_range(range: Option<&s3s::dto::Range>, size: u64) -> Result<Option<Range<u64>>, Error> {
+    match range {
+        None => Ok(None),
+        Some(r) => r
+            .check(size)
+            .map(Some)
+            .map_err(|_| Error::InvalidRange(size)),
+    }
+}
+
+impl Gateway {
+    /// A gateway over `net`, keeping its catalog in `catalog` and signing with `key`.
+    pub fn new(
+        net: Arc<Network>,
+        catalog: Arc<Catalog>,
+        key: SigningKey,
+        opts: PutOptions,
+        metrics: Arc<GatewayMetrics>,
+    ) -> Self {
+        Self {
+            net: Arc::new(tokio::sync::RwLock::new(net)),
+            catalog,
+            key,
+            opts,
+            manifests: Arc::new(Mutex::new(HashMap::new())),
+            metrics,
+        }
+    }
+
+    /// The current view of the network.
+    pub async fn net(&self) -> Arc<Network> {
+        self.net.read().await.clone()
+    }
+
+    /// Replaces the view of the network (nodes joined or left).
+    pub async fn set_net(&self, net: Arc<Network>) {
+        *self.net.write().await = net;
+    }
+
+    /// The catalog.
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
+    /// The key manifests are signed with.
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.key
+    }
+
+    /// Upload options.
+    pub fn options(&self) -> &PutOptions {
+        &self.opts
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<GatewayMetrics> {
+        &self.metrics
+    }
+
+    async fn bucket_exists(&self, bucket: &str) -> Result<(), Error> {
+        let (c, b) = (self.catalog.clone(), bucket.to_string());
+        let found = blocking(move || Ok(c.bucket(&b)?)).await?;
+        found
+            .map(|_| ())
+            .ok_or_else(|| Error::NoSuchBucket(bucket.to_string()))
+    }
+
+    async fn record(&self, bucket: &str, key: &str) -> Result<ObjectRecord, Error> {
+        let (c, b, k) = (self.catalog.clone(), bucket.to_string(), key.to_string());
+        match blocking(move || Ok(c.object(&b, &k)?)).await? {
+            Some(r) => Ok(r),
+            None => {
+                self.bucket_exists(bucket).await?;
+                Err(Error::NoSuchKey {
+                    bucket: bucket.to_string(),
+                    key: key.to_string(),
+                })
+            }
+        }
+    }
+
+    /// A verified, decoded object manifest (cached).
+    pub async fn manifest(&self, cid: &Cid) -> Result<Arc<ObjectManifest>, Error> {
+        if let Some(m) = self.manifests.lock().ok().and_then(|c| c.get(cid).cloned()) {
+            return Ok(m);
+        }
+        let net = self.net().await;
+        let fetched = fetch_manifest(&net, cid).await?;
+        let Manifest::Object(m) = fetched.manifest else {
+            return Err(Error::Internal(format!(
+                "{cid} is a dataset where an object was expected"
+            )));
+        };
+        let m = Arc::new(m);
+        if let Ok(mut cache) = self.manifests.lock() {
+            if cache.len() >= MANIFEST_CACHE {
+                cache.clear();
+            }
+            cache.insert(*cid, m.clone());
+        }
+        Ok(m)
+    }
+
+    /// Streams `body` into a new Cairn object, computing MD5 and any declared checksums.
+    async fn store_body(
+        &self,
+        body: StreamingBlob,
+        mut declared: Declared,
+        trailers: Option<s3s::TrailingHeaders>,
+        opts: &PutOptions,
+    ) -> Result<Stored, Error> {
+        let state = Arc::new(Mutex::new((
+            Md5::new(),
+            std::mem::take(&mut declared.hasher),
+            0u64,
+        )));
+        let tap = state.clone();
+        let stream = body
+            .inspect_ok(move |bytes| {
+                if let Ok(mut s) = tap.lock() {
+                    s.0.update(bytes);
+                    s.1.update(bytes);
+                    s.2 += bytes.len() as u64;
+                }
+            })
+            .map_err(std::io::Error::other);
+        let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
+        let input: Box<dyn Read + Send> = Box::new(reader);
+        let net = self.net().await;
+        let report = put_object(
+            Some(&net),
+            &self.key,
+            Input::Reader(input),
+            opts,
+            Arc::new(|_| {}),
+        )
+        .await?;
+        let (md5, checksum, size) = {
+            let mut s = state
+                .lock()
+                .map_err(|_| Error::Internal("checksum state poisoned".into()))?;
+            let md5 = hex(&std::mem::take(&mut s.0).finalize());
+            (md5, std::mem::take(&mut s.1).finalize(), s.2)
+        };
+        trailer_checksums(trailers, &mut declared.expected)?;
+        check_checksums(&checksum, &declared.expected)?;
+        if size != report.manifest.size {
+            return Err(Error::IncompleteBody(format!(
+                "received {size} bytes, stored {}",
+                report.manifest.size
+            )));
+        }
+        self.metrics.bytes_in.inc_by(size);
+        Ok(Stored {
+            cid: report.cid,
+            size,
+            md5,
+            checksum,
+            blake3: report.manifest.blake3,
+        })
+    }
+
+    /// A response body streaming `range` of an object from the network (verified).
+    async fn body(
+        &self,
+        r: &ObjectRecord,
+        range: Option<Range<u64>>,
+    ) -> Result<StreamingBlob, Error> {
+        let wanted = range.clone().unwrap_or(0..r.size);
+        let len = (wanted.end - wanted.start) as usize;
+        let (cid, base) = match &r.location {
+            Location::Object(c) => (*c, 0),
+            Location::Slice { object, offset } => (*object, *offset),
+            Location::Inline(bytes) => {
+                let part = usize::try_from(wanted.start)
+                    .ok()
+                    .zip(usize::try_from(wanted.end).ok())
+                    .and_then(|(a, b)| bytes.get(a..b))
+                    .ok_or_else(|| {
+                        Error::Internal("inline object shorter than its record".into())
+                    })?;
+                let chunk = Bytes::copy_from_slice(part);
+                self.metrics.bytes_out.inc_by(chunk.len() as u64);
+                let inner = futures::stream::iter([Ok::<_, std::io::Error>(chunk)]);
+                return Ok(StreamingBlob::new(Sized {
+                    inner,
+                    remaining: len,
+                }));
+            }
+        };
+        let manifest = self.manifest(&cid).await?;
+        // A whole object is read whole (its BLAKE3 is checked); slices and ranges by range.
+        let read_range = if base == 0 && range.is_none() && r.size == manifest.size {
+            None
+        } else {
+            Some(base + wanted.start..base + wanted.end)
+        };
+        let net = self.net().await;
+        let (mut writer, reader) = tokio::io::duplex(BODY_PIPE);
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            let incidents = Incidents::default();
+            let result = read_object(
+                &net,
+                &manifest,
+                read_range,
+                &mut writer,
+                Arc::new(|_| {}),
+                &incidents,
+            )
+            .await;
+            for (peer, what) in incidents.list() {
+                tracing::warn!(%peer, "read problem: {what}");
+            }
+            match result {
+                Ok(n) => {
+                    metrics.bytes_out.inc_by(n);
+                }
+                Err(e) => {
+                    // Headers are gone: ending the body early is how HTTP says the read failed.
+                    metrics.read_errors.inc();
+                    tracing::error!("object read failed mid-response: {e}");
+                }
+            }
+        });
+        let stream = tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024);
+        Ok(StreamingBlob::new(Sized {
+            inner: stream,
+            remaining: len,
+        }))
+    }
+
+    /// Stores the manifest of a combined (multipart) object and returns its CID.
+    async fn publish(&self, manifest: &ObjectManifest) -> Result<Cid, Error> {
+        manifest
+            .validate()
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let bytes = manifest.to_bytes();
+        let cid = cids::dag_cbor(&bytes);
+        let net = self.net().await;
+        publish_manifest(
+            &net,
+            &self.key,
+            &cid,
+            ManifestKind::Object,
+            &bytes,
+            &self.opts,
+        )
+        .await?;
+        Ok(cid)
+    }
+
+    fn signer(&self) -> String {
+        hex(&self.key.verifying_key().to_bytes())
+    }
+}
+
+fn copy_source(src: &CopySource) -> Result<(String, String), Error> {
+    match src {
+        CopySource::Bucket { bucket, key, .. } => Ok((bucket.to_string(), key.to_string())),
+        _ => Err(Error::InvalidArgument(
+            "only bucket/key copy sources are supported".into(),
+        )),
+    }
+}
+
+fn parse_copy_range(r: &str, size: u64) -> Result<Range<u64>, Error> {
+    let bad = || Error::InvalidArgument(format!("bad x-amz-copy-source-range {r:?}"));
+    let spec = r.strip_prefix("bytes=").ok_or_else(bad)?;
+    let (a, b) = spec.split_once('-').ok_or_else(bad)?;
+    let (a, b): (u64, u64) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+    if a > b || b >= size {
+        return Err(Error::InvalidRange(size));
+    }
+    Ok(a..b + 1)
+}
+
+#[async_trait::async_trait]
+impl S3 for Gateway {
+    async fn list_buckets(
+        &self,
+        _req: S3Request<ListBucketsInput>,
+    ) -> S3Result<S3Response<ListBucketsOutput>> {
+        self.metrics.requests.inc();
+        let c = self.catalog.clone();
+        let buckets = blocking(move || Ok(c.buckets()?)).await?;
+        let buckets = buckets
+            .into_iter()
+            .map(|(name, r)| Bucket {
+                name: Some(name),
+                creation_date: Some(timestamp(r.created_ms)),
+                ..Default::default()
+            })
+            .collect();
+        Ok(S3Response::new(ListBucketsOutput {
+            buckets: Some(buckets),
+            ..Default::default()
+        }))
+    }
+
+    async fn create_bucket(
+        &self,
+        req: S3Request<CreateBucketInput>,
+    ) -> S3Result<S3Response<CreateBucketOutput>> {
+        self.metrics.requests.inc();
+        let name = req.input.bucket;
+        check_bucket_name(&name)?;
+        let (c, n) = (self.catalog.clone(), name.clone());
+        let created = blocking(move || {
+            Ok(c.create_bucket(
+                &n,
+                &BucketRecord {
+                    created_ms: now_ms(),
+                },
+            )?)
+        })
+        .await?;
+        if !created {
+            return Err(Error::BucketExists(name).into());
+        }
+        Ok(S3Response::new(CreateBucketOutput {
+            location: Some(format!("/{name}")),
+        }))
+    }
+
+    async fn head_bucket(
+        &self,
+        req: S3Request<HeadBucketInput>,
+    ) -> S3Result<S3Response<HeadBucketOutput>> {
+        self.metrics.requests.inc();
+        self.bucket_exists(&req.input.bucket).await?;
+        Ok(S3Response::new(HeadBucketOutput::default()))
+    }
+
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> S3Result<S3Response<GetBucketLocationOutput>> {
+        self.metrics.requests.inc();
+        self.bucket_exists(&req.input.bucket).await?;
+        Ok(S3Response::new(GetBucketLocationOutput::default()))
+    }
+
+    async fn delete_bucket(
+        &self,
+        req: S3Request<DeleteBucketInput>,
+    ) -> S3Result<S3Response<DeleteBucketOutput>> {
+        self.metrics.requests.inc();
+        let name = req.input.bucket;
+        self.bucket_exists(&name).await?;
+        let (c, n) = (self.catalog.clone(), name.clone());
+        let empty = blocking(move || Ok(c.bucket_is_empty(&n)?)).await?;
+        if !empty {
+            return Err(Error::BucketNotEmpty(name).into());
+        }
+        let (c, n) = (self.catalog.clone(), name);
+        blocking(move || Ok(c.delete_bucket(&n)?)).await?;
+        Ok(S3Response::new(DeleteBucketOutput::default()))
+    }
+
+    async fn put_object(
+        &self,
+        req: S3Request<PutObjectInput>,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
+        self.metrics.requests.inc();
+        let trailers = req.trailing_headers;
+        let input = req.input;
+        check_key(&input.key)?;
+        self.bucket_exists(&input.bucket).await?;
+        if let Some(len) = input.content_length
+            && len as u64 > MAX_PUT
+        {
+            return Err(Error::EntityTooLarge {
+                size: len as u64,
+                max: MAX_PUT,
+            }
+            .into());
+        }
+        if input
+            .if_none_match
+            .as_ref()
+            .is_some_and(ETagCondition::is_any)
+            || input.if_match.is_some()
+        {
+            let existing = {
+                let (c, b, k) = (
+                    self.catalog.clone(),
+                    input.bucket.clone(),
+                    input.key.clone(),
+                );
+                blocking(move || Ok(c.object(&b, &k)?)).await?
+            };
+            match (&existing, &input.if_match, &input.if_none_match) {
+                (Some(_), _, Some(c)) if c.is_any() => {
+                    return Err(Error::PreconditionFailed("object already exists".into()).into());
+                }
+                (None, Some(_), _) => {
+                    return Err(Error::PreconditionFailed("object does not exist".into()).into());
+                }
+                (Some(r), Some(c), _)
+                    if !c.is_any()
+                        && !c
+                            .as_etag()
+                            .is_some_and(|e| e.strong_cmp(&ETag::Strong(r.etag.clone()))) =>
+                {
+                    return Err(Error::PreconditionFailed("ETag does not match".into()).into());
+                }
+                _ => {}
+            }
+        }
+        let Some(body) = input.body else {
+            return Err(Error::IncompleteBody("no body".into()).into());
+        };
+        let decl = declared(
+            input.checksum_algorithm.as_ref(),
+            input.checksum_crc32,
+            input.checksum_crc32c,
+            input.checksum_crc64nvme,
+            input.checksum_sha1,
+            input.checksum_sha256,
+        )?;
+        let mut opts = self.opts.clone();
+        opts.content_type = input.content_type.clone();
+        opts.metadata = metadata_in(input.metadata.clone());
+        let stored = self.store_body(body, decl, trailers, &opts).await?;
+        if stored.size > MAX_PUT {
+            return Err(Error::EntityTooLarge {
+                size: stored.size,
+                max: MAX_PUT,
+            }
+            .into());
+        }
+        check_md5(input.content_md5.as_ref(), &stored.md5)?;
+        let record = ObjectRecord {
+            location: Location::Object(stored.cid),
+            size: stored.size,
+            etag: stored.md5.clone(),
+            content_type: input.content_type,
+            metadata: metadata_in(input.metadata),
+            modified_ms: now_ms(),
+            checksums: checksum_map(&stored.checksum),
+            signer: self.signer(),
+            blake3: stored.blake3.to_hex().to_string(),
+        };
+        let (c, b, k) = (self.catalog.clone(), input.bucket, input.key);
+        blocking(move || Ok(c.put_object(&b, &k, &record)?)).await?;
+        Ok(S3Response::new(PutObjectOutput {
+            e_tag: Some(ETag::Strong(stored.md5)),
+            checksum_crc32: stored.checksum.checksum_crc32,
+            checksum_crc32c: stored.checksum.checksum_crc32c,
+            checksum_crc64nvme: stored.checksum.checksum_crc64nvme,
+            checksum_sha1: stored.checksum.checksum_sha1,
+            checksum_sha256: stored.checksum.checksum_sha256,
+            ..Default::default()
+        }))
+    }
+
+    async fn head_object(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
+        self.metrics.requests.inc();
+        let input = req.input;
+        let r = self.record(&input.bucket, &input.key).await?;
+        preconditions(
+            &r,
+            input.if_match.as_ref(),
+            input.if_none_match.as_ref(),
+            input.if_modified_since.as_ref(),
+            input.if_unmodified_since.as_ref(),
+        )?;
+        let range = byte_range(input.range.as_ref(), r.size)?;
+        let (len, content_range) = match &range {
+            None => (r.size, None),
+            Some(x) => (
+                x.end - x.start,
+                Some(format!("bytes {}-{}/{}", x.start, x.end - 1, r.size)),
+            ),
+        };
+        let whole = range.is_none();
+        Ok(S3Response::new(HeadObjectOutput {
+            accept_ranges: Some("bytes".into()),
+            content_length: Some(len as i64),
+            content_range,
+            content_type: r.content_type.clone(),
+            e_tag: Some(ETag::Strong(r.etag.clone())),
+            last_modified: Some(timestamp(r.modified_ms)),
+            metadata: Some(metadata_out(&r)),
+            checksum_crc32: whole.then(|| r.checksums.get("crc32").cloned()).flatten(),
+            checksum_crc32c: whole.then(|| r.checksums.get("crc32c").cloned()).flatten(),
+            checksum_crc64nvme: whole
+                .then(|| r.checksums.get("crc64nvme").cloned())
+                .flatten(),
+            checksum_sha1: whole.then(|| r.checksums.get("sha1").cloned()).flatten(),
+            checksum_sha256: whole.then(|| r.checksums.get("sha256").cloned()).flatten(),
+            ..Default::default()
+        }))
+    }
+
+    async fn get_object(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
+        self.metrics.requests.inc();
+        let input = req.input;
+        let r = self.record(&input.bucket, &input.key).await?;
+        preconditions(
+            &r,
+            input.if_match.as_ref(),
+            input.if_none_match.as_ref(),
+            input.if_modified_since.as_ref(),
+            input.if_unmodified_since.as_ref(),
+        )?;
+        let range = byte_range(input.range.as_ref(), r.size)?;
+        let (len, content_range) = match &range {
+            None => (r.size, None),
+            Some(x) => (
+                x.end - x.start,
+                Some(format!("bytes {}-{}/{}", x.start, x.end - 1, r.size)),
+            ),
+        };
+        let whole = range.is_none();
+        let body = self.body(&r, range).await?;
+        Ok(S3Response::new(GetObjectOutput {
+            accept_ranges: Some("bytes".into()),
+            body: Some(body),
+            content_length: Some(len as i64),
+            content_range,
+            content_type: r.content_type.clone(),
+            e_tag: Some(ETag::Strong(r.etag.clone())),
+            last_modified: Some(timestamp(r.modified_ms)),
+            metadata: Some(metadata_out(&r)),
+            checksum_crc32: whole.then(|| r.checksums.get("crc32").cloned()).flatten(),
+            checksum_crc32c: whole.then(|| r.checksums.get("crc32c").cloned()).flatten(),
+            checksum_crc64nvme: whole
+                .then(|| r.checksums.get("crc64nvme").cloned())
+                .flatten(),
+            checksum_sha1: whole.then(|| r.checksums.get("sha1").cloned()).flatten(),
+            checksum_sha256: whole.then(|| r.checksums.get("sha256").cloned()).flatten(),
+            ..Default::default()
+        }))
+    }
+
+    async fn delete_object(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> S3Result<S3Response<DeleteObjectOutput>> {
+        self.metrics.requests.inc();
+        let input = req.input;
+        self.bucket_exists(&input.bucket).await?;
+        let (c, b, k) = (self.catalog.clone(), input.bucket, input.key);
+        blocking(move || Ok(c.delete_object(&b, &k)?)).await?;
+        Ok(S3Response::new(DeleteObjectOutput::default()))
+    }
+
+    async fn delete_objects(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        self.metrics.requests.inc();
+        let input = req.input;
+        self.bucket_exists(&input.bucket).await?;
+        if input.delete.objects.len() > 1000 {
+            return Err(
+                Error::InvalidArgument("at most 1000 keys per DeleteObjects".into()).into(),
+            );
+        }
+        let quiet = input.delete.quiet.unwrap_or(false);
+        let keys: Vec<String> = input.delete.objects.into_iter().map(|o| o.key).collect();
+        let (c, b) = (self.catalog.clone(), input.bucket);
+        let deleted = blocking(move || {
+            for k in &keys {
+                c.delete_object(&b, k)?;
+            }
+            Ok(keys)
+        })
+        .await?;
+        Ok(S3Response::new(DeleteObjectsOutput {
+            deleted: (!quiet).then(|| {
+                deleted
+                    .into_iter()
+                    .map(|k| DeletedObject {
+                        key: Some(k),
+                        ..Default::default()
+                    })
+                    .collect()
+            }),
+            ..Default::default()
+        }))
+    }
+
+    async fn copy_object(
+        &self,
+        req: S3Request<CopyObjectInput>,
+    ) -> S3Result<S3Response<CopyObjectOutput>> {
+        self.metrics.requests.inc();
+        let input = req.input;
+        check_key(&input.key)?;
+        self.bucket_exists(&input.bucket).await?;
+        let (sb, sk) = copy_source(&input.copy_source)?;
+        let src = self.record(&sb, &sk).await?;
+        preconditions(
+            &src,
+            input.copy_source_if_match.as_ref(),
+            None,
+            None,
+            input.copy_source_if_unmodified_since.as_ref(),
+        )
+        .map_err(|e| match e {
+            Error::NotModified => Error::PreconditionFailed("copy source not modified".into()),
+            other => other,
+        })?;
+        if let Some(cond) = &input.copy_source_if_none_match
+            && (cond.is_any()
+                || cond
+                    .as_etag()
+                    .is_some_and(|e| e.weak_cmp(&ETag::Strong(src.etag.clone()))))
+        {
+            return Err(Error::PreconditionFailed(
+                "x-amz-copy-source-if-none-match matched".into(),
+            )
+            .into());
+        }
+        let replace = input
+            .metadata_directive
+            .as_ref()
+            .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
+        let mut record = src.clone();
+        record.modified_ms = now_ms();
+        if replace {
+            record.content_type = input.content_type;
+            record.metadata = metadata_in(input.metadata);
+        }
+        // The bytes are already on the network under their CID: a copy is a new catalog entry.
+        let out_etag = record.etag.clone();
+        let modified = record.modified_ms;
+        let (c, b, k) = (self.catalog.clone(), input.bucket, input.key);
+        blocking(move || Ok(c.put_object(&b, &k, &record)?)).await?;
+        Ok(S3Response::new(CopyObjectOutput {
+            copy_object_result: Some(CopyObjectResult {
+                e_tag: Some(ETag::Strong(out_etag)),
+                last_modified: Some(timestamp(modified)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<ListObjectsV2Input>,
+    ) -> S3Result<S3Response<ListObjectsV2Output>> {
+        self.metrics.requests.inc();
+        let input = req.input;
+        self.bucket_exists(&input.bucket).await?;
+        let max = input.max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let after = match &input.continuation_token {
+            Some(t) => Some(decode_token(t).ok_or_else(|| {
+                Error::InvalidArgument("the continuation token is not valid".into())
+            })?),
+            None => input.start_after.clone(),
+        };
+        let (c, b, p, d, a) = (
+            self.catalog.clone(),
+            input.bucket.clone(),
+            prefix.clone(),
+            input.delimiter.clone(),
+            after,
+        );
+        let listing =
+            blocking(move || Ok(c.list(&b, &p, d.as_deref(), a.as_deref(), max)?)).await?;
+        let key_count = (listing.objects.len() + listing.prefixes.len()) as i32;
+        Ok(S3Response::new(ListObjectsV2Output {
+            name: Some(input.bucket),
+            prefix: Some(prefix),
+            max_keys: Some(max as i32),
+            key_count: Some(key_count),
+            continuation_token: input.continuation_token,
+            start_after: input.start_after,
+            delimiter: input.delimiter,
+            encoding_type: input.encoding_type,
+            is_truncated: Some(listing.next.is_some()),
+            next_continuation_token: listing.next.as_deref().map(encode_token),
+            contents: Some(
+                listing
+                    .objects
+                    .iter()
+                    .map(|(k, r)| object_entry(k, r))
+                    .collect(),
+            ),
+            common_prefixes: Some(
+                listing
+                    .prefixes
+                    .into_iter()
+                    .map(|p| CommonPrefix { prefix: Some(p) })
+                    .collect(),
+            ),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_objects(
+        &self,
+        req: S3Request<ListObjectsInput>,
+    ) -> S3Result<S3Response<ListObjectsOutput>> {
+        self.metrics.requests.inc();
+        let input = req.input;
+        self.bucket_exists(&input.bucket).await?;
+        let max = input.max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let (c, b, p, d, a) = (
+            self.catalog.clone(),
+            input.bucket.clone(),
+            prefix.clone(),
+            input.delimiter.clone(),
+            input.marker.clone(),
+        );
+        let listing =
+            blocking(move || Ok(c.list(&b, &p, d.as_deref(), a.as_deref(), max)?)).await?;
+        Ok(S3Response::new(ListObjectsOutput {
+            name: Some(input.bucket),
+            prefix: Some(prefix),
+            marker: input.marker,
+            max_keys: Some(max as i32),
+            delimiter: input.delimiter.clone(),
+            encoding_type: input.encoding_type,
+            is_truncated: Some(listing.next.is_some()),
+            next_marker: listing.next.clone(),
+            contents: Some(
+                listing
+                    .objects
+                    .iter()
+                    .map(|(k, r)| object_entry(k, r))
+                    .collect(),
+            ),
+            common_prefixes: Some(
+                listing
+                    .prefixes
+                    .into_iter()
+                    .map(|p| CommonPrefix { prefix: Some(p) })
+                    .collect(),
+            ),
+            ..Default::default()
+        }))
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        self.metrics.requests.inc();
+        let input = req.input;
+        check_key(&input.key)?;
+        self.bucket_exists(&input.bucket).await?;
+        let id = hex(&blake3::hash(
+            format!(
+                "{}/{}/{}/{:?}",
+                input.bucket,
+                input.key,
+                now_ms(),
+                std::time::Instant::now()
+            )
+            .as_bytes(),
+        )
+        .as_bytes()[..16]);
+        let record = UploadRecord {
+            bucket: input.bucket.clone(),
+            key: input.key.clone(),
+            created_ms: now_ms(),
+            content_type: input.content_type,
+            metadata: metadata_in(input.metadata),
+        };
+        let (c, i) = (self.catalog.clone(), id.clone());
+        blocking(move || Ok(c.create_upload(&i, &record)?)).await?;
+        Ok(S3Response::new(CreateMultipartUploadOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            upload_id: Some(id),
+            ..Default::default()
+        }))
+    }
+
+    async fn upload_part(
+        &self,
+        req: S3Request<UploadPartInput>,
+    ) -> S3Result<S3Response<UploadPartOutput>> {
+        self.metrics.requests.inc();
+        let trailers = req.trailing_headers;
+        let input = req.input;
+        let upload = self
+            .upload(&input.upload_id, &input.bucket, &input.key)
+            .await?;
+        if !(1..=MAX_PARTS).contains(&input.part_number) {
+            return Err(Error::InvalidArgument(format!(
+                "part number {} is outside 1..=10000",
+                input.part_number
+            ))
+            .into());
+        }
+        if let Some(len) = input.content_length
+            && len as u64 > MAX_PUT
+        {
+            return Err(Error::EntityTooLarge {
+                size: len as u64,
+                max: MAX_PUT,
+            }
+            .into());
+        }
+        let Some(body) = input.body else {
+            return Err(Error::IncompleteBody("no body".into()).into());
+        };
+        let decl = declared(
+            input.checksum_algorithm.as_ref(),
+            input.checksum_crc32,
+            input.checksum_crc32c,
+            input.checksum_crc64nvme,
+            input.checksum_sha1,
+            input.checksum_sha256,
+        )?;
+        let stored = self
+            .store_body(body, decl, trailers, &self.part_options())
+            .await?;
+        check_md5(input.content_md5.as_ref(), &stored.md5)?;
+        self.record_part(&input.upload_id, input.part_number as u32, &stored)
+            .await?;
+        let _ = upload;
+        Ok(S3Response::new(UploadPartOutput {
+            e_tag: Some(ETag::Strong(stored.md5)),
+            checksum_crc32: stored.checksum.checksum_crc32,
+            checksum_crc32c: stored.checksum.checksum_crc32c,
+            checksum_crc64nvme: stored.checksum.checksum_crc64nvme,
+            checksum_sha1: stored.checksum.checksum_sha1,
+            checksum_sha256: stored.checksum.checksum_sha256,
+            ..Default::default()
+        }))
+    }
+
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        self.metrics.requests.inc();
+        let input = req.input;
+        self.upload(&input.upload_id, &input.bucket, &input.key)
+            .await?;
+        if !(1..=MAX_PARTS).contains(&input.part_number) {
+            return Err(Error::InvalidArgument(format!(
+                "part number {} is outside 1..=10000",
+                input.part_number
+            ))
+            .into());
+        }
+        let (sb, sk) = copy_source(&input.copy_source)?;
+        let src = self.record(&sb, &sk).await?;
+        preconditions(
+            &src,
+            input.copy_source_if_match.as_ref(),
+            None,
+            None,
+            input.copy_source_if_unmodified_since.as_ref(),
+        )
+        .map_err(|e| match e {
+            Error::NotModified => Error::PreconditionFailed("copy source not modified".into()),
+            other => other,
+        })?;
+        let range = input
+            .copy_source_range
+            .as_deref()
+            .map(|r| parse_copy_range(r, src.size))
+            .transpose()?;
+        if range.as_ref().map_or(src.size, |r| r.end - r.start) > MAX_PUT {
+            return Err(Error::EntityTooLarge {
+                size: src.size,
+                max: MAX_PUT,
+            }
+            .into());
+        }
+        // Read the source range (verified) and store it as the part.
+        let body = self.body(&src, range).await?;
+        let decl = declared(None, None, None, None, None, None)?;
+        let stored = self
+            .store_body(body, decl, None, &self.part_options())
+            .await?;
+        self.record_part(&input.upload_id, input.part_number as u32, &stored)
+            .await?;
+        Ok(S3Response::new(UploadPartCopyOutput {
+            copy_part_result: Some(CopyPartResult {
+                e_tag: Some(ETag::Strong(stored.md5)),
+                last_modified: Some(timestamp(now_ms())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_parts(
+        &self,
+        req: S3Request<ListPartsInput>,
+    ) -> S3Result<S3Response<ListPartsOutput>> {
+        self.metrics.requests.inc();
+        let input = req.input;
+        self.upload(&input.upload_id, &input.bucket, &input.key)
+            .await?;
+        let (c, i) = (self.catalog.clone(), input.upload_id.clone());
+        let parts = blocking(move || Ok(c.parts(&i)?)).await?;
+        let marker = input.part_number_marker.unwrap_or(0).max(0) as u32;
+        let max = input.max_parts.unwrap_or(1000).clamp(1, 1000) as usize;
+        let after: Vec<_> = parts.into_iter().filter(|(n, _)| *n > marker).collect();
+        let truncated = after.len() > max;
+        let page: Vec<_> = after.into_iter().take(max).collect();
+        Ok(S3Response::new(ListPartsOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            upload_id: Some(input.upload_id),
+            is_truncated: Some(truncated),
+            next_part_number_marker: page.last().map(|(n, _)| *n as i32),
+            max_parts: Some(max as i32),
+            parts: Some(
+                page.into_iter()
+                    .map(|(n, p)| Part {
+                        part_number: Some(n as i32),
+                        e_tag: Some(ETag::Strong(p.etag)),
+                        size: Some(p.size as i64),
+                        last_modified: Some(timestamp(p.modified_ms)),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        self.metrics.requests.inc();
+        let input = req.input;
+        self.bucket_exists(&input.bucket).await?;
+        let (c, b) = (self.catalog.clone(), input.bucket.clone());
+        let uploads = blocking(move || Ok(c.uploads(&b)?)).await?;
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let uploads: Vec<MultipartUpload> = uploads
+            .into_iter()
+            .filter(|(_, u)| u.key.starts_with(&prefix))
+            .map(|(id, u)| MultipartUpload {
+                key: Some(u.key),
+                upload_id: Some(id),
+                initiated: Some(timestamp(u.created_ms)),
+                ..Default::default()
+            })
+            .collect();
+        Ok(S3Response::new(ListMultipartUploadsOutput {
+            bucket: Some(input.bucket),
+            prefix: input.prefix,
+            is_truncated: Some(false),
+            max_uploads: Some(1000),
+            uploads: Some(uploads),
+            ..Default::default()
+        }))
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        self.metrics.requests.inc();
+        let input = req.input;
+        self.upload(&input.upload_id, &input.bucket, &input.key)
+            .await?;
+        let (c, i) = (self.catalog.clone(), input.upload_id);
+        blocking(move || Ok(c.finish_upload(&i, None)?)).await?;
+        Ok(S3Response::new(AbortMultipartUploadOutput::default()))
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        self.metrics.requests.inc();
+        let input = req.input;
+        let upload = self
+            .upload(&input.upload_id, &input.bucket, &input.key)
+            .await?;
+        let listed = input
+            .multipart_upload
+            .and_then(|m| m.parts)
+            .unwrap_or_default();
+        if listed.is_empty() {
+            return Err(Error::InvalidPart("list at least one part".into()).into());
+        }
+        let (c, i) = (self.catalog.clone(), input.upload_id.clone());
+        let uploaded: BTreeMap<u32, PartRecord> = blocking(move || Ok(c.parts(&i)?))
+            .await?
+            .into_iter()
+            .collect();
+        let mut chosen = Vec::with_capacity(listed.len());
+        let mut last = 0i32;
+        for (i, p) in listed.iter().enumerate() {
+            let n = p
+                .part_number
+                .ok_or_else(|| Error::InvalidPart("a part has no number".into()))?;
+            if n <= last {
+                return Err(Error::InvalidPartOrder.into());
+            }
+            last = n;
+            let rec = uploaded
+                .get(&(n as u32))
+                .ok_or_else(|| Error::InvalidPart(format!("part {n} was not uploaded")))?;
+            if let Some(e) = &p.e_tag
+                && !e.strong_cmp(&ETag::Strong(rec.etag.clone()))
+            {
+                return Err(Error::InvalidPart(format!(
+                    "part {n}: ETag does not match the uploaded part"
+                ))
+                .into());
+            }
+            if i + 1 < listed.len() && rec.size < MIN_PART {
+                return Err(Error::EntityTooSmall {
+                    part: n as u32,
+                    size: rec.size,
+                }
+                .into());
+            }
+            chosen.push(rec.clone());
+        }
+        // The object's manifest is the parts' stripes in order; its BLAKE3 is read back
+        // (verified) from the parts, since hashes of unaligned pieces do not combine.
+        let mut stripes = Vec::new();
+        let mut size = 0u64;
+        let mut md5_concat = Vec::with_capacity(16 * chosen.len());
+        let mut params = None;
+        let mut parts = Vec::with_capacity(chosen.len());
+        for rec in &chosen {
+            let m = self.manifest(&rec.cid).await?;
+            if m.inline.is_some() && m.size > 0 {
+                return Err(Error::Internal("an inline part cannot be combined".into()).into());
+            }
+            if *params.get_or_insert(m.erasure) != m.erasure {
+                return Err(Error::Internal(
+                    "parts were written with different erasure parameters".into(),
+                )
+                .into());
+            }
+            stripes.extend(m.stripes.iter().cloned());
+            size += m.size;
+            let raw =
+                decode_hex(&rec.etag).ok_or_else(|| Error::Internal("bad part ETag".into()))?;
+            md5_concat.extend(raw);
+            parts.push(m);
+        }
+        let net = self.net().await;
+        let blake3 = tokio::spawn(async move {
+            let mut hasher = HashSink(blake3::Hasher::new());
+            for m in parts {
+                read_object(
+                    &net,
+                    &m,
+                    None,
+                    &mut hasher,
+                    Arc::new(|_| {}),
+                    &Incidents::default(),
+                )
+                .await?;
+            }
+            Ok::<_, cairn_client::error::ClientError>(hasher.0.finalize())
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("hashing parts: {e}")))?
+        .map_err(Error::from)?;
+        let etag = format!("{}-{}", hex(&Md5::digest(&md5_concat)), chosen.len());
+        let manifest = ObjectManifest {
+            version: cairn_chunker::manifest::VERSION,
+            size,
+            blake3,
+            erasure: params.unwrap_or(self.opts.params.erasure),
+            chunking: cairn_chunker::chunking::Chunking::Fixed,
+            stripes,
+            inline: if size == 0 { Some(Vec::new()) } else { None },
+            content_type: upload.content_type.clone(),
+            metadata: upload.metadata.clone(),
+        };
+        let cid = self.publish(&manifest).await?;
+        let record = ObjectRecord {
+            location: Location::Object(cid),
+            size,
+            etag: etag.clone(),
+            content_type: upload.content_type,
+            metadata: upload.metadata,
+            modified_ms: now_ms(),
+            checksums: BTreeMap::new(),
+            signer: self.signer(),
+            blake3: manifest.blake3.to_hex().to_string(),
+        };
+        let (c, i, b, k) = (
+            self.catalog.clone(),
+            input.upload_id,
+            input.bucket.clone(),
+            input.key.clone(),
+        );
+        blocking(move || Ok(c.finish_upload(&i, Some((&b, &k, &record)))?)).await?;
+        Ok(S3Response::new(CompleteMultipartUploadOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            e_tag: Some(ETag::Strong(etag)),
+            ..Default::default()
+        }))
+    }
+}
+
+impl Gateway {
+    fn part_options(&self) -> PutOptions {
+        // Parts always get stripes, never inline bytes, so Complete can join their stripes.
+        let mut o = self.opts.clone();
+        o.params.inline_limit = 0;
+        o.content_type = None;
+        o.metadata.clear();
+        o
+    }
+
+    async fn upload(&self, id: &str, bucket: &str, key: &str) -> Result<UploadRecord, Error> {
+        let (c, i) = (self.catalog.clone(), id.to_string());
+        let up = blocking(move || Ok(c.upload(&i)?)).await?;
+        match up {
+            Some(u) if u.bucket == bucket && u.key == key => Ok(u),
+            _ => {
+                self.bucket_exists(bucket).await?;
+                Err(Error::NoSuchUpload(id.to_string()))
+            }
+        }
+    }
+
+    async fn record_part(&self, id: &str, number: u32, stored: &Stored) -> Result<(), Error> {
+        let rec = PartRecord {
+            cid: stored.cid,
+            size: stored.size,
+            etag: stored.md5.clone(),
+            modified_ms: now_ms(),
+        };
+        let (c, i) = (self.catalog.clone(), id.to_string());
+        blocking(move || Ok(c.put_part(&i, number, &rec)?)).await
+    }
+}
+
+fn object_entry(key: &str, r: &ObjectRecord) -> Object {
+    Object {
+        key: Some(key.to_string()),
+        size: Some(r.size as i64),
+        e_tag: Some(ETag::Strong(r.etag.clone())),
+        last_modified: Some(timestamp(r.modified_ms)),
+        storage_class: Some(ObjectStorageClass::from_static(
+            ObjectStorageClass::STANDARD,
+        )),
+        ..Default::default()
+    }
+}
+
+fn encode_token(key: &str) -> String {
+    hex(key.as_bytes())
+}
+
+fn decode_token(token: &str) -> Option<String> {
+    String::from_utf8(decode_hex(token)?).ok()
+}
+
+pub(crate) fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}

@@ -1,0 +1,501 @@
+//! The running gateway: S3 over HTTP, the admin API, and the network refresh loop.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Json, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use cairn_chunker::Cid;
+use cairn_client::network::Network;
+use cairn_client::put::PutOptions;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::{Catalog, CatalogError};
+use crate::config::{CATALOG_DIR, Checked, KEY_FILE, RUNTIME_FILE};
+use crate::host::Host;
+use crate::metrics::GatewayMetrics;
+use crate::s3::Gateway;
+
+/// How often the gateway re-discovers the network (nodes that joined or left).
+pub const REFRESH_EVERY: Duration = Duration::from_secs(30);
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The catalog could not be opened.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// The network could not be joined.
+    #[error(
+        "cannot join the storage network: {0} (check `peers` in config.toml, or pass --peer / --devnet)"
+    )]
+    Network(String),
+    /// The signing key could not be read or created.
+    #[error("gateway key: {0}")]
+    Key(String),
+    /// A listen address could not be bound.
+    #[error(
+        "cannot listen on {addr}: {source} (is another process using it? change `{field}` or pass --{field})"
+    )]
+    Bind {
+        /// Config field.
+        field: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Other I/O.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// What `gateway.json` holds while the gateway runs (read by `cairn devnet` and scripts).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RuntimeInfo {
+    /// Process id.
+    pub pid: u32,
+    /// S3 endpoint URL.
+    pub endpoint: String,
+    /// S3 listen address.
+    pub listen: SocketAddr,
+    /// Admin API address.
+    pub admin: SocketAddr,
+    /// Hex ed25519 key the gateway signs manifests with.
+    pub signer: String,
+}
+
+/// Reads `DIR/gateway.json`.
+pub fn read_runtime_info(data_dir: &Path) -> std::io::Result<RuntimeInfo> {
+    let bytes = std::fs::read(data_dir.join(RUNTIME_FILE))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// A gateway serving S3 and its admin API.
+pub struct RunningGateway {
+    /// The S3 address actually bound.
+    pub listen: SocketAddr,
+    /// The admin address actually bound.
+    pub admin: SocketAddr,
+    /// The gateway (shared with the servers).
+    pub gateway: Gateway,
+    cancel: CancellationToken,
+    tasks: tokio::task::JoinSet<()>,
+    data_dir: PathBuf,
+}
+
+impl std::fmt::Debug for RunningGateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningGateway")
+            .field("listen", &self.listen)
+            .field("admin", &self.admin)
+            .finish_non_exhaustive()
+    }
+}
+
+fn load_or_create_key(path: &Path) -> Result<ed25519_dalek::SigningKey, StartError> {
+    if path.exists() {
+        cairn_client::keys::load(path).map_err(|e| StartError::Key(e.to_string()))
+    } else {
+        cairn_client::keys::generate(path).map_err(|e| StartError::Key(e.to_string()))
+    }
+}
+
+/// Erasure parameters for new objects: the configured ones, else 4+2 (10+4 from 14 nodes), else
+/// on a network too small for 4+2, as many data shards as fit beside 2 (or 1) parity shards.
+fn put_options(cfg: &Checked, nodes: usize) -> PutOptions {
+    let mut o = PutOptions::for_network(nodes);
+    let e = &mut o.params.erasure;
+    if nodes >= 2 && nodes < usize::from(e.k + e.m) {
+        let m = if nodes >= 4 { 2 } else { 1 };
+        e.m = m;
+        e.k = nodes as u16 - m;
+    }
+    if cfg.config.k > 0 {
+        o.params.erasure.k = u16::from(cfg.config.k);
+        o.params.erasure.m = u16::from(cfg.config.m);
+    }
+    o
+}
+
+impl RunningGateway {
+    /// Opens the catalog, joins the network and starts serving. `watch` makes the gateway exit
+    /// when that process does.
+    pub async fn start(
+        data_dir: &Path,
+        cfg: &Checked,
+        watch: Option<u32>,
+    ) -> Result<Self, StartError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StartError::Io {
+            what: format!("creating {}", data_dir.display()),
+            source,
+        })?;
+        let catalog = Arc::new(Catalog::open(&data_dir.join(CATALOG_DIR))?);
+        let key = load_or_create_key(&data_dir.join(KEY_FILE))?;
+        let net = Network::connect(&cfg.peers)
+            .await
+            .map_err(|e| StartError::Network(e.to_string()))?;
+        let metrics = GatewayMetrics::new();
+        metrics.nodes.set(net.nodes().len() as i64);
+        let opts = put_options(cfg, net.nodes().len());
+        tracing::info!(
+            nodes = net.nodes().len(),
+            k = opts.params.erasure.k,
+            m = opts.params.erasure.m,
+            "joined the network"
+        );
+        let gateway = Gateway::new(Arc::new(net), catalog, key, opts, metrics);
+
+        let s3_listener = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                field: "listen",
+                addr: cfg.listen,
+                source,
+            })?;
+        let admin_listener = tokio::net::TcpListener::bind(cfg.admin)
+            .await
+            .map_err(|source| StartError::Bind {
+                field: "admin",
+                addr: cfg.admin,
+                source,
+            })?;
+        let listen = s3_listener.local_addr().map_err(|source| StartError::Io {
+            what: "S3 listener".into(),
+            source,
+        })?;
+        let admin = admin_listener
+            .local_addr()
+            .map_err(|source| StartError::Io {
+                what: "admin listener".into(),
+                source,
+            })?;
+
+        let cancel = CancellationToken::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        let service = {
+            let mut b = s3s::service::S3ServiceBuilder::new(gateway.clone());
+            b.set_auth(s3s::auth::SimpleAuth::from_single(
+                cfg.config.access_key.clone(),
+                cfg.config.secret_key.clone(),
+            ));
+            b.set_host(Host::new(&cfg.config.domain));
+            b.build()
+        };
+        tasks.spawn(serve_s3(
+            s3_listener,
+            service,
+            gateway.metrics().clone(),
+            cancel.child_token(),
+        ));
+        let state = AdminState {
+            gateway: gateway.clone(),
+            token: Arc::from(cfg.config.secret_key.as_str()),
+        };
+        tasks.spawn(serve_admin(admin_listener, state, cancel.child_token()));
+        tasks.spawn(refresh(
+            gateway.clone(),
+            cfg.peers.clone(),
+            cancel.child_token(),
+        ));
+        if let Some(pid) = watch {
+            tasks.spawn(cairn_node::node::watch_pid(pid, cancel.clone()));
+        }
+
+        let info = RuntimeInfo {
+            pid: std::process::id(),
+            endpoint: format!("http://{listen}"),
+            listen,
+            admin,
+            signer: cairn_chunker::manifest::hex(&gateway.signing_key().verifying_key().to_bytes()),
+        };
+        let json = serde_json::to_vec_pretty(&info).unwrap_or_default();
+        let path = data_dir.join(RUNTIME_FILE);
+        cairn_node::node::write_atomic(&path, &json).map_err(|source| StartError::Io {
+            what: format!("writing {}", path.display()),
+            source,
+        })?;
+        tracing::info!(target: "cairn::_events::started", endpoint = %info.endpoint, admin = %admin, "cairn-gateway serving S3");
+        Ok(Self {
+            listen,
+            admin,
+            gateway,
+            cancel,
+            tasks,
+            data_dir: data_dir.to_path_buf(),
+        })
+    }
+
+    /// A token that stops the gateway when cancelled.
+    pub fn cancel_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// Runs until the token is cancelled (by a signal, `watch`, or a caller), then stops.
+    pub async fn wait(mut self) {
+        self.cancel.cancelled().await;
+        while self.tasks.join_next().await.is_some() {}
+        let _ = std::fs::remove_file(self.data_dir.join(RUNTIME_FILE));
+        tracing::info!(target: "cairn::_events::stopped", "cairn-gateway stopped cleanly");
+    }
+
+    /// Stops serving and waits for the servers to finish.
+    pub async fn stop(self) {
+        self.cancel.cancel();
+        self.wait().await;
+    }
+}
+
+async fn serve_s3(
+    listener: tokio::net::TcpListener,
+    service: s3s::service::S3Service,
+    metrics: Arc<GatewayMetrics>,
+    cancel: CancellationToken,
+) {
+    let http = ConnBuilder::new(TokioExecutor::new());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let socket = tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok((socket, _)) => socket,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off rather than spin.
+                    tracing::error!("accepting an S3 connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = socket.set_nodelay(true);
+        let service = service.clone();
+        let metrics = metrics.clone();
+        let counted =
+            hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let fut = hyper::service::Service::call(&service, req);
+                let metrics = metrics.clone();
+                async move {
+                    let resp = fut.await;
+                    if resp.as_ref().map_or(true, |r| r.status().as_u16() >= 400) {
+                        metrics.errors.inc();
+                    }
+                    resp
+                }
+            });
+        let conn = http
+            .serve_connection(TokioIo::new(socket), counted)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("S3 connection ended: {e}");
+            }
+        });
+    }
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(Duration::from_secs(10)) => tracing::warn!("S3 connections still open after 10s; closing"),
+    }
+}
+
+/// Re-joins the network periodically so nodes that joined or left are seen.
+async fn refresh(gateway: Gateway, peers: Vec<libp2p::Multiaddr>, cancel: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(REFRESH_EVERY) => {}
+        }
+        match Network::connect(&peers).await {
+            Ok(net) => {
+                let before = gateway.net().await.nodes().len();
+                if net.nodes().len() != before {
+                    tracing::info!(before, now = net.nodes().len(), "network view changed");
+                }
+                gateway.metrics().nodes.set(net.nodes().len() as i64);
+                gateway.set_net(Arc::new(net)).await;
+            }
+            Err(e) => tracing::warn!("network refresh failed (keeping the previous view): {e}"),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct AdminState {
+    gateway: Gateway,
+    token: Arc<str>,
+}
+
+/// `POST /import` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImportRequest {
+    /// Bucket (created if missing).
+    pub bucket: String,
+    /// Key prefix for a dataset's paths.
+    #[serde(default)]
+    pub prefix: String,
+    /// Key for a single object (default: the prefix).
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Object or dataset CID.
+    pub cid: String,
+}
+
+/// `POST /restore` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RestoreRequest {
+    /// CID of a catalog export.
+    pub cid: String,
+}
+
+fn admin_error(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    (
+        status,
+        Json(serde_json::json!({ "error": message.to_string() })),
+    )
+        .into_response()
+}
+
+fn authorized(state: &AdminState, headers: &HeaderMap) -> Result<(), Box<Response>> {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    // Constant-time comparison of the token.
+    let ok = given.is_some_and(|g| {
+        g.len() == state.token.len()
+            && g.bytes()
+                .zip(state.token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(Box::new(admin_error(
+            StatusCode::UNAUTHORIZED,
+            "send `Authorization: Bearer <secret_key from the gateway's config.toml>`",
+        )))
+    }
+}
+
+fn parse_cid(s: &str) -> Result<Cid, Box<Response>> {
+    s.parse().map_err(|e| {
+        Box::new(admin_error(
+            StatusCode::BAD_REQUEST,
+            format!("{s:?} is not a CID: {e}"),
+        ))
+    })
+}
+
+fn gateway_error(e: crate::error::Error) -> Response {
+    admin_error(e.status(), e)
+}
+
+async fn import(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    Json(req): Json<ImportRequest>,
+) -> Response {
+    if let Err(r) = authorized(&s, &headers) {
+        return *r;
+    }
+    let cid = match parse_cid(&req.cid) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    match s
+        .gateway
+        .import(&req.bucket, &req.prefix, req.key.as_deref(), &cid)
+        .await
+    {
+        Ok(report) => Json(report).into_response(),
+        Err(e) => gateway_error(e),
+    }
+}
+
+async fn export(State(s): State<AdminState>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorized(&s, &headers) {
+        return *r;
+    }
+    match s.gateway.export().await {
+        Ok(report) => Json(report).into_response(),
+        Err(e) => gateway_error(e),
+    }
+}
+
+async fn restore(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    Json(req): Json<RestoreRequest>,
+) -> Response {
+    if let Err(r) = authorized(&s, &headers) {
+        return *r;
+    }
+    let cid = match parse_cid(&req.cid) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    match s.gateway.restore(&cid).await {
+        Ok(report) => Json(report).into_response(),
+        Err(e) => gateway_error(e),
+    }
+}
+
+async fn metrics(State(s): State<AdminState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.gateway.metrics().render(),
+    )
+        .into_response()
+}
+
+async fn status(State(s): State<AdminState>) -> Response {
+    let net = s.gateway.net().await;
+    let nodes: Vec<String> = net.nodes().iter().map(|n| n.peer().to_string()).collect();
+    let e = &s.gateway.options().params.erasure;
+    Json(serde_json::json!({
+        "nodes": nodes,
+        "k": e.k,
+        "m": e.m,
+        "signer": cairn_chunker::manifest::hex(&s.gateway.signing_key().verifying_key().to_bytes()),
+    }))
+    .into_response()
+}
+
+async fn serve_admin(
+    listener: tokio::net::TcpListener,
+    state: AdminState,
+    cancel: CancellationToken,
+) {
+    let app = Router::new()
+        .route("/health", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .route("/status", get(status))
+        .route("/import", post(import))
+        .route("/export", post(export))
+        .route("/restore", post(restore))
+        .with_state(state);
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { cancel.cancelled().await })
+        .await
+    {
+        tracing::error!("admin server failed: {e}");
+    }
+}

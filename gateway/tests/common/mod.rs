@@ -1,0 +1,154 @@
+//! A devnet of real `cairn-node` processes with a real `cairn-gateway`, and a real `aws-sdk-s3`
+//! client pointed at it.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use cairn_client::devnet::{Devnet, DevnetConfig, DevnetGateway};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub(crate) fn gateway_bin() -> PathBuf {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_cairn-gateway"));
+    assert!(
+        bin.with_file_name("cairn-node").is_file() && bin.with_file_name("cairn").is_file(),
+        "cairn-node and cairn must be built next to cairn-gateway: run `cargo build --release --bins` (./scripts/test does)"
+    );
+    bin
+}
+
+pub(crate) struct Net {
+    pub(crate) devnet: Devnet,
+    pub(crate) dir: tempfile::TempDir,
+}
+
+impl Net {
+    /// `nodes` storage nodes and a gateway on a free port.
+    pub(crate) async fn start(nodes: usize) -> Net {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = gateway_bin();
+        let devnet = Devnet::start(DevnetConfig {
+            nodes,
+            dir: dir.path().join("net"),
+            node_binary: bin.with_file_name("cairn-node"),
+            capacity: "8GiB".into(),
+            converge_timeout: Duration::from_secs(60),
+            gateway: Some((bin, 0)),
+        })
+        .await
+        .unwrap();
+        Net { devnet, dir }
+    }
+
+    pub(crate) fn gateway(&self) -> &DevnetGateway {
+        self.devnet
+            .state
+            .gateway
+            .as_ref()
+            .expect("the devnet runs a gateway")
+    }
+
+    pub(crate) fn endpoint(&self) -> &str {
+        &self.gateway().endpoint
+    }
+
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.endpoint()
+            .trim_start_matches("http://")
+            .parse()
+            .unwrap()
+    }
+
+    /// An S3 client with the devnet's credentials (path-style).
+    pub(crate) fn s3(&self) -> Client {
+        let gw = self.gateway();
+        client(&gw.endpoint, &gw.access_key, &gw.secret_key, true)
+    }
+
+    pub(crate) fn devnet_dir(&self) -> PathBuf {
+        self.dir.path().join("net")
+    }
+
+    /// Runs the `cairn` CLI against this devnet.
+    pub(crate) fn cairn(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(gateway_bin().with_file_name("cairn"))
+            .args(args)
+            .env("CAIRN_DEVNET", self.devnet_dir())
+            .env("CAIRN_KEY", self.dir.path().join("uploader.key"))
+            .output()
+            .unwrap()
+    }
+
+    pub(crate) async fn stop(self) {
+        self.devnet.stop().await;
+    }
+}
+
+/// An `aws-sdk-s3` client for `endpoint`.
+pub(crate) fn client(endpoint: &str, access: &str, secret: &str, path_style: bool) -> Client {
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(access, secret, None, None, "cairn-test"))
+        .endpoint_url(endpoint)
+        .force_path_style(path_style)
+        .http_client(http)
+        .build();
+    Client::from_conf(conf)
+}
+
+/// Deterministic pseudo-random bytes.
+pub(crate) fn bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A raw HTTP/1.1 exchange (for what SDKs refuse to send): returns status, head and body.
+pub(crate) async fn raw(addr: SocketAddr, request: &[u8]) -> (u16, String, Vec<u8>) {
+    let fut = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(request).await.unwrap();
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf).await;
+        buf
+    };
+    let buf = tokio::time::timeout(Duration::from_secs(30), fut)
+        .await
+        .expect("the gateway answered within 30 s");
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(buf.len());
+    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
+    let body = buf.get(split + 4..).unwrap_or_default().to_vec();
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, head, body)
+}
+
+/// The gateway still answers `/health`.
+pub(crate) async fn healthy(admin: SocketAddr) -> bool {
+    matches!(
+        cairn_node::admin::http_get(admin, "/health", Duration::from_secs(5)).await,
+        Ok((200, _))
+    )
+}

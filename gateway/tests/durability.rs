@@ -1,0 +1,395 @@
+//! What must survive: node failures in the middle of a read, and the loss of the gateway's own
+//! disk (the catalog is exported to the network and restored on a fresh gateway). Also the
+//! `cairn put --bucket` path that makes uploaded datasets visible over S3.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aws_sdk_s3::primitives::ByteStream;
+use common::{Net, bytes, client, gateway_bin};
+use serde_json::Value;
+
+async fn admin(addr: std::net::SocketAddr, path: &str, token: &str, body: &str) -> (u16, Value) {
+    let auth = format!("Bearer {token}");
+    let (code, text) = cairn_node::admin::http_request(
+        addr,
+        "POST",
+        path,
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        body.as_bytes(),
+        Duration::from_secs(120),
+    )
+    .await
+    .unwrap();
+    (
+        code,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// Every key of every bucket: (bucket, key) -> (size, ETag, user metadata, body).
+async fn everything(
+    s3: &aws_sdk_s3::Client,
+) -> BTreeMap<(String, String), (i64, String, BTreeMap<String, String>, Vec<u8>)> {
+    let mut out = BTreeMap::new();
+    let buckets = s3.list_buckets().send().await.unwrap();
+    for b in buckets.buckets() {
+        let bucket = b.name().unwrap().to_string();
+        let mut token = None;
+        loop {
+            let page = s3
+                .list_objects_v2()
+                .bucket(&bucket)
+                .set_continuation_token(token.clone())
+                .send()
+                .await
+                .unwrap();
+            for o in page.contents() {
+                let key = o.key().unwrap().to_string();
+                let got = s3
+                    .get_object()
+                    .bucket(&bucket)
+                    .key(&key)
+                    .send()
+                    .await
+                    .unwrap();
+                let etag = got.e_tag().unwrap().to_string();
+                let meta: BTreeMap<String, String> = got
+                    .metadata()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect();
+                let body = got.body.collect().await.unwrap().into_bytes().to_vec();
+                out.insert((bucket.clone(), key), (o.size().unwrap(), etag, meta, body));
+            }
+            match page.next_continuation_token() {
+                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cairn_put_bucket_then_export_and_restore_on_a_fresh_gateway() {
+    let net = Net::start(6).await;
+    let s3 = net.s3();
+    let gw = net.gateway().clone();
+    let out = net.cairn(&["key", "generate", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let uploader: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let uploader = uploader["public_key"].as_str().unwrap().to_string();
+
+    // A dataset directory: tiny (inline), small (packed) and large (own object) files.
+    let src = net.dir.path().join("dataset");
+    let mut files = BTreeMap::new();
+    for (i, size) in [10usize, 5000, 70_000, 300_000, 3 << 20].iter().enumerate() {
+        let rel = format!("shards/{i:03}.bin");
+        files.insert(rel.clone(), bytes(*size, 100 + i as u64));
+    }
+    files.insert("meta/labels.json".into(), b"{\"classes\": 10}".to_vec());
+    for (rel, data) in &files {
+        let p = src.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, data).unwrap();
+    }
+    let src_s = src.to_str().unwrap();
+    let out = net.cairn(&[
+        "put", src_s, "--bucket", "corpus", "--prefix", "v1/", "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["s3"]["objects"], files.len());
+    for (rel, data) in &files {
+        let got = s3
+            .get_object()
+            .bucket("corpus")
+            .key(format!("v1/{rel}"))
+            .send()
+            .await
+            .unwrap();
+        let meta = got.metadata().cloned().unwrap_or_default();
+        assert_eq!(
+            meta["cairn-signer"], uploader,
+            "the uploader signed it, not the gateway"
+        );
+        let body = got.body.collect().await.unwrap().into_bytes();
+        assert_eq!(&body[..], &data[..], "{rel}");
+    }
+    // Ranged read inside a packed file.
+    let got = s3
+        .get_object()
+        .bucket("corpus")
+        .key("v1/shards/002.bin")
+        .range("bytes=1000-1999")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        &got.body.collect().await.unwrap().into_bytes()[..],
+        &files["shards/002.bin"][1000..2000]
+    );
+    // A single file lands as PREFIX/NAME.
+    let one = src.join("shards/004.bin");
+    let out = net.cairn(&[
+        "put",
+        one.to_str().unwrap(),
+        "--bucket",
+        "corpus",
+        "--prefix",
+        "single",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let head = s3
+        .head_object()
+        .bucket("corpus")
+        .key("single/004.bin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.content_length(), Some(3 << 20));
+    // Without a reachable gateway, --bucket fails with the fix in the message.
+    let out = std::process::Command::new(gateway_bin().with_file_name("cairn"))
+        .args([
+            "put",
+            one.to_str().unwrap(),
+            "--bucket",
+            "corpus",
+            "--gateway",
+            "127.0.0.1:1",
+            "--gateway-token",
+            "x",
+        ])
+        .env("CAIRN_DEVNET", net.devnet_dir())
+        .env("CAIRN_KEY", net.dir.path().join("uploader.key"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("127.0.0.1:1"));
+
+    // Objects written over S3, including keys that are not plain paths.
+    s3.create_bucket().bucket("scratch").send().await.unwrap();
+    for (key, size) in [
+        ("x", 100usize),
+        ("x/y", 200),
+        ("a//b", 300),
+        ("../up", 400),
+        ("big", 5 << 20),
+    ] {
+        s3.put_object()
+            .bucket("scratch")
+            .key(key)
+            .content_type("application/x-test")
+            .metadata("n", size.to_string())
+            .body(ByteStream::from(bytes(size, size as u64)))
+            .send()
+            .await
+            .unwrap();
+    }
+    s3.create_bucket()
+        .bucket("empty-bucket")
+        .send()
+        .await
+        .unwrap();
+    let before = everything(&s3).await;
+
+    // Export needs the token.
+    let (code, _) = admin(gw.admin, "/export", "wrong", "").await;
+    assert_eq!(code, 401);
+    let (code, export) = admin(gw.admin, "/export", &gw.secret_key, "").await;
+    assert_eq!(code, 200, "{export}");
+    let cid = export["cid"].as_str().unwrap().to_string();
+    assert_eq!(export["objects"], before.len());
+
+    // The export is an ordinary signed dataset: `cairn ls` reads it.
+    let out = net.cairn(&["ls", &cid]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("corpus/v1/meta/labels.json"));
+
+    // A fresh gateway with an empty disk restores everything from the CID alone.
+    let dir2 = net.dir.path().join("gateway2");
+    let bin = gateway_bin();
+    let init = std::process::Command::new(&bin)
+        .args([
+            "init",
+            "--data-dir",
+            dir2.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--access-key",
+            "RESTOREKEY",
+            "--secret-key",
+            "restore-secret-1234",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let mut run = tokio::process::Command::new(&bin);
+    run.args(["run", "--data-dir", dir2.to_str().unwrap()])
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    for n in &net.devnet.state.nodes {
+        run.args(["--peer", &n.multiaddr]);
+    }
+    let mut child = run.spawn().unwrap();
+    let info = loop {
+        if let Ok(info) = cairn_gateway::server::read_runtime_info(&dir2) {
+            break info;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "second gateway exited");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let s3b = client(&info.endpoint, "RESTOREKEY", "restore-secret-1234", true);
+    assert!(
+        s3b.list_buckets()
+            .send()
+            .await
+            .unwrap()
+            .buckets()
+            .is_empty()
+    );
+    let (code, restored) = admin(
+        info.admin,
+        "/restore",
+        "restore-secret-1234",
+        &format!("{{\"cid\": \"{cid}\"}}"),
+    )
+    .await;
+    assert_eq!(code, 200, "{restored}");
+    let after = everything(&s3b).await;
+    assert_eq!(after.len(), before.len());
+    for (k, v) in &before {
+        let w = &after[k];
+        assert_eq!((v.0, &v.1, &v.3), (w.0, &w.1, &w.3), "{k:?}");
+        let user = |m: &BTreeMap<String, String>| -> BTreeMap<String, String> {
+            m.iter()
+                .filter(|(k, _)| !k.starts_with("cairn-"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        };
+        assert_eq!(user(&v.2), user(&w.2), "{k:?}");
+        assert_eq!(v.2.get("cairn-signer"), w.2.get("cairn-signer"), "{k:?}");
+    }
+    let names: Vec<String> = s3b
+        .list_buckets()
+        .send()
+        .await
+        .unwrap()
+        .buckets()
+        .iter()
+        .filter_map(|b| b.name().map(str::to_string))
+        .collect();
+    assert_eq!(names, ["corpus", "empty-bucket", "scratch"]);
+    // Restoring an ordinary dataset is refused with a hint.
+    let dataset = report["cid"].as_str().unwrap();
+    let (code, err) = admin(
+        info.admin,
+        "/restore",
+        "restore-secret-1234",
+        &format!("{{\"cid\": \"{dataset}\"}}"),
+    )
+    .await;
+    assert_eq!(code, 400, "{err}");
+    assert!(err["error"].as_str().unwrap().contains("import"), "{err}");
+    let _ = child.kill().await;
+    net.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_survive_two_of_six_nodes_stopping_mid_read() {
+    let mut net = Net::start(6).await;
+    let s3 = net.s3();
+    s3.create_bucket().bucket("reads").send().await.unwrap();
+    let data = bytes(40 << 20, 9);
+    s3.put_object()
+        .bucket("reads")
+        .key("obj")
+        .body(ByteStream::from(data.clone()))
+        .send()
+        .await
+        .unwrap();
+
+    let mut got = s3
+        .get_object()
+        .bucket("reads")
+        .key("obj")
+        .send()
+        .await
+        .unwrap();
+    let mut received = Vec::with_capacity(data.len());
+    while received.len() < 6 << 20 {
+        let chunk = got.body.try_next().await.unwrap().expect("more body");
+        received.extend_from_slice(&chunk);
+    }
+    // Two nodes go away while the response is streaming.
+    net.devnet.stop_node(1).await;
+    net.devnet.stop_node(4).await;
+    while let Some(chunk) = got.body.try_next().await.unwrap() {
+        received.extend_from_slice(&chunk);
+    }
+    assert_eq!(received.len(), data.len());
+    assert!(received == data, "bytes after the failure are correct");
+
+    // New requests, whole and ranged in random order, still succeed.
+    let mut x = 7u64;
+    for _ in 0..12 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let start = (x >> 20) as usize % (data.len() - (1 << 20));
+        let len = 1 + (x as usize % (1 << 20));
+        let r = s3
+            .get_object()
+            .bucket("reads")
+            .key("obj")
+            .range(format!("bytes={start}-{}", start + len - 1))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            &r.body.collect().await.unwrap().into_bytes()[..],
+            &data[start..start + len]
+        );
+    }
+    let whole = s3
+        .get_object()
+        .bucket("reads")
+        .key("obj")
+        .send()
+        .await
+        .unwrap();
+    assert!(whole.body.collect().await.unwrap().into_bytes() == data);
+    net.stop().await;
+}

@@ -1,0 +1,904 @@
+//! Every S3 operation the gateway serves, errors included, through the real `aws-sdk-s3` against
+//! a devnet of real node processes and a real gateway process.
+
+mod common;
+
+use aws_sdk_s3::error::ProvideErrorMetadata;
+use aws_sdk_s3::primitives::{ByteStream, DateTime};
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, ChecksumMode, CompletedMultipartUpload, CompletedPart, Delete,
+    ObjectIdentifier,
+};
+use common::{Net, bytes, client, healthy, raw};
+use md5::{Digest, Md5};
+
+/// HTTP status and S3 error code of a failed call.
+fn failure<E: ProvideErrorMetadata, R: std::fmt::Debug>(
+    r: Result<R, aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>>,
+) -> (u16, String) {
+    match r {
+        Ok(v) => panic!("expected an error, got {v:?}"),
+        Err(e) => {
+            let status = e.raw_response().map_or(0, |r| r.status().as_u16());
+            (status, e.code().unwrap_or("").to_string())
+        }
+    }
+}
+
+async fn get(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, range: Option<&str>) -> Vec<u8> {
+    let out = s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .set_range(range.map(str::to_string))
+        .send()
+        .await
+        .unwrap();
+    out.body.collect().await.unwrap().into_bytes().to_vec()
+}
+
+fn md5_hex(b: &[u8]) -> String {
+    Md5::digest(b).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buckets_objects_ranges_conditions_and_errors() {
+    let net = Net::start(6).await;
+    let s3 = net.s3();
+
+    // Buckets.
+    s3.create_bucket().bucket("data").send().await.unwrap();
+    assert_eq!(
+        failure(s3.create_bucket().bucket("data").send().await),
+        (409, "BucketAlreadyOwnedByYou".into())
+    );
+    assert_eq!(
+        failure(s3.create_bucket().bucket("Bad_Name").send().await).1,
+        "InvalidBucketName"
+    );
+    s3.head_bucket().bucket("data").send().await.unwrap();
+    assert_eq!(failure(s3.head_bucket().bucket("nope").send().await).0, 404);
+    let names: Vec<String> = s3
+        .list_buckets()
+        .send()
+        .await
+        .unwrap()
+        .buckets()
+        .iter()
+        .filter_map(|b| b.name().map(str::to_string))
+        .collect();
+    assert_eq!(names, ["data"]);
+
+    // A multi-stripe object with metadata; the SDK sends a CRC32 trailer (aws-chunked) by default.
+    let body = bytes(9 << 20, 1);
+    let put = s3
+        .put_object()
+        .bucket("data")
+        .key("train/shard-0000.tar")
+        .content_type("application/x-tar")
+        .metadata("owner", "ml-team")
+        .body(ByteStream::from(body.clone()))
+        .send()
+        .await
+        .unwrap();
+    let etag = format!("\"{}\"", md5_hex(&body));
+    assert_eq!(
+        put.e_tag(),
+        Some(etag.as_str()),
+        "single-part ETag is the MD5"
+    );
+
+    let head = s3
+        .head_object()
+        .bucket("data")
+        .key("train/shard-0000.tar")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.content_length(), Some(body.len() as i64));
+    assert_eq!(head.content_type(), Some("application/x-tar"));
+    assert_eq!(head.e_tag(), Some(etag.as_str()));
+    let meta = head.metadata().unwrap();
+    assert_eq!(meta.get("owner").map(String::as_str), Some("ml-team"));
+    assert!(meta["cairn-cid"].starts_with("bafy"), "{meta:?}");
+    assert_eq!(meta["cairn-signer"].len(), 64, "{meta:?}");
+    assert_eq!(meta["cairn-blake3"], blake3::hash(&body).to_hex().as_str());
+
+    assert_eq!(get(&s3, "data", "train/shard-0000.tar", None).await, body);
+    // Ranges: a-b, a-, -n, across stripe boundaries.
+    let n = body.len();
+    assert_eq!(
+        get(&s3, "data", "train/shard-0000.tar", Some("bytes=100-199")).await,
+        &body[100..200]
+    );
+    let edge = 4 << 20; // a 4+2 stripe of 1 MiB shards
+    assert_eq!(
+        get(
+            &s3,
+            "data",
+            "train/shard-0000.tar",
+            Some(&format!("bytes={}-{}", edge - 10, edge + 10))
+        )
+        .await,
+        &body[edge - 10..=edge + 10]
+    );
+    assert_eq!(
+        get(
+            &s3,
+            "data",
+            "train/shard-0000.tar",
+            Some(&format!("bytes={}-", n - 5))
+        )
+        .await,
+        &body[n - 5..]
+    );
+    assert_eq!(
+        get(&s3, "data", "train/shard-0000.tar", Some("bytes=-7")).await,
+        &body[n - 7..]
+    );
+    let ranged = s3
+        .get_object()
+        .bucket("data")
+        .key("train/shard-0000.tar")
+        .range("bytes=10-19")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        ranged.content_range(),
+        Some(format!("bytes 10-19/{n}").as_str())
+    );
+    assert_eq!(ranged.content_length(), Some(10));
+    assert_eq!(
+        failure(
+            s3.get_object()
+                .bucket("data")
+                .key("train/shard-0000.tar")
+                .range(format!("bytes={}-", n + 10))
+                .send()
+                .await
+        ),
+        (416, "InvalidRange".into())
+    );
+
+    // Conditional requests.
+    let cond = |m: Option<&str>, nm: Option<&str>, ms: Option<i64>, us: Option<i64>| {
+        s3.get_object()
+            .bucket("data")
+            .key("train/shard-0000.tar")
+            .set_if_match(m.map(str::to_string))
+            .set_if_none_match(nm.map(str::to_string))
+            .set_if_modified_since(ms.map(DateTime::from_secs))
+            .set_if_unmodified_since(us.map(DateTime::from_secs))
+            .send()
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    cond(Some(&etag), None, None, None).await.unwrap();
+    assert_eq!(
+        failure(cond(Some("\"0000\""), None, None, None).await).0,
+        412
+    );
+    assert_eq!(failure(cond(None, Some(&etag), None, None).await).0, 304);
+    cond(None, Some("\"0000\""), None, None).await.unwrap();
+    assert_eq!(
+        failure(cond(None, None, Some(now + 3600), None).await).0,
+        304
+    );
+    cond(None, None, Some(now - 3600), None).await.unwrap();
+    assert_eq!(
+        failure(cond(None, None, None, Some(now - 3600)).await).0,
+        412
+    );
+    cond(None, None, None, Some(now + 3600)).await.unwrap();
+
+    // Checksums: each algorithm is computed, validated and returned.
+    for alg in [
+        ChecksumAlgorithm::Crc32,
+        ChecksumAlgorithm::Crc32C,
+        ChecksumAlgorithm::Crc64Nvme,
+        ChecksumAlgorithm::Sha256,
+    ] {
+        let key = format!("sum/{}", alg.as_str());
+        let put = s3
+            .put_object()
+            .bucket("data")
+            .key(&key)
+            .checksum_algorithm(alg.clone())
+            .body(ByteStream::from(bytes(300_000, 7)))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{alg:?}: {e:?}"));
+        let sent = [
+            put.checksum_crc32(),
+            put.checksum_crc32_c(),
+            put.checksum_crc64_nvme(),
+            put.checksum_sha256(),
+        ];
+        assert!(sent.iter().any(Option::is_some), "{alg:?} checksum echoed");
+        let head = s3
+            .head_object()
+            .bucket("data")
+            .key(&key)
+            .checksum_mode(ChecksumMode::Enabled)
+            .send()
+            .await
+            .unwrap();
+        let got = [
+            head.checksum_crc32(),
+            head.checksum_crc32_c(),
+            head.checksum_crc64_nvme(),
+            head.checksum_sha256(),
+        ];
+        assert_eq!(sent, got, "{alg:?}");
+    }
+    // A wrong declared checksum is refused and nothing is stored.
+    assert_eq!(
+        failure(
+            s3.put_object()
+                .bucket("data")
+                .key("sum/wrong")
+                .checksum_crc32("AAAAAA==")
+                .body(ByteStream::from(bytes(1000, 8)))
+                .send()
+                .await
+        )
+        .1,
+        "BadDigest"
+    );
+    assert_eq!(
+        failure(
+            s3.head_object()
+                .bucket("data")
+                .key("sum/wrong")
+                .send()
+                .await
+        )
+        .0,
+        404
+    );
+    // Content-MD5 is checked too.
+    assert_eq!(
+        failure(
+            s3.put_object()
+                .bucket("data")
+                .key("md5/wrong")
+                .content_md5("1B2M2Y8AsgTpgAmY7PhCfg==")
+                .body(ByteStream::from(bytes(1000, 9)))
+                .send()
+                .await
+        )
+        .1,
+        "BadDigest"
+    );
+
+    // Small and empty objects.
+    s3.put_object()
+        .bucket("data")
+        .key("empty")
+        .body(ByteStream::from(Vec::new()))
+        .send()
+        .await
+        .unwrap();
+    assert!(get(&s3, "data", "empty", None).await.is_empty());
+    s3.put_object()
+        .bucket("data")
+        .key("tiny.json")
+        .body(ByteStream::from_static(b"{\"label\": 3}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        get(&s3, "data", "tiny.json", Some("bytes=1-7")).await,
+        b"\"label\""
+    );
+
+    // Copy keeps bytes and metadata (COPY directive) or replaces metadata (REPLACE).
+    s3.copy_object()
+        .bucket("data")
+        .key("copy.tar")
+        .copy_source("data/train/shard-0000.tar")
+        .send()
+        .await
+        .unwrap();
+    let copied = s3
+        .head_object()
+        .bucket("data")
+        .key("copy.tar")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(copied.e_tag(), Some(etag.as_str()));
+    assert_eq!(
+        copied.metadata().unwrap().get("owner").map(String::as_str),
+        Some("ml-team")
+    );
+    assert_eq!(get(&s3, "data", "copy.tar", None).await, body);
+    assert_eq!(
+        failure(
+            s3.copy_object()
+                .bucket("data")
+                .key("x")
+                .copy_source("data/missing")
+                .send()
+                .await
+        )
+        .1,
+        "NoSuchKey"
+    );
+
+    // Missing things.
+    assert_eq!(
+        failure(s3.get_object().bucket("data").key("missing").send().await),
+        (404, "NoSuchKey".into())
+    );
+    assert_eq!(
+        failure(s3.get_object().bucket("nobucket").key("k").send().await),
+        (404, "NoSuchBucket".into())
+    );
+    assert_eq!(
+        failure(
+            s3.put_object()
+                .bucket("nobucket")
+                .key("k")
+                .body(ByteStream::from_static(b"x"))
+                .send()
+                .await
+        )
+        .1,
+        "NoSuchBucket"
+    );
+
+    // Deletes.
+    assert_eq!(
+        failure(s3.delete_bucket().bucket("data").send().await),
+        (409, "BucketNotEmpty".into())
+    );
+    s3.delete_object()
+        .bucket("data")
+        .key("copy.tar")
+        .send()
+        .await
+        .unwrap();
+    // Deleting a missing key succeeds, as in S3.
+    s3.delete_object()
+        .bucket("data")
+        .key("copy.tar")
+        .send()
+        .await
+        .unwrap();
+    let all: Vec<String> = s3
+        .list_objects_v2()
+        .bucket("data")
+        .send()
+        .await
+        .unwrap()
+        .contents()
+        .iter()
+        .filter_map(|o| o.key().map(str::to_string))
+        .collect();
+    assert!(!all.contains(&"copy.tar".to_string()));
+    let ids: Vec<ObjectIdentifier> = all
+        .iter()
+        .map(|k| ObjectIdentifier::builder().key(k).build().unwrap())
+        .collect();
+    let deleted = s3
+        .delete_objects()
+        .bucket("data")
+        .delete(Delete::builder().set_objects(Some(ids)).build().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.deleted().len(), all.len());
+    assert!(deleted.errors().is_empty());
+    s3.delete_bucket().bucket("data").send().await.unwrap();
+    assert_eq!(failure(s3.head_bucket().bucket("data").send().await).0, 404);
+
+    assert!(healthy(net.gateway().admin).await);
+    net.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_paginate_with_prefix_delimiter_and_start_after() {
+    let net = Net::start(6).await;
+    let s3 = net.s3();
+    s3.create_bucket().bucket("dsets").send().await.unwrap();
+    let mut keys = Vec::new();
+    for split in ["train", "val"] {
+        for i in 0..7 {
+            keys.push(format!("{split}/{i:04}.tar"));
+        }
+    }
+    keys.push("README".into());
+    for (i, k) in keys.iter().enumerate() {
+        s3.put_object()
+            .bucket("dsets")
+            .key(k)
+            .body(ByteStream::from(bytes(100 + i, i as u64)))
+            .send()
+            .await
+            .unwrap();
+    }
+    keys.sort();
+
+    // V2, pages of 4.
+    let mut seen = Vec::new();
+    let mut token = None;
+    loop {
+        let page = s3
+            .list_objects_v2()
+            .bucket("dsets")
+            .max_keys(4)
+            .set_continuation_token(token.clone())
+            .send()
+            .await
+            .unwrap();
+        assert!(page.contents().len() <= 4);
+        assert_eq!(page.key_count(), Some(page.contents().len() as i32));
+        seen.extend(page.contents().iter().map(|o| o.key().unwrap().to_string()));
+        if page.is_truncated() == Some(true) {
+            token = page.next_continuation_token().map(str::to_string);
+            assert!(token.is_some());
+        } else {
+            break;
+        }
+    }
+    assert_eq!(seen, keys);
+
+    // Delimiter: top-level "directories".
+    let top = s3
+        .list_objects_v2()
+        .bucket("dsets")
+        .delimiter("/")
+        .send()
+        .await
+        .unwrap();
+    let prefixes: Vec<&str> = top
+        .common_prefixes()
+        .iter()
+        .filter_map(|p| p.prefix())
+        .collect();
+    assert_eq!(prefixes, ["train/", "val/"]);
+    let files: Vec<&str> = top.contents().iter().filter_map(|o| o.key()).collect();
+    assert_eq!(files, ["README"]);
+
+    // Prefix + start-after.
+    let val = s3
+        .list_objects_v2()
+        .bucket("dsets")
+        .prefix("val/")
+        .start_after("val/0003.tar")
+        .send()
+        .await
+        .unwrap();
+    let got: Vec<&str> = val.contents().iter().filter_map(|o| o.key()).collect();
+    assert_eq!(got, ["val/0004.tar", "val/0005.tar", "val/0006.tar"]);
+    let sizes: Vec<i64> = val.contents().iter().filter_map(|o| o.size()).collect();
+    assert_eq!(sizes.len(), 3);
+
+    // V1 with markers.
+    let mut seen = Vec::new();
+    let mut marker: Option<String> = None;
+    loop {
+        let page = s3
+            .list_objects()
+            .bucket("dsets")
+            .max_keys(5)
+            .set_marker(marker.clone())
+            .send()
+            .await
+            .unwrap();
+        let page_keys: Vec<String> = page
+            .contents()
+            .iter()
+            .map(|o| o.key().unwrap().to_string())
+            .collect();
+        seen.extend(page_keys.iter().cloned());
+        if page.is_truncated() == Some(true) {
+            marker = page
+                .next_marker()
+                .map(str::to_string)
+                .or_else(|| page_keys.last().cloned());
+        } else {
+            break;
+        }
+    }
+    assert_eq!(seen, keys);
+
+    assert_eq!(
+        failure(s3.list_objects_v2().bucket("missing").send().await).1,
+        "NoSuchBucket"
+    );
+    net.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_uploads_combine_parts_and_check_them() {
+    let net = Net::start(6).await;
+    let s3 = net.s3();
+    s3.create_bucket().bucket("mpart").send().await.unwrap();
+    let source = bytes(6 << 20, 50);
+    s3.put_object()
+        .bucket("mpart")
+        .key("source")
+        .body(ByteStream::from(source.clone()))
+        .send()
+        .await
+        .unwrap();
+
+    let up = s3
+        .create_multipart_upload()
+        .bucket("mpart")
+        .key("big.bin")
+        .content_type("application/octet-stream")
+        .metadata("split", "train")
+        .send()
+        .await
+        .unwrap();
+    let id = up.upload_id().unwrap().to_string();
+    let p1 = bytes((5 << 20) + 12_345, 51); // not stripe-aligned
+    let p3 = bytes(777_777, 53);
+    let e1 = s3
+        .upload_part()
+        .bucket("mpart")
+        .key("big.bin")
+        .upload_id(&id)
+        .part_number(1)
+        .body(ByteStream::from(p1.clone()))
+        .send()
+        .await
+        .unwrap()
+        .e_tag()
+        .unwrap()
+        .to_string();
+    assert_eq!(e1, format!("\"{}\"", md5_hex(&p1)));
+    // Part 2 copied from a range of another object.
+    let copy = s3
+        .upload_part_copy()
+        .bucket("mpart")
+        .key("big.bin")
+        .upload_id(&id)
+        .part_number(2)
+        .copy_source("mpart/source")
+        .copy_source_range(format!("bytes=1000-{}", 1000 + (5 << 20) - 1))
+        .send()
+        .await
+        .unwrap();
+    let e2 = copy
+        .copy_part_result()
+        .unwrap()
+        .e_tag()
+        .unwrap()
+        .to_string();
+    let p2 = source[1000..1000 + (5 << 20)].to_vec();
+    let e3 = s3
+        .upload_part()
+        .bucket("mpart")
+        .key("big.bin")
+        .upload_id(&id)
+        .part_number(3)
+        .body(ByteStream::from(p3.clone()))
+        .send()
+        .await
+        .unwrap()
+        .e_tag()
+        .unwrap()
+        .to_string();
+
+    let listed = s3
+        .list_parts()
+        .bucket("mpart")
+        .key("big.bin")
+        .upload_id(&id)
+        .send()
+        .await
+        .unwrap();
+    let numbers: Vec<i32> = listed
+        .parts()
+        .iter()
+        .filter_map(|p| p.part_number())
+        .collect();
+    assert_eq!(numbers, [1, 2, 3]);
+    let uploads = s3
+        .list_multipart_uploads()
+        .bucket("mpart")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(uploads.uploads().len(), 1);
+    assert_eq!(uploads.uploads()[0].upload_id(), Some(id.as_str()));
+
+    let part = |n: i32, e: &str| CompletedPart::builder().part_number(n).e_tag(e).build();
+    // A wrong ETag, a missing part, parts out of order: refused.
+    let bad = s3
+        .complete_multipart_upload()
+        .bucket("mpart")
+        .key("big.bin")
+        .upload_id(&id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .parts(part(1, "\"00000000000000000000000000000000\""))
+                .build(),
+        )
+        .send()
+        .await;
+    assert_eq!(failure(bad).1, "InvalidPart");
+    let bad = s3
+        .complete_multipart_upload()
+        .bucket("mpart")
+        .key("big.bin")
+        .upload_id(&id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .parts(part(2, &e2))
+                .parts(part(1, &e1))
+                .build(),
+        )
+        .send()
+        .await;
+    assert_eq!(failure(bad).1, "InvalidPartOrder");
+    // A small part that is not last.
+    let bad = s3
+        .complete_multipart_upload()
+        .bucket("mpart")
+        .key("big.bin")
+        .upload_id(&id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .parts(part(3, &e3))
+                .parts(part(4, &e3))
+                .build(),
+        )
+        .send()
+        .await;
+    assert!(matches!(
+        failure(bad).1.as_str(),
+        "EntityTooSmall" | "InvalidPart"
+    ));
+
+    let done = s3
+        .complete_multipart_upload()
+        .bucket("mpart")
+        .key("big.bin")
+        .upload_id(&id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .parts(part(1, &e1))
+                .parts(part(2, &e2))
+                .parts(part(3, &e3))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    // ETag: MD5 of the parts' MD5s, dash, part count.
+    let mut md5s = Vec::new();
+    for p in [&p1, &p2, &p3] {
+        md5s.extend_from_slice(&Md5::digest(p));
+    }
+    let want = format!("\"{}-3\"", md5_hex(&md5s));
+    assert_eq!(done.e_tag(), Some(want.as_str()));
+    let whole: Vec<u8> = [p1.as_slice(), &p2, &p3].concat();
+    assert_eq!(get(&s3, "mpart", "big.bin", None).await, whole);
+    let at = p1.len() - 3;
+    assert_eq!(
+        get(
+            &s3,
+            "mpart",
+            "big.bin",
+            Some(&format!("bytes={at}-{}", at + 9))
+        )
+        .await,
+        &whole[at..at + 10],
+        "a range across the part boundary"
+    );
+    let head = s3
+        .head_object()
+        .bucket("mpart")
+        .key("big.bin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.metadata().unwrap()["split"], "train");
+    assert_eq!(
+        head.metadata().unwrap()["cairn-blake3"],
+        blake3::hash(&whole).to_hex().as_str()
+    );
+    assert_eq!(head.content_type(), Some("application/octet-stream"));
+    // The upload is gone.
+    assert_eq!(
+        failure(
+            s3.list_parts()
+                .bucket("mpart")
+                .key("big.bin")
+                .upload_id(&id)
+                .send()
+                .await
+        )
+        .1,
+        "NoSuchUpload"
+    );
+
+    // Abort.
+    let id2 = s3
+        .create_multipart_upload()
+        .bucket("mpart")
+        .key("aborted")
+        .send()
+        .await
+        .unwrap()
+        .upload_id()
+        .unwrap()
+        .to_string();
+    s3.upload_part()
+        .bucket("mpart")
+        .key("aborted")
+        .upload_id(&id2)
+        .part_number(1)
+        .body(ByteStream::from(bytes(1000, 60)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        failure(s3.delete_bucket().bucket("mpart").send().await).1,
+        "BucketNotEmpty"
+    );
+    s3.abort_multipart_upload()
+        .bucket("mpart")
+        .key("aborted")
+        .upload_id(&id2)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        failure(
+            s3.upload_part()
+                .bucket("mpart")
+                .key("aborted")
+                .upload_id(&id2)
+                .part_number(2)
+                .body(ByteStream::from_static(b"x"))
+                .send()
+                .await
+        )
+        .1,
+        "NoSuchUpload"
+    );
+    assert_eq!(
+        failure(s3.head_object().bucket("mpart").key("aborted").send().await).0,
+        404
+    );
+    net.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_presigned_urls_virtual_hosts_and_garbage() {
+    let net = Net::start(4).await;
+    let gw = net.gateway().clone();
+    let s3 = net.s3();
+    s3.create_bucket().bucket("sec").send().await.unwrap();
+    s3.put_object()
+        .bucket("sec")
+        .key("doc.txt")
+        .body(ByteStream::from_static(b"top secret"))
+        .send()
+        .await
+        .unwrap();
+
+    // Wrong secret, unknown key.
+    let wrong = client(&gw.endpoint, &gw.access_key, "not-the-secret-key", true);
+    assert_eq!(
+        failure(wrong.list_buckets().send().await),
+        (403, "SignatureDoesNotMatch".into())
+    );
+    let unknown = client(&gw.endpoint, "AKIANOBODY", &gw.secret_key, true);
+    let (status, _) = failure(
+        unknown
+            .get_object()
+            .bucket("sec")
+            .key("doc.txt")
+            .send()
+            .await,
+    );
+    assert_eq!(status, 403);
+
+    // Anonymous requests are refused with S3 XML.
+    let addr = net.addr();
+    let (code, _, body) = raw(
+        addr,
+        b"GET /sec/doc.txt HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(code, 403);
+    assert!(String::from_utf8_lossy(&body).contains("<Code>AccessDenied</Code>"));
+
+    // A presigned GET works without credentials; tampering breaks it.
+    let cfg =
+        aws_sdk_s3::presigning::PresigningConfig::expires_in(std::time::Duration::from_secs(300))
+            .unwrap();
+    let pre = s3
+        .get_object()
+        .bucket("sec")
+        .key("doc.txt")
+        .presigned(cfg.clone())
+        .await
+        .unwrap();
+    let path = pre.uri().trim_start_matches(&gw.endpoint).to_string();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let (code, _, body) = raw(addr, req.as_bytes()).await;
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(body, b"top secret");
+    let tampered = path.replace("doc.txt", "doc.txt2");
+    let req = format!("GET {tampered} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    assert_eq!(raw(addr, req.as_bytes()).await.0, 403);
+
+    // Virtual-host style: BUCKET.localhost, signed for that host.
+    let vhost_ep = format!("http://localhost:{}", addr.port());
+    let vs3 = client(&vhost_ep, &gw.access_key, &gw.secret_key, false);
+    let pre = vs3
+        .get_object()
+        .bucket("sec")
+        .key("doc.txt")
+        .presigned(cfg)
+        .await
+        .unwrap();
+    let host = format!("sec.localhost:{}", addr.port());
+    assert!(
+        pre.uri().starts_with(&format!("http://{host}/doc.txt")),
+        "{}",
+        pre.uri()
+    );
+    let path = pre
+        .uri()
+        .trim_start_matches(&format!("http://{host}"))
+        .to_string();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let (code, _, body) = raw(addr, req.as_bytes()).await;
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(body, b"top secret");
+
+    // Garbage: not HTTP, huge headers, broken XML, a body longer than declared.
+    raw(addr, b"\x00\x01\x02 garbage garbage\r\n\r\n").await;
+    let huge = format!(
+        "GET /sec/doc.txt HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(1 << 20)
+    );
+    let (code, _, _) = raw(addr, huge.as_bytes()).await;
+    assert!(code == 0 || code >= 400, "{code}");
+    let (code, _, _) = raw(
+        addr,
+        b"POST /sec/doc.txt?uploads HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\n<<<<<",
+    )
+    .await;
+    assert!(code >= 400, "{code}");
+    assert!(healthy(gw.admin).await, "the gateway survives garbage");
+    // And still serves.
+    assert_eq!(get(&s3, "sec", "doc.txt", None).await, b"top secret");
+
+    // A single PUT over 5 GiB is refused before a byte is stored (presigned, so it is signed).
+    let cfg =
+        aws_sdk_s3::presigning::PresigningConfig::expires_in(std::time::Duration::from_secs(300))
+            .unwrap();
+    let pre = s3
+        .put_object()
+        .bucket("sec")
+        .key("huge")
+        .presigned(cfg)
+        .await
+        .unwrap();
+    let path = pre.uri().trim_start_matches(&gw.endpoint).to_string();
+    let req = format!(
+        "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\nonly a few bytes",
+        6u64 << 30
+    );
+    let (code, _, body) = raw(addr, req.as_bytes()).await;
+    assert_eq!(code, 400, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("EntityTooLarge"));
+    assert_eq!(
+        failure(s3.head_object().bucket("sec").key("huge").send().await).0,
+        404
+    );
+    net.stop().await;
+}
