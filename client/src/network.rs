@@ -2,7 +2,8 @@
 //! finds for its [`NodeInfo`], and keep one data-plane client for shard bytes.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use cairn_chunker::Cid;
 use cairn_node::data::{self, Target};
@@ -17,6 +18,10 @@ use crate::placement::Candidate;
 
 /// How long a peer may take to answer while joining; a dead peer costs at most this.
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a node may take to say which shards it holds before reads go on without it.
+pub const LOCATE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a node that did not answer is left out of lookups before it is asked again.
+pub const DOWN_FOR: Duration = Duration::from_secs(15);
 
 /// Who holds which shards (indices into [`Network::nodes`]).
 #[derive(Debug, Clone, Default)]
@@ -61,6 +66,9 @@ pub struct Network {
     data: data::Client,
     nodes: Vec<NodeView>,
     cancel: CancellationToken,
+    /// Nodes that recently failed to answer, and when: skipped by lookups for [`DOWN_FOR`], so
+    /// that with a node gone every read does not wait out its timeout again.
+    down: Mutex<HashMap<PeerId, Instant>>,
 }
 
 impl std::fmt::Debug for Network {
@@ -190,6 +198,7 @@ impl Network {
             data,
             nodes,
             cancel,
+            down: Mutex::new(HashMap::new()),
         })
     }
 
@@ -221,7 +230,15 @@ impl Network {
         // Owned work items: a future borrowing through nested closures here would not be
         // provably `Send` to callers that spawn it (a rustc higher-ranked lifetime limitation).
         let mut asks: Vec<(usize, PeerId, Vec<Cid>)> = Vec::new();
+        let skip: Vec<PeerId> = {
+            let mut down = self.down.lock().unwrap_or_else(|p| p.into_inner());
+            down.retain(|_, since| since.elapsed() < DOWN_FOR);
+            down.keys().copied().collect()
+        };
         for (i, n) in self.nodes.iter().enumerate() {
+            if skip.contains(&n.peer()) {
+                continue;
+            }
             for batch in cids.chunks(MAX_HAS) {
                 asks.push((i, n.peer(), batch.to_vec()));
             }
@@ -231,17 +248,29 @@ impl Network {
             .map(|(i, peer, batch)| {
                 let swarm = swarm.clone();
                 async move {
-                    let answer = swarm
-                        .request(peer, ControlRequest::Has(batch.clone()))
-                        .await;
-                    (i, batch, answer)
+                    let answer = tokio::time::timeout(
+                        LOCATE_TIMEOUT,
+                        swarm.request(peer, ControlRequest::Has(batch.clone())),
+                    )
+                    .await;
+                    (i, peer, batch, answer)
                 }
             })
             .buffer_unordered(16)
             .collect::<Vec<_>>()
             .await;
-        for (i, batch, answer) in answers {
-            if let Ok(ControlResponse::Has(states)) = answer {
+        for (i, peer, batch, answer) in answers {
+            let answered = matches!(answer, Ok(Ok(ControlResponse::Has(_))));
+            {
+                let mut down = self.down.lock().unwrap_or_else(|p| p.into_inner());
+                if answered {
+                    down.remove(&peer);
+                } else {
+                    tracing::debug!(%peer, "no shard list from node; leaving it out for {}s", DOWN_FOR.as_secs());
+                    down.insert(peer, Instant::now());
+                }
+            }
+            if let Ok(Ok(ControlResponse::Has(states))) = answer {
                 for (cid, state) in batch.iter().zip(states) {
                     match state {
                         Holding::Intact(_) => holders.intact.entry(*cid).or_default().push(i),

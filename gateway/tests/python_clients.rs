@@ -1,0 +1,64 @@
+//! The training-reader script (boto3, awscli, s3fs) against a real devnet and gateway. The Python
+//! tools come from `./scripts/setup`, which installs them in a virtualenv and exports its path
+//! as `CAIRN_PYTHON` in `./scripts/test`.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::Net;
+
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("CAIRN_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
+    let venv = home.join(".cache/cairn/venv/bin/python");
+    if venv.is_file() {
+        venv
+    } else {
+        PathBuf::from("python3")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boto3_awscli_and_s3fs_read_a_webdataset_through_node_failures() {
+    let py = python();
+    let probe = std::process::Command::new(&py)
+        .args(["-c", "import boto3, s3fs, awscli"])
+        .output();
+    assert!(
+        probe.as_ref().is_ok_and(|o| o.status.success()),
+        "{} lacks boto3/s3fs/awscli: run ./scripts/setup (it installs them in ~/.cache/cairn/venv)",
+        py.display()
+    );
+    let net = Net::start(6).await;
+    let gw = net.gateway().clone();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/training_reader.py");
+    let out = tokio::process::Command::new(&py)
+        .arg(&script)
+        .env("CAIRN_S3_ENDPOINT", &gw.endpoint)
+        .env("AWS_ACCESS_KEY_ID", &gw.access_key)
+        .env("AWS_SECRET_ACCESS_KEY", &gw.secret_key)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("CAIRN_DEVNET_JSON", net.devnet_dir().join("devnet.json"))
+        .env_remove("AWS_PROFILE")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("ALL OK"),
+        "script failed ({}):\n{stdout}\n{stderr}\ngateway log: {}",
+        out.status,
+        std::fs::read_to_string(&gw.log)
+            .unwrap_or_default()
+            .lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    net.stop().await;
+}
