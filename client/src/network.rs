@@ -22,6 +22,11 @@ pub const JOIN_TIMEOUT: Duration = Duration::from_secs(3);
 pub const LOCATE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a node that did not answer is left out of lookups before it is asked again.
 pub const DOWN_FOR: Duration = Duration::from_secs(15);
+/// How long where a shard was found is remembered (a long-lived client such as the gateway reads
+/// the same objects again and again; a stale entry only costs a failed fetch and a rebuild).
+pub const LOCATED_FOR: Duration = Duration::from_secs(30);
+/// Most shard locations remembered.
+const LOCATED_MAX: usize = 1 << 18;
 
 /// Who holds which shards (indices into [`Network::nodes`]).
 #[derive(Debug, Clone, Default)]
@@ -69,6 +74,8 @@ pub struct Network {
     /// Nodes that recently failed to answer, and when: skipped by lookups for [`DOWN_FOR`], so
     /// that with a node gone every read does not wait out its timeout again.
     down: Mutex<HashMap<PeerId, Instant>>,
+    /// Recently located shards: CID -> nodes that held it intact, and when that was learnt.
+    located: Mutex<HashMap<Cid, (Vec<usize>, Instant)>>,
 }
 
 impl std::fmt::Debug for Network {
@@ -199,6 +206,7 @@ impl Network {
             nodes,
             cancel,
             down: Mutex::new(HashMap::new()),
+            located: Mutex::new(HashMap::new()),
         })
     }
 
@@ -224,9 +232,35 @@ impl Network {
             .collect()
     }
 
-    /// Which nodes hold each CID, asking every node. Unreachable nodes hold nothing.
+    /// Which nodes hold each CID, asking every node (or remembering an answer from the last
+    /// [`LOCATED_FOR`]). Unreachable nodes hold nothing.
     pub async fn locate(&self, cids: &[Cid]) -> Holders {
         let mut holders = Holders::default();
+        let cids: Vec<Cid> = {
+            let located = self.located.lock().unwrap_or_else(|p| p.into_inner());
+            let down = self.down.lock().unwrap_or_else(|p| p.into_inner());
+            cids.iter()
+                .copied()
+                .filter(|cid| match located.get(cid) {
+                    Some((nodes, when)) if when.elapsed() < LOCATED_FOR => {
+                        let live: Vec<usize> = nodes
+                            .iter()
+                            .copied()
+                            .filter(|i| !down.contains_key(&self.nodes[*i].peer()))
+                            .collect();
+                        if live.is_empty() {
+                            return true;
+                        }
+                        holders.intact.insert(*cid, live);
+                        false
+                    }
+                    _ => true,
+                })
+                .collect()
+        };
+        if cids.is_empty() {
+            return holders;
+        }
         // Owned work items: a future borrowing through nested closures here would not be
         // provably `Send` to callers that spawn it (a rustc higher-ranked lifetime limitation).
         let mut asks: Vec<(usize, PeerId, Vec<Cid>)> = Vec::new();
@@ -286,6 +320,16 @@ impl Network {
             .chain(holders.corrupt.values_mut())
         {
             v.sort_unstable();
+        }
+        let mut located = self.located.lock().unwrap_or_else(|p| p.into_inner());
+        if located.len() + cids.len() > LOCATED_MAX {
+            located.clear();
+        }
+        let now = Instant::now();
+        for cid in &cids {
+            if let Some(nodes) = holders.intact.get(cid) {
+                located.insert(*cid, (nodes.clone(), now));
+            }
         }
         holders
     }

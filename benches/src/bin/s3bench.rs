@@ -269,7 +269,7 @@ async fn measure(s3: &Client, a: &Args, pid: u32) -> anyhow::Result<Figures> {
     Ok(f)
 }
 
-/// Streams an N GiB file through the gateway (PUT from disk, GET to a hash) and returns
+/// Streams an N GiB file through the gateway (multipart PUT from disk, GET counted) and returns
 /// (put MB/s, get MB/s).
 async fn big_object(s3: &Client, work: &Path, gib: u64) -> anyhow::Result<(f64, f64)> {
     let path = work.join("big-object.bin");
@@ -287,15 +287,56 @@ async fn big_object(s3: &Client, work: &Path, gib: u64) -> anyhow::Result<(f64, 
         f.flush()?;
     }
     let size = gib << 30;
+    // Over 5 GiB must be multipart (as on S3): 64 MiB parts, read from the file.
+    let part: u64 = 64 << 20;
     let t = Instant::now();
-    s3.put_object()
+    let id = s3
+        .create_multipart_upload()
         .bucket("bench")
         .key("huge")
-        .content_length(size as i64)
-        .body(ByteStream::from_path(&path).await?)
+        .send()
+        .await?
+        .upload_id()
+        .context("no upload id")?
+        .to_string();
+    let mut done = aws_sdk_s3::types::CompletedMultipartUpload::builder();
+    for (n, offset) in (0..size).step_by(part as usize).enumerate() {
+        let body = ByteStream::read_from()
+            .path(&path)
+            .offset(offset)
+            .length(aws_sdk_s3::primitives::Length::Exact(
+                part.min(size - offset),
+            ))
+            .build()
+            .await?;
+        let etag = s3
+            .upload_part()
+            .bucket("bench")
+            .key("huge")
+            .upload_id(&id)
+            .part_number(n as i32 + 1)
+            .body(body)
+            .send()
+            .await
+            .context("big PUT part")?
+            .e_tag()
+            .unwrap_or_default()
+            .to_string();
+        done = done.parts(
+            aws_sdk_s3::types::CompletedPart::builder()
+                .part_number(n as i32 + 1)
+                .e_tag(etag)
+                .build(),
+        );
+    }
+    s3.complete_multipart_upload()
+        .bucket("bench")
+        .key("huge")
+        .upload_id(&id)
+        .multipart_upload(done.build())
         .send()
         .await
-        .context("big PUT")?;
+        .context("big PUT complete")?;
     let put = size as f64 / t.elapsed().as_secs_f64() / 1e6;
     let _ = std::fs::remove_file(&path);
     let t = Instant::now();
