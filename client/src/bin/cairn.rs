@@ -709,7 +709,7 @@ async fn devnet(
             out!("  admin:      http://{} (/health, /metrics)", gw.admin);
             out!("  log:        {}", gw.log.display());
             out!(
-                "\nTry: AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} aws --endpoint-url {} s3 ls",
+                "  try:        AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} aws --endpoint-url {} s3 ls",
                 gw.access_key,
                 gw.secret_key,
                 gw.endpoint
