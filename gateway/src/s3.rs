@@ -385,6 +385,39 @@ fn metadata_in(m: Option<Metadata>) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// What a GET or HEAD answers about a record: the bytes it covers and the stored checksums (only
+/// for the whole object: they describe all of it).
+struct Reply<'a> {
+    range: Option<Range<u64>>,
+    len: u64,
+    content_range: Option<String>,
+    checksums: Option<&'a BTreeMap<String, String>>,
+}
+
+impl<'a> Reply<'a> {
+    fn new(r: &'a ObjectRecord, range: Option<&s3s::dto::Range>) -> Result<Self, Error> {
+        let range = byte_range(range, r.size)?;
+        Ok(match &range {
+            None => Reply {
+                len: r.size,
+                content_range: None,
+                checksums: Some(&r.checksums),
+                range,
+            },
+            Some(x) => Reply {
+                len: x.end - x.start,
+                content_range: Some(format!("bytes {}-{}/{}", x.start, x.end - 1, r.size)),
+                checksums: None,
+                range,
+            },
+        })
+    }
+
+    fn sum(&self, name: &str) -> Option<String> {
+        self.checksums.and_then(|c| c.get(name).cloned())
+    }
+}
+
 fn byte_range(range: Option<&s3s::dto::Range>, size: u64) -> Result<Option<Range<u64>>, Error> {
     match range {
         None => Ok(None),
@@ -856,30 +889,20 @@ impl S3 for Gateway {
             input.if_modified_since.as_ref(),
             input.if_unmodified_since.as_ref(),
         )?;
-        let range = byte_range(input.range.as_ref(), r.size)?;
-        let (len, content_range) = match &range {
-            None => (r.size, None),
-            Some(x) => (
-                x.end - x.start,
-                Some(format!("bytes {}-{}/{}", x.start, x.end - 1, r.size)),
-            ),
-        };
-        let whole = range.is_none();
+        let reply = Reply::new(&r, input.range.as_ref())?;
         Ok(S3Response::new(HeadObjectOutput {
             accept_ranges: Some("bytes".into()),
-            content_length: Some(len as i64),
-            content_range,
+            content_length: Some(reply.len as i64),
+            content_range: reply.content_range.clone(),
             content_type: r.content_type.clone(),
             e_tag: Some(ETag::Strong(r.etag.clone())),
             last_modified: Some(timestamp(r.modified_ms)),
             metadata: Some(metadata_out(&r)),
-            checksum_crc32: whole.then(|| r.checksums.get("crc32").cloned()).flatten(),
-            checksum_crc32c: whole.then(|| r.checksums.get("crc32c").cloned()).flatten(),
-            checksum_crc64nvme: whole
-                .then(|| r.checksums.get("crc64nvme").cloned())
-                .flatten(),
-            checksum_sha1: whole.then(|| r.checksums.get("sha1").cloned()).flatten(),
-            checksum_sha256: whole.then(|| r.checksums.get("sha256").cloned()).flatten(),
+            checksum_crc32: reply.sum("crc32"),
+            checksum_crc32c: reply.sum("crc32c"),
+            checksum_crc64nvme: reply.sum("crc64nvme"),
+            checksum_sha1: reply.sum("sha1"),
+            checksum_sha256: reply.sum("sha256"),
             ..Default::default()
         }))
     }
@@ -898,32 +921,22 @@ impl S3 for Gateway {
             input.if_modified_since.as_ref(),
             input.if_unmodified_since.as_ref(),
         )?;
-        let range = byte_range(input.range.as_ref(), r.size)?;
-        let (len, content_range) = match &range {
-            None => (r.size, None),
-            Some(x) => (
-                x.end - x.start,
-                Some(format!("bytes {}-{}/{}", x.start, x.end - 1, r.size)),
-            ),
-        };
-        let whole = range.is_none();
-        let body = self.body(&r, range).await?;
+        let reply = Reply::new(&r, input.range.as_ref())?;
+        let body = self.body(&r, reply.range.clone()).await?;
         Ok(S3Response::new(GetObjectOutput {
             accept_ranges: Some("bytes".into()),
             body: Some(body),
-            content_length: Some(len as i64),
-            content_range,
+            content_length: Some(reply.len as i64),
+            content_range: reply.content_range.clone(),
             content_type: r.content_type.clone(),
             e_tag: Some(ETag::Strong(r.etag.clone())),
             last_modified: Some(timestamp(r.modified_ms)),
             metadata: Some(metadata_out(&r)),
-            checksum_crc32: whole.then(|| r.checksums.get("crc32").cloned()).flatten(),
-            checksum_crc32c: whole.then(|| r.checksums.get("crc32c").cloned()).flatten(),
-            checksum_crc64nvme: whole
-                .then(|| r.checksums.get("crc64nvme").cloned())
-                .flatten(),
-            checksum_sha1: whole.then(|| r.checksums.get("sha1").cloned()).flatten(),
-            checksum_sha256: whole.then(|| r.checksums.get("sha256").cloned()).flatten(),
+            checksum_crc32: reply.sum("crc32"),
+            checksum_crc32c: reply.sum("crc32c"),
+            checksum_crc64nvme: reply.sum("crc64nvme"),
+            checksum_sha1: reply.sum("sha1"),
+            checksum_sha256: reply.sum("sha256"),
             ..Default::default()
         }))
     }
