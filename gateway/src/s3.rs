@@ -1052,50 +1052,34 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<ListObjectsV2Output>> {
         self.metrics.requests.inc();
         let input = req.input;
-        self.bucket_exists(&input.bucket).await?;
-        let max = input.max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
-        let prefix = input.prefix.clone().unwrap_or_default();
         let after = match &input.continuation_token {
             Some(t) => Some(decode_token(t).ok_or_else(|| {
                 Error::InvalidArgument("the continuation token is not valid".into())
             })?),
             None => input.start_after.clone(),
         };
-        let (c, b, p, d, a) = (
-            self.catalog.clone(),
-            input.bucket.clone(),
-            prefix.clone(),
-            input.delimiter.clone(),
-            after,
-        );
-        let listing =
-            blocking(move || Ok(c.list(&b, &p, d.as_deref(), a.as_deref(), max)?)).await?;
-        let key_count = (listing.objects.len() + listing.prefixes.len()) as i32;
+        let page = self
+            .page(
+                &input.bucket,
+                input.prefix.clone(),
+                input.delimiter.clone(),
+                after,
+                input.max_keys,
+            )
+            .await?;
         Ok(S3Response::new(ListObjectsV2Output {
             name: Some(input.bucket),
-            prefix: Some(prefix),
-            max_keys: Some(max as i32),
-            key_count: Some(key_count),
+            prefix: Some(page.prefix),
+            max_keys: Some(page.max as i32),
+            key_count: Some((page.contents.len() + page.prefixes.len()) as i32),
             continuation_token: input.continuation_token,
             start_after: input.start_after,
             delimiter: input.delimiter,
             encoding_type: input.encoding_type,
-            is_truncated: Some(listing.next.is_some()),
-            next_continuation_token: listing.next.as_deref().map(encode_token),
-            contents: Some(
-                listing
-                    .objects
-                    .iter()
-                    .map(|(k, r)| object_entry(k, r))
-                    .collect(),
-            ),
-            common_prefixes: Some(
-                listing
-                    .prefixes
-                    .into_iter()
-                    .map(|p| CommonPrefix { prefix: Some(p) })
-                    .collect(),
-            ),
+            is_truncated: Some(page.next.is_some()),
+            next_continuation_token: page.next.as_deref().map(encode_token),
+            contents: Some(page.contents),
+            common_prefixes: Some(page.prefixes),
             ..Default::default()
         }))
     }
@@ -1106,41 +1090,26 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<ListObjectsOutput>> {
         self.metrics.requests.inc();
         let input = req.input;
-        self.bucket_exists(&input.bucket).await?;
-        let max = input.max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
-        let prefix = input.prefix.clone().unwrap_or_default();
-        let (c, b, p, d, a) = (
-            self.catalog.clone(),
-            input.bucket.clone(),
-            prefix.clone(),
-            input.delimiter.clone(),
-            input.marker.clone(),
-        );
-        let listing =
-            blocking(move || Ok(c.list(&b, &p, d.as_deref(), a.as_deref(), max)?)).await?;
+        let page = self
+            .page(
+                &input.bucket,
+                input.prefix.clone(),
+                input.delimiter.clone(),
+                input.marker.clone(),
+                input.max_keys,
+            )
+            .await?;
         Ok(S3Response::new(ListObjectsOutput {
             name: Some(input.bucket),
-            prefix: Some(prefix),
+            prefix: Some(page.prefix),
             marker: input.marker,
-            max_keys: Some(max as i32),
-            delimiter: input.delimiter.clone(),
+            max_keys: Some(page.max as i32),
+            delimiter: input.delimiter,
             encoding_type: input.encoding_type,
-            is_truncated: Some(listing.next.is_some()),
-            next_marker: listing.next.clone(),
-            contents: Some(
-                listing
-                    .objects
-                    .iter()
-                    .map(|(k, r)| object_entry(k, r))
-                    .collect(),
-            ),
-            common_prefixes: Some(
-                listing
-                    .prefixes
-                    .into_iter()
-                    .map(|p| CommonPrefix { prefix: Some(p) })
-                    .collect(),
-            ),
+            is_truncated: Some(page.next.is_some()),
+            next_marker: page.next,
+            contents: Some(page.contents),
+            common_prefixes: Some(page.prefixes),
             ..Default::default()
         }))
     }
@@ -1510,6 +1479,39 @@ impl S3 for Gateway {
 }
 
 impl Gateway {
+    /// One page of a listing (both ListObjects versions).
+    async fn page(
+        &self,
+        bucket: &str,
+        prefix: Option<String>,
+        delimiter: Option<String>,
+        after: Option<String>,
+        max_keys: Option<i32>,
+    ) -> Result<Page, Error> {
+        self.bucket_exists(bucket).await?;
+        let max = max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
+        let prefix = prefix.unwrap_or_default();
+        let (c, b, p) = (self.catalog.clone(), bucket.to_string(), prefix.clone());
+        let listing =
+            blocking(move || Ok(c.list(&b, &p, delimiter.as_deref(), after.as_deref(), max)?))
+                .await?;
+        Ok(Page {
+            max,
+            prefix,
+            contents: listing
+                .objects
+                .iter()
+                .map(|(k, r)| object_entry(k, r))
+                .collect(),
+            prefixes: listing
+                .prefixes
+                .into_iter()
+                .map(|p| CommonPrefix { prefix: Some(p) })
+                .collect(),
+            next: listing.next,
+        })
+    }
+
     fn part_options(&self) -> PutOptions {
         // Parts always get stripes, never inline bytes, so Complete can join their stripes.
         let mut o = self.opts.clone();
@@ -1541,6 +1543,16 @@ impl Gateway {
         let (c, i) = (self.catalog.clone(), id.to_string());
         blocking(move || Ok(c.put_part(&i, number, &rec)?)).await
     }
+}
+
+/// A listing page in S3 terms.
+struct Page {
+    max: usize,
+    prefix: String,
+    contents: Vec<Object>,
+    prefixes: Vec<CommonPrefix>,
+    /// The last key or prefix returned, when there is more.
+    next: Option<String>,
 }
 
 fn object_entry(key: &str, r: &ObjectRecord) -> Object {
