@@ -147,6 +147,12 @@ async fn fetch_shard(
             Ok(b) => return Ok(b),
             Err(e) => {
                 incidents.record(node.peer(), format!("shard {}: {e}", shard.cid));
+                let unreachable = matches!(
+                    e,
+                    cairn_node::data::DataError::Unreachable { .. }
+                        | cairn_node::data::DataError::Timeout { .. }
+                );
+                net.fetch_failed(i, &shard.cid, unreachable);
                 problems.push(e.to_string());
             }
         }
@@ -174,15 +180,21 @@ async fn reconstruct(
             let h = holders.intact(&s.cid);
             (i, s, fetch_shard(net, h, s, None, incidents).await)
         });
-    let results: Vec<_> = futures::stream::iter(fetches)
-        .buffer_unordered(total)
-        .collect()
-        .await;
+    // Any k shards rebuild the stripe: stop at the k-th, so a dead or slow node (a connect or
+    // idle timeout of seconds) never holds up a rebuild that the others can already make.
+    let mut results = futures::stream::iter(fetches).buffer_unordered(total);
     let mut shards = vec![None; total];
     let mut missing = Vec::new();
-    for (i, s, r) in results {
+    let mut have = 0;
+    while have < k {
+        let Some((i, s, r)) = results.next().await else {
+            break;
+        };
         match r {
-            Ok(b) => shards[i] = Some(b),
+            Ok(b) => {
+                shards[i] = Some(b);
+                have += 1;
+            }
             Err(problems) => missing.push(Missing {
                 stripe: index,
                 shard: i,
@@ -191,7 +203,7 @@ async fn reconstruct(
             }),
         }
     }
-    let have = shards.iter().filter(|s| s.is_some()).count();
+    drop(results);
     if have < k {
         missing.sort_by_key(|m| m.shard);
         return Err(ClientError::StripeLost {

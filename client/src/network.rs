@@ -232,6 +232,25 @@ impl Network {
             .collect()
     }
 
+    /// Tells the lookup caches that node `index` did not serve `cid`: the remembered location is
+    /// dropped, and an `unreachable` node is left out of lookups for [`DOWN_FOR`].
+    pub fn fetch_failed(&self, index: usize, cid: &Cid, unreachable: bool) {
+        if let Some((nodes, _)) = self
+            .located
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(cid)
+        {
+            nodes.retain(|i| *i != index);
+        }
+        if unreachable && let Some(node) = self.nodes.get(index) {
+            self.down
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(node.peer(), Instant::now());
+        }
+    }
+
     /// Which nodes hold each CID, asking every node (or remembering an answer from the last
     /// [`LOCATED_FOR`]). Unreachable nodes hold nothing.
     pub async fn locate(&self, cids: &[Cid]) -> Holders {

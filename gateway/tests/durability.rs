@@ -356,8 +356,16 @@ async fn reads_survive_two_of_six_nodes_stopping_mid_read() {
     // Two nodes go away while the response is streaming.
     net.devnet.stop_node(1).await;
     net.devnet.stop_node(4).await;
-    while let Some(chunk) = got.body.try_next().await.unwrap() {
-        received.extend_from_slice(&chunk);
+    loop {
+        match got.body.try_next().await {
+            Ok(Some(chunk)) => received.extend_from_slice(&chunk),
+            Ok(None) => break,
+            Err(e) => panic!(
+                "body failed after {} bytes: {e}\ngateway log:\n{}",
+                received.len(),
+                std::fs::read_to_string(&net.gateway().log).unwrap_or_default()
+            ),
+        }
     }
     assert_eq!(received.len(), data.len());
     assert!(received == data, "bytes after the failure are correct");
