@@ -383,13 +383,25 @@ impl OutboardVerifier {
     /// and not yet verified. Call it as bytes arrive; once `data` is the whole shard, every byte
     /// has been checked.
     pub fn check(&mut self, data: &[u8]) -> Result<(), ProofError> {
-        let have = data.len() as u64;
+        self.check_tail(0, data).map(|_| ())
+    }
+
+    /// Like [`OutboardVerifier::check`], for a reader that keeps only the bytes it has not yet
+    /// handed on: `tail` holds the shard's bytes from offset `base` (at most
+    /// [`OutboardVerifier::verified`]). Returns how many bytes of the shard are now verified.
+    pub fn check_tail(&mut self, base: u64, tail: &[u8]) -> Result<u64, ProofError> {
+        let have = base + tail.len() as u64;
         if have > self.size {
             return Err(ProofError::TrailingBytes((have - self.size) as usize));
         }
+        if base > self.verified() {
+            return Err(ProofError::Truncated {
+                missing: base - self.verified(),
+            });
+        }
         if self.groups.is_empty() {
             if have == self.size && self.done == 0 {
-                if blake3::hash(data) != self.root {
+                if base != 0 || blake3::hash(tail) != self.root {
                     return Err(ProofError::BadData {
                         start: 0,
                         end: have,
@@ -397,23 +409,30 @@ impl OutboardVerifier {
                 }
                 self.done = 1;
             }
-            return Ok(());
+            return Ok(self.verified());
         }
         while self.done < self.groups.len() {
-            let start = self.done * GROUP_BYTES;
-            let end = (start + GROUP_BYTES).min(self.size as usize);
-            if data.len() < end {
+            let start = (self.done * GROUP_BYTES) as u64;
+            let end = (start + GROUP_BYTES as u64).min(self.size);
+            if have < end {
                 break;
             }
-            if group_cv(&data[start..end], start as u64) != self.groups[self.done] {
-                return Err(ProofError::BadData {
-                    start: start as u64,
-                    end: end as u64,
-                });
+            let group = &tail[(start - base) as usize..(end - base) as usize];
+            if group_cv(group, start) != self.groups[self.done] {
+                return Err(ProofError::BadData { start, end });
             }
             self.done += 1;
         }
-        Ok(())
+        Ok(self.verified())
+    }
+
+    /// Bytes of the shard, from its start, verified so far.
+    pub fn verified(&self) -> u64 {
+        if self.groups.is_empty() {
+            if self.done == 1 { self.size } else { 0 }
+        } else {
+            ((self.done * GROUP_BYTES) as u64).min(self.size)
+        }
     }
 
     /// True once every byte has been verified.
@@ -732,6 +751,15 @@ mod tests {
                 v.check(&d[..fed]).unwrap();
             }
             assert!(v.is_done() || len == 0, "len {len}");
+            // The same, keeping only the bytes not yet verified, as a streaming reader does.
+            let mut v = OutboardVerifier::new(root, len as u64, &ob).unwrap();
+            let (mut base, mut fed) = (0usize, 0usize);
+            while fed < len {
+                fed = (fed + 5000).min(len);
+                base = v.check_tail(base as u64, &d[base..fed]).unwrap() as usize;
+            }
+            assert_eq!(v.verified(), len as u64);
+            assert!(v.is_done() || len == 0, "len {len}");
             if len > 0 {
                 // A flipped data byte anywhere, or a flipped outboard byte, is caught.
                 for at in [0, len / 2, len - 1] {
@@ -739,6 +767,19 @@ mod tests {
                     bad[at] ^= 1;
                     let mut v = OutboardVerifier::new(root, len as u64, &ob).unwrap();
                     assert!(v.check(&bad).is_err(), "data flip at {at} of {len}");
+                    // Streaming: the group holding the flip is never reported verified.
+                    let mut v = OutboardVerifier::new(root, len as u64, &ob).unwrap();
+                    let (mut base, mut fed) = (0usize, 0usize);
+                    let mut failed = false;
+                    while fed < len && !failed {
+                        fed = (fed + 5000).min(len);
+                        match v.check_tail(base as u64, &bad[base..fed]) {
+                            Ok(n) => base = n as usize,
+                            Err(_) => failed = true,
+                        }
+                    }
+                    assert!(failed, "streamed data flip at {at} of {len}");
+                    assert!(v.verified() <= at as u64, "flip at {at} reported verified");
                 }
             }
             if !ob.is_empty() {

@@ -25,6 +25,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -752,13 +753,57 @@ impl Client {
         size: Option<u64>,
         range: Option<Range<u64>>,
     ) -> Result<Bytes, DataError> {
+        let got = Mutex::new(None);
+        self.fetch_inner(t, cid, size, range, false, &|b| {
+            if let Ok(mut g) = got.lock() {
+                *g = Some(b);
+            }
+        })
+        .await?;
+        Ok(got.into_inner().ok().flatten().unwrap_or_default())
+    }
+
+    /// Like [`Client::fetch`], but hands each verified piece to `sink` as soon as it is
+    /// checked (every 16 KiB group for whole shards), in order, so a reader can pass bytes on
+    /// before the shard is complete. Nothing unverified ever reaches `sink`; on an error, what
+    /// reached it is a verified prefix. Returns the bytes delivered.
+    pub async fn fetch_streaming(
+        &self,
+        t: &Target,
+        cid: &Cid,
+        size: Option<u64>,
+        range: Option<Range<u64>>,
+        sink: &(dyn Fn(Bytes) + Sync),
+    ) -> Result<u64, DataError> {
+        self.fetch_inner(t, cid, size, range, true, sink).await
+    }
+
+    async fn fetch_inner(
+        &self,
+        t: &Target,
+        cid: &Cid,
+        size: Option<u64>,
+        range: Option<Range<u64>>,
+        stream: bool,
+        sink: &(dyn Fn(Bytes) + Sync),
+    ) -> Result<u64, DataError> {
         let root = cids::digest(cid, Codec::Raw).map_err(|e| DataError::Setup(e.to_string()))?;
         let header = encode(&DataRequest::Fetch {
             cid: *cid,
             range: range.as_ref().map(|r| (r.start, r.end)),
         });
+        // Bytes already handed on: a retry on a fresh connection skips them.
+        let delivered = AtomicU64::new(0);
+        let deliver = |at: u64, b: Bytes| {
+            let done = delivered.load(Ordering::Relaxed);
+            let end = at + b.len() as u64;
+            if end > done {
+                sink(b.slice((done.saturating_sub(at)) as usize..));
+                delivered.store(end, Ordering::Relaxed);
+            }
+        };
         self.request(t, |mut send, mut recv| {
-            let (header, range) = (&header, range.clone());
+            let (header, range, deliver) = (&header, range.clone(), &deliver);
             async move {
                 let bad = |reason: String| DataError::BadData {
                     peer: t.peer,
@@ -792,26 +837,38 @@ impl Client {
                         })?;
                         let mut verifier = verified::OutboardVerifier::new(root, size, &outboard)
                             .map_err(|e| bad(e.to_string()))?;
+                        // `out` holds the bytes from `base` on; streaming hands on each verified
+                        // prefix (split off the same allocation, no copy).
                         let mut out = BytesMut::with_capacity(size as usize);
-                        while (out.len() as u64) < size {
+                        let mut base = 0u64;
+                        loop {
+                            let ok = verifier
+                                .check_tail(base, &out)
+                                .map_err(|e| bad(e.to_string()))?;
+                            if stream && ok > base {
+                                deliver(base, out.split_to((ok - base) as usize).freeze());
+                                base = ok;
+                            }
+                            let have = base + out.len() as u64;
+                            if have >= size {
+                                break;
+                            }
                             let chunk = recv
-                                .read_chunk(size as usize - out.len(), true)
+                                .read_chunk((size - have) as usize, true)
                                 .await
                                 .map_err(|e| proto(e.to_string()))?
                                 .ok_or_else(|| {
-                                    proto(format!(
-                                        "stream ended after {} of {size} bytes",
-                                        out.len()
-                                    ))
+                                    proto(format!("stream ended after {have} of {size} bytes"))
                                 })?;
                             out.extend_from_slice(&chunk.bytes);
-                            verifier.check(&out).map_err(|e| bad(e.to_string()))?;
                         }
-                        verifier.check(&out).map_err(|e| bad(e.to_string()))?;
                         if !verifier.is_done() {
                             return Err(bad("shard incomplete".into()));
                         }
-                        Ok(out.freeze())
+                        if !stream {
+                            deliver(0, out.freeze());
+                        }
+                        Ok(size)
                     }
                     (DataResponse::Proof { size, len }, Some(range)) => {
                         let expected_len = verified::encoded_len(size, range.clone());
@@ -822,8 +879,9 @@ impl Client {
                         }
                         let mut decoder = RangeDecoder::new(root, size, range.clone())
                             .map_err(|e| bad(e.to_string()))?;
-                        let mut out = BytesMut::with_capacity((range.end - range.start) as usize);
-                        let mut received = 0u64;
+                        let want = range.end - range.start;
+                        let mut out = BytesMut::with_capacity(want as usize);
+                        let (mut base, mut received) = (0u64, 0u64);
                         while received < len {
                             let chunk = recv
                                 .read_chunk((len - received) as usize, true)
@@ -838,9 +896,18 @@ impl Client {
                             decoder
                                 .push(&chunk.bytes, |_, b| out.extend_from_slice(b))
                                 .map_err(|e| bad(e.to_string()))?;
+                            if stream && !out.is_empty() {
+                                let piece = out.split().freeze();
+                                let n = piece.len() as u64;
+                                deliver(base, piece);
+                                base += n;
+                            }
                         }
                         decoder.finish().map_err(|e| bad(e.to_string()))?;
-                        Ok(out.freeze())
+                        if !stream {
+                            deliver(0, out.freeze());
+                        }
+                        Ok(want)
                     }
                     _ => Err(proto("answer does not match the request".into())),
                 }
