@@ -4,18 +4,23 @@
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use cairn_chunker::Cid;
 use cairn_chunker::cids::{self, Codec};
-use cairn_chunker::manifest::{DatasetManifest, Location, ObjectManifest, Provenance, ShardRef};
+use cairn_chunker::manifest::{
+    DatasetManifest, Location, ObjectManifest, Piece, Provenance, ShardRef,
+};
 use cairn_chunker::pipeline::StripeDecoder;
 use futures::StreamExt;
 use libp2p::PeerId;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc::UnboundedSender;
 
+use crate::cache::{Filler, Lookup, Shard};
 use crate::error::{ClientError, Missing, io};
 use crate::network::{Holders, Network};
 use crate::placement;
@@ -123,38 +128,102 @@ pub async fn fetch_manifest(net: &Network, cid: &Cid) -> Result<Fetched, ClientE
     })
 }
 
-/// Fetches one shard (or a range of it) from the first holder that serves it intact.
+/// The nodes holding `cid` intact: from `holders`, or asked now when `holders` has none (a
+/// shard left out of a lookup because it was cached may have been evicted since).
+async fn holders_of(net: &Network, holders: &Holders, cid: &Cid) -> Vec<usize> {
+    match holders.intact(cid) {
+        [] => net
+            .locate(std::slice::from_ref(cid))
+            .await
+            .intact(cid)
+            .to_vec(),
+        some => some.to_vec(),
+    }
+}
+
+/// Fetches one whole shard from the first holder that serves it intact (the cache first).
 async fn fetch_shard(
     net: &Network,
-    holders: &[usize],
+    holders: &Holders,
     shard: ShardRef,
-    range: Option<Range<u64>>,
     incidents: &Incidents,
 ) -> Result<Bytes, Vec<String>> {
+    if let Some(cache) = net.cache()
+        && let Lookup::Hit(s) = cache.lookup(&shard.cid)
+    {
+        return Ok(s.to_bytes());
+    }
     let mut problems = Vec::new();
-    for &i in holders {
+    for i in holders_of(net, holders, &shard.cid).await {
         let node = &net.nodes()[i];
         match net
             .data()
-            .fetch(
-                &node.target,
-                &shard.cid,
-                Some(u64::from(shard.len)),
-                range.clone(),
-            )
+            .fetch(&node.target, &shard.cid, Some(u64::from(shard.len)), None)
             .await
         {
             Ok(b) => return Ok(b),
-            Err(e) => {
-                incidents.record(node.peer(), format!("shard {}: {e}", shard.cid));
-                let unreachable = matches!(
-                    e,
-                    cairn_node::data::DataError::Unreachable { .. }
-                        | cairn_node::data::DataError::Timeout { .. }
-                );
-                net.fetch_failed(i, &shard.cid, unreachable);
-                problems.push(e.to_string());
-            }
+            Err(e) => problems.push(fetch_failed(net, i, &shard.cid, e, incidents)),
+        }
+    }
+    Err(problems)
+}
+
+/// Records a failed fetch from node `i` and returns what to report.
+fn fetch_failed(
+    net: &Network,
+    i: usize,
+    cid: &Cid,
+    e: cairn_node::data::DataError,
+    incidents: &Incidents,
+) -> String {
+    incidents.record(net.nodes()[i].peer(), format!("shard {cid}: {e}"));
+    let unreachable = matches!(
+        e,
+        cairn_node::data::DataError::Unreachable { .. }
+            | cairn_node::data::DataError::Timeout { .. }
+    );
+    net.fetch_failed(i, cid, unreachable);
+    e.to_string()
+}
+
+/// Streams `range` of a shard to `sink` from the first holder that serves it intact; when a
+/// holder fails part-way, the next one is asked for the rest only. Returns what was delivered
+/// (the verified prefix) with the error.
+async fn stream_shard(
+    net: &Network,
+    holders: &[usize],
+    shard: ShardRef,
+    range: Range<u64>,
+    sink: &(dyn Fn(Bytes) + Sync),
+    incidents: &Incidents,
+) -> Result<(), Vec<String>> {
+    let mut problems = Vec::new();
+    let delivered = AtomicU64::new(0);
+    let counted = |b: Bytes| {
+        delivered.fetch_add(b.len() as u64, Ordering::Relaxed);
+        sink(b);
+    };
+    for &i in holders {
+        // What a failed holder delivered is verified and passed on: ask the next for the rest.
+        let at = range.start + delivered.load(Ordering::Relaxed);
+        if at >= range.end {
+            return Ok(());
+        }
+        let node = &net.nodes()[i];
+        let whole = at == 0 && range.end == u64::from(shard.len);
+        let r = net
+            .data()
+            .fetch_streaming(
+                &node.target,
+                &shard.cid,
+                Some(u64::from(shard.len)),
+                (!whole).then_some(at..range.end),
+                &counted,
+            )
+            .await;
+        match r {
+            Ok(_) => return Ok(()),
+            Err(e) => problems.push(fetch_failed(net, i, &shard.cid, e, incidents)),
         }
     }
     Err(problems)
@@ -177,8 +246,7 @@ async fn reconstruct(
             if s.len == 0 {
                 return (i, s, Ok(Bytes::new()));
             }
-            let h = holders.intact(&s.cid);
-            (i, s, fetch_shard(net, h, s, None, incidents).await)
+            (i, s, fetch_shard(net, holders, s, incidents).await)
         });
     // Any k shards rebuild the stripe: stop at the k-th, so a dead or slow node (a connect or
     // idle timeout of seconds) never holds up a rebuild that the others can already make.
@@ -218,73 +286,204 @@ async fn reconstruct(
     Ok(decoder.decode(index, stripe, shards, false)?.data)
 }
 
-/// The bytes of `range` (within stripe `index`), fetched directly; on a missing shard or a
-/// node that does not answer within [`HEDGE_AFTER`], rebuilt from parity.
-async fn read_stripe(
-    net: &Network,
-    manifest: &ObjectManifest,
-    layout: &cairn_chunker::manifest::Layout,
+/// A stripe rebuilt from parity, shared by the pieces of that stripe that need it.
+#[derive(Default)]
+struct Rebuild {
+    data: tokio::sync::OnceCell<Option<Vec<Bytes>>>,
+    error: Mutex<Option<ClientError>>,
+}
+
+impl Rebuild {
+    async fn get(
+        &self,
+        net: &Network,
+        manifest: &ObjectManifest,
+        index: usize,
+        holders: &Holders,
+        incidents: &Incidents,
+    ) -> Result<&Vec<Bytes>, ClientError> {
+        let data = self
+            .data
+            .get_or_init(|| async {
+                match reconstruct(net, manifest, index, holders, incidents).await {
+                    Ok(d) => Some(d),
+                    Err(e) => {
+                        if let Ok(mut slot) = self.error.lock() {
+                            *slot = Some(e);
+                        }
+                        None
+                    }
+                }
+            })
+            .await;
+        match data {
+            Some(d) => Ok(d),
+            None => Err(self
+                .error
+                .lock()
+                .ok()
+                .and_then(|mut e| e.take())
+                .unwrap_or_else(|| ClientError::StripeLost {
+                    stripe: index,
+                    have: 0,
+                    need: manifest.stripes[index].data.len(),
+                    missing: Vec::new(),
+                })),
+        }
+    }
+}
+
+/// What one stripe read needs to know.
+struct StripeRead<'a> {
+    net: &'a Network,
+    manifest: &'a ObjectManifest,
     index: usize,
-    range: Range<u64>,
-    holders: &Holders,
-    incidents: &Incidents,
-) -> Result<Vec<Bytes>, ClientError> {
-    let pieces: Vec<_> = layout
-        .pieces(manifest, range.clone())
-        .into_iter()
-        .filter(|p| p.stripe == index)
-        .collect();
-    let stripe = &manifest.stripes[index];
-    let direct = async {
-        let fetches = pieces.iter().map(|p| {
-            let shard = stripe.data[p.shard];
-            let whole = p.range.start == 0 && p.range.end == u64::from(shard.len);
-            let h = holders.intact(&shard.cid);
-            fetch_shard(net, h, shard, (!whole).then(|| p.range.clone()), incidents)
-        });
-        futures::future::try_join_all(fetches).await
-    };
-    let rebuild = || async {
-        let data = reconstruct(net, manifest, index, holders, incidents).await?;
-        Ok::<Vec<Bytes>, ClientError>(
-            pieces
-                .iter()
-                .map(|p| data[p.shard].slice(p.range.start as usize..p.range.end as usize))
-                .collect(),
-        )
-    };
-    tokio::pin!(direct);
-    tokio::select! {
-        r = &mut direct => match r {
-            Ok(pieces) => Ok(pieces),
-            Err(_) => rebuild().await,
-        },
-        _ = tokio::time::sleep(HEDGE_AFTER) => {
-            // Hedge: race the slow direct read against a rebuild from whichever shards answer.
-            let hedge = rebuild();
-            tokio::pin!(hedge);
-            tokio::select! {
-                r = &mut direct => match r {
-                    Ok(pieces) => Ok(pieces),
-                    Err(_) => hedge.await,
-                },
-                r = &mut hedge => match r {
-                    Ok(pieces) => Ok(pieces),
-                    Err(_) => direct.await.map_err(|problems| ClientError::StripeLost {
-                        stripe: index,
-                        have: 0,
-                        need: stripe.data.len(),
-                        missing: vec![Missing { stripe: index, shard: 0, cid: stripe.data[0].cid, problems }],
-                    }),
-                },
+    holders: &'a Holders,
+    incidents: &'a Incidents,
+    rebuild: Rebuild,
+    /// Whether whole shards read are kept in the cache.
+    fill: bool,
+}
+
+impl StripeRead<'_> {
+    /// Sends `piece` (a range of one data shard) to `tx`, verified, as it arrives: from the
+    /// shard cache, from a fetch already under way, or from a holder; if a holder fails or has
+    /// sent nothing for [`HEDGE_AFTER`], the rest comes from a rebuild out of parity.
+    async fn piece(&self, piece: &Piece, tx: UnboundedSender<Bytes>) -> Result<(), ClientError> {
+        let shard = self.manifest.stripes[self.index].data[piece.shard];
+        let range = piece.range.clone();
+        let whole = range.start == 0 && range.end == u64::from(shard.len);
+        let mut filler = None;
+        if let Some(cache) = self.net.cache() {
+            let cached = match cache.lookup(&shard.cid) {
+                Lookup::Hit(s) => Some(s),
+                Lookup::Pending(w) => tokio::time::timeout(HEDGE_AFTER, w.wait())
+                    .await
+                    .ok()
+                    .flatten(),
+                Lookup::Miss => None,
+            };
+            if let Some(s) = cached {
+                for b in s.slice(range) {
+                    let _ = tx.send(b);
+                }
+                return Ok(());
+            }
+            if whole && self.fill {
+                filler = cache.begin(shard.cid);
             }
         }
+        let sent = AtomicU64::new(0);
+        let kept = Mutex::new(Vec::new());
+        let keep = filler.is_some();
+        let direct_ok = {
+            let sink = |b: Bytes| {
+                sent.fetch_add(b.len() as u64, Ordering::Relaxed);
+                if keep && let Ok(mut k) = kept.lock() {
+                    k.push(b.clone());
+                }
+                let _ = tx.send(b);
+            };
+            let holders = holders_of(self.net, self.holders, &shard.cid).await;
+            let direct = stream_shard(
+                self.net,
+                &holders,
+                shard,
+                range.clone(),
+                &sink,
+                self.incidents,
+            );
+            tokio::pin!(direct);
+            tokio::select! {
+                r = &mut direct => r.is_ok(),
+                _ = tokio::time::sleep(HEDGE_AFTER) => {
+                    // Hedge: race the slow holder against a rebuild from whichever shards answer.
+                    let rebuild = self.rebuild.get(
+                        self.net, self.manifest, self.index, self.holders, self.incidents);
+                    tokio::pin!(rebuild);
+                    tokio::select! {
+                        r = &mut direct => match r {
+                            Ok(()) => true,
+                            Err(_) => {
+                                let data = rebuild.await?;
+                                self.rest(data, piece, &sent, &tx);
+                                return Ok(());
+                            }
+                        },
+                        r = &mut rebuild => match r {
+                            Ok(data) => {
+                                // The rebuild won: the rest of the piece comes from it.
+                                self.rest(data, piece, &sent, &tx);
+                                return Ok(());
+                            }
+                            Err(e) => {
+                                direct.await.map_err(|_| e)?;
+                                true
+                            }
+                        },
+                    }
+                }
+            }
+        };
+        if direct_ok {
+            if let (Some(f), Ok(k)) = (filler, kept.into_inner()) {
+                f.finish(Shard::new(k));
+            }
+            return Ok(());
+        }
+        let data = self
+            .rebuild
+            .get(
+                self.net,
+                self.manifest,
+                self.index,
+                self.holders,
+                self.incidents,
+            )
+            .await?;
+        self.rest(data, piece, &sent, &tx);
+        Ok(())
+    }
+
+    /// Sends what `tx` has not had yet of `piece`, from rebuilt stripe `data`.
+    fn rest(&self, data: &[Bytes], piece: &Piece, sent: &AtomicU64, tx: &UnboundedSender<Bytes>) {
+        let from = piece.range.start + sent.load(Ordering::Relaxed);
+        if from < piece.range.end {
+            let _ = tx.send(data[piece.shard].slice(from as usize..piece.range.end as usize));
+        }
+    }
+}
+
+/// Where read bytes go: a writer, or a channel (the gateway streams into its HTTP body).
+pub trait Sink: Send {
+    /// Takes the next verified bytes of the read.
+    fn put(&mut self, bytes: Bytes) -> impl Future<Output = Result<(), ClientError>> + Send;
+}
+
+/// A [`Sink`] over an [`AsyncWrite`].
+#[derive(Debug)]
+pub struct WriteSink<'a, W>(pub &'a mut W);
+
+impl<W: AsyncWrite + Unpin + Send> Sink for WriteSink<'_, W> {
+    async fn put(&mut self, bytes: Bytes) -> Result<(), ClientError> {
+        self.0.write_all(&bytes).await.map_err(io("writing output"))
+    }
+}
+
+impl Sink for tokio::sync::mpsc::Sender<Bytes> {
+    async fn put(&mut self, bytes: Bytes) -> Result<(), ClientError> {
+        self.send(bytes).await.map_err(|_| {
+            io("sending output")(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the reader went away",
+            ))
+        })
     }
 }
 
 /// Writes `range` of an object (the whole object if `None`) to `out`, verified; returns the
 /// bytes written. A whole-object read also checks the object's BLAKE3.
-pub async fn read_object<W: AsyncWrite + Unpin>(
+pub async fn read_object<W: AsyncWrite + Unpin + Send>(
     net: &Network,
     manifest: &ObjectManifest,
     range: Option<Range<u64>>,
@@ -292,46 +491,127 @@ pub async fn read_object<W: AsyncWrite + Unpin>(
     progress: Progress,
     incidents: &Incidents,
 ) -> Result<u64, ClientError> {
+    let n = read_object_to(
+        net,
+        manifest,
+        range,
+        &mut WriteSink(&mut *out),
+        progress,
+        incidents,
+    )
+    .await?;
+    out.flush().await.map_err(io("writing output"))?;
+    Ok(n)
+}
+
+/// [`read_object`] into any [`Sink`]. Bytes leave as soon as they are verified (every 16 KiB
+/// group of a shard), in order, with up to [`STRIPES_IN_FLIGHT`] stripes fetched ahead.
+pub async fn read_object_to<S: Sink>(
+    net: &Network,
+    manifest: &ObjectManifest,
+    range: Option<Range<u64>>,
+    out: &mut S,
+    progress: Progress,
+    incidents: &Incidents,
+) -> Result<u64, ClientError> {
     let whole = range.is_none();
     let range = range.unwrap_or(0..manifest.size);
     let range = range.start.min(manifest.size)..range.end.min(manifest.size);
     if let Some(inline) = &manifest.inline {
-        let bytes = &inline[range.start as usize..range.end as usize];
-        out.write_all(bytes).await.map_err(io("writing output"))?;
-        progress(bytes.len() as u64);
-        return Ok(bytes.len() as u64);
+        let bytes = Bytes::copy_from_slice(&inline[range.start as usize..range.end as usize]);
+        let n = bytes.len() as u64;
+        out.put(bytes).await?;
+        progress(n);
+        return Ok(n);
     }
     let layout = manifest.layout();
     let stripes: Vec<usize> = layout.stripes_for(range.clone()).collect();
     let mut hasher = whole.then(blake3::Hasher::new);
     let mut written = 0u64;
+    // A long scan would only push out what other readers use: reads bigger than a quarter of
+    // the cache leave it as it is (read-ahead fills it for sequential readers instead).
+    let fill = net
+        .cache()
+        .is_some_and(|c| range.end - range.start <= c.capacity() / 4);
     // Locate shards a window at a time, so a huge object does not ask about every shard at once.
     for window in stripes.chunks(64) {
         let cids: Vec<Cid> = window
             .iter()
             .flat_map(|&s| manifest.stripes[s].stored_shards().map(|(_, r)| r.cid))
+            .filter(|cid| !net.cache().is_some_and(|c| c.contains(cid)))
             .collect();
         let holders = net.locate(&cids).await;
         let holders = &holders;
-        let layout = &layout;
-        let mut reads = futures::stream::iter(window.iter().copied())
-            .map(|s| {
-                let r = range.clone();
-                async move { read_stripe(net, manifest, layout, s, r, holders, incidents).await }
+        // Per stripe: its pieces of the range and one channel per piece, drained in order.
+        let mut jobs = Vec::with_capacity(window.len());
+        let mut outputs = Vec::with_capacity(window.len());
+        for &s in window {
+            let end = if s + 1 < manifest.stripes.len() {
+                layout.stripe_start(s + 1)
+            } else {
+                manifest.size
+            };
+            let clip = range.start.max(layout.stripe_start(s))..range.end.min(end);
+            let pieces = layout.pieces(manifest, clip);
+            let (txs, rxs): (Vec<_>, Vec<_>) = pieces
+                .iter()
+                .map(|_| tokio::sync::mpsc::unbounded_channel::<Bytes>())
+                .unzip();
+            jobs.push((s, pieces, txs));
+            outputs.push(rxs);
+        }
+        let mut producers = futures::stream::iter(jobs)
+            .map(|(index, pieces, txs)| async move {
+                let read = StripeRead {
+                    net,
+                    manifest,
+                    index,
+                    holders,
+                    incidents,
+                    rebuild: Rebuild::default(),
+                    fill,
+                };
+                let read = &read;
+                futures::future::try_join_all(
+                    pieces.iter().zip(txs).map(|(p, tx)| read.piece(p, tx)),
+                )
+                .await
+                .map(|_| ())
             })
             .buffered(STRIPES_IN_FLIGHT);
-        while let Some(pieces) = reads.next().await {
-            for piece in pieces? {
-                if let Some(h) = hasher.as_mut() {
-                    h.update(&piece);
+        let mut finished = std::collections::VecDeque::new();
+        let mut producers_done = false;
+        for rxs in outputs {
+            for mut rx in rxs {
+                loop {
+                    tokio::select! {
+                        r = producers.next(), if !producers_done => match r {
+                            Some(r) => finished.push_back(r),
+                            None => producers_done = true,
+                        },
+                        b = rx.recv() => match b {
+                            Some(b) => {
+                                if let Some(h) = hasher.as_mut() {
+                                    h.update(&b);
+                                }
+                                let n = b.len() as u64;
+                                out.put(b).await?;
+                                written += n;
+                                progress(n);
+                            }
+                            None => break,
+                        },
+                    }
                 }
-                out.write_all(&piece).await.map_err(io("writing output"))?;
-                written += piece.len() as u64;
-                progress(piece.len() as u64);
             }
+            // Every channel of this stripe is closed: its producer has finished.
+            let result = match finished.pop_front() {
+                Some(r) => r,
+                None => producers.next().await.unwrap_or(Ok(())),
+            };
+            result?;
         }
     }
-    out.flush().await.map_err(io("writing output"))?;
     if let Some(h) = hasher {
         let actual = h.finalize();
         if actual != manifest.blake3 {
@@ -342,7 +622,55 @@ pub async fn read_object<W: AsyncWrite + Unpin>(
             .into());
         }
     }
+    if written != range.end - range.start {
+        return Err(ClientError::Path(format!(
+            "read {written} bytes of a {}-byte range",
+            range.end - range.start
+        )));
+    }
     Ok(written)
+}
+
+/// Fetches the whole data shards holding `range` of an object into the network's shard cache
+/// (read-ahead for a sequential reader), skipping shards cached or being fetched already.
+/// Returns the shards fetched. Failures are left to the reader that needs the bytes.
+pub async fn prefetch(net: &Network, manifest: &ObjectManifest, range: Range<u64>) -> usize {
+    let Some(cache) = net.cache() else {
+        return 0;
+    };
+    if manifest.inline.is_some() {
+        return 0;
+    }
+    let layout = manifest.layout();
+    let claims: Vec<(ShardRef, Filler)> = layout
+        .pieces(manifest, range)
+        .iter()
+        .map(|p| manifest.stripes[p.stripe].data[p.shard])
+        .filter(|s| s.len > 0)
+        .filter_map(|s| cache.begin(s.cid).map(|f| (s, f)))
+        .collect();
+    if claims.is_empty() {
+        return 0;
+    }
+    let cids: Vec<Cid> = claims.iter().map(|(s, _)| s.cid).collect();
+    let holders = net.locate(&cids).await;
+    let incidents = Incidents::default();
+    let holders = &holders;
+    let incidents = &incidents;
+    futures::stream::iter(claims)
+        .map(|(shard, filler)| async move {
+            let got = fetch_shard(net, holders, shard, incidents).await;
+            match got {
+                Ok(b) => {
+                    filler.finish(Shard::new(vec![b]));
+                    1
+                }
+                Err(_) => 0,
+            }
+        })
+        .buffer_unordered(STRIPES_IN_FLIGHT)
+        .fold(0, |a, b| async move { a + b })
+        .await
 }
 
 /// Reads a whole object into memory (for pack objects and small files).

@@ -10,6 +10,7 @@
 //!   bounded bytes in flight and retries on the next-ranked node, signed manifest last.
 //! * [`get`]: manifests checked against CID and signature; objects, ranges and datasets read
 //!   with every byte verified, parity used when nodes are gone, slow nodes hedged.
+//! * [`cache`]: a bounded, single-flight cache of verified shards for long-lived readers.
 //! * [`verify`]: `stat` (where every shard is) and a full audit.
 //! * [`keys`]: the uploader's ed25519 identity.
 //! * [`devnet`]: a local network of `cairn-node` processes.
@@ -32,6 +33,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![deny(rustdoc::broken_intra_doc_links)]
 
+pub mod cache;
 pub mod devnet;
 pub mod error;
 pub mod get;

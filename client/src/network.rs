@@ -2,7 +2,7 @@
 //! finds for its [`NodeInfo`], and keep one data-plane client for shard bytes.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cairn_chunker::Cid;
@@ -13,6 +13,7 @@ use futures::StreamExt;
 use libp2p::{Multiaddr, PeerId};
 use tokio_util::sync::CancellationToken;
 
+use crate::cache::ShardCache;
 use crate::error::ClientError;
 use crate::placement::Candidate;
 
@@ -76,6 +77,8 @@ pub struct Network {
     down: Mutex<HashMap<PeerId, Instant>>,
     /// Recently located shards: CID -> nodes that held it intact, and when that was learnt.
     located: Mutex<HashMap<Cid, (Vec<usize>, Instant)>>,
+    /// Verified whole shards kept between reads (long-lived clients only).
+    cache: Option<Arc<ShardCache>>,
 }
 
 impl std::fmt::Debug for Network {
@@ -207,7 +210,20 @@ impl Network {
             cancel,
             down: Mutex::new(HashMap::new()),
             located: Mutex::new(HashMap::new()),
+            cache: None,
         })
+    }
+
+    /// Keeps verified whole shards in `cache` between reads (and lets read-ahead fill it).
+    /// The cache outlives the network, so a reconnect can hand the same one on.
+    pub fn with_cache(mut self, cache: Arc<ShardCache>) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// The shard cache, if one was given.
+    pub fn cache(&self) -> Option<&Arc<ShardCache>> {
+        self.cache.as_ref()
     }
 
     /// The nodes that answered.
