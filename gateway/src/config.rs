@@ -66,6 +66,13 @@ pub struct Config {
     /// Parity shards per stripe for new objects (0: choose from the network size).
     #[serde(default)]
     pub m: u8,
+    /// Memory for verified shards kept between reads, in MiB (0: no cache).
+    #[serde(default = "default_cache_mib")]
+    pub cache_mib: u32,
+    /// How far ahead of a sequential range reader shards are fetched, in MiB (0: no read-ahead;
+    /// needs the cache).
+    #[serde(default = "default_readahead_mib")]
+    pub readahead_mib: u32,
     /// Log filter (`RUST_LOG` syntax).
     #[serde(default = "default_log")]
     pub log: String,
@@ -73,6 +80,19 @@ pub struct Config {
 
 fn default_log() -> String {
     "info".into()
+}
+
+/// Default shard cache size in MiB.
+pub const DEFAULT_CACHE_MIB: u32 = 128;
+/// Default read-ahead window in MiB.
+pub const DEFAULT_READAHEAD_MIB: u32 = 16;
+
+fn default_cache_mib() -> u32 {
+    DEFAULT_CACHE_MIB
+}
+
+fn default_readahead_mib() -> u32 {
+    DEFAULT_READAHEAD_MIB
 }
 
 /// A validated configuration.
@@ -119,6 +139,8 @@ impl Config {
             peers: Vec::new(),
             k: 0,
             m: 0,
+            cache_mib: DEFAULT_CACHE_MIB,
+            readahead_mib: DEFAULT_READAHEAD_MIB,
             log: default_log(),
         })
     }
@@ -181,6 +203,13 @@ impl Config {
              k = {}\n\
              m = {}\n\
              \n\
+             # Memory (MiB) for verified shards kept between reads; the gateway's resident size is\n\
+             # about this plus 150-250 MiB. 0 = no cache.\n\
+             cache_mib = {}\n\
+             # Sequential range readers (s3fs, PyTorch readers) get this many MiB fetched ahead into\n\
+             # the cache. 0 = off.\n\
+             readahead_mib = {}\n\
+             \n\
              # Log filter, RUST_LOG syntax (error, warn, info, debug, trace).\n\
              log = {}\n",
             q(&self.listen),
@@ -191,6 +220,8 @@ impl Config {
             peers.join(", "),
             self.k,
             self.m,
+            self.cache_mib,
+            self.readahead_mib,
             q(&self.log),
         )
     }
@@ -233,6 +264,22 @@ impl Config {
             return Err(ConfigError::Field {
                 field: "k",
                 message: "set both k and m, or neither (0 = automatic)".into(),
+            });
+        }
+        if self.cache_mib > 64 * 1024 {
+            return Err(ConfigError::Field {
+                field: "cache_mib",
+                message: format!("{} MiB is over the 65536 MiB limit", self.cache_mib),
+            });
+        }
+        if self.readahead_mib > 0 && self.readahead_mib.saturating_mul(4) > self.cache_mib {
+            return Err(ConfigError::Field {
+                field: "readahead_mib",
+                message: format!(
+                    "{} MiB of read-ahead needs a cache of at least 4x that (cache_mib = {}): \
+                     raise cache_mib or lower readahead_mib (0 turns read-ahead off)",
+                    self.readahead_mib, self.cache_mib
+                ),
             });
         }
         let peers = self
@@ -285,6 +332,16 @@ mod tests {
         let mut c = Config::new_random().unwrap();
         c.k = 4;
         assert!(c.check().unwrap_err().to_string().contains("`k`"));
+        let mut c = Config::new_random().unwrap();
+        c.cache_mib = 8;
+        assert!(
+            c.check()
+                .unwrap_err()
+                .to_string()
+                .contains("`readahead_mib`")
+        );
+        c.readahead_mib = 0;
+        c.check().unwrap();
     }
 
     #[test]

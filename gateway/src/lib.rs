@@ -7,6 +7,8 @@
 //!   routing, XML and SigV4.
 //! - [`catalog`]: the gateway's own RocksDB: bucket/key -> where the bytes are (an object
 //!   manifest CID, a slice of a pack, or inline bytes), size, ETag, metadata, time.
+//! - [`readahead`]: which bytes to fetch ahead of sequential range readers (a pure policy);
+//!   fetched shards land in the client's bounded shard cache, which every read consults.
 //! - [`snapshot`]: import an uploaded dataset as keys, export the whole catalog as a signed
 //!   dataset manifest, restore from one.
 //! - [`server`]: the daemon: S3 over HTTP/1.1 and HTTP/2, the admin API (`/health`,
@@ -22,6 +24,7 @@ pub mod config;
 pub mod error;
 pub mod host;
 pub mod metrics;
+pub mod readahead;
 pub mod s3;
 pub mod server;
 pub mod snapshot;

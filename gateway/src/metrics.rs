@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use cairn_client::cache::CacheStats;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -23,6 +24,16 @@ pub struct GatewayMetrics {
     pub read_errors: Counter,
     /// Storage nodes in the gateway's current view of the network.
     pub nodes: Gauge,
+    /// Shard reads answered from the shard cache (or a fetch already under way).
+    pub cache_hits: Counter,
+    /// Shard reads that went to the network.
+    pub cache_misses: Counter,
+    /// Shards evicted from the cache.
+    pub cache_evictions: Counter,
+    /// Bytes held by the shard cache.
+    pub cache_bytes: Gauge,
+    /// Shards fetched ahead of sequential readers.
+    pub readahead_shards: Counter,
 }
 
 impl std::fmt::Debug for GatewayMetrics {
@@ -42,6 +53,11 @@ impl GatewayMetrics {
             bytes_out: Counter::default(),
             read_errors: Counter::default(),
             nodes: Gauge::default(),
+            cache_hits: Counter::default(),
+            cache_misses: Counter::default(),
+            cache_evictions: Counter::default(),
+            cache_bytes: Gauge::default(),
+            readahead_shards: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("requests", "S3 requests handled", m.requests.clone());
@@ -70,7 +86,41 @@ impl GatewayMetrics {
             "Storage nodes in the gateway's view of the network",
             m.nodes.clone(),
         );
+        registry.register(
+            "cache_hits",
+            "Shard reads answered from the shard cache",
+            m.cache_hits.clone(),
+        );
+        registry.register(
+            "cache_misses",
+            "Shard reads that went to the network",
+            m.cache_misses.clone(),
+        );
+        registry.register(
+            "cache_evictions",
+            "Shards evicted from the shard cache",
+            m.cache_evictions.clone(),
+        );
+        registry.register(
+            "cache_bytes",
+            "Bytes held by the shard cache",
+            m.cache_bytes.clone(),
+        );
+        registry.register(
+            "readahead_shards",
+            "Shards fetched ahead of sequential range readers",
+            m.readahead_shards.clone(),
+        );
         Arc::new(Self { registry, ..m })
+    }
+
+    /// Brings the cache figures up to date with the cache's own counters (before a scrape).
+    pub fn observe_cache(&self, stats: CacheStats) {
+        let catch_up = |c: &Counter, now: u64| c.inc_by(now.saturating_sub(c.get()));
+        catch_up(&self.cache_hits, stats.hits);
+        catch_up(&self.cache_misses, stats.misses);
+        catch_up(&self.cache_evictions, stats.evictions);
+        self.cache_bytes.set(stats.bytes as i64);
     }
 
     /// The Prometheus text exposition.

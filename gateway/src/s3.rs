@@ -12,7 +12,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use cairn_chunker::manifest::{ObjectManifest, hex};
 use cairn_chunker::{Cid, cids};
-use cairn_client::get::{Incidents, Manifest, fetch_manifest, read_object};
+use cairn_client::cache::ShardCache;
+use cairn_client::get::{
+    Incidents, Manifest, fetch_manifest, prefetch, read_object, read_object_to,
+};
 use cairn_client::network::Network;
 use cairn_client::put::{Input, PutOptions, publish_manifest, put_object};
 use cairn_node::protocol::ManifestKind;
@@ -27,6 +30,7 @@ use tokio::io::AsyncWrite;
 use crate::catalog::{BucketRecord, Catalog, Location, ObjectRecord, PartRecord, UploadRecord};
 use crate::error::Error;
 use crate::metrics::GatewayMetrics;
+use crate::readahead::ReadAhead;
 
 /// Largest single PUT (as S3).
 pub const MAX_PUT: u64 = 5 << 30;
@@ -36,8 +40,20 @@ pub const MIN_PART: u64 = 5 << 20;
 pub const MAX_PARTS: i32 = 10_000;
 /// Manifests kept decoded in memory.
 const MANIFEST_CACHE: usize = 4096;
-/// Bytes buffered between the network reader and an HTTP response.
-const BODY_PIPE: usize = 4 << 20;
+/// Verified pieces (16 KiB to a shard each) queued between the network reader and an HTTP
+/// response; the reader waits when the client is slower.
+const BODY_QUEUE: usize = 64;
+/// Read-ahead fetches running at once (each fetches up to a stripe's worth of shards in parallel).
+const READAHEAD_TASKS: usize = 2;
+
+/// How reads use memory.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadSettings {
+    /// Shard cache bound (0: no cache).
+    pub cache_bytes: u64,
+    /// Read-ahead window per sequential reader (0: off).
+    pub readahead_bytes: u64,
+}
 
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
@@ -88,6 +104,9 @@ pub struct Gateway {
     opts: PutOptions,
     manifests: Arc<Mutex<HashMap<Cid, Arc<ObjectManifest>>>>,
     metrics: Arc<GatewayMetrics>,
+    cache: Arc<ShardCache>,
+    readahead: Arc<Mutex<ReadAhead>>,
+    readahead_tasks: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -431,20 +450,37 @@ fn byte_range(range: Option<&s3s::dto::Range>, size: u64) -> Result<Option<Range
 impl Gateway {
     /// A gateway over `net`, keeping its catalog in `catalog` and signing with `key`.
     pub fn new(
-        net: Arc<Network>,
+        net: Network,
         catalog: Arc<Catalog>,
         key: SigningKey,
         opts: PutOptions,
         metrics: Arc<GatewayMetrics>,
+        reads: ReadSettings,
     ) -> Self {
+        let cache = ShardCache::new(reads.cache_bytes);
+        let window = if reads.cache_bytes > 0 {
+            reads.readahead_bytes
+        } else {
+            0
+        };
         Self {
-            net: Arc::new(tokio::sync::RwLock::new(net)),
+            net: Arc::new(tokio::sync::RwLock::new(Arc::new(
+                net.with_cache(cache.clone()),
+            ))),
             catalog,
             key,
             opts,
             manifests: Arc::new(Mutex::new(HashMap::new())),
             metrics,
+            cache,
+            readahead: Arc::new(Mutex::new(ReadAhead::new(window))),
+            readahead_tasks: Arc::new(tokio::sync::Semaphore::new(READAHEAD_TASKS)),
         }
+    }
+
+    /// The shard cache.
+    pub fn cache(&self) -> &Arc<ShardCache> {
+        &self.cache
     }
 
     /// The current view of the network.
@@ -452,9 +488,9 @@ impl Gateway {
         self.net.read().await.clone()
     }
 
-    /// Replaces the view of the network (nodes joined or left).
-    pub async fn set_net(&self, net: Arc<Network>) {
-        *self.net.write().await = net;
+    /// Replaces the view of the network (nodes joined or left); the shard cache carries over.
+    pub async fn set_net(&self, net: Network) {
+        *self.net.write().await = Arc::new(net.with_cache(self.cache.clone()));
     }
 
     /// The catalog.
@@ -616,15 +652,24 @@ impl Gateway {
             Some(base + wanted.start..base + wanted.end)
         };
         let net = self.net().await;
-        let (mut writer, reader) = tokio::io::duplex(BODY_PIPE);
+        if range.is_some() {
+            self.read_ahead(
+                &net,
+                &manifest,
+                cid,
+                base + wanted.start..base + wanted.end,
+                base + r.size,
+            );
+        }
+        let (mut tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(BODY_QUEUE);
         let metrics = self.metrics.clone();
         tokio::spawn(async move {
             let incidents = Incidents::default();
-            let result = read_object(
+            let result = read_object_to(
                 &net,
                 &manifest,
                 read_range,
-                &mut writer,
+                &mut tx,
                 Arc::new(|_| {}),
                 &incidents,
             )
@@ -643,11 +688,40 @@ impl Gateway {
                 }
             }
         });
-        let stream = tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024);
+        let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|b| b.map(Ok)));
         Ok(StreamingBlob::new(Sized {
             inner: stream,
             remaining: len,
         }))
+    }
+
+    /// Tells the read-ahead policy about a range request (in manifest offsets; the object's
+    /// readable bytes end at `limit`) and starts fetching what it says lies ahead.
+    fn read_ahead(
+        &self,
+        net: &Arc<Network>,
+        manifest: &Arc<ObjectManifest>,
+        cid: Cid,
+        range: Range<u64>,
+        limit: u64,
+    ) {
+        let ahead = match self.readahead.lock() {
+            Ok(mut ra) => ra.observe(cid, range, limit),
+            Err(_) => None,
+        };
+        let Some(ahead) = ahead else {
+            return;
+        };
+        let (net, manifest) = (net.clone(), manifest.clone());
+        let (tasks, metrics) = (self.readahead_tasks.clone(), self.metrics.clone());
+        tokio::spawn(async move {
+            let Ok(_permit) = tasks.acquire_owned().await else {
+                return;
+            };
+            let n = prefetch(&net, &manifest, ahead.clone()).await;
+            metrics.readahead_shards.inc_by(n as u64);
+            tracing::debug!(object = %cid, ?ahead, shards = n, "read ahead");
+        });
     }
 
     /// Stores the manifest of a combined (multipart) object and returns its CID.

@@ -23,6 +23,7 @@ use crate::config::{CATALOG_DIR, Checked, KEY_FILE, RUNTIME_FILE};
 use crate::host::Host;
 use crate::metrics::GatewayMetrics;
 use crate::s3::Gateway;
+use crate::s3::ReadSettings;
 
 /// How often the gateway re-discovers the network (nodes that joined or left).
 pub const REFRESH_EVERY: Duration = Duration::from_secs(30);
@@ -158,7 +159,11 @@ impl RunningGateway {
             m = opts.params.erasure.m,
             "joined the network"
         );
-        let gateway = Gateway::new(Arc::new(net), catalog, key, opts, metrics);
+        let reads = ReadSettings {
+            cache_bytes: u64::from(cfg.config.cache_mib) << 20,
+            readahead_bytes: u64::from(cfg.config.readahead_mib) << 20,
+        };
+        let gateway = Gateway::new(net, catalog, key, opts, metrics, reads);
 
         let s3_listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
@@ -326,7 +331,7 @@ async fn refresh(gateway: Gateway, peers: Vec<libp2p::Multiaddr>, cancel: Cancel
                     tracing::info!(before, now = net.nodes().len(), "network view changed");
                 }
                 gateway.metrics().nodes.set(net.nodes().len() as i64);
-                gateway.set_net(Arc::new(net)).await;
+                gateway.set_net(net).await;
             }
             Err(e) => tracing::warn!("network refresh failed (keeping the previous view): {e}"),
         }
@@ -461,7 +466,10 @@ async fn metrics(State(s): State<AdminState>) -> Response {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        s.gateway.metrics().render(),
+        {
+            s.gateway.metrics().observe_cache(s.gateway.cache().stats());
+            s.gateway.metrics().render()
+        },
     )
         .into_response()
 }

@@ -72,6 +72,12 @@ struct Overrides {
     /// Parity shards per stripe for new objects.
     #[arg(long)]
     m: Option<u8>,
+    /// MiB of verified shards kept in memory between reads (0: no cache).
+    #[arg(long, env = "CAIRN_GW_CACHE_MIB")]
+    cache_mib: Option<u32>,
+    /// MiB fetched ahead of sequential range readers (0: off).
+    #[arg(long, env = "CAIRN_GW_READAHEAD_MIB")]
+    readahead_mib: Option<u32>,
     /// Log filter, e.g. info or cairn_gateway=debug.
     #[arg(long, env = "CAIRN_GW_LOG")]
     log: Option<String>,
@@ -106,6 +112,12 @@ impl Overrides {
         }
         if let Some(v) = self.m {
             c.m = v;
+        }
+        if let Some(v) = self.cache_mib {
+            c.cache_mib = v;
+        }
+        if let Some(v) = self.readahead_mib {
+            c.readahead_mib = v;
         }
         if let Some(v) = self.log {
             c.log = v;
