@@ -313,6 +313,7 @@ impl Network {
             }
         }
         let swarm = self.swarm.clone();
+        let started = Instant::now();
         let answers = futures::stream::iter(asks)
             .map(|(i, peer, batch)| {
                 let swarm = swarm.clone();
@@ -328,6 +329,11 @@ impl Network {
             .buffer_unordered(16)
             .collect::<Vec<_>>()
             .await;
+        tracing::debug!(
+            shards = cids.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "asked the nodes where shards are"
+        );
         for (i, peer, batch, answer) in answers {
             let answered = matches!(answer, Ok(Ok(ControlResponse::Has(_))));
             {

@@ -622,6 +622,7 @@ impl Gateway {
         r: &ObjectRecord,
         range: Option<Range<u64>>,
     ) -> Result<StreamingBlob, Error> {
+        let started = std::time::Instant::now();
         let wanted = range.clone().unwrap_or(0..r.size);
         let len = (wanted.end - wanted.start) as usize;
         let (cid, base) = match &r.location {
@@ -665,15 +666,26 @@ impl Gateway {
         let metrics = self.metrics.clone();
         tokio::spawn(async move {
             let incidents = Incidents::default();
+            let first = Arc::new(std::sync::OnceLock::new());
+            let seen = first.clone();
             let result = read_object_to(
                 &net,
                 &manifest,
-                read_range,
+                read_range.clone(),
                 &mut tx,
-                Arc::new(|_| {}),
+                Arc::new(move |_| {
+                    seen.get_or_init(std::time::Instant::now);
+                }),
                 &incidents,
             )
             .await;
+            tracing::debug!(
+                object = %cid,
+                range = ?read_range,
+                first_byte_ms = first.get().map(|t| t.duration_since(started).as_millis() as u64),
+                ms = started.elapsed().as_millis() as u64,
+                "read"
+            );
             for (peer, what) in incidents.list() {
                 tracing::warn!(%peer, "read problem: {what}");
             }

@@ -12,6 +12,7 @@
 //! range GETs from 32 concurrent clients (p50/p99), 16 KiB object GETs and PUTs per second, and
 //! the server's peak resident memory. `--big-gib N` also streams one N GiB object through the
 //! gateway (from and to disk) and reports the gateway's peak memory. Prints a Markdown table.
+//! `--keep-log FILE` keeps the gateway's log (run with `CAIRN_GW_LOG=info,cairn_gateway=debug` for per-read timings).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -34,6 +35,7 @@ struct Args {
     small: usize,
     big_gib: u64,
     s3s_fs: PathBuf,
+    keep_log: Option<PathBuf>,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -46,6 +48,7 @@ fn args() -> anyhow::Result<Args> {
         small: 1000,
         big_gib: 0,
         s3s_fs: home.join(".cache/cairn/s3s-fs/bin/s3s-fs"),
+        keep_log: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -58,6 +61,7 @@ fn args() -> anyhow::Result<Args> {
             "--small" => a.small = val()?.parse()?,
             "--big-gib" => a.big_gib = val()?.parse()?,
             "--s3s-fs" => a.s3s_fs = val()?.into(),
+            "--keep-log" => a.keep_log = Some(val()?.into()),
             other => bail!("unknown flag {other}"),
         }
     }
@@ -431,6 +435,10 @@ async fn main() -> anyhow::Result<()> {
     };
     let big_rss = peak_rss_mib(gw.pid);
     net.stop().await;
+    if let Some(to) = &a.keep_log {
+        std::fs::copy(&gw.log, to)
+            .with_context(|| format!("copying the gateway log to {}", to.display()))?;
+    }
     let cf = result?;
 
     println!(
