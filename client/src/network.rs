@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use cairn_chunker::Cid;
 use cairn_node::data::{self, Target};
-use cairn_node::protocol::{ControlRequest, ControlResponse, Holding, MAX_HAS, NodeInfo};
+use cairn_node::protocol::{
+    ControlRequest, ControlResponse, Holding, MAX_HAS, NodeInfo, SignedManifest,
+};
 use cairn_node::swarm::{Role, Swarm};
 use futures::StreamExt;
 use libp2p::{Multiaddr, PeerId};
@@ -246,6 +248,34 @@ impl Network {
                 label: n.info.label.clone(),
             })
             .collect()
+    }
+
+    /// Manifests signed by `signer` (an ed25519 public key) that any node holds, newest first,
+    /// at most `limit`. How a gateway with a fresh disk finds its latest catalog export.
+    pub async fn signed_by(&self, signer: &[u8], limit: u32) -> Vec<SignedManifest> {
+        let asks = self.nodes.iter().map(|n| {
+            let swarm = self.swarm.clone();
+            let (peer, signer) = (n.peer(), signer.to_vec());
+            async move {
+                let ask = swarm.request(peer, ControlRequest::Signed { signer, limit });
+                match tokio::time::timeout(LOCATE_TIMEOUT, ask).await {
+                    Ok(Ok(ControlResponse::Signed(v))) => v,
+                    other => {
+                        tracing::debug!(%peer, "no list of signed manifests: {other:?}");
+                        Vec::new()
+                    }
+                }
+            }
+        });
+        let mut all: Vec<SignedManifest> = futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        all.sort_by(|a, b| b.time_ms.cmp(&a.time_ms).then(a.cid.cmp(&b.cid)));
+        all.dedup_by(|a, b| a.cid == b.cid);
+        all.truncate(limit as usize);
+        all
     }
 
     /// Tells the lookup caches that node `index` did not serve `cid`: the remembered location is

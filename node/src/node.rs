@@ -18,7 +18,8 @@ use crate::config::Checked;
 use crate::data::{self, DataError};
 use crate::metrics::NodeMetrics;
 use crate::protocol::{
-    ControlRequest, ControlResponse, ErrorCode, MAX_HAS, MAX_LIST, NodeInfo, RemoteError,
+    ControlRequest, ControlResponse, ErrorCode, MAX_HAS, MAX_LIST, MAX_SIGNED, NodeInfo,
+    RemoteError, SignedManifest,
 };
 use crate::store::{Store, StoreConfig, StoreError};
 use crate::swarm::{Handler, Role, Swarm, SwarmError};
@@ -155,6 +156,26 @@ fn control_handler(
                 ControlRequest::Has(cids) => {
                     match tokio::task::spawn_blocking(move || store.has(&cids)).await {
                         Ok(Ok(v)) => ControlResponse::Has(v),
+                        Ok(Err(e)) => failure(ErrorCode::Internal, e.to_string()),
+                        Err(e) => failure(ErrorCode::Internal, e.to_string()),
+                    }
+                }
+                ControlRequest::Signed { signer, .. } if signer.len() != 32 => failure(
+                    ErrorCode::BadRequest,
+                    format!(
+                        "a signer is a 32-byte ed25519 key, not {} bytes",
+                        signer.len()
+                    ),
+                ),
+                ControlRequest::Signed { signer, limit } => {
+                    let limit = limit.clamp(1, MAX_SIGNED) as usize;
+                    match tokio::task::spawn_blocking(move || store.signed_by(&signer, limit)).await
+                    {
+                        Ok(Ok(v)) => ControlResponse::Signed(
+                            v.into_iter()
+                                .map(|(cid, time_ms, kind)| SignedManifest { cid, time_ms, kind })
+                                .collect(),
+                        ),
                         Ok(Err(e)) => failure(ErrorCode::Internal, e.to_string()),
                         Err(e) => failure(ErrorCode::Internal, e.to_string()),
                     }

@@ -137,6 +137,28 @@ pub enum ControlRequest {
         /// Most entries wanted (capped at [`MAX_LIST`]).
         limit: u32,
     },
+    /// Manifests signed by this ed25519 public key, newest first.
+    Signed {
+        /// The signer's public key (32 bytes).
+        #[serde(with = "serde_bytes")]
+        signer: Vec<u8>,
+        /// Most entries wanted (capped at [`MAX_SIGNED`]).
+        limit: u32,
+    },
+}
+
+/// Most entries in one [`ControlResponse::Signed`].
+pub const MAX_SIGNED: u32 = 1000;
+
+/// A manifest a signer published, as a node knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedManifest {
+    /// The manifest.
+    pub cid: Cid,
+    /// When it was signed (milliseconds since the Unix epoch, the signer's clock).
+    pub time_ms: u64,
+    /// Object or dataset.
+    pub kind: ManifestKind,
 }
 
 /// Control-plane responses.
@@ -154,6 +176,8 @@ pub enum ControlResponse {
         /// Whether more follow.
         more: bool,
     },
+    /// Answer to [`ControlRequest::Signed`], newest first.
+    Signed(Vec<SignedManifest>),
     /// The request failed.
     Error(RemoteError),
 }

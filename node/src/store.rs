@@ -44,6 +44,9 @@ const CF_CORRUPT: &str = "corrupt";
 const CF_MANIFESTS: &str = "manifests";
 const CF_PROVENANCE: &str = "provenance";
 const CF_META: &str = "meta";
+/// Manifests by signer: `signer (32) ‖ time_ms (u64 BE) ‖ manifest CID` -> kind (0 object,
+/// 1 dataset), so a signer can find what it published (a gateway its latest catalog export).
+const CF_SIGNED: &str = "signed";
 const KEY_USED: &[u8] = b"used";
 const KEY_COUNT: &[u8] = b"count";
 const KEY_FORMAT: &[u8] = b"format";
@@ -267,6 +270,7 @@ impl Store {
             ColumnFamilyDescriptor::new(CF_MANIFESTS, plain()),
             ColumnFamilyDescriptor::new(CF_PROVENANCE, plain()),
             ColumnFamilyDescriptor::new(CF_META, plain()),
+            ColumnFamilyDescriptor::new(CF_SIGNED, plain()),
         ];
         let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|source| {
             let msg = source.to_string();
@@ -678,18 +682,68 @@ impl Store {
         for env in envelopes {
             let p = Provenance::from_bytes(env)?;
             p.verify_for(cid)?;
-            parsed.push((p.cid(), env));
+            parsed.push((p, env));
         }
         let key = cid.to_bytes();
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(CF_MANIFESTS)?, &key, bytes);
-        for (env_cid, env) in parsed {
+        for (p, env) in parsed {
             let mut k = key.clone();
-            k.extend_from_slice(&env_cid.to_bytes());
+            k.extend_from_slice(&p.cid().to_bytes());
             batch.put_cf(self.cf(CF_PROVENANCE)?, k, env);
+            let mut by_signer = p.signer.clone();
+            // Big-endian so keys sort by time (newest last) within a signer.
+            #[allow(clippy::big_endian_bytes)]
+            by_signer.extend_from_slice(&p.time_ms.to_be_bytes());
+            by_signer.extend_from_slice(&key);
+            let kind_byte = match kind {
+                ManifestKind::Object => 0u8,
+                ManifestKind::Dataset => 1,
+            };
+            batch.put_cf(self.cf(CF_SIGNED)?, by_signer, [kind_byte]);
         }
         self.db.write_opt(batch, &self.write_opts())?;
         Ok(())
+    }
+
+    /// Manifests signed by `signer` (an ed25519 public key), newest first (by the signer's
+    /// clock), at most `limit`: `(manifest CID, time_ms, kind)`.
+    pub fn signed_by(
+        &self,
+        signer: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Cid, u64, ManifestKind)>, StoreError> {
+        let mut upper = signer.to_vec();
+        upper.extend_from_slice(&[0xff; 9]);
+        let mut out = Vec::new();
+        let it = self.db.iterator_cf(
+            self.cf(CF_SIGNED)?,
+            IteratorMode::From(&upper, Direction::Reverse),
+        );
+        for item in it {
+            let (k, v) = item?;
+            if !k.starts_with(signer) || out.len() >= limit {
+                break;
+            }
+            let rest = &k[signer.len()..];
+            if rest.len() < 8 {
+                continue;
+            }
+            let mut t = [0u8; 8];
+            t.copy_from_slice(&rest[..8]);
+            let Ok(cid) = Cid::try_from(&rest[8..]) else {
+                continue;
+            };
+            let kind = if v.first() == Some(&1) {
+                ManifestKind::Dataset
+            } else {
+                ManifestKind::Object
+            };
+            #[allow(clippy::big_endian_bytes)] // the key's sortable time, see put_manifest
+            let time = u64::from_be_bytes(t);
+            out.push((cid, time, kind));
+        }
+        Ok(out)
     }
 
     /// A stored manifest and its provenance envelopes, re-verified.
@@ -904,5 +958,57 @@ mod tests {
                 .put_manifest(&cid, ManifestKind::Dataset, &bytes, &[bad])
                 .is_err()
         );
+    }
+
+    #[test]
+    fn manifests_are_found_by_signer_newest_first() {
+        use cairn_chunker::manifest::{DatasetEntry, Location as EntryLocation};
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 1 << 30);
+        let (alice, bob) = (
+            ed25519_dalek::SigningKey::from_bytes(&[1; 32]),
+            ed25519_dalek::SigningKey::from_bytes(&[2; 32]),
+        );
+        let mut published = Vec::new();
+        for (i, time) in [30u64, 10, 20].into_iter().enumerate() {
+            let mut d = cairn_chunker::DatasetManifest::new();
+            d.entries.insert(
+                format!("f{i}"),
+                DatasetEntry {
+                    size: 1,
+                    blake3: blake3::hash(&[i as u8]),
+                    location: EntryLocation::Inline(vec![i as u8]),
+                    meta: Default::default(),
+                },
+            );
+            let cid = d.cid();
+            let env = Provenance::sign(cid, &alice, time, None).to_bytes();
+            store
+                .put_manifest(&cid, ManifestKind::Dataset, &d.to_bytes(), &[env])
+                .unwrap();
+            published.push((cid, time));
+        }
+        // Bob's manifest is not Alice's.
+        let d = cairn_chunker::DatasetManifest::new();
+        let env = Provenance::sign(d.cid(), &bob, 99, None).to_bytes();
+        store
+            .put_manifest(&d.cid(), ManifestKind::Dataset, &d.to_bytes(), &[env])
+            .unwrap();
+        let found = store
+            .signed_by(alice.verifying_key().as_bytes(), 10)
+            .unwrap();
+        let got: Vec<(Cid, u64)> = found.iter().map(|(c, t, _)| (*c, *t)).collect();
+        published.sort_by_key(|(_, t)| std::cmp::Reverse(*t));
+        assert_eq!(got, published);
+        assert!(found.iter().all(|(_, _, k)| *k == ManifestKind::Dataset));
+        let newest = store
+            .signed_by(alice.verifying_key().as_bytes(), 1)
+            .unwrap();
+        assert_eq!(newest.len(), 1);
+        assert_eq!(newest[0].1, 30);
+        let bobs = store.signed_by(bob.verifying_key().as_bytes(), 10).unwrap();
+        assert_eq!(bobs.len(), 1);
+        assert_eq!(bobs[0].0, d.cid());
+        assert!(store.signed_by(&[7; 32], 10).unwrap().is_empty());
     }
 }
