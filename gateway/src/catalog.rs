@@ -13,6 +13,8 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use cairn_chunker::Cid;
 use rocksdb::{
@@ -124,11 +126,23 @@ pub enum CatalogError {
     /// A stored record does not decode.
     #[error("catalog record is damaged: {0}")]
     Damaged(String),
+    /// The bucket does not exist (or was deleted while the request ran).
+    #[error("bucket {0} does not exist")]
+    NoSuchBucket(String),
+    /// The bucket still holds objects or uploads.
+    #[error("bucket {0} is not empty")]
+    BucketNotEmpty(String),
 }
 
 /// The catalog.
 pub struct Catalog {
     db: DB,
+    /// Held while a bucket's existence is checked and acted on (a key lands only in a bucket
+    /// that exists; a bucket is deleted only while empty), so DeleteBucket and a racing
+    /// PutObject cannot leave a key in a deleted bucket.
+    buckets_lock: Mutex<()>,
+    /// Bumped by every change to buckets or objects (what an export holds).
+    generation: AtomicU64,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -187,7 +201,31 @@ impl Catalog {
                 CatalogError::Db(e)
             }
         })?;
-        Ok(Self { db })
+        Ok(Self {
+            db,
+            buckets_lock: Mutex::new(()),
+            generation: AtomicU64::new(0),
+        })
+    }
+
+    /// A number that changes whenever buckets or objects change (not persisted).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn lock_buckets(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.buckets_lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn require_bucket(&self, name: &str) -> Result<(), CatalogError> {
+        match self.db.get_pinned_cf(self.cf(CF_BUCKETS)?, name)? {
+            Some(_) => Ok(()),
+            None => Err(CatalogError::NoSuchBucket(name.to_string())),
+        }
     }
 
     fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, CatalogError> {
@@ -205,10 +243,12 @@ impl Catalog {
     /// Creates a bucket; false if it existed.
     pub fn create_bucket(&self, name: &str, record: &BucketRecord) -> Result<bool, CatalogError> {
         let cf = self.cf(CF_BUCKETS)?;
+        let _guard = self.lock_buckets();
         if self.db.get_pinned_cf(cf, name)?.is_some() {
             return Ok(false);
         }
         self.db.put_cf_opt(cf, name, enc(record), &Self::wo())?;
+        self.changed();
         Ok(true)
     }
 
@@ -248,10 +288,16 @@ impl Catalog {
         Ok(self.uploads(name)?.is_empty())
     }
 
-    /// Deletes a bucket.
+    /// Deletes a bucket, refusing while it holds objects or uploads.
     pub fn delete_bucket(&self, name: &str) -> Result<(), CatalogError> {
+        let _guard = self.lock_buckets();
+        self.require_bucket(name)?;
+        if !self.bucket_is_empty(name)? {
+            return Err(CatalogError::BucketNotEmpty(name.to_string()));
+        }
         self.db
             .delete_cf_opt(self.cf(CF_BUCKETS)?, name, &Self::wo())?;
+        self.changed();
         Ok(())
     }
 
@@ -263,19 +309,22 @@ impl Catalog {
             .transpose()
     }
 
-    /// Stores an object's record (replacing any).
+    /// Stores an object's record (replacing any), if its bucket still exists.
     pub fn put_object(
         &self,
         bucket: &str,
         key: &str,
         record: &ObjectRecord,
     ) -> Result<(), CatalogError> {
+        let _guard = self.lock_buckets();
+        self.require_bucket(bucket)?;
         self.db.put_cf_opt(
             self.cf(CF_OBJECTS)?,
             object_key(bucket, key),
             enc(record),
             &Self::wo(),
         )?;
+        self.changed();
         Ok(())
     }
 
@@ -288,6 +337,7 @@ impl Catalog {
     ) -> Result<(), CatalogError> {
         let mut batch = rocksdb::WriteBatch::default();
         let buckets = self.cf(CF_BUCKETS)?;
+        let _guard = self.lock_buckets();
         if self.db.get_pinned_cf(buckets, bucket)?.is_none() {
             batch.put_cf(buckets, bucket, enc(&BucketRecord { created_ms }));
         }
@@ -296,6 +346,7 @@ impl Catalog {
             batch.put_cf(objects, object_key(bucket, key), enc(record));
         }
         self.db.write_opt(batch, &Self::wo())?;
+        self.changed();
         Ok(())
     }
 
@@ -305,6 +356,9 @@ impl Catalog {
         let k = object_key(bucket, key);
         let existed = self.db.get_pinned_cf(cf, &k)?.is_some();
         self.db.delete_cf_opt(cf, k, &Self::wo())?;
+        if existed {
+            self.changed();
+        }
         Ok(existed)
     }
 
@@ -382,6 +436,8 @@ impl Catalog {
 
     /// Records a new multipart upload.
     pub fn create_upload(&self, id: &str, record: &UploadRecord) -> Result<(), CatalogError> {
+        let _guard = self.lock_buckets();
+        self.require_bucket(&record.bucket)?;
         self.db
             .put_cf_opt(self.cf(CF_UPLOADS)?, id, enc(record), &Self::wo())?;
         Ok(())
@@ -459,10 +515,15 @@ impl Catalog {
         for (n, _) in self.parts(id)? {
             batch.delete_cf(self.cf(CF_PARTS)?, part_key(id, n));
         }
+        let _guard = self.lock_buckets();
         if let Some((bucket, key, record)) = object {
+            self.require_bucket(bucket)?;
             batch.put_cf(self.cf(CF_OBJECTS)?, object_key(bucket, key), enc(record));
         }
         self.db.write_opt(batch, &Self::wo())?;
+        if object.is_some() {
+            self.changed();
+        }
         Ok(())
     }
 
@@ -516,6 +577,8 @@ mod tests {
         for (i, k) in keys.iter().enumerate() {
             c.put_object("b", k, &rec(i as u8)).unwrap();
         }
+        c.create_bucket("bb", &BucketRecord { created_ms: 0 })
+            .unwrap();
         c.put_object("bb", "not-in-b", &rec(9)).unwrap();
         let all = c.list("b", "", None, None, 1000).unwrap();
         assert_eq!(
@@ -581,6 +644,12 @@ mod tests {
             content_type: None,
             metadata: BTreeMap::new(),
         };
+        assert!(matches!(
+            c.create_upload("u1", &up),
+            Err(CatalogError::NoSuchBucket(_))
+        ));
+        c.create_bucket("b", &BucketRecord { created_ms: 0 })
+            .unwrap();
         c.create_upload("u1", &up).unwrap();
         for n in [3u32, 1, 2, 10] {
             let p = PartRecord {
@@ -605,5 +674,42 @@ mod tests {
         assert!(c.parts("u1").unwrap().is_empty());
         assert!(c.upload("u1").unwrap().is_none());
         assert_eq!(c.object("b", "k").unwrap(), Some(rec(1)));
+    }
+
+    #[test]
+    fn keys_land_only_in_live_buckets_and_changes_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Catalog::open(dir.path()).unwrap();
+        let g0 = c.generation();
+        assert!(matches!(
+            c.put_object("gone", "k", &rec(1)),
+            Err(CatalogError::NoSuchBucket(_))
+        ));
+        assert!(matches!(
+            c.delete_bucket("gone"),
+            Err(CatalogError::NoSuchBucket(_))
+        ));
+        assert_eq!(c.generation(), g0, "failed writes change nothing");
+        c.create_bucket("b", &BucketRecord { created_ms: 0 })
+            .unwrap();
+        c.put_object("b", "k", &rec(1)).unwrap();
+        assert!(matches!(
+            c.delete_bucket("b"),
+            Err(CatalogError::BucketNotEmpty(_))
+        ));
+        let g1 = c.generation();
+        assert!(g1 > g0);
+        assert!(c.delete_object("b", "k").unwrap());
+        assert!(!c.delete_object("b", "k").unwrap());
+        let g2 = c.generation();
+        assert_eq!(g2, g1 + 1, "only a real delete counts");
+        c.delete_bucket("b").unwrap();
+        assert!(c.generation() > g2);
+        // A PUT that checked the bucket before it was deleted cannot land the key now.
+        assert!(matches!(
+            c.put_object("b", "late", &rec(2)),
+            Err(CatalogError::NoSuchBucket(_))
+        ));
+        assert!(c.object("b", "late").unwrap().is_none());
     }
 }

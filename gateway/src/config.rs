@@ -73,9 +73,20 @@ pub struct Config {
     /// needs the cache).
     #[serde(default = "default_readahead_mib")]
     pub readahead_mib: u32,
+    /// Seconds between automatic catalog exports to the network, made only when the catalog
+    /// changed (0: only on `POST /export`).
+    #[serde(default = "default_export_every_secs")]
+    pub export_every_secs: u32,
     /// Log filter (`RUST_LOG` syntax).
     #[serde(default = "default_log")]
     pub log: String,
+}
+
+/// Default seconds between automatic catalog exports.
+pub const DEFAULT_EXPORT_EVERY_SECS: u32 = 300;
+
+fn default_export_every_secs() -> u32 {
+    DEFAULT_EXPORT_EVERY_SECS
 }
 
 fn default_log() -> String {
@@ -141,6 +152,7 @@ impl Config {
             m: 0,
             cache_mib: DEFAULT_CACHE_MIB,
             readahead_mib: DEFAULT_READAHEAD_MIB,
+            export_every_secs: DEFAULT_EXPORT_EVERY_SECS,
             log: default_log(),
         })
     }
@@ -210,6 +222,12 @@ impl Config {
              # the cache. 0 = off.\n\
              readahead_mib = {}\n\
              \n\
+             # The catalog (buckets, keys) is exported to the network as a signed dataset manifest\n\
+             # this often (seconds) when it changed; 0 = only on POST /export. A gateway started on an\n\
+             # empty disk with this directory's gateway.key restores the newest export by itself, so\n\
+             # keep a copy of config.toml and gateway.key: everything else can be lost.\n\
+             export_every_secs = {}\n\
+             \n\
              # Log filter, RUST_LOG syntax (error, warn, info, debug, trace).\n\
              log = {}\n",
             q(&self.listen),
@@ -222,6 +240,7 @@ impl Config {
             self.m,
             self.cache_mib,
             self.readahead_mib,
+            self.export_every_secs,
             q(&self.log),
         )
     }

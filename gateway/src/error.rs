@@ -141,7 +141,11 @@ impl From<Error> for S3Error {
 
 impl From<CatalogError> for Error {
     fn from(e: CatalogError) -> Self {
-        Error::Internal(e.to_string())
+        match e {
+            CatalogError::NoSuchBucket(b) => Error::NoSuchBucket(b),
+            CatalogError::BucketNotEmpty(b) => Error::BucketNotEmpty(b),
+            other => Error::Internal(other.to_string()),
+        }
     }
 }
 

@@ -34,6 +34,10 @@ pub struct GatewayMetrics {
     pub cache_bytes: Gauge,
     /// Shards fetched ahead of sequential readers.
     pub readahead_shards: Counter,
+    /// Automatic catalog exports made.
+    pub exports: Counter,
+    /// Automatic catalog exports that failed.
+    pub export_failures: Counter,
 }
 
 impl std::fmt::Debug for GatewayMetrics {
@@ -58,6 +62,8 @@ impl GatewayMetrics {
             cache_evictions: Counter::default(),
             cache_bytes: Gauge::default(),
             readahead_shards: Counter::default(),
+            exports: Counter::default(),
+            export_failures: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("requests", "S3 requests handled", m.requests.clone());
@@ -110,6 +116,16 @@ impl GatewayMetrics {
             "readahead_shards",
             "Shards fetched ahead of sequential range readers",
             m.readahead_shards.clone(),
+        );
+        registry.register(
+            "exports",
+            "Automatic catalog exports made",
+            m.exports.clone(),
+        );
+        registry.register(
+            "export_failures",
+            "Automatic catalog exports that failed",
+            m.export_failures.clone(),
         );
         Arc::new(Self { registry, ..m })
     }

@@ -46,6 +46,19 @@ const BODY_QUEUE: usize = 64;
 /// Read-ahead fetches running at once (each fetches up to a stripe's worth of shards in parallel).
 const READAHEAD_TASKS: usize = 2;
 
+/// The last catalog export this gateway made or restored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ExportStatus {
+    /// CID of the signed dataset manifest.
+    pub cid: String,
+    /// When (ms since the epoch).
+    pub time_ms: u64,
+    /// Keys it holds.
+    pub objects: usize,
+    /// The catalog generation it captured.
+    pub generation: u64,
+}
+
 /// How reads use memory.
 #[derive(Debug, Clone, Copy)]
 pub struct ReadSettings {
@@ -107,6 +120,7 @@ pub struct Gateway {
     cache: Arc<ShardCache>,
     readahead: Arc<Mutex<ReadAhead>>,
     readahead_tasks: Arc<tokio::sync::Semaphore>,
+    last_export: Arc<Mutex<Option<ExportStatus>>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -475,6 +489,19 @@ impl Gateway {
             cache,
             readahead: Arc::new(Mutex::new(ReadAhead::new(window))),
             readahead_tasks: Arc::new(tokio::sync::Semaphore::new(READAHEAD_TASKS)),
+            last_export: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// The last catalog export made (or restored) by this process.
+    pub fn last_export(&self) -> Option<ExportStatus> {
+        self.last_export.lock().ok().and_then(|e| e.clone())
+    }
+
+    /// Records a catalog export.
+    pub fn note_export(&self, status: ExportStatus) {
+        if let Ok(mut e) = self.last_export.lock() {
+            *e = Some(status);
         }
     }
 
@@ -853,12 +880,8 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<DeleteBucketOutput>> {
         self.metrics.requests.inc();
         let name = req.input.bucket;
-        self.bucket_exists(&name).await?;
-        let (c, n) = (self.catalog.clone(), name.clone());
-        let empty = blocking(move || Ok(c.bucket_is_empty(&n)?)).await?;
-        if !empty {
-            return Err(Error::BucketNotEmpty(name).into());
-        }
+        // Existence, emptiness and the delete are one step in the catalog, so a PUT racing
+        // this either lands first (and the delete is refused) or finds no bucket.
         let (c, n) = (self.catalog.clone(), name);
         blocking(move || Ok(c.delete_bucket(&n)?)).await?;
         Ok(S3Response::new(DeleteBucketOutput::default()))

@@ -23,7 +23,7 @@ use crate::config::{CATALOG_DIR, Checked, KEY_FILE, RUNTIME_FILE};
 use crate::host::Host;
 use crate::metrics::GatewayMetrics;
 use crate::s3::Gateway;
-use crate::s3::ReadSettings;
+use crate::s3::{ExportStatus, ReadSettings};
 
 /// How often the gateway re-discovers the network (nodes that joined or left).
 pub const REFRESH_EVERY: Duration = Duration::from_secs(30);
@@ -54,6 +54,9 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// A replaced disk's catalog could not be brought back from the network.
+    #[error("{0}")]
+    Restore(String),
     /// Other I/O.
     #[error("{what}: {source}")]
     Io {
@@ -145,6 +148,10 @@ impl RunningGateway {
             what: format!("creating {}", data_dir.display()),
             source,
         })?;
+        // A catalog that does not exist yet beside a key that does: the disk was replaced and
+        // the identity kept, so the newest export is restored before serving.
+        let fresh_catalog = !data_dir.join(CATALOG_DIR).exists();
+        let kept_key = data_dir.join(KEY_FILE).exists();
         let catalog = Arc::new(Catalog::open(&data_dir.join(CATALOG_DIR))?);
         let key = load_or_create_key(&data_dir.join(KEY_FILE))?;
         let net = Network::connect(&cfg.peers)
@@ -164,6 +171,15 @@ impl RunningGateway {
             readahead_bytes: u64::from(cfg.config.readahead_mib) << 20,
         };
         let gateway = Gateway::new(net, catalog, key, opts, metrics, reads);
+        if fresh_catalog
+            && kept_key
+            && let Err(e) = recover_catalog(&gateway).await
+        {
+            // Leave the disk as it was found, so the next start tries again.
+            drop(gateway);
+            let _ = std::fs::remove_dir_all(data_dir.join(CATALOG_DIR));
+            return Err(e);
+        }
 
         let s3_listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
@@ -219,6 +235,13 @@ impl RunningGateway {
         ));
         if let Some(pid) = watch {
             tasks.spawn(cairn_node::node::watch_pid(pid, cancel.clone()));
+        }
+        if cfg.config.export_every_secs > 0 {
+            tasks.spawn(export_periodically(
+                gateway.clone(),
+                Duration::from_secs(u64::from(cfg.config.export_every_secs)),
+                cancel.child_token(),
+            ));
         }
 
         let info = RuntimeInfo {
@@ -317,6 +340,62 @@ async fn serve_s3(
     }
 }
 
+/// Restores the newest catalog export signed by this gateway's key. Finding none is normal for
+/// a new gateway; finding one that cannot be restored stops the start, because serving (and
+/// soon exporting) an empty catalog would hide the real one.
+async fn recover_catalog(gateway: &Gateway) -> Result<(), StartError> {
+    let found = gateway
+        .latest_export()
+        .await
+        .map_err(|e| StartError::Restore(format!("looking for earlier catalog exports: {e}")))?;
+    let Some(cid) = found else {
+        tracing::info!("new catalog: no earlier export signed by this gateway's key was found");
+        return Ok(());
+    };
+    tracing::info!(%cid, "empty catalog beside a kept gateway.key: restoring the newest export");
+    let report = gateway.restore(&cid).await.map_err(|e| {
+        StartError::Restore(format!(
+            "restoring catalog export {cid}: {e}; fix the network and start again, or start with \
+             a new data directory and no gateway.key to begin an empty catalog"
+        ))
+    })?;
+    gateway.note_export(ExportStatus {
+        cid: cid.to_string(),
+        time_ms: crate::s3::now_ms(),
+        objects: report.objects,
+        generation: gateway.catalog().generation(),
+    });
+    tracing::info!(%cid, objects = report.objects, buckets = report.buckets.len(), "catalog restored");
+    Ok(())
+}
+
+/// Exports the catalog every `every` when it changed since the last export.
+async fn export_periodically(gateway: Gateway, every: Duration, cancel: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let generation = gateway.catalog().generation();
+        if gateway
+            .last_export()
+            .is_some_and(|e| e.generation == generation)
+            || (generation == 0 && gateway.last_export().is_none())
+        {
+            continue;
+        }
+        match gateway.export().await {
+            Ok(_) => {
+                gateway.metrics().exports.inc();
+            }
+            Err(e) => {
+                gateway.metrics().export_failures.inc();
+                tracing::warn!("automatic catalog export failed (will retry): {e}");
+            }
+        }
+    }
+}
+
 /// Re-joins the network periodically so nodes that joined or left are seen.
 async fn refresh(gateway: Gateway, peers: Vec<libp2p::Multiaddr>, cancel: CancellationToken) {
     loop {
@@ -363,7 +442,11 @@ pub struct ImportRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RestoreRequest {
     /// CID of a catalog export.
-    pub cid: String,
+    #[serde(default)]
+    pub cid: Option<String>,
+    /// Restore the newest export signed by this gateway's key instead.
+    #[serde(default)]
+    pub latest: bool,
 }
 
 fn admin_error(status: StatusCode, message: impl std::fmt::Display) -> Response {
@@ -450,9 +533,27 @@ async fn restore(
     if let Err(r) = authorized(&s, &headers) {
         return *r;
     }
-    let cid = match parse_cid(&req.cid) {
-        Ok(c) => c,
-        Err(r) => return *r,
+    let cid = match (&req.cid, req.latest) {
+        (Some(c), false) => match parse_cid(c) {
+            Ok(c) => c,
+            Err(r) => return *r,
+        },
+        (None, true) => match s.gateway.latest_export().await {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                return admin_error(
+                    StatusCode::NOT_FOUND,
+                    "no catalog export signed by this gateway's key was found on the network",
+                );
+            }
+            Err(e) => return gateway_error(e),
+        },
+        _ => {
+            return admin_error(
+                StatusCode::BAD_REQUEST,
+                "send {\"cid\": \"bafy...\"} or {\"latest\": true}",
+            );
+        }
     };
     match s.gateway.restore(&cid).await {
         Ok(report) => Json(report).into_response(),
@@ -483,6 +584,8 @@ async fn status(State(s): State<AdminState>) -> Response {
         "k": e.k,
         "m": e.m,
         "signer": cairn_chunker::manifest::hex(&s.gateway.signing_key().verifying_key().to_bytes()),
+        "last_export": s.gateway.last_export(),
+        "catalog_generation": s.gateway.catalog().generation(),
     }))
     .into_response()
 }

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Location, ObjectRecord};
 use crate::error::Error;
-use crate::s3::{Gateway, check_bucket_name, now_ms};
+use crate::s3::{ExportStatus, Gateway, check_bucket_name, now_ms};
 
 /// Where an export keeps its list of buckets.
 pub const BUCKETS_ENTRY: &str = ".cairn-gateway/buckets.json";
@@ -249,6 +249,8 @@ impl Gateway {
 
     /// Writes the whole catalog to the network as one signed dataset manifest.
     pub async fn export(&self) -> Result<ExportReport, Error> {
+        // Changes made while the export runs make the next periodic export happen.
+        let generation = self.catalog().generation();
         let c = self.catalog().clone();
         let (buckets, objects) =
             tokio::task::spawn_blocking(move || Ok::<_, Error>((c.buckets()?, c.all_objects()?)))
@@ -305,12 +307,43 @@ impl Gateway {
         )
         .await?;
         tracing::info!(%cid, buckets = buckets.len(), objects = objects.len(), "catalog exported");
+        self.note_export(ExportStatus {
+            cid: cid.to_string(),
+            time_ms: now_ms(),
+            objects: objects.len(),
+            generation,
+        });
         Ok(ExportReport {
             cid: cid.to_string(),
             buckets: buckets.len(),
             objects: objects.len(),
             bytes,
         })
+    }
+
+    /// The newest catalog export this gateway's key signed that a node still holds: how a
+    /// gateway on a fresh disk (with its `gateway.key` kept) finds its catalog again.
+    pub async fn latest_export(&self) -> Result<Option<Cid>, Error> {
+        let net = self.net().await;
+        let me = self.signing_key().verifying_key().to_bytes();
+        for found in net.signed_by(&me, 32).await {
+            if found.kind != ManifestKind::Dataset {
+                continue;
+            }
+            match fetch_manifest(&net, &found.cid).await {
+                Ok(f) => {
+                    if let Manifest::Dataset(d) = &f.manifest
+                        && d.entries.contains_key(BUCKETS_ENTRY)
+                    {
+                        return Ok(Some(found.cid));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(cid = %found.cid, "skipping an export that cannot be read: {e}")
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// Rebuilds catalog entries from an export (merging into what is there).

@@ -11,6 +11,52 @@ use aws_sdk_s3::primitives::ByteStream;
 use common::{Net, bytes, client, gateway_bin};
 use serde_json::Value;
 
+/// `cairn-gateway init` in `dir` with these keys, listening on free ports.
+fn init_gateway(dir: &std::path::Path, access: &str, secret: &str) {
+    let init = std::process::Command::new(gateway_bin())
+        .args(["init", "--data-dir", dir.to_str().unwrap()])
+        .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .args(["--access-key", access, "--secret-key", secret])
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+}
+
+/// `cairn-gateway run` on `dir` against the devnet's nodes, once it serves.
+async fn run_gateway(
+    net: &Net,
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> (tokio::process::Child, cairn_gateway::server::RuntimeInfo) {
+    let _ = std::fs::remove_file(dir.join(cairn_gateway::config::RUNTIME_FILE));
+    let log = dir.join("gateway.log");
+    let mut run = tokio::process::Command::new(gateway_bin());
+    run.args(["run", "--data-dir", dir.to_str().unwrap()])
+        .args(extra)
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    for n in &net.devnet.state.nodes {
+        run.args(["--peer", &n.multiaddr]);
+    }
+    let mut child = run.spawn().unwrap();
+    let info = loop {
+        if let Ok(info) = cairn_gateway::server::read_runtime_info(dir) {
+            break info;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            let err = std::fs::read_to_string(&log).unwrap_or_default();
+            panic!("gateway on {} exited ({status}): {err}", dir.display());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    (child, info)
+}
+
 async fn admin(addr: std::net::SocketAddr, path: &str, token: &str, body: &str) -> (u16, Value) {
     let auth = format!("Bearer {token}");
     let (code, text) = cairn_node::admin::http_request(
@@ -231,46 +277,8 @@ async fn cairn_put_bucket_then_export_and_restore_on_a_fresh_gateway() {
 
     // A fresh gateway with an empty disk restores everything from the CID alone.
     let dir2 = net.dir.path().join("gateway2");
-    let bin = gateway_bin();
-    let init = std::process::Command::new(&bin)
-        .args([
-            "init",
-            "--data-dir",
-            dir2.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-        ])
-        .args([
-            "--access-key",
-            "RESTOREKEY",
-            "--secret-key",
-            "restore-secret-1234",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
-    let mut run = tokio::process::Command::new(&bin);
-    run.args(["run", "--data-dir", dir2.to_str().unwrap()])
-        .kill_on_drop(true)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    for n in &net.devnet.state.nodes {
-        run.args(["--peer", &n.multiaddr]);
-    }
-    let mut child = run.spawn().unwrap();
-    let info = loop {
-        if let Ok(info) = cairn_gateway::server::read_runtime_info(&dir2) {
-            break info;
-        }
-        assert!(child.try_wait().unwrap().is_none(), "second gateway exited");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    init_gateway(&dir2, "RESTOREKEY", "restore-secret-1234");
+    let (mut child, info) = run_gateway(&net, &dir2, &[]).await;
     let s3b = client(&info.endpoint, "RESTOREKEY", "restore-secret-1234", true);
     assert!(
         s3b.list_buckets()
@@ -399,5 +407,118 @@ async fn reads_survive_two_of_six_nodes_stopping_mid_read() {
         .await
         .unwrap();
     assert!(whole.body.collect().await.unwrap().into_bytes() == data);
+    net.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_disk_gets_its_catalog_back_from_the_network() {
+    let net = Net::start(6).await;
+    // A gateway that exports its catalog every second when it changed.
+    let dir = net.dir.path().join("gw-a");
+    init_gateway(&dir, "DISKKEY", "disk-secret-1234");
+    let (mut a, info) = run_gateway(&net, &dir, &["--export-every-secs", "1"]).await;
+    let s3 = client(&info.endpoint, "DISKKEY", "disk-secret-1234", true);
+    for b in ["models", "shards"] {
+        s3.create_bucket().bucket(b).send().await.unwrap();
+    }
+    for (i, (bucket, key, size)) in [
+        ("shards", "train/000.tar", 300_000usize),
+        ("shards", "train/001.tar", 5 << 20),
+        ("shards", "val/000.tar", 1000),
+        ("models", "ckpt/step-100.bin", 2 << 20),
+        ("models", "gone", 10),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        s3.put_object()
+            .bucket(bucket)
+            .key(key)
+            .metadata("step", i.to_string())
+            .body(ByteStream::from(bytes(size, i as u64 + 50)))
+            .send()
+            .await
+            .unwrap();
+    }
+    s3.delete_object()
+        .bucket("models")
+        .key("gone")
+        .send()
+        .await
+        .unwrap();
+    let before = everything(&s3).await;
+    assert_eq!(before.len(), 4);
+
+    // Wait for an automatic export that holds the last change.
+    let status = |addr| async move {
+        let (code, text) = cairn_node::admin::http_get(addr, "/status", Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(code, 200, "{text}");
+        serde_json::from_str::<Value>(&text).unwrap()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let exported = loop {
+        let st = status(info.admin).await;
+        if st["last_export"]["generation"] == st["catalog_generation"] {
+            break st["last_export"]["cid"].as_str().unwrap().to_string();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no automatic export within 60 s: {st}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let _ = a.kill().await;
+    let _ = a.wait().await;
+
+    // The disk is lost; config.toml and gateway.key were kept. The new gateway finds the
+    // newest export signed by that key on the nodes and restores it before serving.
+    let dir2 = net.dir.path().join("gw-b");
+    std::fs::create_dir_all(&dir2).unwrap();
+    for f in ["config.toml", "gateway.key"] {
+        std::fs::copy(dir.join(f), dir2.join(f)).unwrap();
+    }
+    let (mut b, info2) = run_gateway(&net, &dir2, &[]).await;
+    let st = status(info2.admin).await;
+    assert_eq!(st["last_export"]["cid"], exported.as_str(), "{st}");
+    let s3b = client(&info2.endpoint, "DISKKEY", "disk-secret-1234", true);
+    let after = everything(&s3b).await;
+    assert_eq!(after.len(), before.len());
+    for (k, v) in &before {
+        let w = &after[k];
+        assert_eq!((v.0, &v.1, &v.3), (w.0, &w.1, &w.3), "{k:?}");
+        assert_eq!(v.2.get("step"), w.2.get("step"), "{k:?}");
+    }
+    // A restart on the same (now restored) disk does not restore again over it.
+    s3b.delete_object()
+        .bucket("shards")
+        .key("val/000.tar")
+        .send()
+        .await
+        .unwrap();
+    let _ = b.kill().await;
+    let _ = b.wait().await;
+    let (mut b, info3) = run_gateway(&net, &dir2, &[]).await;
+    let s3c = client(&info3.endpoint, "DISKKEY", "disk-secret-1234", true);
+    assert_eq!(everything(&s3c).await.len(), before.len() - 1);
+
+    // A new gateway (its own key) starts empty, and `{"latest": true}` finds nothing of its own.
+    let dir3 = net.dir.path().join("gw-c");
+    init_gateway(&dir3, "OTHERKEY", "other-secret-1234");
+    let (mut c, info4) = run_gateway(&net, &dir3, &[]).await;
+    let s3d = client(&info4.endpoint, "OTHERKEY", "other-secret-1234", true);
+    assert!(everything(&s3d).await.is_empty());
+    let (code, _) = admin(
+        info4.admin,
+        "/restore",
+        "other-secret-1234",
+        r#"{"latest": true}"#,
+    )
+    .await;
+    assert_eq!(code, 404);
+    for child in [&mut b, &mut c] {
+        let _ = child.kill().await;
+    }
     net.stop().await;
 }

@@ -78,6 +78,9 @@ struct Overrides {
     /// MiB fetched ahead of sequential range readers (0: off).
     #[arg(long, env = "CAIRN_GW_READAHEAD_MIB")]
     readahead_mib: Option<u32>,
+    /// Seconds between automatic catalog exports (0: only on POST /export).
+    #[arg(long, env = "CAIRN_GW_EXPORT_EVERY_SECS")]
+    export_every_secs: Option<u32>,
     /// Log filter, e.g. info or cairn_gateway=debug.
     #[arg(long, env = "CAIRN_GW_LOG")]
     log: Option<String>,
@@ -118,6 +121,9 @@ impl Overrides {
         }
         if let Some(v) = self.readahead_mib {
             c.readahead_mib = v;
+        }
+        if let Some(v) = self.export_every_secs {
+            c.export_every_secs = v;
         }
         if let Some(v) = self.log {
             c.log = v;
