@@ -387,11 +387,23 @@ struct Actor {
     bootstrapped: bool,
 }
 
+/// Gaps (seconds) between the extra Kademlia bootstraps a swarm makes after it starts.
+const EARLY_BOOTSTRAPS: [u64; 4] = [2, 4, 8, 16];
+
 impl Actor {
     async fn run(mut self, cancel: CancellationToken) {
+        // Nodes that start together learn of each other only through a bootstrap made after
+        // the others joined: repeat it early in life (2, 6, 14, 30 s), then Kademlia's own
+        // periodic one (60 s) takes over.
+        let mut early = EARLY_BOOTSTRAPS.iter().map(|s| Duration::from_secs(*s));
+        let mut next = early.next().map(|d| Box::pin(tokio::time::sleep(d)));
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
+                Some(()) = futures::future::OptionFuture::from(next.as_mut()), if next.is_some() => {
+                    let _ = self.swarm.behaviour_mut().kad.bootstrap();
+                    next = early.next().map(|d| Box::pin(tokio::time::sleep(d)));
+                }
                 cmd = self.rx.recv() => match cmd {
                     Some(cmd) => self.command(cmd),
                     None => break,
