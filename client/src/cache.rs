@@ -216,6 +216,24 @@ impl ShardCache {
         }
     }
 
+    /// The shard if it is held (counted as a hit and marked recently used); `None`, uncounted,
+    /// if it is not or is still being fetched. For opportunistic checks that go to the
+    /// network anyway on a miss.
+    pub fn cached(&self, cid: &Cid) -> Option<Shard> {
+        let mut inner = self.lock();
+        inner.tick += 1;
+        let tick = inner.tick;
+        let Some(Slot::Ready { shard, tick: t }) = inner.map.get_mut(cid) else {
+            return None;
+        };
+        let old = std::mem::replace(t, tick);
+        let shard = shard.clone();
+        inner.order.remove(&old);
+        inner.order.insert(tick, *cid);
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        Some(shard)
+    }
+
     /// True if `cid` is held (no effect on recency or counters).
     pub fn contains(&self, cid: &Cid) -> bool {
         matches!(self.lock().map.get(cid), Some(Slot::Ready { .. }))
@@ -350,6 +368,11 @@ mod tests {
         assert!(matches!(c.lookup(&cid(9)), Lookup::Miss));
         let st = c.stats();
         assert_eq!((st.hits, st.misses), (2, 1));
+        // `cached` counts only what it finds.
+        assert!(c.cached(&cid(9)).is_none());
+        assert_eq!(c.cached(&cid(4)).map(|s| s.len()), Some(100));
+        let st = c.stats();
+        assert_eq!((st.hits, st.misses), (3, 1));
     }
 
     #[tokio::test]

@@ -148,9 +148,7 @@ async fn fetch_shard(
     shard: ShardRef,
     incidents: &Incidents,
 ) -> Result<Bytes, Vec<String>> {
-    if let Some(cache) = net.cache()
-        && let Lookup::Hit(s) = cache.lookup(&shard.cid)
-    {
+    if let Some(s) = net.cache().and_then(|c| c.cached(&shard.cid)) {
         return Ok(s.to_bytes());
     }
     let mut problems = Vec::new();
@@ -347,8 +345,9 @@ struct StripeRead<'a> {
 
 impl StripeRead<'_> {
     /// Sends `piece` (a range of one data shard) to `tx`, verified, as it arrives: from the
-    /// shard cache, from a fetch already under way, or from a holder; if a holder fails or has
-    /// sent nothing for [`HEDGE_AFTER`], the rest comes from a rebuild out of parity.
+    /// shard cache, from a fetch already under way, or from a holder; if the holders fail, or
+    /// have not finished within [`HEDGE_AFTER`] and a rebuild out of parity finishes first, the
+    /// rest comes from the rebuild.
     async fn piece(&self, piece: &Piece, tx: UnboundedSender<Bytes>) -> Result<(), ClientError> {
         let shard = self.manifest.stripes[self.index].data[piece.shard];
         let range = piece.range.clone();
