@@ -43,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::NodeMetrics;
 use crate::protocol::{
-    DATA_ALPN, DataRequest, DataResponse, ErrorCode, MAX_DATA_HEADER, MAX_ENVELOPE_BYTES,
+    DATA_ALPN, DataRequest, DataResponse, ErrorCode, Holding, MAX_DATA_HEADER, MAX_ENVELOPE_BYTES,
     ManifestKind, RemoteError, decode_body, encode_frame,
 };
 use crate::store::{Store, StoreError};
@@ -399,6 +399,11 @@ impl Server {
                 self.blocking(move || store.put_manifest(&cid, kind, &body, &envs))
                     .await?;
                 respond(send, &DataResponse::Stored, None).await
+            }
+            DataRequest::Has { cids } => {
+                let store = self.store.clone();
+                let held = self.blocking(move || store.has(&cids)).await?;
+                respond(send, &DataResponse::Has(held), None).await
             }
             DataRequest::GetManifest { cid } => {
                 let store = self.store.clone();
@@ -938,6 +943,28 @@ impl Client {
                         Ok(want)
                     }
                     _ => Err(proto("answer does not match the request".into())),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Which of `cids` (at most [`crate::protocol::MAX_DATA_HAS`]) `t` holds, one answer per CID.
+    pub async fn has(&self, t: &Target, cids: &[Cid]) -> Result<Vec<Holding>, DataError> {
+        let header = encode(&DataRequest::Has {
+            cids: cids.to_vec(),
+        });
+        self.request(t, |mut send, mut recv| {
+            let header = &header;
+            async move {
+                send.write_all(header).await.map_err(write_err(t.peer))?;
+                let _ = send.finish();
+                match Self::response(t, &mut recv).await? {
+                    DataResponse::Has(held) if held.len() == cids.len() => Ok(held),
+                    other => Err(DataError::Protocol {
+                        peer: t.peer,
+                        reason: format!("expected {} has answers, got {other:?}", cids.len()),
+                    }),
                 }
             }
         })

@@ -227,7 +227,16 @@ pub enum DataRequest {
         /// The manifest.
         cid: Cid,
     },
+    /// Which of these shards are held (the control plane's `Has`, on the cheaper data plane:
+    /// readers ask it of every node before a read).
+    Has {
+        /// At most [`MAX_DATA_HAS`].
+        cids: Vec<Cid>,
+    },
 }
+
+/// Most CIDs in one data-plane [`DataRequest::Has`] (so the request fits a frame header).
+pub const MAX_DATA_HAS: usize = 1024;
 
 /// Data-plane response header; raw bytes may follow.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -255,6 +264,8 @@ pub enum DataResponse {
         /// Envelope count.
         envelopes: u32,
     },
+    /// Answer to [`DataRequest::Has`], one entry per CID asked.
+    Has(Vec<Holding>),
     /// The request failed.
     Error(RemoteError),
 }
@@ -283,6 +294,10 @@ impl DataRequest {
                     "manifest of {len} bytes with {envelopes} envelopes is over the limits ({MAX_MANIFEST_BYTES} bytes, {MAX_ENVELOPES} envelopes)"
                 ))
             }
+            DataRequest::Has { cids } if cids.len() > MAX_DATA_HAS => bad(format!(
+                "{} CIDs in one has request, at most {MAX_DATA_HAS}",
+                cids.len()
+            )),
             _ => Ok(()),
         }
     }

@@ -101,6 +101,13 @@ async fn store_on_one_node_fetch_from_another_and_discover() {
         .await
         .unwrap();
     assert_eq!(&part[..], &data[12_345..400_000]);
+    // "Has" on the data plane, as readers ask it; too many CIDs at once is refused.
+    let missing = cids::raw(b"missing");
+    let held = client().has(&target(&b), &[cid, missing]).await.unwrap();
+    assert_eq!(held, vec![Holding::Intact(1 << 20), Holding::Absent]);
+    let too_many = vec![missing; cairn_node::protocol::MAX_DATA_HAS + 1];
+    let err = client().has(&target(&b), &too_many).await.unwrap_err();
+    assert!(err.to_string().contains("at most"), "{err}");
 
     // Control plane from node c to node b: info, has, list.
     let b_peer: PeerId = b.info.peer_id.parse().unwrap();
