@@ -144,6 +144,22 @@ struct Inner {
     bytes: u64,
 }
 
+impl Inner {
+    /// A held shard, marked as just used.
+    fn touch(&mut self, cid: &Cid) -> Option<Shard> {
+        self.tick += 1;
+        let tick = self.tick;
+        let Some(Slot::Ready { shard, tick: t }) = self.map.get_mut(cid) else {
+            return None;
+        };
+        let old = std::mem::replace(t, tick);
+        let shard = shard.clone();
+        self.order.remove(&old);
+        self.order.insert(tick, *cid);
+        Some(shard)
+    }
+}
+
 /// Counters, for metrics.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct CacheStats {
@@ -190,46 +206,26 @@ impl ShardCache {
     /// Looks `cid` up, marking a hit as recently used.
     pub fn lookup(&self, cid: &Cid) -> Lookup {
         let mut inner = self.lock();
-        inner.tick += 1;
-        let tick = inner.tick;
-        let found = match inner.map.get_mut(cid) {
-            Some(Slot::Ready { shard, tick: t }) => {
-                let old = std::mem::replace(t, tick);
-                Some((Lookup::Hit(shard.clone()), Some(old)))
-            }
-            Some(Slot::Pending(rx)) => Some((Lookup::Pending(Waiter(rx.clone())), None)),
-            None => None,
+        let found = match inner.touch(cid) {
+            Some(shard) => Lookup::Hit(shard),
+            None => match inner.map.get(cid) {
+                Some(Slot::Pending(rx)) => Lookup::Pending(Waiter(rx.clone())),
+                _ => Lookup::Miss,
+            },
         };
-        match found {
-            Some((lookup, old)) => {
-                if let Some(old) = old {
-                    inner.order.remove(&old);
-                    inner.order.insert(tick, *cid);
-                }
-                self.hits.fetch_add(1, Ordering::Relaxed);
-                lookup
-            }
-            None => {
-                self.misses.fetch_add(1, Ordering::Relaxed);
-                Lookup::Miss
-            }
-        }
+        let counter = match found {
+            Lookup::Miss => &self.misses,
+            _ => &self.hits,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
     }
 
     /// The shard if it is held (counted as a hit and marked recently used); `None`, uncounted,
     /// if it is not or is still being fetched. For opportunistic checks that go to the
     /// network anyway on a miss.
     pub fn cached(&self, cid: &Cid) -> Option<Shard> {
-        let mut inner = self.lock();
-        inner.tick += 1;
-        let tick = inner.tick;
-        let Some(Slot::Ready { shard, tick: t }) = inner.map.get_mut(cid) else {
-            return None;
-        };
-        let old = std::mem::replace(t, tick);
-        let shard = shard.clone();
-        inner.order.remove(&old);
-        inner.order.insert(tick, *cid);
+        let shard = self.lock().touch(cid)?;
         self.hits.fetch_add(1, Ordering::Relaxed);
         Some(shard)
     }
