@@ -62,6 +62,8 @@ pub struct ObjectStatus {
     pub inline: bool,
     /// Signers of the manifest (ed25519 public keys, hex).
     pub signers: Vec<String>,
+    /// Nodes holding an intact copy of the manifest (peer ids).
+    pub manifest_holders: Vec<String>,
     /// The stripes.
     pub stripes: Vec<StripeStatus>,
 }
@@ -73,8 +75,15 @@ pub async fn stat_object(
     manifest: &ObjectManifest,
     signers: Vec<String>,
 ) -> ObjectStatus {
-    let cids: Vec<Cid> = manifest.stored_shards().map(|(_, _, r)| r.cid).collect();
+    let mut cids: Vec<Cid> = manifest.stored_shards().map(|(_, _, r)| r.cid).collect();
+    cids.push(*cid);
     let holders = net.locate(&cids).await;
+    let peers = |nodes: &[usize]| -> Vec<String> {
+        nodes
+            .iter()
+            .map(|&n| net.nodes()[n].peer().to_string())
+            .collect()
+    };
     let stripes = manifest
         .stripes
         .iter()
@@ -86,16 +95,8 @@ pub async fn stat_object(
                     index: i,
                     cid: r.cid.to_string(),
                     len: r.len,
-                    holders: holders
-                        .intact(&r.cid)
-                        .iter()
-                        .map(|&n| net.nodes()[n].peer().to_string())
-                        .collect(),
-                    corrupt: holders
-                        .corrupt(&r.cid)
-                        .iter()
-                        .map(|&n| net.nodes()[n].peer().to_string())
-                        .collect(),
+                    holders: peers(holders.intact(&r.cid)),
+                    corrupt: peers(holders.corrupt(&r.cid)),
                 })
                 .collect();
             let implicit = stripe.data.iter().filter(|d| d.len == 0).count();
@@ -117,6 +118,7 @@ pub async fn stat_object(
         shard_size: manifest.erasure.shard_size,
         inline: manifest.inline.is_some(),
         signers,
+        manifest_holders: peers(holders.intact(cid)),
         stripes,
     }
 }

@@ -122,24 +122,44 @@ async fn any_two_of_six_nodes_may_stop_but_not_three() {
             "nodes {pair:?} stopped: bytes differ"
         );
     }
-    for n in [0, 2, 4] {
-        net.devnet().pause_node(n);
+    // The manifest went to m + 1 = 3 nodes. Three nodes down, one of them still holding the
+    // manifest: the object cannot be read and the error names the missing shards. All three
+    // manifest holders down: the error says the manifest is unavailable.
+    let stat = json(&net.ok(&["--json", "stat", &cid]));
+    let index_of = |peer: &Value| {
+        let peer = peer.as_str().unwrap();
+        let nodes = &net.devnet().state.nodes;
+        nodes.iter().position(|n| n.peer_id == peer).unwrap()
+    };
+    let manifest_on: Vec<usize> = stat["manifest_holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(index_of)
+        .collect();
+    assert_eq!(manifest_on.len(), 3, "{stat}");
+    let keep = manifest_on[0];
+    let shards_gone: Vec<usize> = (0..6).filter(|&n| n != keep).take(3).collect();
+    for (down, expect) in [
+        (shards_gone, ["cannot be read", "missing"]),
+        (manifest_on, ["manifest", "not available"]),
+    ] {
+        for &n in &down {
+            net.devnet().pause_node(n);
+        }
+        let out = net.path("out-3");
+        let got = net.cairn(&["get", &cid, "-o", out.to_str().unwrap()]);
+        for &n in &down {
+            net.devnet().resume_node(n);
+        }
+        assert!(!got.status.success(), "nodes {down:?} down must fail");
+        let err = String::from_utf8_lossy(&got.stderr);
+        assert!(expect.iter().all(|e| err.contains(e)), "{down:?}: {err}");
+        assert!(
+            !out.exists() && !out.with_extension("cairn-partial").exists(),
+            "no partial output left behind"
+        );
     }
-    let out = net.path("out-3");
-    let got = net.cairn(&["get", &cid, "-o", out.to_str().unwrap()]);
-    for n in [0, 2, 4] {
-        net.devnet().resume_node(n);
-    }
-    assert!(!got.status.success(), "three nodes down must fail");
-    let err = String::from_utf8_lossy(&got.stderr);
-    assert!(
-        err.contains("cannot be read") && err.contains("missing"),
-        "{err}"
-    );
-    assert!(
-        !out.exists() && !out.with_extension("cairn-partial").exists(),
-        "no partial output left behind"
-    );
     net.stop().await;
 }
 

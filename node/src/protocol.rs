@@ -128,7 +128,7 @@ impl Holding {
 pub enum ControlRequest {
     /// Describe yourself.
     Info,
-    /// Which of these shards do you hold (and how long are they)?
+    /// Which of these shards or manifests do you hold (and how long are they)?
     Has(Vec<Cid>),
     /// List held shards in CID byte order, after `after`, at most `limit`.
     List {
@@ -227,8 +227,8 @@ pub enum DataRequest {
         /// The manifest.
         cid: Cid,
     },
-    /// Which of these shards are held (the control plane's `Has`, on the cheaper data plane:
-    /// readers ask it of every node before a read).
+    /// Which of these shards or manifests are held (the control plane's `Has`, on the cheaper
+    /// data plane: readers ask it of every node before a read).
     Has {
         /// At most [`MAX_DATA_HAS`].
         cids: Vec<Cid>,

@@ -579,19 +579,36 @@ impl Store {
     }
 
     /// For each CID: held intact (and its length), held but quarantined, or absent.
+    ///
+    /// Shard CIDs (raw codec) are looked up among shards; manifest CIDs (DAG-CBOR) among
+    /// manifests, whose bytes are re-hashed, so a damaged manifest answers `Corrupt`.
     pub fn has(&self, cids: &[Cid]) -> Result<Vec<Holding>, StoreError> {
         let (outboards, corrupt) = (self.cf(CF_OUTBOARDS)?, self.cf(CF_CORRUPT)?);
         let keys: Vec<Vec<u8>> = cids.iter().map(Cid::to_bytes).collect();
         let obs = self.db.batched_multi_get_cf(outboards, &keys, false);
         let bad = self.db.batched_multi_get_cf(corrupt, &keys, false);
-        obs.into_iter()
+        let mut out: Vec<Holding> = obs
+            .into_iter()
             .zip(bad)
             .map(|(ob, bad)| match (ob?, bad?) {
                 (Some(ob), None) => Ok(Holding::Intact(u64_le(&ob)?)),
                 (Some(_), Some(_)) => Ok(Holding::Corrupt),
                 (None, _) => Ok(Holding::Absent),
             })
-            .collect()
+            .collect::<Result<_, StoreError>>()?;
+        for (i, cid) in cids.iter().enumerate() {
+            if cid.codec() != cids::CODEC_DAG_CBOR {
+                continue;
+            }
+            if let Some(bytes) = self.db.get_pinned_cf(self.cf(CF_MANIFESTS)?, &keys[i])? {
+                out[i] = if cids::dag_cbor(&bytes) == *cid {
+                    Holding::Intact(bytes.len() as u64)
+                } else {
+                    Holding::Corrupt
+                };
+            }
+        }
+        Ok(out)
     }
 
     /// Held shards in CID byte order, after `after`: `(cid, length, corrupt)`.
@@ -939,6 +956,11 @@ mod tests {
         let (got, envs) = store.get_manifest(&cid).unwrap();
         assert_eq!(got, bytes);
         assert_eq!(envs, vec![env.clone()]);
+        // `has` answers for manifests too (and not for a manifest that was never stored).
+        assert_eq!(
+            store.has(&[cid, cids::dag_cbor(b"never")]).unwrap(),
+            vec![Holding::Intact(bytes.len() as u64), Holding::Absent]
+        );
         // Wrong CID, wrong kind, tampered envelope: refused.
         assert!(
             store

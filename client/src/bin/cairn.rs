@@ -504,6 +504,11 @@ async fn run(cli: Cli, partial: Partial) -> anyhow::Result<()> {
                     if st.inline { ", inline" } else { "" }
                 );
                 out!("signed   {}", st.signers.join(", "));
+                out!(
+                    "manifest on {} node(s): {}",
+                    st.manifest_holders.len(),
+                    st.manifest_holders.join(", ")
+                );
                 for s in &st.stripes {
                     out!(
                         "stripe {} ({} of {} shards live, {} needed)",
