@@ -68,19 +68,34 @@ impl NodeView {
     }
 }
 
-/// A connection to a Cairn network.
+/// A connection to a Cairn network: a view of its nodes over one libp2p client and one
+/// data-plane client. [`Network::refresh`] makes a new view that keeps both (and their QUIC
+/// connections, congestion state and lookup caches).
 pub struct Network {
+    shared: Arc<Shared>,
+    nodes: Vec<NodeView>,
+    /// Peer id -> index into `nodes`.
+    index: HashMap<PeerId, usize>,
+    /// Verified whole shards kept between reads (long-lived clients only).
+    cache: Option<Arc<ShardCache>>,
+}
+
+/// What every view of one network shares.
+struct Shared {
     swarm: Swarm,
     data: data::Client,
-    nodes: Vec<NodeView>,
     cancel: CancellationToken,
     /// Nodes that recently failed to answer, and when: skipped by lookups for [`DOWN_FOR`], so
     /// that with a node gone every read does not wait out its timeout again.
     down: Mutex<HashMap<PeerId, Instant>>,
     /// Recently located shards: CID -> nodes that held it intact, and when that was learnt.
-    located: Mutex<HashMap<Cid, (Vec<usize>, Instant)>>,
-    /// Verified whole shards kept between reads (long-lived clients only).
-    cache: Option<Arc<ShardCache>>,
+    located: Mutex<HashMap<Cid, (Vec<PeerId>, Instant)>>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
 }
 
 impl std::fmt::Debug for Network {
@@ -88,12 +103,6 @@ impl std::fmt::Debug for Network {
         f.debug_struct("Network")
             .field("nodes", &self.nodes.len())
             .finish_non_exhaustive()
-    }
-}
-
-impl Drop for Network {
-    fn drop(&mut self) {
-        self.cancel.cancel();
     }
 }
 
@@ -155,65 +164,55 @@ impl Network {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let peer_ids: Vec<PeerId> = swarm
-            .peers()
-            .await?
-            .iter()
-            .filter_map(|p| p.peer_id.parse().ok())
-            .collect();
-        let infos = futures::stream::iter(peer_ids)
-            .map(|peer| {
-                let swarm = swarm.clone();
-                async move {
-                    let answer = tokio::time::timeout(
-                        JOIN_TIMEOUT,
-                        swarm.request(peer, ControlRequest::Info),
-                    )
-                    .await;
-                    (
-                        peer,
-                        answer.unwrap_or_else(|_| {
-                            Err(cairn_node::swarm::SwarmError::Request {
-                                peer,
-                                reason: format!("no answer within {}s", JOIN_TIMEOUT.as_secs()),
-                            })
-                        }),
-                    )
-                }
-            })
-            .buffer_unordered(64)
-            .collect::<Vec<_>>()
-            .await;
-        let mut nodes = Vec::new();
-        for (peer, answer) in infos {
-            match answer {
-                Ok(ControlResponse::Info(info)) => {
-                    if let Some(addr) = info.data_addrs.first().copied() {
-                        nodes.push(NodeView {
-                            target: Target { peer, addr },
-                            info,
-                        });
-                    }
-                }
-                Ok(other) => problems.push(format!("{peer}: unexpected answer {other:?}")),
-                Err(e) => problems.push(e.to_string()),
+        let nodes = match survey(&swarm, &mut problems).await {
+            Ok(nodes) => nodes,
+            Err(e) => {
+                cancel.cancel();
+                return Err(e);
             }
-        }
-        if nodes.is_empty() {
-            cancel.cancel();
-            return Err(ClientError::Unreachable { problems });
-        }
-        nodes.sort_by(|a, b| a.info.peer_id.cmp(&b.info.peer_id));
-        let data = data::Client::bind(key)?;
-        Ok(Self {
-            swarm,
-            data,
+        };
+        let data = match data::Client::bind(key) {
+            Ok(d) => d,
+            Err(e) => {
+                cancel.cancel();
+                return Err(e.into());
+            }
+        };
+        Ok(Self::view(
+            Arc::new(Shared {
+                swarm,
+                data,
+                cancel,
+                down: Mutex::new(HashMap::new()),
+                located: Mutex::new(HashMap::new()),
+            }),
             nodes,
-            cancel,
-            down: Mutex::new(HashMap::new()),
-            located: Mutex::new(HashMap::new()),
-            cache: None,
-        })
+            None,
+        ))
+    }
+
+    /// A fresh view of the network over the same connections: asks the swarm for the peers it
+    /// knows now (after a Kademlia bootstrap) and each of them for its info. Where shards were
+    /// found, which nodes are down and the shard cache carry over. Fails if no node answers.
+    pub async fn refresh(&self) -> Result<Network, ClientError> {
+        let _ = self.shared.swarm.bootstrap().await;
+        let mut problems = Vec::new();
+        let nodes = survey(&self.shared.swarm, &mut problems).await?;
+        Ok(Self::view(self.shared.clone(), nodes, self.cache.clone()))
+    }
+
+    fn view(shared: Arc<Shared>, nodes: Vec<NodeView>, cache: Option<Arc<ShardCache>>) -> Self {
+        let index = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.peer(), i))
+            .collect();
+        Self {
+            shared,
+            nodes,
+            index,
+            cache,
+        }
     }
 
     /// Keeps verified whole shards in `cache` between reads (and lets read-ahead fill it).
@@ -235,7 +234,7 @@ impl Network {
 
     /// The data-plane client.
     pub fn data(&self) -> &data::Client {
-        &self.data
+        &self.shared.data
     }
 
     /// The nodes as placement candidates (same order as [`Network::nodes`]).
@@ -254,7 +253,7 @@ impl Network {
     /// at most `limit`. How a gateway with a fresh disk finds its latest catalog export.
     pub async fn signed_by(&self, signer: &[u8], limit: u32) -> Vec<SignedManifest> {
         let asks = self.nodes.iter().map(|n| {
-            let swarm = self.swarm.clone();
+            let swarm = self.shared.swarm.clone();
             let (peer, signer) = (n.peer(), signer.to_vec());
             async move {
                 let ask = swarm.request(peer, ControlRequest::Signed { signer, limit });
@@ -281,19 +280,24 @@ impl Network {
     /// Tells the lookup caches that node `index` did not serve `cid`: the remembered location is
     /// dropped, and an `unreachable` node is left out of lookups for [`DOWN_FOR`].
     pub fn fetch_failed(&self, index: usize, cid: &Cid, unreachable: bool) {
+        let Some(peer) = self.nodes.get(index).map(NodeView::peer) else {
+            return;
+        };
         if let Some((nodes, _)) = self
+            .shared
             .located
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get_mut(cid)
         {
-            nodes.retain(|i| *i != index);
+            nodes.retain(|p| *p != peer);
         }
-        if unreachable && let Some(node) = self.nodes.get(index) {
-            self.down
+        if unreachable {
+            self.shared
+                .down
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .insert(node.peer(), Instant::now());
+                .insert(peer, Instant::now());
         }
     }
 
@@ -302,17 +306,22 @@ impl Network {
     pub async fn locate(&self, cids: &[Cid]) -> Holders {
         let mut holders = Holders::default();
         let cids: Vec<Cid> = {
-            let located = self.located.lock().unwrap_or_else(|p| p.into_inner());
-            let down = self.down.lock().unwrap_or_else(|p| p.into_inner());
+            let located = self
+                .shared
+                .located
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let down = self.shared.down.lock().unwrap_or_else(|p| p.into_inner());
             cids.iter()
                 .copied()
                 .filter(|cid| match located.get(cid) {
-                    Some((nodes, when)) if when.elapsed() < LOCATED_FOR => {
-                        let live: Vec<usize> = nodes
+                    Some((peers, when)) if when.elapsed() < LOCATED_FOR => {
+                        let mut live: Vec<usize> = peers
                             .iter()
-                            .copied()
-                            .filter(|i| !down.contains_key(&self.nodes[*i].peer()))
+                            .filter(|p| !down.contains_key(p))
+                            .filter_map(|p| self.index.get(p).copied())
                             .collect();
+                        live.sort_unstable();
                         if live.is_empty() {
                             return true;
                         }
@@ -330,7 +339,7 @@ impl Network {
         // provably `Send` to callers that spawn it (a rustc higher-ranked lifetime limitation).
         let mut asks: Vec<(usize, PeerId, Vec<Cid>)> = Vec::new();
         let skip: Vec<PeerId> = {
-            let mut down = self.down.lock().unwrap_or_else(|p| p.into_inner());
+            let mut down = self.shared.down.lock().unwrap_or_else(|p| p.into_inner());
             down.retain(|_, since| since.elapsed() < DOWN_FOR);
             down.keys().copied().collect()
         };
@@ -350,7 +359,8 @@ impl Network {
                 let target = self.nodes[i].target;
                 async move {
                     let answer =
-                        tokio::time::timeout(LOCATE_TIMEOUT, self.data.has(&target, &batch)).await;
+                        tokio::time::timeout(LOCATE_TIMEOUT, self.data().has(&target, &batch))
+                            .await;
                     (i, peer, batch, answer)
                 }
             })
@@ -365,7 +375,7 @@ impl Network {
         for (i, peer, batch, answer) in answers {
             let answered = matches!(answer, Ok(Ok(_)));
             {
-                let mut down = self.down.lock().unwrap_or_else(|p| p.into_inner());
+                let mut down = self.shared.down.lock().unwrap_or_else(|p| p.into_inner());
                 if answered {
                     down.remove(&peer);
                 } else {
@@ -390,16 +400,74 @@ impl Network {
         {
             v.sort_unstable();
         }
-        let mut located = self.located.lock().unwrap_or_else(|p| p.into_inner());
+        let mut located = self
+            .shared
+            .located
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if located.len() + cids.len() > LOCATED_MAX {
             located.clear();
         }
         let now = Instant::now();
         for cid in &cids {
             if let Some(nodes) = holders.intact.get(cid) {
-                located.insert(*cid, (nodes.clone(), now));
+                let peers = nodes.iter().map(|&i| self.nodes[i].peer()).collect();
+                located.insert(*cid, (peers, now));
             }
         }
         holders
     }
+}
+
+/// Asks every peer the swarm knows for its info; the nodes that answered, by peer id.
+async fn survey(swarm: &Swarm, problems: &mut Vec<String>) -> Result<Vec<NodeView>, ClientError> {
+    let peer_ids: Vec<PeerId> = swarm
+        .peers()
+        .await?
+        .iter()
+        .filter_map(|p| p.peer_id.parse().ok())
+        .collect();
+    let infos = futures::stream::iter(peer_ids)
+        .map(|peer| {
+            let swarm = swarm.clone();
+            async move {
+                let answer =
+                    tokio::time::timeout(JOIN_TIMEOUT, swarm.request(peer, ControlRequest::Info))
+                        .await;
+                (
+                    peer,
+                    answer.unwrap_or_else(|_| {
+                        Err(cairn_node::swarm::SwarmError::Request {
+                            peer,
+                            reason: format!("no answer within {}s", JOIN_TIMEOUT.as_secs()),
+                        })
+                    }),
+                )
+            }
+        })
+        .buffer_unordered(64)
+        .collect::<Vec<_>>()
+        .await;
+    let mut nodes = Vec::new();
+    for (peer, answer) in infos {
+        match answer {
+            Ok(ControlResponse::Info(info)) => {
+                if let Some(addr) = info.data_addrs.first().copied() {
+                    nodes.push(NodeView {
+                        target: Target { peer, addr },
+                        info,
+                    });
+                }
+            }
+            Ok(other) => problems.push(format!("{peer}: unexpected answer {other:?}")),
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    if nodes.is_empty() {
+        return Err(ClientError::Unreachable {
+            problems: std::mem::take(problems),
+        });
+    }
+    nodes.sort_by(|a, b| a.info.peer_id.cmp(&b.info.peer_id));
+    Ok(nodes)
 }

@@ -396,14 +396,27 @@ async fn export_periodically(gateway: Gateway, every: Duration, cancel: Cancella
     }
 }
 
-/// Re-joins the network periodically so nodes that joined or left are seen.
+/// Refreshes the view of the network periodically so nodes that joined or left are seen. The
+/// refresh keeps the QUIC connections (and their congestion state) and the shard locations;
+/// only if no known node answers does it join again from the configured peers.
 async fn refresh(gateway: Gateway, peers: Vec<libp2p::Multiaddr>, cancel: CancellationToken) {
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(REFRESH_EVERY) => {}
         }
-        match Network::connect(&peers).await {
+        let current = gateway.net().await;
+        let fresh = match current.refresh().await {
+            Ok(net) => Ok(net),
+            Err(e) => {
+                tracing::warn!(
+                    "no known node answered ({e}); joining again from the configured peers"
+                );
+                Network::connect(&peers).await
+            }
+        };
+        drop(current);
+        match fresh {
             Ok(net) => {
                 let before = gateway.net().await.nodes().len();
                 if net.nodes().len() != before {

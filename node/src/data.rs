@@ -27,7 +27,7 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use cairn_chunker::cids::{self, Cid, Codec};
@@ -361,15 +361,26 @@ impl Server {
                         Ok(())
                     }
                     Some((a, b)) => {
+                        let started = Instant::now();
                         let (size, proof) = self
                             .blocking(move || store.read_range(&cid, Some(a..b)))
                             .await?;
+                        let ready = started.elapsed();
                         self.metrics.net.bytes_out.inc_by(proof.len() as u64);
                         let header = DataResponse::Proof {
                             size,
                             len: proof.len() as u64,
                         };
-                        respond(send, &header, Some(Bytes::from(proof))).await
+                        let r = respond(send, &header, Some(Bytes::from(proof))).await;
+                        tracing::debug!(
+                            %cid,
+                            from = a,
+                            len = b - a,
+                            ready_ms = ready.as_millis() as u64,
+                            ms = started.elapsed().as_millis() as u64,
+                            "served a range"
+                        );
+                        r
                     }
                 }
             }

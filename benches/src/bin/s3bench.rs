@@ -12,7 +12,9 @@
 //! range GETs from 32 concurrent clients (p50/p99), 16 KiB object GETs and PUTs per second, and
 //! the server's peak resident memory. `--big-gib N` also streams one N GiB object through the
 //! gateway (from and to disk) and reports the gateway's peak memory. Prints a Markdown table.
-//! `--keep-log FILE` keeps the gateway's log (run with `CAIRN_GW_LOG=info,cairn_gateway=debug` for per-read timings).
+//! `--keep-log FILE` keeps the gateway's log, and the nodes' logs as `FILE.node0` … (run with
+//! `CAIRN_GW_LOG=info,cairn_gateway=debug CAIRN_LOG=info,cairn_node::data=debug` for per-read
+//! timings on both sides).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -434,10 +436,16 @@ async fn main() -> anyhow::Result<()> {
         None
     };
     let big_rss = peak_rss_mib(gw.pid);
+    let node_logs: Vec<PathBuf> = net.state.nodes.iter().map(|n| n.log.clone()).collect();
     net.stop().await;
     if let Some(to) = &a.keep_log {
         std::fs::copy(&gw.log, to)
             .with_context(|| format!("copying the gateway log to {}", to.display()))?;
+        for (i, log) in node_logs.iter().enumerate() {
+            let dest = PathBuf::from(format!("{}.node{i}", to.display()));
+            std::fs::copy(log, &dest)
+                .with_context(|| format!("copying node {i}'s log to {}", dest.display()))?;
+        }
     }
     let cf = result?;
 
