@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -141,6 +141,62 @@ async fn holders_of(net: &Network, holders: &Holders, cid: &Cid) -> Vec<usize> {
     }
 }
 
+/// The nodes to ask for one shard, in turn: its known or guessed holders, then, once a guess
+/// has missed, the holders a lookup finds. No node is asked twice.
+struct Tries<'a> {
+    net: &'a Network,
+    cid: Cid,
+    queue: std::collections::VecDeque<usize>,
+    tried: Vec<usize>,
+    /// The queue is a guess ([`Network::guess`]): a lookup follows when it runs dry.
+    guess: bool,
+}
+
+impl<'a> Tries<'a> {
+    async fn new(net: &'a Network, holders: &Holders, cid: Cid) -> Self {
+        Self {
+            net,
+            cid,
+            queue: holders_of(net, holders, &cid).await.into(),
+            tried: Vec::new(),
+            guess: holders.is_guess(&cid),
+        }
+    }
+
+    async fn next(&mut self) -> Option<usize> {
+        loop {
+            match self.queue.pop_front() {
+                Some(i) if self.tried.contains(&i) => continue,
+                Some(i) => {
+                    self.tried.push(i);
+                    return Some(i);
+                }
+                None if self.guess => {
+                    self.guess = false;
+                    let found = self.net.locate(std::slice::from_ref(&self.cid)).await;
+                    self.queue = found.intact(&self.cid).iter().copied().collect();
+                }
+                None => return None,
+            }
+        }
+    }
+
+    /// Records that node `i` did not serve the shard and returns what to report. A guessed
+    /// node that simply does not hold it is no incident.
+    fn failed(&self, i: usize, e: cairn_node::data::DataError, incidents: &Incidents) -> String {
+        let absent = matches!(
+            &e,
+            cairn_node::data::DataError::Remote { error, .. }
+                if error.code == cairn_node::protocol::ErrorCode::NotFound
+        );
+        if self.guess && absent {
+            tracing::debug!(cid = %self.cid, node = %self.net.nodes()[i].peer(), "guessed holder does not have the shard");
+            return e.to_string();
+        }
+        fetch_failed(self.net, i, &self.cid, e, incidents)
+    }
+}
+
 /// Fetches one whole shard from the first holder that serves it intact (the cache first).
 async fn fetch_shard(
     net: &Network,
@@ -152,7 +208,8 @@ async fn fetch_shard(
         return Ok(s.to_bytes());
     }
     let mut problems = Vec::new();
-    for i in holders_of(net, holders, &shard.cid).await {
+    let mut tries = Tries::new(net, holders, shard.cid).await;
+    while let Some(i) = tries.next().await {
         let node = &net.nodes()[i];
         match net
             .data()
@@ -160,7 +217,7 @@ async fn fetch_shard(
             .await
         {
             Ok(b) => return Ok(b),
-            Err(e) => problems.push(fetch_failed(net, i, &shard.cid, e, incidents)),
+            Err(e) => problems.push(tries.failed(i, e, incidents)),
         }
     }
     Err(problems)
@@ -185,14 +242,15 @@ fn fetch_failed(
 }
 
 /// Streams `range` of a shard to `sink` from the first holder that serves it intact; when a
-/// holder fails part-way, the next one is asked for the rest only. Returns what was delivered
-/// (the verified prefix) with the error.
+/// holder fails part-way, the next one is asked for the rest only. `asking` is set to the node
+/// being asked (`usize::MAX` between nodes), so a hedge can tell which node is slow.
 async fn stream_shard(
     net: &Network,
-    holders: &[usize],
+    holders: &Holders,
     shard: ShardRef,
     range: Range<u64>,
     sink: &(dyn Fn(Bytes) + Sync),
+    asking: &AtomicUsize,
     incidents: &Incidents,
 ) -> Result<(), Vec<String>> {
     let mut problems = Vec::new();
@@ -201,7 +259,8 @@ async fn stream_shard(
         delivered.fetch_add(b.len() as u64, Ordering::Relaxed);
         sink(b);
     };
-    for &i in holders {
+    let mut tries = Tries::new(net, holders, shard.cid).await;
+    while let Some(i) = tries.next().await {
         // What a failed holder delivered is verified and passed on: ask the next for the rest.
         let at = range.start + delivered.load(Ordering::Relaxed);
         if at >= range.end {
@@ -209,6 +268,7 @@ async fn stream_shard(
         }
         let node = &net.nodes()[i];
         let whole = at == 0 && range.end == u64::from(shard.len);
+        asking.store(i, Ordering::Relaxed);
         let r = net
             .data()
             .fetch_streaming(
@@ -219,12 +279,30 @@ async fn stream_shard(
                 &counted,
             )
             .await;
+        asking.store(usize::MAX, Ordering::Relaxed);
         match r {
             Ok(_) => return Ok(()),
-            Err(e) => problems.push(fetch_failed(net, i, &shard.cid, e, incidents)),
+            Err(e) => problems.push(tries.failed(i, e, incidents)),
         }
     }
     Err(problems)
+}
+
+/// Where the stored shards of these stripes are, without asking ([`Network::guess`]).
+fn guess(
+    net: &Network,
+    manifest: &ObjectManifest,
+    stripes: impl Iterator<Item = usize>,
+) -> Holders {
+    let cids: Vec<Vec<Cid>> = stripes
+        .map(|s| {
+            manifest.stripes[s]
+                .stored_shards()
+                .map(|(_, r)| r.cid)
+                .collect()
+        })
+        .collect();
+    net.guess(&cids)
 }
 
 /// Rebuilds a whole stripe from any `k` of its shards, fetched in parallel.
@@ -375,6 +453,7 @@ impl StripeRead<'_> {
         let sent = AtomicU64::new(0);
         let kept = Mutex::new(Vec::new());
         let keep = filler.is_some();
+        let asking = AtomicUsize::new(usize::MAX);
         let direct_ok = {
             let sink = |b: Bytes| {
                 sent.fetch_add(b.len() as u64, Ordering::Relaxed);
@@ -383,19 +462,31 @@ impl StripeRead<'_> {
                 }
                 let _ = tx.send(b);
             };
-            let holders = holders_of(self.net, self.holders, &shard.cid).await;
             let direct = stream_shard(
                 self.net,
-                &holders,
+                self.holders,
                 shard,
                 range.clone(),
                 &sink,
+                &asking,
                 self.incidents,
             );
             tokio::pin!(direct);
             tokio::select! {
                 r = &mut direct => r.is_ok(),
                 _ = tokio::time::sleep(HEDGE_AFTER) => {
+                    // A node that has sent nothing at all in that time is treated as down for a
+                    // while, so that the next reads go around it instead of waiting here again.
+                    let slow = asking.load(Ordering::Relaxed);
+                    if sent.load(Ordering::Relaxed) == 0 && slow < self.net.nodes().len() {
+                        let what = format!(
+                            "shard {}: nothing within {} ms; reading around it",
+                            shard.cid,
+                            HEDGE_AFTER.as_millis()
+                        );
+                        self.incidents.record(self.net.nodes()[slow].peer(), what);
+                        self.net.fetch_failed(slow, &shard.cid, true);
+                    }
                     // Hedge: race the slow holder against a rebuild from whichever shards answer.
                     let rebuild = self.rebuild.get(
                         self.net, self.manifest, self.index, self.holders, self.incidents);
@@ -532,14 +623,11 @@ pub async fn read_object_to<S: Sink>(
     let fill = net
         .cache()
         .is_some_and(|c| range.end - range.start <= c.capacity() / 4);
-    // Locate shards a window at a time, so a huge object does not ask about every shard at once.
+    // Shards are not looked up before the read: each is asked of the node that holds it by
+    // the last lookup, or by placement (a guess that a miss corrects with a lookup), so the
+    // first byte does not wait for every node to answer where shards are.
     for window in stripes.chunks(64) {
-        let cids: Vec<Cid> = window
-            .iter()
-            .flat_map(|&s| manifest.stripes[s].stored_shards().map(|(_, r)| r.cid))
-            .filter(|cid| !net.cache().is_some_and(|c| c.contains(cid)))
-            .collect();
-        let holders = net.locate(&cids).await;
+        let holders = guess(net, manifest, window.iter().copied());
         let holders = &holders;
         // Per stripe: its pieces of the range and one channel per piece, drained in order.
         let mut jobs = Vec::with_capacity(window.len());
@@ -641,8 +729,8 @@ pub async fn prefetch(net: &Network, manifest: &ObjectManifest, range: Range<u64
         return 0;
     }
     let layout = manifest.layout();
-    let claims: Vec<(ShardRef, Filler)> = layout
-        .pieces(manifest, range)
+    let pieces = layout.pieces(manifest, range);
+    let claims: Vec<(ShardRef, Filler)> = pieces
         .iter()
         .map(|p| manifest.stripes[p.stripe].data[p.shard])
         .filter(|s| s.len > 0)
@@ -651,8 +739,9 @@ pub async fn prefetch(net: &Network, manifest: &ObjectManifest, range: Range<u64
     if claims.is_empty() {
         return 0;
     }
-    let cids: Vec<Cid> = claims.iter().map(|(s, _)| s.cid).collect();
-    let holders = net.locate(&cids).await;
+    let mut stripes: Vec<usize> = pieces.iter().map(|p| p.stripe).collect();
+    stripes.dedup();
+    let holders = guess(net, manifest, stripes.into_iter());
     let incidents = Incidents::default();
     let holders = &holders;
     let incidents = &incidents;

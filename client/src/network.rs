@@ -1,7 +1,7 @@
 //! Finding the network: join through bootstrap peers (Kademlia, as a client), ask every node it
 //! finds for its [`NodeInfo`], and keep one data-plane client for shard bytes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cache::ShardCache;
 use crate::error::ClientError;
-use crate::placement::Candidate;
+use crate::placement::{self, Candidate};
 
 /// How long a peer may take to answer while joining; a dead peer costs at most this.
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(3);
@@ -38,6 +38,9 @@ pub struct Holders {
     pub intact: HashMap<Cid, Vec<usize>>,
     /// Nodes whose copy failed verification (quarantined, never served).
     pub corrupt: HashMap<Cid, Vec<usize>>,
+    /// CIDs whose `intact` entry is a guess from placement, not an answer
+    /// ([`Network::guess`]).
+    pub guessed: HashSet<Cid>,
 }
 
 impl Holders {
@@ -50,6 +53,20 @@ impl Holders {
     pub fn corrupt(&self, cid: &Cid) -> &[usize] {
         self.corrupt.get(cid).map_or(&[], Vec::as_slice)
     }
+
+    /// Whether where `cid` is was guessed rather than asked.
+    pub fn is_guess(&self, cid: &Cid) -> bool {
+        self.guessed.contains(cid)
+    }
+}
+
+type Located = HashMap<Cid, (Vec<PeerId>, Instant)>;
+type Down = HashMap<PeerId, Instant>;
+
+/// Whether `peer` failed to answer within the last [`DOWN_FOR`].
+fn is_down(down: &Down, peer: &PeerId) -> bool {
+    down.get(peer)
+        .is_some_and(|since| since.elapsed() < DOWN_FOR)
 }
 
 /// A live node as the client sees it.
@@ -87,9 +104,23 @@ struct Shared {
     cancel: CancellationToken,
     /// Nodes that recently failed to answer, and when: skipped by lookups for [`DOWN_FOR`], so
     /// that with a node gone every read does not wait out its timeout again.
-    down: Mutex<HashMap<PeerId, Instant>>,
+    down: Mutex<Down>,
     /// Recently located shards: CID -> nodes that held it intact, and when that was learnt.
-    located: Mutex<HashMap<Cid, (Vec<PeerId>, Instant)>>,
+    located: Mutex<Located>,
+}
+
+impl Shared {
+    /// Where shards were found and which nodes are down (locked in that order).
+    fn memory(
+        &self,
+    ) -> (
+        std::sync::MutexGuard<'_, Located>,
+        std::sync::MutexGuard<'_, Down>,
+    ) {
+        let located = self.located.lock().unwrap_or_else(|p| p.into_inner());
+        let down = self.down.lock().unwrap_or_else(|p| p.into_inner());
+        (located, down)
+    }
 }
 
 impl Drop for Shared {
@@ -301,34 +332,68 @@ impl Network {
         }
     }
 
+    /// Live nodes remembered (within [`LOCATED_FOR`]) as holding `cid`, if any.
+    fn remembered(&self, located: &Located, down: &Down, cid: &Cid) -> Option<Vec<usize>> {
+        let (peers, when) = located.get(cid)?;
+        if when.elapsed() >= LOCATED_FOR {
+            return None;
+        }
+        let mut live: Vec<usize> = peers
+            .iter()
+            .filter(|p| !is_down(down, p))
+            .filter_map(|p| self.index.get(p).copied())
+            .collect();
+        live.sort_unstable();
+        (!live.is_empty()).then_some(live)
+    }
+
+    /// Holders of the shards of some stripes (each given as its stored shards' CIDs, in
+    /// manifest order) without asking anyone: where a shard was found recently, else the node
+    /// placement chooses for it now, which is where `put` stored it unless the nodes' free
+    /// space has reordered them since. Guesses are marked ([`Holders::guessed`]): a reader that
+    /// misses confirms with [`Network::locate`]. A guess that falls on a node that is down is
+    /// left out.
+    pub fn guess(&self, stripes: &[Vec<Cid>]) -> Holders {
+        let mut holders = Holders::default();
+        let candidates = self.candidates();
+        let (located, down) = self.shared.memory();
+        for cids in stripes {
+            let mut placed = None;
+            for (j, cid) in cids.iter().enumerate() {
+                if holders.intact.contains_key(cid) {
+                    continue;
+                }
+                if let Some(live) = self.remembered(&located, &down, cid) {
+                    holders.intact.insert(*cid, live);
+                    continue;
+                }
+                let placed =
+                    placed.get_or_insert_with(|| placement::place_stripe(cids, &candidates).ok());
+                if let Some(&node) = placed.as_ref().and_then(|p| p.get(j)?.first())
+                    && !is_down(&down, &self.nodes[node].peer())
+                {
+                    holders.intact.insert(*cid, vec![node]);
+                    holders.guessed.insert(*cid);
+                }
+            }
+        }
+        holders
+    }
+
     /// Which nodes hold each CID, asking every node (or remembering an answer from the last
     /// [`LOCATED_FOR`]). Unreachable nodes hold nothing.
     pub async fn locate(&self, cids: &[Cid]) -> Holders {
         let mut holders = Holders::default();
         let cids: Vec<Cid> = {
-            let located = self
-                .shared
-                .located
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            let down = self.shared.down.lock().unwrap_or_else(|p| p.into_inner());
+            let (located, down) = self.shared.memory();
             cids.iter()
                 .copied()
-                .filter(|cid| match located.get(cid) {
-                    Some((peers, when)) if when.elapsed() < LOCATED_FOR => {
-                        let mut live: Vec<usize> = peers
-                            .iter()
-                            .filter(|p| !down.contains_key(p))
-                            .filter_map(|p| self.index.get(p).copied())
-                            .collect();
-                        live.sort_unstable();
-                        if live.is_empty() {
-                            return true;
-                        }
+                .filter(|cid| match self.remembered(&located, &down, cid) {
+                    Some(live) => {
                         holders.intact.insert(*cid, live);
                         false
                     }
-                    _ => true,
+                    None => true,
                 })
                 .collect()
         };

@@ -3,12 +3,19 @@
 
 mod common;
 
-use cairn_chunker::ObjectManifest;
+use cairn_chunker::{Cid, ObjectManifest};
 use cairn_client::error::ClientError;
 use cairn_client::get::{Incidents, object_manifest, read_object_to_vec};
 use cairn_client::network::Network;
+use cairn_client::put::{Input, PutOptions, put_object};
 use common::{Net, noise, write};
 use libp2p::Multiaddr;
+use std::sync::Arc;
+
+fn peers(net: &Net) -> Vec<Multiaddr> {
+    let nodes = &net.devnet().state.nodes;
+    nodes.iter().map(|n| n.multiaddr.parse().unwrap()).collect()
+}
 
 async fn read(net: &Network, manifest: &ObjectManifest) -> Result<Vec<u8>, ClientError> {
     read_object_to_vec(net, manifest, &Incidents::default()).await
@@ -25,13 +32,7 @@ async fn refreshed_views_keep_the_connection_and_follow_nodes_leaving_and_return
         .trim()
         .parse()
         .unwrap();
-    let peers: Vec<Multiaddr> = net
-        .devnet()
-        .state
-        .nodes
-        .iter()
-        .map(|n| n.multiaddr.parse().unwrap())
-        .collect();
+    let peers = peers(&net);
     let first = Network::connect(&peers[..1]).await.unwrap();
     assert_eq!(first.nodes().len(), 6);
     let manifest = object_manifest(&first, &cid).await.unwrap();
@@ -72,5 +73,74 @@ async fn refreshed_views_keep_the_connection_and_follow_nodes_leaving_and_return
     assert!(ids.contains(&gone), "{ids:?}");
     assert!(read(&fourth, &manifest).await.unwrap() == data);
     drop((third, fourth));
+    net.stop().await;
+}
+
+/// Readers do not ask every node where shards are before a read: they ask the node placement
+/// points at. An object stored while a node was away has shards elsewhere; once the node is
+/// back, placement points at it, it answers "not here", and the reader looks them up and reads
+/// on, with no incident reported against the node that was simply not holding them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_find_shards_placement_did_not_predict() {
+    let mut net = Net::start(6).await;
+    let peers = peers(&net);
+    net.devnet_mut().stop_node(3).await;
+    let five = Network::connect(&peers[..1]).await.unwrap();
+    assert_eq!(five.nodes().len(), 5);
+    let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+    let mut opts = PutOptions::default();
+    opts.params.erasure.shard_size = 64 << 10;
+    // 24 stripes of 2+2: placement would have chosen the missing node for most of them.
+    let (k, m) = (2, 2);
+    opts.params.erasure.k = k;
+    opts.params.erasure.m = m;
+    let data = noise(24 * usize::from(k) * (64 << 10) - 1000, 11);
+    let report = put_object(
+        Some(&five),
+        &key,
+        Input::Bytes(data.clone().into()),
+        &opts,
+        Arc::new(|_| {}),
+    )
+    .await
+    .unwrap();
+    drop(five);
+    net.devnet_mut().restart_node(3).await.unwrap();
+    let mut six = Network::connect(&peers[..1]).await.unwrap();
+    for _ in 0..20 {
+        if six.nodes().len() == 6 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        six = six.refresh().await.unwrap();
+    }
+    assert_eq!(six.nodes().len(), 6);
+    let manifest = report.manifest;
+    let stripes: Vec<Vec<Cid>> = manifest
+        .stripes
+        .iter()
+        .map(|s| s.stored_shards().map(|(_, r)| r.cid).collect())
+        .collect();
+    let guessed = six.guess(&stripes);
+    // The truth, from another client (asking through `six` would teach it the answers).
+    let other = Network::connect(&peers[..1]).await.unwrap();
+    let all: Vec<Cid> = stripes.iter().flatten().copied().collect();
+    let truth = other.locate(&all).await;
+    let peer = |n: &Network, i: &[usize]| -> Vec<String> {
+        i.iter().map(|&i| n.nodes()[i].peer().to_string()).collect()
+    };
+    let wrong = all
+        .iter()
+        .filter(|c| peer(&six, guessed.intact(c)) != peer(&other, truth.intact(c)))
+        .count();
+    assert!(wrong > 0, "every guess was right: the test proves nothing");
+    drop(other);
+    let incidents = Incidents::default();
+    let got = read_object_to_vec(&six, &manifest, &incidents)
+        .await
+        .unwrap();
+    assert!(got == data);
+    assert!(incidents.list().is_empty(), "{:?}", incidents.list());
+    drop(six);
     net.stop().await;
 }
