@@ -3,10 +3,13 @@
 //! each object and says which bytes to fetch into the shard cache before they are asked for.
 //!
 //! A request that starts where an earlier request of the same object ended (within
-//! [`SLACK`]) continues a sequential stream. From the second request of a stream on, the
-//! window after it, up to `window` bytes, is fetched ahead; each later request asks only for
-//! the part of the window not already fetched. Random readers never match and cost nothing
-//! but a map entry, bounded by [`MAX_STREAMS`].
+//! [`SLACK`]) continues a sequential stream. From the [`RUN`]-th continuation of a stream on,
+//! the window after it, up to `window` bytes, is fetched ahead; each later request asks only
+//! for the part of the window not already fetched. Random readers cost a map entry, bounded
+//! by [`MAX_STREAMS`]; one of their requests lands within the slack of an earlier one's end
+//! now and then (with hundreds of random 1 MiB reads of a 256 MiB object, a 256 KiB slack
+//! matched a third of them, and each match fetched 16 MiB nobody read), so the slack is small
+//! and a stream must continue more than once before anything is fetched.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -14,8 +17,10 @@ use std::ops::Range;
 use cairn_chunker::Cid;
 
 /// How far a request's start may be from where the previous one ended and still count as
-/// sequential (readers re-read a little, or skip a little, around block edges).
-pub const SLACK: u64 = 256 << 10;
+/// sequential (a page either way, for readers that re-read or skip a little at block edges).
+pub const SLACK: u64 = 4 << 10;
+/// Continuations a stream needs before its window is fetched (the third sequential request).
+pub const RUN: u32 = 2;
 /// Streams remembered at once; the least recently used is forgotten first.
 pub const MAX_STREAMS: usize = 4096;
 
@@ -23,6 +28,8 @@ pub const MAX_STREAMS: usize = 4096;
 struct Stream {
     /// Fetched ahead up to here.
     ahead: u64,
+    /// Continuations so far.
+    run: u32,
     /// Last use, for eviction.
     tick: u64,
 }
@@ -62,16 +69,16 @@ impl ReadAhead {
             .range(lo..=hi)
             .map(|(k, s)| (*k, *s))
             .min_by_key(|((_, end), _)| end.abs_diff(range.start));
-        let ahead = match found {
+        let (ahead, run) = match found {
             Some((key, stream)) => {
                 self.streams.remove(&key);
                 self.lru.remove(&stream.tick);
-                Some(stream.ahead)
+                (Some(stream.ahead), stream.run + 1)
             }
-            None => None,
+            None => (None, 0),
         };
         let want = range.end.saturating_add(self.window).min(limit);
-        let fetch = ahead.and_then(|done| {
+        let fetch = ahead.filter(|_| run >= RUN).and_then(|done| {
             let from = done.max(range.end);
             (from < want).then_some(from..want)
         });
@@ -81,17 +88,18 @@ impl ReadAhead {
                 (Some(done), None) => done.max(range.end),
                 (None, None) => range.end,
             };
-            self.remember((object, range.end), ahead);
+            self.remember((object, range.end), ahead, run);
         }
         fetch
     }
 
-    fn remember(&mut self, key: (Cid, u64), ahead: u64) {
+    fn remember(&mut self, key: (Cid, u64), ahead: u64, run: u32) {
         self.tick += 1;
         if let Some(old) = self.streams.insert(
             key,
             Stream {
                 ahead,
+                run,
                 tick: self.tick,
             },
         ) {
@@ -129,22 +137,23 @@ mod tests {
         let obj = cids::raw(b"object");
         let mut ra = ReadAhead::new(16 * MIB);
         let size = 100 * MIB;
-        // First request: nothing known yet.
+        // First request: nothing known yet. Second, continuing: not yet a run.
         assert_eq!(ra.observe(obj, 0..5 * MIB, size), None);
-        // Second, continuing: the next 16 MiB.
-        assert_eq!(
-            ra.observe(obj, 5 * MIB..10 * MIB, size),
-            Some(10 * MIB..26 * MIB)
-        );
-        // Third: only what is not already ahead.
+        assert_eq!(ra.observe(obj, 5 * MIB..10 * MIB, size), None);
+        // Third: the next 16 MiB.
         assert_eq!(
             ra.observe(obj, 10 * MIB..15 * MIB, size),
-            Some(26 * MIB..31 * MIB)
+            Some(15 * MIB..31 * MIB)
+        );
+        // Fourth: only what is not already ahead.
+        assert_eq!(
+            ra.observe(obj, 15 * MIB..20 * MIB, size),
+            Some(31 * MIB..36 * MIB)
         );
         // A small overlap with the previous end still counts.
         assert_eq!(
-            ra.observe(obj, 15 * MIB - 100..20 * MIB, size),
-            Some(31 * MIB..36 * MIB)
+            ra.observe(obj, 20 * MIB - 100..25 * MIB, size),
+            Some(36 * MIB..41 * MIB)
         );
         assert_eq!(ra.len(), 1);
     }
@@ -153,14 +162,15 @@ mod tests {
     fn window_stops_at_the_limit_and_finished_streams_are_dropped() {
         let obj = cids::raw(b"object");
         let mut ra = ReadAhead::new(16 * MIB);
-        let size = 12 * MIB;
+        let size = 16 * MIB;
         assert_eq!(ra.observe(obj, 0..4 * MIB, size), None);
+        assert_eq!(ra.observe(obj, 4 * MIB..8 * MIB, size), None);
         assert_eq!(
-            ra.observe(obj, 4 * MIB..8 * MIB, size),
-            Some(8 * MIB..12 * MIB)
+            ra.observe(obj, 8 * MIB..12 * MIB, size),
+            Some(12 * MIB..16 * MIB)
         );
         // The last block: nothing left to fetch, and the stream is forgotten.
-        assert_eq!(ra.observe(obj, 8 * MIB..12 * MIB, size), None);
+        assert_eq!(ra.observe(obj, 12 * MIB..16 * MIB, size), None);
         assert!(ra.is_empty());
     }
 
@@ -175,6 +185,26 @@ mod tests {
         // Far from where `a` ended.
         assert_eq!(ra.observe(a, 500 * MIB..501 * MIB, size), None);
         assert_eq!(ra.observe(a, 7 * MIB..8 * MIB, size), None);
+        // Near where a request ended, but further than the slack: a new stream.
+        assert_eq!(ra.observe(a, MIB + SLACK + 1..2 * MIB, size), None);
+        assert_eq!(ra.observe(a, 2 * MIB..3 * MIB, size), None);
+        assert_eq!(
+            ra.observe(a, 3 * MIB..4 * MIB, size).map(|r| r.start),
+            Some(4 * MIB)
+        );
+        // Many random readers of one object: almost none of them fetch anything ahead.
+        let mut ra = ReadAhead::new(16 * MIB);
+        let size = 256 * MIB;
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut fetched = 0;
+        for _ in 0..2000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let at = x % (size - MIB);
+            fetched += usize::from(ra.observe(a, at..at + MIB, size).is_some());
+        }
+        assert!(fetched <= 2, "{fetched} of 2000 random reads fetched ahead");
         // Disabled.
         let mut off = ReadAhead::new(0);
         assert_eq!(off.observe(a, 0..MIB, size), None);
@@ -193,6 +223,7 @@ mod tests {
         // The oldest were forgotten, the newest kept.
         let last = (MAX_STREAMS as u64 + 99) * 10 * MIB + 1;
         assert_eq!(ra.observe(obj, 1..2, u64::MAX), None);
-        assert!(ra.observe(obj, last..last + 1, u64::MAX).is_some());
+        assert_eq!(ra.observe(obj, last..last + 1, u64::MAX), None);
+        assert!(ra.observe(obj, last + 1..last + 2, u64::MAX).is_some());
     }
 }
