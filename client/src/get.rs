@@ -243,7 +243,9 @@ fn fetch_failed(
 
 /// Streams `range` of a shard to `sink` from the first holder that serves it intact; when a
 /// holder fails part-way, the next one is asked for the rest only. `asking` is set to the node
-/// being asked (`usize::MAX` between nodes), so a hedge can tell which node is slow.
+/// being asked (`usize::MAX` between nodes), so a hedge can tell which node is slow. `head`: a
+/// reader waits on these first bytes, so a range asks for its head in the node's fast lane.
+#[allow(clippy::too_many_arguments)]
 async fn stream_shard(
     net: &Network,
     holders: &Holders,
@@ -251,6 +253,7 @@ async fn stream_shard(
     range: Range<u64>,
     sink: &(dyn Fn(Bytes) + Sync),
     asking: &AtomicUsize,
+    head: bool,
     incidents: &Incidents,
 ) -> Result<(), Vec<String>> {
     let mut problems = Vec::new();
@@ -269,16 +272,27 @@ async fn stream_shard(
         let node = &net.nodes()[i];
         let whole = at == 0 && range.end == u64::from(shard.len);
         asking.store(i, Ordering::Relaxed);
-        let r = net
-            .data()
-            .fetch_streaming(
-                &node.target,
-                &shard.cid,
-                Some(u64::from(shard.len)),
-                (!whole).then_some(at..range.end),
-                &counted,
-            )
-            .await;
+        let r = if head && !whole {
+            net.data()
+                .fetch_head_first(
+                    &node.target,
+                    &shard.cid,
+                    u64::from(shard.len),
+                    at..range.end,
+                    &counted,
+                )
+                .await
+        } else {
+            net.data()
+                .fetch_streaming(
+                    &node.target,
+                    &shard.cid,
+                    Some(u64::from(shard.len)),
+                    (!whole).then_some(at..range.end),
+                    &counted,
+                )
+                .await
+        };
         asking.store(usize::MAX, Ordering::Relaxed);
         match r {
             Ok(_) => return Ok(()),
@@ -426,7 +440,13 @@ impl StripeRead<'_> {
     /// shard cache, from a fetch already under way, or from a holder; if the holders fail, or
     /// have not finished within [`HEDGE_AFTER`] and a rebuild out of parity finishes first, the
     /// rest comes from the rebuild.
-    async fn piece(&self, piece: &Piece, tx: UnboundedSender<Bytes>) -> Result<(), ClientError> {
+    /// `head`: this piece holds the first bytes of the read (asked for in the fast lane).
+    async fn piece(
+        &self,
+        piece: &Piece,
+        tx: UnboundedSender<Bytes>,
+        head: bool,
+    ) -> Result<(), ClientError> {
         let shard = self.manifest.stripes[self.index].data[piece.shard];
         let range = piece.range.clone();
         let whole = range.start == 0 && range.end == u64::from(shard.len);
@@ -469,6 +489,7 @@ impl StripeRead<'_> {
                 range.clone(),
                 &sink,
                 &asking,
+                head,
                 self.incidents,
             );
             tokio::pin!(direct);
@@ -616,6 +637,7 @@ pub async fn read_object_to<S: Sink>(
     }
     let layout = manifest.layout();
     let stripes: Vec<usize> = layout.stripes_for(range.clone()).collect();
+    let first_stripe = stripes.first().copied();
     let mut hasher = whole.then(blake3::Hasher::new);
     let mut written = 0u64;
     // A long scan would only push out what other readers use: reads bigger than a quarter of
@@ -647,25 +669,26 @@ pub async fn read_object_to<S: Sink>(
             jobs.push((s, pieces, txs));
             outputs.push(rxs);
         }
-        let mut producers = futures::stream::iter(jobs)
-            .map(|(index, pieces, txs)| async move {
-                let read = StripeRead {
-                    net,
-                    manifest,
-                    index,
-                    holders,
-                    incidents,
-                    rebuild: Rebuild::default(),
-                    fill,
-                };
-                let read = &read;
-                futures::future::try_join_all(
-                    pieces.iter().zip(txs).map(|(p, tx)| read.piece(p, tx)),
-                )
-                .await
-                .map(|_| ())
-            })
-            .buffered(STRIPES_IN_FLIGHT);
+        let mut producers =
+            futures::stream::iter(jobs)
+                .map(|(index, pieces, txs)| async move {
+                    let read = StripeRead {
+                        net,
+                        manifest,
+                        index,
+                        holders,
+                        incidents,
+                        rebuild: Rebuild::default(),
+                        fill,
+                    };
+                    let read = &read;
+                    futures::future::try_join_all(pieces.iter().zip(txs).enumerate().map(
+                        |(j, (p, tx))| read.piece(p, tx, j == 0 && Some(index) == first_stripe),
+                    ))
+                    .await
+                    .map(|_| ())
+                })
+                .buffered(STRIPES_IN_FLIGHT);
         let mut finished = std::collections::VecDeque::new();
         let mut producers_done = false;
         for rxs in outputs {

@@ -233,6 +233,7 @@ impl Network {
     }
 
     fn view(shared: Arc<Shared>, nodes: Vec<NodeView>, cache: Option<Arc<ShardCache>>) -> Self {
+        shared.data.warm(nodes.iter().map(|n| n.target).collect());
         let index = nodes
             .iter()
             .enumerate()

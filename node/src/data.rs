@@ -50,6 +50,8 @@ use crate::store::{Store, StoreError};
 
 /// Time allowed to establish a connection: a stopped node fails this fast.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Ranges up to this long are served in the fast lane (ahead of bulk transfers).
+pub const FAST_LANE_BYTES: u64 = 2 * verified::GROUP_BYTES as u64;
 /// Time allowed for a peer to start answering a request.
 pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Time allowed for a whole request, body included.
@@ -362,9 +364,18 @@ impl Server {
                     }
                     Some((a, b)) => {
                         let started = Instant::now();
-                        let (size, proof) = self
-                            .blocking(move || store.read_range(&cid, Some(a..b)))
-                            .await?;
+                        // The fast lane: a range of at most two groups is usually the head of a
+                        // read that a reader is waiting on (see `Client::fetch_head_first`). It
+                        // skips the queue for CPU permits and its bytes leave before the bulk
+                        // streams' on this connection.
+                        let small = b.saturating_sub(a) <= FAST_LANE_BYTES;
+                        let read = move || store.read_range(&cid, Some(a..b));
+                        let (size, proof) = if small {
+                            let _ = send.set_priority(1);
+                            blocking_task(read).await?
+                        } else {
+                            self.blocking(read).await?
+                        };
                         let ready = started.elapsed();
                         self.metrics.net.bytes_out.inc_by(proof.len() as u64);
                         let header = DataResponse::Proof {
@@ -607,6 +618,9 @@ pub struct Client {
     keypair: Keypair,
     conns: Arc<Mutex<HashMap<Target, Connection>>>,
     max_streams: u32,
+    /// A second endpoint (its own UDP socket and connections) for fast-lane requests, so their
+    /// answers do not wait in the kernel's receive queue behind bulk transfers.
+    fast: Option<Box<Client>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -630,13 +644,29 @@ impl Client {
             keypair,
             conns: Arc::new(Mutex::new(HashMap::new())),
             max_streams,
+            fast: None,
         }
     }
 
-    /// A client on its own endpoint bound to an ephemeral local port.
+    /// A client on its own endpoints bound to ephemeral local ports: one for bulk transfers,
+    /// one for the fast lane ([`Client::fetch_head_first`]).
     pub fn bind(keypair: Keypair) -> Result<Self, DataError> {
-        let ep = endpoint(&keypair, SocketAddr::from(([0, 0, 0, 0], 0)), None)?;
-        Ok(Self::new(ep, keypair, 64))
+        let any = SocketAddr::from(([0, 0, 0, 0], 0));
+        let fast = Self::new(endpoint(&keypair, any, None)?, keypair.clone(), 64);
+        let mut client = Self::new(endpoint(&keypair, any, None)?, keypair, 64);
+        client.fast = Some(Box::new(fast));
+        Ok(client)
+    }
+
+    /// Opens connections to `targets` (in both lanes) in the background, so the first
+    /// requests do not pay for handshakes. Failures are ignored: a request reports them.
+    pub fn warm(&self, targets: Vec<Target>) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let lanes = std::iter::once(&me).chain(me.fast.as_deref());
+            let dials = lanes.flat_map(|c| targets.iter().map(move |t| c.connection(t)));
+            futures::future::join_all(dials).await;
+        });
     }
 
     /// The endpoint's local address.
@@ -820,6 +850,57 @@ impl Client {
         sink: &(dyn Fn(Bytes) + Sync),
     ) -> Result<u64, DataError> {
         self.fetch_inner(t, cid, size, range, true, sink).await
+    }
+
+    /// [`Client::fetch_streaming`] for a read whose first bytes someone is waiting on: the
+    /// head of `range` (up to the end of its first 16 KiB group) is asked for separately, and
+    /// the node serves such a small range in its fast lane, ahead of the bulk transfers
+    /// sharing the connection; the rest is asked for at the same time and handed on after the
+    /// head. Same guarantees as `fetch_streaming`: only verified bytes, in order, a verified
+    /// prefix on an error.
+    pub async fn fetch_head_first(
+        &self,
+        t: &Target,
+        cid: &Cid,
+        size: u64,
+        range: Range<u64>,
+        sink: &(dyn Fn(Bytes) + Sync),
+    ) -> Result<u64, DataError> {
+        let group = verified::GROUP_BYTES as u64;
+        let split = (range.start / group + 1) * group;
+        let lane = self.fast.as_deref().unwrap_or(self);
+        if range.end.saturating_sub(split) < group {
+            // Small enough to be one request (in the fast lane when it fits there).
+            let small = range.end.saturating_sub(range.start) <= FAST_LANE_BYTES;
+            let client = if small { lane } else { self };
+            return client
+                .fetch_inner(t, cid, Some(size), Some(range), true, sink)
+                .await;
+        }
+        // The rest waits in `held` until the head is through.
+        let held: Mutex<(bool, Vec<Bytes>)> = Mutex::new((false, Vec::new()));
+        let rest_sink = |b: Bytes| {
+            let mut h = held.lock().unwrap_or_else(|p| p.into_inner());
+            if h.0 {
+                sink(b);
+            } else {
+                h.1.push(b);
+            }
+        };
+        let head = async {
+            let n = lane
+                .fetch_inner(t, cid, Some(size), Some(range.start..split), true, sink)
+                .await?;
+            let mut h = held.lock().unwrap_or_else(|p| p.into_inner());
+            h.0 = true;
+            for b in h.1.drain(..) {
+                sink(b);
+            }
+            Ok::<u64, DataError>(n)
+        };
+        let rest = self.fetch_inner(t, cid, Some(size), Some(split..range.end), true, &rest_sink);
+        let (head, rest) = futures::future::try_join(head, rest).await?;
+        Ok(head + rest)
     }
 
     async fn fetch_inner(

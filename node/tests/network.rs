@@ -2,6 +2,7 @@
 //! in one process.
 
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -101,6 +102,30 @@ async fn store_on_one_node_fetch_from_another_and_discover() {
         .await
         .unwrap();
     assert_eq!(&part[..], &data[12_345..400_000]);
+    // Head first (the first group in the fast lane, the rest beside it): same bytes, in order,
+    // whatever the range's alignment; tiny ranges go as one request.
+    let c2 = client();
+    for range in [
+        12_345..400_000,
+        0..(1 << 20),
+        16_383..16_385,
+        16_384..(1 << 20),
+        (1 << 20) - 20_000..(1 << 20),
+        5..40_000,
+    ] {
+        let got = Mutex::new(Vec::new());
+        let sink = |b: Bytes| got.lock().unwrap().extend_from_slice(&b);
+        let n = c2
+            .fetch_head_first(&target(&b), &cid, 1 << 20, range.clone(), &sink)
+            .await
+            .unwrap();
+        assert_eq!(n, range.end - range.start);
+        let got = got.into_inner().unwrap();
+        assert!(
+            got[..] == data[range.start as usize..range.end as usize],
+            "{range:?}"
+        );
+    }
     // "Has" on the data plane, as readers ask it; too many CIDs at once is refused.
     let missing = cids::raw(b"missing");
     let held = client().has(&target(&b), &[cid, missing]).await.unwrap();
