@@ -219,7 +219,7 @@ impl Config {
              # about this plus 150-250 MiB. 0 = no cache.\n\
              cache_mib = {}\n\
              # Sequential range readers (s3fs, PyTorch readers) get this many MiB fetched ahead into\n\
-             # the cache. 0 = off.\n\
+             # the cache, from their third consecutive request on. 0 = off.\n\
              readahead_mib = {}\n\
              \n\
              # The catalog (buckets, keys) is exported to the network as a signed dataset manifest\n\
