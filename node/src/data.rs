@@ -226,6 +226,9 @@ pub struct Server {
     /// Bounds store work (RocksDB + BLAKE3, CPU-bound) running at once to the number of cores:
     /// more would only thrash caches and delay every request.
     pub cpu: Arc<Semaphore>,
+    /// The fast lane's own bound: small reads do not queue behind bulk ones for `cpu`, but
+    /// many peers asking for small ranges at once still cannot occupy every blocking thread.
+    pub fast: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for Server {
@@ -237,13 +240,13 @@ impl std::fmt::Debug for Server {
 impl Server {
     /// A server over `store`.
     pub fn new(store: Arc<Store>, metrics: Arc<NodeMetrics>) -> Arc<Self> {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Arc::new(Self {
             store,
             metrics,
             inflight: Arc::new(Semaphore::new(MAX_INFLIGHT_BYTES / 1024)),
-            cpu: Arc::new(Semaphore::new(
-                std::thread::available_parallelism().map_or(2, |n| n.get()),
-            )),
+            cpu: Arc::new(Semaphore::new(cores)),
+            fast: Arc::new(Semaphore::new(cores * 4)),
         })
     }
 
@@ -366,12 +369,15 @@ impl Server {
                         let started = Instant::now();
                         // The fast lane: a range of at most two groups is usually the head of a
                         // read that a reader is waiting on (see `Client::fetch_head_first`). It
-                        // skips the queue for CPU permits and its bytes leave before the bulk
-                        // streams' on this connection.
+                        // takes a permit from the fast pool instead of queueing for `cpu`, and
+                        // its bytes leave before the bulk streams' on this connection.
                         let small = b.saturating_sub(a) <= FAST_LANE_BYTES;
                         let read = move || store.read_range(&cid, Some(a..b));
                         let (size, proof) = if small {
                             let _ = send.set_priority(1);
+                            let _permit = self.fast.acquire().await.map_err(|_| {
+                                Failure::answer(ErrorCode::Internal, "shutting down")
+                            })?;
                             blocking_task(read).await?
                         } else {
                             self.blocking(read).await?
