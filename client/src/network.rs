@@ -156,6 +156,8 @@ impl Network {
             cancel.child_token(),
         )
         .await?;
+        // Any early return below stops the swarm.
+        let guard = cancel.drop_guard();
         // Dial every given peer at once; a dead one costs one short timeout, not one each.
         let dials = futures::future::join_all(peers.iter().map(|addr| {
             let swarm = swarm.clone();
@@ -174,7 +176,6 @@ impl Network {
         let mut problems: Vec<String> = dials.iter().filter_map(|r| r.clone().err()).collect();
         let joined = dials.iter().filter(|r| r.is_ok()).count();
         if joined == 0 {
-            cancel.cancel();
             return Err(ClientError::Unreachable { problems });
         }
         // Let Kademlia find the rest: wait until the set of known peers stops growing.
@@ -195,25 +196,13 @@ impl Network {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let nodes = match survey(&swarm, &mut problems).await {
-            Ok(nodes) => nodes,
-            Err(e) => {
-                cancel.cancel();
-                return Err(e);
-            }
-        };
-        let data = match data::Client::bind(key) {
-            Ok(d) => d,
-            Err(e) => {
-                cancel.cancel();
-                return Err(e.into());
-            }
-        };
+        let nodes = survey(&swarm, &mut problems).await?;
+        let data = data::Client::bind(key)?;
         Ok(Self::view(
             Arc::new(Shared {
                 swarm,
                 data,
-                cancel,
+                cancel: guard.disarm(),
                 down: Mutex::new(HashMap::new()),
                 located: Mutex::new(HashMap::new()),
             }),
