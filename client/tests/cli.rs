@@ -97,12 +97,7 @@ async fn put_and_get_a_64_mib_file_and_a_directory_of_2000_small_files() {
 async fn any_two_of_six_nodes_may_stop_but_not_three() {
     let net = Net::start(6).await;
     let data = noise(9 << 20, 2);
-    let file = net.path("f.bin");
-    write(&file, &data);
-    let cid = net
-        .ok(&["put", file.to_str().unwrap(), "--k", "4", "--m", "2"])
-        .trim()
-        .to_string();
+    let cid = net.put_bytes(&data, &["--k", "4", "--m", "2"]);
 
     // Frozen nodes (SIGSTOP) hold their sockets but answer nothing: the worst kind of failure.
     for pair in [(0, 1), (2, 5), (3, 4)] {
@@ -167,9 +162,7 @@ async fn any_two_of_six_nodes_may_stop_but_not_three() {
 async fn a_corrupted_shard_on_disk_is_routed_around_and_named() {
     let net = Net::start(6).await;
     let data = noise(5 << 20, 3);
-    let file = net.path("f.bin");
-    write(&file, &data);
-    let cid = net.ok(&["put", file.to_str().unwrap()]).trim().to_string();
+    let cid = net.put_bytes(&data, &[]);
     // Which node holds data shard 0 of stripe 0 (the object's first MiB)?
     let stat = json(&net.ok(&["--json", "stat", &cid]));
     let holder = stat["stripes"][0]["shards"][0]["holders"][0]
@@ -233,9 +226,7 @@ async fn a_corrupted_shard_on_disk_is_routed_around_and_named() {
 async fn a_tampered_manifest_or_signature_fails_verify() {
     let mut net = Net::start(6).await;
     let data = noise(3 << 20, 4);
-    let file = net.path("f.bin");
-    write(&file, &data);
-    let cid_text = net.ok(&["put", file.to_str().unwrap()]).trim().to_string();
+    let cid_text = net.put_bytes(&data, &[]);
     assert!(net.cairn(&["verify", &cid_text]).status.success());
     let cid = cairn_chunker::cids::parse(&cid_text).unwrap();
     let key = cid.to_bytes();

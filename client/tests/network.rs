@@ -8,7 +8,7 @@ use cairn_client::error::ClientError;
 use cairn_client::get::{Incidents, object_manifest, read_object_to_vec};
 use cairn_client::network::Network;
 use cairn_client::put::{Input, PutOptions, put_object};
-use common::{Net, noise, write};
+use common::{Net, noise};
 use libp2p::Multiaddr;
 use std::sync::Arc;
 
@@ -25,11 +25,8 @@ async fn read(net: &Network, manifest: &ObjectManifest) -> Result<Vec<u8>, Clien
 async fn refreshed_views_keep_the_connection_and_follow_nodes_leaving_and_returning() {
     let mut net = Net::start(6).await;
     let data = noise(3 << 20, 7);
-    let file = net.path("f.bin");
-    write(&file, &data);
     let cid = net
-        .ok(&["put", file.to_str().unwrap(), "--k", "4", "--m", "2"])
-        .trim()
+        .put_bytes(&data, &["--k", "4", "--m", "2"])
         .parse()
         .unwrap();
     let peers = peers(&net);

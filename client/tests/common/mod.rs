@@ -84,6 +84,15 @@ impl Net {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// Writes `data` to `f.bin` and runs `cairn put` on it with `args`; returns the object's CID.
+    pub(crate) fn put_bytes(&self, data: &[u8], args: &[&str]) -> String {
+        let file = self.path("f.bin");
+        write(&file, data);
+        let mut all = vec!["put", file.to_str().unwrap()];
+        all.extend_from_slice(args);
+        self.ok(&all).trim().to_string()
+    }
+
     pub(crate) async fn stop(mut self) {
         if let Some(d) = self.devnet.take() {
             d.stop().await;
