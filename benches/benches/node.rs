@@ -316,11 +316,19 @@ fn node_transfer(c: &mut Criterion, rt: &Runtime) {
             |b| {
                 b.iter(|| {
                     rt.block_on(async {
+                        // Each fetch runs as a task on the runtime's workers, as the raw
+                        // quinn receiver above does (and as the gateway's reads do), not on
+                        // block_on's own thread, which every packet would have to wake.
                         futures::stream::iter(&shards)
-                            .map(|(cid, _)| client.fetch(&target, cid, Some(MIB as u64), None))
+                            .map(|(cid, _)| {
+                                let (client, cid) = (client.clone(), *cid);
+                                tokio::spawn(async move {
+                                    client.fetch(&target, &cid, Some(MIB as u64), None).await
+                                })
+                            })
                             .buffer_unordered(streams)
                             .for_each(|r| async move {
-                                black_box(r.unwrap());
+                                black_box(r.unwrap().unwrap());
                             })
                             .await;
                     })
@@ -434,6 +442,8 @@ fn rocksdb(c: &mut Criterion) {
 }
 
 fn transport(c: &mut Criterion) {
+    // As the binaries do, before any thread starts (raw quinn runs under it too).
+    cairn_node::malloc::tune();
     let rt = runtime();
     raw_quinn(c, &rt);
     libp2p_stream(c, &rt);

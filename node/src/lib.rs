@@ -21,6 +21,7 @@
 //!   [`tls`] (libp2p-TLS certificates, AES-GCM preferred).
 //! * [`protocol`]: wire messages and framing, with their size limits.
 //! * [`config`], [`identity`], [`admin`], [`metrics`]: operations.
+//! * [`malloc`]: allocator settings for shard-sized buffers, applied first in `main`.
 //! * [`node`]: the composition root that starts and stops all of the above.
 //!
 //! The wire and disk formats are written down in `node/DESIGN.md`.
@@ -32,6 +33,7 @@ pub mod admin;
 pub mod config;
 pub mod data;
 pub mod identity;
+pub mod malloc;
 pub mod metrics;
 pub mod node;
 pub mod protocol;

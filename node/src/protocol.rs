@@ -203,7 +203,10 @@ pub enum DataRequest {
         /// Byte count that follows.
         len: u64,
     },
-    /// Send a shard (or a byte range of it) as a verified-streaming proof stream.
+    /// Send a byte range of a shard as a verified-streaming proof stream
+    /// ([`DataResponse::Proof`]), or the whole shard as outboard and data
+    /// ([`DataResponse::Shard`]; cut with [`RESET_CORRUPT`] if the node's copy turns out corrupt
+    /// part-way).
     Fetch {
         /// The shard.
         cid: Cid,
@@ -228,7 +231,8 @@ pub enum DataRequest {
         cid: Cid,
     },
     /// Which of these shards or manifests are held (the control plane's `Has`, on the cheaper
-    /// data plane: readers ask it of every node before a read).
+    /// data plane: `stat` and `verify` ask every node, readers ask when a guessed holder
+    /// turns out not to hold a shard).
     Has {
         /// At most [`MAX_DATA_HAS`].
         cids: Vec<Cid>,
@@ -237,6 +241,10 @@ pub enum DataRequest {
 
 /// Most CIDs in one data-plane [`DataRequest::Has`] (so the request fits a frame header).
 pub const MAX_DATA_HAS: usize = 1024;
+
+/// Stream reset code a node uses when it finds its copy of a shard corrupt part-way through
+/// sending it (the store has quarantined it): the client reads it as [`ErrorCode::Corrupt`].
+pub const RESET_CORRUPT: u32 = 0xc0;
 
 /// Data-plane response header; raw bytes may follow.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -29,7 +29,7 @@ use cairn_chunker::cids::{self, Cid, CidError, Codec};
 use cairn_chunker::manifest::{
     DatasetManifest, MAX_SHARD_SIZE, ManifestError, ObjectManifest, Provenance,
 };
-use cairn_chunker::verified::{self, ProofError};
+use cairn_chunker::verified::{self, OutboardVerifier, ProofError};
 use prometheus_client::metrics::counter::Counter;
 use rocksdb::{
     ColumnFamilyDescriptor, DB, DBCompressionType, Direction, IteratorMode, Options, ReadOptions,
@@ -519,10 +519,14 @@ impl Store {
         }
     }
 
-    /// A whole shard and its outboard, verified: the shard is copied out of RocksDB once and its
-    /// BLAKE3 tree recomputed, which checks it against the CID and yields the outboard to send.
-    /// A mismatch is quarantined, never served.
-    pub fn read_full(&self, cid: &Cid) -> Result<(bytes::Bytes, bytes::Bytes), StoreError> {
+    /// Opens a whole shard for sending: one copy out of RocksDB and its stored outboard, checked
+    /// against the CID. The bytes themselves are hashed piece by piece as they are taken from
+    /// the [`OutgoingShard`], so a sender can start before the last byte is hashed, and a corrupt
+    /// byte is still never handed out (it is quarantined when reached).
+    ///
+    /// A damaged outboard alone does not lose the shard: the outboard is recomputed from the
+    /// bytes, and used if they match the CID.
+    pub fn open_outgoing(&self, cid: &Cid) -> Result<OutgoingShard, StoreError> {
         let root = cids::digest(cid, Codec::Raw)?;
         let key = cid.to_bytes();
         if self.is_corrupt(&key)? {
@@ -531,24 +535,48 @@ impl Store {
                 offset: 0,
             });
         }
+        // The outboard row is how a held shard is found; a damaged one is rebuilt below.
+        let stored = match self.outboard(&key, cid) {
+            Ok(found) => Some(found),
+            Err(e @ StoreError::NotFound { .. }) => return Err(e),
+            Err(e) => {
+                tracing::warn!(%cid, "stored outboard unreadable: {e}");
+                None
+            }
+        };
         let mut ro = ReadOptions::default();
         ro.set_verify_checksums(self.config.rocksdb_checksums);
         let data = match self.db.get_pinned_cf_opt(self.cf(CF_SHARDS)?, &key, &ro) {
             Ok(Some(d)) => bytes::Bytes::copy_from_slice(&d),
-            Ok(None) => {
-                return Err(StoreError::NotFound { cid: *cid });
-            }
+            Ok(None) => return Err(self.mark_corrupt(cid, 0)),
             Err(e) if e.kind() == rocksdb::ErrorKind::Corruption => {
                 return Err(self.mark_corrupt(cid, 0));
             }
             Err(e) => return Err(e.into()),
         };
-        let (actual, outboard) = verified::outboard(&data);
-        if actual != root {
-            return Err(self.mark_corrupt(cid, 0));
-        }
-        self.metrics.reads.inc();
-        Ok((bytes::Bytes::from(outboard), data))
+        let size = data.len() as u64;
+        let checked = stored
+            .filter(|(stored_size, _)| *stored_size == size)
+            .and_then(|(_, ob)| Some((OutboardVerifier::new(root, size, &ob).ok()?, ob)));
+        let (verifier, outboard) = match checked {
+            Some(found) => found,
+            None => {
+                // The CID decides: if the bytes hash to it, only the outboard was damaged.
+                let (actual, rebuilt) = verified::outboard(&data);
+                if actual != root {
+                    return Err(self.mark_corrupt(cid, 0));
+                }
+                tracing::warn!(%cid, "stored outboard is damaged; serving a recomputed one");
+                let v = OutboardVerifier::new(root, size, &rebuilt).map_err(StoreError::Range)?;
+                (v, rebuilt)
+            }
+        };
+        Ok(OutgoingShard {
+            cid: *cid,
+            outboard: bytes::Bytes::from(outboard),
+            data,
+            verifier,
+        })
     }
 
     /// The whole shard, verified against its CID.
@@ -806,6 +834,58 @@ impl Store {
     }
 }
 
+/// A whole shard being sent: see [`Store::open_outgoing`]. Its bytes come out only through
+/// [`OutgoingShard::next_piece`], each piece verified against the CID first.
+#[derive(Debug)]
+pub struct OutgoingShard {
+    cid: Cid,
+    outboard: bytes::Bytes,
+    data: bytes::Bytes,
+    verifier: OutboardVerifier,
+}
+
+impl OutgoingShard {
+    /// The shard's size in bytes.
+    pub fn size(&self) -> u64 {
+        self.data.len() as u64
+    }
+
+    /// The outboard, already checked against the CID.
+    pub fn outboard(&self) -> &bytes::Bytes {
+        &self.outboard
+    }
+
+    /// The next verified piece: whole 16 KiB groups, at most `max` bytes (at least one group),
+    /// or `None` once everything was handed out. A piece that fails verification quarantines
+    /// the shard and returns [`StoreError::Corrupt`]; nothing after the last good piece is
+    /// handed out.
+    pub fn next_piece(
+        &mut self,
+        store: &Store,
+        max: usize,
+    ) -> Result<Option<bytes::Bytes>, StoreError> {
+        if self.verifier.is_done() {
+            return Ok(None);
+        }
+        let from = self.verifier.verified();
+        let step = max.max(verified::GROUP_BYTES) / verified::GROUP_BYTES * verified::GROUP_BYTES;
+        let to = (from as usize + step).min(self.data.len());
+        match self
+            .verifier
+            .check_tail(from, &self.data[from as usize..to])
+        {
+            Ok(ok) => {
+                if self.verifier.is_done() {
+                    store.metrics.reads.inc();
+                }
+                Ok(Some(self.data.slice(from as usize..ok as usize)))
+            }
+            Err(ProofError::BadData { start, .. }) => Err(store.mark_corrupt(&self.cid, start)),
+            Err(e) => Err(StoreError::Range(e)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use cairn_chunker::manifest::Provenance;
@@ -830,6 +910,105 @@ mod tests {
             .map(|i| (i as u8).wrapping_mul(seed) ^ seed)
             .collect();
         (cids::raw(&data), data)
+    }
+
+    /// Takes every piece of an outgoing shard: the bytes handed out, and how it ended.
+    fn drain(store: &Store, cid: &Cid) -> (Vec<u8>, Result<(), StoreError>) {
+        let mut shard = match store.open_outgoing(cid) {
+            Ok(s) => s,
+            Err(e) => return (Vec::new(), Err(e)),
+        };
+        let mut out = Vec::new();
+        loop {
+            // Not a multiple of a group: pieces round down to whole groups.
+            match shard.next_piece(store, 100_000) {
+                Ok(Some(p)) => {
+                    assert!(p.len() <= 100_000);
+                    out.extend_from_slice(&p);
+                }
+                Ok(None) => return (out, Ok(())),
+                Err(e) => return (out, Err(e)),
+            }
+        }
+    }
+
+    #[test]
+    fn outgoing_shards_hand_out_verified_pieces_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 10 << 20);
+        for len in [1usize, 16 * 1024, 16 * 1024 + 1, 1 << 20] {
+            let (cid, data) = shard(len, 5);
+            store.put_shard(&cid, &data).unwrap();
+            let (got, end) = drain(&store, &cid);
+            end.unwrap();
+            assert_eq!(got, data, "{len} bytes");
+            let outgoing = store.open_outgoing(&cid).unwrap();
+            assert_eq!(outgoing.size(), len as u64);
+            assert_eq!(outgoing.outboard().as_ref(), verified::outboard(&data).1);
+        }
+        assert_eq!(store.metrics.reads.get(), 4);
+
+        // A byte flipped inside the stored shard: the groups before it come out, nothing after.
+        let (cid, data) = shard(1 << 20, 7);
+        store.put_shard(&cid, &data).unwrap();
+        let mut bad = data.clone();
+        bad[300_000] ^= 1;
+        let shards = store.cf(CF_SHARDS).unwrap();
+        store.db.put_cf(shards, cid.to_bytes(), &bad).unwrap();
+        let (got, end) = drain(&store, &cid);
+        let group = 300_000 / verified::GROUP_BYTES * verified::GROUP_BYTES;
+        assert!(
+            matches!(end, Err(StoreError::Corrupt { offset, .. }) if offset == group as u64),
+            "{end:?}"
+        );
+        assert!(
+            !got.is_empty() && got.len() <= group,
+            "{} bytes out",
+            got.len()
+        );
+        assert_eq!(got, data[..got.len()]);
+        assert_eq!(store.has(&[cid]).unwrap(), vec![Holding::Corrupt]);
+        assert_eq!(store.metrics.verification_failures.get(), 1);
+        assert!(matches!(
+            store.open_outgoing(&cid),
+            Err(StoreError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn a_damaged_outboard_is_rebuilt_from_intact_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 10 << 20);
+        let (cid, data) = shard(1 << 20, 9);
+        store.put_shard(&cid, &data).unwrap();
+        let outboards = store.cf(CF_OUTBOARDS).unwrap();
+        let len = verified::outboard_size(1 << 20) as usize;
+        // Right size, wrong hashes; a wrong size; a row too short to hold a size.
+        let mut wrong_hashes = (1u64 << 20).to_le_bytes().to_vec();
+        wrong_hashes.resize(8 + len, 0xee);
+        let mut wrong_size = (1u64 << 19).to_le_bytes().to_vec();
+        wrong_size.resize(8 + len, 0);
+        for damaged in [wrong_hashes, wrong_size, vec![1, 2, 3]] {
+            store
+                .db
+                .put_cf(outboards, cid.to_bytes(), &damaged)
+                .unwrap();
+            let (got, end) = drain(&store, &cid);
+            end.unwrap();
+            assert_eq!(got, data);
+            let outgoing = store.open_outgoing(&cid).unwrap();
+            assert_eq!(outgoing.outboard().as_ref(), verified::outboard(&data).1);
+        }
+        assert_eq!(store.metrics.verification_failures.get(), 0);
+        // Damaged bytes as well: nothing to rebuild from, so the shard is quarantined.
+        let mut bad = data.clone();
+        bad[5] ^= 1;
+        let shards = store.cf(CF_SHARDS).unwrap();
+        store.db.put_cf(shards, cid.to_bytes(), &bad).unwrap();
+        let (got, end) = drain(&store, &cid);
+        assert!(got.is_empty());
+        assert!(matches!(end, Err(StoreError::Corrupt { .. })), "{end:?}");
+        assert_eq!(store.metrics.verification_failures.get(), 1);
     }
 
     #[test]

@@ -32,6 +32,13 @@ async fn start(dir: &Path, scrub: u64) -> RunningNode {
         .unwrap()
 }
 
+fn target(node: &RunningNode) -> Target {
+    Target {
+        peer: node.info.peer_id.parse().unwrap(),
+        addr: node.info.data_addr,
+    }
+}
+
 /// Non-repeating bytes, so a 64-byte window identifies one place in the blob files.
 fn noise(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
@@ -70,10 +77,7 @@ fn flip_on_disk(dir: &Path, needle: &[u8]) {
 async fn flipped_blob_bytes_are_detected_counted_and_not_served() {
     let dir = tempfile::tempdir().unwrap();
     let node = start(dir.path(), 0).await;
-    let t = Target {
-        peer: node.info.peer_id.parse().unwrap(),
-        addr: node.info.data_addr,
-    };
+    let t = target(&node);
     let data = noise(1 << 20, 1);
     let good: Vec<u8> = data.iter().map(|b| b ^ 0x5a).collect();
     let (cid, cid_good) = (cids::raw(&data), cids::raw(&good));
@@ -95,10 +99,7 @@ async fn flipped_blob_bytes_are_detected_counted_and_not_served() {
     flip_on_disk(dir.path(), &data[700_000..700_064]);
 
     let node = start(dir.path(), 0).await;
-    let t = Target {
-        peer: node.info.peer_id.parse().unwrap(),
-        addr: node.info.data_addr,
-    };
+    let t = target(&node);
     // Full and range reads covering the flipped byte: refused, never served.
     let err = client
         .fetch(&t, &cid, None, Some(690_000..710_000))
@@ -145,10 +146,7 @@ async fn flipped_blob_bytes_are_detected_counted_and_not_served() {
 async fn scrub_finds_bitrot_without_any_read() {
     let dir = tempfile::tempdir().unwrap();
     let node = start(dir.path(), 0).await;
-    let t = Target {
-        peer: node.info.peer_id.parse().unwrap(),
-        addr: node.info.data_addr,
-    };
+    let t = target(&node);
     let data = noise(300_000, 2);
     let cid = cids::raw(&data);
     let client = data::Client::bind(libp2p::identity::Keypair::generate_ed25519()).unwrap();
@@ -169,6 +167,51 @@ async fn scrub_finds_bitrot_without_any_read() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let (_, metrics) = http_get(node.info.admin, "/metrics", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("cairn_verification_failures_total 1"),
+        "{metrics}"
+    );
+    node.shutdown().await.unwrap();
+}
+
+/// A whole-shard fetch starts sending before the last group is hashed; a flipped byte found
+/// part-way cuts the stream, the client reports the node's copy as corrupt (not a transport
+/// failure), and what reached the reader is a verified prefix that stops before the bad group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_found_corrupt_while_being_sent_is_cut_off_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), 0).await;
+    let t = target(&node);
+    let data = noise(1 << 20, 3);
+    let cid = cids::raw(&data);
+    let client = data::Client::bind(libp2p::identity::Keypair::generate_ed25519()).unwrap();
+    client
+        .store(&t, &cid, Bytes::from(data.clone()))
+        .await
+        .unwrap();
+    node.shutdown().await.unwrap();
+    flip_on_disk(dir.path(), &data[900_000..900_064]);
+
+    let node = start(dir.path(), 0).await;
+    let t = target(&node);
+    let got = std::sync::Mutex::new(Vec::new());
+    let err = client
+        .fetch_streaming(&t, &cid, Some(1 << 20), None, &|b| {
+            got.lock().unwrap().extend_from_slice(&b)
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, DataError::Remote { ref error, .. } if error.code == ErrorCode::Corrupt),
+        "{err}"
+    );
+    let got = got.into_inner().unwrap();
+    assert!(got.len() < 900_032, "{} bytes delivered", got.len());
+    assert_eq!(got, data[..got.len()]);
+    assert_eq!(node.store.has(&[cid]).unwrap(), vec![Holding::Corrupt]);
     let (_, metrics) = http_get(node.info.admin, "/metrics", Duration::from_secs(5))
         .await
         .unwrap();
