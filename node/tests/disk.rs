@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
-use cairn_chunker::cids;
+use cairn_chunker::cids::{self, Cid};
 use cairn_node::RunningNode;
 use cairn_node::admin::http_get;
 use cairn_node::config::{Config, Size};
@@ -71,6 +71,20 @@ fn flip_on_disk(dir: &Path, needle: &[u8]) {
         }
     }
     panic!("shard bytes not found in any blob file");
+}
+
+/// Stores `data` on a node in `dir`, stops it and flips a byte near `at` in its blob files.
+async fn stored_then_flipped(dir: &Path, data: Vec<u8>, at: usize) -> (Vec<u8>, Cid, data::Client) {
+    let node = start(dir, 0).await;
+    let cid = cids::raw(&data);
+    let client = data::Client::bind(libp2p::identity::Keypair::generate_ed25519()).unwrap();
+    client
+        .store(&target(&node), &cid, Bytes::from(data.clone()))
+        .await
+        .unwrap();
+    node.shutdown().await.unwrap(); // flushes memtables into blob files
+    flip_on_disk(dir, &data[at..at + 64]);
+    (data, cid, client)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -145,17 +159,7 @@ async fn flipped_blob_bytes_are_detected_counted_and_not_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scrub_finds_bitrot_without_any_read() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start(dir.path(), 0).await;
-    let t = target(&node);
-    let data = noise(300_000, 2);
-    let cid = cids::raw(&data);
-    let client = data::Client::bind(libp2p::identity::Keypair::generate_ed25519()).unwrap();
-    client
-        .store(&t, &cid, Bytes::from(data.clone()))
-        .await
-        .unwrap();
-    node.shutdown().await.unwrap();
-    flip_on_disk(dir.path(), &data[100_000..100_064]);
+    let (_, cid, _) = stored_then_flipped(dir.path(), noise(300_000, 2), 100_000).await;
 
     // A fast scrub runs on its own.
     let node = start(dir.path(), 64 << 20).await;
@@ -183,17 +187,7 @@ async fn scrub_finds_bitrot_without_any_read() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_found_corrupt_while_being_sent_is_cut_off_and_reported() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start(dir.path(), 0).await;
-    let t = target(&node);
-    let data = noise(1 << 20, 3);
-    let cid = cids::raw(&data);
-    let client = data::Client::bind(libp2p::identity::Keypair::generate_ed25519()).unwrap();
-    client
-        .store(&t, &cid, Bytes::from(data.clone()))
-        .await
-        .unwrap();
-    node.shutdown().await.unwrap();
-    flip_on_disk(dir.path(), &data[900_000..900_064]);
+    let (data, cid, client) = stored_then_flipped(dir.path(), noise(1 << 20, 3), 900_000).await;
 
     let node = start(dir.path(), 0).await;
     let t = target(&node);
