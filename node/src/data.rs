@@ -49,9 +49,11 @@ use crate::protocol::{
 use crate::store::{Store, StoreError};
 
 /// Whole-shard fetches are verified and queued in pieces of this size, so the first bytes leave
-/// after one piece is hashed rather than the whole shard; both ends yield to other tasks after
-/// hashing this much.
+/// after one piece is hashed rather than the whole shard; a client yields to other tasks after
+/// verifying this much.
 const SEND_PIECE: usize = 8 * verified::GROUP_BYTES;
+/// Verified pieces a whole-shard send may run ahead of the network by.
+const PIECES_AHEAD: usize = 4;
 /// Time allowed to establish a connection: a stopped node fails this fast.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Ranges up to this long are served in the fast lane (ahead of bulk transfers).
@@ -363,32 +365,28 @@ impl Server {
                 let gone = |e: quinn::WriteError| Failure::Gone(e.to_string());
                 match range {
                     // Whole shards: outboard then data, as stored; one copy out of RocksDB.
-                    // The outboard goes first (checked against the CID when opened); the data
-                    // follows in pieces, each hashed just before it is queued, so the first
-                    // bytes leave while the rest is still being verified. A corrupt piece is
-                    // never sent: the stream is reset with `RESET_CORRUPT` instead.
+                    // The outboard goes first (checked against the CID when opened); a
+                    // blocking task then hashes the data piece by piece and hands each
+                    // verified piece over, so the first bytes leave while the rest is still
+                    // being hashed, and the hashing stays off the async workers (where it
+                    // would delay fast-lane reads). A corrupt piece is never sent: the
+                    // stream is reset with `RESET_CORRUPT` instead.
                     None => {
-                        let mut shard = self.blocking(move || store.open_outgoing(&cid)).await?;
-                        let header = encode_frame(&DataResponse::Shard { size: shard.size() });
-                        let mut first = [Bytes::from(header), shard.outboard().clone()];
-                        self.metrics
-                            .net
-                            .bytes_out
-                            .inc_by(shard.outboard().len() as u64);
+                        let (head, mut pieces) = self.spawn_outgoing(cid).await?;
+                        let (size, outboard) = head
+                            .await
+                            .map_err(|_| Failure::answer(ErrorCode::Internal, "store task failed"))?
+                            .map_err(store_failure)?;
+                        let header = encode_frame(&DataResponse::Shard { size });
+                        self.metrics.net.bytes_out.inc_by(outboard.len() as u64);
+                        let mut first = [Bytes::from(header), outboard];
                         send.write_all_chunks(&mut first).await.map_err(gone)?;
-                        loop {
-                            match shard.next_piece(&self.store, SEND_PIECE) {
-                                Ok(Some(piece)) => {
+                        while let Some(piece) = pieces.recv().await {
+                            match piece {
+                                Ok(piece) => {
                                     self.metrics.net.bytes_out.inc_by(piece.len() as u64);
                                     send.write_chunk(piece).await.map_err(gone)?;
-                                    // `write_chunk` rarely waits (the send window is large),
-                                    // so without this the loop would hash the whole shard
-                                    // in one go, and the endpoint tasks sharing this worker
-                                    // would leave datagrams in the socket until it overflows
-                                    // (measured: thousands of drops per 10 s at 16 streams).
-                                    tokio::task::yield_now().await;
                                 }
-                                Ok(None) => break,
                                 Err(e) => return Err(Failure::Reset(e.to_string())),
                             }
                         }
@@ -485,6 +483,68 @@ impl Server {
         }
     }
 
+    /// Opens `cid` for sending on a blocking thread that then verifies it piece by piece: the
+    /// first channel gets its size and outboard (or why it cannot be sent), the second the
+    /// verified pieces, ending with an error if a piece fails. The thread holds a CPU permit
+    /// while it hashes, and lets it go while it waits for a slow receiver, so a stalled
+    /// connection cannot keep other reads from the CPU.
+    async fn spawn_outgoing(&self, cid: Cid) -> Result<(OutgoingHead, OutgoingPieces), Failure> {
+        let shutting_down = || Failure::answer(ErrorCode::Internal, "shutting down");
+        let permit = self
+            .cpu
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| shutting_down())?;
+        let (store, cpu) = (self.store.clone(), self.cpu.clone());
+        let (head_tx, head_rx) = tokio::sync::oneshot::channel();
+        let (tx, rx) = tokio::sync::mpsc::channel(PIECES_AHEAD);
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            let mut permit = Some(permit);
+            let mut shard = match store.open_outgoing(&cid) {
+                Ok(shard) => shard,
+                Err(e) => {
+                    let _ = head_tx.send(Err(e));
+                    return;
+                }
+            };
+            if head_tx
+                .send(Ok((shard.size(), shard.outboard().clone())))
+                .is_err()
+            {
+                return;
+            }
+            loop {
+                if permit.is_none() {
+                    match runtime.block_on(cpu.clone().acquire_owned()) {
+                        Ok(p) => permit = Some(p),
+                        Err(_) => return,
+                    }
+                }
+                let piece = shard.next_piece(&store, SEND_PIECE).transpose();
+                let Some(piece) = piece else { return };
+                let failed = piece.is_err();
+                let piece = match tx.try_send(piece) {
+                    Ok(()) => None,
+                    Err(tokio::sync::mpsc::error::TrySendError::Full(piece)) => Some(piece),
+                    Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return,
+                };
+                if let Some(piece) = piece {
+                    // The receiver is behind: wait for it without holding the CPU.
+                    permit = None;
+                    if tx.blocking_send(piece).is_err() {
+                        return;
+                    }
+                }
+                if failed {
+                    return;
+                }
+            }
+        });
+        Ok((head_rx, rx))
+    }
+
     /// Runs store work on a blocking thread, at most one per core at a time.
     async fn blocking<T: Send + 'static>(
         &self,
@@ -512,6 +572,11 @@ impl Server {
         }
     }
 }
+
+/// Size and outboard of a shard opened for sending, or why it cannot be sent.
+type OutgoingHead = tokio::sync::oneshot::Receiver<Result<(u64, Bytes), StoreError>>;
+/// Verified pieces of a shard being sent; an error ends it.
+type OutgoingPieces = tokio::sync::mpsc::Receiver<Result<Bytes, StoreError>>;
 
 /// How a request ended badly.
 enum Failure {

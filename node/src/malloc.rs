@@ -10,6 +10,10 @@
 //! [`tune`] keeps such buffers inside malloc's heaps instead: allocations up to
 //! [`MMAP_THRESHOLD`] come from the heap, and up to [`TRIM_THRESHOLD`] of free memory at a heap's
 //! top is kept for reuse. An operator's own `GLIBC_TUNABLES` malloc settings win.
+//!
+//! Only `cairn-node` calls it. The gateway was measured with it too, and its p99 time to first
+//! byte got worse (about 20 % in `s3bench`) while its RSS grew by 50 MiB, so it keeps glibc's
+//! defaults.
 
 /// Allocations up to this size come from malloc's heaps, not a fresh `mmap` each time.
 pub const MMAP_THRESHOLD: usize = 8 << 20;

@@ -757,8 +757,6 @@ async fn devnet(
 }
 
 fn main() -> ExitCode {
-    // Before any thread starts: shard-sized buffers stay in malloc's heaps.
-    cairn_node::malloc::tune();
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

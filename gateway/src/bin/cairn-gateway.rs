@@ -199,8 +199,6 @@ fn init_logging(filter: &str) {
 }
 
 fn main() -> ExitCode {
-    // Before any thread starts: shard-sized buffers stay in malloc's heaps.
-    cairn_node::malloc::tune();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Init {
