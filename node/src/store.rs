@@ -465,6 +465,25 @@ impl Store {
         StoreError::Corrupt { cid: *cid, offset }
     }
 
+    /// The stored bytes of a shard, not yet verified. A RocksDB corruption error quarantines
+    /// it; so does a missing value when its outboard row says it is held (`held`).
+    fn shard_bytes(
+        &self,
+        cid: &Cid,
+        key: &[u8],
+        held: bool,
+    ) -> Result<rocksdb::DBPinnableSlice<'_>, StoreError> {
+        let mut ro = ReadOptions::default();
+        ro.set_verify_checksums(self.config.rocksdb_checksums);
+        match self.db.get_pinned_cf_opt(self.cf(CF_SHARDS)?, key, &ro) {
+            Ok(Some(d)) => Ok(d),
+            Ok(None) if held => Err(self.mark_corrupt(cid, 0)),
+            Ok(None) => Err(StoreError::NotFound { cid: *cid }),
+            Err(e) if e.kind() == rocksdb::ErrorKind::Corruption => Err(self.mark_corrupt(cid, 0)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Size and outboard of a held shard.
     fn outboard(&self, key: &[u8], cid: &Cid) -> Result<(u64, Vec<u8>), StoreError> {
         let ob = self
@@ -492,16 +511,7 @@ impl Store {
         }
         let (size, outboard) = self.outboard(&key, cid)?;
         let range = range.unwrap_or(0..size);
-        let mut ro = ReadOptions::default();
-        ro.set_verify_checksums(self.config.rocksdb_checksums);
-        let data = match self.db.get_pinned_cf_opt(self.cf(CF_SHARDS)?, &key, &ro) {
-            Ok(Some(d)) => d,
-            Ok(None) => return Err(self.mark_corrupt(cid, 0)),
-            Err(e) if e.kind() == rocksdb::ErrorKind::Corruption => {
-                return Err(self.mark_corrupt(cid, 0));
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let data = self.shard_bytes(cid, &key, true)?;
         if data.len() as u64 != size {
             return Err(self.mark_corrupt(cid, data.len().min(size as usize) as u64));
         }
@@ -544,16 +554,7 @@ impl Store {
                 None
             }
         };
-        let mut ro = ReadOptions::default();
-        ro.set_verify_checksums(self.config.rocksdb_checksums);
-        let data = match self.db.get_pinned_cf_opt(self.cf(CF_SHARDS)?, &key, &ro) {
-            Ok(Some(d)) => bytes::Bytes::copy_from_slice(&d),
-            Ok(None) => return Err(self.mark_corrupt(cid, 0)),
-            Err(e) if e.kind() == rocksdb::ErrorKind::Corruption => {
-                return Err(self.mark_corrupt(cid, 0));
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let data = bytes::Bytes::copy_from_slice(&self.shard_bytes(cid, &key, true)?);
         let size = data.len() as u64;
         let checked = stored
             .filter(|(stored_size, _)| *stored_size == size)
@@ -589,16 +590,7 @@ impl Store {
                 offset: 0,
             });
         }
-        let mut ro = ReadOptions::default();
-        ro.set_verify_checksums(self.config.rocksdb_checksums);
-        let data = match self.db.get_pinned_cf_opt(self.cf(CF_SHARDS)?, &key, &ro) {
-            Ok(Some(d)) => d,
-            Ok(None) => return Err(StoreError::NotFound { cid: *cid }),
-            Err(e) if e.kind() == rocksdb::ErrorKind::Corruption => {
-                return Err(self.mark_corrupt(cid, 0));
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let data = self.shard_bytes(cid, &key, false)?;
         if blake3::hash(&data) != root {
             return Err(self.mark_corrupt(cid, 0));
         }

@@ -39,6 +39,17 @@ fn target(node: &RunningNode) -> Target {
     }
 }
 
+/// The node's `/metrics` count exactly one failed verification.
+async fn assert_one_failure_counted(node: &RunningNode) {
+    let (_, metrics) = http_get(node.info.admin, "/metrics", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("cairn_verification_failures_total 1"),
+        "{metrics}"
+    );
+}
+
 /// Non-repeating bytes, so a 64-byte window identifies one place in the blob files.
 fn noise(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
@@ -140,13 +151,7 @@ async fn flipped_blob_bytes_are_detected_counted_and_not_served() {
         node.store.has(&[cid, cid_good]).unwrap(),
         vec![Holding::Corrupt, Holding::Intact(1 << 20)]
     );
-    let (_, metrics) = http_get(node.info.admin, "/metrics", Duration::from_secs(5))
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("cairn_verification_failures_total 1"),
-        "{metrics}"
-    );
+    assert_one_failure_counted(&node).await;
     // Storing verified bytes again repairs it.
     client
         .store(&t, &cid, Bytes::from(data.clone()))
@@ -171,13 +176,7 @@ async fn scrub_finds_bitrot_without_any_read() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (_, metrics) = http_get(node.info.admin, "/metrics", Duration::from_secs(5))
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("cairn_verification_failures_total 1"),
-        "{metrics}"
-    );
+    assert_one_failure_counted(&node).await;
     node.shutdown().await.unwrap();
 }
 
@@ -206,12 +205,6 @@ async fn a_copy_found_corrupt_while_being_sent_is_cut_off_and_reported() {
     assert!(got.len() < 900_032, "{} bytes delivered", got.len());
     assert_eq!(got, data[..got.len()]);
     assert_eq!(node.store.has(&[cid]).unwrap(), vec![Holding::Corrupt]);
-    let (_, metrics) = http_get(node.info.admin, "/metrics", Duration::from_secs(5))
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("cairn_verification_failures_total 1"),
-        "{metrics}"
-    );
+    assert_one_failure_counted(&node).await;
     node.shutdown().await.unwrap();
 }
