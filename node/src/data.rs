@@ -181,7 +181,7 @@ pub fn endpoint(
 }
 
 /// Socket buffer size asked for on data-plane UDP sockets.
-pub const UDP_BUFFER: usize = 4 << 20;
+pub const UDP_BUFFER: usize = 2 << 20;
 
 /// A UDP socket bound to `addr` with large kernel buffers. With the default (~208 KiB) a node
 /// or gateway receiving from several peers at once drops datagrams whenever it is a moment late
