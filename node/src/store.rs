@@ -447,6 +447,17 @@ impl Store {
         Ok(self.db.get_pinned_cf(self.cf(CF_CORRUPT)?, key)?.is_some())
     }
 
+    /// A quarantined shard is refused on every read path until it is stored again.
+    fn refuse_quarantined(&self, cid: &Cid, key: &[u8]) -> Result<(), StoreError> {
+        if self.is_corrupt(key)? {
+            return Err(StoreError::Corrupt {
+                cid: *cid,
+                offset: 0,
+            });
+        }
+        Ok(())
+    }
+
     /// Records a failed verification: never served again until repaired.
     fn mark_corrupt(&self, cid: &Cid, offset: u64) -> StoreError {
         self.metrics.verification_failures.inc();
@@ -503,12 +514,7 @@ impl Store {
     ) -> Result<(u64, Vec<u8>), StoreError> {
         let root = cids::digest(cid, Codec::Raw)?;
         let key = cid.to_bytes();
-        if self.is_corrupt(&key)? {
-            return Err(StoreError::Corrupt {
-                cid: *cid,
-                offset: 0,
-            });
-        }
+        self.refuse_quarantined(cid, &key)?;
         let (size, outboard) = self.outboard(&key, cid)?;
         let range = range.unwrap_or(0..size);
         let data = self.shard_bytes(cid, &key, true)?;
@@ -539,12 +545,7 @@ impl Store {
     pub fn open_outgoing(&self, cid: &Cid) -> Result<OutgoingShard, StoreError> {
         let root = cids::digest(cid, Codec::Raw)?;
         let key = cid.to_bytes();
-        if self.is_corrupt(&key)? {
-            return Err(StoreError::Corrupt {
-                cid: *cid,
-                offset: 0,
-            });
-        }
+        self.refuse_quarantined(cid, &key)?;
         // The outboard row is how a held shard is found; a damaged one is rebuilt below.
         let stored = match self.outboard(&key, cid) {
             Ok(found) => Some(found),
@@ -584,12 +585,7 @@ impl Store {
     pub fn read_shard(&self, cid: &Cid) -> Result<Vec<u8>, StoreError> {
         let root = cids::digest(cid, Codec::Raw)?;
         let key = cid.to_bytes();
-        if self.is_corrupt(&key)? {
-            return Err(StoreError::Corrupt {
-                cid: *cid,
-                offset: 0,
-            });
-        }
+        self.refuse_quarantined(cid, &key)?;
         let data = self.shard_bytes(cid, &key, false)?;
         if blake3::hash(&data) != root {
             return Err(self.mark_corrupt(cid, 0));
