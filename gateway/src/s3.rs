@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use cairn_chunker::manifest::{ObjectManifest, hex};
+use cairn_chunker::manifest::{ErasureParams, ObjectManifest, Stripe, hex};
 use cairn_chunker::{Cid, cids};
 use cairn_client::cache::ShardCache;
 use cairn_client::get::{
@@ -575,13 +575,17 @@ impl Gateway {
             )));
         };
         let m = Arc::new(m);
+        self.remember_manifest(*cid, m.clone());
+        Ok(m)
+    }
+
+    fn remember_manifest(&self, cid: Cid, m: Arc<ObjectManifest>) {
         if let Ok(mut cache) = self.manifests.lock() {
             if cache.len() >= MANIFEST_CACHE {
                 cache.clear();
             }
-            cache.insert(*cid, m.clone());
+            cache.insert(cid, m);
         }
-        Ok(m)
     }
 
     /// Streams `body` into a new Cairn object, computing MD5 and any declared checksums.
@@ -634,6 +638,8 @@ impl Gateway {
             )));
         }
         self.metrics.bytes_in.inc_by(size);
+        // Complete (for a part) and the first GET need it next: no need to fetch it back.
+        self.remember_manifest(report.cid, Arc::new(report.manifest.clone()));
         Ok(Stored {
             cid: report.cid,
             size,
@@ -1528,7 +1534,58 @@ impl S3 for Gateway {
             md5_concat.extend(raw);
             parts.push(m);
         }
+        // Everything a client can get wrong was checked above and is answered with an error
+        // status. What is left, reading the parts back for the object's BLAKE3 and publishing
+        // the manifest, takes as long as reading the object (about a minute for 10 GiB here),
+        // longer than clients wait for a response to start (boto3: 60 s). So, as S3 does, the
+        // 200 goes out now, s3s sends whitespace every 100 ms while this runs, and then the
+        // result, or an S3 error document that SDKs check for. Nothing is committed until the
+        // end: a failure, or a client that hangs up, leaves the upload open for a retry.
+        let etag = format!("{}-{}", hex(&Md5::digest(&md5_concat)), chosen.len());
+        let finish = FinishUpload {
+            upload,
+            id: input.upload_id,
+            bucket: input.bucket,
+            key: input.key,
+            etag,
+            parts,
+            size,
+            stripes,
+            erasure: params.unwrap_or(self.opts.params.erasure),
+        };
+        let gateway = self.clone();
+        let future = async move {
+            gateway.finish_upload(finish).await.map_err(|e| {
+                tracing::error!("completing a multipart upload failed after its 200: {e}");
+                s3s::S3Error::from(e)
+            })
+        };
+        Ok(S3Response::new(CompleteMultipartUploadOutput {
+            future: Some(Box::pin(future)),
+            ..Default::default()
+        }))
+    }
+}
+
+/// A checked CompleteMultipartUpload, ready to be turned into an object.
+struct FinishUpload {
+    upload: UploadRecord,
+    id: String,
+    bucket: String,
+    key: String,
+    etag: String,
+    parts: Vec<Arc<ObjectManifest>>,
+    size: u64,
+    stripes: Vec<Stripe>,
+    erasure: ErasureParams,
+}
+
+impl Gateway {
+    /// The slow half of CompleteMultipartUpload: reads the parts back (verified) for the
+    /// object's BLAKE3, publishes its manifest and commits it to the catalog.
+    async fn finish_upload(&self, f: FinishUpload) -> Result<CompleteMultipartUploadOutput, Error> {
         let net = self.net().await;
+        let parts = f.parts;
         let blake3 = tokio::spawn(async move {
             let mut hasher = HashSink(blake3::Hasher::new());
             for m in parts {
@@ -1547,43 +1604,37 @@ impl S3 for Gateway {
         .await
         .map_err(|e| Error::Internal(format!("hashing parts: {e}")))?
         .map_err(Error::from)?;
-        let etag = format!("{}-{}", hex(&Md5::digest(&md5_concat)), chosen.len());
         let manifest = ObjectManifest {
             version: cairn_chunker::manifest::VERSION,
-            size,
+            size: f.size,
             blake3,
-            erasure: params.unwrap_or(self.opts.params.erasure),
+            erasure: f.erasure,
             chunking: cairn_chunker::chunking::Chunking::Fixed,
-            stripes,
-            inline: if size == 0 { Some(Vec::new()) } else { None },
-            content_type: upload.content_type.clone(),
-            metadata: upload.metadata.clone(),
+            stripes: f.stripes,
+            inline: if f.size == 0 { Some(Vec::new()) } else { None },
+            content_type: f.upload.content_type.clone(),
+            metadata: f.upload.metadata.clone(),
         };
         let cid = self.publish(&manifest).await?;
         let record = ObjectRecord {
             location: Location::Object(cid),
-            size,
-            etag: etag.clone(),
-            content_type: upload.content_type,
-            metadata: upload.metadata,
+            size: f.size,
+            etag: f.etag.clone(),
+            content_type: f.upload.content_type,
+            metadata: f.upload.metadata,
             modified_ms: now_ms(),
             checksums: BTreeMap::new(),
             signer: self.signer(),
             blake3: manifest.blake3.to_hex().to_string(),
         };
-        let (c, i, b, k) = (
-            self.catalog.clone(),
-            input.upload_id,
-            input.bucket.clone(),
-            input.key.clone(),
-        );
+        let (c, i, b, k) = (self.catalog.clone(), f.id, f.bucket.clone(), f.key.clone());
         blocking(move || Ok(c.finish_upload(&i, Some((&b, &k, &record)))?)).await?;
-        Ok(S3Response::new(CompleteMultipartUploadOutput {
-            bucket: Some(input.bucket),
-            key: Some(input.key),
-            e_tag: Some(ETag::Strong(etag)),
+        Ok(CompleteMultipartUploadOutput {
+            bucket: Some(f.bucket),
+            key: Some(f.key),
+            e_tag: Some(ETag::Strong(f.etag)),
             ..Default::default()
-        }))
+        })
     }
 }
 

@@ -288,6 +288,89 @@ impl RunningGateway {
     }
 }
 
+/// `POST /bucket/key?uploadId=…` without a part number: CompleteMultipartUpload.
+fn is_complete_multipart<B>(req: &http::Request<B>) -> bool {
+    let query = req.uri().query().unwrap_or_default();
+    let has = |name: &str| {
+        query
+            .split('&')
+            .any(|kv| kv.split('=').next() == Some(name))
+    };
+    req.method() == http::Method::POST && has("uploadId") && !has("partNumber")
+}
+
+/// A response body passed through unchanged, except for one repair on CompleteMultipartUpload.
+///
+/// Complete answers 200 at once and sends whitespace until its result is ready (see
+/// `Gateway::complete_multipart_upload`). When it fails at that point, s3s 0.14.1 sends its
+/// error document with a second `<?xml …?>` declaration after the one that opened the body,
+/// which is not well-formed XML: aws-sdk and botocore then see an unparseable body instead of
+/// the S3 error code. `repair` drops a declaration that opens any frame but the first.
+struct OneXmlDeclaration {
+    inner: s3s::Body,
+    repair: bool,
+    first: bool,
+}
+
+impl OneXmlDeclaration {
+    fn new(inner: s3s::Body, repair: bool) -> Self {
+        Self {
+            inner,
+            repair,
+            first: true,
+        }
+    }
+}
+
+impl hyper::body::Body for OneXmlDeclaration {
+    type Data = bytes::Bytes;
+    type Error = s3s::StdError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::task::ready!(std::pin::Pin::new(&mut self.inner).poll_frame(cx));
+        let Some(Ok(frame)) = polled else {
+            return std::task::Poll::Ready(polled);
+        };
+        if !self.repair {
+            return std::task::Poll::Ready(Some(Ok(frame)));
+        }
+        let frame = match frame.into_data() {
+            Ok(data) if !std::mem::replace(&mut self.first, false) => {
+                hyper::body::Frame::data(without_declaration(data))
+            }
+            Ok(data) => hyper::body::Frame::data(data),
+            Err(other) => other,
+        };
+        std::task::Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        if self.repair {
+            // A repair shortens the body.
+            hyper::body::SizeHint::default()
+        } else {
+            self.inner.size_hint()
+        }
+    }
+}
+
+/// `data` without a leading `<?xml …?>` declaration.
+fn without_declaration(data: bytes::Bytes) -> bytes::Bytes {
+    if data.starts_with(b"<?xml")
+        && let Some(end) = data.windows(2).position(|w| w == b"?>")
+    {
+        return data.slice(end + 2..);
+    }
+    data
+}
+
 async fn serve_s3(
     listener: tokio::net::TcpListener,
     service: s3s::service::S3Service,
@@ -314,6 +397,7 @@ async fn serve_s3(
         let metrics = metrics.clone();
         let counted =
             hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let complete = is_complete_multipart(&req);
                 let fut = hyper::service::Service::call(&service, req);
                 let metrics = metrics.clone();
                 async move {
@@ -321,7 +405,7 @@ async fn serve_s3(
                     if resp.as_ref().map_or(true, |r| r.status().as_u16() >= 400) {
                         metrics.errors.inc();
                     }
-                    resp
+                    resp.map(|r| r.map(|body| OneXmlDeclaration::new(body, complete)))
                 }
             });
         let conn = http
@@ -621,5 +705,45 @@ async fn serve_admin(
         .await
     {
         tracing::error!("admin server failed: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_complete_multipart_is_repaired() {
+        let req = |method: &str, uri: &str| {
+            http::Request::builder()
+                .method(method)
+                .uri(uri)
+                .body(())
+                .unwrap()
+        };
+        assert!(is_complete_multipart(&req("POST", "/b/k?uploadId=abc")));
+        assert!(is_complete_multipart(&req("POST", "/b/k?x=1&uploadId")));
+        assert!(!is_complete_multipart(&req("POST", "/b/k?uploads")));
+        assert!(!is_complete_multipart(&req("POST", "/b/k?uploadIdx=1")));
+        assert!(!is_complete_multipart(&req(
+            "PUT",
+            "/b/k?partNumber=2&uploadId=abc"
+        )));
+        assert!(!is_complete_multipart(&req("GET", "/b/k?uploadId=abc")));
+        assert!(!is_complete_multipart(&req("POST", "/b?delete")));
+    }
+
+    #[test]
+    fn a_declaration_is_dropped_only_where_it_opens_the_data() {
+        let decl =
+            bytes::Bytes::from_static(b"<?xml version=\"1.0\"?><Error><Code>X</Code></Error>");
+        assert_eq!(
+            &without_declaration(decl)[..],
+            b"<Error><Code>X</Code></Error>"
+        );
+        let plain = bytes::Bytes::from_static(b"<Result>?></Result>");
+        assert_eq!(without_declaration(plain.clone()), plain);
+        let unterminated = bytes::Bytes::from_static(b"<?xml version");
+        assert_eq!(without_declaration(unterminated.clone()), unterminated);
     }
 }

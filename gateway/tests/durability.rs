@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
-use common::{Net, bytes, client, gateway_bin};
+use common::{Net, bytes, client, gateway_bin, start_upload, upload_part};
 use serde_json::Value;
 
 /// `cairn-gateway init` in `dir` with these keys, listening on free ports.
@@ -520,5 +520,65 @@ async fn a_replaced_disk_gets_its_catalog_back_from_the_network() {
     for child in [&mut b, &mut c] {
         let _ = child.kill().await;
     }
+    net.stop().await;
+}
+
+/// CompleteMultipartUpload answers 200 at once and does its slow half (reading the parts back,
+/// publishing) inside the response body, as S3 does, so a large object's Complete cannot time
+/// out a client. A failure in that half must still reach the client as an error, and must
+/// commit nothing: no object appears, and the upload stays open for a retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_complete_that_fails_after_its_200_is_an_error_and_commits_nothing() {
+    use aws_sdk_s3::error::ProvideErrorMetadata;
+    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+
+    let mut net = Net::start(6).await;
+    let s3 = net.s3();
+    s3.create_bucket().bucket("late").send().await.unwrap();
+    let id = start_upload(&s3, "late", "obj").await;
+    let mut parts = CompletedMultipartUpload::builder();
+    for (n, len) in [(1, 5 << 20), (2, 1 << 20)] {
+        let etag = upload_part(&s3, ("late", "obj", &id), n, bytes(len, n as u64)).await;
+        parts = parts.parts(CompletedPart::builder().part_number(n).e_tag(etag).build());
+    }
+    // Half the nodes go: every 4+2 stripe has lost more shards than it can rebuild, so the
+    // parts cannot be read back. The part list itself is fine, so the 200 has gone out before
+    // that is found.
+    for n in [1, 3, 5] {
+        net.devnet.stop_node(n).await;
+    }
+    let err = s3
+        .complete_multipart_upload()
+        .bucket("late")
+        .key("obj")
+        .upload_id(&id)
+        .multipart_upload(parts.build())
+        .send()
+        .await
+        .expect_err("a Complete whose parts cannot be read must fail");
+    assert_eq!(
+        err.code(),
+        Some("ServiceUnavailable"),
+        "the error document inside the 200: {err:?}"
+    );
+    let head = s3.head_object().bucket("late").key("obj").send().await;
+    assert!(
+        head.is_err_and(|e| e.raw_response().map(|r| r.status().as_u16()) == Some(404)),
+        "no object may appear"
+    );
+    let listed = s3
+        .list_parts()
+        .bucket("late")
+        .key("obj")
+        .upload_id(&id)
+        .send()
+        .await
+        .expect("the upload stays open");
+    assert_eq!(listed.parts().len(), 2);
+    let log = std::fs::read_to_string(&net.gateway().log).unwrap_or_default();
+    assert!(
+        log.contains("completing a multipart upload failed after its 200"),
+        "the gateway logs it"
+    );
     net.stop().await;
 }

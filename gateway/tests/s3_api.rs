@@ -9,7 +9,7 @@ use aws_sdk_s3::types::{
     ChecksumAlgorithm, ChecksumMode, CompletedMultipartUpload, CompletedPart, Delete,
     ObjectIdentifier,
 };
-use common::{Net, bytes, client, healthy, raw};
+use common::{Net, bytes, client, healthy, raw, start_upload, upload_part};
 use md5::{Digest, Md5};
 
 /// HTTP status and S3 error code of a failed call.
@@ -722,25 +722,8 @@ async fn multipart_uploads_combine_parts_and_check_them() {
     );
 
     // Abort.
-    let id2 = s3
-        .create_multipart_upload()
-        .bucket("mpart")
-        .key("aborted")
-        .send()
-        .await
-        .unwrap()
-        .upload_id()
-        .unwrap()
-        .to_string();
-    s3.upload_part()
-        .bucket("mpart")
-        .key("aborted")
-        .upload_id(&id2)
-        .part_number(1)
-        .body(ByteStream::from(bytes(1000, 60)))
-        .send()
-        .await
-        .unwrap();
+    let id2 = start_upload(&s3, "mpart", "aborted").await;
+    upload_part(&s3, ("mpart", "aborted", &id2), 1, bytes(1000, 60)).await;
     assert_eq!(
         failure(s3.delete_bucket().bucket("mpart").send().await).1,
         "BucketNotEmpty"

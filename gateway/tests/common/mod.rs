@@ -152,3 +152,37 @@ pub(crate) async fn healthy(admin: SocketAddr) -> bool {
         Ok((200, _))
     )
 }
+
+/// Starts a multipart upload of `bucket/key`; its upload id.
+pub(crate) async fn start_upload(s3: &Client, bucket: &str, key: &str) -> String {
+    s3.create_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap()
+        .upload_id()
+        .expect("an upload id")
+        .to_string()
+}
+
+/// Uploads part `n` of upload `id`; its ETag.
+pub(crate) async fn upload_part(
+    s3: &Client,
+    (bucket, key, id): (&str, &str, &str),
+    n: i32,
+    body: Vec<u8>,
+) -> String {
+    s3.upload_part()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(id)
+        .part_number(n)
+        .body(aws_sdk_s3::primitives::ByteStream::from(body))
+        .send()
+        .await
+        .unwrap()
+        .e_tag()
+        .expect("an ETag")
+        .to_string()
+}
