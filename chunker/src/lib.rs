@@ -34,6 +34,8 @@
 //!   untrusted bytes decode to a value or an error, never a panic.
 //! * **Pipeline** ([`pipeline`]): one call from a reader to shards and manifest, using every
 //!   core with bounded memory; and the decode back, verified.
+//! * **Pieces** ([`pieces`]): an object's BLAKE3 from pieces hashed apart at their offsets
+//!   (multipart uploads), without reading the object again.
 //!
 //! ## Example
 //!
@@ -73,6 +75,7 @@ pub mod chunking;
 pub mod cids;
 pub mod erasure;
 pub mod manifest;
+pub mod pieces;
 pub mod pipeline;
 pub mod verified;
 

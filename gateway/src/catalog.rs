@@ -111,6 +111,14 @@ pub struct PartRecord {
     pub etag: String,
     /// Upload time, ms since the epoch.
     pub modified_ms: u64,
+    /// The offset in the final object the part was hashed at (as if every part before it were
+    /// as long as it), when it was.
+    #[serde(default)]
+    pub hashed_at: Option<u64>,
+    /// The part's BLAKE3 tree nodes at `hashed_at`: Complete merges them into the object's
+    /// hash when the offset turns out right.
+    #[serde(default)]
+    pub nodes: Vec<cairn_chunker::pieces::Subtree>,
 }
 
 /// Catalog errors.
@@ -651,23 +659,43 @@ mod tests {
         c.create_bucket("b", &BucketRecord { created_ms: 0 })
             .unwrap();
         c.create_upload("u1", &up).unwrap();
-        for n in [3u32, 1, 2, 10] {
-            let p = PartRecord {
+        let part = |n: u32| {
+            let mut h =
+                cairn_chunker::pieces::PieceHasher::new(u64::from(n - 1) * 5120, 5120).unwrap();
+            h.update(&[n as u8; 5120]);
+            PartRecord {
                 cid: cairn_chunker::cids::dag_cbor(&[n as u8]),
-                size: 5,
+                size: 5120,
                 etag: n.to_string(),
                 modified_ms: 0,
-            };
-            c.put_part("u1", n, &p).unwrap();
+                hashed_at: (n != 10).then_some(u64::from(n - 1) * 5120),
+                nodes: if n != 10 { h.finish().unwrap() } else { vec![] },
+            }
+        };
+        for n in [3u32, 1, 2, 10] {
+            c.put_part("u1", n, &part(n)).unwrap();
         }
-        assert_eq!(
-            c.parts("u1")
-                .unwrap()
-                .iter()
-                .map(|p| p.0)
-                .collect::<Vec<_>>(),
-            [1, 2, 3, 10]
-        );
+        let parts = c.parts("u1").unwrap();
+        assert_eq!(parts.iter().map(|p| p.0).collect::<Vec<_>>(), [1, 2, 3, 10]);
+        for (n, p) in &parts {
+            assert_eq!(p, &part(*n), "part records round-trip, tree nodes included");
+        }
+        // A part recorded before parts carried tree nodes still reads, without them.
+        #[derive(serde::Serialize)]
+        struct OldPart {
+            cid: Cid,
+            size: u64,
+            etag: String,
+            modified_ms: u64,
+        }
+        let old = OldPart {
+            cid: part(4).cid,
+            size: 5,
+            etag: "e".into(),
+            modified_ms: 7,
+        };
+        let read: PartRecord = dec(&enc(&old)).unwrap();
+        assert_eq!((read.size, read.hashed_at, read.nodes.len()), (5, None, 0));
         assert_eq!(c.uploads("b").unwrap().len(), 1);
         assert!(!c.bucket_is_empty("b").unwrap());
         c.finish_upload("u1", Some(("b", "k", &rec(1)))).unwrap();

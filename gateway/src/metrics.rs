@@ -34,6 +34,8 @@ pub struct GatewayMetrics {
     pub cache_bytes: Gauge,
     /// Shards fetched ahead of sequential readers.
     pub readahead_shards: Counter,
+    /// Multipart parts read back at Complete to hash the object (the rest merge hashes).
+    pub complete_parts_reread: Counter,
     /// Automatic catalog exports made.
     pub exports: Counter,
     /// Automatic catalog exports that failed.
@@ -62,6 +64,7 @@ impl GatewayMetrics {
             cache_evictions: Counter::default(),
             cache_bytes: Gauge::default(),
             readahead_shards: Counter::default(),
+            complete_parts_reread: Counter::default(),
             exports: Counter::default(),
             export_failures: Counter::default(),
             registry: Registry::default(),
@@ -116,6 +119,11 @@ impl GatewayMetrics {
             "readahead_shards",
             "Shards fetched ahead of sequential range readers",
             m.readahead_shards.clone(),
+        );
+        registry.register(
+            "complete_parts_reread",
+            "Multipart parts read back at Complete to hash the object",
+            m.complete_parts_reread.clone(),
         );
         registry.register(
             "exports",

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use cairn_chunker::manifest::{ErasureParams, ObjectManifest, Stripe, hex};
+use cairn_chunker::pieces::{PieceHasher, Subtree, combine};
 use cairn_chunker::{Cid, cids};
 use cairn_client::cache::ShardCache;
 use cairn_client::get::{
@@ -136,6 +137,8 @@ struct Stored {
     md5: String,
     checksum: Checksum,
     blake3: blake3::Hash,
+    /// For a part: the offset it was hashed at and its BLAKE3 tree nodes there.
+    nodes: Option<(u64, Vec<Subtree>)>,
 }
 
 /// Runs blocking catalog work on a blocking thread.
@@ -176,15 +179,32 @@ impl<S: Stream<Item = Result<Bytes, std::io::Error>> + Unpin> ByteStream for Siz
 }
 
 /// An `AsyncWrite` that only hashes (to compute a whole object's BLAKE3 from its parts).
-struct HashSink(blake3::Hasher);
+struct HashSink<H>(H);
 
-impl AsyncWrite for HashSink {
+/// Something [`HashSink`] feeds: a whole-object hasher, or one for a piece at its offset.
+trait Absorb {
+    fn absorb(&mut self, bytes: &[u8]);
+}
+
+impl Absorb for blake3::Hasher {
+    fn absorb(&mut self, bytes: &[u8]) {
+        self.update(bytes);
+    }
+}
+
+impl Absorb for PieceHasher {
+    fn absorb(&mut self, bytes: &[u8]) {
+        self.update(bytes);
+    }
+}
+
+impl<H: Absorb + Unpin> AsyncWrite for HashSink<H> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         _: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        self.0.update(buf);
+        self.0.absorb(buf);
         Poll::Ready(Ok(buf.len()))
     }
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -595,11 +615,22 @@ impl Gateway {
         mut declared: Declared,
         trailers: Option<s3s::TrailingHeaders>,
         opts: &PutOptions,
+        part: Option<i32>,
     ) -> Result<Stored, Error> {
+        // A part is also hashed at the offset it will have if all parts before it are as long
+        // as it is (what S3 clients do), so Complete can merge instead of reading it back.
+        let piece = part
+            .zip(body.remaining_length().exact())
+            .and_then(|(n, len)| {
+                let len = len as u64;
+                let at = u64::try_from(n - 1).ok()?.checked_mul(len)?;
+                Some((at, PieceHasher::new(at, len).ok()?))
+            });
         let state = Arc::new(Mutex::new((
             Md5::new(),
             std::mem::take(&mut declared.hasher),
             0u64,
+            piece,
         )));
         let tap = state.clone();
         let stream = body
@@ -608,6 +639,9 @@ impl Gateway {
                     s.0.update(bytes);
                     s.1.update(bytes);
                     s.2 += bytes.len() as u64;
+                    if let Some((_, h)) = &mut s.3 {
+                        h.update(bytes);
+                    }
                 }
             })
             .map_err(std::io::Error::other);
@@ -622,12 +656,13 @@ impl Gateway {
             Arc::new(|_| {}),
         )
         .await?;
-        let (md5, checksum, size) = {
+        let (md5, checksum, size, nodes) = {
             let mut s = state
                 .lock()
                 .map_err(|_| Error::Internal("checksum state poisoned".into()))?;
             let md5 = hex(&std::mem::take(&mut s.0).finalize());
-            (md5, std::mem::take(&mut s.1).finalize(), s.2)
+            let nodes = s.3.take().and_then(|(at, h)| Some((at, h.finish().ok()?)));
+            (md5, std::mem::take(&mut s.1).finalize(), s.2, nodes)
         };
         trailer_checksums(trailers, &mut declared.expected)?;
         check_checksums(&checksum, &declared.expected)?;
@@ -646,6 +681,7 @@ impl Gateway {
             md5,
             checksum,
             blake3: report.manifest.blake3,
+            nodes,
         })
     }
 
@@ -957,7 +993,7 @@ impl S3 for Gateway {
         let mut opts = self.opts.clone();
         opts.content_type = input.content_type.clone();
         opts.metadata = metadata_in(input.metadata.clone());
-        let stored = self.store_body(body, decl, trailers, &opts).await?;
+        let stored = self.store_body(body, decl, trailers, &opts, None).await?;
         if stored.size > MAX_PUT {
             return Err(Error::EntityTooLarge {
                 size: stored.size,
@@ -1303,7 +1339,13 @@ impl S3 for Gateway {
             input.checksum_sha256,
         )?;
         let stored = self
-            .store_body(body, decl, trailers, &self.part_options())
+            .store_body(
+                body,
+                decl,
+                trailers,
+                &self.part_options(),
+                Some(input.part_number),
+            )
             .await?;
         check_md5(input.content_md5.as_ref(), &stored.md5)?;
         self.record_part(&input.upload_id, input.part_number as u32, &stored)
@@ -1364,7 +1406,13 @@ impl S3 for Gateway {
         let body = self.body(&src, range).await?;
         let decl = declared(None, None, None, None, None, None)?;
         let stored = self
-            .store_body(body, decl, None, &self.part_options())
+            .store_body(
+                body,
+                decl,
+                None,
+                &self.part_options(),
+                Some(input.part_number),
+            )
             .await?;
         self.record_part(&input.upload_id, input.part_number as u32, &stored)
             .await?;
@@ -1548,7 +1596,7 @@ impl S3 for Gateway {
             bucket: input.bucket,
             key: input.key,
             etag,
-            parts,
+            parts: chosen.into_iter().zip(parts).collect(),
             size,
             stripes,
             erasure: params.unwrap_or(self.opts.params.erasure),
@@ -1567,6 +1615,77 @@ impl S3 for Gateway {
     }
 }
 
+impl Gateway {
+    /// The BLAKE3 of the object the parts make, in order. One part is its own object. Parts
+    /// hashed at the offset they turned out to have give their tree nodes; a part that was not
+    /// (the short last one, or any after parts of other sizes) is read back and hashed at its
+    /// offset; only when offsets are not on 1 KiB chunk boundaries is everything read back.
+    async fn parts_hash(
+        &self,
+        parts: &[(PartRecord, Arc<ObjectManifest>)],
+        total: u64,
+    ) -> Result<blake3::Hash, Error> {
+        if let [(_, only)] = parts {
+            return Ok(only.blake3);
+        }
+        let mut nodes = Vec::new();
+        let mut reread = Vec::new();
+        let mut at = 0u64;
+        for (rec, m) in parts {
+            if rec.hashed_at == Some(at) && !rec.nodes.is_empty() {
+                nodes.extend_from_slice(&rec.nodes);
+            } else {
+                reread.push((at, m.clone()));
+            }
+            at += m.size;
+        }
+        self.metrics
+            .complete_parts_reread
+            .inc_by(reread.len() as u64);
+        let net = self.net().await;
+        let mut pieces_ok = true;
+        for (at, m) in reread {
+            let Ok(piece) = PieceHasher::new(at, m.size) else {
+                pieces_ok = false;
+                break;
+            };
+            let HashSink(piece) = read_into(&net, &m, HashSink(piece)).await?;
+            match piece.finish() {
+                Ok(n) => nodes.extend(n),
+                Err(e) => return Err(Error::Internal(format!("hashing a part: {e}"))),
+            }
+        }
+        if pieces_ok && let Some(hash) = combine(&nodes, total) {
+            return Ok(hash);
+        }
+        // Parts whose offsets are not on chunk boundaries: hash the whole object in order.
+        tracing::info!(total, "multipart object re-read whole for its BLAKE3");
+        let mut whole = HashSink(blake3::Hasher::new());
+        for (_, m) in parts {
+            whole = read_into(&net, m, whole).await?;
+        }
+        Ok(whole.0.finalize())
+    }
+}
+
+/// Reads a whole object (verified) into a hashing sink.
+async fn read_into<H: Absorb + Unpin + Send>(
+    net: &Network,
+    m: &ObjectManifest,
+    mut sink: HashSink<H>,
+) -> Result<HashSink<H>, Error> {
+    read_object(
+        net,
+        m,
+        None,
+        &mut sink,
+        Arc::new(|_| {}),
+        &Incidents::default(),
+    )
+    .await?;
+    Ok(sink)
+}
+
 /// A checked CompleteMultipartUpload, ready to be turned into an object.
 struct FinishUpload {
     upload: UploadRecord,
@@ -1574,36 +1693,17 @@ struct FinishUpload {
     bucket: String,
     key: String,
     etag: String,
-    parts: Vec<Arc<ObjectManifest>>,
+    parts: Vec<(PartRecord, Arc<ObjectManifest>)>,
     size: u64,
     stripes: Vec<Stripe>,
     erasure: ErasureParams,
 }
 
 impl Gateway {
-    /// The slow half of CompleteMultipartUpload: reads the parts back (verified) for the
-    /// object's BLAKE3, publishes its manifest and commits it to the catalog.
+    /// The slow half of CompleteMultipartUpload: the object's BLAKE3 from its parts, then its
+    /// manifest published and committed to the catalog.
     async fn finish_upload(&self, f: FinishUpload) -> Result<CompleteMultipartUploadOutput, Error> {
-        let net = self.net().await;
-        let parts = f.parts;
-        let blake3 = tokio::spawn(async move {
-            let mut hasher = HashSink(blake3::Hasher::new());
-            for m in parts {
-                read_object(
-                    &net,
-                    &m,
-                    None,
-                    &mut hasher,
-                    Arc::new(|_| {}),
-                    &Incidents::default(),
-                )
-                .await?;
-            }
-            Ok::<_, cairn_client::error::ClientError>(hasher.0.finalize())
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("hashing parts: {e}")))?
-        .map_err(Error::from)?;
+        let blake3 = self.parts_hash(&f.parts, f.size).await?;
         let manifest = ObjectManifest {
             version: cairn_chunker::manifest::VERSION,
             size: f.size,
@@ -1699,6 +1799,8 @@ impl Gateway {
             size: stored.size,
             etag: stored.md5.clone(),
             modified_ms: now_ms(),
+            hashed_at: stored.nodes.as_ref().map(|(at, _)| *at),
+            nodes: stored.nodes.clone().map(|(_, n)| n).unwrap_or_default(),
         };
         let (c, i) = (self.catalog.clone(), id.to_string());
         blocking(move || Ok(c.put_part(&i, number, &rec)?)).await

@@ -3,26 +3,10 @@
 
 mod common;
 
-use std::time::Duration;
-
 use aws_sdk_s3::primitives::ByteStream;
-use common::{Net, bytes};
+use common::{Net, bytes, metric};
 
 const MIB: usize = 1 << 20;
-
-/// The value of a Prometheus counter or gauge from the gateway's `/metrics`.
-async fn metric(admin: std::net::SocketAddr, name: &str) -> u64 {
-    let (code, text) = cairn_node::admin::http_get(admin, "/metrics", Duration::from_secs(5))
-        .await
-        .unwrap();
-    assert_eq!(code, 200);
-    text.lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(' ')?;
-            (k == name).then(|| v.trim().parse::<f64>().ok())?
-        })
-        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}")) as u64
-}
 
 async fn get(s3: &aws_sdk_s3::Client, key: &str, range: Option<String>) -> Vec<u8> {
     let out = s3

@@ -9,7 +9,7 @@ use aws_sdk_s3::types::{
     ChecksumAlgorithm, ChecksumMode, CompletedMultipartUpload, CompletedPart, Delete,
     ObjectIdentifier,
 };
-use common::{Net, bytes, client, healthy, raw, start_upload, upload_part};
+use common::{Net, bytes, client, healthy, metric, raw, start_upload, upload_part};
 use md5::{Digest, Md5};
 
 /// HTTP status and S3 error code of a failed call.
@@ -883,5 +883,78 @@ async fn auth_presigned_urls_virtual_hosts_and_garbage() {
         failure(s3.head_object().bucket("sec").key("huge").send().await).0,
         404
     );
+    net.stop().await;
+}
+
+/// Equal parts, as S3 clients send them, are hashed at their final offsets as they arrive, so
+/// Complete merges their BLAKE3 trees and reads back only what broke the pattern (the short
+/// last part, parts after a part of another size). The object's BLAKE3 is `b3sum`'s either
+/// way, whatever order the parts arrived in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn equal_parts_are_not_read_back_to_hash_the_object() {
+    let net = Net::start(6).await;
+    let s3 = net.s3();
+    let admin = net.gateway().admin;
+    s3.create_bucket().bucket("parts").send().await.unwrap();
+    let reread = "cairn_gateway_complete_parts_reread_total";
+    let cases: [(&str, &[usize], u64); 4] = [
+        // Only the short last part is read back (uploaded last to first here).
+        ("equal", &[5 << 20, 5 << 20, 5 << 20, (1 << 20) + 100], 1),
+        // Power-of-two parts ending on a part boundary: nothing is read back.
+        ("aligned", &[8 << 20, 8 << 20], 0),
+        // A shorter second part puts every later part elsewhere than guessed.
+        ("uneven", &[6 << 20, 5 << 20, 6 << 20], 2),
+        // One part is its own object.
+        ("single", &[3 << 20], 0),
+    ];
+    for (seed, (key, sizes, expected)) in cases.into_iter().enumerate() {
+        let before = metric(admin, reread).await;
+        let id = start_upload(&s3, "parts", key).await;
+        let parts: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| bytes(len, (seed * 10 + i) as u64))
+            .collect();
+        let mut etags = vec![String::new(); parts.len()];
+        for (i, p) in parts.iter().enumerate().rev() {
+            etags[i] = upload_part(&s3, ("parts", key, &id), i as i32 + 1, p.clone()).await;
+        }
+        let mut list = CompletedMultipartUpload::builder();
+        for (i, e) in etags.iter().enumerate() {
+            list = list.parts(
+                CompletedPart::builder()
+                    .part_number(i as i32 + 1)
+                    .e_tag(e)
+                    .build(),
+            );
+        }
+        s3.complete_multipart_upload()
+            .bucket("parts")
+            .key(key)
+            .upload_id(&id)
+            .multipart_upload(list.build())
+            .send()
+            .await
+            .unwrap();
+        let whole = parts.concat();
+        let head = s3
+            .head_object()
+            .bucket("parts")
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            head.metadata().unwrap()["cairn-blake3"],
+            blake3::hash(&whole).to_hex().as_str(),
+            "{key}"
+        );
+        assert_eq!(
+            metric(admin, reread).await - before,
+            expected,
+            "{key}: parts read back"
+        );
+        assert!(get(&s3, "parts", key, None).await == whole, "{key}");
+    }
     net.stop().await;
 }

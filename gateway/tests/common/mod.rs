@@ -186,3 +186,17 @@ pub(crate) async fn upload_part(
         .expect("an ETag")
         .to_string()
 }
+
+/// The value of a Prometheus counter or gauge from the gateway's `/metrics`.
+pub(crate) async fn metric(admin: SocketAddr, name: &str) -> u64 {
+    let (code, text) = cairn_node::admin::http_get(admin, "/metrics", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(code, 200);
+    text.lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            (k == name).then(|| v.trim().parse::<f64>().ok())?
+        })
+        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}")) as u64
+}
