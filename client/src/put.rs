@@ -312,25 +312,35 @@ pub async fn publish_manifest(
     let envelope = Provenance::sign(*cid, key, now_ms(), opts.source.clone()).to_bytes();
     let order = placement::rank(&cid.to_bytes(), &net.candidates());
     let want = opts.copies().min(order.len());
-    let mut stored = 0;
-    let mut attempts = Vec::new();
-    for i in order {
-        if stored == want {
-            break;
+    // The first `want` ranked nodes at once (each write is an fsync away: one after another,
+    // a small object's PUT waited for all of them in turn); a failure brings in the next one.
+    let put = |i: usize| {
+        let envelope = &envelope;
+        async move {
+            net.data()
+                .put_manifest(
+                    &net.nodes()[i].target,
+                    cid,
+                    kind,
+                    bytes,
+                    std::slice::from_ref(envelope),
+                )
+                .await
         }
-        match net
-            .data()
-            .put_manifest(
-                &net.nodes()[i].target,
-                cid,
-                kind,
-                bytes,
-                std::slice::from_ref(&envelope),
-            )
-            .await
-        {
+    };
+    let mut order = order.into_iter();
+    let mut running: futures::stream::FuturesUnordered<_> =
+        order.by_ref().take(want).map(put).collect();
+    let (mut stored, mut attempts) = (0, Vec::new());
+    while let Some(done) = futures::StreamExt::next(&mut running).await {
+        match done {
             Ok(()) => stored += 1,
-            Err(e) => attempts.push(e.to_string()),
+            Err(e) => {
+                attempts.push(e.to_string());
+                if let Some(i) = order.next() {
+                    running.push(put(i));
+                }
+            }
         }
     }
     if stored == 0 {

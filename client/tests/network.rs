@@ -7,6 +7,7 @@ use cairn_chunker::{Cid, ObjectManifest};
 use cairn_client::error::ClientError;
 use cairn_client::get::{Incidents, object_manifest, read_object_to_vec};
 use cairn_client::network::Network;
+use cairn_client::placement;
 use cairn_client::put::{Input, PutOptions, put_object};
 use common::{Net, noise};
 use libp2p::Multiaddr;
@@ -138,6 +139,78 @@ async fn reads_find_shards_placement_did_not_predict() {
         .unwrap();
     assert!(got == data);
     assert!(incidents.list().is_empty(), "{:?}", incidents.list());
+    drop(six);
+    net.stop().await;
+}
+
+/// A manifest goes to the `m + 1` nodes placement ranks first for it, all at once; a ranked
+/// node that does not answer is replaced by the next in rank, so the manifest still ends up on
+/// `m + 1` live nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifests_reach_enough_nodes_when_ranked_ones_are_down() {
+    use cairn_node::protocol::Holding;
+
+    let mut net = Net::start(6).await;
+    let peers = peers(&net);
+    let six = Network::connect(&peers[..1]).await.unwrap();
+    assert_eq!(six.nodes().len(), 6);
+    let stopped: Vec<String> = [2, 5]
+        .iter()
+        .map(|&i| net.devnet().state.nodes[i].peer_id.clone())
+        .collect();
+    for i in [2, 5] {
+        net.devnet_mut().stop_node(i).await;
+    }
+    let down = |i: usize| stopped.contains(&six.nodes()[i].peer().to_string());
+    let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+    let opts = PutOptions::default();
+    let copies = usize::from(opts.params.erasure.m) + 1;
+    // A small (inline) object whose manifest placement ranks a stopped node among the first.
+    let mut found = None;
+    for seed in 0..64 {
+        let data = noise(100, seed);
+        let offline = put_object(
+            None,
+            &key,
+            Input::Bytes(data.clone().into()),
+            &opts,
+            Arc::new(|_| {}),
+        );
+        let cid = offline.await.unwrap().cid;
+        let ranked = placement::rank(&cid.to_bytes(), &six.candidates());
+        if ranked[..copies].iter().any(|&i| down(i)) {
+            found = Some((data, cid));
+            break;
+        }
+    }
+    let (data, cid) = found.expect("some object ranks a stopped node first");
+    let report = put_object(
+        Some(&six),
+        &key,
+        Input::Bytes(data.into()),
+        &opts,
+        Arc::new(|_| {}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.cid, cid);
+    let live: Vec<usize> = placement::rank(&cid.to_bytes(), &six.candidates())
+        .into_iter()
+        .filter(|&i| !down(i))
+        .collect();
+    for (n, &i) in live.iter().enumerate() {
+        let held = six
+            .data()
+            .has(&six.nodes()[i].target, &[cid])
+            .await
+            .unwrap();
+        let expected = n < copies;
+        assert_eq!(
+            matches!(held[..], [Holding::Intact(_)]),
+            expected,
+            "live node {n} in rank order: {held:?}"
+        );
+    }
     drop(six);
     net.stop().await;
 }
