@@ -75,10 +75,17 @@ fn raw_quinn_with(
                     let conn = incoming.await.unwrap();
                     while let Ok((mut send, mut recv)) = conn.accept_bi().await {
                         tokio::spawn(async move {
+                            let mut request = false;
                             while let Ok(Some(chunk)) = recv.read_chunk(usize::MAX, true).await {
+                                request |= chunk.offset == 0 && chunk.bytes[..] == *REQUEST;
                                 black_box(chunk.bytes.len());
                             }
-                            let _ = send.write_all(b"k").await;
+                            if request {
+                                // A shard-sized answer, sent from memory.
+                                let _ = send.write_chunk(Bytes::from_static(&SHARD)).await;
+                            } else {
+                                let _ = send.write_all(b"k").await;
+                            }
                             let _ = send.finish();
                         });
                     }
@@ -136,8 +143,45 @@ fn raw_quinn_with(
             })
         });
     }
+    // The node fetch's traffic shape without the node: one stream per 1 MiB answer, asked for
+    // with a small request, `streams` requests in flight, answers sent from memory and not
+    // verified. What the node adds on top (RocksDB, BLAKE3 on both sides, its framing) is the
+    // difference between this and `node-fetch-1MiB-shards`.
+    if name == "raw-quinn" {
+        for streams in [1usize, 16] {
+            let id = BenchmarkId::new("raw-quinn-1MiB-requests", format!("{streams}-streams"));
+            g.bench_function(id, |b| {
+                b.iter(|| {
+                    rt.block_on(async {
+                        futures::stream::iter(0..TOTAL / MIB)
+                            .map(|_| {
+                                let conn = conn.clone();
+                                tokio::spawn(async move {
+                                    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+                                    send.write_all(REQUEST).await.unwrap();
+                                    send.finish().unwrap();
+                                    let mut got = 0;
+                                    while let Some(c) = recv.read_chunk(MIB, true).await.unwrap() {
+                                        got += c.bytes.len();
+                                    }
+                                    assert_eq!(got, MIB);
+                                })
+                            })
+                            .buffer_unordered(streams)
+                            .for_each(|r| async move { r.unwrap() })
+                            .await;
+                    })
+                })
+            });
+        }
+    }
     g.finish();
 }
+
+/// What `raw-quinn-1MiB-requests` sends to ask for a shard-sized answer.
+const REQUEST: &[u8] = b"fetch one shard, please";
+/// The answer to it.
+static SHARD: [u8; MIB] = [7; MIB];
 
 fn plain_tcp(c: &mut Criterion, rt: &Runtime) {
     let addr = rt.block_on(async {
