@@ -1583,12 +1583,14 @@ impl S3 for Gateway {
             parts.push(m);
         }
         // Everything a client can get wrong was checked above and is answered with an error
-        // status. What is left, reading the parts back for the object's BLAKE3 and publishing
-        // the manifest, takes as long as reading the object (about a minute for 10 GiB here),
-        // longer than clients wait for a response to start (boto3: 60 s). So, as S3 does, the
-        // 200 goes out now, s3s sends whitespace every 100 ms while this runs, and then the
-        // result, or an S3 error document that SDKs check for. Nothing is committed until the
-        // end: a failure, or a client that hangs up, leaves the upload open for a retry.
+        // status. What is left is the object's BLAKE3 and publishing its manifest. The hash is
+        // usually merged from the parts' tree nodes, but parts hashed at the wrong offset are
+        // read back, in the worst case all of them (about a second per GiB here, more on a
+        // busy network), which can outlast what clients wait for a response to start
+        // (boto3: 60 s). So, as S3 does, the 200 goes out now, s3s sends whitespace every
+        // 100 ms while this runs, and then the result, or an S3 error document that SDKs check
+        // for. Nothing is committed until the end: a failure, or a client that hangs up,
+        // leaves the upload open for a retry.
         let etag = format!("{}-{}", hex(&Md5::digest(&md5_concat)), chosen.len());
         let finish = FinishUpload {
             upload,
@@ -1632,6 +1634,9 @@ impl Gateway {
         let mut reread = Vec::new();
         let mut at = 0u64;
         for (rec, m) in parts {
+            if m.size == 0 {
+                continue;
+            }
             if rec.hashed_at == Some(at) && !rec.nodes.is_empty() {
                 nodes.extend_from_slice(&rec.nodes);
             } else {

@@ -897,7 +897,7 @@ async fn equal_parts_are_not_read_back_to_hash_the_object() {
     let admin = net.gateway().admin;
     s3.create_bucket().bucket("parts").send().await.unwrap();
     let reread = "cairn_gateway_complete_parts_reread_total";
-    let cases: [(&str, &[usize], u64); 4] = [
+    let cases: [(&str, &[usize], u64); 5] = [
         // Only the short last part is read back (uploaded last to first here).
         ("equal", &[5 << 20, 5 << 20, 5 << 20, (1 << 20) + 100], 1),
         // Power-of-two parts ending on a part boundary: nothing is read back.
@@ -906,6 +906,8 @@ async fn equal_parts_are_not_read_back_to_hash_the_object() {
         ("uneven", &[6 << 20, 5 << 20, 6 << 20], 2),
         // One part is its own object.
         ("single", &[3 << 20], 0),
+        // An empty last part adds nothing to hash.
+        ("empty-last", &[5 << 20, 5 << 20, 0], 0),
     ];
     for (seed, (key, sizes, expected)) in cases.into_iter().enumerate() {
         let before = metric(admin, reread).await;
