@@ -13,8 +13,8 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::RwLock;
 
 use cairn_chunker::Cid;
 use rocksdb::{
@@ -147,8 +147,10 @@ pub struct Catalog {
     db: DB,
     /// Held while a bucket's existence is checked and acted on (a key lands only in a bucket
     /// that exists; a bucket is deleted only while empty), so DeleteBucket and a racing
-    /// PutObject cannot leave a key in a deleted bucket.
-    buckets_lock: Mutex<()>,
+    /// PutObject cannot leave a key in a deleted bucket. Writes of keys share it, so their
+    /// synced writes overlap and RocksDB commits them together (one fsync for many); creating
+    /// and deleting buckets hold it alone.
+    buckets_lock: RwLock<()>,
     /// Bumped by every change to buckets or objects (what an export holds).
     generation: AtomicU64,
 }
@@ -211,7 +213,7 @@ impl Catalog {
         })?;
         Ok(Self {
             db,
-            buckets_lock: Mutex::new(()),
+            buckets_lock: RwLock::new(()),
             generation: AtomicU64::new(0),
         })
     }
@@ -225,8 +227,14 @@ impl Catalog {
         self.generation.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn lock_buckets(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.buckets_lock.lock().unwrap_or_else(|p| p.into_inner())
+    /// For creating or deleting a bucket: no key is being written meanwhile.
+    fn lock_buckets(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
+        self.buckets_lock.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// For writing keys: their buckets cannot be deleted meanwhile.
+    fn share_buckets(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.buckets_lock.read().unwrap_or_else(|p| p.into_inner())
     }
 
     fn require_bucket(&self, name: &str) -> Result<(), CatalogError> {
@@ -324,7 +332,7 @@ impl Catalog {
         key: &str,
         record: &ObjectRecord,
     ) -> Result<(), CatalogError> {
-        let _guard = self.lock_buckets();
+        let _guard = self.share_buckets();
         self.require_bucket(bucket)?;
         self.db.put_cf_opt(
             self.cf(CF_OBJECTS)?,
@@ -345,7 +353,7 @@ impl Catalog {
     ) -> Result<(), CatalogError> {
         let mut batch = rocksdb::WriteBatch::default();
         let buckets = self.cf(CF_BUCKETS)?;
-        let _guard = self.lock_buckets();
+        let _guard = self.share_buckets();
         if self.db.get_pinned_cf(buckets, bucket)?.is_none() {
             batch.put_cf(buckets, bucket, enc(&BucketRecord { created_ms }));
         }
@@ -444,7 +452,7 @@ impl Catalog {
 
     /// Records a new multipart upload.
     pub fn create_upload(&self, id: &str, record: &UploadRecord) -> Result<(), CatalogError> {
-        let _guard = self.lock_buckets();
+        let _guard = self.share_buckets();
         self.require_bucket(&record.bucket)?;
         self.db
             .put_cf_opt(self.cf(CF_UPLOADS)?, id, enc(record), &Self::wo())?;
@@ -523,7 +531,7 @@ impl Catalog {
         for (n, _) in self.parts(id)? {
             batch.delete_cf(self.cf(CF_PARTS)?, part_key(id, n));
         }
-        let _guard = self.lock_buckets();
+        let _guard = self.share_buckets();
         if let Some((bucket, key, record)) = object {
             self.require_bucket(bucket)?;
             batch.put_cf(self.cf(CF_OBJECTS)?, object_key(bucket, key), enc(record));
@@ -702,6 +710,50 @@ mod tests {
         assert!(c.parts("u1").unwrap().is_empty());
         assert!(c.upload("u1").unwrap().is_none());
         assert_eq!(c.object("b", "k").unwrap(), Some(rec(1)));
+    }
+
+    /// Object writes share the bucket lock (so their fsyncs can be committed together), but a
+    /// DeleteBucket racing a PutObject must still never leave a key in a deleted bucket.
+    #[test]
+    fn a_racing_put_and_delete_bucket_never_orphan_a_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = std::sync::Arc::new(Catalog::open(dir.path()).unwrap());
+        let (mut deleted, mut stored) = (0, 0);
+        for trial in 0..150 {
+            let bucket = format!("race-{trial}");
+            c.create_bucket(&bucket, &BucketRecord { created_ms: 0 })
+                .unwrap();
+            let start = std::sync::Arc::new(std::sync::Barrier::new(3));
+            let put = {
+                let (c, b, start) = (c.clone(), bucket.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    c.put_object(&b, "k", &rec(1)).is_ok()
+                })
+            };
+            let delete = {
+                let (c, b, start) = (c.clone(), bucket.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    c.delete_bucket(&b).is_ok()
+                })
+            };
+            // Another key's write in a live bucket runs alongside, sharing the lock.
+            c.create_bucket("other", &BucketRecord { created_ms: 0 })
+                .unwrap();
+            start.wait();
+            c.put_object("other", &bucket, &rec(2)).unwrap();
+            let (put, delete) = (put.join().unwrap(), delete.join().unwrap());
+            let exists = c.bucket(&bucket).unwrap().is_some();
+            let key = c.object(&bucket, "k").unwrap().is_some();
+            assert!(exists || !key, "trial {trial}: a key in a deleted bucket");
+            assert_eq!(put, key, "trial {trial}");
+            assert_eq!(delete, !exists, "trial {trial}");
+            assert!(!(put && delete), "trial {trial}: both won");
+            deleted += usize::from(delete);
+            stored += usize::from(put);
+        }
+        assert_eq!(deleted + stored, 150, "every trial has one winner");
     }
 
     #[test]
