@@ -357,6 +357,13 @@ impl Encoder {
 
     fn start(source: Source, params: EncodeParams) -> Result<Self, EncodeError> {
         params.validate()?;
+        let stripe = u64::from(params.erasure.k) * u64::from(params.erasure.shard_size);
+        if let Source::Bytes(b) = &source
+            && b.len() as u64 <= stripe
+            && params.chunking == Chunking::Fixed
+        {
+            return Self::start_here(source, params);
+        }
         let workers = params.threads.clamp(1, 64);
         let (job_tx, job_rx) = sync_channel::<Job>(1);
         let (out_tx, out_rx) = sync_channel::<Msg>(workers);
@@ -393,8 +400,13 @@ impl Encoder {
                     let _ = out_tx.send(msg);
                 })?,
         );
-        Ok(Self {
-            rx: out_rx,
+        Ok(Self::collecting(out_rx, params, threads))
+    }
+
+    /// An encoder that collects what `rx` brings (from `threads`, if any).
+    fn collecting(rx: Receiver<Msg>, params: EncodeParams, threads: Vec<JoinHandle<()>>) -> Self {
+        Self {
+            rx,
             pending: BTreeMap::new(),
             next: 0,
             done: None,
@@ -403,7 +415,33 @@ impl Encoder {
             params,
             failed: false,
             threads,
-        })
+        }
+    }
+
+    /// An input of at most one stripe, already in memory, is encoded on the caller's thread:
+    /// starting the reader and worker threads would cost more than the work (a small S3 PUT
+    /// is a few microseconds of hashing). The same steps run, one after the other, and leave
+    /// their results queued for the iterator.
+    fn start_here(source: Source, params: EncodeParams) -> Result<Self, EncodeError> {
+        let (k, m) = (params.erasure.k.into(), params.erasure.m.into());
+        let coder = params.erasure.code.coder(k, m)?;
+        let (job_tx, job_rx) = sync_channel::<Job>(8);
+        let (out_tx, out_rx) = sync_channel::<Msg>(8);
+        let done = match read_stripes(source, &params, &job_tx, &Pool::new(1)) {
+            Ok(done) => done,
+            Err(e) => Msg::Failed(e),
+        };
+        drop(job_tx);
+        worker(
+            coder,
+            Arc::new(Mutex::new(job_rx)),
+            out_tx.clone(),
+            Pool::new(m),
+        );
+        out_tx
+            .send(done)
+            .map_err(|_| EncodeError::Pipeline("encoder output closed"))?;
+        Ok(Self::collecting(out_rx, params, Vec::new()))
     }
 
     /// Encodes a byte slice completely and returns its manifest and stripes (for small inputs

@@ -130,6 +130,9 @@ impl std::fmt::Debug for Gateway {
     }
 }
 
+/// Bodies up to this size are gathered in memory and encoded there (see `store_body`).
+const SMALL_BODY: usize = 1 << 20;
+
 /// What storing a request body produced.
 struct Stored {
     cid: Cid,
@@ -619,13 +622,12 @@ impl Gateway {
     ) -> Result<Stored, Error> {
         // A part is also hashed at the offset it will have if all parts before it are as long
         // as it is (what S3 clients do), so Complete can merge instead of reading it back.
-        let piece = part
-            .zip(body.remaining_length().exact())
-            .and_then(|(n, len)| {
-                let len = len as u64;
-                let at = u64::try_from(n - 1).ok()?.checked_mul(len)?;
-                Some((at, PieceHasher::new(at, len).ok()?))
-            });
+        let exact = body.remaining_length().exact();
+        let piece = part.zip(exact).and_then(|(n, len)| {
+            let len = len as u64;
+            let at = u64::try_from(n - 1).ok()?.checked_mul(len)?;
+            Some((at, PieceHasher::new(at, len).ok()?))
+        });
         let state = Arc::new(Mutex::new((
             Md5::new(),
             std::mem::take(&mut declared.hasher),
@@ -645,17 +647,30 @@ impl Gateway {
                 }
             })
             .map_err(std::io::Error::other);
-        let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
-        let input: Box<dyn Read + Send> = Box::new(reader);
+        let input = match exact {
+            // A small body is gathered here and encoded from memory, on no thread of its own
+            // (for the many-small-files datasets, where starting threads cost more than the
+            // work); a larger one streams through a reader, its memory bounded by the encoder.
+            Some(len) if len <= SMALL_BODY => {
+                let mut buf = bytes::BytesMut::with_capacity(len);
+                let mut stream = std::pin::pin!(stream);
+                while let Some(chunk) = stream
+                    .try_next()
+                    .await
+                    .map_err(|e| Error::IncompleteBody(e.to_string()))?
+                {
+                    buf.extend_from_slice(&chunk);
+                }
+                Input::Bytes(buf.freeze())
+            }
+            _ => {
+                let reader =
+                    tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
+                Input::Reader(Box::new(reader) as Box<dyn Read + Send>)
+            }
+        };
         let net = self.net().await;
-        let report = put_object(
-            Some(&net),
-            &self.key,
-            Input::Reader(input),
-            opts,
-            Arc::new(|_| {}),
-        )
-        .await?;
+        let report = put_object(Some(&net), &self.key, input, opts, Arc::new(|_| {})).await?;
         let (md5, checksum, size, nodes) = {
             let mut s = state
                 .lock()
