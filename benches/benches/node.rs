@@ -40,6 +40,13 @@ fn random(len: usize, seed: u64) -> Vec<u8> {
 fn runtime() -> Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // As the daemons run; CAIRN_BENCH_EVENT_INTERVAL overrides it to compare settings.
+        .event_interval(
+            std::env::var("CAIRN_BENCH_EVENT_INTERVAL")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(cairn_node::EVENT_INTERVAL),
+        )
         .enable_all()
         .build()
         .unwrap()

@@ -648,6 +648,12 @@ pub async fn read_object_to<S: Sink>(
     // Shards are not looked up before the read: each is asked of the node that holds it by
     // the last lookup, or by placement (a guess that a miss corrects with a lookup), so the
     // first byte does not wait for every node to answer where shards are.
+    // Everything but the read's first piece waits until its first bytes have arrived (or it
+    // ended), so that when many reads start at once, every reader's first bytes travel ahead
+    // of the bulk of the others, instead of all of them sharing the CPU and the links fairly
+    // and all arriving late.
+    let (gate, _) = tokio::sync::watch::channel(false);
+    let gate = &gate;
     for window in stripes.chunks(64) {
         let holders = guess(net, manifest, window.iter().copied());
         let holders = &holders;
@@ -669,26 +675,32 @@ pub async fn read_object_to<S: Sink>(
             jobs.push((s, pieces, txs));
             outputs.push(rxs);
         }
-        let mut producers =
-            futures::stream::iter(jobs)
-                .map(|(index, pieces, txs)| async move {
-                    let read = StripeRead {
-                        net,
-                        manifest,
-                        index,
-                        holders,
-                        incidents,
-                        rebuild: Rebuild::default(),
-                        fill,
-                    };
-                    let read = &read;
-                    futures::future::try_join_all(pieces.iter().zip(txs).enumerate().map(
-                        |(j, (p, tx))| read.piece(p, tx, j == 0 && Some(index) == first_stripe),
-                    ))
-                    .await
-                    .map(|_| ())
-                })
-                .buffered(STRIPES_IN_FLIGHT);
+        let mut producers = futures::stream::iter(jobs)
+            .map(|(index, pieces, txs)| async move {
+                let read = StripeRead {
+                    net,
+                    manifest,
+                    index,
+                    holders,
+                    incidents,
+                    rebuild: Rebuild::default(),
+                    fill,
+                };
+                let read = &read;
+                futures::future::try_join_all(pieces.iter().zip(txs).enumerate().map(
+                    |(j, (p, tx))| async move {
+                        let head = j == 0 && Some(index) == first_stripe;
+                        if !head {
+                            // An error means the reader is gone: nothing to wait for.
+                            let _ = gate.subscribe().wait_for(|open| *open).await;
+                        }
+                        read.piece(p, tx, head).await
+                    },
+                ))
+                .await
+                .map(|_| ())
+            })
+            .buffered(STRIPES_IN_FLIGHT);
         let mut finished = std::collections::VecDeque::new();
         let mut producers_done = false;
         for rxs in outputs {
@@ -701,6 +713,7 @@ pub async fn read_object_to<S: Sink>(
                         },
                         b = rx.recv() => match b {
                             Some(b) => {
+                                gate.send_if_modified(|open| !std::mem::replace(open, true));
                                 if let Some(h) = hasher.as_mut() {
                                     h.update(&b);
                                 }
@@ -709,7 +722,10 @@ pub async fn read_object_to<S: Sink>(
                                 written += n;
                                 progress(n);
                             }
-                            None => break,
+                            None => {
+                                gate.send_if_modified(|open| !std::mem::replace(open, true));
+                                break;
+                            }
                         },
                     }
                 }

@@ -705,8 +705,9 @@ impl Gateway {
         &self,
         r: &ObjectRecord,
         range: Option<Range<u64>>,
+        started: std::time::Instant,
     ) -> Result<StreamingBlob, Error> {
-        let started = std::time::Instant::now();
+        let lookup_ms = started.elapsed().as_millis() as u64;
         let wanted = range.clone().unwrap_or(0..r.size);
         let len = (wanted.end - wanted.start) as usize;
         let (cid, base) = match &r.location {
@@ -766,6 +767,7 @@ impl Gateway {
             tracing::debug!(
                 object = %cid,
                 range = ?read_range,
+                lookup_ms,
                 first_byte_ms = first.get().map(|t| t.duration_since(started).as_millis() as u64),
                 ms = started.elapsed().as_millis() as u64,
                 "read"
@@ -1077,6 +1079,7 @@ impl S3 for Gateway {
         &self,
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
+        let started = std::time::Instant::now();
         self.metrics.requests.inc();
         let input = req.input;
         let r = self.record(&input.bucket, &input.key).await?;
@@ -1088,7 +1091,7 @@ impl S3 for Gateway {
             input.if_unmodified_since.as_ref(),
         )?;
         let reply = Reply::new(&r, input.range.as_ref())?;
-        let body = self.body(&r, reply.range.clone()).await?;
+        let body = self.body(&r, reply.range.clone(), started).await?;
         Ok(S3Response::new(GetObjectOutput {
             accept_ranges: Some("bytes".into()),
             body: Some(body),
@@ -1418,7 +1421,7 @@ impl S3 for Gateway {
             .into());
         }
         // Read the source range (verified) and store it as the part.
-        let body = self.body(&src, range).await?;
+        let body = self.body(&src, range, std::time::Instant::now()).await?;
         let decl = declared(None, None, None, None, None, None)?;
         let stored = self
             .store_body(

@@ -980,8 +980,7 @@ impl Client {
     /// [`Client::fetch_streaming`] for a read whose first bytes someone is waiting on: the
     /// head of `range` (up to the end of its first 16 KiB group) is asked for separately, and
     /// the node serves such a small range in its fast lane, ahead of the bulk transfers
-    /// sharing the connection; the rest is asked for at the same time and handed on after the
-    /// head. Same guarantees as `fetch_streaming`: only verified bytes, in order, a verified
+    /// sharing the connection; the rest is asked for once the head is through. Same guarantees as `fetch_streaming`: only verified bytes, in order, a verified
     /// prefix on an error.
     pub async fn fetch_head_first(
         &self,
@@ -1002,29 +1001,14 @@ impl Client {
                 .fetch_inner(t, cid, Some(size), Some(range), true, sink)
                 .await;
         }
-        // The rest waits in `held` until the head is through.
-        let held: Mutex<(bool, Vec<Bytes>)> = Mutex::new((false, Vec::new()));
-        let rest_sink = |b: Bytes| {
-            let mut h = held.lock().unwrap_or_else(|p| p.into_inner());
-            if h.0 {
-                sink(b);
-            } else {
-                h.1.push(b);
-            }
-        };
-        let head = async {
-            let n = lane
-                .fetch_inner(t, cid, Some(size), Some(range.start..split), true, sink)
-                .await?;
-            let mut h = held.lock().unwrap_or_else(|p| p.into_inner());
-            h.0 = true;
-            for b in h.1.drain(..) {
-                sink(b);
-            }
-            Ok::<u64, DataError>(n)
-        };
-        let rest = self.fetch_inner(t, cid, Some(size), Some(split..range.end), true, &rest_sink);
-        let (head, rest) = futures::future::try_join(head, rest).await?;
+        // The rest is asked for once the head is through: when many reads start at once, their
+        // heads then do not share the links and the CPU with the bulk of the others.
+        let head = lane
+            .fetch_inner(t, cid, Some(size), Some(range.start..split), true, sink)
+            .await?;
+        let rest = self
+            .fetch_inner(t, cid, Some(size), Some(split..range.end), true, sink)
+            .await?;
         Ok(head + rest)
     }
 

@@ -188,7 +188,7 @@ async fn measure(s3: &Client, a: &Args, pid: u32) -> anyhow::Result<Figures> {
         tasks.spawn(async move {
             let mut x = 0x1234_5678_9abc_def1u64.wrapping_mul(c as u64 + 1);
             let mut ttfb = Vec::with_capacity(n);
-            for _ in 0..n {
+            for seq in 0..n {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
@@ -211,7 +211,7 @@ async fn measure(s3: &Client, a: &Args, pid: u32) -> anyhow::Result<Figures> {
                 if got != 1 << 20 {
                     anyhow::bail!("range GET returned {got} bytes");
                 }
-                ttfb.push(first.unwrap_or_else(|| sent.elapsed()));
+                ttfb.push((first.unwrap_or_else(|| sent.elapsed()), seq, sent));
             }
             Ok::<_, anyhow::Error>(ttfb)
         });
@@ -222,6 +222,14 @@ async fn measure(s3: &Client, a: &Args, pid: u32) -> anyhow::Result<Figures> {
     }
     f.range_mbs = (all.len() << 20) as f64 / t.elapsed().as_secs_f64() / 1e6;
     all.sort();
+    for (d, seq, sent) in all.iter().rev().take(10) {
+        eprintln!(
+            "  slow: {} request #{seq} sent at {:.0} ms",
+            ms(*d),
+            (*sent - t).as_secs_f64() * 1e3
+        );
+    }
+    let all: Vec<Duration> = all.into_iter().map(|(d, _, _)| d).collect();
     f.range_p50 = percentile(&all, 0.50);
     f.range_p99 = percentile(&all, 0.99);
 

@@ -209,10 +209,7 @@ fn main() -> ExitCode {
             data_dir,
             overrides,
             watch_pid,
-        } => match tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-        {
+        } => match cairn_node::runtime() {
             Ok(rt) => rt.block_on(run(&data_dir, overrides, watch_pid)),
             Err(e) => Err(e.into()),
         },
