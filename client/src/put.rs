@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -21,6 +21,7 @@ use cairn_chunker::pipeline::{EncodeParams, EncodedStripe, Encoder};
 use cairn_chunker::{Cid, cids};
 use cairn_node::protocol::ManifestKind;
 use ed25519_dalek::SigningKey;
+use md5::{Digest, Md5};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
@@ -51,6 +52,9 @@ pub struct PutOptions {
     pub manifest_copies: Option<usize>,
     /// Most shard bytes being uploaded at once.
     pub inflight_bytes: usize,
+    /// Also compute each file's MD5, the ETag S3 clients expect, for files published over S3
+    /// (`cairn put --bucket`). One more pass over the bytes, on the thread that reads them.
+    pub md5: bool,
 }
 
 impl Default for PutOptions {
@@ -62,6 +66,7 @@ impl Default for PutOptions {
             source: None,
             manifest_copies: None,
             inflight_bytes: 256 << 20,
+            md5: false,
         }
     }
 }
@@ -97,6 +102,8 @@ pub struct ObjectReport {
     pub stored_bytes: u64,
     /// Nodes holding the manifest.
     pub manifest_copies: usize,
+    /// The object's MD5, when [`PutOptions::md5`] asked for it.
+    pub md5: Option<[u8; 16]>,
 }
 
 /// What a dataset upload did.
@@ -118,6 +125,8 @@ pub struct DatasetReport {
     pub shards: usize,
     /// Nodes holding the dataset manifest.
     pub manifest_copies: usize,
+    /// Each file's MD5 by path, when [`PutOptions::md5`] asked for them.
+    pub md5: BTreeMap<String, [u8; 16]>,
 }
 
 /// Where an object's bytes come from.
@@ -135,6 +144,24 @@ impl std::fmt::Debug for Input {
             Input::Bytes(b) => write!(f, "Input::Bytes({} bytes)", b.len()),
         }
     }
+}
+
+/// Hashes what passes through it with MD5 (the encoder's reader thread does the work).
+struct Md5Tee {
+    inner: Box<dyn std::io::Read + Send>,
+    md5: Arc<Mutex<Md5>>,
+}
+
+impl std::io::Read for Md5Tee {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        lock(&self.md5).update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 enum Item {
@@ -171,10 +198,18 @@ pub async fn put_object(
     // The encoder runs on its own threads; stripes come over a small bounded channel.
     let (tx, mut rx) = mpsc::channel::<Item>(2);
     let params = opts.params.clone();
+    let md5 = opts.md5.then(|| Arc::new(Mutex::new(Md5::new())));
+    let tee = md5.clone();
     let encoder = tokio::task::spawn_blocking(move || {
-        let started = match input {
-            Input::Reader(r) => Encoder::new(r, params),
-            Input::Bytes(b) => Encoder::from_bytes(b, params),
+        let started = match (input, tee) {
+            (Input::Reader(r), Some(md5)) => Encoder::new(Md5Tee { inner: r, md5 }, params),
+            (Input::Reader(r), None) => Encoder::new(r, params),
+            (Input::Bytes(b), tee) => {
+                if let Some(md5) = tee {
+                    lock(&md5).update(&b);
+                }
+                Encoder::from_bytes(b, params)
+            }
         };
         let mut enc = match started {
             Ok(e) => e,
@@ -290,12 +325,15 @@ pub async fn put_object(
         Some(net) => publish_manifest(net, key, &cid, ManifestKind::Object, &bytes, opts).await?,
         None => 0,
     };
+    // The encoder has read to the end (its thread is done): the MD5 is complete.
+    let md5 = md5.map(|h| lock(&h).clone().finalize().into());
     Ok(ObjectReport {
         cid,
         manifest,
         shards,
         stored_bytes,
         manifest_copies,
+        md5,
     })
 }
 
@@ -453,6 +491,7 @@ pub async fn put_dir(
         objects: 0,
         shards: 0,
         manifest_copies: 0,
+        md5: BTreeMap::new(),
     };
     let mut object_opts = opts.clone();
     object_opts.content_type = None;
@@ -470,6 +509,9 @@ pub async fn put_dir(
         let size = meta.len();
         report.bytes += size;
         if size == 0 {
+            if opts.md5 {
+                report.md5.insert(rel.clone(), Md5::digest(b"").into());
+            }
             manifest.entries.insert(
                 rel,
                 DatasetEntry {
@@ -484,6 +526,9 @@ pub async fn put_dir(
         if size < PACK_THRESHOLD {
             let data = std::fs::read(&path).map_err(io(format!("reading {}", path.display())))?;
             let hash = blake3::hash(&data);
+            if opts.md5 {
+                report.md5.insert(rel.clone(), Md5::digest(&data).into());
+            }
             let offset = packer.pack.len() as u64;
             packer.pack.extend_from_slice(&data);
             packer.members.push((rel, offset, data.len() as u64, hash));
@@ -509,6 +554,9 @@ pub async fn put_dir(
         }
         report.objects += 1;
         report.shards += r.shards;
+        if let Some(md5) = r.md5 {
+            report.md5.insert(rel.clone(), md5);
+        }
         manifest.entries.insert(
             rel,
             DatasetEntry {

@@ -1,5 +1,6 @@
 //! The running gateway: S3 over HTTP, the admin API, and the network refresh loop.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -533,6 +534,10 @@ pub struct ImportRequest {
     pub key: Option<String>,
     /// Object or dataset CID.
     pub cid: String,
+    /// MD5s (hex) the uploader computed, shown as the S3 ETags: by dataset path, or under `""`
+    /// for a single object. Files without one get their BLAKE3 as ETag.
+    #[serde(default)]
+    pub etags: BTreeMap<String, String>,
 }
 
 /// `POST /restore` body.
@@ -604,7 +609,13 @@ async fn import(
     };
     match s
         .gateway
-        .import(&req.bucket, &req.prefix, req.key.as_deref(), &cid)
+        .import(
+            &req.bucket,
+            &req.prefix,
+            req.key.as_deref(),
+            &cid,
+            &req.etags,
+        )
         .await
     {
         Ok(report) => Json(report).into_response(),
@@ -696,7 +707,11 @@ async fn serve_admin(
         .route("/health", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .route("/status", get(status))
-        .route("/import", post(import))
+        // A dataset's ETags come with its import: room for a few hundred thousand files.
+        .route(
+            "/import",
+            post(import).layer(axum::extract::DefaultBodyLimit::max(64 << 20)),
+        )
         .route("/export", post(export))
         .route("/restore", post(restore))
         .with_state(state);

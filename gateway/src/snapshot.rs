@@ -57,6 +57,11 @@ pub struct ExportReport {
     pub bytes: u64,
 }
 
+/// An MD5 in hex, as S3 shows a single-part object's ETag.
+fn is_md5_hex(s: &str) -> bool {
+    s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 fn join_key(prefix: &str, path: &str) -> String {
     if prefix.is_empty() || prefix.ends_with('/') {
         format!("{prefix}{path}")
@@ -92,7 +97,8 @@ fn record_of(entry: &DatasetEntry, signer: &str, now: u64) -> ObjectRecord {
     ObjectRecord {
         location: location_of(&entry.location),
         size: entry.size,
-        // Imported files have no MD5; their ETag is their BLAKE3, which is as strong a validator.
+        // Files imported without an MD5 (see `import`'s `etags`) show their BLAKE3, which is as
+        // strong a validator.
         etag: meta.get("etag").cloned().unwrap_or_else(|| blake3.clone()),
         content_type: meta.get("content-type").cloned(),
         metadata,
@@ -189,8 +195,14 @@ impl Gateway {
         prefix: &str,
         key: Option<&str>,
         cid: &Cid,
+        etags: &BTreeMap<String, String>,
     ) -> Result<ImportReport, Error> {
         check_bucket_name(bucket)?;
+        if let Some((path, etag)) = etags.iter().find(|(_, e)| !is_md5_hex(e)) {
+            return Err(Error::InvalidArgument(format!(
+                "the ETag given for {path:?} is {etag:?}: an ETag to import is an MD5, 32 hex digits"
+            )));
+        }
         let net = self.net().await;
         let fetched = fetch_manifest(&net, cid).await?;
         let signer = fetched
@@ -200,12 +212,29 @@ impl Gateway {
             .unwrap_or_default();
         let now = now_ms();
         let records: Vec<(String, ObjectRecord)> = match &fetched.manifest {
-            Manifest::Dataset(d) => d
-                .entries
-                .iter()
-                .map(|(path, entry)| (join_key(prefix, path), record_of(entry, &signer, now)))
-                .collect(),
+            Manifest::Dataset(d) => {
+                if let Some(path) = etags.keys().find(|p| !d.entries.contains_key(*p)) {
+                    return Err(Error::InvalidArgument(format!(
+                        "an ETag is given for {path:?}, which dataset {cid} does not have"
+                    )));
+                }
+                d.entries
+                    .iter()
+                    .map(|(path, entry)| {
+                        let mut r = record_of(entry, &signer, now);
+                        if let Some(e) = etags.get(path) {
+                            r.etag = e.to_ascii_lowercase();
+                        }
+                        (join_key(prefix, path), r)
+                    })
+                    .collect()
+            }
             Manifest::Object(m) => {
+                if let Some(path) = etags.keys().find(|p| !p.is_empty()) {
+                    return Err(Error::InvalidArgument(format!(
+                        "an ETag is given for {path:?}, but {cid} is an object: give its ETag under \"\""
+                    )));
+                }
                 let key = key
                     .map(str::to_string)
                     .unwrap_or_else(|| prefix.to_string());
@@ -215,7 +244,9 @@ impl Gateway {
                         None => Location::Object(*cid),
                     },
                     size: m.size,
-                    etag: m.blake3.to_hex().to_string(),
+                    etag: etags
+                        .get("")
+                        .map_or_else(|| m.blake3.to_hex().to_string(), |e| e.to_ascii_lowercase()),
                     content_type: m.content_type.clone(),
                     metadata: m.metadata.clone(),
                     modified_ms: now,

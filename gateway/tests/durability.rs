@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
 use common::{Net, bytes, client, gateway_bin, start_upload, upload_part};
+use md5::{Digest, Md5};
 use serde_json::Value;
 
 /// `cairn-gateway init` in `dir` with these keys, listening on free ports.
@@ -174,6 +175,11 @@ async fn cairn_put_bucket_then_export_and_restore_on_a_fresh_gateway() {
             meta["cairn-signer"], uploader,
             "the uploader signed it, not the gateway"
         );
+        assert_eq!(
+            got.e_tag(),
+            Some(format!("\"{}\"", md5_hex(data)).as_str()),
+            "{rel}: a file published with --bucket shows its MD5 as ETag, as S3 would"
+        );
         let body = got.body.collect().await.unwrap().into_bytes();
         assert_eq!(&body[..], &data[..], "{rel}");
     }
@@ -213,6 +219,40 @@ async fn cairn_put_bucket_then_export_and_restore_on_a_fresh_gateway() {
         .await
         .unwrap();
     assert_eq!(head.content_length(), Some(3 << 20));
+    assert_eq!(
+        head.e_tag(),
+        Some(format!("\"{}\"", md5_hex(&files["shards/004.bin"])).as_str())
+    );
+    // ETags handed to /import are checked: MD5s only, for paths the dataset has.
+    let dataset = report["cid"].as_str().unwrap();
+    for (etags, says) in [
+        (
+            serde_json::json!({"shards/000.bin": "not-an-md5"}),
+            "32 hex digits",
+        ),
+        (
+            serde_json::json!({"no/such/file": "00112233445566778899aabbccddeeff"}),
+            "does not have",
+        ),
+    ] {
+        let body = serde_json::json!({"bucket": "corpus", "prefix": "v2/", "cid": dataset,
+                                      "etags": etags});
+        let (code, text) = cairn_node::admin::http_request(
+            gw.admin,
+            "POST",
+            "/import",
+            &[
+                ("Authorization", &format!("Bearer {}", gw.secret_key)),
+                ("Content-Type", "application/json"),
+            ],
+            body.to_string().as_bytes(),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+        assert_eq!(code, 400, "{text}");
+        assert!(text.contains(says), "{text}");
+    }
     // Without a reachable gateway, --bucket fails with the fix in the message.
     let out = std::process::Command::new(gateway_bin().with_file_name("cairn"))
         .args([
@@ -581,4 +621,8 @@ async fn a_complete_that_fails_after_its_200_is_an_error_and_commits_nothing() {
         "the gateway logs it"
     );
     net.stop().await;
+}
+
+fn md5_hex(b: &[u8]) -> String {
+    Md5::digest(b).iter().map(|b| format!("{b:02x}")).collect()
 }

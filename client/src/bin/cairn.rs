@@ -1,5 +1,6 @@
 //! `cairn`: the Cairn command-line tool.
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -93,6 +94,7 @@ enum Command {
         license: Option<String>,
         /// Also make the upload visible over S3 in this bucket (created if missing) through the
         /// gateway: a file as s3://BUCKET/PREFIX/NAME, a directory's files as s3://BUCKET/PREFIX/PATH.
+        /// Their ETags are their MD5s, as S3 gives them, computed while uploading.
         #[arg(long)]
         bucket: Option<String>,
         /// Key prefix under --bucket.
@@ -285,6 +287,8 @@ async fn run(cli: Cli, partial: Partial) -> anyhow::Result<()> {
             let net = network(g).await?;
             let mut opts = shape.options(net.nodes().len());
             opts.content_type = content_type.clone();
+            // Files published over S3 get the ETag S3 clients expect: their MD5.
+            opts.md5 = bucket.is_some();
             opts.source = source.as_ref().map(|uri| Source {
                 uri: uri.clone(),
                 license: license.clone(),
@@ -303,7 +307,7 @@ async fn run(cli: Cli, partial: Partial) -> anyhow::Result<()> {
                 )?),
                 None => None,
             };
-            let (cid, mut report, summary) = if meta.is_dir() {
+            let (cid, mut report, summary, md5s) = if meta.is_dir() {
                 let total: u64 = cairn_client::put::walk(path)?.iter().map(|f| f.2).sum();
                 let (bar, progress) = progress_bar(g, total, "uploading");
                 let r = put_dir(Some(&net), &key, path, &opts, progress).await?;
@@ -316,6 +320,7 @@ async fn run(cli: Cli, partial: Partial) -> anyhow::Result<()> {
                         "dataset: {} files, {} bytes in {} packs + {} objects, {} shards, manifest on {} nodes",
                         r.files, r.bytes, r.packs, r.objects, r.shards, r.manifest_copies
                     ),
+                    r.md5,
                 )
             } else {
                 let (bar, progress) = progress_bar(g, meta.len(), "uploading");
@@ -343,6 +348,7 @@ async fn run(cli: Cli, partial: Partial) -> anyhow::Result<()> {
                         r.shards,
                         r.manifest_copies
                     ),
+                    r.md5.map(|m| (String::new(), m)).into_iter().collect(),
                 )
             };
             if let Some(target) = target {
@@ -350,7 +356,7 @@ async fn run(cli: Cli, partial: Partial) -> anyhow::Result<()> {
                 let name = (!meta.is_dir())
                     .then(|| path.file_name().map(|n| n.to_string_lossy().into_owned()))
                     .flatten();
-                let s3 = import_into_gateway(&target, prefix, name.as_deref(), &cid).await?;
+                let s3 = import_into_gateway(&target, prefix, name.as_deref(), &cid, &md5s).await?;
                 if !g.json {
                     eprintln!(
                         "visible over S3 as s3://{}/{} ({} keys)",
@@ -849,6 +855,7 @@ async fn import_into_gateway(
     prefix: &str,
     name: Option<&str>,
     cid: &Cid,
+    md5s: &BTreeMap<String, [u8; 16]>,
 ) -> anyhow::Result<serde_json::Value> {
     let key = name.map(|n| {
         if prefix.is_empty() || prefix.ends_with('/') {
@@ -857,7 +864,17 @@ async fn import_into_gateway(
             format!("{prefix}/{n}")
         }
     });
-    let body = json!({"bucket": t.bucket, "prefix": prefix, "key": key, "cid": cid.to_string()});
+    let etags: BTreeMap<&str, String> = md5s
+        .iter()
+        .map(|(path, m)| {
+            (
+                path.as_str(),
+                m.iter().map(|b| format!("{b:02x}")).collect(),
+            )
+        })
+        .collect();
+    let body = json!({"bucket": t.bucket, "prefix": prefix, "key": key, "cid": cid.to_string(),
+                      "etags": etags});
     let (code, text) = cairn_node::admin::http_request(
         t.admin,
         "POST",
