@@ -137,6 +137,33 @@ fn put_options(cfg: &Checked, nodes: usize) -> PutOptions {
     o
 }
 
+/// What to tell the operator when the network no longer suits the erasure parameters the
+/// gateway chose at its start (`None` when they were configured, or still suit it).
+fn erasure_advice(cfg: &Checked, nodes: usize, uses: (u16, u16)) -> Option<String> {
+    if cfg.config.k > 0 {
+        return None;
+    }
+    let e = put_options(cfg, nodes).params.erasure;
+    let (k, m) = uses;
+    if usize::from(k + m) > nodes {
+        Some(format!(
+            "new objects are written as {k}+{m} and need {} nodes, but only {nodes} answer: \
+             writes fail until nodes return (restarting the gateway would pick {}+{})",
+            k + m,
+            e.k,
+            e.m
+        ))
+    } else if (e.k, e.m) != uses {
+        Some(format!(
+            "the network has {nodes} nodes now, which suits {}+{}; new objects are still written \
+             as {k}+{m}, chosen at the gateway's start: restart it, or set k and m in its config",
+            e.k, e.m
+        ))
+    } else {
+        None
+    }
+}
+
 impl RunningGateway {
     /// Opens the catalog, joins the network and starts serving. `watch` makes the gateway exit
     /// when that process does.
@@ -229,11 +256,7 @@ impl RunningGateway {
             token: Arc::from(cfg.config.secret_key.as_str()),
         };
         tasks.spawn(serve_admin(admin_listener, state, cancel.child_token()));
-        tasks.spawn(refresh(
-            gateway.clone(),
-            cfg.peers.clone(),
-            cancel.child_token(),
-        ));
+        tasks.spawn(refresh(gateway.clone(), cfg.clone(), cancel.child_token()));
         if let Some(pid) = watch {
             tasks.spawn(cairn_node::node::watch_pid(pid, cancel.clone()));
         }
@@ -484,7 +507,8 @@ async fn export_periodically(gateway: Gateway, every: Duration, cancel: Cancella
 /// Refreshes the view of the network periodically so nodes that joined or left are seen. The
 /// refresh keeps the QUIC connections (and their congestion state) and the shard locations;
 /// only if no known node answers does it join again from the configured peers.
-async fn refresh(gateway: Gateway, peers: Vec<libp2p::Multiaddr>, cancel: CancellationToken) {
+async fn refresh(gateway: Gateway, cfg: Checked, cancel: CancellationToken) {
+    let mut advised = None;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -497,7 +521,7 @@ async fn refresh(gateway: Gateway, peers: Vec<libp2p::Multiaddr>, cancel: Cancel
                 tracing::warn!(
                     "no known node answered ({e}); joining again from the configured peers"
                 );
-                Network::connect(&peers).await
+                Network::connect(&cfg.peers).await
             }
         };
         drop(current);
@@ -508,6 +532,12 @@ async fn refresh(gateway: Gateway, peers: Vec<libp2p::Multiaddr>, cancel: Cancel
                     tracing::info!(before, now = net.nodes().len(), "network view changed");
                 }
                 gateway.metrics().nodes.set(net.nodes().len() as i64);
+                let e = gateway.options().params.erasure;
+                let advice = erasure_advice(&cfg, net.nodes().len(), (e.k, e.m));
+                if advice.is_some() && advice != advised {
+                    tracing::warn!("{}", advice.as_deref().unwrap_or_default());
+                }
+                advised = advice;
                 gateway.set_net(net).await;
             }
             Err(e) => tracing::warn!("network refresh failed (keeping the previous view): {e}"),
@@ -726,6 +756,28 @@ async fn serve_admin(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_operator_hears_when_the_network_outgrows_the_erasure_parameters() {
+        let mut config = crate::config::Config::new_random().unwrap();
+        config.peers = vec!["/ip4/127.0.0.1/udp/4001/quic-v1".into()];
+        let cfg = config.check().unwrap();
+        // Started on 6 nodes: 4+2, which still suits 6 to 13 nodes.
+        assert_eq!(erasure_advice(&cfg, 6, (4, 2)), None);
+        assert_eq!(erasure_advice(&cfg, 13, (4, 2)), None);
+        let grown = erasure_advice(&cfg, 14, (4, 2)).unwrap();
+        assert!(
+            grown.contains("suits 10+4") && grown.contains("restart"),
+            "{grown}"
+        );
+        let shrunk = erasure_advice(&cfg, 5, (4, 2)).unwrap();
+        assert!(shrunk.contains("writes fail"), "{shrunk}");
+        // Configured parameters are the operator's choice: nothing to say.
+        let mut fixed = cfg.clone();
+        fixed.config.k = 4;
+        fixed.config.m = 2;
+        assert_eq!(erasure_advice(&fixed, 14, (4, 2)), None);
+    }
 
     #[test]
     fn only_complete_multipart_is_repaired() {
