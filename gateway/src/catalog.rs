@@ -98,6 +98,11 @@ pub struct UploadRecord {
     pub content_type: Option<String>,
     /// User metadata of the final object.
     pub metadata: BTreeMap<String, String>,
+    /// Erasure parameters of every part, fixed when the upload is created: the gateway's
+    /// may change across a restart, and Complete can only join parts that share them.
+    /// (`None` in records written before this field: parts take the gateway's current ones.)
+    #[serde(default)]
+    pub erasure: Option<cairn_chunker::manifest::ErasureParams>,
 }
 
 /// One uploaded part.
@@ -659,6 +664,7 @@ mod tests {
             created_ms: 1,
             content_type: None,
             metadata: BTreeMap::new(),
+            erasure: None,
         };
         assert!(matches!(
             c.create_upload("u1", &up),
@@ -704,6 +710,24 @@ mod tests {
         };
         let read: PartRecord = dec(&enc(&old)).unwrap();
         assert_eq!((read.size, read.hashed_at, read.nodes.len()), (5, None, 0));
+        // An upload recorded before uploads kept their erasure parameters still reads.
+        #[derive(serde::Serialize)]
+        struct OldUpload {
+            bucket: String,
+            key: String,
+            created_ms: u64,
+            content_type: Option<String>,
+            metadata: BTreeMap<String, String>,
+        }
+        let old = OldUpload {
+            bucket: "b".into(),
+            key: "k".into(),
+            created_ms: 1,
+            content_type: None,
+            metadata: BTreeMap::new(),
+        };
+        let read: UploadRecord = dec(&enc(&old)).unwrap();
+        assert_eq!((read.key.as_str(), read.erasure), ("k", None));
         assert_eq!(c.uploads("b").unwrap().len(), 1);
         assert!(!c.bucket_is_empty("b").unwrap());
         c.finish_upload("u1", Some(("b", "k", &rec(1)))).unwrap();

@@ -1308,6 +1308,7 @@ impl S3 for Gateway {
             created_ms: now_ms(),
             content_type: input.content_type,
             metadata: metadata_in(input.metadata),
+            erasure: Some(self.opts.params.erasure),
         };
         let (c, i) = (self.catalog.clone(), id.clone());
         blocking(move || Ok(c.create_upload(&i, &record)?)).await?;
@@ -1361,14 +1362,13 @@ impl S3 for Gateway {
                 body,
                 decl,
                 trailers,
-                &self.part_options(),
+                &self.part_options(&upload),
                 Some(input.part_number),
             )
             .await?;
         check_md5(input.content_md5.as_ref(), &stored.md5)?;
         self.record_part(&input.upload_id, input.part_number as u32, &stored)
             .await?;
-        let _ = upload;
         Ok(S3Response::new(UploadPartOutput {
             e_tag: Some(ETag::Strong(stored.md5)),
             checksum_crc32: stored.checksum.checksum_crc32,
@@ -1386,7 +1386,8 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<UploadPartCopyOutput>> {
         self.metrics.requests.inc();
         let input = req.input;
-        self.upload(&input.upload_id, &input.bucket, &input.key)
+        let upload = self
+            .upload(&input.upload_id, &input.bucket, &input.key)
             .await?;
         if !(1..=MAX_PARTS).contains(&input.part_number) {
             return Err(Error::InvalidArgument(format!(
@@ -1428,7 +1429,7 @@ impl S3 for Gateway {
                 body,
                 decl,
                 None,
-                &self.part_options(),
+                &self.part_options(&upload),
                 Some(input.part_number),
             )
             .await?;
@@ -1795,9 +1796,13 @@ impl Gateway {
         })
     }
 
-    fn part_options(&self) -> PutOptions {
-        // Parts always get stripes, never inline bytes, so Complete can join their stripes.
+    fn part_options(&self, upload: &UploadRecord) -> PutOptions {
+        // Parts always get stripes, never inline bytes, and the upload's erasure parameters,
+        // so Complete can join their stripes.
         let mut o = self.opts.clone();
+        if let Some(e) = upload.erasure {
+            o.params.erasure = e;
+        }
         o.params.inline_limit = 0;
         o.content_type = None;
         o.metadata.clear();

@@ -626,3 +626,90 @@ async fn a_complete_that_fails_after_its_200_is_an_error_and_commits_nothing() {
 fn md5_hex(b: &[u8]) -> String {
     Md5::digest(b).iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// The erasure parameters of the object at `bucket/key` (from `cairn stat` of its CID).
+async fn erasure_of(net: &Net, s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> (u64, u64) {
+    let head = s3
+        .head_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    let cid = head.metadata().unwrap()["cairn-cid"].clone();
+    let out = net.cairn(&["--json", "stat", &cid]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let st: Value = serde_json::from_slice(&out.stdout).unwrap();
+    (st["k"].as_u64().unwrap(), st["m"].as_u64().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multipart_upload_keeps_its_erasure_parameters_across_a_restart_that_changes_them() {
+    let net = Net::start(6).await;
+    let dir = net.dir.path().join("gw-k");
+    init_gateway(&dir, "ERASUREKEY", "erasure-secret-1234");
+    let (mut gw, info) = run_gateway(&net, &dir, &["--k", "4", "--m", "2"]).await;
+    let s3 = client(&info.endpoint, "ERASUREKEY", "erasure-secret-1234", true);
+    s3.create_bucket().bucket("ec-test").send().await.unwrap();
+    let id = start_upload(&s3, "ec-test", "big").await;
+    let (first, second) = (bytes(5 << 20, 1), bytes(3 << 20, 2));
+    let e1 = upload_part(&s3, ("ec-test", "big", &id), 1, first.clone()).await;
+
+    // The operator restarts the gateway with other parameters while the upload is open.
+    let _ = gw.kill().await;
+    let (mut gw, info) = run_gateway(&net, &dir, &["--k", "2", "--m", "1"]).await;
+    let s3 = client(&info.endpoint, "ERASUREKEY", "erasure-secret-1234", true);
+    s3.put_object()
+        .bucket("ec-test")
+        .key("new")
+        .body(ByteStream::from(bytes(2 << 20, 3)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(erasure_of(&net, &s3, "ec-test", "new").await, (2, 1));
+
+    // The open upload's parts keep the parameters it started with, so they still join.
+    let e2 = upload_part(&s3, ("ec-test", "big", &id), 2, second.clone()).await;
+    let parts = [(1, e1), (2, e2)]
+        .into_iter()
+        .map(|(n, e)| {
+            aws_sdk_s3::types::CompletedPart::builder()
+                .part_number(n)
+                .e_tag(e)
+                .build()
+        })
+        .collect();
+    s3.complete_multipart_upload()
+        .bucket("ec-test")
+        .key("big")
+        .upload_id(&id)
+        .multipart_upload(
+            aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
+        .send()
+        .await
+        .expect("parts of one upload share its erasure parameters");
+    assert_eq!(erasure_of(&net, &s3, "ec-test", "big").await, (4, 2));
+    let got = s3
+        .get_object()
+        .bucket("ec-test")
+        .key("big")
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes();
+    assert_eq!(got.len(), first.len() + second.len());
+    assert!(got[..first.len()] == first[..] && got[first.len()..] == second[..]);
+    let _ = gw.kill().await;
+    net.stop().await;
+}
