@@ -237,21 +237,9 @@ async fn cairn_put_bucket_then_export_and_restore_on_a_fresh_gateway() {
     ] {
         let body = serde_json::json!({"bucket": "corpus", "prefix": "v2/", "cid": dataset,
                                       "etags": etags});
-        let (code, text) = cairn_node::admin::http_request(
-            gw.admin,
-            "POST",
-            "/import",
-            &[
-                ("Authorization", &format!("Bearer {}", gw.secret_key)),
-                ("Content-Type", "application/json"),
-            ],
-            body.to_string().as_bytes(),
-            Duration::from_secs(30),
-        )
-        .await
-        .unwrap();
-        assert_eq!(code, 400, "{text}");
-        assert!(text.contains(says), "{text}");
+        let (code, answer) = admin(gw.admin, "/import", &gw.secret_key, &body.to_string()).await;
+        assert_eq!(code, 400, "{answer}");
+        assert!(answer.to_string().contains(says), "{answer}");
     }
     // Without a reachable gateway, --bucket fails with the fix in the message.
     let out = std::process::Command::new(gateway_bin().with_file_name("cairn"))

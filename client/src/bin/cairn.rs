@@ -866,12 +866,7 @@ async fn import_into_gateway(
     });
     let etags: BTreeMap<&str, String> = md5s
         .iter()
-        .map(|(path, m)| {
-            (
-                path.as_str(),
-                m.iter().map(|b| format!("{b:02x}")).collect(),
-            )
-        })
+        .map(|(path, m)| (path.as_str(), cairn_chunker::manifest::hex(m)))
         .collect();
     let body = json!({"bucket": t.bucket, "prefix": prefix, "key": key, "cid": cid.to_string(),
                       "etags": etags});
