@@ -980,8 +980,8 @@ impl Client {
     /// [`Client::fetch_streaming`] for a read whose first bytes someone is waiting on: the
     /// head of `range` (up to the end of its first 16 KiB group) is asked for separately, and
     /// the node serves such a small range in its fast lane, ahead of the bulk transfers
-    /// sharing the connection; the rest is asked for once the head is through. Same guarantees as `fetch_streaming`: only verified bytes, in order, a verified
-    /// prefix on an error.
+    /// sharing the connection; the rest is asked for once the head is through. Same guarantees
+    /// as `fetch_streaming`: only verified bytes, in order, a verified prefix on an error.
     pub async fn fetch_head_first(
         &self,
         t: &Target,
