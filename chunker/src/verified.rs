@@ -95,6 +95,18 @@ pub enum ProofError {
         /// Bytes still expected.
         missing: u64,
     },
+    /// The bytes given to [`encode_range_window`] do not cover what the range's proof needs.
+    #[error("bytes {have_start}..{have_end} were given, the proof needs {need_start}..{need_end}")]
+    Uncovered {
+        /// First byte given.
+        have_start: u64,
+        /// End of the bytes given.
+        have_end: u64,
+        /// First byte needed.
+        need_start: u64,
+        /// End of the bytes needed.
+        need_end: u64,
+    },
 }
 
 /// Length in bytes of the outboard of a shard of `size` bytes.
@@ -255,7 +267,34 @@ pub fn encode_range(
     range: Range<u64>,
     out: &mut Vec<u8>,
 ) -> Result<(), ProofError> {
-    let size = data.len() as u64;
+    encode_range_window(root, data.len() as u64, 0, data, outboard, range, out)
+}
+
+/// The bytes of a shard that the proof for `range` reads: the 16 KiB groups it touches (to
+/// the end of the shard when it reaches the last chunk, as [`chunk_ranges`] normalises it).
+pub fn needed_bytes(size: u64, range: Range<u64>) -> Range<u64> {
+    let group = GROUP_BYTES as u64;
+    let start = range.start / group * group;
+    let end = if range.end.div_ceil(CHUNK_BYTES) >= size.div_ceil(CHUNK_BYTES) {
+        size
+    } else {
+        range.end.div_ceil(group).saturating_mul(group).min(size)
+    };
+    start.min(size)..end
+}
+
+/// [`encode_range`] for a store that keeps a shard in pieces: `window` holds the shard's bytes
+/// from `offset` on, and must cover [`needed_bytes`] of `range` (a shard of `size` bytes).
+/// Same checks and errors as `encode_range`, plus [`ProofError::Uncovered`].
+pub fn encode_range_window(
+    root: &blake3::Hash,
+    size: u64,
+    offset: u64,
+    window: &[u8],
+    outboard: &[u8],
+    range: Range<u64>,
+    out: &mut Vec<u8>,
+) -> Result<(), ProofError> {
     check_range(size, &range)?;
     let expected = outboard_size(size);
     if outboard.len() as u64 != expected {
@@ -265,8 +304,18 @@ pub fn encode_range(
             size,
         });
     }
+    let have = offset..offset + window.len() as u64;
+    let need = needed_bytes(size, range.clone());
+    if have.end > size || need.start < have.start || need.end > have.end {
+        return Err(ProofError::Uncovered {
+            have_start: have.start,
+            have_end: have.end,
+            need_start: need.start,
+            need_end: need.end,
+        });
+    }
     if size == 0 {
-        return if blake3::hash(data) == *root {
+        return if blake3::hash(window) == *root {
             Ok(())
         } else {
             Err(ProofError::CorruptSource { offset: 0 })
@@ -279,15 +328,53 @@ pub fn encode_range(
     };
     let ranges = chunk_ranges(size, &range);
     out.reserve(encoded_len(size, range) as usize);
+    let data = Window {
+        offset,
+        bytes: window,
+    };
     bao_tree::io::sync::encode_ranges_validated(data, &ob, &ranges, out).map_err(|e| {
         use bao_tree::io::EncodeError as E;
-        let offset = match e {
-            E::ParentHashMismatch(node) => node.chunk_range().start.to_bytes(),
-            E::LeafHashMismatch(chunk) => chunk.to_bytes(),
-            _ => 0,
-        };
-        ProofError::CorruptSource { offset }
+        match e {
+            E::ParentHashMismatch(node) => ProofError::CorruptSource {
+                offset: node.chunk_range().start.to_bytes(),
+            },
+            E::LeafHashMismatch(chunk) => ProofError::CorruptSource {
+                offset: chunk.to_bytes(),
+            },
+            // A read outside the window: the coverage check above rules it out.
+            E::Io(_) => ProofError::Uncovered {
+                have_start: have.start,
+                have_end: have.end,
+                need_start: need.start,
+                need_end: need.end,
+            },
+            _ => ProofError::CorruptSource { offset: 0 },
+        }
     })
+}
+
+/// A stretch of a shard's bytes, `bytes` starting at byte `offset` of the shard.
+struct Window<'a> {
+    offset: u64,
+    bytes: &'a [u8],
+}
+
+impl bao_tree::io::sync::ReadAt for Window<'_> {
+    fn read_at(&self, pos: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        let at = pos
+            .checked_sub(self.offset)
+            .and_then(|at| usize::try_from(at).ok())
+            .filter(|at| *at <= self.bytes.len())
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("byte {pos} is outside the window"),
+                )
+            })?;
+        let n = buf.len().min(self.bytes.len() - at);
+        buf[..n].copy_from_slice(&self.bytes[at..at + n]);
+        Ok(n)
+    }
 }
 
 /// Exact length of the proof stream for `range` of a shard of `size` bytes.
@@ -900,6 +987,44 @@ mod tests {
             prop_assert!(decoder.is_done());
             decoder.finish().unwrap();
             prop_assert_eq!(&got[..], &d[range.start as usize..range.end as usize]);
+        }
+
+        /// A store holding only the bytes a range's proof needs builds the same proof as one
+        /// holding the whole shard, and one holding a byte less on either side is refused.
+        #[test]
+        fn a_window_of_the_needed_bytes_gives_the_same_proof(
+            len in 1usize..300_000,
+            a in any::<u64>(),
+            b in any::<u64>(),
+        ) {
+            let d = data(len);
+            let (root, ob) = outboard(&d);
+            let size = len as u64;
+            let (x, y) = (a % size, b % size);
+            let range = x.min(y)..x.max(y) + 1;
+            let mut whole = Vec::new();
+            encode_range(&root, &d, &ob, range.clone(), &mut whole).unwrap();
+            let need = needed_bytes(size, range.clone());
+            prop_assert!(need.start <= range.start && range.end <= need.end);
+            let window = &d[need.start as usize..need.end as usize];
+            let mut windowed = Vec::new();
+            encode_range_window(&root, size, need.start, window, &ob, range.clone(), &mut windowed)
+                .unwrap();
+            prop_assert_eq!(&windowed, &whole);
+            let short_end = &window[..window.len() - 1];
+            let err = encode_range_window(&root, size, need.start, short_end, &ob, range.clone(), &mut Vec::new());
+            prop_assert!(matches!(err, Err(ProofError::Uncovered { .. })), "{:?}", err);
+            if need.start > 0 {
+                let late = &d[need.start as usize + 1..need.end as usize];
+                let err = encode_range_window(&root, size, need.start + 1, late, &ob, range.clone(), &mut Vec::new());
+                prop_assert!(matches!(err, Err(ProofError::Uncovered { .. })), "{:?}", err);
+            }
+            // A flipped byte inside the window is still caught.
+            let mut bad = window.to_vec();
+            let at = (range.start - need.start) as usize;
+            bad[at] ^= 1;
+            let err = encode_range_window(&root, size, need.start, &bad, &ob, range, &mut Vec::new());
+            prop_assert!(matches!(err, Err(ProofError::CorruptSource { .. })), "{:?}", err);
         }
     }
 }

@@ -364,7 +364,7 @@ impl Server {
                 let store = self.store.clone();
                 let gone = |e: quinn::WriteError| Failure::Gone(e.to_string());
                 match range {
-                    // Whole shards: outboard then data, as stored; one copy out of RocksDB.
+                    // Whole shards: outboard then data, a stored piece at a time.
                     // The outboard goes first (checked against the CID when opened); a
                     // blocking task then hashes the data piece by piece and hands each
                     // verified piece over, so the first bytes leave while the rest is still

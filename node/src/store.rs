@@ -4,14 +4,20 @@
 //!
 //! | CF | key | value |
 //! |---|---|---|
-//! | `shards` | shard CID (36 bytes) | shard bytes — in RocksDB blob files, out of compactions |
+//! | `shards` | shard CID (36 bytes) ‖ piece number (u16 BE) | the shard's bytes in pieces of [`PIECE_BYTES`] (the last may be shorter) — in RocksDB blob files, out of compactions |
 //! | `outboards` | shard CID | `size: u64 LE ‖ BLAKE3 outboard` |
 //! | `corrupt` | shard CID | `detected_ms: u64 LE`: shards that failed verification |
 //! | `manifests` | manifest CID | manifest bytes |
 //! | `provenance` | manifest CID ‖ envelope CID | envelope bytes |
 //! | `meta` | `used`, `count`, `format` | `u64 LE` |
 //!
-//! A shard, its outboard and the new used-space total are written in one `WriteBatch` (WAL on,
+//! Shards are kept in pieces so that a range read loads only the pieces it touches (a 16 KiB
+//! read of a 1 MiB shard reads 128 KiB, not 1 MiB) and a whole-shard send starts once its first
+//! piece is read and verified, not after the whole shard. Each piece is a whole number of 16 KiB
+//! verification groups, so it is checked on its own against the outboard. Stores written by
+//! older builds (format 1: one value per shard) are converted when opened.
+//!
+//! A shard's pieces, its outboard and the new used-space total are written in one `WriteBatch` (WAL on,
 //! fsync per batch unless configured off), so a crash at any moment leaves either all of them
 //! or none, and used space is never learned by walking the disk. Every read re-verifies the bytes
 //! against the CID (range reads verify the served groups and their proof path); a mismatch is
@@ -50,7 +56,32 @@ const CF_SIGNED: &str = "signed";
 const KEY_USED: &[u8] = b"used";
 const KEY_COUNT: &[u8] = b"count";
 const KEY_FORMAT: &[u8] = b"format";
-const FORMAT: u64 = 1;
+/// Format 2: shards in pieces. Format 1 (one value per shard) is converted on open.
+const FORMAT: u64 = 2;
+
+/// Shard bytes are stored in pieces of this many bytes (see the module docs): 8 verification
+/// groups, the size the node hands to the network at a time.
+pub const PIECE_BYTES: usize = 8 * verified::GROUP_BYTES;
+
+/// The RocksDB key of piece `i` of the shard keyed `key`.
+fn piece_key(key: &[u8], i: usize) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 2);
+    k.extend_from_slice(key);
+    // MAX_SHARD_SIZE / PIECE_BYTES = 512 pieces at most.
+    k.extend_from_slice(&(i as u16).to_be_bytes());
+    k
+}
+
+/// How many pieces a shard of `size` bytes is stored in.
+fn piece_count(size: u64) -> usize {
+    size.div_ceil(PIECE_BYTES as u64) as usize
+}
+
+/// The byte range of piece `i` of a shard of `size` bytes.
+fn piece_bytes(size: u64, i: usize) -> Range<u64> {
+    let start = (i * PIECE_BYTES) as u64;
+    start..(start + PIECE_BYTES as u64).min(size)
+}
 
 /// Store settings.
 #[derive(Debug, Clone)]
@@ -301,6 +332,7 @@ impl Store {
         match store.db.get_cf(meta, KEY_FORMAT)? {
             None => store.db.put_cf(meta, KEY_FORMAT, FORMAT.to_le_bytes())?,
             Some(v) if u64_le(&v)? == FORMAT => {}
+            Some(v) if u64_le(&v)? == 1 => store.convert_from_format_1()?,
             Some(v) => {
                 return Err(StoreError::Damaged(format!(
                     "store format {} is not supported by this build (format {FORMAT})",
@@ -314,6 +346,56 @@ impl Store {
         store.used.store(read(KEY_USED)?, Ordering::SeqCst);
         store.count.store(read(KEY_COUNT)?, Ordering::SeqCst);
         Ok(store)
+    }
+
+    /// Converts a format-1 store (one RocksDB value per shard) to pieces, one shard per
+    /// write batch (its pieces written and its old value deleted together), so a crash part
+    /// way leaves every shard readable and the next open carries on where this one stopped.
+    fn convert_from_format_1(&self) -> Result<(), StoreError> {
+        let (outboards, shards, meta) = (
+            self.cf(CF_OUTBOARDS)?,
+            self.cf(CF_SHARDS)?,
+            self.cf(CF_META)?,
+        );
+        let total = self
+            .db
+            .get_cf(meta, KEY_COUNT)?
+            .map_or(Ok(0), |v| u64_le(&v))?;
+        tracing::info!(
+            shards = total,
+            "converting the shard store to format 2 (shards in pieces)"
+        );
+        let mut converted = 0u64;
+        for item in self.db.iterator_cf(outboards, IteratorMode::Start) {
+            let (key, _) = item?;
+            let old = match self.db.get_pinned_cf(shards, &key) {
+                Ok(Some(old)) => old,
+                // Converted before a crash, or lost: reads will tell (and quarantine).
+                Ok(None) => continue,
+                Err(e) if e.kind() == rocksdb::ErrorKind::Corruption => {
+                    tracing::warn!(
+                        "a shard's value is unreadable; left for the scrub to report: {e}"
+                    );
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let mut batch = WriteBatch::default();
+            for (i, piece) in old.chunks(PIECE_BYTES).enumerate() {
+                batch.put_cf(shards, piece_key(&key, i), piece);
+            }
+            batch.delete_cf(shards, &key);
+            drop(old);
+            self.db.write_opt(batch, &self.write_opts())?;
+            converted += 1;
+            if converted % 10_000 == 0 {
+                tracing::info!(converted, of = total, "converting the shard store");
+            }
+        }
+        self.db
+            .put_cf_opt(meta, KEY_FORMAT, FORMAT.to_le_bytes(), &self.write_opts())?;
+        tracing::info!(converted, "shard store converted to format 2");
+        Ok(())
     }
 
     fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StoreError> {
@@ -399,7 +481,9 @@ impl Store {
         ob_value.extend_from_slice(&len.to_le_bytes());
         ob_value.extend_from_slice(&outboard);
         let mut batch = WriteBatch::default();
-        batch.put_cf(shards, &key, data);
+        for (i, piece) in data.chunks(PIECE_BYTES).enumerate() {
+            batch.put_cf(shards, piece_key(&key, i), piece);
+        }
         batch.put_cf(outboards, &key, &ob_value);
         batch.delete_cf(corrupt, &key);
         batch.put_cf(meta, KEY_USED, used.to_le_bytes());
@@ -432,7 +516,9 @@ impl Store {
         let used = self.used.load(Ordering::SeqCst).saturating_sub(len);
         let count = self.count.load(Ordering::SeqCst).saturating_sub(1);
         let mut batch = WriteBatch::default();
-        batch.delete_cf(shards, &key);
+        for i in 0..piece_count(len.min(u64::from(MAX_SHARD_SIZE))) {
+            batch.delete_cf(shards, piece_key(&key, i));
+        }
         batch.delete_cf(outboards, &key);
         batch.delete_cf(corrupt, &key);
         batch.put_cf(meta, KEY_USED, used.to_le_bytes());
@@ -476,23 +562,78 @@ impl Store {
         StoreError::Corrupt { cid: *cid, offset }
     }
 
-    /// The stored bytes of a shard, not yet verified. A RocksDB corruption error quarantines
-    /// it; so does a missing value when its outboard row says it is held (`held`).
-    fn shard_bytes(
+    /// Pieces `pieces` of a held shard of `size` bytes, not yet verified. `Ok(Err(offset))`:
+    /// a piece is missing, of the wrong length or reported corrupt by RocksDB (`offset` is
+    /// where it starts); the caller decides what that means.
+    fn load_pieces(
+        &self,
+        key: &[u8],
+        size: u64,
+        pieces: Range<usize>,
+    ) -> Result<Result<Vec<rocksdb::DBPinnableSlice<'_>>, u64>, StoreError> {
+        let mut ro = ReadOptions::default();
+        ro.set_verify_checksums(self.config.rocksdb_checksums);
+        let keys: Vec<Vec<u8>> = pieces.clone().map(|i| piece_key(key, i)).collect();
+        let got = self
+            .db
+            .batched_multi_get_cf_opt(self.cf(CF_SHARDS)?, &keys, true, &ro);
+        let mut out = Vec::with_capacity(keys.len());
+        for (i, piece) in pieces.zip(got) {
+            let want = piece_bytes(size, i);
+            match piece {
+                Ok(Some(p)) if p.len() as u64 == want.end - want.start => out.push(p),
+                Ok(_) => return Ok(Err(want.start)),
+                Err(e) if e.kind() == rocksdb::ErrorKind::Corruption => return Ok(Err(want.start)),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(Ok(out))
+    }
+
+    /// [`Store::load_pieces`] for a read: a missing or damaged piece quarantines the shard.
+    fn read_pieces(
         &self,
         cid: &Cid,
         key: &[u8],
-        held: bool,
-    ) -> Result<rocksdb::DBPinnableSlice<'_>, StoreError> {
+        size: u64,
+        pieces: Range<usize>,
+    ) -> Result<Vec<rocksdb::DBPinnableSlice<'_>>, StoreError> {
+        self.load_pieces(key, size, pieces)?
+            .map_err(|offset| self.mark_corrupt(cid, offset))
+    }
+
+    /// Every stored piece of a shard, in order, found by key rather than by the size in its
+    /// outboard row (for when that row is damaged): the bytes, or `None` if a piece is missing
+    /// or unreadable.
+    fn scan_pieces(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let mut ro = ReadOptions::default();
         ro.set_verify_checksums(self.config.rocksdb_checksums);
-        match self.db.get_pinned_cf_opt(self.cf(CF_SHARDS)?, key, &ro) {
-            Ok(Some(d)) => Ok(d),
-            Ok(None) if held => Err(self.mark_corrupt(cid, 0)),
-            Ok(None) => Err(StoreError::NotFound { cid: *cid }),
-            Err(e) if e.kind() == rocksdb::ErrorKind::Corruption => Err(self.mark_corrupt(cid, 0)),
-            Err(e) => Err(e.into()),
+        let first = piece_key(key, 0);
+        let iter = self.db.iterator_cf_opt(
+            self.cf(CF_SHARDS)?,
+            ro,
+            IteratorMode::From(&first, Direction::Forward),
+        );
+        let mut data = Vec::new();
+        for (n, item) in iter.enumerate() {
+            let (k, v) = match item {
+                Ok(kv) => kv,
+                Err(e) if e.kind() == rocksdb::ErrorKind::Corruption => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            if k.len() != key.len() + 2 || !k.starts_with(key) {
+                break;
+            }
+            let i = u16::from_be_bytes([k[key.len()], k[key.len() + 1]]) as usize;
+            if i != n
+                || data.len() != n * PIECE_BYTES
+                || data.len() + v.len() > MAX_SHARD_SIZE as usize
+            {
+                return Ok(None);
+            }
+            data.extend_from_slice(&v);
         }
+        Ok(Some(data))
     }
 
     /// Size and outboard of a held shard.
@@ -506,7 +647,8 @@ impl Store {
 
     /// A verified-streaming proof stream for `range` of a shard (whole shard if `None`): the
     /// bytes are checked against the CID while the proof is built, so a corrupt copy is refused
-    /// (and quarantined) instead of served. Returns the shard size and the proof stream.
+    /// (and quarantined) instead of served. Only the pieces the proof needs are read. Returns
+    /// the shard size and the proof stream.
     pub fn read_range(
         &self,
         cid: &Cid,
@@ -517,12 +659,34 @@ impl Store {
         self.refuse_quarantined(cid, &key)?;
         let (size, outboard) = self.outboard(&key, cid)?;
         let range = range.unwrap_or(0..size);
-        let data = self.shard_bytes(cid, &key, true)?;
-        if data.len() as u64 != size {
-            return Err(self.mark_corrupt(cid, data.len().min(size as usize) as u64));
+        // A bad range is the asker's mistake: refuse it before touching the pieces.
+        if range.start >= range.end || range.end > size {
+            return Err(StoreError::Range(ProofError::BadRange {
+                start: range.start,
+                end: range.end,
+                size,
+            }));
         }
+        let need = verified::needed_bytes(size, range.clone());
+        let pieces = (need.start / PIECE_BYTES as u64) as usize
+            ..(need.end.div_ceil(PIECE_BYTES as u64) as usize).min(piece_count(size));
+        let offset = piece_bytes(size, pieces.start).start;
+        let loaded = self.read_pieces(cid, &key, size, pieces)?;
+        let joined;
+        let window: &[u8] = match &loaded[..] {
+            [one] => one,
+            many => {
+                joined = many
+                    .iter()
+                    .flat_map(|p| p.iter().copied())
+                    .collect::<Vec<u8>>();
+                &joined
+            }
+        };
         let mut proof = Vec::new();
-        match verified::encode_range(&root, &data, &outboard, range, &mut proof) {
+        match verified::encode_range_window(
+            &root, size, offset, window, &outboard, range, &mut proof,
+        ) {
             Ok(()) => {
                 self.metrics.reads.inc();
                 Ok((size, proof))
@@ -535,10 +699,10 @@ impl Store {
         }
     }
 
-    /// Opens a whole shard for sending: one copy out of RocksDB and its stored outboard, checked
-    /// against the CID. The bytes themselves are hashed piece by piece as they are taken from
-    /// the [`OutgoingShard`], so a sender can start before the last byte is hashed, and a corrupt
-    /// byte is still never handed out (it is quarantined when reached).
+    /// Opens a whole shard for sending: its stored outboard, checked against the CID. The
+    /// bytes are read a piece at a time and hashed as they are taken from the
+    /// [`OutgoingShard`], so a sender can start after the first piece, and a corrupt byte is
+    /// still never handed out (it is quarantined when reached).
     ///
     /// A damaged outboard alone does not lose the shard: the outboard is recomputed from the
     /// bytes, and used if they match the CID.
@@ -555,29 +719,38 @@ impl Store {
                 None
             }
         };
-        let data = bytes::Bytes::copy_from_slice(&self.shard_bytes(cid, &key, true)?);
+        let checked = stored.and_then(|(size, ob)| {
+            let verifier = OutboardVerifier::new(root, size, &ob).ok()?;
+            Some((size, verifier, ob))
+        });
+        if let Some((size, verifier, outboard)) = checked {
+            return Ok(OutgoingShard {
+                cid: *cid,
+                key,
+                size,
+                outboard: bytes::Bytes::from(outboard),
+                verifier,
+                pending: bytes::Bytes::new(),
+                next: 0,
+            });
+        }
+        // The CID decides: if the stored bytes hash to it, only the outboard was damaged.
+        let data = self.scan_pieces(&key)?.unwrap_or_default();
+        let (actual, rebuilt) = verified::outboard(&data);
+        if data.is_empty() || actual != root {
+            return Err(self.mark_corrupt(cid, 0));
+        }
+        tracing::warn!(%cid, "stored outboard is damaged; serving a recomputed one");
         let size = data.len() as u64;
-        let checked = stored
-            .filter(|(stored_size, _)| *stored_size == size)
-            .and_then(|(_, ob)| Some((OutboardVerifier::new(root, size, &ob).ok()?, ob)));
-        let (verifier, outboard) = match checked {
-            Some(found) => found,
-            None => {
-                // The CID decides: if the bytes hash to it, only the outboard was damaged.
-                let (actual, rebuilt) = verified::outboard(&data);
-                if actual != root {
-                    return Err(self.mark_corrupt(cid, 0));
-                }
-                tracing::warn!(%cid, "stored outboard is damaged; serving a recomputed one");
-                let v = OutboardVerifier::new(root, size, &rebuilt).map_err(StoreError::Range)?;
-                (v, rebuilt)
-            }
-        };
+        let verifier = OutboardVerifier::new(root, size, &rebuilt).map_err(StoreError::Range)?;
         Ok(OutgoingShard {
             cid: *cid,
-            outboard: bytes::Bytes::from(outboard),
-            data,
+            key,
+            size,
+            outboard: bytes::Bytes::from(rebuilt),
             verifier,
+            pending: bytes::Bytes::from(data),
+            next: piece_count(size),
         })
     }
 
@@ -586,12 +759,17 @@ impl Store {
         let root = cids::digest(cid, Codec::Raw)?;
         let key = cid.to_bytes();
         self.refuse_quarantined(cid, &key)?;
-        let data = self.shard_bytes(cid, &key, false)?;
+        let (size, _) = self.outboard(&key, cid)?;
+        let pieces = self.read_pieces(cid, &key, size, 0..piece_count(size))?;
+        let mut data = Vec::with_capacity(size as usize);
+        for p in &pieces {
+            data.extend_from_slice(p);
+        }
         if blake3::hash(&data) != root {
             return Err(self.mark_corrupt(cid, 0));
         }
         self.metrics.reads.inc();
-        Ok(data.to_vec())
+        Ok(data)
     }
 
     /// For each CID: held intact (and its length), held but quarantined, or absent.
@@ -667,18 +845,17 @@ impl Store {
             }
             let key = cid.to_bytes();
             let root = cids::digest(&cid, Codec::Raw)?;
-            let data = self.db.get_pinned_cf(self.cf(CF_SHARDS)?, &key);
-            let ok = match data {
-                Ok(Some(d)) => {
-                    report.bytes += d.len() as u64;
-                    let (actual, outboard) = verified::outboard(&d);
-                    actual == root
-                        && d.len() as u64 == size
-                        && self.outboard(&key, &cid)?.1 == outboard
+            let ok = match self.load_pieces(&key, size, 0..piece_count(size))? {
+                Ok(pieces) => {
+                    report.bytes += size;
+                    let mut data = Vec::with_capacity(size as usize);
+                    for p in &pieces {
+                        data.extend_from_slice(p);
+                    }
+                    let (actual, outboard) = verified::outboard(&data);
+                    actual == root && self.outboard(&key, &cid)?.1 == outboard
                 }
-                Ok(None) => false,
-                Err(e) if e.kind() == rocksdb::ErrorKind::Corruption => false,
-                Err(e) => return Err(e.into()),
+                Err(_) => false,
             };
             report.checked += 1;
             if !ok {
@@ -823,19 +1000,26 @@ impl Store {
 }
 
 /// A whole shard being sent: see [`Store::open_outgoing`]. Its bytes come out only through
-/// [`OutgoingShard::next_piece`], each piece verified against the CID first.
+/// [`OutgoingShard::next_piece`], each piece read from the store and verified against the CID
+/// first.
 #[derive(Debug)]
 pub struct OutgoingShard {
     cid: Cid,
+    key: Vec<u8>,
+    size: u64,
     outboard: bytes::Bytes,
-    data: bytes::Bytes,
     verifier: OutboardVerifier,
+    /// Read from the store, not yet verified nor handed out: the bytes from
+    /// `verifier.verified()` on.
+    pending: bytes::Bytes,
+    /// The next stored piece to read.
+    next: usize,
 }
 
 impl OutgoingShard {
     /// The shard's size in bytes.
     pub fn size(&self) -> u64 {
-        self.data.len() as u64
+        self.size
     }
 
     /// The outboard, already checked against the CID.
@@ -843,10 +1027,10 @@ impl OutgoingShard {
         &self.outboard
     }
 
-    /// The next verified piece: whole 16 KiB groups, at most `max` bytes (at least one group),
-    /// or `None` once everything was handed out. A piece that fails verification quarantines
-    /// the shard and returns [`StoreError::Corrupt`]; nothing after the last good piece is
-    /// handed out.
+    /// The next verified piece: whole 16 KiB groups, at most `max` bytes (at least one group)
+    /// and never past the end of a stored piece, or `None` once everything was handed out. A
+    /// piece that fails verification, or is missing from the store, quarantines the shard and
+    /// returns [`StoreError::Corrupt`]; nothing after the last good piece is handed out.
     pub fn next_piece(
         &mut self,
         store: &Store,
@@ -855,19 +1039,28 @@ impl OutgoingShard {
         if self.verifier.is_done() {
             return Ok(None);
         }
+        if self.pending.is_empty() {
+            let i = self.next;
+            let piece = store.read_pieces(&self.cid, &self.key, self.size, i..i + 1)?;
+            self.pending = bytes::Bytes::copy_from_slice(&piece[0]);
+            self.next += 1;
+        }
         let from = self.verifier.verified();
         let step = max.max(verified::GROUP_BYTES) / verified::GROUP_BYTES * verified::GROUP_BYTES;
-        let to = (from as usize + step).min(self.data.len());
-        match self
-            .verifier
-            .check_tail(from, &self.data[from as usize..to])
-        {
-            Ok(ok) => {
+        let take = step.min(self.pending.len());
+        match self.verifier.check_tail(from, &self.pending[..take]) {
+            Ok(ok) if ok > from => {
                 if self.verifier.is_done() {
                     store.metrics.reads.inc();
                 }
-                Ok(Some(self.data.slice(from as usize..ok as usize)))
+                Ok(Some(self.pending.split_to((ok - from) as usize)))
             }
+            // Pieces are whole groups but for the shard's last, so this cannot happen; it must
+            // not become a loop that hands out nothing forever.
+            Ok(_) => Err(StoreError::Damaged(format!(
+                "{}: piece {} did not advance verification",
+                self.cid, self.next
+            ))),
             Err(ProofError::BadData { start, .. }) => Err(store.mark_corrupt(&self.cid, start)),
             Err(e) => Err(StoreError::Range(e)),
         }
@@ -898,6 +1091,17 @@ mod tests {
             .map(|i| (i as u8).wrapping_mul(seed) ^ seed)
             .collect();
         (cids::raw(&data), data)
+    }
+
+    /// Replaces the stored bytes of `cid` behind the store's back, as bitrot would.
+    fn overwrite_stored(store: &Store, cid: &Cid, bytes: &[u8]) {
+        let shards = store.cf(CF_SHARDS).unwrap();
+        for (i, piece) in bytes.chunks(PIECE_BYTES).enumerate() {
+            store
+                .db
+                .put_cf(shards, piece_key(&cid.to_bytes(), i), piece)
+                .unwrap();
+        }
     }
 
     /// Takes every piece of an outgoing shard: the bytes handed out, and how it ended.
@@ -941,8 +1145,7 @@ mod tests {
         store.put_shard(&cid, &data).unwrap();
         let mut bad = data.clone();
         bad[300_000] ^= 1;
-        let shards = store.cf(CF_SHARDS).unwrap();
-        store.db.put_cf(shards, cid.to_bytes(), &bad).unwrap();
+        overwrite_stored(&store, &cid, &bad);
         let (got, end) = drain(&store, &cid);
         let group = 300_000 / verified::GROUP_BYTES * verified::GROUP_BYTES;
         assert!(
@@ -991,8 +1194,7 @@ mod tests {
         // Damaged bytes as well: nothing to rebuild from, so the shard is quarantined.
         let mut bad = data.clone();
         bad[5] ^= 1;
-        let shards = store.cf(CF_SHARDS).unwrap();
-        store.db.put_cf(shards, cid.to_bytes(), &bad).unwrap();
+        overwrite_stored(&store, &cid, &bad);
         let (got, end) = drain(&store, &cid);
         assert!(got.is_empty());
         assert!(matches!(end, Err(StoreError::Corrupt { .. })), "{end:?}");
@@ -1036,6 +1238,140 @@ mod tests {
             store.read_shard(&cid),
             Err(StoreError::NotFound { .. })
         ));
+    }
+
+    #[test]
+    fn a_range_read_loads_only_the_pieces_it_needs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 10 << 20);
+        let (cid, data) = shard((1 << 20) + 5000, 11);
+        store.put_shard(&cid, &data).unwrap();
+        assert_eq!(piece_count(data.len() as u64), 9);
+        // Lose piece 5 (bytes 640 KiB..768 KiB): reads elsewhere never notice...
+        let shards = store.cf(CF_SHARDS).unwrap();
+        store
+            .db
+            .delete_cf(shards, piece_key(&cid.to_bytes(), 5))
+            .unwrap();
+        let root = cids::digest(&cid, Codec::Raw).unwrap();
+        let size = data.len() as u64;
+        let p = PIECE_BYTES as u64;
+        for range in [
+            0..100,
+            p - 10..p + 10,
+            4 * p..5 * p,
+            6 * p + 1..size,
+            size - 1..size,
+        ] {
+            let (got_size, proof) = store.read_range(&cid, Some(range.clone())).unwrap();
+            assert_eq!(got_size, size);
+            let got = verified::verify_range(&root, size, range.clone(), &proof).unwrap();
+            assert_eq!(
+                got,
+                &data[range.start as usize..range.end as usize],
+                "{range:?}"
+            );
+        }
+        assert_eq!(store.metrics.verification_failures.get(), 0);
+        // ...a read that needs it finds it gone, and quarantines the shard.
+        let err = store
+            .read_range(&cid, Some(5 * p - 1..5 * p + 1))
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::Corrupt { offset, .. } if offset == 5 * p),
+            "{err}"
+        );
+        assert_eq!(store.metrics.verification_failures.get(), 1);
+        assert_eq!(store.has(&[cid]).unwrap(), vec![Holding::Corrupt]);
+        // A bad range is refused as such, and does not quarantine anything.
+        let (cid2, data2) = shard(40_000, 13);
+        store.put_shard(&cid2, &data2).unwrap();
+        for bad in [0..0, 10..5, 0..40_001, 40_000..40_001] {
+            assert!(
+                matches!(
+                    store.read_range(&cid2, Some(bad.clone())),
+                    Err(StoreError::Range(ProofError::BadRange { .. }))
+                ),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(store.has(&[cid2]).unwrap(), vec![Holding::Intact(40_000)]);
+    }
+
+    #[test]
+    fn a_piece_lost_mid_shard_cuts_the_outgoing_shard_off_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 10 << 20);
+        let (cid, data) = shard(1 << 20, 17);
+        store.put_shard(&cid, &data).unwrap();
+        let shards = store.cf(CF_SHARDS).unwrap();
+        store
+            .db
+            .delete_cf(shards, piece_key(&cid.to_bytes(), 3))
+            .unwrap();
+        let (got, end) = drain(&store, &cid);
+        assert!(
+            matches!(end, Err(StoreError::Corrupt { offset, .. }) if offset == 3 * PIECE_BYTES as u64),
+            "{end:?}"
+        );
+        assert_eq!(got, data[..3 * PIECE_BYTES]);
+        assert!(matches!(
+            store.read_shard(&cid),
+            Err(StoreError::Corrupt { .. })
+        ));
+        // Stored again, it is whole again.
+        assert_eq!(store.put_shard(&cid, &data).unwrap(), PutOutcome::Repaired);
+        assert_eq!(store.read_shard(&cid).unwrap(), data);
+    }
+
+    #[test]
+    fn a_format_1_store_is_converted_to_pieces_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut held = Vec::new();
+        {
+            let store = open(dir.path(), 10 << 20);
+            for (len, seed) in [
+                (1usize, 1u8),
+                (PIECE_BYTES, 2),
+                (PIECE_BYTES + 1, 3),
+                (1 << 20, 4),
+            ] {
+                let (cid, data) = shard(len, seed);
+                store.put_shard(&cid, &data).unwrap();
+                held.push((cid, data));
+            }
+            // Rewrite it as format 1 kept it: one value per shard, format 1 in meta.
+            let (shards, meta) = (store.cf(CF_SHARDS).unwrap(), store.cf(CF_META).unwrap());
+            for (cid, data) in &held {
+                let key = cid.to_bytes();
+                for i in 0..piece_count(data.len() as u64) {
+                    store.db.delete_cf(shards, piece_key(&key, i)).unwrap();
+                }
+                store.db.put_cf(shards, &key, data).unwrap();
+            }
+            store
+                .db
+                .put_cf(meta, KEY_FORMAT, 1u64.to_le_bytes())
+                .unwrap();
+        }
+        let store = open(dir.path(), 10 << 20);
+        let meta = store.cf(CF_META).unwrap();
+        assert_eq!(
+            u64_le(&store.db.get_cf(meta, KEY_FORMAT).unwrap().unwrap()).unwrap(),
+            FORMAT
+        );
+        let shards = store.cf(CF_SHARDS).unwrap();
+        for (cid, data) in &held {
+            assert!(store.db.get_cf(shards, cid.to_bytes()).unwrap().is_none());
+            assert_eq!(&store.read_shard(cid).unwrap(), data);
+            assert_eq!(&drain(&store, cid).0, data);
+        }
+        assert_eq!(store.stats().shards, 4);
+        assert_eq!(store.scrub_step(None, u64::MAX).unwrap().corrupt, vec![]);
+        // Opening again leaves it alone.
+        drop(store);
+        let store = open(dir.path(), 10 << 20);
+        assert_eq!(&store.read_shard(&held[3].0).unwrap(), &held[3].1);
     }
 
     #[test]
