@@ -72,7 +72,7 @@ fn raw_quinn_with(
     name: &str,
     tls: impl Fn(&Keypair, libp2p::PeerId) -> rustls::ClientConfig,
 ) {
-    let conn = raw_quinn_connection(rt, tls);
+    let conn = raw_quinn_connection(rt, rt, tls);
     let chunk = Bytes::from(random(MIB, 1));
     let mut g = c.benchmark_group("transfer");
     g.throughput(Throughput::Bytes(TOTAL as u64));
@@ -122,9 +122,10 @@ fn raw_quinn_with(
 /// reply when they carry [`REQUEST`].
 fn raw_quinn_connection(
     rt: &Runtime,
+    client_rt: &Runtime,
     tls: impl Fn(&Keypair, libp2p::PeerId) -> rustls::ClientConfig,
 ) -> quinn::Connection {
-    let (client, target) = rt.block_on(async {
+    let target = rt.block_on(async {
         let server_key = Keypair::generate_ed25519();
         let ep = data::endpoint(&server_key, "127.0.0.1:0".parse().unwrap(), Some(64)).unwrap();
         let addr = ep.local_addr().unwrap();
@@ -151,17 +152,17 @@ fn raw_quinn_connection(
                 });
             }
         });
+        Target {
+            peer: server_key.public().to_peer_id(),
+            addr,
+        }
+    });
+    let client = client_rt.block_on(async {
         let client_key = Keypair::generate_ed25519();
         let cep = data::endpoint(&client_key, "127.0.0.1:0".parse().unwrap(), None).unwrap();
-        (
-            (cep, client_key),
-            Target {
-                peer: server_key.public().to_peer_id(),
-                addr,
-            },
-        )
+        (cep, client_key)
     });
-    let conn = rt.block_on(async {
+    client_rt.block_on(async {
         let crypto =
             quinn::crypto::rustls::QuicClientConfig::try_from(tls(&client.1, target.peer)).unwrap();
         let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
@@ -176,8 +177,7 @@ fn raw_quinn_connection(
             .unwrap()
             .await
             .unwrap()
-    });
-    conn
+    })
 }
 
 /// Sends `total` bytes over `streams` concurrent streams as 1 MiB `write_chunk`s.
@@ -341,6 +341,7 @@ fn libp2p_stream(c: &mut Criterion, rt: &Runtime) {
 /// and a client to it. The directory must outlive the node.
 fn node_with_shards(
     rt: &Runtime,
+    client_rt: &Runtime,
 ) -> (
     tempfile::TempDir,
     RunningNode,
@@ -366,14 +367,15 @@ fn node_with_shards(
         peer: node.info.peer_id.parse().unwrap(),
         addr: node.info.data_addr,
     };
-    let client = rt.block_on(async { data::Client::bind(Keypair::generate_ed25519()).unwrap() });
+    let client =
+        client_rt.block_on(async { data::Client::bind(Keypair::generate_ed25519()).unwrap() });
     let shards: Vec<(Cid, Bytes)> = (0..TOTAL / MIB)
         .map(|i| {
             let d = random(MIB, 100 + i as u64);
             (cids::raw(&d), Bytes::from(d))
         })
         .collect();
-    rt.block_on(async {
+    client_rt.block_on(async {
         for (cid, d) in &shards {
             client.store(&target, cid, d.clone()).await.unwrap();
         }
@@ -386,9 +388,10 @@ async fn fetch_all(client: &data::Client, target: Target, shards: &[(Cid, Bytes)
     // Each fetch runs as a task on the runtime's workers, as the raw quinn receiver does (and
     // as the gateway's reads do), not on block_on's own thread, which every packet would have
     // to wake.
-    futures::stream::iter(shards)
-        .map(|(cid, _)| {
-            let (client, cid) = (client.clone(), *cid);
+    let cids: Vec<Cid> = shards.iter().map(|(cid, _)| *cid).collect();
+    futures::stream::iter(cids)
+        .map(|cid| {
+            let client = client.clone();
             tokio::spawn(async move { client.fetch(&target, &cid, Some(MIB as u64), None).await })
         })
         .buffer_unordered(streams)
@@ -401,7 +404,7 @@ async fn fetch_all(client: &data::Client, target: Target, shards: &[(Cid, Bytes)
 /// The real thing: a client storing to and fetching from a running node (RocksDB, BLAKE3
 /// verification on both sides, the data-plane protocol).
 fn node_transfer(c: &mut Criterion, rt: &Runtime) {
-    let (_dir, node, client, target, shards) = node_with_shards(rt);
+    let (_dir, node, client, target, shards) = node_with_shards(rt, rt);
     let mut g = c.benchmark_group("transfer");
     g.throughput(Throughput::Bytes(TOTAL as u64));
     g.sample_size(10);
@@ -534,38 +537,90 @@ fn main() {
             .nth(at + 1)
             .and_then(|n| n.parse().ok())
             .unwrap_or(20);
-        ratio(rounds);
+        ratio(rounds, std::env::args().any(|a| a == "--pinned"));
         return;
     }
     benches();
     Criterion::default().configure_from_args().final_summary();
 }
 
-/// `cargo bench -p cairn-benches --bench node -- --ratio [ROUNDS]`: the target, node
+/// A one-worker runtime whose threads (worker and blocking pool) run on CPU `cpu` only.
+#[allow(unsafe_code)]
+fn pinned_runtime(cpu: usize) -> Runtime {
+    assert!(
+        std::thread::available_parallelism().map_or(0, |n| n.get()) > 1,
+        "--pinned needs two CPUs"
+    );
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .event_interval(cairn_node::EVENT_INTERVAL)
+        .on_thread_start(move || {
+            // SAFETY: `cpu_set_t` is a plain bit array for which all-zero is the empty set;
+            // `CPU_SET` sets one bit inside it (`cpu` is 0 or 1, far below CPU_SETSIZE); and
+            // `sched_setaffinity(0, ..)` reads exactly `size_of::<cpu_set_t>()` bytes from a
+            // live local and changes only the calling thread's affinity.
+            let ok = unsafe {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(cpu, &mut set);
+                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+            };
+            assert!(ok, "could not pin a thread to CPU {cpu}");
+        })
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// `cargo bench -p cairn-benches --bench node -- --ratio [ROUNDS] [--pinned]`: the target, node
 /// fetch against raw quinn, measured as a paired comparison. Each round moves [`TOTAL`] bytes
 /// both ways back to back (order alternating, so a drift in this shared VM's speed favours
 /// neither), and the round's ratio is node / raw. Single criterion runs here swing by ±25 %
 /// from one minute to the next, which is larger than the effects being measured; pairing the
 /// two within seconds cancels most of that.
-fn ratio(rounds: usize) {
+///
+/// By default both ends share the machine's cores (one runtime, as the criterion benchmarks
+/// run). With `--pinned`, the serving side (raw quinn's receiver, the node) runs on CPU 0 and
+/// the client side on CPU 1, each a one-worker runtime with its blocking threads on the same
+/// CPU: two one-core machines, as a transfer between two nodes is, where each side pays only
+/// for its own work.
+fn ratio(rounds: usize, pinned: bool) {
     cairn_node::malloc::tune();
-    let rt = runtime();
-    let conn = raw_quinn_connection(&rt, |key, peer| {
+    let (rt, client_rt) = if pinned {
+        (pinned_runtime(0), pinned_runtime(1))
+    } else {
+        (runtime(), runtime())
+    };
+    // Shared: everything on one runtime. (The second is then idle.)
+    let crt = if pinned { &client_rt } else { &rt };
+    let conn = raw_quinn_connection(&rt, crt, |key, peer| {
         cairn_node::tls::client_config(key, peer, cairn_node::protocol::DATA_ALPN).unwrap()
     });
-    let (_dir, node, client, target, shards) = node_with_shards(&rt);
+    let (_dir, node, client, target, shards) = node_with_shards(&rt, crt);
+    let shards = Arc::new(shards);
     let chunk = Bytes::from(random(MIB, 1));
     let mib = (TOTAL / MIB) as f64;
-    println!("node fetch / raw quinn, {rounds} paired rounds of {mib} MiB each way");
+    let sides = if pinned {
+        "server side on CPU 0, client side on CPU 1"
+    } else {
+        "both sides sharing the CPUs"
+    };
+    println!("node fetch / raw quinn, {rounds} paired rounds of {mib} MiB each way, {sides}");
     for streams in [1usize, 16] {
+        // Both run as tasks on the client side's runtime (not on this thread).
         let raw = || {
+            let (conn, chunk) = (conn.clone(), chunk.clone());
             let t = std::time::Instant::now();
-            rt.block_on(raw_send(&conn, &chunk, TOTAL, streams));
+            crt.block_on(crt.spawn(async move { raw_send(&conn, &chunk, TOTAL, streams).await }))
+                .unwrap();
             mib / t.elapsed().as_secs_f64()
         };
         let fetch = || {
+            let (client, shards) = (client.clone(), shards.clone());
             let t = std::time::Instant::now();
-            rt.block_on(fetch_all(&client, target, &shards, streams));
+            crt.block_on(
+                crt.spawn(async move { fetch_all(&client, target, &shards, streams).await }),
+            )
+            .unwrap();
             mib / t.elapsed().as_secs_f64()
         };
         // Warm-up: connections, congestion windows, allocator.

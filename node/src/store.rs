@@ -67,7 +67,9 @@ pub const PIECE_BYTES: usize = 8 * verified::GROUP_BYTES;
 fn piece_key(key: &[u8], i: usize) -> Vec<u8> {
     let mut k = Vec::with_capacity(key.len() + 2);
     k.extend_from_slice(key);
-    // MAX_SHARD_SIZE / PIECE_BYTES = 512 pieces at most.
+    // MAX_SHARD_SIZE / PIECE_BYTES = 512 pieces at most. Big-endian, so a shard's pieces
+    // sort in order (`scan_pieces` walks them so).
+    #[allow(clippy::big_endian_bytes)]
     k.extend_from_slice(&(i as u16).to_be_bytes());
     k
 }
@@ -388,7 +390,7 @@ impl Store {
             drop(old);
             self.db.write_opt(batch, &self.write_opts())?;
             converted += 1;
-            if converted % 10_000 == 0 {
+            if converted.is_multiple_of(10_000) {
                 tracing::info!(converted, of = total, "converting the shard store");
             }
         }
@@ -624,6 +626,7 @@ impl Store {
             if k.len() != key.len() + 2 || !k.starts_with(key) {
                 break;
             }
+            #[allow(clippy::big_endian_bytes)] // see piece_key
             let i = u16::from_be_bytes([k[key.len()], k[key.len() + 1]]) as usize;
             if i != n
                 || data.len() != n * PIECE_BYTES
@@ -1286,7 +1289,9 @@ mod tests {
         // A bad range is refused as such, and does not quarantine anything.
         let (cid2, data2) = shard(40_000, 13);
         store.put_shard(&cid2, &data2).unwrap();
-        for bad in [0..0, 10..5, 0..40_001, 40_000..40_001] {
+        #[allow(clippy::reversed_empty_ranges)] // bad on purpose
+        let bad_ranges = [0..0, 10..5, 0..40_001, 40_000..40_001];
+        for bad in bad_ranges {
             assert!(
                 matches!(
                     store.read_range(&cid2, Some(bad.clone())),
