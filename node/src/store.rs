@@ -74,6 +74,15 @@ fn piece_key(key: &[u8], i: usize) -> Vec<u8> {
     k
 }
 
+/// Consecutive pieces as one buffer.
+fn join(pieces: &[rocksdb::DBPinnableSlice<'_>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(pieces.iter().map(|p| p.len()).sum());
+    for p in pieces {
+        out.extend_from_slice(p);
+    }
+    out
+}
+
 /// How many pieces a shard of `size` bytes is stored in.
 fn piece_count(size: u64) -> usize {
     size.div_ceil(PIECE_BYTES as u64) as usize
@@ -679,10 +688,7 @@ impl Store {
         let window: &[u8] = match &loaded[..] {
             [one] => one,
             many => {
-                joined = many
-                    .iter()
-                    .flat_map(|p| p.iter().copied())
-                    .collect::<Vec<u8>>();
+                joined = join(many);
                 &joined
             }
         };
@@ -763,11 +769,7 @@ impl Store {
         let key = cid.to_bytes();
         self.refuse_quarantined(cid, &key)?;
         let (size, _) = self.outboard(&key, cid)?;
-        let pieces = self.read_pieces(cid, &key, size, 0..piece_count(size))?;
-        let mut data = Vec::with_capacity(size as usize);
-        for p in &pieces {
-            data.extend_from_slice(p);
-        }
+        let data = join(&self.read_pieces(cid, &key, size, 0..piece_count(size))?);
         if blake3::hash(&data) != root {
             return Err(self.mark_corrupt(cid, 0));
         }
@@ -851,11 +853,7 @@ impl Store {
             let ok = match self.load_pieces(&key, size, 0..piece_count(size))? {
                 Ok(pieces) => {
                     report.bytes += size;
-                    let mut data = Vec::with_capacity(size as usize);
-                    for p in &pieces {
-                        data.extend_from_slice(p);
-                    }
-                    let (actual, outboard) = verified::outboard(&data);
+                    let (actual, outboard) = verified::outboard(&join(&pieces));
                     actual == root && self.outboard(&key, &cid)?.1 == outboard
                 }
                 Err(_) => false,
