@@ -1343,9 +1343,10 @@ mod tests {
                 store.put_shard(&cid, &data).unwrap();
                 held.push((cid, data));
             }
-            // Rewrite it as format 1 kept it: one value per shard, format 1 in meta.
+            // Rewrite it as format 1 kept it: one value per shard, format 1 in meta. The first
+            // shard is left converted, as a conversion interrupted by a crash leaves it.
             let (shards, meta) = (store.cf(CF_SHARDS).unwrap(), store.cf(CF_META).unwrap());
-            for (cid, data) in &held {
+            for (cid, data) in &held[1..] {
                 let key = cid.to_bytes();
                 for i in 0..piece_count(data.len() as u64) {
                     store.db.delete_cf(shards, piece_key(&key, i)).unwrap();
