@@ -553,6 +553,11 @@ fn pinned_runtime(cpu: usize) -> Runtime {
     );
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
+        .thread_name(if cpu == 0 {
+            "server-side"
+        } else {
+            "client-side"
+        })
         .event_interval(cairn_node::EVENT_INTERVAL)
         .on_thread_start(move || {
             // SAFETY: `cpu_set_t` is a plain bit array for which all-zero is the empty set;
@@ -626,6 +631,7 @@ fn ratio(rounds: usize, pinned: bool) {
         // Warm-up: connections, congestion windows, allocator.
         raw();
         fetch();
+
         let (mut raws, mut nodes, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
         for r in 0..rounds {
             let (q, n) = if r % 2 == 0 {
