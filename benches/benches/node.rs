@@ -509,10 +509,22 @@ fn rocksdb(c: &mut Criterion) {
         } else {
             "blake3-only"
         };
+        g.throughput(Throughput::Bytes(MIB as u64));
         g.bench_function(BenchmarkId::new("get-verified-1MiB", name), |b| {
             b.iter(|| {
                 i = (i * 7 + 13) % cids.len();
                 store.read_range(&cids[i], None).unwrap()
+            })
+        });
+        // A training job's small random read: 16 KiB at a random 16 KiB-aligned offset of a
+        // 1 MiB shard, with its proof (what a node serves for a range fetch).
+        const RANGE: u64 = 16 << 10;
+        g.throughput(Throughput::Bytes(RANGE));
+        g.bench_function(BenchmarkId::new("get-range-16KiB", name), |b| {
+            b.iter(|| {
+                i = (i * 7 + 13) % cids.len();
+                let at = (i as u64 * 37 % (MIB as u64 / RANGE)) * RANGE;
+                store.read_range(&cids[i], Some(at..at + RANGE)).unwrap()
             })
         });
     }
@@ -631,7 +643,6 @@ fn ratio(rounds: usize, pinned: bool) {
         // Warm-up: connections, congestion windows, allocator.
         raw();
         fetch();
-
         let (mut raws, mut nodes, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
         for r in 0..rounds {
             let (q, n) = if r % 2 == 0 {

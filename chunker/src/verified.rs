@@ -267,7 +267,7 @@ pub fn encode_range(
     range: Range<u64>,
     out: &mut Vec<u8>,
 ) -> Result<(), ProofError> {
-    encode_range_window(root, data.len() as u64, 0, data, outboard, range, out)
+    encode_range_window(root, data.len() as u64, 0, &[data], outboard, range, out)
 }
 
 /// The bytes of a shard that the proof for `range` reads: the 16 KiB groups it touches (to
@@ -283,14 +283,15 @@ pub fn needed_bytes(size: u64, range: Range<u64>) -> Range<u64> {
     start.min(size)..end
 }
 
-/// [`encode_range`] for a store that keeps a shard in pieces: `window` holds the shard's bytes
-/// from `offset` on, and must cover [`needed_bytes`] of `range` (a shard of `size` bytes).
-/// Same checks and errors as `encode_range`, plus [`ProofError::Uncovered`].
-pub fn encode_range_window(
+/// [`encode_range`] for a store that keeps a shard in pieces: `window` holds consecutive
+/// stretches of the shard's bytes (pieces, not joined), the first starting at byte `offset`,
+/// and together they must cover [`needed_bytes`] of `range` (a shard of `size` bytes). Same
+/// checks and errors as `encode_range`, plus [`ProofError::Uncovered`].
+pub fn encode_range_window<P: AsRef<[u8]>>(
     root: &blake3::Hash,
     size: u64,
     offset: u64,
-    window: &[u8],
+    window: &[P],
     outboard: &[u8],
     range: Range<u64>,
     out: &mut Vec<u8>,
@@ -304,7 +305,8 @@ pub fn encode_range_window(
             size,
         });
     }
-    let have = offset..offset + window.len() as u64;
+    let len: usize = window.iter().map(|p| p.as_ref().len()).sum();
+    let have = offset..offset + len as u64;
     let need = needed_bytes(size, range.clone());
     if have.end > size || need.start < have.start || need.end > have.end {
         return Err(ProofError::Uncovered {
@@ -315,7 +317,7 @@ pub fn encode_range_window(
         });
     }
     if size == 0 {
-        return if blake3::hash(window) == *root {
+        return if blake3::hash(b"") == *root {
             Ok(())
         } else {
             Err(ProofError::CorruptSource { offset: 0 })
@@ -330,7 +332,7 @@ pub fn encode_range_window(
     out.reserve(encoded_len(size, range) as usize);
     let data = Window {
         offset,
-        bytes: window,
+        pieces: window,
     };
     bao_tree::io::sync::encode_ranges_validated(data, &ob, &ranges, out).map_err(|e| {
         use bao_tree::io::EncodeError as E;
@@ -353,27 +355,34 @@ pub fn encode_range_window(
     })
 }
 
-/// A stretch of a shard's bytes, `bytes` starting at byte `offset` of the shard.
-struct Window<'a> {
+/// Consecutive stretches of a shard's bytes, the first starting at byte `offset` of the shard.
+struct Window<'a, P> {
     offset: u64,
-    bytes: &'a [u8],
+    pieces: &'a [P],
 }
 
-impl bao_tree::io::sync::ReadAt for Window<'_> {
+impl<P: AsRef<[u8]>> bao_tree::io::sync::ReadAt for Window<'_, P> {
+    /// Reads from the piece holding `pos`, up to its end (`read_exact_at` calls again for
+    /// the rest).
     fn read_at(&self, pos: u64, buf: &mut [u8]) -> std::io::Result<usize> {
-        let at = pos
-            .checked_sub(self.offset)
-            .and_then(|at| usize::try_from(at).ok())
-            .filter(|at| *at <= self.bytes.len())
-            .ok_or_else(|| {
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidInput,
-                    format!("byte {pos} is outside the window"),
-                )
-            })?;
-        let n = buf.len().min(self.bytes.len() - at);
-        buf[..n].copy_from_slice(&self.bytes[at..at + n]);
-        Ok(n)
+        let outside = || {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("byte {pos} is outside the window"),
+            )
+        };
+        let mut at = pos.checked_sub(self.offset).ok_or_else(outside)?;
+        for piece in self.pieces {
+            let piece = piece.as_ref();
+            if at < piece.len() as u64 {
+                let at = at as usize;
+                let n = buf.len().min(piece.len() - at);
+                buf[..n].copy_from_slice(&piece[at..at + n]);
+                return Ok(n);
+            }
+            at -= piece.len() as u64;
+        }
+        if at == 0 { Ok(0) } else { Err(outside()) }
     }
 }
 
@@ -1008,22 +1017,29 @@ mod tests {
             prop_assert!(need.start <= range.start && range.end <= need.end);
             let window = &d[need.start as usize..need.end as usize];
             let mut windowed = Vec::new();
-            encode_range_window(&root, size, need.start, window, &ob, range.clone(), &mut windowed)
+            encode_range_window(&root, size, need.start, &[window], &ob, range.clone(), &mut windowed)
                 .unwrap();
             prop_assert_eq!(&windowed, &whole);
+            // The same bytes as pieces of any size, not joined.
+            let piece = 1 + (a as usize % window.len().max(1));
+            let pieces: Vec<&[u8]> = window.chunks(piece).collect();
+            let mut from_pieces = Vec::new();
+            encode_range_window(&root, size, need.start, &pieces, &ob, range.clone(), &mut from_pieces)
+                .unwrap();
+            prop_assert_eq!(&from_pieces, &whole);
             let short_end = &window[..window.len() - 1];
-            let err = encode_range_window(&root, size, need.start, short_end, &ob, range.clone(), &mut Vec::new());
+            let err = encode_range_window(&root, size, need.start, &[short_end], &ob, range.clone(), &mut Vec::new());
             prop_assert!(matches!(err, Err(ProofError::Uncovered { .. })), "{:?}", err);
             if need.start > 0 {
                 let late = &d[need.start as usize + 1..need.end as usize];
-                let err = encode_range_window(&root, size, need.start + 1, late, &ob, range.clone(), &mut Vec::new());
+                let err = encode_range_window(&root, size, need.start + 1, &[late], &ob, range.clone(), &mut Vec::new());
                 prop_assert!(matches!(err, Err(ProofError::Uncovered { .. })), "{:?}", err);
             }
             // A flipped byte inside the window is still caught.
             let mut bad = window.to_vec();
             let at = (range.start - need.start) as usize;
             bad[at] ^= 1;
-            let err = encode_range_window(&root, size, need.start, &bad, &ob, range, &mut Vec::new());
+            let err = encode_range_window(&root, size, need.start, &[&bad[..]], &ob, range, &mut Vec::new());
             prop_assert!(matches!(err, Err(ProofError::CorruptSource { .. })), "{:?}", err);
         }
     }

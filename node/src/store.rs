@@ -684,17 +684,9 @@ impl Store {
             ..(need.end.div_ceil(PIECE_BYTES as u64) as usize).min(piece_count(size));
         let offset = piece_bytes(size, pieces.start).start;
         let loaded = self.read_pieces(cid, &key, size, pieces)?;
-        let joined;
-        let window: &[u8] = match &loaded[..] {
-            [one] => one,
-            many => {
-                joined = join(many);
-                &joined
-            }
-        };
         let mut proof = Vec::new();
         match verified::encode_range_window(
-            &root, size, offset, window, &outboard, range, &mut proof,
+            &root, size, offset, &loaded, &outboard, range, &mut proof,
         ) {
             Ok(()) => {
                 self.metrics.reads.inc();
