@@ -374,7 +374,8 @@ impl Store {
             .map_or(Ok(0), |v| u64_le(&v))?;
         tracing::info!(
             shards = total,
-            "converting the shard store to format 2 (shards in pieces)"
+            "converting the shard store to format 2 (shards in pieces): every shard is rewritten \
+             once, and the old copies are freed as blob garbage collection reaches them"
         );
         let mut converted = 0u64;
         for item in self.db.iterator_cf(outboards, IteratorMode::Start) {
