@@ -44,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::NodeMetrics;
 use crate::protocol::{
     DATA_ALPN, DataRequest, DataResponse, ErrorCode, Holding, MAX_DATA_HEADER, MAX_ENVELOPE_BYTES,
-    ManifestKind, RESET_CORRUPT, RemoteError, decode_body, encode_frame,
+    ManifestKind, RESET_ABORTED, RESET_CORRUPT, RemoteError, decode_body, encode_frame,
 };
 use crate::store::{Store, StoreError};
 
@@ -322,6 +322,13 @@ impl Server {
                 let _ = send.reset(VarInt::from_u32(RESET_CORRUPT));
                 return;
             }
+            Ok(Err(Failure::Cut(reason))) => {
+                self.metrics.net.request_errors.inc();
+                tracing::warn!(%peer, "could not finish sending a shard: {reason}");
+                let _ = recv.stop(VarInt::from_u32(0));
+                let _ = send.reset(VarInt::from_u32(RESET_ABORTED));
+                return;
+            }
             Err(_) => RemoteError {
                 code: ErrorCode::BadRequest,
                 message: format!(
@@ -387,7 +394,10 @@ impl Server {
                                     self.metrics.net.bytes_out.inc_by(piece.len() as u64);
                                     send.write_chunk(piece).await.map_err(gone)?;
                                 }
-                                Err(e) => return Err(Failure::Reset(e.to_string())),
+                                Err(e @ StoreError::Corrupt { .. }) => {
+                                    return Err(Failure::Reset(e.to_string()));
+                                }
+                                Err(e) => return Err(Failure::Cut(e.to_string())),
                             }
                         }
                         let _ = send.finish();
@@ -586,6 +596,8 @@ enum Failure {
     Gone(String),
     /// The stored copy turned out corrupt after part of it was sent: reset the stream.
     Reset(String),
+    /// Sending stopped part-way for another reason: reset the stream, not as corrupt.
+    Cut(String),
 }
 
 impl Failure {

@@ -246,6 +246,11 @@ pub const MAX_DATA_HAS: usize = 1024;
 /// sending it (the store has quarantined it): the client reads it as [`ErrorCode::Corrupt`].
 pub const RESET_CORRUPT: u32 = 0xc0;
 
+/// Stream reset code a node uses when it cannot finish sending a shard for another reason (it
+/// was deleted meanwhile, or the store failed): its copy is not known to be bad, and the client
+/// should ask another holder.
+pub const RESET_ABORTED: u32 = 0xc1;
+
 /// Data-plane response header; raw bytes may follow.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

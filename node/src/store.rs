@@ -602,7 +602,8 @@ impl Store {
         Ok(Ok(out))
     }
 
-    /// [`Store::load_pieces`] for a read: a missing or damaged piece quarantines the shard.
+    /// [`Store::load_pieces`] for a read: a missing or damaged piece quarantines the shard,
+    /// unless the shard was deleted since the reader found it (then it is simply not found).
     fn read_pieces(
         &self,
         cid: &Cid,
@@ -610,8 +611,18 @@ impl Store {
         size: u64,
         pieces: Range<usize>,
     ) -> Result<Vec<rocksdb::DBPinnableSlice<'_>>, StoreError> {
-        self.load_pieces(key, size, pieces)?
-            .map_err(|offset| self.mark_corrupt(cid, offset))
+        match self.load_pieces(key, size, pieces)? {
+            Ok(loaded) => Ok(loaded),
+            Err(_)
+                if self
+                    .db
+                    .get_pinned_cf(self.cf(CF_OUTBOARDS)?, key)?
+                    .is_none() =>
+            {
+                Err(StoreError::NotFound { cid: *cid })
+            }
+            Err(offset) => Err(self.mark_corrupt(cid, offset)),
+        }
     }
 
     /// Every stored piece of a shard, in order, found by key rather than by the size in its
@@ -1318,6 +1329,24 @@ mod tests {
         // Stored again, it is whole again.
         assert_eq!(store.put_shard(&cid, &data).unwrap(), PutOutcome::Repaired);
         assert_eq!(store.read_shard(&cid).unwrap(), data);
+    }
+
+    #[test]
+    fn a_shard_deleted_while_being_sent_is_not_found_not_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 10 << 20);
+        let (cid, data) = shard(1 << 20, 19);
+        store.put_shard(&cid, &data).unwrap();
+        let mut outgoing = store.open_outgoing(&cid).unwrap();
+        let first = outgoing.next_piece(&store, PIECE_BYTES).unwrap().unwrap();
+        assert_eq!(first, data[..PIECE_BYTES]);
+        assert!(store.delete_shard(&cid).unwrap());
+        assert!(matches!(
+            outgoing.next_piece(&store, PIECE_BYTES),
+            Err(StoreError::NotFound { .. })
+        ));
+        assert_eq!(store.metrics.verification_failures.get(), 0);
+        assert_eq!(store.has(&[cid]).unwrap(), vec![Holding::Absent]);
     }
 
     #[test]
