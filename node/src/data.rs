@@ -313,20 +313,13 @@ impl Server {
                 tracing::debug!(%peer, "data stream ended: {reason}");
                 return;
             }
-            Ok(Err(Failure::Reset(reason))) => {
-                // Part of the answer is out already: cut the stream with a code the client
-                // reads as "corrupt copy" (the store has quarantined and logged it).
+            Ok(Err(Failure::Reset { code, reason })) => {
+                // Part of the answer is out already: cut the stream with a code that tells the
+                // client why (`RESET_CORRUPT`: the store has quarantined and logged its copy).
                 self.metrics.net.request_errors.inc();
-                tracing::warn!(%peer, "stopped sending a shard: {reason}");
+                tracing::warn!(%peer, code, "stopped sending a shard: {reason}");
                 let _ = recv.stop(VarInt::from_u32(0));
-                let _ = send.reset(VarInt::from_u32(RESET_CORRUPT));
-                return;
-            }
-            Ok(Err(Failure::Cut(reason))) => {
-                self.metrics.net.request_errors.inc();
-                tracing::warn!(%peer, "could not finish sending a shard: {reason}");
-                let _ = recv.stop(VarInt::from_u32(0));
-                let _ = send.reset(VarInt::from_u32(RESET_ABORTED));
+                let _ = send.reset(VarInt::from_u32(code));
                 return;
             }
             Err(_) => RemoteError {
@@ -394,10 +387,14 @@ impl Server {
                                     self.metrics.net.bytes_out.inc_by(piece.len() as u64);
                                     send.write_chunk(piece).await.map_err(gone)?;
                                 }
-                                Err(e @ StoreError::Corrupt { .. }) => {
-                                    return Err(Failure::Reset(e.to_string()));
+                                Err(e) => {
+                                    let code = match e {
+                                        StoreError::Corrupt { .. } => RESET_CORRUPT,
+                                        _ => RESET_ABORTED,
+                                    };
+                                    let reason = e.to_string();
+                                    return Err(Failure::Reset { code, reason });
                                 }
-                                Err(e) => return Err(Failure::Cut(e.to_string())),
                             }
                         }
                         let _ = send.finish();
@@ -594,10 +591,14 @@ enum Failure {
     Answer(RemoteError),
     /// The peer went away; nothing to say.
     Gone(String),
-    /// The stored copy turned out corrupt after part of it was sent: reset the stream.
-    Reset(String),
-    /// Sending stopped part-way for another reason: reset the stream, not as corrupt.
-    Cut(String),
+    /// Sending stopped after part of the answer was out: reset the stream with `code`
+    /// ([`RESET_CORRUPT`] if the stored copy turned out corrupt, else [`RESET_ABORTED`]).
+    Reset {
+        /// The reset code.
+        code: u32,
+        /// Why, for the log.
+        reason: String,
+    },
 }
 
 impl Failure {
