@@ -77,7 +77,13 @@ fn raw_quinn_with(
     let mut g = c.benchmark_group("transfer");
     g.throughput(Throughput::Bytes(TOTAL as u64));
     g.sample_size(10);
+    let only_streams: Option<usize> = std::env::args()
+        .position(|a| a == "--streams")
+        .and_then(|at| std::env::args().nth(at + 1)?.parse().ok());
     for streams in [1usize, 16] {
+        if only_streams.is_some_and(|n| n != streams) {
+            continue;
+        }
         g.bench_function(BenchmarkId::new(name, format!("{streams}-streams")), |b| {
             b.iter(|| rt.block_on(raw_send(&conn, &chunk, TOTAL, streams)))
         });
@@ -87,7 +93,13 @@ fn raw_quinn_with(
     // verified. What the node adds on top (RocksDB, BLAKE3 on both sides, its framing) is the
     // difference between this and `node-fetch-1MiB-shards`.
     if name == "raw-quinn" {
+        let only_streams: Option<usize> = std::env::args()
+            .position(|a| a == "--streams")
+            .and_then(|at| std::env::args().nth(at + 1)?.parse().ok());
         for streams in [1usize, 16] {
+            if only_streams.is_some_and(|n| n != streams) {
+                continue;
+            }
             let id = BenchmarkId::new("raw-quinn-1MiB-requests", format!("{streams}-streams"));
             g.bench_function(id, |b| {
                 b.iter(|| {
@@ -307,7 +319,13 @@ fn libp2p_stream(c: &mut Criterion, rt: &Runtime) {
     let mut g = c.benchmark_group("transfer");
     g.throughput(Throughput::Bytes(TOTAL as u64));
     g.sample_size(10);
+    let only_streams: Option<usize> = std::env::args()
+        .position(|a| a == "--streams")
+        .and_then(|at| std::env::args().nth(at + 1)?.parse().ok());
     for streams in [1usize, 16] {
+        if only_streams.is_some_and(|n| n != streams) {
+            continue;
+        }
         g.bench_function(
             BenchmarkId::new("libp2p-stream", format!("{streams}-streams")),
             |b| {
@@ -408,7 +426,13 @@ fn node_transfer(c: &mut Criterion, rt: &Runtime) {
     let mut g = c.benchmark_group("transfer");
     g.throughput(Throughput::Bytes(TOTAL as u64));
     g.sample_size(10);
+    let only_streams: Option<usize> = std::env::args()
+        .position(|a| a == "--streams")
+        .and_then(|at| std::env::args().nth(at + 1)?.parse().ok());
     for streams in [1usize, 16] {
+        if only_streams.is_some_and(|n| n != streams) {
+            continue;
+        }
         g.bench_function(
             BenchmarkId::new("node-fetch-1MiB-shards", format!("{streams}-streams")),
             |b| b.iter(|| rt.block_on(fetch_all(&client, target, &shards, streams))),
@@ -416,7 +440,13 @@ fn node_transfer(c: &mut Criterion, rt: &Runtime) {
     }
     // Stores of fresh shards (a store of a held shard is a no-op): CIDs differ each iteration.
     let mut round = 0u64;
+    let only_streams: Option<usize> = std::env::args()
+        .position(|a| a == "--streams")
+        .and_then(|at| std::env::args().nth(at + 1)?.parse().ok());
     for streams in [1usize, 16] {
+        if only_streams.is_some_and(|n| n != streams) {
+            continue;
+        }
         g.bench_function(
             BenchmarkId::new("node-store-1MiB-shards", format!("{streams}-streams")),
             |b| {
@@ -549,11 +579,47 @@ fn main() {
             .nth(at + 1)
             .and_then(|n| n.parse().ok())
             .unwrap_or(20);
-        ratio(rounds, std::env::args().any(|a| a == "--pinned"));
+        let only = std::env::args()
+            .position(|a| a == "--only")
+            .and_then(|at| std::env::args().nth(at + 1));
+        ratio(
+            rounds,
+            std::env::args().any(|a| a == "--pinned"),
+            only.as_deref(),
+        );
         return;
     }
     benches();
     Criterion::default().configure_from_args().final_summary();
+}
+
+/// UDP datagrams this machine has sent so far (`/proc/net/snmp`), 0 where unreadable.
+fn udp_out() -> u64 {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "OutDatagrams")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// CPU time (user + system) this process has used so far, in seconds.
+#[allow(unsafe_code)]
+fn cpu_seconds() -> f64 {
+    // SAFETY: `rusage` is plain integers, for which all-zero is valid, and `getrusage` writes
+    // exactly one `rusage` into the live local it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
 /// A one-worker runtime whose threads (worker and blocking pool) run on CPU `cpu` only.
@@ -600,7 +666,11 @@ fn pinned_runtime(cpu: usize) -> Runtime {
 /// the client side on CPU 1, each a one-worker runtime with its blocking threads on the same
 /// CPU: two one-core machines, as a transfer between two nodes is, where each side pays only
 /// for its own work.
-fn ratio(rounds: usize, pinned: bool) {
+///
+/// `--only raw` or `--only node` runs just that side for the rounds (for a profiler) and prints
+/// its median throughput and CPU time per MiB; `--streams 1` or `--streams 16` runs one of the
+/// two settings.
+fn ratio(rounds: usize, pinned: bool, only: Option<&str>) {
     cairn_node::malloc::tune();
     let (rt, client_rt) = if pinned {
         (pinned_runtime(0), pinned_runtime(1))
@@ -622,7 +692,13 @@ fn ratio(rounds: usize, pinned: bool) {
         "both sides sharing the CPUs"
     };
     println!("node fetch / raw quinn, {rounds} paired rounds of {mib} MiB each way, {sides}");
+    let only_streams: Option<usize> = std::env::args()
+        .position(|a| a == "--streams")
+        .and_then(|at| std::env::args().nth(at + 1)?.parse().ok());
     for streams in [1usize, 16] {
+        if only_streams.is_some_and(|n| n != streams) {
+            continue;
+        }
         // Both run as tasks on the client side's runtime (not on this thread).
         let raw = || {
             let (conn, chunk) = (conn.clone(), chunk.clone());
@@ -643,6 +719,24 @@ fn ratio(rounds: usize, pinned: bool) {
         // Warm-up: connections, congestion windows, allocator.
         raw();
         fetch();
+        if let Some(side) = only {
+            let (wall, cpu, dgrams) = (std::time::Instant::now(), cpu_seconds(), udp_out());
+            let mut v: Vec<f64> = (0..rounds)
+                .map(|_| if side == "raw" { raw() } else { fetch() })
+                .collect();
+            let (wall, cpu) = (wall.elapsed().as_secs_f64(), cpu_seconds() - cpu);
+            let dgrams = udp_out() - dgrams;
+            v.sort_by(f64::total_cmp);
+            println!(
+                "{streams:>2} stream(s): {side} only, median {:.0} MiB/s, {:.2} ms of CPU per MiB, \
+                 {:.2} CPUs busy, {:.0} UDP datagrams per MiB (both ways)",
+                v[v.len() / 2],
+                cpu * 1000.0 / (mib * rounds as f64),
+                cpu / wall,
+                dgrams as f64 / (mib * rounds as f64),
+            );
+            continue;
+        }
         let (mut raws, mut nodes, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
         for r in 0..rounds {
             let (q, n) = if r % 2 == 0 {
