@@ -381,20 +381,33 @@ impl Server {
                         self.metrics.net.bytes_out.inc_by(outboard.len() as u64);
                         let mut first = [Bytes::from(header), outboard];
                         send.write_all_chunks(&mut first).await.map_err(gone)?;
+                        // Every verified piece ready is handed to quinn in one call: one
+                        // wake-up of the connection instead of one per piece.
+                        let mut batch = Vec::with_capacity(PIECES_AHEAD);
+                        let mut failed = None;
                         while let Some(piece) = pieces.recv().await {
-                            match piece {
-                                Ok(piece) => {
-                                    self.metrics.net.bytes_out.inc_by(piece.len() as u64);
-                                    send.write_chunk(piece).await.map_err(gone)?;
+                            let mut next = Some(piece);
+                            while let Some(piece) = next.take() {
+                                match piece {
+                                    Ok(piece) => batch.push(piece),
+                                    Err(e) => {
+                                        failed = Some(e);
+                                        break;
+                                    }
                                 }
-                                Err(e) => {
-                                    let code = match e {
-                                        StoreError::Corrupt { .. } => RESET_CORRUPT,
-                                        _ => RESET_ABORTED,
-                                    };
-                                    let reason = e.to_string();
-                                    return Err(Failure::Reset { code, reason });
-                                }
+                                next = pieces.try_recv().ok();
+                            }
+                            let bytes: usize = batch.iter().map(Bytes::len).sum();
+                            self.metrics.net.bytes_out.inc_by(bytes as u64);
+                            send.write_all_chunks(&mut batch).await.map_err(gone)?;
+                            batch.clear();
+                            if let Some(e) = failed {
+                                let code = match e {
+                                    StoreError::Corrupt { .. } => RESET_CORRUPT,
+                                    _ => RESET_ABORTED,
+                                };
+                                let reason = e.to_string();
+                                return Err(Failure::Reset { code, reason });
                             }
                         }
                         let _ = send.finish();
@@ -1087,6 +1100,7 @@ impl Client {
                         // `out` holds the bytes from `base` on; streaming hands on each verified
                         // prefix (split off the same allocation, no copy).
                         let mut out = BytesMut::with_capacity(size as usize);
+                        let mut chunks: [Bytes; 32] = std::array::from_fn(|_| Bytes::new());
                         let (mut base, mut yielded) = (0u64, 0u64);
                         loop {
                             let ok = verifier
@@ -1106,14 +1120,24 @@ impl Client {
                             if have >= size {
                                 break;
                             }
-                            let chunk = recv
-                                .read_chunk((size - have) as usize, true)
+                            // All the chunks that have arrived, in one call (one lock of the
+                            // connection instead of one per packet).
+                            let n = recv
+                                .read_chunks(&mut chunks)
                                 .await
                                 .map_err(|e| read_failed(t.peer, e))?
                                 .ok_or_else(|| {
                                     proto(format!("stream ended after {have} of {size} bytes"))
                                 })?;
-                            out.extend_from_slice(&chunk.bytes);
+                            // Anything past the shard's end is not part of it: dropped, as
+                            // when the stream is not read that far.
+                            let mut room = (size - have) as usize;
+                            for chunk in &mut chunks[..n] {
+                                let take = chunk.len().min(room);
+                                out.extend_from_slice(&chunk[..take]);
+                                room -= take;
+                                *chunk = Bytes::new();
+                            }
                         }
                         if !verifier.is_done() {
                             return Err(bad("shard incomplete".into()));
