@@ -356,7 +356,7 @@ fn libp2p_stream(c: &mut Criterion, rt: &Runtime) {
 }
 
 /// A running node (in this process, on `rt`) holding [`TOTAL`] bytes of fresh 1 MiB shards,
-/// and a client to it. The directory must outlive the node.
+/// flushed to blob files, and a client to it. The directory must outlive the node.
 fn node_with_shards(
     rt: &Runtime,
     client_rt: &Runtime,
@@ -398,6 +398,8 @@ fn node_with_shards(
             client.store(&target, cid, d.clone()).await.unwrap();
         }
     });
+    // Out of the memtable (it holds 64 MiB): a serving node reads shards from blob files.
+    node.store.flush().unwrap();
     (dir, node, client, target, shards)
 }
 
