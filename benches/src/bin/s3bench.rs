@@ -12,7 +12,9 @@
 //! range GETs from 32 concurrent clients (p50/p99), 16 KiB object GETs and PUTs per second, and
 //! the server's peak resident memory. `--big-gib N` also streams one N GiB object through the
 //! gateway (from and to disk) and reports the gateway's peak memory. Prints a Markdown table.
-//! `--keep-log FILE` keeps the gateway's log, and the nodes' logs as `FILE.node0` … (run with
+//! `--rounds N` runs both servers side by side and measures them in turn, N rounds in alternating
+//! order, and prints each round's ratios and their median: on a shared VM whose speed drifts,
+//! the paired figures are the ones to compare. `--keep-log FILE` keeps the gateway's log, and the nodes' logs as `FILE.node0` … (run with
 //! `CAIRN_GW_LOG=info,cairn_gateway=debug CAIRN_LOG=info,cairn_node::data=debug` for per-read
 //! timings on both sides).
 
@@ -38,6 +40,7 @@ struct Args {
     big_gib: u64,
     s3s_fs: PathBuf,
     keep_log: Option<PathBuf>,
+    rounds: usize,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -51,6 +54,7 @@ fn args() -> anyhow::Result<Args> {
         big_gib: 0,
         s3s_fs: home.join(".cache/cairn/s3s-fs/bin/s3s-fs"),
         keep_log: None,
+        rounds: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -64,6 +68,7 @@ fn args() -> anyhow::Result<Args> {
             "--big-gib" => a.big_gib = val()?.parse()?,
             "--s3s-fs" => a.s3s_fs = val()?.into(),
             "--keep-log" => a.keep_log = Some(val()?.into()),
+            "--rounds" => a.rounds = val()?.parse::<usize>()?.max(1),
             other => bail!("unknown flag {other}"),
         }
     }
@@ -138,10 +143,10 @@ struct Figures {
     peak_rss_mib: f64,
 }
 
-async fn measure(s3: &Client, a: &Args, pid: u32) -> anyhow::Result<Figures> {
+async fn measure(s3: &Client, a: &Args, pid: u32, bucket: &str) -> anyhow::Result<Figures> {
     let mut f = Figures::default();
     let size = a.size_mib << 20;
-    s3.create_bucket().bucket("bench").send().await?;
+    s3.create_bucket().bucket(bucket).send().await?;
 
     // Large PUTs, distinct bytes per object (no deduplication to help).
     let bodies: Vec<Bytes> = (0..a.objects)
@@ -150,7 +155,7 @@ async fn measure(s3: &Client, a: &Args, pid: u32) -> anyhow::Result<Figures> {
     let t = Instant::now();
     for (i, b) in bodies.iter().enumerate() {
         s3.put_object()
-            .bucket("bench")
+            .bucket(bucket)
             .key(format!("big/{i}"))
             .body(ByteStream::from(b.clone()))
             .send()
@@ -166,7 +171,7 @@ async fn measure(s3: &Client, a: &Args, pid: u32) -> anyhow::Result<Figures> {
         for i in 0..a.objects {
             let mut out = s3
                 .get_object()
-                .bucket("bench")
+                .bucket(bucket)
                 .key(format!("big/{i}"))
                 .send()
                 .await
@@ -185,7 +190,7 @@ async fn measure(s3: &Client, a: &Args, pid: u32) -> anyhow::Result<Figures> {
     let t = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for c in 0..a.clients {
-        let s3 = s3.clone();
+        let (s3, bucket) = (s3.clone(), bucket.to_string());
         let (objects, n) = (a.objects, a.ranges_per_client);
         tasks.spawn(async move {
             let mut x = 0x1234_5678_9abc_def1u64.wrapping_mul(c as u64 + 1);
@@ -199,7 +204,7 @@ async fn measure(s3: &Client, a: &Args, pid: u32) -> anyhow::Result<Figures> {
                 let sent = Instant::now();
                 let mut out = s3
                     .get_object()
-                    .bucket("bench")
+                    .bucket(&bucket)
                     .key(format!("big/{obj}"))
                     .range(format!("bytes={start}-{}", start + (1 << 20) - 1))
                     .send()
@@ -244,7 +249,7 @@ async fn measure(s3: &Client, a: &Args, pid: u32) -> anyhow::Result<Figures> {
     // 16 KiB objects, 32 requests in flight.
     let small = Arc::new(random(16 << 10, 99));
     let run = |get: bool| {
-        let s3 = s3.clone();
+        let (s3, bucket) = (s3.clone(), bucket.to_string());
         let small = small.clone();
         let (n, clients) = (a.small, a.clients);
         async move {
@@ -253,6 +258,7 @@ async fn measure(s3: &Client, a: &Args, pid: u32) -> anyhow::Result<Figures> {
             let mut tasks = tokio::task::JoinSet::new();
             for _ in 0..clients {
                 let (s3, small, next) = (s3.clone(), small.clone(), next.clone());
+                let bucket = bucket.clone();
                 tasks.spawn(async move {
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -261,7 +267,7 @@ async fn measure(s3: &Client, a: &Args, pid: u32) -> anyhow::Result<Figures> {
                         }
                         let key = format!("small/{i:06}");
                         if get {
-                            let out = s3.get_object().bucket("bench").key(key).send().await?;
+                            let out = s3.get_object().bucket(&bucket).key(key).send().await?;
                             let b = out.body.collect().await?.into_bytes();
                             if b.len() != small.len() {
                                 anyhow::bail!("small GET returned {} bytes", b.len());
@@ -270,7 +276,7 @@ async fn measure(s3: &Client, a: &Args, pid: u32) -> anyhow::Result<Figures> {
                             let mut body = small.as_ref().clone();
                             body[..8].copy_from_slice(&(i as u64).to_le_bytes());
                             s3.put_object()
-                                .bucket("bench")
+                                .bucket(&bucket)
                                 .key(key)
                                 .body(ByteStream::from(body))
                                 .send()
@@ -373,6 +379,138 @@ async fn big_object(s3: &Client, work: &Path, gib: u64) -> anyhow::Result<(f64, 
     Ok((put, size as f64 / t.elapsed().as_secs_f64() / 1e6))
 }
 
+/// Starts `s3s-fs` over `root` on a free port: the process and a client to it.
+async fn start_baseline(a: &Args, root: &Path) -> anyhow::Result<(tokio::process::Child, Client)> {
+    std::fs::create_dir_all(root)?;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        l.local_addr()?.port()
+    };
+    let baseline = tokio::process::Command::new(&a.s3s_fs)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args([
+            "--access-key",
+            "BASELINEKEY",
+            "--secret-key",
+            "baseline-secret",
+        ])
+        .arg(root)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting s3s-fs")?;
+    let base = client(
+        &format!("http://127.0.0.1:{port}"),
+        "BASELINEKEY",
+        "baseline-secret",
+    );
+    for _ in 0..100 {
+        if base.list_buckets().send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok((baseline, base))
+}
+
+/// Starts a 6-node devnet with the gateway in `dir`, from the binaries beside this one.
+async fn start_devnet(dir: PathBuf) -> anyhow::Result<Devnet> {
+    let exe = std::env::current_exe()?;
+    eprintln!(
+        "starting a 6-node devnet with the gateway in {} ...",
+        dir.display()
+    );
+    let net = Devnet::start(DevnetConfig {
+        nodes: 6,
+        dir,
+        node_binary: exe.with_file_name("cairn-node"),
+        capacity: "200GiB".into(),
+        converge_timeout: Duration::from_secs(60),
+        gateway: Some((exe.with_file_name("cairn-gateway"), 0)),
+    })
+    .await?;
+    Ok(net)
+}
+
+/// `--rounds N`: both servers run side by side and are measured in turn, N rounds in
+/// alternating order (each round in fresh buckets), so a drift in this shared VM's speed
+/// favours neither. Prints each round's ratio (Cairn / s3s-fs) per figure and their median.
+async fn paired(a: &Args, work: &Path) -> anyhow::Result<()> {
+    let (mut baseline, base) = start_baseline(a, &work.join("s3s-fs")).await?;
+    let base_pid = baseline.id().unwrap_or(0);
+    let net = start_devnet(work.join("net")).await?;
+    let gw = net.state.gateway.clone().context("no gateway")?;
+    let cairn = client(&gw.endpoint, &gw.access_key, &gw.secret_key);
+    let mut rounds = Vec::new();
+    let mut failed = None;
+    for r in 0..a.rounds {
+        let bucket = format!("bench{r}");
+        eprintln!("round {}/{} ...", r + 1, a.rounds);
+        let pair = if r % 2 == 0 {
+            let b = measure(&base, a, base_pid, &bucket).await;
+            (b, measure(&cairn, a, gw.pid, &bucket).await)
+        } else {
+            let c = measure(&cairn, a, gw.pid, &bucket).await;
+            (measure(&base, a, base_pid, &bucket).await, c)
+        };
+        match pair {
+            (Ok(b), Ok(c)) => rounds.push((b, c)),
+            (Err(e), _) | (_, Err(e)) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    net.stop().await;
+    let _ = baseline.kill().await;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    type Figure = fn(&Figures) -> f64;
+    let rows: [(&str, Figure); 8] = [
+        ("PUT large objects", |f| f.put_mbs),
+        ("GET large objects", |f| f.get_mbs),
+        ("1 MiB range GETs, aggregate", |f| f.range_mbs),
+        ("range GET time to first byte p50", |f| {
+            f.range_p50.as_secs_f64()
+        }),
+        ("range GET time to first byte p99", |f| {
+            f.range_p99.as_secs_f64()
+        }),
+        ("(p99 without each client's first request)", |f| {
+            f.range_p99_running.as_secs_f64()
+        }),
+        ("16 KiB PUTs per second", |f| f.small_put_per_s),
+        ("16 KiB GETs per second", |f| f.small_get_per_s),
+    ];
+    println!(
+        "Cairn gateway (6 nodes, 4+2) / s3s-fs (local disk), {} paired rounds: {} x {} MiB objects, \
+         {} clients x {} ranges, {} small objects",
+        rounds.len(),
+        a.objects,
+        a.size_mib,
+        a.clients,
+        a.ranges_per_client,
+        a.small
+    );
+    let header: String = (1..=rounds.len())
+        .map(|r| format!(" round {r} |"))
+        .collect();
+    println!("\n| figure |{header} median |");
+    println!("|---|{}---|", "---|".repeat(rounds.len()));
+    for (name, get) in rows {
+        let mut ratios: Vec<f64> = rounds
+            .iter()
+            .map(|(b, c)| get(c) / get(b).max(1e-9))
+            .collect();
+        let cells: String = ratios.iter().map(|r| format!(" {r:.2}x |")).collect();
+        ratios.sort_by(f64::total_cmp);
+        println!("| {name} |{cells} {:.2}x |", ratios[ratios.len() / 2]);
+    }
+    Ok(())
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
@@ -386,62 +524,27 @@ async fn main() -> anyhow::Result<()> {
             a.s3s_fs.display()
         );
     }
-    let exe = std::env::current_exe()?;
     let dir = tempfile::tempdir()?;
     let work = dir.path().to_path_buf();
 
+    if a.rounds > 1 {
+        return paired(&a, &work).await;
+    }
+
     // Baseline: s3s-fs over a local directory.
     let fs_root = work.join("s3s-fs");
-    std::fs::create_dir_all(&fs_root)?;
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-        l.local_addr()?.port()
-    };
-    let mut baseline = tokio::process::Command::new(&a.s3s_fs)
-        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-        .args([
-            "--access-key",
-            "BASELINEKEY",
-            "--secret-key",
-            "baseline-secret",
-        ])
-        .arg(&fs_root)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting s3s-fs")?;
-    let base_ep = format!("http://127.0.0.1:{port}");
-    let base = client(&base_ep, "BASELINEKEY", "baseline-secret");
-    for _ in 0..100 {
-        if base.list_buckets().send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (mut baseline, base) = start_baseline(&a, &fs_root).await?;
     eprintln!("measuring s3s-fs (baseline) ...");
     let base_pid = baseline.id().unwrap_or(0);
-    let bf = measure(&base, &a, base_pid).await?;
+    let bf = measure(&base, &a, base_pid, "bench").await?;
     let _ = baseline.kill().await;
     let _ = std::fs::remove_dir_all(&fs_root);
 
-    eprintln!(
-        "starting a 6-node devnet with the gateway in {} ...",
-        work.display()
-    );
-    let net = Devnet::start(DevnetConfig {
-        nodes: 6,
-        dir: work.join("net"),
-        node_binary: exe.with_file_name("cairn-node"),
-        capacity: "200GiB".into(),
-        converge_timeout: Duration::from_secs(60),
-        gateway: Some((exe.with_file_name("cairn-gateway"), 0)),
-    })
-    .await?;
+    let net = start_devnet(work.join("net")).await?;
     let gw = net.state.gateway.clone().context("no gateway")?;
     let cairn = client(&gw.endpoint, &gw.access_key, &gw.secret_key);
     eprintln!("measuring the Cairn gateway ...");
-    let result = measure(&cairn, &a, gw.pid).await;
+    let result = measure(&cairn, &a, gw.pid, "bench").await;
     let big = if a.big_gib > 0 && result.is_ok() {
         eprintln!(
             "streaming a {} GiB object through the gateway ...",
