@@ -236,6 +236,7 @@ fn fetch_failed(
         e,
         cairn_node::data::DataError::Unreachable { .. }
             | cairn_node::data::DataError::Timeout { .. }
+            | cairn_node::data::DataError::Stalled { .. }
     );
     net.fetch_failed(i, cid, unreachable);
     e.to_string()

@@ -62,6 +62,9 @@ pub const FAST_LANE_BYTES: u64 = 2 * verified::GROUP_BYTES as u64;
 pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Time allowed for a whole request, body included.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// Time allowed between two arrivals of an answer's bytes: a peer that stops sending part-way
+/// is given up on this soon, not only when [`REQUEST_TIMEOUT`] runs out.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(15);
 /// Bytes of incoming shard bodies a node buffers at once, across all peers.
 pub const MAX_INFLIGHT_BYTES: usize = 512 << 20;
 
@@ -86,6 +89,16 @@ pub enum DataError {
         peer: PeerId,
         /// The deadline.
         secs: u64,
+    },
+    /// The peer stopped sending part-way through an answer.
+    #[error("node {peer} sent nothing for {secs}s, {received} bytes into its answer")]
+    Stalled {
+        /// The peer.
+        peer: PeerId,
+        /// How long nothing arrived.
+        secs: u64,
+        /// Answer bytes (after the header) that had arrived.
+        received: u64,
     },
     /// The peer answered with an error.
     #[error("node {peer} refused: {error}")]
@@ -124,6 +137,7 @@ impl DataError {
         match self {
             DataError::Unreachable { peer, .. }
             | DataError::Timeout { peer, .. }
+            | DataError::Stalled { peer, .. }
             | DataError::Remote { peer, .. }
             | DataError::BadData { peer, .. }
             | DataError::Protocol { peer, .. } => Some(*peer),
@@ -1074,6 +1088,11 @@ impl Client {
                     peer: t.peer,
                     reason,
                 };
+                let stalled = |received: u64| DataError::Stalled {
+                    peer: t.peer,
+                    secs: STALL_TIMEOUT.as_secs(),
+                    received,
+                };
                 send.write_all(header).await.map_err(write_err(t.peer))?;
                 let _ = send.finish();
                 let answer = Self::response(t, &mut recv).await?;
@@ -1092,9 +1111,13 @@ impl Client {
                     (DataResponse::Shard { size }, None) => {
                         // Outboard first (checked against the CID), then data checked per 16 KiB.
                         let ob_len = verified::outboard_size(size) as usize;
-                        let outboard = read_body(&mut recv, ob_len).await.map_err(|e| match e {
-                            FrameFailure::Io(m) | FrameFailure::Malformed(m) => proto(m),
-                        })?;
+                        let outboard =
+                            tokio::time::timeout(STALL_TIMEOUT, read_body(&mut recv, ob_len))
+                                .await
+                                .map_err(|_| stalled(0))?
+                                .map_err(|e| match e {
+                                    FrameFailure::Io(m) | FrameFailure::Malformed(m) => proto(m),
+                                })?;
                         let mut verifier = verified::OutboardVerifier::new(root, size, &outboard)
                             .map_err(|e| bad(e.to_string()))?;
                         // `out` holds the bytes from `base` on; streaming hands on each verified
@@ -1122,13 +1145,14 @@ impl Client {
                             }
                             // All the chunks that have arrived, in one call (one lock of the
                             // connection instead of one per packet).
-                            let n = recv
-                                .read_chunks(&mut chunks)
-                                .await
-                                .map_err(|e| read_failed(t.peer, e))?
-                                .ok_or_else(|| {
-                                    proto(format!("stream ended after {have} of {size} bytes"))
-                                })?;
+                            let n =
+                                tokio::time::timeout(STALL_TIMEOUT, recv.read_chunks(&mut chunks))
+                                    .await
+                                    .map_err(|_| stalled(have))?
+                                    .map_err(|e| read_failed(t.peer, e))?
+                                    .ok_or_else(|| {
+                                        proto(format!("stream ended after {have} of {size} bytes"))
+                                    })?;
                             // Anything past the shard's end is not part of it: dropped, as
                             // when the stream is not read that far.
                             let mut room = (size - have) as usize;
@@ -1160,15 +1184,18 @@ impl Client {
                         let mut out = BytesMut::with_capacity(want as usize);
                         let (mut base, mut received) = (0u64, 0u64);
                         while received < len {
-                            let chunk = recv
-                                .read_chunk((len - received) as usize, true)
-                                .await
-                                .map_err(|e| proto(e.to_string()))?
-                                .ok_or_else(|| {
-                                    proto(format!(
-                                        "stream ended after {received} of {len} proof bytes"
-                                    ))
-                                })?;
+                            let chunk = tokio::time::timeout(
+                                STALL_TIMEOUT,
+                                recv.read_chunk((len - received) as usize, true),
+                            )
+                            .await
+                            .map_err(|_| stalled(received))?
+                            .map_err(|e| proto(e.to_string()))?
+                            .ok_or_else(|| {
+                                proto(format!(
+                                    "stream ended after {received} of {len} proof bytes"
+                                ))
+                            })?;
                             received += chunk.bytes.len() as u64;
                             decoder
                                 .push(&chunk.bytes, |_, b| out.extend_from_slice(b))

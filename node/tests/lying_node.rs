@@ -22,17 +22,37 @@ use cairn_node::protocol::{
 };
 use libp2p::identity::Keypair;
 
-/// What the fake node sends back: bytes, then either a clean finish or a reset with a code.
+/// What the fake node sends back: bytes, then how the stream ends.
 #[derive(Clone)]
 struct Reply {
     bytes: Vec<u8>,
-    reset: Option<u32>,
+    end: End,
+}
+
+#[derive(Clone, Copy)]
+enum End {
+    Finish,
+    /// A stream reset with this code.
+    Reset(u32),
+    /// Nothing more, the stream left open.
+    Stall,
 }
 
 impl Reply {
     fn finish(bytes: Vec<u8>) -> Self {
-        Reply { bytes, reset: None }
+        Reply {
+            bytes,
+            end: End::Finish,
+        }
     }
+}
+
+/// A fake node that reads the request and then sends `prefix` and nothing more.
+fn stalling_node(prefix: Vec<u8>) -> Target {
+    fake_node(Arc::new(move |_: &DataRequest| Reply {
+        bytes: prefix.clone(),
+        end: End::Stall,
+    }))
 }
 
 type Answer = Arc<dyn Fn(&DataRequest) -> Reply + Send + Sync>;
@@ -60,13 +80,19 @@ fn fake_node(answer: Answer) -> Target {
                         if send.write_all(&reply.bytes).await.is_err() {
                             return;
                         }
-                        match reply.reset {
-                            Some(code) => {
+                        match reply.end {
+                            End::Reset(code) => {
                                 // Give the bytes before the cut a moment to leave first.
                                 tokio::time::sleep(Duration::from_millis(50)).await;
                                 let _ = send.reset(code.into());
                             }
-                            None => {
+                            End::Stall => {
+                                // The stream (and the connection, alive by keep-alives) stays
+                                // open, silent.
+                                tokio::time::sleep(Duration::from_secs(600)).await;
+                                drop(send);
+                            }
+                            End::Finish => {
                                 let _ = send.finish();
                                 let _ =
                                     tokio::time::timeout(Duration::from_secs(5), send.stopped())
@@ -292,7 +318,7 @@ async fn a_reset_says_whether_the_nodes_copy_was_corrupt() {
     for (code, corrupt) in [(RESET_CORRUPT, true), (RESET_ABORTED, false)] {
         let lie = Reply {
             bytes: honest[..cut].to_vec(),
-            reset: Some(code),
+            end: End::Reset(code),
         };
         let t = fake_node(Arc::new(move |_: &DataRequest| lie.clone()));
         let (result, got) = fetch_streaming(&c, &t, &cid, None, None).await;
@@ -392,4 +418,59 @@ async fn error_answers_and_garbage_headers_are_reported() {
     let t = fake_node(Arc::new(|_: &DataRequest| Reply::finish(vec![1, 0])));
     let err = c.fetch(&t, &cid, None, None).await.unwrap_err();
     assert!(matches!(err, DataError::Protocol { .. }), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_stops_sending_is_given_up_on_not_waited_for() {
+    let (cid, data) = shard(11);
+    let (honest, data_at) = whole(&data);
+    let range = 100_000u64..180_000;
+    let (proof_answer, proof_at) = proof(&data, range.clone());
+    let silent = stalling_node(Vec::new());
+    let in_outboard = stalling_node(honest[..data_at - 100].to_vec());
+    let in_data = stalling_node(honest[..data_at + 300_000].to_vec());
+    let in_proof = stalling_node(proof_answer[..proof_at + 20_000].to_vec());
+    let c = client();
+    let started = std::time::Instant::now();
+    let (silent, in_outboard, in_data, in_proof) = tokio::join!(
+        c.fetch(&silent, &cid, None, None),
+        c.fetch(&in_outboard, &cid, None, None),
+        fetch_streaming(&c, &in_data, &cid, None, None),
+        fetch_streaming(&c, &in_proof, &cid, None, Some(range.clone())),
+    );
+    // All four at once: each gives up after its own 15 s, far inside the 120 s request limit.
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(40), "gave up after {took:?}");
+    assert!(
+        matches!(silent, Err(DataError::Timeout { .. })),
+        "{silent:?}"
+    );
+    assert!(
+        matches!(in_outboard, Err(DataError::Stalled { received: 0, .. })),
+        "{in_outboard:?}"
+    );
+    let (result, got) = in_data;
+    match result {
+        Err(DataError::Stalled { received, .. }) => assert_eq!(received, 300_000),
+        other => panic!("{other:?}"),
+    }
+    // Everything that arrived was verified and handed on, up to the last whole group.
+    let group = verified::GROUP_BYTES;
+    assert_eq!(got.len(), 300_000 / group * group);
+    assert_eq!(got[..], data[..got.len()]);
+    let (result, got) = in_proof;
+    assert!(
+        matches!(
+            result,
+            Err(DataError::Stalled {
+                received: 20_000,
+                ..
+            })
+        ),
+        "{result:?}"
+    );
+    assert_eq!(
+        got[..],
+        data[range.start as usize..range.start as usize + got.len()]
+    );
 }
