@@ -642,6 +642,12 @@ impl From<FrameFailure> for Failure {
         match e {
             FrameFailure::Malformed(m) => Failure::answer(ErrorCode::BadRequest, m),
             FrameFailure::Io(m) => Failure::Gone(m),
+            // A sender that goes quiet part-way does not keep its stream (and the memory
+            // reserved for its body) until the request limit.
+            FrameFailure::Stalled(n) => Failure::Gone(format!(
+                "nothing arrived for {}s, {n} body bytes in",
+                STALL_TIMEOUT.as_secs()
+            )),
         }
     }
 }
@@ -701,6 +707,8 @@ async fn respond(
 enum FrameFailure {
     Malformed(String),
     Io(String),
+    /// Nothing arrived for [`STALL_TIMEOUT`], this many body bytes in.
+    Stalled(u64),
 }
 
 async fn read_u32(recv: &mut RecvStream) -> Result<u32, FrameFailure> {
@@ -729,18 +737,21 @@ async fn read_frame<T: DeserializeOwned>(
 }
 
 /// Reads exactly `len` bytes without copying quinn's chunks more than once.
+/// Gives up with [`FrameFailure::Stalled`] when nothing arrives for [`STALL_TIMEOUT`].
 async fn read_body(recv: &mut RecvStream, len: usize) -> Result<Bytes, FrameFailure> {
     let mut buf = BytesMut::with_capacity(len);
     while buf.len() < len {
-        match recv.read_chunk(len - buf.len(), true).await {
-            Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
-            Ok(None) => {
+        let read = tokio::time::timeout(STALL_TIMEOUT, recv.read_chunk(len - buf.len(), true));
+        match read.await {
+            Ok(Ok(Some(chunk))) => buf.extend_from_slice(&chunk.bytes),
+            Ok(Ok(None)) => {
                 return Err(FrameFailure::Io(format!(
                     "stream ended after {} of {len} bytes",
                     buf.len()
                 )));
             }
-            Err(e) => return Err(FrameFailure::Io(e.to_string())),
+            Ok(Err(e)) => return Err(FrameFailure::Io(e.to_string())),
+            Err(_) => return Err(FrameFailure::Stalled(buf.len() as u64)),
         }
     }
     Ok(buf.freeze())
@@ -933,7 +944,7 @@ impl Client {
         )
         .await
         {
-            Err(_) => Err(DataError::Timeout {
+            Err(_) | Ok(Err(FrameFailure::Stalled(_))) => Err(DataError::Timeout {
                 peer: t.peer,
                 secs: FIRST_BYTE_TIMEOUT.as_secs(),
             }),
@@ -1111,13 +1122,10 @@ impl Client {
                     (DataResponse::Shard { size }, None) => {
                         // Outboard first (checked against the CID), then data checked per 16 KiB.
                         let ob_len = verified::outboard_size(size) as usize;
-                        let outboard =
-                            tokio::time::timeout(STALL_TIMEOUT, read_body(&mut recv, ob_len))
-                                .await
-                                .map_err(|_| stalled(0))?
-                                .map_err(|e| match e {
-                                    FrameFailure::Io(m) | FrameFailure::Malformed(m) => proto(m),
-                                })?;
+                        let outboard = read_body(&mut recv, ob_len).await.map_err(|e| match e {
+                            FrameFailure::Io(m) | FrameFailure::Malformed(m) => proto(m),
+                            FrameFailure::Stalled(_) => stalled(0),
+                        })?;
                         let mut verifier = verified::OutboardVerifier::new(root, size, &outboard)
                             .map_err(|e| bad(e.to_string()))?;
                         // `out` holds the bytes from `base` on; streaming hands on each verified
@@ -1310,10 +1318,17 @@ impl Client {
                         reason: "manifest answer over the limits".into(),
                     });
                 }
-                let io = |e: FrameFailure| DataError::Protocol {
-                    peer: t.peer,
-                    reason: match e {
-                        FrameFailure::Io(m) | FrameFailure::Malformed(m) => m,
+                let io = |e: FrameFailure| match e {
+                    FrameFailure::Io(reason) | FrameFailure::Malformed(reason) => {
+                        DataError::Protocol {
+                            peer: t.peer,
+                            reason,
+                        }
+                    }
+                    FrameFailure::Stalled(received) => DataError::Stalled {
+                        peer: t.peer,
+                        secs: STALL_TIMEOUT.as_secs(),
+                        received,
                     },
                 };
                 let bytes = read_body(&mut recv, len as usize)
@@ -1363,6 +1378,18 @@ impl Client {
             }
         })
         .await
+    }
+
+    /// Opens a request stream to `t` and hands it over as it is (for robustness tests that
+    /// need to misbehave part-way, e.g. stall).
+    #[doc(hidden)]
+    pub async fn raw_stream(&self, t: &Target) -> Result<(SendStream, RecvStream), DataError> {
+        let conn = self.connection(t).await?;
+        conn.open_bi().await.map_err(|e| DataError::Unreachable {
+            peer: t.peer,
+            addr: t.addr,
+            reason: e.to_string(),
+        })
     }
 
     /// Closes every connection.

@@ -300,6 +300,41 @@ async fn garbage_and_oversized_frames_are_rejected_without_harm() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_that_stalls_is_dropped_not_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = start(dir.path(), None, 1 << 30).await;
+    let t = target(&n);
+    let c = client();
+    let (cid, data) = shard(1 << 20, 3);
+    // A store whose body stops after 1,000 of its 1 MiB, the stream left open.
+    let (mut send, mut recv) = c.raw_stream(&t).await.unwrap();
+    let header = encode_frame(&DataRequest::Store {
+        cid,
+        len: data.len() as u64,
+    });
+    send.write_all(&header).await.unwrap();
+    send.write_all(&data[..1000]).await.unwrap();
+    let started = Instant::now();
+    // The node gives up on it after the stall limit, far inside the 120 s request limit, and
+    // closes the stream without storing anything.
+    let _ = recv.read_to_end(1 << 16).await;
+    let took = started.elapsed();
+    assert!(
+        took >= data::STALL_TIMEOUT - Duration::from_secs(1) && took < Duration::from_secs(40),
+        "the node dropped the stalled upload after {took:?}"
+    );
+    drop(send);
+    assert!(matches!(
+        c.fetch(&t, &cid, None, None).await,
+        Err(DataError::Remote { error, .. }) if error.code == ErrorCode::NotFound
+    ));
+    // The same shard, sent whole, is stored.
+    c.store(&t, &cid, data.clone()).await.unwrap();
+    assert_eq!(c.fetch(&t, &cid, None, None).await.unwrap(), data);
+    n.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetching_from_a_stopped_node_fails_fast_and_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let n = start(dir.path(), None, 1 << 30).await;
