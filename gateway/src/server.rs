@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use cairn_chunker::Cid;
 use cairn_client::network::Network;
 use cairn_client::put::PutOptions;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -28,6 +28,10 @@ use crate::s3::{ExportStatus, ReadSettings};
 
 /// How often the gateway re-discovers the network (nodes that joined or left).
 pub const REFRESH_EVERY: Duration = Duration::from_secs(30);
+
+/// Time an S3 client has to send a request's head (request line and headers), counted from when
+/// the gateway starts waiting for it, so an idle keep-alive connection is closed after this too.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -401,7 +405,12 @@ async fn serve_s3(
     metrics: Arc<GatewayMetrics>,
     cancel: CancellationToken,
 ) {
-    let http = ConnBuilder::new(TokioExecutor::new());
+    let mut http = ConnBuilder::new(TokioExecutor::new());
+    // hyper enforces no header timeout without a timer: a client that opened connections and
+    // never finished a request would hold each one (a socket and a task) forever.
+    http.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let socket = tokio::select! {
@@ -432,12 +441,19 @@ async fn serve_s3(
                     resp.map(|r| r.map(|body| OneXmlDeclaration::new(body, complete)))
                 }
             });
-        let conn = http
-            .serve_connection(TokioIo::new(socket), counted)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let (http, watcher) = (http.clone(), graceful.watcher());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            // hyper first reads to tell HTTP/1 from HTTP/2, with no deadline of its own: a
+            // connection that never sends a byte is dropped here instead.
+            let mut first = [0u8; 1];
+            if !matches!(
+                tokio::time::timeout(HEADER_READ_TIMEOUT, socket.peek(&mut first)).await,
+                Ok(Ok(1))
+            ) {
+                return;
+            }
+            let conn = http.serve_connection(TokioIo::new(socket), counted);
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!("S3 connection ended: {e}");
             }
         });

@@ -960,3 +960,43 @@ async fn equal_parts_are_not_read_back_to_hash_the_object() {
     }
     net.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_finishes_its_request_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let net = Net::start(4).await;
+    let addr = net.addr();
+    // Slow-loris: a request line and one header, then nothing; and a connection that sends
+    // nothing at all.
+    let mut partial = tokio::net::TcpStream::connect(addr).await.unwrap();
+    partial
+        .write_all(b"GET /sec/doc.txt HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .await
+        .unwrap();
+    let silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let started = std::time::Instant::now();
+    let closed = |mut s: tokio::net::TcpStream| async move {
+        let mut buf = Vec::new();
+        let read = s.read_to_end(&mut buf);
+        tokio::time::timeout(std::time::Duration::from_secs(90), read)
+            .await
+            .is_ok()
+    };
+    let (a, b) = tokio::join!(closed(partial), closed(silent));
+    let took = started.elapsed();
+    assert!(a, "the gateway kept a half-sent request open for 90 s");
+    assert!(b, "the gateway kept a silent connection open for 90 s");
+    let limit = cairn_gateway::server::HEADER_READ_TIMEOUT;
+    assert!(
+        took >= limit - std::time::Duration::from_secs(1),
+        "closed after {took:?}, before the {limit:?} limit"
+    );
+    // Requests that do finish are served as before.
+    net.s3()
+        .create_bucket()
+        .bucket("after")
+        .send()
+        .await
+        .unwrap();
+    assert!(healthy(net.gateway().admin).await);
+}
