@@ -91,13 +91,14 @@ pub enum DataError {
         secs: u64,
     },
     /// The peer stopped sending part-way through an answer.
-    #[error("node {peer} sent nothing for {secs}s, {received} bytes into its answer")]
+    #[error("node {peer} sent nothing for {secs}s, {received} data bytes into its answer")]
     Stalled {
         /// The peer.
         peer: PeerId,
         /// How long nothing arrived.
         secs: u64,
-        /// Answer bytes (after the header) that had arrived.
+        /// Data bytes that had arrived: of the shard (0 while its outboard was coming), of the
+        /// proof stream for a range, of the manifest.
         received: u64,
     },
     /// The peer answered with an error.
