@@ -14,7 +14,8 @@
 //! gateway (from and to disk) and reports the gateway's peak memory. Prints a Markdown table.
 //! `--rounds N` runs both servers side by side and measures them in turn, N rounds in alternating
 //! order, and prints each round's ratios and their median: on a shared VM whose speed drifts,
-//! the paired figures are the ones to compare. `--keep-log FILE` keeps the gateway's log, and the nodes' logs as `FILE.node0` … (run with
+//! the paired figures are the ones to compare. `--keep-log FILE` keeps the gateway's log, and the
+//! nodes' logs as `FILE.node0` … (run with
 //! `CAIRN_GW_LOG=info,cairn_gateway=debug CAIRN_LOG=info,cairn_node::data=debug` for per-read
 //! timings on both sides).
 
