@@ -73,6 +73,9 @@ pub enum Error {
     /// The body ended early or could not be read.
     #[error("incomplete body: {0}")]
     IncompleteBody(String),
+    /// The client stopped sending the body.
+    #[error("{0}: the request was dropped; send the body without pauses and retry")]
+    RequestTimeout(String),
     /// Not enough of the network answered.
     #[error("storage network unavailable: {0}")]
     Unavailable(String),
@@ -101,6 +104,7 @@ impl Error {
             Error::InvalidPartOrder => S3ErrorCode::InvalidPartOrder,
             Error::BadDigest(_) => S3ErrorCode::BadDigest,
             Error::IncompleteBody(_) => S3ErrorCode::IncompleteBody,
+            Error::RequestTimeout(_) => S3ErrorCode::RequestTimeout,
             Error::Unavailable(_) => S3ErrorCode::ServiceUnavailable,
             Error::Internal(_) => S3ErrorCode::InternalError,
         }
@@ -121,7 +125,8 @@ impl Error {
             | Error::InvalidPart(_)
             | Error::InvalidPartOrder
             | Error::BadDigest(_)
-            | Error::IncompleteBody(_) => S::BAD_REQUEST,
+            | Error::IncompleteBody(_)
+            | Error::RequestTimeout(_) => S::BAD_REQUEST,
             Error::InvalidRange(_) => S::RANGE_NOT_SATISFIABLE,
             Error::PreconditionFailed(_) => S::PRECONDITION_FAILED,
             Error::NotModified => S::NOT_MODIFIED,
@@ -187,6 +192,8 @@ mod tests {
             Error::PreconditionFailed("x".into()),
             Error::NotModified,
             Error::EntityTooLarge { size: 1, max: 0 },
+            Error::IncompleteBody("x".into()),
+            Error::RequestTimeout("x".into()),
             Error::Unavailable("x".into()),
         ];
         for e in all {

@@ -11,6 +11,7 @@
 //!   fetched shards land in the client's bounded shard cache, which every read consults.
 //! - [`snapshot`]: import an uploaded dataset as keys, export the whole catalog as a signed
 //!   dataset manifest, restore from one.
+//! - [`stall`]: time limits on clients that stop sending a body or stop reading a response.
 //! - [`server`]: the daemon: S3 over HTTP/1.1 and HTTP/2, the admin API (`/health`,
 //!   `/metrics`, `/status`, `POST /import|/export|/restore`), network refresh.
 //!
@@ -28,6 +29,7 @@ pub mod readahead;
 pub mod s3;
 pub mod server;
 pub mod snapshot;
+pub mod stall;
 
 pub use error::Error;
 pub use s3::Gateway;

@@ -40,6 +40,11 @@ pub struct GatewayMetrics {
     pub exports: Counter,
     /// Automatic catalog exports that failed.
     pub export_failures: Counter,
+    /// S3 connections open now.
+    pub connections: Gauge,
+    /// Requests and connections dropped because the client stopped sending a body or stopped
+    /// reading a response (see [`crate::stall`]).
+    pub stalled_clients: Counter,
 }
 
 impl std::fmt::Debug for GatewayMetrics {
@@ -67,6 +72,8 @@ impl GatewayMetrics {
             complete_parts_reread: Counter::default(),
             exports: Counter::default(),
             export_failures: Counter::default(),
+            connections: Gauge::default(),
+            stalled_clients: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("requests", "S3 requests handled", m.requests.clone());
@@ -134,6 +141,16 @@ impl GatewayMetrics {
             "export_failures",
             "Automatic catalog exports that failed",
             m.export_failures.clone(),
+        );
+        registry.register(
+            "connections",
+            "S3 connections open now",
+            m.connections.clone(),
+        );
+        registry.register(
+            "stalled_clients",
+            "Requests and connections dropped because the client stopped sending or reading",
+            m.stalled_clients.clone(),
         );
         Arc::new(Self { registry, ..m })
     }

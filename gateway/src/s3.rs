@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::ops::Range;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -32,6 +33,7 @@ use crate::catalog::{BucketRecord, Catalog, Location, ObjectRecord, PartRecord, 
 use crate::error::Error;
 use crate::metrics::GatewayMetrics;
 use crate::readahead::ReadAhead;
+use crate::stall::{BODY_STALL_TIMEOUT, limit_body};
 
 /// Largest single PUT (as S3).
 pub const MAX_PUT: u64 = 5 << 30;
@@ -612,6 +614,8 @@ impl Gateway {
     }
 
     /// Streams `body` into a new Cairn object, computing MD5 and any declared checksums.
+    /// A body `from_client` that stops coming for [`BODY_STALL_TIMEOUT`] fails the request with
+    /// `RequestTimeout` (a body read from the network has its own limits).
     async fn store_body(
         &self,
         body: StreamingBlob,
@@ -619,6 +623,7 @@ impl Gateway {
         trailers: Option<s3s::TrailingHeaders>,
         opts: &PutOptions,
         part: Option<i32>,
+        from_client: bool,
     ) -> Result<Stored, Error> {
         // A part is also hashed at the offset it will have if all parts before it are as long
         // as it is (what S3 clients do), so Complete can merge instead of reading it back.
@@ -635,18 +640,30 @@ impl Gateway {
             piece,
         )));
         let tap = state.clone();
-        let stream = body
-            .inspect_ok(move |bytes| {
-                if let Ok(mut s) = tap.lock() {
-                    s.0.update(bytes);
-                    s.1.update(bytes);
-                    s.2 += bytes.len() as u64;
-                    if let Some((_, h)) = &mut s.3 {
-                        h.update(bytes);
-                    }
+        let stalled = Arc::new(AtomicBool::new(false));
+        let limit = if from_client {
+            BODY_STALL_TIMEOUT
+        } else {
+            Duration::MAX
+        };
+        let stream = limit_body(body, limit, stalled.clone()).inspect_ok(move |bytes| {
+            if let Ok(mut s) = tap.lock() {
+                s.0.update(bytes);
+                s.1.update(bytes);
+                s.2 += bytes.len() as u64;
+                if let Some((_, h)) = &mut s.3 {
+                    h.update(bytes);
                 }
-            })
-            .map_err(std::io::Error::other);
+            }
+        });
+        let timed_out = |e: String| {
+            if stalled.load(Ordering::Relaxed) {
+                self.metrics.stalled_clients.inc();
+                Error::RequestTimeout(e)
+            } else {
+                Error::IncompleteBody(e)
+            }
+        };
         let input = match exact {
             // A small body is gathered here and encoded from memory, on no thread of its own
             // (for the many-small-files datasets, where starting threads cost more than the
@@ -657,7 +674,7 @@ impl Gateway {
                 while let Some(chunk) = stream
                     .try_next()
                     .await
-                    .map_err(|e| Error::IncompleteBody(e.to_string()))?
+                    .map_err(|e| timed_out(e.to_string()))?
                 {
                     buf.extend_from_slice(&chunk);
                 }
@@ -670,7 +687,12 @@ impl Gateway {
             }
         };
         let net = self.net().await;
-        let report = put_object(Some(&net), &self.key, input, opts, Arc::new(|_| {})).await?;
+        let report = put_object(Some(&net), &self.key, input, opts, Arc::new(|_| {}))
+            .await
+            .map_err(|e| match Error::from(e) {
+                Error::IncompleteBody(e) => timed_out(e),
+                other => other,
+            })?;
         let (md5, checksum, size, nodes) = {
             let mut s = state
                 .lock()
@@ -1010,7 +1032,9 @@ impl S3 for Gateway {
         let mut opts = self.opts.clone();
         opts.content_type = input.content_type.clone();
         opts.metadata = metadata_in(input.metadata.clone());
-        let stored = self.store_body(body, decl, trailers, &opts, None).await?;
+        let stored = self
+            .store_body(body, decl, trailers, &opts, None, true)
+            .await?;
         if stored.size > MAX_PUT {
             return Err(Error::EntityTooLarge {
                 size: stored.size,
@@ -1364,6 +1388,7 @@ impl S3 for Gateway {
                 trailers,
                 &self.part_options(&upload),
                 Some(input.part_number),
+                true,
             )
             .await?;
         check_md5(input.content_md5.as_ref(), &stored.md5)?;
@@ -1431,6 +1456,7 @@ impl S3 for Gateway {
                 None,
                 &self.part_options(&upload),
                 Some(input.part_number),
+                false,
             )
             .await?;
         self.record_part(&input.upload_id, input.part_number as u32, &stored)

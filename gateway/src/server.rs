@@ -25,6 +25,7 @@ use crate::host::Host;
 use crate::metrics::GatewayMetrics;
 use crate::s3::Gateway;
 use crate::s3::{ExportStatus, ReadSettings};
+use crate::stall::{SEND_STALL_TIMEOUT, Watched};
 
 /// How often the gateway re-discovers the network (nodes that joined or left).
 pub const REFRESH_EVERY: Duration = Duration::from_secs(30);
@@ -399,6 +400,22 @@ fn without_declaration(data: bytes::Bytes) -> bytes::Bytes {
     data
 }
 
+/// Counts an S3 connection in the `connections` gauge for as long as it lives.
+struct OpenConnection(Arc<GatewayMetrics>);
+
+impl OpenConnection {
+    fn new(metrics: Arc<GatewayMetrics>) -> Self {
+        metrics.connections.inc();
+        OpenConnection(metrics)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.connections.dec();
+    }
+}
+
 async fn serve_s3(
     listener: tokio::net::TcpListener,
     service: s3s::service::S3Service,
@@ -412,27 +429,15 @@ async fn serve_s3(
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    loop {
-        let socket = tokio::select! {
-            _ = cancel.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok((socket, _)) => socket,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off rather than spin.
-                    tracing::error!("accepting an S3 connection: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some(socket) = cairn_node::admin::accept(&listener, &cancel, "S3").await {
         let _ = socket.set_nodelay(true);
         let service = service.clone();
-        let metrics = metrics.clone();
+        let counted_metrics = metrics.clone();
         let counted =
             hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 let complete = is_complete_multipart(&req);
                 let fut = hyper::service::Service::call(&service, req);
-                let metrics = metrics.clone();
+                let metrics = counted_metrics.clone();
                 async move {
                     let resp = fut.await;
                     if resp.as_ref().map_or(true, |r| r.status().as_u16() >= 400) {
@@ -442,7 +447,9 @@ async fn serve_s3(
                 }
             });
         let (http, watcher) = (http.clone(), graceful.watcher());
+        let open = OpenConnection::new(metrics.clone());
         tokio::spawn(async move {
+            let metrics = open.0.clone();
             // hyper first reads to tell HTTP/1 from HTTP/2, with no deadline of its own: a
             // connection that never sends a byte is dropped here instead.
             let mut first = [0u8; 1];
@@ -452,9 +459,24 @@ async fn serve_s3(
             ) {
                 return;
             }
-            let conn = http.serve_connection(TokioIo::new(socket), counted);
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!("S3 connection ended: {e}");
+            // A client that stops reading its response would hold the connection, its task and
+            // the response's read-ahead forever: it gets SEND_STALL_TIMEOUT.
+            let (socket, progress) = Watched::new(socket);
+            let conn = watcher.watch(
+                http.serve_connection(TokioIo::new(socket), counted)
+                    .into_owned(),
+            );
+            tokio::select! {
+                r = conn => if let Err(e) = r {
+                    tracing::debug!("S3 connection ended: {e}");
+                },
+                () = progress.stalled(SEND_STALL_TIMEOUT) => {
+                    tracing::info!(
+                        "closing an S3 connection: its client has read nothing for {}s",
+                        SEND_STALL_TIMEOUT.as_secs()
+                    );
+                    metrics.stalled_clients.inc();
+                }
             }
         });
     }
@@ -761,12 +783,7 @@ async fn serve_admin(
         .route("/export", post(export))
         .route("/restore", post(restore))
         .with_state(state);
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { cancel.cancelled().await })
-        .await
-    {
-        tracing::error!("admin server failed: {e}");
-    }
+    cairn_node::admin::serve_router(listener, app, cancel).await;
 }
 
 #[cfg(test)]

@@ -974,6 +974,17 @@ async fn a_client_that_never_finishes_its_request_is_disconnected() {
         .await
         .unwrap();
     let silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // The admin servers (the gateway's and a node's) are held to the same limit.
+    let gateway_admin = tokio::net::TcpStream::connect(net.gateway().admin)
+        .await
+        .unwrap();
+    let mut node_admin = tokio::net::TcpStream::connect(net.devnet.state.nodes[0].admin)
+        .await
+        .unwrap();
+    node_admin
+        .write_all(b"GET /status HTTP/1.1\r\n")
+        .await
+        .unwrap();
     let started = std::time::Instant::now();
     let closed = |mut s: tokio::net::TcpStream| async move {
         let mut buf = Vec::new();
@@ -982,10 +993,23 @@ async fn a_client_that_never_finishes_its_request_is_disconnected() {
             .await
             .is_ok()
     };
-    let (a, b) = tokio::join!(closed(partial), closed(silent));
+    let (a, b, c, d) = tokio::join!(
+        closed(partial),
+        closed(silent),
+        closed(gateway_admin),
+        closed(node_admin)
+    );
     let took = started.elapsed();
     assert!(a, "the gateway kept a half-sent request open for 90 s");
     assert!(b, "the gateway kept a silent connection open for 90 s");
+    assert!(
+        c,
+        "the gateway's admin server kept a silent connection open for 90 s"
+    );
+    assert!(
+        d,
+        "a node's admin server kept a half-sent request open for 90 s"
+    );
     let limit = cairn_gateway::server::HEADER_READ_TIMEOUT;
     assert!(
         took >= limit - std::time::Duration::from_secs(1),
@@ -999,4 +1023,124 @@ async fn a_client_that_never_finishes_its_request_is_disconnected() {
         .await
         .unwrap();
     assert!(healthy(net.gateway().admin).await);
+    assert!(healthy(net.devnet.state.nodes[0].admin).await);
+}
+
+/// A PUT whose body stops coming is answered `400 RequestTimeout` and stores nothing; a GET
+/// whose client stops reading loses its connection. Each after the stall limit, not before;
+/// other clients are served throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_sending_or_reading_is_dropped() {
+    use cairn_gateway::stall::{BODY_STALL_TIMEOUT, SEND_STALL_TIMEOUT};
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let net = Net::start(4).await;
+    let (s3, addr, admin) = (net.s3(), net.addr(), net.gateway().admin);
+    s3.create_bucket().bucket("stall").send().await.unwrap();
+    let big = bytes(48 << 20, 11);
+    s3.put_object()
+        .bucket("stall")
+        .key("big")
+        .body(ByteStream::from(big.clone()))
+        .send()
+        .await
+        .unwrap();
+    let stalled_metric = "cairn_gateway_stalled_clients_total";
+    assert_eq!(metric(admin, stalled_metric).await, 0);
+    let cfg =
+        aws_sdk_s3::presigning::PresigningConfig::expires_in(Duration::from_secs(300)).unwrap();
+    let path = |uri: &str| uri.trim_start_matches(net.endpoint()).to_string();
+
+    // A PUT that sends 100 kB of an 8 MiB body, then nothing.
+    let put = s3
+        .put_object()
+        .bucket("stall")
+        .key("half")
+        .presigned(cfg.clone())
+        .await
+        .unwrap();
+    let mut put_conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "PUT {} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n",
+        path(put.uri()),
+        8 << 20
+    );
+    put_conn.write_all(head.as_bytes()).await.unwrap();
+    put_conn.write_all(&bytes(100_000, 12)).await.unwrap();
+    let put_sent = Instant::now();
+
+    // A GET of 48 MiB whose client reads 64 KiB, then stops reading.
+    let presigned_get = s3
+        .get_object()
+        .bucket("stall")
+        .key("big")
+        .presigned(cfg)
+        .await
+        .unwrap();
+    let mut get_conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET {} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n",
+        path(presigned_get.uri())
+    );
+    get_conn.write_all(req.as_bytes()).await.unwrap();
+    let mut got = vec![0u8; 64 << 10];
+    get_conn.read_exact(&mut got).await.unwrap();
+    let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(got.starts_with(b"HTTP/1.1 200"));
+    let reading_stopped = Instant::now();
+
+    // Meanwhile other clients are served.
+    assert!(get(&s3, "stall", "big", Some("bytes=0-999")).await == big[..1000]);
+
+    // The PUT is answered once its body has been silent for the limit.
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        BODY_STALL_TIMEOUT + Duration::from_secs(60),
+        put_conn.read_to_end(&mut answer),
+    )
+    .await
+    .expect("a stalled PUT is answered")
+    .unwrap();
+    let waited = put_sent.elapsed();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("<Code>RequestTimeout</Code>"), "{answer}");
+    assert!(
+        waited >= BODY_STALL_TIMEOUT - Duration::from_secs(1),
+        "answered after {waited:?}, before the {BODY_STALL_TIMEOUT:?} limit"
+    );
+    assert_eq!(
+        failure(s3.head_object().bucket("stall").key("half").send().await).0,
+        404,
+        "nothing is stored from a stalled PUT"
+    );
+
+    // The GET's connection is closed once its client has read nothing for the limit.
+    let deadline = Instant::now() + SEND_STALL_TIMEOUT + Duration::from_secs(60);
+    while metric(admin, stalled_metric).await < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the unread GET was never dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let waited = reading_stopped.elapsed();
+    assert!(
+        waited >= SEND_STALL_TIMEOUT - Duration::from_secs(1),
+        "dropped after {waited:?}, before the {SEND_STALL_TIMEOUT:?} limit"
+    );
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(30), get_conn.read_to_end(&mut rest))
+        .await
+        .expect("the connection was closed");
+    let body_received = got.len() - head_end + rest.len();
+    assert!(
+        body_received < big.len(),
+        "the whole body arrived ({body_received} bytes): the connection was not cut"
+    );
+    assert!(big.starts_with(&[&got[head_end..], &rest[..]].concat()));
+
+    // The gateway still serves in full.
+    assert!(get(&s3, "stall", "big", None).await == big);
+    net.stop().await;
 }

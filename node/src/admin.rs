@@ -132,12 +132,65 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/status", get(status))
         .with_state(state);
-    let shutdown = async move { cancel.cancelled().await };
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
-        tracing::error!("admin server failed: {e}");
+    serve_router(listener, app, cancel).await;
+}
+
+/// The next connection on `listener`, or `None` once `cancel` fires. Accept errors (out of
+/// descriptors and the like) are logged and retried after a pause rather than in a spin.
+pub async fn accept(
+    listener: &tokio::net::TcpListener,
+    cancel: &CancellationToken,
+    what: &str,
+) -> Option<tokio::net::TcpStream> {
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return None,
+            r = listener.accept() => match r {
+                Ok((socket, _)) => return Some(socket),
+                Err(e) => {
+                    tracing::error!("accepting an {what} connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+}
+
+/// Time an admin client has to send its first byte, and then a request's head; an idle
+/// keep-alive connection is closed after it too.
+pub const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves `app` over HTTP/1.1 on `listener` until `cancel` fires, then lets requests in
+/// progress finish (up to 5 s).
+///
+/// Unlike `axum::serve`, a connection must send its request head within
+/// [`ADMIN_HEADER_TIMEOUT`] (hyper sets no limit without a timer): otherwise a script or
+/// scanner that opens connections and sends nothing would hold a socket and a task each,
+/// until the daemon runs out of descriptors. Used by the node's and the gateway's admin servers.
+pub async fn serve_router(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    cancel: CancellationToken,
+) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(ADMIN_HEADER_TIMEOUT);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    while let Some(socket) = accept(&listener, &cancel, "admin").await {
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = http.serve_connection(hyper_util::rt::TokioIo::new(socket), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("admin connection ended: {e}");
+            }
+        });
+    }
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(Duration::from_secs(5)) => {
+            tracing::warn!("admin connections still open after 5s; closing");
+        }
     }
 }
 
