@@ -801,6 +801,11 @@ impl Gateway {
                 Ok(n) => {
                     metrics.bytes_out.inc_by(n);
                 }
+                // The client went away (hung up, or was dropped for not reading): not a
+                // network failure, so not counted as one.
+                Err(e) if tx.is_closed() => {
+                    tracing::debug!(object = %cid, "read stopped, the S3 client went away: {e}");
+                }
                 Err(e) => {
                     // Headers are gone: ending the body early is how HTTP says the read failed.
                     metrics.read_errors.inc();
