@@ -175,9 +175,150 @@ impl From<cairn_client::error::ClientError> for Error {
     }
 }
 
+/// What to tell a client for an error s3s raises before a request reaches the gateway (a bad
+/// signature, an unknown access key, a bucket name or key its parser refuses). s3s sends most of
+/// these with no message, or one that does not say what to do.
+fn hint(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "SignatureDoesNotMatch" => {
+            "the request's signature does not match: the secret key is wrong, or the request was \
+             changed after it was signed; use the secret key the gateway printed when it started \
+             (secret_key in its config.toml)"
+        }
+        "NotSignedUp" | "InvalidAccessKeyId" => {
+            "this gateway does not know the access key: use the access key it printed when it \
+             started (access_key in its config.toml)"
+        }
+        "InvalidBucketName" => {
+            "invalid bucket name: use 3-63 lowercase letters, digits, '.' and '-', starting and \
+             ending with a letter or digit"
+        }
+        "KeyTooLongError" => "the object key is longer than 1024 bytes",
+        "InvalidURI" => "the request's path or query string could not be parsed",
+        "MissingContentLength" => "send the body with a Content-Length header",
+        "IncompleteBody" => "the body ended before its Content-Length",
+        "MethodNotAllowed" => "this method is not allowed on this resource",
+        _ => return None,
+    })
+}
+
+/// An S3 error document as the gateway sends it: its code and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ErrorDocument {
+    /// `<Code>`.
+    pub code: String,
+    /// `<Message>`, once explained.
+    pub message: Option<String>,
+}
+
+/// Reads an error document (`<Error><Code>…</Code>[<Message>…</Message>]…</Error>`) and, when
+/// it has no message, or one that does not help (`NotSignedUp`), puts in what the client
+/// should do. Returns the document and the body to send (`None`: send `body` unchanged).
+/// Anything that is not such a document is left alone.
+pub(crate) fn explain(body: &[u8]) -> Option<(ErrorDocument, Option<Vec<u8>>)> {
+    let text = std::str::from_utf8(body).ok()?;
+    let between = |open: &str, close: &str| -> Option<(usize, usize)> {
+        let start = text.find(open)? + open.len();
+        let end = start + text[start..].find(close)?;
+        Some((start, end))
+    };
+    if !text.contains("<Error>") {
+        return None;
+    }
+    let (c0, c1) = between("<Code>", "</Code>")?;
+    let code = text[c0..c1].to_string();
+    let message = between("<Message>", "</Message>");
+    let replace = message.is_none() || code == "NotSignedUp";
+    let Some(hint) = hint(&code).filter(|_| replace) else {
+        let message = message.map(|(a, b)| text[a..b].to_string());
+        return Some((ErrorDocument { code, message }, None));
+    };
+    let mut out = String::with_capacity(text.len() + hint.len() + 20);
+    match message {
+        Some((a, b)) => {
+            out.push_str(&text[..a]);
+            out.push_str(hint);
+            out.push_str(&text[b..]);
+        }
+        None => {
+            let after_code = c1 + "</Code>".len();
+            out.push_str(&text[..after_code]);
+            out.push_str("<Message>");
+            out.push_str(hint);
+            out.push_str("</Message>");
+            out.push_str(&text[after_code..]);
+        }
+    }
+    let doc = ErrorDocument {
+        code,
+        message: Some(hint.to_string()),
+    };
+    Some((doc, Some(out.into_bytes())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bare_errors_get_a_message_and_others_are_left_alone() {
+        let bare = br#"<?xml version="1.0" encoding="UTF-8"?><Error><Code>SignatureDoesNotMatch</Code></Error>"#;
+        let (doc, body) = explain(bare).unwrap();
+        assert_eq!(doc.code, "SignatureDoesNotMatch");
+        let body = String::from_utf8(body.unwrap()).unwrap();
+        assert!(body.starts_with(r#"<?xml version="1.0" encoding="UTF-8"?><Error><Code>SignatureDoesNotMatch</Code><Message>the request's signature"#), "{body}");
+        assert!(body.ends_with("</Message></Error>"), "{body}");
+        assert_eq!(doc.message.as_deref(), hint("SignatureDoesNotMatch"));
+
+        // An unhelpful message is replaced.
+        let unhelpful = b"<Error><Code>NotSignedUp</Code><Message>Your account is not signed up</Message><RequestId>1</RequestId></Error>";
+        let (_, body) = explain(unhelpful).unwrap();
+        let body = String::from_utf8(body.unwrap()).unwrap();
+        assert!(!body.contains("signed up"), "{body}");
+        assert!(
+            body.contains(
+                "(access_key in its config.toml)</Message><RequestId>1</RequestId></Error>"
+            ),
+            "{body}"
+        );
+
+        // The gateway's own messages stay.
+        let ours = b"<Error><Code>InvalidBucketName</Code><Message>invalid bucket name \"ab\"</Message></Error>";
+        let (doc, body) = explain(ours).unwrap();
+        assert_eq!(body, None);
+        assert_eq!(doc.message.as_deref(), Some("invalid bucket name \"ab\""));
+        // A code with no hint and no message is passed on as it is.
+        let (doc, body) = explain(b"<Error><Code>Whatever</Code></Error>").unwrap();
+        assert_eq!(
+            (doc.code.as_str(), doc.message, body),
+            ("Whatever", None, None)
+        );
+        // Not an error document.
+        assert_eq!(
+            explain(b"<ListBucketResult><Code>x</Code></ListBucketResult>"),
+            None
+        );
+        assert_eq!(explain(b"\xff\xfe"), None);
+        assert_eq!(explain(b"<Error><Code>unterminated"), None);
+    }
+
+    #[test]
+    fn hints_need_no_xml_escaping() {
+        for code in [
+            "SignatureDoesNotMatch",
+            "NotSignedUp",
+            "InvalidAccessKeyId",
+            "InvalidBucketName",
+            "KeyTooLongError",
+            "InvalidURI",
+            "MissingContentLength",
+            "IncompleteBody",
+            "MethodNotAllowed",
+        ] {
+            let h = hint(code).unwrap();
+            assert!(!h.contains(['<', '>', '&']), "{code}: {h}");
+        }
+    }
 
     #[test]
     fn every_error_has_a_code_and_status_that_agree() {

@@ -317,6 +317,38 @@ impl RunningGateway {
     }
 }
 
+/// An error answer, logged (client errors at debug, the gateway's own failures as warnings) and
+/// given a message that says what to do where s3s sent none (see [`crate::error::explain`]).
+/// s3s's own logging of these is turned off (`cairn-gateway`'s log filter), because it logs a
+/// client's bad signature or bucket name as an ERROR of the gateway.
+fn explained(
+    resp: http::Response<s3s::Body>,
+    method: &http::Method,
+    path: &str,
+) -> http::Response<s3s::Body> {
+    let status = resp.status();
+    let (mut parts, body) = resp.into_parts();
+    let Some((doc, new_body)) = body.bytes().and_then(|b| crate::error::explain(&b)) else {
+        if status.is_server_error() {
+            tracing::warn!(%method, path, %status, "S3 request failed");
+        }
+        return http::Response::from_parts(parts, body);
+    };
+    let message = doc.message.as_deref().unwrap_or("");
+    if status.is_server_error() {
+        tracing::warn!(%method, path, %status, code = %doc.code, "S3 request failed: {message}");
+    } else {
+        tracing::debug!(%method, path, %status, code = %doc.code, "S3 request refused: {message}");
+    }
+    match new_body {
+        Some(new_body) => {
+            parts.headers.remove(http::header::CONTENT_LENGTH);
+            http::Response::from_parts(parts, s3s::Body::from(new_body))
+        }
+        None => http::Response::from_parts(parts, body),
+    }
+}
+
 /// `POST /bucket/key?uploadId=…` without a part number: CompleteMultipartUpload.
 fn is_complete_multipart<B>(req: &http::Request<B>) -> bool {
     let query = req.uri().query().unwrap_or_default();
@@ -436,6 +468,7 @@ async fn serve_s3(
         let counted =
             hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 let complete = is_complete_multipart(&req);
+                let (method, path) = (req.method().clone(), req.uri().path().to_owned());
                 let fut = hyper::service::Service::call(&service, req);
                 let metrics = counted_metrics.clone();
                 async move {
@@ -443,7 +476,14 @@ async fn serve_s3(
                     if resp.as_ref().map_or(true, |r| r.status().as_u16() >= 400) {
                         metrics.errors.inc();
                     }
-                    resp.map(|r| r.map(|body| OneXmlDeclaration::new(body, complete)))
+                    resp.map(|r| {
+                        let r = if r.status().as_u16() >= 400 {
+                            explained(r, &method, &path)
+                        } else {
+                            r
+                        };
+                        r.map(|body| OneXmlDeclaration::new(body, complete))
+                    })
                 }
             });
         let (http, watcher) = (http.clone(), graceful.watcher());

@@ -25,6 +25,16 @@ fn failure<E: ProvideErrorMetadata, R: std::fmt::Debug>(
     }
 }
 
+/// The S3 error message of a failed call ("" when it has none).
+fn message<E: ProvideErrorMetadata, R>(
+    r: &Result<R, aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>>,
+) -> String {
+    match r {
+        Ok(_) => String::new(),
+        Err(e) => e.message().unwrap_or("").to_string(),
+    }
+}
+
 async fn get(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, range: Option<&str>) -> Vec<u8> {
     let out = s3
         .get_object()
@@ -770,22 +780,36 @@ async fn auth_presigned_urls_virtual_hosts_and_garbage() {
         .await
         .unwrap();
 
-    // Wrong secret, unknown key.
+    // Wrong secret, unknown key: refused, with a message that says what to fix.
     let wrong = client(&gw.endpoint, &gw.access_key, "not-the-secret-key", true);
-    assert_eq!(
-        failure(wrong.list_buckets().send().await),
-        (403, "SignatureDoesNotMatch".into())
-    );
+    let r = wrong.list_buckets().send().await;
+    assert!(message(&r).contains("use the secret key"), "{r:?}");
+    assert_eq!(failure(r), (403, "SignatureDoesNotMatch".into()));
     let unknown = client(&gw.endpoint, "AKIANOBODY", &gw.secret_key, true);
-    let (status, _) = failure(
-        unknown
-            .get_object()
-            .bucket("sec")
-            .key("doc.txt")
-            .send()
-            .await,
+    let r = unknown
+        .get_object()
+        .bucket("sec")
+        .key("doc.txt")
+        .send()
+        .await;
+    assert!(
+        message(&r).contains("does not know the access key"),
+        "{r:?}"
     );
-    assert_eq!(status, 403);
+    assert_eq!(failure(r).0, 403);
+    // Names s3s's parser refuses before the gateway sees them get a message too.
+    let r = s3.create_bucket().bucket("ab").send().await;
+    assert!(message(&r).contains("3-63 lowercase letters"), "{r:?}");
+    assert_eq!(failure(r), (400, "InvalidBucketName".into()));
+    let r = s3
+        .put_object()
+        .bucket("sec")
+        .key("k".repeat(1100))
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await;
+    assert!(message(&r).contains("1024 bytes"), "{r:?}");
+    assert_eq!(failure(r).1, "KeyTooLongError");
 
     // Anonymous requests are refused with S3 XML.
     let addr = net.addr();
@@ -882,6 +906,14 @@ async fn auth_presigned_urls_virtual_hosts_and_garbage() {
     assert_eq!(
         failure(s3.head_object().bucket("sec").key("huge").send().await).0,
         404
+    );
+    // A client's mistakes are not the gateway's errors: none of the above is logged as one.
+    let log =
+        std::fs::read_to_string(net.devnet_dir().join("gateway").join("gateway.log")).unwrap();
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
+    assert!(
+        errors.is_empty(),
+        "client errors logged as gateway errors: {errors:#?}"
     );
     net.stop().await;
 }

@@ -190,7 +190,12 @@ async fn run(data_dir: &Path, overrides: Overrides, watch_pid: Option<u32>) -> a
 }
 
 fn init_logging(filter: &str) {
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| filter.to_string());
+    let mut filter = std::env::var("RUST_LOG").unwrap_or_else(|_| filter.to_string());
+    // s3s logs every refused request (a client's bad signature, a bucket name it rejects) as an
+    // ERROR; the gateway logs them itself, at debug for client errors (server.rs, `explained`).
+    if !filter.contains("s3s") {
+        filter.push_str(",s3s=off");
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
