@@ -493,6 +493,7 @@ fn rocksdb(c: &mut Criterion) {
                 capacity: u64::MAX,
                 sync_writes: sync,
                 rocksdb_checksums: false,
+                disk_reserve: 0,
             },
             StoreMetrics::default(),
         )
@@ -521,6 +522,7 @@ fn rocksdb(c: &mut Criterion) {
             capacity: u64::MAX,
             sync_writes: false,
             rocksdb_checksums: checksums,
+            disk_reserve: 0,
         };
         let cids: Vec<Cid> = {
             let store = Store::open(dir.path(), cfg.clone(), StoreMetrics::default()).unwrap();

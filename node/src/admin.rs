@@ -36,8 +36,13 @@ pub struct Status {
     pub capacity: u64,
     /// Bytes used.
     pub used: u64,
-    /// Bytes free.
+    /// Shard bytes the node can still take: the smaller of `capacity - used` and the disk's room
+    /// beyond its reserve.
     pub free: u64,
+    /// Bytes free on the filesystem that holds the store (`null` if it could not be asked).
+    pub disk_available: Option<u64>,
+    /// Bytes kept free on that filesystem (`storage.disk_reserve`).
+    pub disk_reserve: u64,
     /// Shards stored.
     pub shards: u64,
     /// Peers with an open connection.
@@ -113,7 +118,9 @@ async fn status(State(s): State<AdminState>) -> Response {
         label: s.label.clone(),
         capacity: stats.capacity,
         used: stats.used,
-        free: stats.capacity.saturating_sub(stats.used),
+        free: stats.free(),
+        disk_available: stats.disk_available,
+        disk_reserve: stats.disk_reserve,
         shards: stats.shards,
         connected_peers: peers.iter().filter(|p| p.connected).count(),
         peers: peers.into_iter().map(PeerStatus::from).collect(),

@@ -132,6 +132,9 @@ pub struct StorageConfig {
     pub scrub_start_secs: u64,
     /// Also let RocksDB verify its own checksums on shard reads (BLAKE3 is always verified).
     pub rocksdb_checksums: bool,
+    /// Space to leave free on the data directory's disk whatever the capacity says: shards
+    /// that would eat into it are refused.
+    pub disk_reserve: Size,
 }
 
 impl Default for StorageConfig {
@@ -142,6 +145,7 @@ impl Default for StorageConfig {
             scrub_rate: Size(32 << 20),
             scrub_start_secs: 300,
             rocksdb_checksums: false,
+            disk_reserve: Size(crate::store::DEFAULT_DISK_RESERVE),
         }
     }
 }
@@ -470,6 +474,10 @@ scrub_rate = "{scrub}"
 scrub_start_secs = {scrub_start}
 # Also verify RocksDB's own checksums on shard reads (BLAKE3 is verified on every read anyway).
 rocksdb_checksums = {checksums}
+# Space to leave free on this disk whatever the capacity says: shards that would eat into it
+# are refused (RocksDB needs room to flush and compact; a disk full to the last byte fails
+# every write). The node's free space (/status "free") is the smaller of the two limits.
+disk_reserve = "{reserve}"
 
 [admin]
 # Admin HTTP: GET /health, /metrics (Prometheus), /status (JSON). Keep it on a private address.
@@ -485,6 +493,7 @@ listen = {admin:?}
         scrub = c.storage.scrub_rate,
         scrub_start = c.storage.scrub_start_secs,
         checksums = c.storage.rocksdb_checksums,
+        reserve = c.storage.disk_reserve,
         admin = c.admin.listen,
     )
 }

@@ -658,7 +658,7 @@ fn store_failure(e: StoreError) -> Failure {
         StoreError::NotFound { .. } => ErrorCode::NotFound,
         StoreError::Corrupt { .. } => ErrorCode::Corrupt,
         StoreError::HashMismatch { .. } => ErrorCode::HashMismatch,
-        StoreError::NoSpace { .. } => ErrorCode::NoSpace,
+        StoreError::NoSpace { .. } | StoreError::DiskFull { .. } => ErrorCode::NoSpace,
         StoreError::BadSize { .. }
         | StoreError::Cid(_)
         | StoreError::Range(_)

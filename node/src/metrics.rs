@@ -33,6 +33,7 @@ pub struct NodeMetrics {
     shards: Gauge,
     bytes: Gauge,
     capacity: Gauge,
+    disk_available: Gauge,
     peers: Gauge,
     known_peers: Gauge,
 }
@@ -66,6 +67,13 @@ impl NodeMetrics {
             "capacity_bytes",
             "Configured capacity limit in bytes",
             capacity.clone(),
+        );
+        let disk_available = Gauge::default();
+        registry.register(
+            "disk_available_bytes",
+            "Bytes free on the filesystem holding the store (-1: unknown); shards are refused \
+             when it falls to storage.disk_reserve",
+            disk_available.clone(),
         );
         registry.register(
             "connected_peers",
@@ -125,6 +133,7 @@ impl NodeMetrics {
             shards,
             bytes,
             capacity,
+            disk_available,
             peers,
             known_peers,
         })
@@ -135,6 +144,11 @@ impl NodeMetrics {
         self.shards.set(stats.shards as i64);
         self.bytes.set(stats.used as i64);
         self.capacity.set(stats.capacity as i64);
+        self.disk_available.set(
+            stats
+                .disk_available
+                .map_or(-1, |a| i64::try_from(a).unwrap_or(i64::MAX)),
+        );
         self.peers.set(connected as i64);
         self.known_peers.set(known as i64);
         let mut out = String::new();

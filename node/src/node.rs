@@ -147,6 +147,7 @@ fn control_handler(
                         capacity: s.capacity,
                         used: s.used,
                         shards: s.shards,
+                        disk_room: s.disk_room(),
                     })
                 }
                 ControlRequest::Has(cids) if cids.len() > MAX_HAS => failure(
@@ -201,6 +202,11 @@ fn control_handler(
         }
         .boxed()
     })
+}
+
+/// `bytes` in GiB, for people.
+fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / f64::from(1u32 << 30))
 }
 
 async fn scrub(store: Arc<Store>, rate: u64, start: Duration, cancel: CancellationToken) {
@@ -283,6 +289,7 @@ impl RunningNode {
             capacity: c.storage.capacity.0,
             sync_writes: c.storage.sync_writes,
             rocksdb_checksums: c.storage.rocksdb_checksums,
+            disk_reserve: c.storage.disk_reserve.0,
         };
         let db = data_dir.join(DB_DIR);
         let store = {
@@ -294,6 +301,18 @@ impl RunningNode {
                     source: std::io::Error::other(e),
                 })??
         };
+        let stats = store.stats();
+        if let Some(room) = stats.disk_room()
+            && stats.capacity.saturating_sub(stats.used) > room
+        {
+            tracing::warn!(
+                "storage.capacity ({}) promises more than the disk holds: {} free, {} of it kept \
+                 free (storage.disk_reserve); the node offers, and takes, only what the disk holds",
+                gib(stats.capacity),
+                gib(stats.disk_available.unwrap_or(0)),
+                gib(stats.disk_reserve)
+            );
+        }
         let store = Arc::new(store);
         let cancel = CancellationToken::new();
         let peer = keypair.public().to_peer_id();

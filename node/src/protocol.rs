@@ -91,12 +91,19 @@ pub struct NodeInfo {
     pub used: u64,
     /// Shards stored.
     pub shards: u64,
+    /// Room for shards on the node's disk (what is free beyond its reserve), when known. It can
+    /// be less than `capacity - used`, when the capacity promises more than the disk holds.
+    #[serde(default)]
+    pub disk_room: Option<u64>,
 }
 
 impl NodeInfo {
-    /// Bytes still free.
+    /// Shard bytes the node can still take: the smaller of what its capacity leaves and what
+    /// its disk has room for.
     pub fn free(&self) -> u64 {
-        self.capacity.saturating_sub(self.used)
+        let by_capacity = self.capacity.saturating_sub(self.used);
+        self.disk_room
+            .map_or(by_capacity, |room| by_capacity.min(room))
     }
 }
 

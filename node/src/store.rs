@@ -104,6 +104,10 @@ pub struct StoreConfig {
     /// Let RocksDB also verify its own block/blob checksums on shard reads. Cairn re-verifies
     /// BLAKE3 on every read regardless; see docs/BENCHMARKS.md for the cost.
     pub rocksdb_checksums: bool,
+    /// Bytes to leave free on the filesystem that holds the store, whatever the capacity says:
+    /// a shard that would eat into them is refused. RocksDB needs room to flush and compact, and
+    /// a disk filled to the last byte fails every write, metadata included.
+    pub disk_reserve: u64,
 }
 
 impl Default for StoreConfig {
@@ -112,9 +116,18 @@ impl Default for StoreConfig {
             capacity: 100 << 30,
             sync_writes: true,
             rocksdb_checksums: false,
+            disk_reserve: DEFAULT_DISK_RESERVE,
         }
     }
 }
+
+/// `bytes` in MiB, for messages.
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / f64::from(1u32 << 20))
+}
+
+/// Default of [`StoreConfig::disk_reserve`].
+pub const DEFAULT_DISK_RESERVE: u64 = 1 << 30;
 
 /// Counters the store updates; the node registers them with Prometheus.
 #[derive(Debug, Clone, Default)]
@@ -181,6 +194,24 @@ pub enum StoreError {
         /// Bytes needed.
         needed: u64,
     },
+    /// The filesystem holding the store is (nearly) full, whatever the capacity allows.
+    #[error(
+        "the disk holding {path} is full: {} free, {} of it kept free (storage.disk_reserve), \
+         {needed} more bytes needed; free disk space, lower storage.disk_reserve, or set \
+         storage.capacity to what the disk can hold",
+        mib(*.available),
+        mib(*.reserve)
+    )]
+    DiskFull {
+        /// The store's directory.
+        path: PathBuf,
+        /// Bytes free on its filesystem.
+        available: u64,
+        /// Bytes kept free.
+        reserve: u64,
+        /// Bytes needed.
+        needed: u64,
+    },
     /// Not held.
     #[error("{cid} is not stored here")]
     NotFound {
@@ -215,6 +246,26 @@ pub struct StoreStats {
     pub used: u64,
     /// Capacity limit.
     pub capacity: u64,
+    /// Bytes free on the filesystem holding the store (`None`: it could not be asked).
+    pub disk_available: Option<u64>,
+    /// Bytes kept free on that filesystem ([`StoreConfig::disk_reserve`]).
+    pub disk_reserve: u64,
+}
+
+impl StoreStats {
+    /// Room on the disk for shards: what is free beyond the reserve (`None`: unknown).
+    pub fn disk_room(&self) -> Option<u64> {
+        self.disk_available
+            .map(|a| a.saturating_sub(self.disk_reserve))
+    }
+
+    /// Shard bytes the store can still take: the smaller of what the capacity leaves and what
+    /// the disk has room for.
+    pub fn free(&self) -> u64 {
+        let by_capacity = self.capacity.saturating_sub(self.used);
+        self.disk_room()
+            .map_or(by_capacity, |room| by_capacity.min(room))
+    }
 }
 
 /// What a put did.
@@ -253,6 +304,8 @@ pub struct Store {
     count: AtomicU64,
     config: StoreConfig,
     metrics: StoreMetrics,
+    /// Whether the last look at the disk found it full (logged once per change).
+    disk_full: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Store {
@@ -338,6 +391,7 @@ impl Store {
             count: AtomicU64::new(0),
             config,
             metrics,
+            disk_full: std::sync::atomic::AtomicBool::new(false),
         };
         let meta = store.cf(CF_META)?;
         match store.db.get_cf(meta, KEY_FORMAT)? {
@@ -427,12 +481,26 @@ impl Store {
         self.config.capacity
     }
 
-    /// Current counts.
+    /// Current counts, and the disk's free space as of now.
     pub fn stats(&self) -> StoreStats {
         StoreStats {
             shards: self.count.load(Ordering::SeqCst),
             used: self.used.load(Ordering::SeqCst),
             capacity: self.config.capacity,
+            disk_available: self.disk_available(),
+            disk_reserve: self.config.disk_reserve,
+        }
+    }
+
+    /// Bytes free for unprivileged use on the filesystem holding the store (`statvfs`), or
+    /// `None` if it cannot be asked.
+    pub fn disk_available(&self) -> Option<u64> {
+        match rustix::fs::statvfs(&self.path) {
+            Ok(s) => Some(s.f_bavail.saturating_mul(s.f_frsize)),
+            Err(e) => {
+                tracing::debug!(path = %self.path.display(), "statvfs failed: {e}");
+                None
+            }
         }
     }
 
@@ -446,7 +514,54 @@ impl Store {
                 needed: len,
             });
         }
+        self.check_disk(len)
+    }
+
+    /// Refuses `len` more bytes if they would eat into the disk's reserve.
+    fn check_disk(&self, len: u64) -> Result<(), StoreError> {
+        let Some(available) = self.disk_available() else {
+            return Ok(());
+        };
+        if available < len.saturating_add(self.config.disk_reserve) {
+            return Err(self.disk_full(available, len));
+        }
+        if self.disk_full.swap(false, Ordering::SeqCst) {
+            tracing::info!(
+                available,
+                "disk space is available again: taking new shards"
+            );
+        }
         Ok(())
+    }
+
+    /// The error for a full disk, logged once until the disk has room again.
+    fn disk_full(&self, available: u64, needed: u64) -> StoreError {
+        let reserve = self.config.disk_reserve;
+        if !self.disk_full.swap(true, Ordering::SeqCst) {
+            tracing::warn!(
+                path = %self.path.display(),
+                available,
+                reserve,
+                "the disk is full: refusing new shards until space is freed (free disk space, \
+                 lower storage.disk_reserve, or set storage.capacity to what the disk can hold)"
+            );
+        }
+        StoreError::DiskFull {
+            path: self.path.clone(),
+            available,
+            reserve,
+            needed,
+        }
+    }
+
+    /// A failed write, with RocksDB's "no space left on device" turned into [`StoreError::DiskFull`]
+    /// (the reserve check can lose a race with other users of the disk).
+    fn write_failed(&self, e: rocksdb::Error, needed: u64) -> StoreError {
+        if e.to_string().contains("No space left on device") {
+            self.disk_full(self.disk_available().unwrap_or(0), needed)
+        } else {
+            StoreError::Db(e)
+        }
     }
 
     /// Verifies `data` against `cid` and stores it with its outboard, atomically.
@@ -486,6 +601,7 @@ impl Store {
                     needed: len,
                 });
             }
+            self.check_disk(len)?;
             used += len;
             count += 1;
         }
@@ -500,7 +616,9 @@ impl Store {
         batch.delete_cf(corrupt, &key);
         batch.put_cf(meta, KEY_USED, used.to_le_bytes());
         batch.put_cf(meta, KEY_COUNT, count.to_le_bytes());
-        self.db.write_opt(batch, &self.write_opts())?;
+        self.db
+            .write_opt(batch, &self.write_opts())
+            .map_err(|e| self.write_failed(e, len))?;
         self.used.store(used, Ordering::SeqCst);
         self.count.store(count, Ordering::SeqCst);
         self.metrics.writes.inc();
@@ -535,7 +653,9 @@ impl Store {
         batch.delete_cf(corrupt, &key);
         batch.put_cf(meta, KEY_USED, used.to_le_bytes());
         batch.put_cf(meta, KEY_COUNT, count.to_le_bytes());
-        self.db.write_opt(batch, &self.write_opts())?;
+        self.db
+            .write_opt(batch, &self.write_opts())
+            .map_err(|e| self.write_failed(e, 0))?;
         self.used.store(used, Ordering::SeqCst);
         self.count.store(count, Ordering::SeqCst);
         Ok(true)
@@ -917,7 +1037,9 @@ impl Store {
             };
             batch.put_cf(self.cf(CF_SIGNED)?, by_signer, [kind_byte]);
         }
-        self.db.write_opt(batch, &self.write_opts())?;
+        self.db
+            .write_opt(batch, &self.write_opts())
+            .map_err(|e| self.write_failed(e, bytes.len() as u64))?;
         Ok(())
     }
 
@@ -1085,6 +1207,7 @@ mod tests {
                 capacity,
                 sync_writes: false,
                 rocksdb_checksums: false,
+                disk_reserve: 0,
             },
             StoreMetrics::default(),
         )
@@ -1429,6 +1552,56 @@ mod tests {
             store.put_shard(&cids::dag_cbor(b"x"), b"x"),
             Err(StoreError::Cid(_))
         ));
+    }
+
+    #[test]
+    fn a_full_disk_refuses_new_shards_and_says_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path(), 1 << 30);
+        let (held, held_data) = shard(50_000, 3);
+        store.put_shard(&held, &held_data).unwrap();
+        let available = store.stats().disk_available.expect("statvfs works here");
+        assert!(available > 0);
+        assert_eq!(store.stats().free(), (1 << 30) - 50_000);
+
+        // The disk has less room than the reserve asks for, as when a disk fills up.
+        store.config.disk_reserve = available + (1 << 40);
+        let (cid, data) = shard(60_000, 9);
+        let err = store.put_shard(&cid, &data).unwrap_err();
+        match &err {
+            StoreError::DiskFull {
+                reserve, needed, ..
+            } => assert_eq!((*reserve, *needed), (available + (1 << 40), 60_000)),
+            other => panic!("expected DiskFull, got {other:?}"),
+        }
+        let message = err.to_string();
+        assert!(
+            message.contains("the disk holding") && message.contains("storage.disk_reserve"),
+            "{message}"
+        );
+        assert!(matches!(
+            store.check_space(1),
+            Err(StoreError::DiskFull { .. })
+        ));
+        assert!(store.disk_full.load(Ordering::SeqCst));
+        assert_eq!(
+            store.stats().free(),
+            0,
+            "a full disk has no room, whatever the capacity"
+        );
+        assert_eq!(store.has(&[cid]).unwrap(), vec![Holding::Absent]);
+        // What is held is still served, and storing it again costs nothing, so is not refused.
+        assert_eq!(store.read_shard(&held).unwrap(), held_data);
+        assert_eq!(
+            store.put_shard(&held, &held_data).unwrap(),
+            PutOutcome::AlreadyHeld
+        );
+
+        // Room again: shards are taken.
+        store.config.disk_reserve = 0;
+        assert_eq!(store.put_shard(&cid, &data).unwrap(), PutOutcome::Stored);
+        assert!(!store.disk_full.load(Ordering::SeqCst));
+        assert_eq!(store.read_shard(&cid).unwrap(), data);
     }
 
     #[test]

@@ -142,6 +142,9 @@ async fn store_on_one_node_fetch_from_another_and_discover() {
     };
     assert_eq!(info.used, 1 << 20);
     assert_eq!(info.shards, 1);
+    // The room on its disk is part of what a node says of itself, and bounds its free space.
+    let room = info.disk_room.expect("a node reports its disk's room");
+    assert_eq!(info.free(), room.min(info.capacity - info.used));
     assert_eq!(info.data_addrs, vec![b.info.data_addr]);
     let missing = cids::raw(b"missing");
     let ControlResponse::Has(has) = c
@@ -248,6 +251,44 @@ async fn restart_keeps_data_and_full_node_refuses_clearly() {
             .unwrap(),
         data2
     );
+    n.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_disk_is_full_refuses_shards_and_offers_no_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = identity::create(&dir.path().join(identity::KEY_FILE)).unwrap();
+    let mut cfg = config(None, 1 << 30);
+    // More than any disk here has free: the node sees its disk as full, as a full disk would be.
+    cfg.storage.disk_reserve = Size(1 << 60);
+    let n = RunningNode::start(dir.path(), &cfg.check().unwrap(), key, None)
+        .await
+        .unwrap();
+    let (cid, data) = shard(1 << 20, 8);
+    let err = client().store(&target(&n), &cid, data).await.unwrap_err();
+    match &err {
+        DataError::Remote { error, .. } => {
+            assert_eq!(error.code, ErrorCode::NoSpace, "{error}");
+            assert!(
+                error.message.contains("the disk holding")
+                    && error.message.contains("storage.disk_reserve"),
+                "{}",
+                error.message
+            );
+        }
+        other => panic!("expected no-space, got {other}"),
+    }
+    assert_eq!(n.store.stats().shards, 0);
+    // What it tells peers and operators: no room, whatever the capacity says.
+    let (code, status) =
+        cairn_node::admin::http_get(n.info.admin, "/status", std::time::Duration::from_secs(5))
+            .await
+            .unwrap();
+    assert_eq!(code, 200);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["free"], 0, "{status}");
+    assert_eq!(status["capacity"], 1u64 << 30);
+    assert!(status["disk_available"].as_u64().unwrap() > 0, "{status}");
     n.shutdown().await.unwrap();
 }
 

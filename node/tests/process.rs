@@ -188,6 +188,7 @@ async fn admin_endpoints_second_instance_and_clean_sigterm() {
         "cairn_data_bytes_out_total",
         "cairn_verification_failures_total",
         "cairn_connected_peers",
+        "cairn_disk_available_bytes",
     ] {
         assert!(metrics.contains(m), "metrics lack {m}");
     }
@@ -198,6 +199,15 @@ async fn admin_endpoints_second_instance_and_clean_sigterm() {
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(status["peer_id"], info.peer_id);
     assert_eq!(status["capacity"], 100u64 << 30);
+    // The disk's free space is known, and "free" is no more than it has room for.
+    let disk = status["disk_available"].as_u64().unwrap();
+    let reserve = status["disk_reserve"].as_u64().unwrap();
+    assert_eq!(reserve, 1 << 30);
+    let free = status["free"].as_u64().unwrap();
+    assert!(
+        free <= disk.saturating_sub(reserve) && free <= 100 << 30,
+        "{status}"
+    );
     assert!(
         status["listen"][0]
             .as_str()

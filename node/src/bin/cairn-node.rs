@@ -76,6 +76,9 @@ struct Overrides {
     /// Scrub rate in bytes per second (0 = off), e.g. 32MiB.
     #[arg(long, env = "CAIRN_SCRUB_RATE")]
     scrub_rate: Option<Size>,
+    /// Space to keep free on the data directory's disk, e.g. 10GiB.
+    #[arg(long, env = "CAIRN_DISK_RESERVE")]
+    disk_reserve: Option<Size>,
 }
 
 impl Overrides {
@@ -109,6 +112,9 @@ impl Overrides {
         }
         if let Some(v) = self.scrub_rate {
             c.storage.scrub_rate = v;
+        }
+        if let Some(v) = self.disk_reserve {
+            c.storage.disk_reserve = v;
         }
     }
 }
