@@ -14,8 +14,11 @@ pub struct GatewayMetrics {
     registry: Registry,
     /// S3 requests handled (any operation, any outcome).
     pub requests: Counter,
-    /// S3 requests answered with an error.
+    /// S3 requests answered with an error (4xx or 5xx).
     pub errors: Counter,
+    /// S3 requests the gateway failed (5xx): the ones to alert on, where `errors` also counts
+    /// clients' mistakes (a missing key, a bad signature).
+    pub server_errors: Counter,
     /// Object bytes received from S3 clients and stored on the network.
     pub bytes_in: Counter,
     /// Object bytes sent to S3 clients.
@@ -60,6 +63,7 @@ impl GatewayMetrics {
         let m = Self {
             requests: Counter::default(),
             errors: Counter::default(),
+            server_errors: Counter::default(),
             bytes_in: Counter::default(),
             bytes_out: Counter::default(),
             read_errors: Counter::default(),
@@ -79,8 +83,13 @@ impl GatewayMetrics {
         registry.register("requests", "S3 requests handled", m.requests.clone());
         registry.register(
             "errors",
-            "S3 requests answered with an error",
+            "S3 requests answered with an error (4xx or 5xx)",
             m.errors.clone(),
+        );
+        registry.register(
+            "server_errors",
+            "S3 requests the gateway failed (5xx; no client mistakes)",
+            m.server_errors.clone(),
         );
         registry.register(
             "bytes_in",

@@ -1657,6 +1657,10 @@ impl S3 for Gateway {
         let future = async move {
             gateway.finish_upload(finish).await.map_err(|e| {
                 tracing::error!("completing a multipart upload failed after its 200: {e}");
+                // The status said 200: count the failure here, as the status cannot.
+                if e.status().is_server_error() {
+                    gateway.metrics.server_errors.inc();
+                }
                 s3s::S3Error::from(e)
             })
         };

@@ -476,6 +476,9 @@ async fn serve_s3(
                     if resp.as_ref().map_or(true, |r| r.status().as_u16() >= 400) {
                         metrics.errors.inc();
                     }
+                    if resp.as_ref().map_or(true, |r| r.status().is_server_error()) {
+                        metrics.server_errors.inc();
+                    }
                     resp.map(|r| {
                         let r = if r.status().as_u16() >= 400 {
                             explained(r, &method, &path)

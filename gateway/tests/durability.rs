@@ -608,6 +608,11 @@ async fn a_complete_that_fails_after_its_200_is_an_error_and_commits_nothing() {
         log.contains("completing a multipart upload failed after its 200"),
         "the gateway logs it"
     );
+    assert_eq!(
+        common::metric(net.gateway().admin, "cairn_gateway_server_errors_total").await,
+        1,
+        "and counts it as the gateway's failure, though its status was 200"
+    );
     net.stop().await;
 }
 

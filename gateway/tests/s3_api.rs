@@ -907,7 +907,13 @@ async fn auth_presigned_urls_virtual_hosts_and_garbage() {
         failure(s3.head_object().bucket("sec").key("huge").send().await).0,
         404
     );
-    // A client's mistakes are not the gateway's errors: none of the above is logged as one.
+    // A client's mistakes are not the gateway's errors: none of the above is counted or logged
+    // as one.
+    assert!(metric(gw.admin, "cairn_gateway_errors_total").await >= 6);
+    assert_eq!(
+        metric(gw.admin, "cairn_gateway_server_errors_total").await,
+        0
+    );
     let log =
         std::fs::read_to_string(net.devnet_dir().join("gateway").join("gateway.log")).unwrap();
     let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
