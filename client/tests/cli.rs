@@ -24,6 +24,29 @@ async fn put_and_get_a_64_mib_file_and_a_directory_of_2000_small_files() {
     assert_eq!(put["size"], 64u64 << 20);
     assert_eq!((put["k"].as_u64(), put["m"].as_u64()), (Some(4), Some(2)));
     assert_eq!(put["blake3"], blake3::hash(&data).to_hex().to_string());
+    // The nodes hold it: 64 MiB at 4+2 is 96 MiB of shards, and each node's free space is
+    // what its capacity leaves, or less if its disk holds less.
+    let nodes = json(&net.ok(&["--json", "nodes"]));
+    let list = nodes["nodes"].as_array().unwrap();
+    assert_eq!(list.len(), 6, "{nodes}");
+    assert_eq!(nodes["used"], 96u64 << 20, "{nodes}");
+    assert_eq!(nodes["shards"], 96, "{nodes}");
+    for n in list {
+        let (used, capacity, free) = (
+            n["used"].as_u64().unwrap(),
+            n["capacity"].as_u64().unwrap(),
+            n["free"].as_u64().unwrap(),
+        );
+        let room = n["disk_room"]
+            .as_u64()
+            .expect("nodes report their disk's room");
+        assert_eq!(free, room.min(capacity - used), "{n}");
+    }
+    let table = net.ok(&["nodes"]);
+    assert!(
+        table.contains("6 nodes: 96 shards, 96.00 MiB used"),
+        "{table}"
+    );
     let out = net.path("big.out");
     net.ok(&["get", &cid, "-o", out.to_str().unwrap()]);
     assert!(

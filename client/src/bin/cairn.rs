@@ -15,8 +15,9 @@ use cairn_client::get::{Incidents, Manifest, fetch_manifest, read_dataset, read_
 use cairn_client::network::Network;
 use cairn_client::put::{Input, Progress, PutOptions, put_dir, put_object};
 use cairn_client::{keys, verify};
+use cairn_node::protocol::NodeInfo;
 use clap::{Args, Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use serde_json::json;
 
 /// Writes a line to stdout; a closed pipe (`cairn ls | head`) ends the program quietly.
@@ -136,6 +137,8 @@ enum Command {
         /// Object CID.
         cid: String,
     },
+    /// List the storage nodes this client sees: label, shards, space used and free.
+    Nodes,
     /// Re-fetch and check everything: signature, every shard on every node, parity, BLAKE3.
     Verify {
         /// Object or dataset CID.
@@ -538,6 +541,77 @@ async fn run(cli: Cli, partial: Partial) -> anyhow::Result<()> {
                         );
                     }
                 }
+            }
+        }
+        Command::Nodes => {
+            let net = network(g).await?;
+            let mut nodes: Vec<&NodeInfo> = net.nodes().iter().map(|n| &n.info).collect();
+            nodes.sort_by(|a, b| (&a.label, &a.peer_id).cmp(&(&b.label, &b.peer_id)));
+            let (shards, used, free) = nodes.iter().fold((0, 0, 0), |(s, u, f), n| {
+                (s + n.shards, u + n.used, f + n.free())
+            });
+            let full = nodes.iter().filter(|n| n.free() == 0).count();
+            if g.json {
+                let list: Vec<_> = nodes
+                    .iter()
+                    .map(|n| {
+                        json!({
+                            "peer_id": n.peer_id,
+                            "label": n.label,
+                            "version": n.version,
+                            "data_addrs": n.data_addrs,
+                            "shards": n.shards,
+                            "used": n.used,
+                            "capacity": n.capacity,
+                            "disk_room": n.disk_room,
+                            "free": n.free(),
+                        })
+                    })
+                    .collect();
+                out!(
+                    "{}",
+                    json!({"nodes": list, "shards": shards, "used": used, "free": free, "full": full})
+                );
+            } else {
+                out!(
+                    "{:<52}  {:<12}  {:>8}  {:>11}  {:>11}  {:>11}  version",
+                    "node",
+                    "label",
+                    "shards",
+                    "used",
+                    "free",
+                    "capacity"
+                );
+                for n in &nodes {
+                    out!(
+                        "{:<52}  {:<12}  {:>8}  {:>11}  {:>11}  {:>11}  {}{}",
+                        n.peer_id,
+                        n.label.as_deref().unwrap_or("-"),
+                        n.shards,
+                        HumanBytes(n.used).to_string(),
+                        HumanBytes(n.free()).to_string(),
+                        HumanBytes(n.capacity).to_string(),
+                        n.version,
+                        match n.disk_room {
+                            Some(room) if room < n.capacity.saturating_sub(n.used) => {
+                                "  (limited by its disk)"
+                            }
+                            _ => "",
+                        }
+                    );
+                }
+                out!(
+                    "{} nodes{}: {} shards, {} used, {} free",
+                    nodes.len(),
+                    if full > 0 {
+                        format!(" ({full} full)")
+                    } else {
+                        String::new()
+                    },
+                    shards,
+                    HumanBytes(used),
+                    HumanBytes(free)
+                );
             }
         }
         Command::Verify { cid } => {
