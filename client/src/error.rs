@@ -61,6 +61,22 @@ pub enum ClientError {
         /// Parity shards.
         m: u16,
     },
+    /// Too few nodes have room for a stripe's shards (as they said when last asked).
+    #[error(
+        "the network is full: only {room} of {nodes} nodes have room for a {shard_len}-byte \
+         shard, and a stripe needs {need}; `cairn nodes` shows each node's space (free disk \
+         space on the nodes, raise their storage.capacity, or add nodes)"
+    )]
+    NetworkFull {
+        /// Nodes with room for a shard.
+        room: usize,
+        /// Nodes known.
+        nodes: usize,
+        /// Shards in the stripe.
+        need: usize,
+        /// The stripe's largest shard.
+        shard_len: usize,
+    },
     /// A shard could not be stored anywhere.
     #[error("could not store shard {cid} on any node: {}", attempts.join("; "))]
     Upload {

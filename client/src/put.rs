@@ -252,6 +252,26 @@ pub async fn put_object(
                     continue;
                 };
                 let cids: Vec<Cid> = stripe.shards.iter().map(|s| s.cid).collect();
+                // Refuse before storing a shard of a stripe that cannot be stored whole: its
+                // shards would stay on the nodes that took them, with nothing pointing at them.
+                let shard_len = stripe
+                    .shards
+                    .iter()
+                    .map(|s| s.data.len())
+                    .max()
+                    .unwrap_or(0);
+                let room = candidates
+                    .iter()
+                    .filter(|c| c.free >= shard_len as u64)
+                    .count();
+                if room < cids.len() && candidates.len() >= cids.len() {
+                    return Err(ClientError::NetworkFull {
+                        room,
+                        nodes: candidates.len(),
+                        need: cids.len(),
+                        shard_len,
+                    });
+                }
                 let orders = placement::place_stripe(&cids, &candidates).map_err(|need| {
                     ClientError::NotEnoughNodes {
                         have: candidates.len(),

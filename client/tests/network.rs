@@ -214,3 +214,80 @@ async fn manifests_reach_enough_nodes_when_ranked_ones_are_down() {
     drop(six);
     net.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_network_refuses_a_put_before_storing_any_shard() {
+    let mut net = Net::start(6).await;
+    // Node 3's disk is "full": it must keep more free than any disk here has.
+    let config = net.devnet().state.nodes[3].data_dir.join("config.toml");
+    net.devnet_mut().stop_node(3).await;
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("disk_reserve = \"1GiB\""), "{text}");
+    std::fs::write(
+        &config,
+        text.replace("disk_reserve = \"1GiB\"", "disk_reserve = \"1000000TiB\""),
+    )
+    .unwrap();
+    net.devnet_mut().restart_node(3).await.unwrap();
+    let full_peer = net.devnet().state.nodes[3].peer_id.clone();
+
+    let six = Network::connect(&peers(&net)).await.unwrap();
+    assert_eq!(six.nodes().len(), 6);
+    let nodes = net.ok(&["--json", "nodes"]);
+    let nodes: serde_json::Value = serde_json::from_str(nodes.trim()).unwrap();
+    assert_eq!(nodes["full"], 1, "{nodes}");
+
+    // 4+2 needs six nodes with room and only five have it: refused before any shard is stored,
+    // where before five shards were stored and the sixth failed.
+    let key = ed25519_dalek::SigningKey::from_bytes(&[6; 32]);
+    let data = noise(5 << 20, 11);
+    let err = put_object(
+        Some(&six),
+        &key,
+        Input::Bytes(data.clone().into()),
+        &PutOptions::default(),
+        Arc::new(|_| {}),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::NetworkFull {
+                room: 5,
+                nodes: 6,
+                need: 6,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("cairn nodes"), "{err}");
+    let nodes = net.ok(&["--json", "nodes"]);
+    let nodes: serde_json::Value = serde_json::from_str(nodes.trim()).unwrap();
+    assert_eq!(nodes["shards"], 0, "nothing stored: {nodes}");
+
+    // 3+2 fits on the five with room, and the full node gets nothing.
+    let mut opts = PutOptions::default();
+    opts.params.erasure.k = 3;
+    let report = put_object(
+        Some(&six),
+        &key,
+        Input::Bytes(data.clone().into()),
+        &opts,
+        Arc::new(|_| {}),
+    )
+    .await
+    .unwrap();
+    let manifest = object_manifest(&six, &report.cid).await.unwrap();
+    assert_eq!(read(&six, &manifest).await.unwrap(), data);
+    let nodes = net.ok(&["--json", "nodes"]);
+    let nodes: serde_json::Value = serde_json::from_str(nodes.trim()).unwrap();
+    for n in nodes["nodes"].as_array().unwrap() {
+        if n["peer_id"] == full_peer.as_str() {
+            assert_eq!(n["shards"], 0, "the full node took a shard: {nodes}");
+        }
+    }
+    drop(six);
+    net.stop().await;
+}

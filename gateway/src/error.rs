@@ -164,6 +164,7 @@ impl From<cairn_client::error::ClientError> for Error {
             C::NoPeers
             | C::Unreachable { .. }
             | C::NotEnoughNodes { .. }
+            | C::NetworkFull { .. }
             | C::Upload { .. }
             | C::ManifestUpload { .. }
             | C::ManifestUnavailable { .. }
