@@ -8,7 +8,7 @@ use cairn_client::error::ClientError;
 use cairn_client::get::{Incidents, object_manifest, read_object_to_vec};
 use cairn_client::network::Network;
 use cairn_client::placement;
-use cairn_client::put::{Input, PutOptions, put_object};
+use cairn_client::put::{Input, ObjectReport, PutOptions, put_object};
 use common::{Net, noise};
 use libp2p::Multiaddr;
 use std::sync::Arc;
@@ -16,6 +16,22 @@ use std::sync::Arc;
 fn peers(net: &Net) -> Vec<Multiaddr> {
     let nodes = &net.devnet().state.nodes;
     nodes.iter().map(|n| n.multiaddr.parse().unwrap()).collect()
+}
+
+async fn put(
+    net: &Network,
+    key: &ed25519_dalek::SigningKey,
+    data: Vec<u8>,
+    opts: &PutOptions,
+) -> Result<ObjectReport, ClientError> {
+    put_object(
+        Some(net),
+        key,
+        Input::Bytes(data.into()),
+        opts,
+        Arc::new(|_| {}),
+    )
+    .await
 }
 
 async fn read(net: &Network, manifest: &ObjectManifest) -> Result<Vec<u8>, ClientError> {
@@ -93,15 +109,7 @@ async fn reads_find_shards_placement_did_not_predict() {
     opts.params.erasure.k = k;
     opts.params.erasure.m = m;
     let data = noise(24 * usize::from(k) * (64 << 10) - 1000, 11);
-    let report = put_object(
-        Some(&five),
-        &key,
-        Input::Bytes(data.clone().into()),
-        &opts,
-        Arc::new(|_| {}),
-    )
-    .await
-    .unwrap();
+    let report = put(&five, &key, data.clone(), &opts).await.unwrap();
     drop(five);
     net.devnet_mut().restart_node(3).await.unwrap();
     let mut six = Network::connect(&peers[..1]).await.unwrap();
@@ -184,15 +192,7 @@ async fn manifests_reach_enough_nodes_when_ranked_ones_are_down() {
         }
     }
     let (data, cid) = found.expect("some object ranks a stopped node first");
-    let report = put_object(
-        Some(&six),
-        &key,
-        Input::Bytes(data.into()),
-        &opts,
-        Arc::new(|_| {}),
-    )
-    .await
-    .unwrap();
+    let report = put(&six, &key, data, &opts).await.unwrap();
     assert_eq!(report.cid, cid);
     let live: Vec<usize> = placement::rank(&cid.to_bytes(), &six.candidates())
         .into_iter()
@@ -241,15 +241,9 @@ async fn a_full_network_refuses_a_put_before_storing_any_shard() {
     // where before five shards were stored and the sixth failed.
     let key = ed25519_dalek::SigningKey::from_bytes(&[6; 32]);
     let data = noise(5 << 20, 11);
-    let err = put_object(
-        Some(&six),
-        &key,
-        Input::Bytes(data.clone().into()),
-        &PutOptions::default(),
-        Arc::new(|_| {}),
-    )
-    .await
-    .unwrap_err();
+    let err = put(&six, &key, data.clone(), &PutOptions::default())
+        .await
+        .unwrap_err();
     assert!(
         matches!(
             err,
@@ -270,15 +264,7 @@ async fn a_full_network_refuses_a_put_before_storing_any_shard() {
     // 3+2 fits on the five with room, and the full node gets nothing.
     let mut opts = PutOptions::default();
     opts.params.erasure.k = 3;
-    let report = put_object(
-        Some(&six),
-        &key,
-        Input::Bytes(data.clone().into()),
-        &opts,
-        Arc::new(|_| {}),
-    )
-    .await
-    .unwrap();
+    let report = put(&six, &key, data.clone(), &opts).await.unwrap();
     let manifest = object_manifest(&six, &report.cid).await.unwrap();
     assert_eq!(read(&six, &manifest).await.unwrap(), data);
     let nodes = net.ok(&["--json", "nodes"]);
