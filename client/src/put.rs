@@ -175,6 +175,46 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Fails with [`ClientError::NetworkFull`] if fewer of `candidates` have room for a
+/// `shard_len`-byte shard than a stripe has shards (when there are enough nodes at all; too few
+/// is [`ClientError::NotEnoughNodes`]).
+fn room_for(
+    candidates: &[placement::Candidate],
+    need: usize,
+    shard_len: usize,
+) -> Result<(), ClientError> {
+    let room = candidates
+        .iter()
+        .filter(|c| c.free >= shard_len as u64)
+        .count();
+    if room < need && candidates.len() >= need {
+        return Err(ClientError::NetworkFull {
+            room,
+            nodes: candidates.len(),
+            need,
+            shard_len,
+        });
+    }
+    Ok(())
+}
+
+/// Refuses an object of `size` bytes that the network has no room for, before any of it is read
+/// or stored: for a server (the S3 gateway) that can answer before the client sends the body.
+/// Judged by the free space the nodes reported when `net` last asked them; [`put_object`]
+/// checks every stripe again as it goes.
+pub fn check_room(net: &Network, params: &EncodeParams, size: u64) -> Result<(), ClientError> {
+    if size <= params.inline_limit {
+        return Ok(());
+    }
+    let (k, m) = (params.erasure.k, params.erasure.m);
+    let shard_len = u64::from(params.erasure.shard_size).min(size.div_ceil(u64::from(k.max(1))));
+    room_for(
+        &net.candidates(),
+        usize::from(k + m),
+        usize::try_from(shard_len).unwrap_or(usize::MAX),
+    )
+}
+
 /// Encodes `input` and, with a network, stores its shards and signed manifest.
 pub async fn put_object(
     net: Option<&Network>,
@@ -260,18 +300,7 @@ pub async fn put_object(
                     .map(|s| s.data.len())
                     .max()
                     .unwrap_or(0);
-                let room = candidates
-                    .iter()
-                    .filter(|c| c.free >= shard_len as u64)
-                    .count();
-                if room < cids.len() && candidates.len() >= cids.len() {
-                    return Err(ClientError::NetworkFull {
-                        room,
-                        nodes: candidates.len(),
-                        need: cids.len(),
-                        shard_len,
-                    });
-                }
+                room_for(&candidates, cids.len(), shard_len)?;
                 let orders = placement::place_stripe(&cids, &candidates).map_err(|need| {
                     ClientError::NotEnoughNodes {
                         have: candidates.len(),

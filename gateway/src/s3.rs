@@ -664,6 +664,12 @@ impl Gateway {
                 Error::IncompleteBody(e)
             }
         };
+        let net = self.net().await;
+        // A network with no room for the object is refused before the body is read: a client
+        // that sent `Expect: 100-continue` then sends none of it.
+        if let Some(len) = exact {
+            cairn_client::put::check_room(&net, &opts.params, len as u64)?;
+        }
         let input = match exact {
             // A small body is gathered here and encoded from memory, on no thread of its own
             // (for the many-small-files datasets, where starting threads cost more than the
@@ -686,7 +692,6 @@ impl Gateway {
                 Input::Reader(Box::new(reader) as Box<dyn Read + Send>)
             }
         };
-        let net = self.net().await;
         let report = put_object(Some(&net), &self.key, input, opts, Arc::new(|_| {}))
             .await
             .map_err(|e| match Error::from(e) {

@@ -1200,3 +1200,82 @@ async fn a_client_that_stops_sending_or_reading_is_dropped() {
     assert_eq!(metric(admin, "cairn_gateway_read_errors_total").await, 0);
     net.stop().await;
 }
+
+/// A network with no room for an object refuses it before its body is read: a client that sent
+/// `Expect: 100-continue` never has to send it, and no node is left holding part of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_network_refuses_a_put_before_its_body() {
+    // Each node has room for 100 KiB: less than one 1 MiB shard.
+    let net = Net::start_with(4, "100KiB").await;
+    let s3 = net.s3();
+    s3.create_bucket().bucket("full").send().await.unwrap();
+    // A small object lives in its manifest: no shard, so it still fits.
+    s3.put_object()
+        .bucket("full")
+        .key("small")
+        .body(ByteStream::from_static(&[7; 2000]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get(&s3, "full", "small", None).await, vec![7; 2000]);
+
+    let cfg =
+        aws_sdk_s3::presigning::PresigningConfig::expires_in(std::time::Duration::from_secs(300))
+            .unwrap();
+    let pre = s3
+        .put_object()
+        .bucket("full")
+        .key("big")
+        .presigned(cfg)
+        .await
+        .unwrap();
+    let (addr, gw) = (net.addr(), net.gateway().clone());
+    let path = pre.uri().trim_start_matches(&gw.endpoint).to_string();
+    // The head only: the body is sent after `100 Continue`, which must not come.
+    let req = format!(
+        "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+        8 << 20
+    );
+    let (code, head, body) = raw(addr, req.as_bytes()).await;
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(code, 503, "{head}\n{body}");
+    assert!(
+        body.contains("<Code>ServiceUnavailable</Code>") && body.contains("the network is full"),
+        "{body}"
+    );
+    assert!(body.contains("cairn nodes"), "{body}");
+    // Through the SDK too, and for a multipart part.
+    let r = s3
+        .put_object()
+        .bucket("full")
+        .key("big")
+        .body(ByteStream::from(bytes(3 << 20, 5)))
+        .send()
+        .await;
+    assert!(message(&r).contains("the network is full"), "{r:?}");
+    let id = start_upload(&s3, "full", "parts").await;
+    let r = s3
+        .upload_part()
+        .bucket("full")
+        .key("parts")
+        .upload_id(&id)
+        .part_number(1)
+        .body(ByteStream::from(bytes(5 << 20, 6)))
+        .send()
+        .await;
+    assert_eq!(failure(r), (503, "ServiceUnavailable".into()));
+    // Nothing was stored anywhere.
+    let nodes = net.cairn(&["--json", "nodes"]);
+    assert!(
+        nodes.status.success(),
+        "{}",
+        String::from_utf8_lossy(&nodes.stderr)
+    );
+    let nodes: serde_json::Value = serde_json::from_slice(&nodes.stdout).unwrap();
+    assert_eq!(nodes["shards"], 0, "{nodes}");
+    assert_eq!(
+        failure(s3.head_object().bucket("full").key("big").send().await).0,
+        404
+    );
+    net.stop().await;
+}

@@ -29,13 +29,18 @@ pub(crate) struct Net {
 impl Net {
     /// `nodes` storage nodes and a gateway on a free port.
     pub(crate) async fn start(nodes: usize) -> Net {
+        Self::start_with(nodes, "8GiB").await
+    }
+
+    /// Like [`Net::start`], each node with `capacity`.
+    pub(crate) async fn start_with(nodes: usize, capacity: &str) -> Net {
         let dir = tempfile::tempdir().unwrap();
         let bin = gateway_bin();
         let devnet = Devnet::start(DevnetConfig {
             nodes,
             dir: dir.path().join("net"),
             node_binary: bin.with_file_name("cairn-node"),
-            capacity: "8GiB".into(),
+            capacity: capacity.into(),
             converge_timeout: Duration::from_secs(60),
             gateway: Some((bin, 0)),
         })
