@@ -76,6 +76,12 @@ pub enum Error {
     /// The client stopped sending the body.
     #[error("{0}: the request was dropped; send the body without pauses and retry")]
     RequestTimeout(String),
+    /// The gateway's own disk is full: its catalog cannot take writes.
+    #[error(
+        "the gateway's own disk is full, so its catalog cannot record the change ({0}); free \
+         space on the disk of its data directory (writes resume by themselves once 64 MiB are free)"
+    )]
+    DiskFull(String),
     /// Not enough of the network answered.
     #[error("storage network unavailable: {0}")]
     Unavailable(String),
@@ -105,7 +111,7 @@ impl Error {
             Error::BadDigest(_) => S3ErrorCode::BadDigest,
             Error::IncompleteBody(_) => S3ErrorCode::IncompleteBody,
             Error::RequestTimeout(_) => S3ErrorCode::RequestTimeout,
-            Error::Unavailable(_) => S3ErrorCode::ServiceUnavailable,
+            Error::Unavailable(_) | Error::DiskFull(_) => S3ErrorCode::ServiceUnavailable,
             Error::Internal(_) => S3ErrorCode::InternalError,
         }
     }
@@ -130,7 +136,7 @@ impl Error {
             Error::InvalidRange(_) => S::RANGE_NOT_SATISFIABLE,
             Error::PreconditionFailed(_) => S::PRECONDITION_FAILED,
             Error::NotModified => S::NOT_MODIFIED,
-            Error::Unavailable(_) => S::SERVICE_UNAVAILABLE,
+            Error::Unavailable(_) | Error::DiskFull(_) => S::SERVICE_UNAVAILABLE,
             Error::Internal(_) => S::INTERNAL_SERVER_ERROR,
         }
     }
@@ -149,6 +155,9 @@ impl From<CatalogError> for Error {
         match e {
             CatalogError::NoSuchBucket(b) => Error::NoSuchBucket(b),
             CatalogError::BucketNotEmpty(b) => Error::BucketNotEmpty(b),
+            CatalogError::Db(e) if e.to_string().contains("No space left on device") => {
+                Error::DiskFull(e.to_string())
+            }
             other => Error::Internal(other.to_string()),
         }
     }
@@ -203,6 +212,18 @@ fn hint(code: &str) -> Option<&'static str> {
     })
 }
 
+/// XML text as it reads (for logs): the five predefined entities replaced.
+fn unescape(s: &str) -> String {
+    if !s.contains('&') {
+        return s.to_string();
+    }
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&")
+}
+
 /// An S3 error document as the gateway sends it: its code and message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ErrorDocument {
@@ -227,11 +248,11 @@ pub(crate) fn explain(body: &[u8]) -> Option<(ErrorDocument, Option<Vec<u8>>)> {
         return None;
     }
     let (c0, c1) = between("<Code>", "</Code>")?;
-    let code = text[c0..c1].to_string();
+    let code = unescape(&text[c0..c1]);
     let message = between("<Message>", "</Message>");
     let replace = message.is_none() || code == "NotSignedUp";
     let Some(hint) = hint(&code).filter(|_| replace) else {
-        let message = message.map(|(a, b)| text[a..b].to_string());
+        let message = message.map(|(a, b)| unescape(&text[a..b]));
         return Some((ErrorDocument { code, message }, None));
     };
     let mut out = String::with_capacity(text.len() + hint.len() + 20);
@@ -294,6 +315,13 @@ mod tests {
             (doc.code.as_str(), doc.message, body),
             ("Whatever", None, None)
         );
+        // Messages read as text, for the log.
+        let escaped = b"<Error><Code>X</Code><Message>the gateway&apos;s &lt;disk&gt; &amp; more</Message></Error>";
+        let (doc, body) = explain(escaped).unwrap();
+        assert_eq!(
+            (doc.message.as_deref(), body),
+            (Some("the gateway's <disk> & more"), None)
+        );
         // Not an error document.
         assert_eq!(
             explain(b"<ListBucketResult><Code>x</Code></ListBucketResult>"),
@@ -337,6 +365,7 @@ mod tests {
             Error::IncompleteBody("x".into()),
             Error::RequestTimeout("x".into()),
             Error::Unavailable("x".into()),
+            Error::DiskFull("x".into()),
         ];
         for e in all {
             let code = e.s3_code();
