@@ -1,5 +1,6 @@
-//! The training-reader script (boto3, awscli, s3fs) against a real devnet and gateway. The Python
-//! tools come from `./scripts/setup`, which installs them in a virtualenv and exports its path
+//! The Python S3 clients a training job or a data pipeline uses (boto3, awscli, s3fs, pyarrow),
+//! each driven by a script in `tests/clients/` against a real devnet and gateway. The tools come
+//! from `./scripts/setup --s3-clients`, which installs them in a virtualenv and exports its path
 //! as `CAIRN_PYTHON` in `./scripts/test`.
 
 mod common;
@@ -21,20 +22,23 @@ fn python() -> PathBuf {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn boto3_awscli_and_s3fs_read_a_webdataset_through_node_failures() {
+/// Runs `tests/clients/{script}` with `python` against a fresh devnet and gateway; it must print
+/// `ALL OK`.
+async fn run_script(script: &str, modules: &str) {
     let py = python();
     let probe = std::process::Command::new(&py)
-        .args(["-c", "import boto3, s3fs, awscli"])
+        .args(["-c", &format!("import {modules}")])
         .output();
     assert!(
         probe.as_ref().is_ok_and(|o| o.status.success()),
-        "{} lacks boto3/s3fs/awscli: run ./scripts/setup (it installs them in ~/.cache/cairn/venv)",
+        "{} lacks {modules}: run ./scripts/setup --s3-clients (it installs them in ~/.cache/cairn/venv)",
         py.display()
     );
     let net = Net::start(6).await;
     let gw = net.gateway().clone();
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/training_reader.py");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/clients")
+        .join(script);
     let out = tokio::process::Command::new(&py)
         .arg(&script)
         .env("CAIRN_S3_ENDPOINT", &gw.endpoint)
@@ -61,4 +65,16 @@ async fn boto3_awscli_and_s3fs_read_a_webdataset_through_node_failures() {
             .join("\n")
     );
     net.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boto3_awscli_and_s3fs_read_a_webdataset_through_node_failures() {
+    run_script("training_reader.py", "boto3, s3fs, awscli").await;
+}
+
+/// pyarrow's S3 filesystem (the AWS C++ SDK): Parquet written, read whole, by column and
+/// filtered; seeks in a large object; copy, list, delete, and buckets made and removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pyarrow_writes_reads_and_filters_parquet() {
+    run_script("arrow_reader.py", "pyarrow").await;
 }

@@ -16,25 +16,16 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import time
 
 import boto3
 import s3fs
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
+from script_helpers import check, log
 
 ENDPOINT = os.environ["CAIRN_S3_ENDPOINT"]
 BUCKET = "webdataset"
 rng = random.Random(1234)
-
-
-def log(msg):
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def check(cond, msg):
-    if not cond:
-        raise AssertionError(msg)
 
 
 def make_shard(index, samples=24):
