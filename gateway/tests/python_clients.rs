@@ -47,6 +47,8 @@ async fn run_script(script: &str, modules: &str) {
         .env("AWS_DEFAULT_REGION", "us-east-1")
         .env("CAIRN_DEVNET_JSON", net.devnet_dir().join("devnet.json"))
         .env_remove("AWS_PROFILE")
+        // No __pycache__ left in the checkout.
+        .env("PYTHONDONTWRITEBYTECODE", "1")
         .output()
         .await
         .unwrap();
