@@ -495,12 +495,21 @@ impl StripeRead<'_> {
             );
             tokio::pin!(direct);
             tokio::select! {
+                // The fetch first: a reader whose consumer stopped taking bytes (a slow S3
+                // client, a paused writer) does not poll this for a while, and when it comes
+                // back the timer has run out too; what the node sent meanwhile must be taken
+                // before the node is judged on it.
+                biased;
                 r = &mut direct => r.is_ok(),
                 _ = tokio::time::sleep(HEDGE_AFTER) => {
                     // A node that has sent nothing at all in that time is treated as down for a
                     // while, so that the next reads go around it instead of waiting here again.
+                    // Not when the reader is gone: then nobody waited for it.
                     let slow = asking.load(Ordering::Relaxed);
-                    if sent.load(Ordering::Relaxed) == 0 && slow < self.net.nodes().len() {
+                    if sent.load(Ordering::Relaxed) == 0
+                        && slow < self.net.nodes().len()
+                        && !tx.is_closed()
+                    {
                         let what = format!(
                             "shard {}: nothing within {} ms; reading around it",
                             shard.cid,

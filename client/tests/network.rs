@@ -5,13 +5,14 @@ mod common;
 
 use cairn_chunker::{Cid, ObjectManifest};
 use cairn_client::error::ClientError;
-use cairn_client::get::{Incidents, object_manifest, read_object_to_vec};
+use cairn_client::get::{Incidents, object_manifest, read_object, read_object_to_vec};
 use cairn_client::network::Network;
 use cairn_client::placement;
 use cairn_client::put::{Input, ObjectReport, PutOptions, put_object};
 use common::{Net, noise};
 use libp2p::Multiaddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 fn peers(net: &Net) -> Vec<Multiaddr> {
     let nodes = &net.devnet().state.nodes;
@@ -274,5 +275,91 @@ async fn a_full_network_refuses_a_put_before_storing_any_shard() {
         }
     }
     drop(six);
+    net.stop().await;
+}
+
+/// A writer that stops taking bytes for a while, twice, as a slow S3 client does.
+struct PausingWriter {
+    out: Vec<u8>,
+    writes: usize,
+    pause: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl tokio::io::AsyncWrite for PausingWriter {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if let Some(p) = self.pause.as_mut() {
+            std::task::ready!(p.as_mut().poll(cx));
+            self.pause = None;
+        } else if matches!(self.writes, 2 | 12) {
+            // Three seconds: twice the hedge delay, while the fetches already asked for wait.
+            self.writes += 1;
+            self.pause = Some(Box::pin(tokio::time::sleep(Duration::from_secs(3))));
+            cx.waker().wake_by_ref();
+            return std::task::Poll::Pending;
+        }
+        self.writes += 1;
+        self.out.extend_from_slice(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_pauses_does_not_get_nodes_blamed_for_it() {
+    let net = Net::start(6).await;
+    let data = noise(24 << 20, 13);
+    let cid = net
+        .put_bytes(&data, &["--k", "4", "--m", "2"])
+        .parse()
+        .unwrap();
+    let view = Network::connect(&peers(&net)).await.unwrap();
+    let manifest = object_manifest(&view, &cid).await.unwrap();
+    let incidents = Incidents::default();
+    let mut out = PausingWriter {
+        out: Vec::new(),
+        writes: 0,
+        pause: None,
+    };
+    read_object(
+        &view,
+        &manifest,
+        None,
+        &mut out,
+        Arc::new(|_| {}),
+        &incidents,
+    )
+    .await
+    .unwrap();
+    assert!(out.out == data, "the bytes differ");
+    assert!(
+        out.writes > 12,
+        "the writer paused twice ({} writes)",
+        out.writes
+    );
+    // The nodes answered at once; only the reader was slow. Blaming them would send every
+    // other reader of this view around them for 15 s.
+    assert_eq!(
+        incidents.list(),
+        vec![],
+        "nodes blamed for the reader's pauses"
+    );
+    drop(view);
     net.stop().await;
 }
