@@ -102,6 +102,45 @@ pub fn check_bucket_name(name: &str) -> Result<(), Error> {
     }
 }
 
+/// Most of a refused request's body the gateway reads (and drops) so that its client, which is
+/// sending it, gets to read the answer.
+const DRAIN_LIMIT: u64 = 256 << 20;
+
+/// Where a body to store comes from.
+#[derive(Debug, Clone, Copy)]
+enum BodyFrom {
+    /// An S3 client's request.
+    Client {
+        /// It sent `Expect: 100-continue`: it sends the body only once asked to, which reading
+        /// it does.
+        expects_continue: bool,
+    },
+    /// The network (UploadPartCopy's source), which has its own limits.
+    Network,
+}
+
+impl BodyFrom {
+    fn client(headers: &http::HeaderMap) -> Self {
+        let expects_continue = headers
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        BodyFrom::Client { expects_continue }
+    }
+}
+
+/// Reads and drops up to `limit` bytes of `body` (it ends early on the body's own end, an error,
+/// or a stall).
+async fn drain<E>(body: impl futures::Stream<Item = Result<bytes::Bytes, E>>, limit: u64) {
+    let mut body = std::pin::pin!(body);
+    let mut taken = 0u64;
+    while taken < limit {
+        match futures::StreamExt::next(&mut body).await {
+            Some(Ok(chunk)) => taken += chunk.len() as u64,
+            _ => break,
+        }
+    }
+}
+
 fn check_key(key: &str) -> Result<(), Error> {
     if key.is_empty() || key.len() > 1024 || key.contains('\0') {
         return Err(Error::InvalidArgument(format!(
@@ -623,7 +662,7 @@ impl Gateway {
         trailers: Option<s3s::TrailingHeaders>,
         opts: &PutOptions,
         part: Option<i32>,
-        from_client: bool,
+        from: BodyFrom,
     ) -> Result<Stored, Error> {
         // A part is also hashed at the offset it will have if all parts before it are as long
         // as it is (what S3 clients do), so Complete can merge instead of reading it back.
@@ -641,10 +680,9 @@ impl Gateway {
         )));
         let tap = state.clone();
         let stalled = Arc::new(AtomicBool::new(false));
-        let limit = if from_client {
-            BODY_STALL_TIMEOUT
-        } else {
-            Duration::MAX
+        let limit = match from {
+            BodyFrom::Client { .. } => BODY_STALL_TIMEOUT,
+            BodyFrom::Network => Duration::MAX,
         };
         let stream = limit_body(body, limit, stalled.clone()).inspect_ok(move |bytes| {
             if let Ok(mut s) = tap.lock() {
@@ -666,9 +704,21 @@ impl Gateway {
         };
         let net = self.net().await;
         // A network with no room for the object is refused before the body is read: a client
-        // that sent `Expect: 100-continue` then sends none of it.
-        if let Some(len) = exact {
-            cairn_client::put::check_room(&net, &opts.params, len as u64)?;
+        // that sent `Expect: 100-continue` then sends none of it. One that did not is sending
+        // it anyway, and answered and cut off mid-body it would see a reset connection instead
+        // of the answer: its body is taken and dropped first, up to DRAIN_LIMIT.
+        if let Some(len) = exact
+            && let Err(e) = cairn_client::put::check_room(&net, &opts.params, len as u64)
+        {
+            if matches!(
+                from,
+                BodyFrom::Client {
+                    expects_continue: false
+                }
+            ) {
+                drain(stream, DRAIN_LIMIT).await;
+            }
+            return Err(e.into());
         }
         let input = match exact {
             // A small body is gathered here and encoded from memory, on no thread of its own
@@ -983,6 +1033,7 @@ impl S3 for Gateway {
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
         self.metrics.requests.inc();
+        let from = BodyFrom::client(&req.headers);
         let trailers = req.trailing_headers;
         let input = req.input;
         check_key(&input.key)?;
@@ -1043,7 +1094,7 @@ impl S3 for Gateway {
         opts.content_type = input.content_type.clone();
         opts.metadata = metadata_in(input.metadata.clone());
         let stored = self
-            .store_body(body, decl, trailers, &opts, None, true)
+            .store_body(body, decl, trailers, &opts, None, from)
             .await?;
         if stored.size > MAX_PUT {
             return Err(Error::EntityTooLarge {
@@ -1359,6 +1410,7 @@ impl S3 for Gateway {
         req: S3Request<UploadPartInput>,
     ) -> S3Result<S3Response<UploadPartOutput>> {
         self.metrics.requests.inc();
+        let from = BodyFrom::client(&req.headers);
         let trailers = req.trailing_headers;
         let input = req.input;
         let upload = self
@@ -1398,7 +1450,7 @@ impl S3 for Gateway {
                 trailers,
                 &self.part_options(&upload),
                 Some(input.part_number),
-                true,
+                from,
             )
             .await?;
         check_md5(input.content_md5.as_ref(), &stored.md5)?;
@@ -1466,7 +1518,7 @@ impl S3 for Gateway {
                 None,
                 &self.part_options(&upload),
                 Some(input.part_number),
-                false,
+                BodyFrom::Network,
             )
             .await?;
         self.record_part(&input.upload_id, input.part_number as u32, &stored)
