@@ -15,7 +15,7 @@ use cairn_chunker::manifest::{
     DatasetManifest, Location, ObjectManifest, Piece, Provenance, ShardRef,
 };
 use cairn_chunker::pipeline::StripeDecoder;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use libp2p::PeerId;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc::UnboundedSender;
@@ -831,7 +831,103 @@ pub async fn object_manifest(net: &Network, cid: &Cid) -> Result<ObjectManifest,
     }
 }
 
-/// Writes every file of a dataset under `dir`, each checked against its BLAKE3.
+/// Files of a dataset read at once (each object file also reads up to [`STRIPES_IN_FLIGHT`]
+/// stripes ahead; a pack is held whole in memory while it is cut into its files, so packs are
+/// read at most [`PACKS_IN_FLIGHT`] at once).
+pub const FILES_IN_FLIGHT: usize = 4;
+/// Packs read at once by [`read_dataset`].
+pub const PACKS_IN_FLIGHT: usize = 2;
+/// The largest pack [`read_dataset`] holds in memory (ours are at most 64 MiB).
+pub const MAX_PACK: u64 = 1 << 30;
+
+/// A temporary file removed when dropped, unless it was renamed into place.
+struct Partial(Option<std::path::PathBuf>);
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Reads one object of a dataset into `target`: written to `target.cairn-partial` from a
+/// writer thread, synced, then renamed into place (a failed or cancelled read leaves nothing).
+async fn read_dataset_object(
+    net: &Network,
+    path: &str,
+    cid: &Cid,
+    entry: (u64, blake3::Hash),
+    target: std::path::PathBuf,
+    progress: Progress,
+    incidents: &Incidents,
+) -> Result<u64, ClientError> {
+    let manifest = object_manifest(net, cid).await?;
+    if manifest.size != entry.0 || manifest.blake3 != entry.1 {
+        return Err(ClientError::Path(format!(
+            "{path}: object {cid} does not match the dataset entry"
+        )));
+    }
+    let tmp = target.with_extension("cairn-partial");
+    let file = std::fs::File::create(&tmp).map_err(io(format!("creating {}", tmp.display())))?;
+    let mut partial = Partial(Some(tmp.clone()));
+    let mut sink = crate::output::FileSink::new(file);
+    let n = read_object_to(net, &manifest, None, &mut sink, progress, incidents).await?;
+    let file = sink.finish().await?;
+    let what = format!("writing {}", tmp.display());
+    tokio::task::spawn_blocking(move || {
+        file.sync_all()?;
+        std::fs::rename(&tmp, &target)
+    })
+    .await
+    .map_err(|e| io(what.clone())(std::io::Error::other(e)))?
+    .map_err(io(what))?;
+    partial.0 = None;
+    Ok(n)
+}
+
+/// Reads one pack of a dataset and cuts it into its files (each checked against its BLAKE3),
+/// written from one blocking thread.
+async fn read_dataset_pack(
+    net: &Network,
+    pack: &Cid,
+    files: Vec<(String, u64, u64, blake3::Hash)>,
+    dir: &Path,
+    progress: Progress,
+    incidents: &Incidents,
+) -> Result<u64, ClientError> {
+    let manifest = object_manifest(net, pack).await?;
+    if manifest.size > MAX_PACK {
+        return Err(ClientError::Path(format!(
+            "pack {pack} is {} bytes, more than the {MAX_PACK} this client holds in memory",
+            manifest.size
+        )));
+    }
+    let bytes = read_object_to_vec(net, &manifest, incidents).await?;
+    let (dir, pack) = (dir.to_path_buf(), *pack);
+    tokio::task::spawn_blocking(move || {
+        let mut total = 0;
+        for (path, offset, size, hash) in files {
+            let slice = usize::try_from(offset)
+                .ok()
+                .zip(usize::try_from(offset.saturating_add(size)).ok())
+                .and_then(|(start, end)| bytes.get(start..end))
+                .ok_or_else(|| ClientError::Path(format!("{path}: outside its pack {pack}")))?;
+            check_file(&path, slice, &hash)?;
+            let target = dir.join(&path);
+            std::fs::write(&target, slice).map_err(io(format!("writing {}", target.display())))?;
+            total += size;
+            progress(size);
+        }
+        Ok(total)
+    })
+    .await
+    .map_err(|e| io("writing files")(std::io::Error::other(e)))?
+}
+
+/// Writes every file of a dataset under `dir`, each checked against its BLAKE3. Up to
+/// [`FILES_IN_FLIGHT`] objects and packs are read at once; the first failure stops the read
+/// and leaves no partial file behind.
 pub async fn read_dataset(
     net: &Network,
     dataset: &DatasetManifest,
@@ -841,67 +937,79 @@ pub async fn read_dataset(
 ) -> Result<u64, ClientError> {
     let mut total = 0u64;
     // Packs are fetched once each, then cut into their files.
-    let mut packs: HashMap<Cid, Vec<(&String, u64, u64, blake3::Hash)>> = HashMap::new();
+    let mut packs: HashMap<Cid, Vec<(String, u64, u64, blake3::Hash)>> = HashMap::new();
+    let mut objects = Vec::new();
+    let mut inline = Vec::new();
     for (path, entry) in &dataset.entries {
         let target = dir.join(path);
-        if let Some(parent) = target.parent() {
-            tokio::fs::create_dir_all(parent)
-                .await
-                .map_err(io(format!("creating {}", parent.display())))?;
-        }
         match &entry.location {
             Location::Inline(bytes) => {
                 check_file(path, bytes, &entry.blake3)?;
-                tokio::fs::write(&target, bytes)
-                    .await
-                    .map_err(io(format!("writing {}", target.display())))?;
-                total += bytes.len() as u64;
-                progress(bytes.len() as u64);
+                inline.push((target, bytes.clone()));
             }
             Location::Packed { pack, offset } => {
-                packs
-                    .entry(*pack)
-                    .or_default()
-                    .push((path, *offset, entry.size, entry.blake3));
+                packs.entry(*pack).or_default().push((
+                    path.clone(),
+                    *offset,
+                    entry.size,
+                    entry.blake3,
+                ));
             }
-            Location::Object(cid) => {
-                let manifest = object_manifest(net, cid).await?;
-                if manifest.size != entry.size || manifest.blake3 != entry.blake3 {
-                    return Err(ClientError::Path(format!(
-                        "{path}: object {cid} does not match the dataset entry"
-                    )));
-                }
-                let tmp = target.with_extension("cairn-partial");
-                let mut file = tokio::fs::File::create(&tmp)
-                    .await
-                    .map_err(io(format!("creating {}", tmp.display())))?;
-                total += read_object(net, &manifest, None, &mut file, progress.clone(), incidents)
-                    .await?;
-                file.sync_all()
-                    .await
-                    .map_err(io(format!("writing {}", tmp.display())))?;
-                tokio::fs::rename(&tmp, &target)
-                    .await
-                    .map_err(io(format!("renaming {}", tmp.display())))?;
-            }
+            Location::Object(cid) => objects.push((path, cid, entry, target)),
         }
     }
-    for (pack, files) in packs {
-        let manifest = object_manifest(net, &pack).await?;
-        let bytes = read_object_to_vec(net, &manifest, incidents).await?;
-        for (path, offset, size, hash) in files {
-            let (start, end) = (offset as usize, (offset + size) as usize);
-            let slice = bytes
-                .get(start..end)
-                .ok_or_else(|| ClientError::Path(format!("{path}: outside its pack {pack}")))?;
-            check_file(path, slice, &hash)?;
-            let target = dir.join(path);
-            tokio::fs::write(&target, slice)
-                .await
-                .map_err(io(format!("writing {}", target.display())))?;
-            total += size;
-            progress(size);
+    // Directories, then the inline files, from one blocking thread.
+    let dirs: std::collections::BTreeSet<std::path::PathBuf> = dataset
+        .entries
+        .keys()
+        .filter_map(|p| dir.join(p).parent().map(Path::to_path_buf))
+        .collect();
+    let inline_progress = progress.clone();
+    total += tokio::task::spawn_blocking(move || {
+        for d in dirs {
+            std::fs::create_dir_all(&d).map_err(io(format!("creating {}", d.display())))?;
         }
+        let mut total = 0;
+        for (target, bytes) in inline {
+            std::fs::write(&target, &bytes).map_err(io(format!("writing {}", target.display())))?;
+            total += bytes.len() as u64;
+            inline_progress(bytes.len() as u64);
+        }
+        Ok::<u64, ClientError>(total)
+    })
+    .await
+    .map_err(|e| io("writing files")(std::io::Error::other(e)))??;
+
+    let pack_slots = tokio::sync::Semaphore::new(PACKS_IN_FLIGHT);
+    let pack_slots = &pack_slots;
+    let pack_reads = packs.into_iter().map(|(pack, files)| {
+        let progress = progress.clone();
+        async move {
+            let _slot = pack_slots
+                .acquire()
+                .await
+                .map_err(|_| ClientError::Path("the dataset read was stopped".to_string()))?;
+            read_dataset_pack(net, &pack, files, dir, progress, incidents).await
+        }
+        .boxed()
+    });
+    let object_reads = objects.into_iter().map(|(path, cid, entry, target)| {
+        let progress = progress.clone();
+        read_dataset_object(
+            net,
+            path,
+            cid,
+            (entry.size, entry.blake3),
+            target,
+            progress,
+            incidents,
+        )
+        .boxed()
+    });
+    let mut reads =
+        futures::stream::iter(pack_reads.chain(object_reads)).buffer_unordered(FILES_IN_FLIGHT);
+    while let Some(n) = reads.next().await {
+        total += n?;
     }
     Ok(total)
 }

@@ -10,6 +10,7 @@
 //!   bounded bytes in flight and retries on the next-ranked node, signed manifest last.
 //! * [`get`]: manifests checked against CID and signature; objects, ranges and datasets read
 //!   with every byte verified, parity used when nodes are gone, slow nodes hedged.
+//! * [`output`]: verified bytes written to files and pipes from a writer thread, in batches.
 //! * [`cache`]: a bounded, single-flight cache of verified shards for long-lived readers.
 //! * [`verify`]: `stat` (where every shard is) and a full audit.
 //! * [`keys`]: the uploader's ed25519 identity.
@@ -39,6 +40,7 @@ pub mod error;
 pub mod get;
 pub mod keys;
 pub mod network;
+pub mod output;
 pub mod placement;
 pub mod put;
 pub mod verify;

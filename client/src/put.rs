@@ -21,8 +21,9 @@ use cairn_chunker::pipeline::{EncodeParams, EncodedStripe, Encoder};
 use cairn_chunker::{Cid, cids};
 use cairn_node::protocol::ManifestKind;
 use ed25519_dalek::SigningKey;
+use futures::StreamExt;
 use md5::{Digest, Md5};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use crate::error::{ClientError, io};
@@ -33,6 +34,12 @@ use crate::placement;
 pub const PACK_THRESHOLD: u64 = 256 * 1024;
 /// A pack object is closed once it reaches this size.
 pub const PACK_TARGET: usize = 64 << 20;
+/// Files and packs [`put_dir`] uploads at once (each object upload also keeps its own
+/// stripes in flight).
+pub const UPLOADS_IN_FLIGHT: usize = 4;
+/// Packs (held whole in memory, up to [`PACK_TARGET`] bytes each) that [`put_dir`] holds at
+/// once: being filled, waiting or being uploaded.
+pub const PACKS_IN_FLIGHT: usize = 2;
 
 /// Reports progress: called with the number of object bytes just completed.
 pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
@@ -439,48 +446,183 @@ pub async fn publish_manifest(
     Ok(stored)
 }
 
-/// Small files waiting to be written as one pack object.
-struct Packer<'a> {
-    net: Option<&'a Network>,
-    key: &'a SigningKey,
-    opts: &'a PutOptions,
-    progress: Progress,
-    pack: Vec<u8>,
-    /// Files in `pack`: (path, offset, size, BLAKE3).
-    members: Vec<(String, u64, u64, blake3::Hash)>,
+/// Small files gathered into one pack object.
+#[derive(Default)]
+struct Pack {
+    bytes: Vec<u8>,
+    /// Files in `bytes`.
+    members: Vec<Member>,
 }
 
-impl Packer<'_> {
-    /// Stores the pack (if any) and records its files in the dataset.
-    async fn flush(
-        &mut self,
-        manifest: &mut DatasetManifest,
-        report: &mut DatasetReport,
-    ) -> Result<(), ClientError> {
-        if self.members.is_empty() {
-            return Ok(());
+/// A file in a [`Pack`].
+struct Member {
+    path: String,
+    offset: u64,
+    size: u64,
+    blake3: blake3::Hash,
+    md5: Option<[u8; 16]>,
+}
+
+/// What [`put_dir`]'s walker hands to its uploads.
+enum Job {
+    /// An empty file (stored inline in the dataset manifest).
+    Empty { rel: String },
+    /// A file to store as an object of its own.
+    File {
+        rel: String,
+        path: PathBuf,
+        size: u64,
+    },
+    /// A pack to store, with the permit that bounds packs in memory.
+    Pack(Pack, OwnedSemaphorePermit),
+}
+
+/// An upload of [`put_dir`] that has finished.
+enum Uploaded {
+    /// An empty file.
+    Empty { rel: String },
+    /// A pack and the files in it.
+    Pack {
+        report: ObjectReport,
+        members: Vec<Member>,
+    },
+    /// A file stored as an object of its own.
+    Object { rel: String, report: ObjectReport },
+}
+
+/// One file of [`put_dir`]'s walk: a job for it, or `None` when it went into the pack being
+/// filled (started, with a permit, if there was none).
+fn walk_one(
+    rel: String,
+    path: PathBuf,
+    md5: bool,
+    pack: &mut Option<(Pack, OwnedSemaphorePermit)>,
+    packs: &Arc<Semaphore>,
+    runtime: &tokio::runtime::Handle,
+) -> Result<Option<Job>, ClientError> {
+    let size = std::fs::metadata(&path)
+        .map_err(io(format!("reading {}", path.display())))?
+        .len();
+    if size == 0 {
+        return Ok(Some(Job::Empty { rel }));
+    }
+    if size >= PACK_THRESHOLD {
+        return Ok(Some(Job::File { rel, path, size }));
+    }
+    let data = std::fs::read(&path).map_err(io(format!("reading {}", path.display())))?;
+    let (p, _) = match pack {
+        Some(p) => p,
+        None => {
+            let permit = runtime
+                .block_on(packs.clone().acquire_owned())
+                .map_err(|_| ClientError::Path("the dataset upload was stopped".to_string()))?;
+            pack.insert((Pack::default(), permit))
         }
-        let bytes = Bytes::from(std::mem::take(&mut self.pack));
-        let quiet: Progress = Arc::new(|_| {});
-        let r = put_object(self.net, self.key, Input::Bytes(bytes), self.opts, quiet).await?;
-        report.packs += 1;
-        report.shards += r.shards;
-        for (path, offset, size, hash) in self.members.drain(..) {
-            (self.progress)(size);
+    };
+    let offset = p.bytes.len() as u64;
+    p.bytes.extend_from_slice(&data);
+    p.members.push(Member {
+        path: rel,
+        offset,
+        size: data.len() as u64,
+        blake3: blake3::hash(&data),
+        md5: md5.then(|| Md5::digest(&data).into()),
+    });
+    Ok(None)
+}
+
+/// Stores a pack as an object; its files count as progress once it is stored.
+async fn upload_pack(
+    net: Option<&Network>,
+    key: &SigningKey,
+    opts: &PutOptions,
+    progress: Progress,
+    pack: Pack,
+) -> Result<Uploaded, ClientError> {
+    let quiet: Progress = Arc::new(|_| {});
+    let report = put_object(net, key, Input::Bytes(Bytes::from(pack.bytes)), opts, quiet).await?;
+    for m in &pack.members {
+        progress(m.size);
+    }
+    Ok(Uploaded::Pack {
+        report,
+        members: pack.members,
+    })
+}
+
+/// Stores a file as an object of its own.
+async fn upload_file(
+    net: Option<&Network>,
+    key: &SigningKey,
+    opts: &PutOptions,
+    progress: Progress,
+    (rel, path, size): (String, PathBuf, u64),
+) -> Result<Uploaded, ClientError> {
+    let file = std::fs::File::open(&path).map_err(io(format!("opening {}", path.display())))?;
+    let report = put_object(net, key, Input::Reader(Box::new(file)), opts, progress).await?;
+    if report.manifest.size != size {
+        return Err(ClientError::Path(format!(
+            "{} changed while it was being uploaded",
+            path.display()
+        )));
+    }
+    Ok(Uploaded::Object { rel, report })
+}
+
+/// Records a finished upload in the dataset manifest and the report.
+fn record(done: Uploaded, md5: bool, manifest: &mut DatasetManifest, report: &mut DatasetReport) {
+    match done {
+        Uploaded::Empty { rel } => {
+            if md5 {
+                report.md5.insert(rel.clone(), Md5::digest(b"").into());
+            }
             manifest.entries.insert(
-                path,
+                rel,
                 DatasetEntry {
-                    size,
-                    blake3: hash,
-                    location: Location::Packed {
-                        pack: r.cid,
-                        offset,
-                    },
+                    size: 0,
+                    blake3: blake3::hash(b""),
+                    location: Location::Inline(Vec::new()),
                     meta: BTreeMap::new(),
                 },
             );
         }
-        Ok(())
+        Uploaded::Pack { report: r, members } => {
+            report.packs += 1;
+            report.shards += r.shards;
+            for m in members {
+                if let Some(md5) = m.md5 {
+                    report.md5.insert(m.path.clone(), md5);
+                }
+                manifest.entries.insert(
+                    m.path,
+                    DatasetEntry {
+                        size: m.size,
+                        blake3: m.blake3,
+                        location: Location::Packed {
+                            pack: r.cid,
+                            offset: m.offset,
+                        },
+                        meta: BTreeMap::new(),
+                    },
+                );
+            }
+        }
+        Uploaded::Object { rel, report: r } => {
+            report.objects += 1;
+            report.shards += r.shards;
+            if let Some(md5) = r.md5 {
+                report.md5.insert(rel.clone(), md5);
+            }
+            manifest.entries.insert(
+                rel,
+                DatasetEntry {
+                    size: r.manifest.size,
+                    blake3: r.manifest.blake3,
+                    location: Location::Object(r.cid),
+                    meta: BTreeMap::new(),
+                },
+            );
+        }
     }
 }
 
@@ -535,7 +677,7 @@ pub async fn put_dir(
         cid: cids::dag_cbor(b""),
         manifest: DatasetManifest::new(),
         files: files.len(),
-        bytes: 0,
+        bytes: files.iter().map(|f| f.2).sum(),
         packs: 0,
         objects: 0,
         shards: 0,
@@ -545,78 +687,71 @@ pub async fn put_dir(
     let mut object_opts = opts.clone();
     object_opts.content_type = None;
     object_opts.metadata.clear();
-    let mut packer = Packer {
-        net,
-        key,
-        opts: &object_opts,
-        progress: progress.clone(),
-        pack: Vec::new(),
-        members: Vec::new(),
-    };
-    for (rel, path, _) in files {
-        let meta = std::fs::metadata(&path).map_err(io(format!("reading {}", path.display())))?;
-        let size = meta.len();
-        report.bytes += size;
-        if size == 0 {
-            if opts.md5 {
-                report.md5.insert(rel.clone(), Md5::digest(b"").into());
+    let object_opts = &object_opts;
+    // A blocking thread walks the files, reads the small ones and packs them; this task uploads
+    // what it hands over, UPLOADS_IN_FLIGHT at once. A pack holds a permit from the time it is
+    // started until it is stored, so at most PACKS_IN_FLIGHT packs are in memory. The manifest
+    // is a sorted map: the order uploads finish in does not matter.
+    let (tx, rx) = mpsc::channel::<Result<Job, ClientError>>(1);
+    let packs = Arc::new(Semaphore::new(PACKS_IN_FLIGHT));
+    let md5 = opts.md5;
+    let walker = tokio::task::spawn_blocking(move || {
+        let runtime = tokio::runtime::Handle::current();
+        let mut pack: Option<(Pack, OwnedSemaphorePermit)> = None;
+        let mut files = files.into_iter().peekable();
+        while let Some((rel, path, _)) = files.next() {
+            let job = match walk_one(rel, path, md5, &mut pack, &packs, &runtime) {
+                Ok(Some(job)) => Ok(job),
+                Ok(None) => {
+                    let full = pack.as_ref().is_some_and(|(p, _)| {
+                        p.bytes.len() >= PACK_TARGET || files.peek().is_none()
+                    });
+                    match pack.take_if(|_| full) {
+                        Some((p, permit)) => Ok(Job::Pack(p, permit)),
+                        None => continue,
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            let failed = job.is_err();
+            if tx.blocking_send(job).is_err() || failed {
+                return;
             }
-            manifest.entries.insert(
-                rel,
-                DatasetEntry {
-                    size: 0,
-                    blake3: blake3::hash(b""),
-                    location: Location::Inline(Vec::new()),
-                    meta: BTreeMap::new(),
-                },
-            );
-            continue;
         }
-        if size < PACK_THRESHOLD {
-            let data = std::fs::read(&path).map_err(io(format!("reading {}", path.display())))?;
-            let hash = blake3::hash(&data);
-            if opts.md5 {
-                report.md5.insert(rel.clone(), Md5::digest(&data).into());
+        // The last file was not a small one: the pack being filled goes last.
+        if let Some((p, permit)) = pack.take() {
+            let _ = tx.blocking_send(Ok(Job::Pack(p, permit)));
+        }
+    });
+    let jobs = futures::stream::unfold(
+        rx,
+        |mut rx| async move { rx.recv().await.map(|job| (job, rx)) },
+    );
+    let mut uploads = std::pin::pin!(
+        jobs.map(|job| {
+            let progress = progress.clone();
+            async move {
+                match job? {
+                    Job::Empty { rel } => Ok(Uploaded::Empty { rel }),
+                    Job::File { rel, path, size } => {
+                        upload_file(net, key, object_opts, progress, (rel, path, size)).await
+                    }
+                    Job::Pack(pack, permit) => {
+                        let done = upload_pack(net, key, object_opts, progress, pack).await;
+                        drop(permit);
+                        done
+                    }
+                }
             }
-            let offset = packer.pack.len() as u64;
-            packer.pack.extend_from_slice(&data);
-            packer.members.push((rel, offset, data.len() as u64, hash));
-            if packer.pack.len() >= PACK_TARGET {
-                packer.flush(&mut manifest, &mut report).await?;
-            }
-            continue;
-        }
-        let file = std::fs::File::open(&path).map_err(io(format!("opening {}", path.display())))?;
-        let r = put_object(
-            net,
-            key,
-            Input::Reader(Box::new(file)),
-            &object_opts,
-            progress.clone(),
-        )
-        .await?;
-        if r.manifest.size != size {
-            return Err(ClientError::Path(format!(
-                "{} changed while it was being uploaded",
-                path.display()
-            )));
-        }
-        report.objects += 1;
-        report.shards += r.shards;
-        if let Some(md5) = r.md5 {
-            report.md5.insert(rel.clone(), md5);
-        }
-        manifest.entries.insert(
-            rel,
-            DatasetEntry {
-                size,
-                blake3: r.manifest.blake3,
-                location: Location::Object(r.cid),
-                meta: BTreeMap::new(),
-            },
-        );
+        })
+        .buffer_unordered(UPLOADS_IN_FLIGHT)
+    );
+    while let Some(done) = uploads.next().await {
+        record(done?, md5, &mut manifest, &mut report);
     }
-    packer.flush(&mut manifest, &mut report).await?;
+    walker
+        .await
+        .map_err(|e| io("reading files")(std::io::Error::other(e)))?;
     manifest.validate()?;
     let bytes = manifest.to_bytes();
     let cid = cids::dag_cbor(&bytes);

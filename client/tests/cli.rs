@@ -116,6 +116,109 @@ async fn put_and_get_a_64_mib_file_and_a_directory_of_2000_small_files() {
     net.stop().await;
 }
 
+/// A dataset with two packs of small files, files stored as objects of their own, empty files
+/// and nested directories: uploaded and read back several files at a time, identical, with the
+/// same CID as computed offline. Then an object read into a device and into a pipe that its
+/// reader closes early.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mixed_dataset_round_trips_and_reads_go_to_devices_and_pipes() {
+    let net = Net::start(6).await;
+    let root = net.path("mixed");
+    let mut files = BTreeMap::new();
+    // 270 files just under the pack threshold: more than one 64 MiB pack.
+    for i in 0..270u64 {
+        let rel = format!("small/{:02}/f{i:04}.bin", i % 7);
+        files.insert(rel, noise(255 * 1024 + i as usize, i));
+    }
+    // Files of their own, from just over the threshold to several stripes.
+    for (i, size) in [256 * 1024, 300_000, 1 << 20, 3 << 20, 4 << 20, 9_000_001]
+        .into_iter()
+        .enumerate()
+    {
+        files.insert(format!("large/l{i}.bin"), noise(size, 1000 + i as u64));
+    }
+    for i in 0..3 {
+        files.insert(format!("empty/e{i}"), Vec::new());
+    }
+    // The walk's last file is a large one: the pack being filled is stored after it.
+    files.insert("zz-last.bin".to_string(), noise(2 << 20, 99));
+    for (rel, bytes) in &files {
+        write(&root.join(rel), bytes);
+    }
+    let put = json(&net.ok(&["--json", "put", root.to_str().unwrap()]));
+    let ds = put["cid"].as_str().unwrap().to_string();
+    assert_eq!(put["files"], files.len(), "{put}");
+    assert_eq!(put["packs"], 2, "{put}");
+    assert_eq!(put["objects"], 7, "{put}");
+    assert_eq!(
+        put["bytes"],
+        files.values().map(|b| b.len() as u64).sum::<u64>(),
+        "{put}"
+    );
+    // Uploads finish in any order; the dataset (and so its CID) does not depend on it.
+    assert_eq!(
+        net.ok(&["cid", "--object", root.to_str().unwrap()]).trim(),
+        ds
+    );
+    let out_dir = net.path("mixed-out");
+    let got = json(&net.ok(&["--json", "get", &ds, "-o", out_dir.to_str().unwrap()]));
+    assert_eq!(got["bytes"], put["bytes"], "{got}");
+    let mut found = 0;
+    let mut stack = vec![out_dir.clone()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let rel = path.strip_prefix(&out_dir).unwrap().to_str().unwrap();
+            let want = files
+                .get(rel)
+                .unwrap_or_else(|| panic!("get wrote {rel}, which is not in the dataset"));
+            assert!(std::fs::read(&path).unwrap() == *want, "{rel} differs");
+            found += 1;
+        }
+    }
+    assert_eq!(found, files.len(), "files missing after get");
+
+    // An object into /dev/null: a device is written into, not replaced, so no --force.
+    let large = root.join("large/l5.bin");
+    let cid = json(&net.ok(&["--json", "put", large.to_str().unwrap()]))["cid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let null = json(&net.ok(&["--json", "get", &cid, "-o", "/dev/null"]));
+    assert_eq!(null["bytes"], 9_000_001, "{null}");
+    // Into a pipe whose reader stops after 1000 bytes (`| head -c 1000`): the reader got the
+    // object's first bytes, and cairn ends quietly.
+    let mut child = std::process::Command::new(common::cairn_bin())
+        .args(["get", &cid, "-o", "-"])
+        .env("CAIRN_DEVNET", net.dir.path().join("net"))
+        .env("CAIRN_KEY", &net.key)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut head = vec![0u8; 1000];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut head).unwrap();
+    assert!(head == files["large/l5.bin"][..1000], "first bytes differ");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "a closed pipe is not a failure: {:?} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    net.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn any_two_of_six_nodes_may_stop_but_not_three() {
     let net = Net::start(6).await;

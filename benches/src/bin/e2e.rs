@@ -2,7 +2,7 @@
 //! a local devnet of real `cairn-node` processes, with where the CPU time goes.
 //!
 //! ```sh
-//! cargo build --release --bins && cargo run --release -p cairn-benches --bin e2e -- [--size-mib 1024] [--files 10000]
+//! cargo build --release --bins && cargo run --release -p cairn-benches --bin e2e -- [--size-mib 1024] [--files 10000] [--medium 300]
 //! ```
 //!
 //! Prints a Markdown table (the figures in docs/BENCHMARKS.md come from it).
@@ -108,6 +108,68 @@ fn fill(path: &Path, size: u64, seed: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Size of the files of the medium-file dataset (over the 256 KiB pack threshold: each is an
+/// object of its own, as images or audio clips of a training set would be).
+const MEDIUM: u64 = 700 * 1024;
+
+/// Fails unless every file under `a` is under `b` with the same bytes, and `b` has no others.
+fn same_tree(a: &Path, b: &Path) -> anyhow::Result<()> {
+    fn files(root: &Path) -> anyhow::Result<std::collections::BTreeMap<PathBuf, blake3::Hash>> {
+        let mut out = std::collections::BTreeMap::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(&dir)? {
+                let p = e?.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    let rel = p.strip_prefix(root)?.to_path_buf();
+                    out.insert(rel, blake3::hash(&std::fs::read(&p)?));
+                }
+            }
+        }
+        Ok(out)
+    }
+    if files(a)? != files(b)? {
+        bail!("{} came back different in {}", a.display(), b.display());
+    }
+    Ok(())
+}
+
+/// Puts the directory `tree` as a dataset (4+2), gets it back beside it, checks every file.
+fn dataset_round(
+    net: &Devnet,
+    run: &dyn Fn(&[&str]) -> Command,
+    tree: &Path,
+    what: &str,
+    files: u64,
+    size: u64,
+    runs: &mut Vec<Run>,
+) -> anyhow::Result<()> {
+    let dir = tree.to_str().unwrap_or_default();
+    let (r, ds) = timed(
+        &format!("put {what}"),
+        net,
+        &mut run(&["put", dir, "--k", "4", "--m", "2", "--json"]),
+        files * size,
+        files,
+    )?;
+    runs.push(r);
+    let ds: serde_json::Value = serde_json::from_str(&ds)?;
+    eprintln!("dataset: {ds}");
+    let ds = ds["cid"].as_str().unwrap_or_default().to_string();
+    let out = tree.with_extension("out");
+    let (r, _) = timed(
+        &format!("get {what}"),
+        net,
+        &mut run(&["get", &ds, "-o", out.to_str().unwrap_or_default(), "--json"]),
+        files * size,
+        files,
+    )?;
+    runs.push(r);
+    same_tree(tree, &out)
+}
+
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
@@ -121,6 +183,7 @@ fn arg(name: &str, default: u64) -> u64 {
 async fn main() -> anyhow::Result<()> {
     let size = arg("--size-mib", 1024) << 20;
     let files = arg("--files", 10_000);
+    let medium = arg("--medium", 300);
     let exe = std::env::current_exe()?;
     let cairn = exe.with_file_name("cairn");
     let node = exe.with_file_name("cairn-node");
@@ -192,34 +255,24 @@ async fn main() -> anyhow::Result<()> {
         std::fs::create_dir_all(p.parent().unwrap_or(&tree))?;
         fill(&p, 4096, i + 1)?;
     }
-    let (r, ds) = timed(
-        "put small files",
+    dataset_round(&net, &run, &tree, "small files", files, 4096, &mut runs)?;
+
+    eprintln!("writing {medium} files of 700 KiB ...");
+    let tree: PathBuf = work.join("medium");
+    for i in 0..medium {
+        let p = tree.join(format!("d{:02}/f{i:05}.bin", i % 10));
+        std::fs::create_dir_all(p.parent().unwrap_or(&tree))?;
+        fill(&p, MEDIUM, i + 1_000_000)?;
+    }
+    dataset_round(
         &net,
-        run(&[
-            "put",
-            tree.to_str().unwrap_or_default(),
-            "--k",
-            "4",
-            "--m",
-            "2",
-        ])
-        .arg("--json"),
-        files * 4096,
-        files,
+        &run,
+        &tree,
+        "700 KiB files",
+        medium,
+        MEDIUM,
+        &mut runs,
     )?;
-    runs.push(r);
-    let ds: serde_json::Value = serde_json::from_str(&ds)?;
-    eprintln!("dataset: {ds}");
-    let ds = ds["cid"].as_str().unwrap_or_default().to_string();
-    let out = work.join("small.out");
-    let (r, _) = timed(
-        "get small files",
-        &net,
-        run(&["get", &ds, "-o", out.to_str().unwrap_or_default()]).arg("--json"),
-        files * 4096,
-        files,
-    )?;
-    runs.push(r);
 
     println!("| run | wall s | MB/s | files/s | client CPU s | nodes CPU s (6) |");
     println!("|---|---|---|---|---|---|");

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -11,14 +12,25 @@ use anyhow::{Context, bail};
 use cairn_chunker::manifest::{Location, Source};
 use cairn_chunker::{Cid, cids};
 use cairn_client::devnet::{Devnet, DevnetConfig, DevnetState};
-use cairn_client::get::{Incidents, Manifest, fetch_manifest, read_dataset, read_object};
+use cairn_client::get::{Incidents, Manifest, fetch_manifest, read_dataset, read_object_to};
 use cairn_client::network::Network;
+use cairn_client::output::FileSink;
 use cairn_client::put::{Input, Progress, PutOptions, put_dir, put_object};
 use cairn_client::{keys, verify};
 use cairn_node::protocol::NodeInfo;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use serde_json::json;
+
+/// Whether `path` is a character device or a FIFO (`/dev/null`, a named pipe), which a get
+/// writes into as it is rather than replacing.
+fn is_device_or_pipe(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(path).is_ok_and(|m| {
+        let t = m.file_type();
+        t.is_char_device() || t.is_fifo()
+    })
+}
 
 /// Writes a line to stdout; a closed pipe (`cairn ls | head`) ends the program quietly.
 fn emit(args: std::fmt::Arguments<'_>) {
@@ -399,20 +411,43 @@ async fn run(cli: Cli, partial: Partial) -> anyhow::Result<()> {
                     let len = range.as_ref().map_or(m.size, |r| r.end - r.start);
                     let (bar, progress) = progress_bar(g, len, "downloading");
                     let n = if out == Path::new("-") {
-                        let mut stdout = tokio::io::stdout();
-                        read_object(&net, m, range, &mut stdout, progress, &incidents).await?
+                        // Raw writes to fd 1 (no line buffering), batched by the sink.
+                        let stdout = std::io::stdout()
+                            .as_fd()
+                            .try_clone_to_owned()
+                            .context("cannot write to stdout")?;
+                        let mut sink = FileSink::new(std::fs::File::from(stdout));
+                        let n =
+                            read_object_to(&net, m, range, &mut sink, progress, &incidents).await?;
+                        sink.finish().await?;
+                        n
+                    } else if is_device_or_pipe(&out) {
+                        // `-o /dev/null`, a FIFO: nothing to replace, so no --force and no
+                        // temporary file.
+                        let file = std::fs::OpenOptions::new()
+                            .write(true)
+                            .open(&out)
+                            .with_context(|| format!("cannot open {}", out.display()))?;
+                        let mut sink = FileSink::new(file);
+                        let n =
+                            read_object_to(&net, m, range, &mut sink, progress, &incidents).await?;
+                        sink.finish().await?;
+                        n
                     } else {
                         if out.exists() && !force {
                             bail!(cairn_client::error::ClientError::Exists(out.clone()));
                         }
                         let tmp = out.with_extension("cairn-partial");
                         *partial.lock().unwrap_or_else(|p| p.into_inner()) = Some(tmp.clone());
-                        let mut file = tokio::fs::File::create(&tmp)
-                            .await
+                        let file = std::fs::File::create(&tmp)
                             .with_context(|| format!("cannot create {}", tmp.display()))?;
+                        let mut sink = FileSink::new(file);
                         let n =
-                            read_object(&net, m, range, &mut file, progress, &incidents).await?;
-                        file.sync_all().await?;
+                            read_object_to(&net, m, range, &mut sink, progress, &incidents).await?;
+                        let file = sink.finish().await?;
+                        tokio::task::spawn_blocking(move || file.sync_all())
+                            .await
+                            .context("syncing the output")??;
                         tokio::fs::rename(&tmp, &out).await?;
                         partial.lock().unwrap_or_else(|p| p.into_inner()).take();
                         n
@@ -862,6 +897,10 @@ fn main() -> ExitCode {
     });
     match result {
         Some(Ok(())) => ExitCode::SUCCESS,
+        Some(Err(e)) if output_closed(&e) => {
+            // `cairn get CID -o - | head -c 100`: the reader has what it wanted.
+            ExitCode::SUCCESS
+        }
         Some(Err(e)) => {
             if let Some(p) = partial.lock().unwrap_or_else(|p| p.into_inner()).take() {
                 let _ = std::fs::remove_file(p);
@@ -877,6 +916,17 @@ fn main() -> ExitCode {
             ExitCode::from(130)
         }
     }
+}
+
+/// Whether `e` is stdout (or the output pipe) having been closed by its reader.
+fn output_closed(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<cairn_client::error::ClientError>(),
+            Some(cairn_client::error::ClientError::Io { what, source })
+                if what == "writing output" && source.kind() == std::io::ErrorKind::BrokenPipe
+        )
+    })
 }
 
 /// Where `cairn put --bucket` publishes.
