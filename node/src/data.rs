@@ -67,6 +67,9 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(15);
 /// Bytes of incoming shard bodies a node buffers at once, across all peers.
 pub const MAX_INFLIGHT_BYTES: usize = 512 << 20;
+/// Store writes waiting on the disk at once (see [`Server::io`]); their bodies are already
+/// bounded by [`MAX_INFLIGHT_BYTES`].
+pub const WRITES_AT_ONCE: usize = 32;
 
 /// Errors talking to a peer's data plane.
 #[derive(Debug, thiserror::Error)]
@@ -250,6 +253,10 @@ pub struct Server {
     /// The fast lane's own bound: small reads do not queue behind bulk ones for `cpu`, but
     /// many peers asking for small ranges at once still cannot occupy every blocking thread.
     pub fast: Arc<Semaphore>,
+    /// Bounds writes (RocksDB writes, each an fsync by default) waiting on the disk at once.
+    /// They hold no `cpu` permit while they wait, so a slow disk does not stall reads and
+    /// hashing, and concurrent writes share fsyncs (RocksDB commits them as one group).
+    pub io: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for Server {
@@ -268,6 +275,7 @@ impl Server {
             inflight: Arc::new(Semaphore::new(MAX_INFLIGHT_BYTES / 1024)),
             cpu: Arc::new(Semaphore::new(cores)),
             fast: Arc::new(Semaphore::new(cores * 4)),
+            io: Arc::new(Semaphore::new(WRITES_AT_ONCE)),
         })
     }
 
@@ -372,7 +380,9 @@ impl Server {
                 let body = read_body(recv, len as usize).await?;
                 self.metrics.net.bytes_in.inc_by(len);
                 let store = self.store.clone();
-                self.blocking(move || store.put_shard(&cid, &body)).await?;
+                let checked = self.blocking(move || store.check_shard(&cid, body)).await?;
+                let store = self.store.clone();
+                self.writing(move || store.commit_shard(checked)).await?;
                 respond(send, &DataResponse::Stored, None).await
             }
             DataRequest::Fetch { cid, range } => {
@@ -488,7 +498,8 @@ impl Server {
                 }
                 self.metrics.net.bytes_in.inc_by(len);
                 let store = self.store.clone();
-                self.blocking(move || store.put_manifest(&cid, kind, &body, &envs))
+                // A manifest's checks (decode, signatures) are small beside its fsync.
+                self.writing(move || store.put_manifest(&cid, kind, &body, &envs))
                     .await?;
                 respond(send, &DataResponse::Stored, None).await
             }
@@ -587,6 +598,19 @@ impl Server {
     ) -> Result<T, Failure> {
         let _permit = self
             .cpu
+            .acquire()
+            .await
+            .map_err(|_| Failure::answer(ErrorCode::Internal, "shutting down"))?;
+        blocking_task(f).await
+    }
+
+    /// Runs a store write on a blocking thread, at most [`WRITES_AT_ONCE`] at a time.
+    async fn writing<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, Failure> {
+        let _permit = self
+            .io
             .acquire()
             .await
             .map_err(|_| Failure::answer(ErrorCode::Internal, "shutting down"))?;

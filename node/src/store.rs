@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use bytes::Bytes;
 use cairn_chunker::cids::{self, Cid, CidError, Codec};
 use cairn_chunker::manifest::{
     DatasetManifest, MAX_SHARD_SIZE, ManifestError, ObjectManifest, Provenance,
@@ -266,6 +267,15 @@ impl StoreStats {
         self.disk_room()
             .map_or(by_capacity, |room| by_capacity.min(room))
     }
+}
+
+/// A shard whose bytes [`Store::check_shard`] found to match its CID, with its outboard: all
+/// [`Store::commit_shard`] needs. It can only be made by checking.
+#[derive(Debug)]
+pub struct CheckedShard {
+    cid: Cid,
+    data: Bytes,
+    outboard: Vec<u8>,
 }
 
 /// What a put did.
@@ -566,6 +576,28 @@ impl Store {
 
     /// Verifies `data` against `cid` and stores it with its outboard, atomically.
     pub fn put_shard(&self, cid: &Cid, data: &[u8]) -> Result<PutOutcome, StoreError> {
+        let outboard = self.verify_new_shard(cid, data)?;
+        self.commit(cid, data, &outboard)
+    }
+
+    /// The CPU half of [`Store::put_shard`]: checks `data` against `cid` and computes its
+    /// outboard, without touching the database. Run it where CPU work is bounded, and
+    /// [`Store::commit_shard`] (disk work, an fsync by default) where I/O is.
+    pub fn check_shard(&self, cid: &Cid, data: Bytes) -> Result<CheckedShard, StoreError> {
+        let outboard = self.verify_new_shard(cid, &data)?;
+        Ok(CheckedShard {
+            cid: *cid,
+            data,
+            outboard,
+        })
+    }
+
+    /// The disk half of [`Store::put_shard`]: stores a shard [`Store::check_shard`] accepted.
+    pub fn commit_shard(&self, shard: CheckedShard) -> Result<PutOutcome, StoreError> {
+        self.commit(&shard.cid, &shard.data, &shard.outboard)
+    }
+
+    fn verify_new_shard(&self, cid: &Cid, data: &[u8]) -> Result<Vec<u8>, StoreError> {
         let expected = cids::digest(cid, Codec::Raw)?;
         if data.is_empty() || data.len() > MAX_SHARD_SIZE as usize {
             return Err(StoreError::BadSize { len: data.len() });
@@ -575,6 +607,10 @@ impl Store {
             self.metrics.rejected_writes.inc();
             return Err(StoreError::HashMismatch { cid: *cid });
         }
+        Ok(outboard)
+    }
+
+    fn commit(&self, cid: &Cid, data: &[u8], outboard: &[u8]) -> Result<PutOutcome, StoreError> {
         let key = cid.to_bytes();
         let (outboards, shards, corrupt, meta) = (
             self.cf(CF_OUTBOARDS)?,
@@ -607,7 +643,7 @@ impl Store {
         }
         let mut ob_value = Vec::with_capacity(8 + outboard.len());
         ob_value.extend_from_slice(&len.to_le_bytes());
-        ob_value.extend_from_slice(&outboard);
+        ob_value.extend_from_slice(outboard);
         let mut batch = WriteBatch::default();
         for (i, piece) in data.chunks(PIECE_BYTES).enumerate() {
             batch.put_cf(shards, piece_key(&key, i), piece);
