@@ -596,12 +596,7 @@ impl Server {
         &self,
         f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, Failure> {
-        let _permit = self
-            .cpu
-            .acquire()
-            .await
-            .map_err(|_| Failure::answer(ErrorCode::Internal, "shutting down"))?;
-        blocking_task(f).await
+        permitted(&self.cpu, f).await
     }
 
     /// Runs a store write on a blocking thread, at most [`WRITES_AT_ONCE`] at a time.
@@ -609,12 +604,7 @@ impl Server {
         &self,
         f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, Failure> {
-        let _permit = self
-            .io
-            .acquire()
-            .await
-            .map_err(|_| Failure::answer(ErrorCode::Internal, "shutting down"))?;
-        blocking_task(f).await
+        permitted(&self.io, f).await
     }
 
     async fn reserve(&self, bytes: u64) -> Result<tokio::sync::SemaphorePermit<'_>, Failure> {
@@ -696,6 +686,18 @@ fn store_failure(e: StoreError) -> Failure {
         code,
         message: e.to_string(),
     })
+}
+
+/// Runs `f` on a blocking thread while holding a permit of `pool`.
+async fn permitted<T: Send + 'static>(
+    pool: &Semaphore,
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, Failure> {
+    let _permit = pool
+        .acquire()
+        .await
+        .map_err(|_| Failure::answer(ErrorCode::Internal, "shutting down"))?;
+    blocking_task(f).await
 }
 
 async fn blocking_task<T: Send + 'static>(
