@@ -15,7 +15,7 @@ use cairn_chunker::manifest::{
     DatasetManifest, Location, ObjectManifest, Piece, Provenance, ShardRef,
 };
 use cairn_chunker::pipeline::StripeDecoder;
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use libp2p::PeerId;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc::UnboundedSender;
@@ -831,14 +831,15 @@ pub async fn object_manifest(net: &Network, cid: &Cid) -> Result<ObjectManifest,
     }
 }
 
-/// Files of a dataset read at once (each object file also reads up to [`STRIPES_IN_FLIGHT`]
-/// stripes ahead; a pack is held whole in memory while it is cut into its files, so packs are
-/// read at most [`PACKS_IN_FLIGHT`] at once).
+/// Object files of a dataset read at once (each also reads up to [`STRIPES_IN_FLIGHT`]
+/// stripes ahead), beside up to [`PACKS_IN_FLIGHT`] packs (each held whole in memory while it
+/// is cut into its files).
 pub const FILES_IN_FLIGHT: usize = 4;
 /// Packs read at once by [`read_dataset`].
 pub const PACKS_IN_FLIGHT: usize = 2;
-/// The largest pack [`read_dataset`] holds in memory (ours are at most 64 MiB).
-pub const MAX_PACK: u64 = 1 << 30;
+/// The largest pack [`read_dataset`] holds in memory (ours are at most 64 MiB and one file
+/// under 256 KiB).
+pub const MAX_PACK: u64 = 256 << 20;
 
 /// A temporary file removed when dropped, unless it was renamed into place.
 struct Partial(Option<std::path::PathBuf>);
@@ -868,10 +869,10 @@ async fn read_dataset_object(
             "{path}: object {cid} does not match the dataset entry"
         )));
     }
-    let tmp = target.with_extension("cairn-partial");
+    let tmp = crate::output::partial_path(&target);
     let file = std::fs::File::create(&tmp).map_err(io(format!("creating {}", tmp.display())))?;
     let mut partial = Partial(Some(tmp.clone()));
-    let mut sink = crate::output::FileSink::new(file);
+    let mut sink = crate::output::FileSink::new(file, format!("writing {}", tmp.display()));
     let n = read_object_to(net, &manifest, None, &mut sink, progress, incidents).await?;
     let file = sink.finish().await?;
     let what = format!("writing {}", tmp.display());
@@ -915,7 +916,11 @@ async fn read_dataset_pack(
                 .ok_or_else(|| ClientError::Path(format!("{path}: outside its pack {pack}")))?;
             check_file(&path, slice, &hash)?;
             let target = dir.join(&path);
-            std::fs::write(&target, slice).map_err(io(format!("writing {}", target.display())))?;
+            if let Err(e) = std::fs::write(&target, slice) {
+                // No truncated file under the real name (a full disk, say).
+                let _ = std::fs::remove_file(&target);
+                return Err(io(format!("writing {}", target.display()))(e));
+            }
             total += size;
             progress(size);
         }
@@ -926,8 +931,9 @@ async fn read_dataset_pack(
 }
 
 /// Writes every file of a dataset under `dir`, each checked against its BLAKE3. Up to
-/// [`FILES_IN_FLIGHT`] objects and packs are read at once; the first failure stops the read
-/// and leaves no partial file behind.
+/// [`FILES_IN_FLIGHT`] object files and [`PACKS_IN_FLIGHT`] packs are read at once; the first
+/// failure stops the read. Files already written stay (whole and verified); none is left
+/// half-written under its own name.
 pub async fn read_dataset(
     net: &Network,
     dataset: &DatasetManifest,
@@ -980,34 +986,28 @@ pub async fn read_dataset(
     .await
     .map_err(|e| io("writing files")(std::io::Error::other(e)))??;
 
-    let pack_slots = tokio::sync::Semaphore::new(PACKS_IN_FLIGHT);
-    let pack_slots = &pack_slots;
-    let pack_reads = packs.into_iter().map(|(pack, files)| {
+    // Packs and object files each have their own bound, so packs waiting for memory do not
+    // hold back object files, and the other way round.
+    let pack_reads = futures::stream::iter(packs.into_iter().map(|(pack, files)| {
         let progress = progress.clone();
-        async move {
-            let _slot = pack_slots
-                .acquire()
-                .await
-                .map_err(|_| ClientError::Path("the dataset read was stopped".to_string()))?;
-            read_dataset_pack(net, &pack, files, dir, progress, incidents).await
-        }
-        .boxed()
-    });
-    let object_reads = objects.into_iter().map(|(path, cid, entry, target)| {
-        let progress = progress.clone();
-        read_dataset_object(
-            net,
-            path,
-            cid,
-            (entry.size, entry.blake3),
-            target,
-            progress,
-            incidents,
-        )
-        .boxed()
-    });
-    let mut reads =
-        futures::stream::iter(pack_reads.chain(object_reads)).buffer_unordered(FILES_IN_FLIGHT);
+        async move { read_dataset_pack(net, &pack, files, dir, progress, incidents).await }
+    }))
+    .buffer_unordered(PACKS_IN_FLIGHT);
+    let object_reads =
+        futures::stream::iter(objects.into_iter().map(|(path, cid, entry, target)| {
+            let progress = progress.clone();
+            read_dataset_object(
+                net,
+                path,
+                cid,
+                (entry.size, entry.blake3),
+                target,
+                progress,
+                incidents,
+            )
+        }))
+        .buffer_unordered(FILES_IN_FLIGHT);
+    let mut reads = std::pin::pin!(futures::stream::select(pack_reads, object_reads));
     while let Some(n) = reads.next().await {
         total += n?;
     }

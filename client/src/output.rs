@@ -7,6 +7,7 @@
 //! each batch to one writer thread, which writes it with a single vectored write where it can.
 
 use std::io::{IoSlice, Write};
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -21,18 +22,32 @@ pub const BATCH: usize = 1 << 20;
 /// `BATCHES_QUEUED * BATCH` bytes when the disk is slower than the network).
 pub const BATCHES_QUEUED: usize = 8;
 
+/// Where a read of `target` is written until it is complete and verified: a hidden file beside
+/// it, `.NAME.cairn-partial`, renamed over `target` at the end. The whole name is kept, so
+/// `a.bin` and `a.txt` read at the same time do not share one.
+pub fn partial_path(target: &Path) -> PathBuf {
+    let name = target
+        .file_name()
+        .map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned());
+    target.with_file_name(format!(".{name}.cairn-partial"))
+}
+
 /// A [`Sink`] writing to `W` (a file, or stdout) from a thread of its own.
 #[derive(Debug)]
 pub struct FileSink<W> {
     batch: Vec<Bytes>,
     batched: usize,
     tx: Option<mpsc::Sender<Vec<Bytes>>>,
-    thread: JoinHandle<std::io::Result<W>>,
+    /// The writer thread, until it has been joined.
+    thread: Option<JoinHandle<std::io::Result<W>>>,
+    /// What errors say was being written ("writing output" for stdout).
+    what: String,
 }
 
 impl<W: Write + Send + 'static> FileSink<W> {
-    /// Starts the writer thread. Call from within a tokio runtime.
-    pub fn new(mut w: W) -> Self {
+    /// Starts the writer thread. Call from within a tokio runtime. `what` names the output in
+    /// errors, e.g. "writing data/a.bin".
+    pub fn new(mut w: W, what: impl Into<String>) -> Self {
         let (tx, mut rx) = mpsc::channel::<Vec<Bytes>>(BATCHES_QUEUED);
         let thread = tokio::task::spawn_blocking(move || {
             while let Some(batch) = rx.blocking_recv() {
@@ -45,7 +60,20 @@ impl<W: Write + Send + 'static> FileSink<W> {
             batch: Vec::new(),
             batched: 0,
             tx: Some(tx),
-            thread,
+            thread: Some(thread),
+            what: what.into(),
+        }
+    }
+
+    /// Joins the writer thread (once; later calls report that it stopped).
+    async fn join(&mut self) -> Result<W, ClientError> {
+        let what = self.what.clone();
+        match self.thread.take() {
+            Some(thread) => match thread.await {
+                Ok(r) => r.map_err(io(what)),
+                Err(e) => Err(io(what)(std::io::Error::other(e))),
+            },
+            None => Err(io(what)(std::io::Error::other("the writer has stopped"))),
         }
     }
 
@@ -64,12 +92,11 @@ impl<W: Write + Send + 'static> FileSink<W> {
         }
         // The thread stopped: it failed, and says why when joined.
         self.tx = None;
-        match (&mut self.thread).await {
-            Ok(Err(e)) => Err(io("writing output")(e)),
-            Ok(Ok(_)) => Err(io("writing output")(std::io::Error::other(
+        match self.join().await {
+            Ok(_) => Err(io(self.what.clone())(std::io::Error::other(
                 "the writer stopped early",
             ))),
-            Err(e) => Err(io("writing output")(std::io::Error::other(e))),
+            Err(e) => Err(e),
         }
     }
 
@@ -77,10 +104,7 @@ impl<W: Write + Send + 'static> FileSink<W> {
     pub async fn finish(mut self) -> Result<W, ClientError> {
         self.send_batch().await?;
         self.tx = None;
-        match self.thread.await {
-            Ok(r) => r.map_err(io("writing output")),
-            Err(e) => Err(io("writing output")(std::io::Error::other(e))),
-        }
+        self.join().await
     }
 }
 
@@ -132,11 +156,22 @@ mod tests {
 
     impl Write for Trickle {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.write_vectored(&[IoSlice::new(buf)])
+        }
+        /// Takes up to `max` bytes across several buffers, so writes end part-way through one.
+        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize> {
             if self.fail_after.is_some_and(|f| self.out.len() >= f) {
                 return Err(std::io::Error::other("disk on fire"));
             }
-            let n = buf.len().min(self.max);
-            self.out.extend_from_slice(&buf[..n]);
+            let mut n = 0;
+            for b in bufs {
+                let take = b.len().min(self.max - n);
+                self.out.extend_from_slice(&b[..take]);
+                n += take;
+                if n == self.max {
+                    break;
+                }
+            }
             Ok(n)
         }
         fn flush(&mut self) -> std::io::Result<()> {
@@ -161,11 +196,14 @@ mod tests {
     #[tokio::test]
     async fn writes_every_byte_in_order_through_partial_writes() {
         let (data, chunks) = pieces(5 * BATCH + 12_345);
-        let mut sink = FileSink::new(Trickle {
-            out: Vec::new(),
-            max: 10_007,
-            fail_after: None,
-        });
+        let mut sink = FileSink::new(
+            Trickle {
+                out: Vec::new(),
+                max: 100_007,
+                fail_after: None,
+            },
+            "writing a test",
+        );
         for c in chunks {
             sink.put(c).await.unwrap();
         }
@@ -177,11 +215,14 @@ mod tests {
     #[tokio::test]
     async fn a_failing_writer_fails_the_read_with_its_error() {
         let (_, chunks) = pieces(40 * BATCH);
-        let mut sink = FileSink::new(Trickle {
-            out: Vec::new(),
-            max: usize::MAX,
-            fail_after: Some(3 * BATCH),
-        });
+        let mut sink = FileSink::new(
+            Trickle {
+                out: Vec::new(),
+                max: usize::MAX,
+                fail_after: Some(3 * BATCH),
+            },
+            "writing a test",
+        );
         let mut failed = None;
         for c in chunks {
             if let Err(e) = sink.put(c).await {
@@ -194,5 +235,19 @@ mod tests {
             None => sink.finish().await.unwrap_err(),
         };
         assert!(e.to_string().contains("disk on fire"), "{e}");
+        assert!(e.to_string().contains("writing a test"), "{e}");
+    }
+
+    #[test]
+    fn partial_files_keep_the_whole_name() {
+        assert_eq!(
+            partial_path(Path::new("d/a.bin")),
+            Path::new("d/.a.bin.cairn-partial")
+        );
+        assert_ne!(
+            partial_path(Path::new("d/a.bin")),
+            partial_path(Path::new("d/a.txt"))
+        );
+        assert_eq!(partial_path(Path::new("a")), Path::new(".a.cairn-partial"));
     }
 }

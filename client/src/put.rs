@@ -32,7 +32,8 @@ use crate::placement;
 
 /// Files below this size are packed together into pack objects.
 pub const PACK_THRESHOLD: u64 = 256 * 1024;
-/// A pack object is closed once it reaches this size.
+/// A pack object is closed once it reaches this size (the default of
+/// [`PutOptions::pack_target`]).
 pub const PACK_TARGET: usize = 64 << 20;
 /// Files and packs [`put_dir`] uploads at once (each object upload also keeps its own
 /// stripes in flight).
@@ -62,6 +63,9 @@ pub struct PutOptions {
     /// Also compute each file's MD5, the ETag S3 clients expect, for files published over S3
     /// (`cairn put --bucket`). One more pass over the bytes, on the thread that reads them.
     pub md5: bool,
+    /// [`put_dir`] closes a pack of small files once it holds this many bytes. Part of the
+    /// dataset's layout: a different value gives a different dataset CID.
+    pub pack_target: usize,
 }
 
 impl Default for PutOptions {
@@ -74,6 +78,7 @@ impl Default for PutOptions {
             manifest_copies: None,
             inflight_bytes: 256 << 20,
             md5: false,
+            pack_target: PACK_TARGET,
         }
     }
 }
@@ -687,6 +692,8 @@ pub async fn put_dir(
     let mut object_opts = opts.clone();
     object_opts.content_type = None;
     object_opts.metadata.clear();
+    // The uploads in flight share the byte budget one upload would have.
+    object_opts.inflight_bytes = (opts.inflight_bytes / UPLOADS_IN_FLIGHT).max(1 << 20);
     let object_opts = &object_opts;
     // A blocking thread walks the files, reads the small ones and packs them; this task uploads
     // what it hands over, UPLOADS_IN_FLIGHT at once. A pack holds a permit from the time it is
@@ -694,17 +701,20 @@ pub async fn put_dir(
     // is a sorted map: the order uploads finish in does not matter.
     let (tx, rx) = mpsc::channel::<Result<Job, ClientError>>(1);
     let packs = Arc::new(Semaphore::new(PACKS_IN_FLIGHT));
-    let md5 = opts.md5;
+    let (md5, pack_target) = (opts.md5, opts.pack_target.max(1));
     let walker = tokio::task::spawn_blocking(move || {
         let runtime = tokio::runtime::Handle::current();
         let mut pack: Option<(Pack, OwnedSemaphorePermit)> = None;
         let mut files = files.into_iter().peekable();
         while let Some((rel, path, _)) = files.next() {
+            if tx.is_closed() {
+                return; // the upload failed or was dropped: read no more
+            }
             let job = match walk_one(rel, path, md5, &mut pack, &packs, &runtime) {
                 Ok(Some(job)) => Ok(job),
                 Ok(None) => {
                     let full = pack.as_ref().is_some_and(|(p, _)| {
-                        p.bytes.len() >= PACK_TARGET || files.peek().is_none()
+                        p.bytes.len() >= pack_target || files.peek().is_none()
                     });
                     match pack.take_if(|_| full) {
                         Some((p, permit)) => Ok(Job::Pack(p, permit)),
@@ -762,4 +772,74 @@ pub async fn put_dir(
     report.cid = cid;
     report.manifest = manifest;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Offline (`cid --object DIR`): many packs and files of their own, with the walker filling
+    /// packs faster than they are "stored". Packs hold consecutive files in walk order, each
+    /// closed at the target, and the dataset is the same on every run.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn datasets_pack_files_in_walk_order_whatever_finishes_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sizes = BTreeMap::new();
+        for i in 0..120usize {
+            // Every seventh file is over the pack threshold.
+            let size = if i % 7 == 3 {
+                300_000 + i
+            } else {
+                40_000 + i * 101
+            };
+            let rel = format!("d{}/f{i:03}.bin", i % 3);
+            let path = dir.path().join(&rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, vec![(i % 251) as u8; size]).unwrap();
+            sizes.insert(rel, size as u64);
+        }
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let opts = PutOptions {
+            pack_target: 1 << 20,
+            ..PutOptions::default()
+        };
+        let quiet: Progress = Arc::new(|_| {});
+        let a = put_dir(None, &key, dir.path(), &opts, quiet.clone())
+            .await
+            .unwrap();
+        let b = put_dir(None, &key, dir.path(), &opts, quiet).await.unwrap();
+        assert_eq!(a.cid, b.cid);
+        assert_eq!(a.files, 120);
+        assert_eq!(a.objects, (0..120).filter(|i| i % 7 == 3).count());
+        assert_eq!(a.bytes, sizes.values().sum::<u64>());
+        // Walk order (sorted paths): each pack's files are consecutive small files, at
+        // consecutive offsets, and a pack is closed as soon as it reaches the target.
+        let mut packs: Vec<(Cid, u64)> = Vec::new();
+        for (path, entry) in &a.manifest.entries {
+            assert_eq!(entry.size, sizes[path], "{path}");
+            match &entry.location {
+                Location::Packed { pack, offset } => match packs.last_mut() {
+                    Some((cid, end)) if cid == pack => {
+                        assert_eq!(*offset, *end, "{path} is not next in its pack");
+                        *end += entry.size;
+                    }
+                    _ => {
+                        assert_eq!(*offset, 0, "{path} does not start its pack");
+                        if let Some((_, end)) = packs.last() {
+                            assert!(*end >= 1 << 20, "a pack was closed early at {end}");
+                        }
+                        assert!(
+                            !packs.iter().any(|(c, _)| c == pack),
+                            "{path} goes back to an earlier pack"
+                        );
+                        packs.push((*pack, entry.size));
+                    }
+                },
+                Location::Object(_) => assert!(entry.size >= PACK_THRESHOLD, "{path}"),
+                Location::Inline(_) => panic!("{path} is not empty"),
+            }
+        }
+        assert_eq!(a.packs, packs.len());
+        assert!(packs.len() >= 4, "only {} packs", packs.len());
+    }
 }

@@ -416,7 +416,7 @@ async fn run(cli: Cli, partial: Partial) -> anyhow::Result<()> {
                             .as_fd()
                             .try_clone_to_owned()
                             .context("cannot write to stdout")?;
-                        let mut sink = FileSink::new(std::fs::File::from(stdout));
+                        let mut sink = FileSink::new(std::fs::File::from(stdout), "writing output");
                         let n =
                             read_object_to(&net, m, range, &mut sink, progress, &incidents).await?;
                         sink.finish().await?;
@@ -424,11 +424,14 @@ async fn run(cli: Cli, partial: Partial) -> anyhow::Result<()> {
                     } else if is_device_or_pipe(&out) {
                         // `-o /dev/null`, a FIFO: nothing to replace, so no --force and no
                         // temporary file.
-                        let file = std::fs::OpenOptions::new()
-                            .write(true)
-                            .open(&out)
-                            .with_context(|| format!("cannot open {}", out.display()))?;
-                        let mut sink = FileSink::new(file);
+                        // A FIFO's open waits for its reader: off the runtime's threads.
+                        let path = out.clone();
+                        let file = tokio::task::spawn_blocking(move || {
+                            std::fs::OpenOptions::new().write(true).open(path)
+                        })
+                        .await?
+                        .with_context(|| format!("cannot open {}", out.display()))?;
+                        let mut sink = FileSink::new(file, format!("writing {}", out.display()));
                         let n =
                             read_object_to(&net, m, range, &mut sink, progress, &incidents).await?;
                         sink.finish().await?;
@@ -437,18 +440,20 @@ async fn run(cli: Cli, partial: Partial) -> anyhow::Result<()> {
                         if out.exists() && !force {
                             bail!(cairn_client::error::ClientError::Exists(out.clone()));
                         }
-                        let tmp = out.with_extension("cairn-partial");
+                        let tmp = cairn_client::output::partial_path(&out);
                         *partial.lock().unwrap_or_else(|p| p.into_inner()) = Some(tmp.clone());
                         let file = std::fs::File::create(&tmp)
                             .with_context(|| format!("cannot create {}", tmp.display()))?;
-                        let mut sink = FileSink::new(file);
+                        let mut sink = FileSink::new(file, format!("writing {}", tmp.display()));
                         let n =
                             read_object_to(&net, m, range, &mut sink, progress, &incidents).await?;
                         let file = sink.finish().await?;
                         tokio::task::spawn_blocking(move || file.sync_all())
-                            .await
-                            .context("syncing the output")??;
-                        tokio::fs::rename(&tmp, &out).await?;
+                            .await?
+                            .with_context(|| format!("syncing {}", tmp.display()))?;
+                        tokio::fs::rename(&tmp, &out).await.with_context(|| {
+                            format!("renaming {} to {}", tmp.display(), out.display())
+                        })?;
                         partial.lock().unwrap_or_else(|p| p.into_inner()).take();
                         n
                     };
@@ -895,15 +900,18 @@ fn main() -> ExitCode {
             _ = tokio::signal::ctrl_c() => None,
         }
     });
+    // A blocking thread stuck in a system call (a FIFO nobody opens) must not keep an
+    // interrupted command from exiting.
+    rt.shutdown_timeout(Duration::from_millis(500));
     match result {
         Some(Ok(())) => ExitCode::SUCCESS,
-        Some(Err(e)) if output_closed(&e) => {
-            // `cairn get CID -o - | head -c 100`: the reader has what it wanted.
-            ExitCode::SUCCESS
-        }
         Some(Err(e)) => {
             if let Some(p) = partial.lock().unwrap_or_else(|p| p.into_inner()).take() {
                 let _ = std::fs::remove_file(p);
+            }
+            if output_closed(&e) {
+                // `cairn get CID -o - | head -c 100`: the reader has what it wanted.
+                return ExitCode::SUCCESS;
             }
             eprintln!("cairn: error: {e:#}");
             ExitCode::FAILURE
