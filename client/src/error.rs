@@ -64,8 +64,9 @@ pub enum ClientError {
     /// Too few nodes have room for a stripe's shards (as they said when last asked).
     #[error(
         "the network is full: only {room} of {nodes} nodes have room for a {shard_len}-byte \
-         shard, and a stripe needs {need}; `cairn nodes` shows each node's space (free disk \
-         space on the nodes, raise their storage.capacity, or add nodes)"
+         shard, and a stripe needs {need} (a node that just failed to answer or refused a \
+         shard for lack of space counts as having none for a while); `cairn nodes` shows each \
+         node's space (free disk space on the nodes, raise their storage.capacity, or add nodes)"
     )]
     NetworkFull {
         /// Nodes with room for a shard.

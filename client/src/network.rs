@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use cairn_chunker::Cid;
 use cairn_node::data::{self, Target};
 use cairn_node::protocol::{
-    ControlRequest, ControlResponse, Holding, MAX_DATA_HAS, NodeInfo, SignedManifest,
+    ControlRequest, ControlResponse, ErrorCode, Holding, MAX_DATA_HAS, NodeInfo, SignedManifest,
 };
 use cairn_node::swarm::{Role, Swarm};
 use futures::StreamExt;
@@ -28,6 +28,9 @@ pub const DOWN_FOR: Duration = Duration::from_secs(15);
 /// How long where a shard was found is remembered (a long-lived client such as the gateway reads
 /// the same objects again and again; a stale entry only costs a failed fetch and a rebuild).
 pub const LOCATED_FOR: Duration = Duration::from_secs(30);
+/// How long a node that refused a shard for lack of space is offered no more (its reported
+/// free space is that old at most once the view is refreshed).
+pub const FULL_FOR: Duration = Duration::from_secs(30);
 /// Most shard locations remembered.
 const LOCATED_MAX: usize = 1 << 18;
 
@@ -85,6 +88,43 @@ impl NodeView {
     }
 }
 
+/// Where upload tasks report failed stores, so the uploads that follow pass over a node that
+/// is gone or full ([`Network::write_candidates`]).
+#[derive(Clone)]
+pub struct StoreFailures {
+    shared: Arc<Shared>,
+    /// Peer ids by node index, as in the [`Network`] this came from.
+    peers: Arc<[PeerId]>,
+}
+
+impl std::fmt::Debug for StoreFailures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreFailures").finish_non_exhaustive()
+    }
+}
+
+impl StoreFailures {
+    /// See [`Network::store_failed`].
+    pub fn report(&self, index: usize, error: &data::DataError) {
+        let Some(peer) = self.peers.get(index) else {
+            return;
+        };
+        let map = match error {
+            data::DataError::Unreachable { .. }
+            | data::DataError::Timeout { .. }
+            | data::DataError::Stalled { .. } => &self.shared.down,
+            data::DataError::Remote { error, .. } if error.code == ErrorCode::NoSpace => {
+                &self.shared.full
+            }
+            _ => return,
+        };
+        tracing::debug!(%peer, "node failed a store ({error}); passing it over");
+        map.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(*peer, Instant::now());
+    }
+}
+
 /// A connection to a Cairn network: a view of its nodes over one libp2p client and one
 /// data-plane client. [`Network::refresh`] makes a new view that keeps both (and their QUIC
 /// connections, congestion state and lookup caches).
@@ -107,6 +147,9 @@ struct Shared {
     down: Mutex<Down>,
     /// Recently located shards: CID -> nodes that held it intact, and when that was learnt.
     located: Mutex<Located>,
+    /// Nodes that recently refused a shard for lack of space, and when: offered no shards for
+    /// [`FULL_FOR`], whatever free space they last reported.
+    full: Mutex<Down>,
 }
 
 impl Shared {
@@ -205,6 +248,7 @@ impl Network {
                 cancel: guard.disarm(),
                 down: Mutex::new(HashMap::new()),
                 located: Mutex::new(HashMap::new()),
+                full: Mutex::new(HashMap::new()),
             }),
             nodes,
             None,
@@ -258,7 +302,8 @@ impl Network {
         &self.shared.data
     }
 
-    /// The nodes as placement candidates (same order as [`Network::nodes`]).
+    /// The nodes as placement candidates (same order as [`Network::nodes`]), with the free
+    /// space each reported: where `put` placed shards and manifests, so where reads look.
     pub fn candidates(&self) -> Vec<Candidate> {
         self.nodes
             .iter()
@@ -268,6 +313,46 @@ impl Network {
                 label: n.info.label.clone(),
             })
             .collect()
+    }
+
+    /// [`Network::candidates`] for placing new shards: a node that recently failed to answer
+    /// ([`DOWN_FOR`]) or refused a shard for lack of space ([`FULL_FOR`]) is offered with no
+    /// free space, so placement passes it over instead of trying it first again.
+    pub fn write_candidates(&self) -> Vec<Candidate> {
+        let mut candidates = self.candidates();
+        let down = self.shared.down.lock().unwrap_or_else(|p| p.into_inner());
+        let full = self.shared.full.lock().unwrap_or_else(|p| p.into_inner());
+        for (c, n) in candidates.iter_mut().zip(&self.nodes) {
+            let peer = n.peer();
+            if is_down(&down, &peer)
+                || full
+                    .get(&peer)
+                    .is_some_and(|since| since.elapsed() < FULL_FOR)
+            {
+                c.free = 0;
+            }
+        }
+        candidates
+    }
+
+    /// Tells the network view that node `index` failed to store a shard with `error`: a node
+    /// that could not be reached or did not answer is left out for [`DOWN_FOR`], one that
+    /// was out of space gets no shards for [`FULL_FOR`]. Other failures change nothing.
+    pub fn store_failed(&self, index: usize, error: &data::DataError) {
+        self.store_failures().report(index, error);
+    }
+
+    /// A handle for upload tasks to report failed stores with ([`Network::store_failed`]).
+    pub fn store_failures(&self) -> StoreFailures {
+        StoreFailures {
+            shared: self.shared.clone(),
+            peers: self
+                .nodes
+                .iter()
+                .map(NodeView::peer)
+                .collect::<Vec<_>>()
+                .into(),
+        }
     }
 
     /// Manifests signed by `signer` (an ed25519 public key) that any node holds, newest first,

@@ -212,8 +212,9 @@ fn room_for(
 
 /// Refuses an object of `size` bytes that the network has no room for, before any of it is read
 /// or stored: for a server (the S3 gateway) that can answer before the client sends the body.
-/// Judged by the free space the nodes reported when `net` last asked them; [`put_object`]
-/// checks every stripe again as it goes.
+/// Judged by the free space the nodes reported when `net` last asked them, less nodes that
+/// recently failed a store ([`Network::write_candidates`]); [`put_object`] checks every
+/// stripe again as it goes.
 pub fn check_room(net: &Network, params: &EncodeParams, size: u64) -> Result<(), ClientError> {
     if size <= params.inline_limit {
         return Ok(());
@@ -221,7 +222,7 @@ pub fn check_room(net: &Network, params: &EncodeParams, size: u64) -> Result<(),
     let (k, m) = (params.erasure.k, params.erasure.m);
     let shard_len = u64::from(params.erasure.shard_size).min(size.div_ceil(u64::from(k.max(1))));
     room_for(
-        &net.candidates(),
+        &net.write_candidates(),
         usize::from(k + m),
         usize::try_from(shard_len).unwrap_or(usize::MAX),
     )
@@ -286,7 +287,6 @@ pub async fn put_object(
         let _ = tx.blocking_send(Item::Done(enc.finish().map_err(ClientError::from)));
     });
 
-    let candidates = net.map(Network::candidates).unwrap_or_default();
     let inflight = Arc::new(Semaphore::new(opts.inflight_bytes.div_ceil(1024).max(1)));
     let mut uploads: JoinSet<Result<u64, ClientError>> = JoinSet::new();
     let (mut shards, mut stored_bytes) = (0usize, 0u64);
@@ -303,6 +303,9 @@ pub async fn put_object(
                     progress(data_bytes);
                     continue;
                 };
+                // Nodes whose stores failed (gone, full) are passed over from here on.
+                let candidates = net.write_candidates();
+                let failures = net.store_failures();
                 let cids: Vec<Cid> = stripe.shards.iter().map(|s| s.cid).collect();
                 // Refuse before storing a shard of a stripe that cannot be stored whole: its
                 // shards would stay on the nodes that took them, with nothing pointing at them.
@@ -335,7 +338,9 @@ pub async fn put_object(
                                     "upload stopped",
                                 ))
                             })?;
-                    let targets: Vec<_> = order.iter().map(|&n| net.nodes()[n].target).collect();
+                    let targets: Vec<_> =
+                        order.iter().map(|&n| (n, net.nodes()[n].target)).collect();
+                    let failures = failures.clone();
                     let client = net.data().clone();
                     let progress = progress.clone();
                     // The last shard of a stripe reports the stripe's data bytes as done.
@@ -343,14 +348,17 @@ pub async fn put_object(
                     uploads.spawn(async move {
                         let len = shard.data.len() as u64;
                         let mut attempts = Vec::new();
-                        for t in &targets {
+                        for (n, t) in &targets {
                             match client.store(t, &shard.cid, shard.data.clone()).await {
                                 Ok(()) => {
                                     drop(permit);
                                     progress(report);
                                     return Ok(len);
                                 }
-                                Err(e) => attempts.push(e.to_string()),
+                                Err(e) => {
+                                    attempts.push(e.to_string());
+                                    failures.report(*n, &e);
+                                }
                             }
                         }
                         Err(ClientError::Upload {

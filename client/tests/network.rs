@@ -215,20 +215,43 @@ async fn manifests_reach_enough_nodes_when_ranked_ones_are_down() {
     net.stop().await;
 }
 
+/// `err` says a 4+2 stripe cannot be placed because only five of six nodes have room.
+fn assert_five_of_six_have_room(err: &ClientError) {
+    assert!(
+        matches!(
+            err,
+            ClientError::NetworkFull {
+                room: 5,
+                nodes: 6,
+                need: 6,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+/// Restarts node `i` with `from` replaced by `to` in its config.toml.
+async fn reconfigure(net: &mut Net, i: usize, from: &str, to: &str) {
+    let config = net.devnet().state.nodes[i].data_dir.join("config.toml");
+    net.devnet_mut().stop_node(i).await;
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains(from), "{text}");
+    std::fs::write(&config, text.replace(from, to)).unwrap();
+    net.devnet_mut().restart_node(i).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_network_refuses_a_put_before_storing_any_shard() {
     let mut net = Net::start(6).await;
     // Node 3's disk is "full": it must keep more free than any disk here has.
-    let config = net.devnet().state.nodes[3].data_dir.join("config.toml");
-    net.devnet_mut().stop_node(3).await;
-    let text = std::fs::read_to_string(&config).unwrap();
-    assert!(text.contains("disk_reserve = \"1GiB\""), "{text}");
-    std::fs::write(
-        &config,
-        text.replace("disk_reserve = \"1GiB\"", "disk_reserve = \"1000000TiB\""),
+    reconfigure(
+        &mut net,
+        3,
+        "disk_reserve = \"1GiB\"",
+        "disk_reserve = \"1000000TiB\"",
     )
-    .unwrap();
-    net.devnet_mut().restart_node(3).await.unwrap();
+    .await;
     let full_peer = net.devnet().state.nodes[3].peer_id.clone();
 
     let six = Network::connect(&peers(&net)).await.unwrap();
@@ -244,18 +267,7 @@ async fn a_full_network_refuses_a_put_before_storing_any_shard() {
     let err = put(&six, &key, data.clone(), &PutOptions::default())
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ClientError::NetworkFull {
-                room: 5,
-                nodes: 6,
-                need: 6,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_five_of_six_have_room(&err);
     assert!(err.to_string().contains("cairn nodes"), "{err}");
     let nodes = net.ok(&["--json", "nodes"]);
     let nodes: serde_json::Value = serde_json::from_str(nodes.trim()).unwrap();
@@ -274,6 +286,83 @@ async fn a_full_network_refuses_a_put_before_storing_any_shard() {
             assert_eq!(n["shards"], 0, "the full node took a shard: {nodes}");
         }
     }
+    drop(six);
+    net.stop().await;
+}
+
+/// A node's refused data requests, from its metrics.
+async fn refusals(net: &Net, node: usize) -> u64 {
+    let admin = net.devnet().state.nodes[node].admin;
+    let (code, text) =
+        cairn_node::admin::http_get(admin, "/metrics", std::time::Duration::from_secs(5))
+            .await
+            .unwrap();
+    assert_eq!(code, 200);
+    text.lines()
+        .find_map(|l| l.strip_prefix("cairn_data_request_errors_total "))
+        .unwrap_or_else(|| panic!("no request error count: {text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// A node that said it had room and then refused shards for lack of it is passed over by the
+/// uploads that follow (as the gateway's long-lived view would otherwise keep offering it
+/// shards until its next refresh).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_refuses_shards_for_lack_of_space_is_passed_over() {
+    let mut net = Net::start(6).await;
+    reconfigure(&mut net, 3, "capacity = \"4GiB\"", "capacity = \"3MiB\"").await;
+
+    // One view, as the gateway keeps: node 3 said it had 3 MiB free, room for a shard.
+    let six = Network::connect(&peers(&net)).await.unwrap();
+    assert_eq!(six.nodes().len(), 6);
+    let key = ed25519_dalek::SigningKey::from_bytes(&[8; 32]);
+    // 4+2 on six nodes puts a shard of every stripe on node 3: it takes three, then refuses.
+    let err = put(&six, &key, noise(24 << 20, 31), &PutOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Upload { .. }), "{err}");
+    let shards = |net: &Net| {
+        let nodes = net.ok(&["--json", "nodes"]);
+        serde_json::from_str::<serde_json::Value>(nodes.trim()).unwrap()["shards"].clone()
+    };
+    // Stores the failed upload had already sent may still land or be refused: wait until
+    // both counts settle.
+    let mut seen = (shards(&net), refusals(&net, 3).await);
+    for _ in 0..20 {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let now = (shards(&net), refusals(&net, 3).await);
+        if now == seen {
+            break;
+        }
+        seen = now;
+    }
+    let (stored, refused) = seen;
+    assert!(refused > 0, "node 3 never refused a shard");
+    // The next upload knows node 3 is full: refused before a shard is stored, and node 3 is
+    // not asked again (before, it was offered every stripe's shard and refused each).
+    let err = put(&six, &key, noise(12 << 20, 32), &PutOptions::default())
+        .await
+        .unwrap_err();
+    assert_five_of_six_have_room(&err);
+    assert_eq!(
+        shards(&net),
+        stored,
+        "shards were stored for a stripe that cannot fit"
+    );
+    // 3+2 fits on the other five.
+    let mut opts = PutOptions::default();
+    opts.params.erasure.k = 3;
+    let data = noise(12 << 20, 33);
+    let r = put(&six, &key, data.clone(), &opts).await.unwrap();
+    let manifest = object_manifest(&six, &r.cid).await.unwrap();
+    assert_eq!(read(&six, &manifest).await.unwrap(), data);
+    assert_eq!(
+        refusals(&net, 3).await,
+        refused,
+        "a node known to be full was offered shards again"
+    );
     drop(six);
     net.stop().await;
 }
