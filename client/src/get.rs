@@ -852,8 +852,9 @@ impl Drop for Partial {
     }
 }
 
-/// Reads one object of a dataset into `target`: written to `target.cairn-partial` from a
-/// writer thread, synced, then renamed into place (a failed or cancelled read leaves nothing).
+/// Reads one object of a dataset into `target`: written to its [`crate::output::partial_path`]
+/// from a writer thread, synced, then renamed into place (a failed or cancelled read leaves
+/// nothing).
 async fn read_dataset_object(
     net: &Network,
     path: &str,
