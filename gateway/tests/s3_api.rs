@@ -51,6 +51,23 @@ fn md5_hex(b: &[u8]) -> String {
     Md5::digest(b).iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A presigned PutObject URL for `bucket/key`, valid for five minutes.
+async fn presigned_put(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> aws_sdk_s3::presigning::PresignedRequest {
+    let cfg =
+        aws_sdk_s3::presigning::PresigningConfig::expires_in(std::time::Duration::from_secs(300))
+            .unwrap();
+    s3.put_object()
+        .bucket(bucket)
+        .key(key)
+        .presigned(cfg)
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buckets_objects_ranges_conditions_and_errors() {
     let net = Net::start(6).await;
@@ -885,16 +902,7 @@ async fn auth_presigned_urls_virtual_hosts_and_garbage() {
     assert_eq!(get(&s3, "sec", "doc.txt", None).await, b"top secret");
 
     // A single PUT over 5 GiB is refused before a byte is stored (presigned, so it is signed).
-    let cfg =
-        aws_sdk_s3::presigning::PresigningConfig::expires_in(std::time::Duration::from_secs(300))
-            .unwrap();
-    let pre = s3
-        .put_object()
-        .bucket("sec")
-        .key("huge")
-        .presigned(cfg)
-        .await
-        .unwrap();
+    let pre = presigned_put(&s3, "sec", "huge").await;
     let path = pre.uri().trim_start_matches(&gw.endpoint).to_string();
     let req = format!(
         "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\nonly a few bytes",
@@ -1219,16 +1227,7 @@ async fn a_full_network_refuses_a_put_before_its_body() {
         .unwrap();
     assert_eq!(get(&s3, "full", "small", None).await, vec![7; 2000]);
 
-    let cfg =
-        aws_sdk_s3::presigning::PresigningConfig::expires_in(std::time::Duration::from_secs(300))
-            .unwrap();
-    let pre = s3
-        .put_object()
-        .bucket("full")
-        .key("big")
-        .presigned(cfg)
-        .await
-        .unwrap();
+    let pre = presigned_put(&s3, "full", "big").await;
     let (addr, gw) = (net.addr(), net.gateway().clone());
     let path = pre.uri().trim_start_matches(&gw.endpoint).to_string();
     // The head only: the body is sent after `100 Continue`, which must not come.
