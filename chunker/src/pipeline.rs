@@ -9,9 +9,11 @@
 //!
 //! The reader thread cuts the input into stripes (fixed or content-defined) and hashes the whole
 //! object; each worker owns an erasure coder, computes a stripe's parity and every shard's
-//! BLAKE3 root and outboard. Queues between them are bounded, so memory is bounded by the
-//! stripes in flight — about `(2 * threads + 3)` stripes — never by the object's size. Hashing
-//! and coding of different stripes overlap on all cores.
+//! BLAKE3 root and outboard. Queues between them are bounded, and the reader takes a credit for
+//! each stripe that comes back only when the iterator hands that stripe out in order, so a
+//! preempted worker cannot let the others fill the reorder buffer without end: memory is bounded
+//! by `3 * threads + 5` stripes, never by the object's size. Hashing and coding of different
+//! stripes overlap on all cores.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -330,6 +332,9 @@ pub struct Encoder {
     params: EncodeParams,
     failed: bool,
     threads: Vec<JoinHandle<()>>,
+    /// Returns a credit to the reader for each stripe handed out in order; `None` when
+    /// everything was encoded on the caller's thread.
+    credits: Option<SyncSender<()>>,
 }
 
 impl std::fmt::Debug for Encoder {
@@ -368,10 +373,19 @@ impl Encoder {
         let (job_tx, job_rx) = sync_channel::<Job>(1);
         let (out_tx, out_rx) = sync_channel::<Msg>(workers);
         let job_rx = Arc::new(Mutex::new(job_rx));
-        // Stripes in flight: one being read, one queued, one per worker, the output queue and
-        // the reorder buffer; keep that many stripe buffers, and their parity, for reuse.
+        // Stripes in flight: one queued, one per worker, the output queue and the reorder
+        // buffer. The reader takes a credit for every stripe it sends and gets it back only
+        // when the stripe leaves the encoder in order, so a stalled worker cannot let the
+        // others run ahead into an ever larger reorder buffer. Keep that many stripe buffers,
+        // and their parity, for reuse (one more: the stripe read while waiting for a credit).
         let in_flight = 3 * workers + 4;
-        let stripe_pool = Pool::new(in_flight);
+        let (credit_tx, credit_rx) = sync_channel::<()>(in_flight);
+        for _ in 0..in_flight {
+            credit_tx
+                .try_send(())
+                .map_err(|_| EncodeError::Pipeline("encoder credits"))?;
+        }
+        let stripe_pool = Pool::new(in_flight + 1);
         let parity_pool = Pool::new(in_flight * usize::from(params.erasure.m));
         let mut threads = Vec::with_capacity(workers + 1);
         for _ in 0..workers {
@@ -391,7 +405,7 @@ impl Encoder {
             thread::Builder::new()
                 .name("cairn-read".into())
                 .spawn(move || {
-                    let result = read_stripes(source, &p, &job_tx, &stripe_pool);
+                    let result = read_stripes(source, &p, &job_tx, Some(&credit_rx), &stripe_pool);
                     drop(job_tx);
                     let msg = match result {
                         Ok(done) => done,
@@ -400,11 +414,16 @@ impl Encoder {
                     let _ = out_tx.send(msg);
                 })?,
         );
-        Ok(Self::collecting(out_rx, params, threads))
+        Ok(Self::collecting(out_rx, params, threads, Some(credit_tx)))
     }
 
     /// An encoder that collects what `rx` brings (from `threads`, if any).
-    fn collecting(rx: Receiver<Msg>, params: EncodeParams, threads: Vec<JoinHandle<()>>) -> Self {
+    fn collecting(
+        rx: Receiver<Msg>,
+        params: EncodeParams,
+        threads: Vec<JoinHandle<()>>,
+        credits: Option<SyncSender<()>>,
+    ) -> Self {
         Self {
             rx,
             pending: BTreeMap::new(),
@@ -415,6 +434,7 @@ impl Encoder {
             params,
             failed: false,
             threads,
+            credits,
         }
     }
 
@@ -427,7 +447,7 @@ impl Encoder {
         let coder = params.erasure.code.coder(k, m)?;
         let (job_tx, job_rx) = sync_channel::<Job>(8);
         let (out_tx, out_rx) = sync_channel::<Msg>(8);
-        let done = match read_stripes(source, &params, &job_tx, &Pool::new(1)) {
+        let done = match read_stripes(source, &params, &job_tx, None, &Pool::new(1)) {
             Ok(done) => done,
             Err(e) => Msg::Failed(e),
         };
@@ -441,7 +461,7 @@ impl Encoder {
         out_tx
             .send(done)
             .map_err(|_| EncodeError::Pipeline("encoder output closed"))?;
-        Ok(Self::collecting(out_rx, params, Vec::new()))
+        Ok(Self::collecting(out_rx, params, Vec::new(), None))
     }
 
     /// Encodes a byte slice completely and returns its manifest and stripes (for small inputs
@@ -466,6 +486,10 @@ impl Encoder {
                     self.cvs.push(cv);
                 }
                 self.stripes.push(s.stripe.clone());
+                if let Some(credits) = &self.credits {
+                    // Never full: the reader took this credit for the stripe just handed out.
+                    let _ = credits.try_send(());
+                }
                 return Ok(Some(s));
             }
             if self.done.as_ref().is_some_and(|d| self.next >= d.stripes) {
@@ -582,6 +606,7 @@ fn read_stripes(
     mut source: Source,
     p: &EncodeParams,
     jobs: &SyncSender<Job>,
+    credits: Option<&Receiver<()>>,
     pool: &Arc<Pool>,
 ) -> Result<Msg, EncodeError> {
     let k = usize::from(p.erasure.k);
@@ -589,6 +614,11 @@ fn read_stripes(
     let mut size: u64 = 0;
     let mut index: u64 = 0;
     let send = |job: Job| {
+        if let Some(credits) = credits {
+            credits
+                .recv()
+                .map_err(|_| EncodeError::Pipeline("the encoder was dropped"))?;
+        }
         jobs.send(job)
             .map_err(|_| EncodeError::Pipeline("encode workers stopped"))
     };
