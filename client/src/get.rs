@@ -58,7 +58,7 @@ pub struct Fetched {
 pub struct Incidents(Arc<Mutex<Vec<(PeerId, String)>>>);
 
 impl Incidents {
-    fn record(&self, peer: PeerId, what: String) {
+    pub(crate) fn record(&self, peer: PeerId, what: String) {
         if let Ok(mut v) = self.0.lock() {
             v.push((peer, what));
         }

@@ -123,6 +123,21 @@ impl StoreFailures {
             .unwrap_or_else(|p| p.into_inner())
             .insert(*peer, Instant::now());
     }
+
+    /// Node `index` went silent during a store (nothing heard for
+    /// [`crate::put::STORE_SILENT_FOR`]): it is left out like an unreachable node, for
+    /// [`DOWN_FOR`].
+    pub fn silent(&self, index: usize) {
+        let Some(peer) = self.peers.get(index) else {
+            return;
+        };
+        tracing::info!(%peer, "node went silent during a store; passing it over");
+        self.shared
+            .down
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(*peer, Instant::now());
+    }
 }
 
 /// A connection to a Cairn network: a view of its nodes over one libp2p client and one

@@ -2,7 +2,9 @@
 //!
 //! An object is encoded by the chunker pipeline on its own threads; each stripe's shards are
 //! placed on distinct nodes by rendezvous hashing and uploaded in parallel with a bound on the
-//! bytes in flight, retrying a failed shard on the next-ranked node. The signed manifest is
+//! bytes in flight, retrying a failed shard on the next-ranked node, and starting the
+//! next-ranked node beside one that has gone silent (killed or frozen nodes are noticed in
+//! seconds, not after the transport's timeouts). The signed manifest is
 //! stored last, on several nodes: an interrupted upload never leaves a readable half-object.
 //!
 //! With no network (`None`), the same code computes the CIDs without storing anything
@@ -11,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use cairn_chunker::manifest::{
@@ -19,15 +21,19 @@ use cairn_chunker::manifest::{
 };
 use cairn_chunker::pipeline::{EncodeParams, EncodedStripe, Encoder};
 use cairn_chunker::{Cid, cids};
+use cairn_node::data::{self, Target};
 use cairn_node::protocol::ManifestKind;
 use ed25519_dalek::SigningKey;
 use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use libp2p::PeerId;
 use md5::{Digest, Md5};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use crate::error::{ClientError, io};
-use crate::network::Network;
+use crate::get::Incidents;
+use crate::network::{Network, StoreFailures};
 use crate::placement;
 
 /// Files below this size are packed together into pack objects.
@@ -35,6 +41,12 @@ pub const PACK_THRESHOLD: u64 = 256 * 1024;
 /// A pack object is closed once it reaches this size (the default of
 /// [`PutOptions::pack_target`]).
 pub const PACK_TARGET: usize = 64 << 20;
+/// A shard store still waiting on a node from which nothing at all has been heard for this long
+/// ([`data::Client::silent_for`]; live nodes answer keep-alives every [`data::KEEP_ALIVE`]) gets
+/// the next-ranked node started beside it, and the silent node is passed over by later stripes.
+pub const STORE_SILENT_FOR: Duration = Duration::from_secs(3);
+/// How often shard stores in progress look at their nodes.
+const WATCH_EVERY: Duration = Duration::from_millis(250);
 /// Files and packs [`put_dir`] uploads at once (each object upload also keeps its own
 /// stripes in flight).
 pub const UPLOADS_IN_FLIGHT: usize = 4;
@@ -116,6 +128,9 @@ pub struct ObjectReport {
     pub manifest_copies: usize,
     /// The object's MD5, when [`PutOptions::md5`] asked for it.
     pub md5: Option<[u8; 16]>,
+    /// Nodes that failed or went silent while shards were stored on them, and what happened
+    /// (their shards went to other nodes; the upload succeeded).
+    pub incidents: Vec<(PeerId, String)>,
 }
 
 /// What a dataset upload did.
@@ -139,6 +154,9 @@ pub struct DatasetReport {
     pub manifest_copies: usize,
     /// Each file's MD5 by path, when [`PutOptions::md5`] asked for them.
     pub md5: BTreeMap<String, [u8; 16]>,
+    /// Nodes that failed or went silent while shards were stored on them (see
+    /// [`ObjectReport::incidents`]).
+    pub incidents: Vec<(PeerId, String)>,
 }
 
 /// Where an object's bytes come from.
@@ -288,6 +306,7 @@ pub async fn put_object(
     });
 
     let inflight = Arc::new(Semaphore::new(opts.inflight_bytes.div_ceil(1024).max(1)));
+    let notes = Incidents::default();
     let mut uploads: JoinSet<Result<u64, ClientError>> = JoinSet::new();
     let (mut shards, mut stored_bytes) = (0usize, 0u64);
     let manifest = loop {
@@ -345,26 +364,29 @@ pub async fn put_object(
                     let progress = progress.clone();
                     // The last shard of a stripe reports the stripe's data bytes as done.
                     let report = if i == last { data_bytes } else { 0 };
+                    let notes = notes.clone();
                     uploads.spawn(async move {
                         let len = shard.data.len() as u64;
-                        let mut attempts = Vec::new();
-                        for (n, t) in &targets {
-                            match client.store(t, &shard.cid, shard.data.clone()).await {
-                                Ok(()) => {
-                                    drop(permit);
-                                    progress(report);
-                                    return Ok(len);
-                                }
-                                Err(e) => {
-                                    attempts.push(e.to_string());
-                                    failures.report(*n, &e);
-                                }
+                        match store_shard(
+                            &client,
+                            &targets,
+                            &shard.cid,
+                            &shard.data,
+                            &failures,
+                            &notes,
+                        )
+                        .await
+                        {
+                            Ok(()) => {
+                                drop(permit);
+                                progress(report);
+                                Ok(len)
                             }
+                            Err(attempts) => Err(ClientError::Upload {
+                                cid: Box::new(shard.cid),
+                                attempts,
+                            }),
                         }
-                        Err(ClientError::Upload {
-                            cid: Box::new(shard.cid),
-                            attempts,
-                        })
                     });
                     shards += 1;
                 }
@@ -391,7 +413,18 @@ pub async fn put_object(
         progress(manifest.size);
     }
     let manifest_copies = match net {
-        Some(net) => publish_manifest(net, key, &cid, ManifestKind::Object, &bytes, opts).await?,
+        Some(net) => {
+            publish_manifest(
+                net,
+                key,
+                &cid,
+                ManifestKind::Object,
+                &bytes,
+                opts,
+                Some(&notes),
+            )
+            .await?
+        }
         None => 0,
     };
     // The encoder has read to the end (its thread is done): the MD5 is complete.
@@ -403,11 +436,106 @@ pub async fn put_object(
         stored_bytes,
         manifest_copies,
         md5,
+        incidents: notes.list(),
     })
 }
 
+/// Stores a shard on the first of `targets` (node index, address) that takes it; see
+/// [`store_on`]. Returns what every attempt said when none took it.
+async fn store_shard(
+    client: &data::Client,
+    targets: &[(usize, Target)],
+    cid: &Cid,
+    bytes: &Bytes,
+    failures: &StoreFailures,
+    notes: &Incidents,
+) -> Result<(), Vec<String>> {
+    let store = |t: Target| async move { client.store(&t, cid, bytes.clone()).await };
+    let what = format!("shard {cid}");
+    match store_on(client, targets, 1, store, failures, notes, &what).await {
+        (0, attempts) => Err(attempts),
+        _ => Ok(()),
+    }
+}
+
+/// Runs `store` on `targets` (node index, address), in order, until `want` of them have taken
+/// what it stores, starting the next target whenever one fails. A target whose node goes
+/// silent for [`STORE_SILENT_FOR`] gets the next target started beside it, and the store that
+/// finishes first counts: once `want` have, the rest are dropped, and their nodes discard what
+/// they got (one that took it just before is a spare holder). Failed and silent nodes are
+/// reported to `failures`, so later stripes pass them over, and noted in `notes` under `what`.
+/// Returns how many took it, and what the failed attempts said.
+async fn store_on<F, Fut>(
+    client: &data::Client,
+    targets: &[(usize, Target)],
+    want: usize,
+    store: F,
+    failures: &StoreFailures,
+    notes: &Incidents,
+    what: &str,
+) -> (usize, Vec<String>)
+where
+    F: Fn(Target) -> Fut,
+    Fut: std::future::Future<Output = Result<(), data::DataError>>,
+{
+    let start = |i: usize| {
+        let t = targets[i].1;
+        let done = store(t);
+        async move { (i, done.await) }
+    };
+    let mut running = FuturesUnordered::new();
+    // Targets with a store running whose node has not been found silent.
+    let mut watched = Vec::new();
+    let (mut next, mut stored, mut attempts) = (0, 0, Vec::new());
+    let mut watch = tokio::time::interval(WATCH_EVERY);
+    watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        while stored + watched.len() < want && next < targets.len() {
+            running.push(start(next));
+            watched.push(next);
+            next += 1;
+        }
+        if stored == want || running.is_empty() {
+            return (stored, attempts);
+        }
+        tokio::select! {
+            Some((i, result)) = running.next() => {
+                watched.retain(|&w| w != i);
+                match result {
+                    Ok(()) => stored += 1,
+                    Err(e) => {
+                        let (n, t) = &targets[i];
+                        failures.report(*n, &e);
+                        notes.record(t.peer, format!("{what} not stored: {e}"));
+                        attempts.push(e.to_string());
+                    }
+                }
+            }
+            _ = watch.tick() => {
+                watched.retain(|&i| {
+                    let (n, t) = &targets[i];
+                    let silent = client
+                        .silent_for(t)
+                        .is_some_and(|d| d >= STORE_SILENT_FOR);
+                    if silent {
+                        failures.silent(*n);
+                        let secs = STORE_SILENT_FOR.as_secs();
+                        notes.record(
+                            t.peer,
+                            format!("{what}: nothing heard from the node for {secs} s; storing it elsewhere"),
+                        );
+                        attempts.push(format!("{}: silent for {secs} s", t.peer));
+                    }
+                    !silent
+                });
+            }
+        }
+    }
+}
+
 /// Signs a manifest and stores it with its envelope on the best-ranked nodes for its CID
-/// (`opts.manifest_copies`, default `m + 1`); returns how many nodes took it.
+/// (`opts.manifest_copies`, default `m + 1`); returns how many nodes took it. Nodes that failed
+/// or went silent on the way are noted in `notes`, or logged as warnings without it.
 pub async fn publish_manifest(
     net: &Network,
     key: &SigningKey,
@@ -415,40 +543,31 @@ pub async fn publish_manifest(
     kind: ManifestKind,
     bytes: &[u8],
     opts: &PutOptions,
+    notes: Option<&Incidents>,
 ) -> Result<usize, ClientError> {
     let envelope = Provenance::sign(*cid, key, now_ms(), opts.source.clone()).to_bytes();
-    let order = placement::rank(&cid.to_bytes(), &net.candidates());
-    let want = opts.copies().min(order.len());
+    // Nodes that recently failed rank last (`write_candidates` offers them with no room).
+    let targets: Vec<(usize, Target)> = placement::rank(&cid.to_bytes(), &net.write_candidates())
+        .into_iter()
+        .map(|i| (i, net.nodes()[i].target))
+        .collect();
+    let want = opts.copies().min(targets.len());
     // The first `want` ranked nodes at once (each write is an fsync away: one after another,
     // a small object's PUT waited for all of them in turn); a failure brings in the next one.
-    let put = |i: usize| {
-        let envelope = &envelope;
-        async move {
-            net.data()
-                .put_manifest(
-                    &net.nodes()[i].target,
-                    cid,
-                    kind,
-                    bytes,
-                    std::slice::from_ref(envelope),
-                )
-                .await
-        }
+    let envelope = std::slice::from_ref(&envelope);
+    let put = |t: Target| async move {
+        net.data()
+            .put_manifest(&t, cid, kind, bytes, envelope)
+            .await
     };
-    let mut order = order.into_iter();
-    let mut running: futures::stream::FuturesUnordered<_> =
-        order.by_ref().take(want).map(put).collect();
-    let (mut stored, mut attempts) = (0, Vec::new());
-    while let Some(done) = futures::StreamExt::next(&mut running).await {
-        match done {
-            Ok(()) => stored += 1,
-            Err(e) => {
-                attempts.push(e.to_string());
-                if let Some(i) = order.next() {
-                    running.push(put(i));
-                }
-            }
-        }
+    let what = format!("manifest {cid}");
+    let own = Incidents::default();
+    let noted = notes.unwrap_or(&own);
+    let failures = net.store_failures();
+    let (stored, attempts) =
+        store_on(net.data(), &targets, want, put, &failures, noted, &what).await;
+    for (peer, what) in own.list() {
+        tracing::warn!(%peer, "{what}");
     }
     if stored == 0 {
         return Err(ClientError::ManifestUpload {
@@ -602,6 +721,7 @@ fn record(done: Uploaded, md5: bool, manifest: &mut DatasetManifest, report: &mu
         Uploaded::Pack { report: r, members } => {
             report.packs += 1;
             report.shards += r.shards;
+            report.incidents.extend(r.incidents);
             for m in members {
                 if let Some(md5) = m.md5 {
                     report.md5.insert(m.path.clone(), md5);
@@ -623,6 +743,7 @@ fn record(done: Uploaded, md5: bool, manifest: &mut DatasetManifest, report: &mu
         Uploaded::Object { rel, report: r } => {
             report.objects += 1;
             report.shards += r.shards;
+            report.incidents.extend(r.incidents);
             if let Some(md5) = r.md5 {
                 report.md5.insert(rel.clone(), md5);
             }
@@ -696,6 +817,7 @@ pub async fn put_dir(
         shards: 0,
         manifest_copies: 0,
         md5: BTreeMap::new(),
+        incidents: Vec::new(),
     };
     let mut object_opts = opts.clone();
     object_opts.content_type = None;
@@ -774,8 +896,18 @@ pub async fn put_dir(
     let bytes = manifest.to_bytes();
     let cid = cids::dag_cbor(&bytes);
     if let Some(net) = net {
-        report.manifest_copies =
-            publish_manifest(net, key, &cid, ManifestKind::Dataset, &bytes, opts).await?;
+        let notes = Incidents::default();
+        report.manifest_copies = publish_manifest(
+            net,
+            key,
+            &cid,
+            ManifestKind::Dataset,
+            &bytes,
+            opts,
+            Some(&notes),
+        )
+        .await?;
+        report.incidents.extend(notes.list());
     }
     report.cid = cid;
     report.manifest = manifest;

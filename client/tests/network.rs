@@ -452,3 +452,103 @@ async fn a_reader_that_pauses_does_not_get_nodes_blamed_for_it() {
     drop(view);
     net.stop().await;
 }
+
+/// A node frozen during an upload (SIGSTOP: its socket stays open, nothing answers, as with a
+/// hung host) is noticed within seconds, long before the transport's idle timeout: its shards
+/// go to the next-ranked nodes beside the stalled stores, later stripes and the manifest pass
+/// it over, and no store is left to fail on it. The same holds for a manifest's stores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_goes_silent_mid_upload_is_stored_around() {
+    let net = Net::start(7).await;
+    let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+    let mut opts = PutOptions::default();
+    opts.params.erasure.shard_size = 64 << 10;
+    opts.params.erasure.k = 4;
+    opts.params.erasure.m = 2;
+    // A view whose connections to all 7 nodes are open: 24 stripes of 4+2 on 7 nodes give
+    // every node shards. With every node answering, nothing is noted.
+    let connected = || async {
+        let view = Network::connect(&peers(&net)).await.unwrap();
+        let warm = put(&view, &key, noise(24 * 4 * (64 << 10), 21), &opts)
+            .await
+            .unwrap();
+        assert_eq!(warm.incidents, vec![], "healthy nodes were noted");
+        view
+    };
+    // The node placement ranks first for `data`'s manifest (the dry run gives its CID).
+    let first_for = |view: &Network, data: &[u8]| {
+        let dry = futures::executor::block_on(put_object(
+            None,
+            &key,
+            Input::Bytes(data.to_vec().into()),
+            &opts,
+            Arc::new(|_| {}),
+        ))
+        .unwrap();
+        let first = placement::rank(&dry.cid.to_bytes(), &view.candidates())[0];
+        let peer = view.nodes()[first].peer();
+        let nodes = &net.devnet().state.nodes;
+        let index = nodes.iter().position(|n| n.peer_id == peer.to_string());
+        (dry.cid, peer, index.unwrap())
+    };
+    let failed = |report: &ObjectReport| -> Vec<(libp2p::PeerId, String)> {
+        let notes = report.incidents.iter();
+        notes
+            .filter(|(_, w)| w.contains("not stored"))
+            .cloned()
+            .collect()
+    };
+
+    // Shards: the stores that wait on the frozen node are raced and lost, none runs into a
+    // timeout (the idle timeout would fail each after 10 s, with a note each).
+    let view = connected().await;
+    let data = noise(24 * 4 * (64 << 10) - 777, 22);
+    let (cid, frozen_peer, frozen) = first_for(&view, &data);
+    net.devnet().pause_node(frozen);
+    let report = put(&view, &key, data.clone(), &opts).await;
+    net.devnet().resume_node(frozen);
+    let report = report.unwrap();
+    assert_eq!(report.cid, cid);
+    assert_eq!(failed(&report), vec![]);
+    let silent: Vec<_> = report
+        .incidents
+        .iter()
+        .filter(|(p, w)| *p == frozen_peer && w.contains("nothing heard"))
+        .collect();
+    assert!(!silent.is_empty(), "{:?}", report.incidents);
+    // By the time the manifest was stored, the frozen node was known to be silent: its first
+    // choice was passed over, not waited on.
+    assert!(
+        silent.iter().all(|(_, w)| w.starts_with("shard ")),
+        "{silent:?}"
+    );
+    assert_eq!(report.manifest_copies, 3);
+    let fresh = Network::connect(&peers(&net)).await.unwrap();
+    assert!(read(&fresh, &report.manifest).await.unwrap() == data);
+    drop((view, fresh));
+
+    // A manifest alone (an object small enough to live inline in it), on a view that has not
+    // seen the node go silent: its first-ranked node freezes.
+    let view = connected().await;
+    let small = noise(1000, 23);
+    let (cid, frozen_peer, frozen) = first_for(&view, &small);
+    net.devnet().pause_node(frozen);
+    let report = put(&view, &key, small.clone(), &opts).await;
+    net.devnet().resume_node(frozen);
+    let report = report.unwrap();
+    assert_eq!((report.cid, report.shards), (cid, 0));
+    assert_eq!(failed(&report), vec![]);
+    assert!(
+        report
+            .incidents
+            .iter()
+            .any(|(p, w)| *p == frozen_peer && w.starts_with("manifest ")),
+        "{:?}",
+        report.incidents
+    );
+    assert_eq!(report.manifest_copies, 3);
+    let fresh = Network::connect(&peers(&net)).await.unwrap();
+    assert!(read(&fresh, &report.manifest).await.unwrap() == small);
+    drop((view, fresh));
+    net.stop().await;
+}

@@ -748,6 +748,14 @@ impl Gateway {
                 Error::IncompleteBody(e) => timed_out(e),
                 other => other,
             })?;
+        // The upload went around these nodes; one line per node (a dead one costs many shards).
+        let mut by_node: BTreeMap<_, (usize, &str)> = BTreeMap::new();
+        for (peer, what) in &report.incidents {
+            by_node.entry(*peer).or_insert((0, what)).0 += 1;
+        }
+        for (peer, (shards, first)) in by_node {
+            tracing::warn!(%peer, object = %report.cid, shards, "upload problem: {first}");
+        }
         let (md5, checksum, size, nodes) = {
             let mut s = state
                 .lock()
@@ -919,6 +927,7 @@ impl Gateway {
             ManifestKind::Object,
             &bytes,
             &self.opts,
+            None,
         )
         .await?;
         Ok(cid)

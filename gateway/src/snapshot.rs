@@ -335,6 +335,7 @@ impl Gateway {
             ManifestKind::Dataset,
             &encoded,
             self.options(),
+            None,
         )
         .await?;
         tracing::info!(%cid, buckets = buckets.len(), objects = objects.len(), "catalog exported");

@@ -159,6 +159,17 @@ pub struct Target {
     pub addr: SocketAddr,
 }
 
+/// Traffic-free time after which either end of a data connection sends a keep-alive.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(2);
+
+/// What [`Client::silent_for`] last saw of a connection.
+#[derive(Debug, Clone, Copy)]
+struct Heard {
+    conn: usize,
+    datagrams: u64,
+    since: Instant,
+}
+
 fn transport(max_streams: u32) -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     t.max_concurrent_bidi_streams(max_streams.into());
@@ -167,7 +178,7 @@ fn transport(max_streams: u32) -> Arc<quinn::TransportConfig> {
     t.receive_window(VarInt::from_u32(64 << 20));
     t.send_window(64 << 20);
     // A killed peer sends nothing; keep-alives let the other side notice within the idle timeout.
-    t.keep_alive_interval(Some(Duration::from_secs(2)));
+    t.keep_alive_interval(Some(KEEP_ALIVE));
     t.max_idle_timeout(Some(VarInt::from_u32(10_000).into()));
     t.allow_spin(false);
     Arc::new(t)
@@ -799,6 +810,9 @@ pub struct Client {
     endpoint: Endpoint,
     keypair: Keypair,
     conns: Arc<Mutex<HashMap<Target, Connection>>>,
+    /// Per connection watched by [`Client::silent_for`]: its id, the datagrams received when
+    /// last asked, and since when that count has not moved.
+    heard: Arc<Mutex<HashMap<Target, Heard>>>,
     max_streams: u32,
     /// A second endpoint (its own UDP socket and connections) for fast-lane requests, so their
     /// answers do not wait in the kernel's receive queue behind bulk transfers.
@@ -846,6 +860,7 @@ impl Client {
             endpoint,
             keypair,
             conns: Arc::new(Mutex::new(HashMap::new())),
+            heard: Arc::new(Mutex::new(HashMap::new())),
             max_streams,
             fast: None,
         }
@@ -870,6 +885,35 @@ impl Client {
             let dials = lanes.flat_map(|c| targets.iter().map(move |t| c.connection(t)));
             futures::future::join_all(dials).await;
         });
+    }
+
+    /// How long nothing at all has arrived from `t` on its current connection, as far as calls
+    /// to this method have seen (the clock starts at the first call for a connection); `None`
+    /// without an open connection. Both ends send a keep-alive after [`KEEP_ALIVE`] without
+    /// traffic and acknowledge each other's packets, so a live peer is never silent for much
+    /// longer than that: a request waiting on a peer silent for several keep-alive periods is
+    /// waiting on a peer that is gone (killed, frozen, cut off), whatever its timeouts say yet.
+    pub fn silent_for(&self, t: &Target) -> Option<Duration> {
+        let conn = self.conns.lock().ok()?.get(t).cloned()?;
+        if conn.close_reason().is_some() {
+            return None;
+        }
+        let (id, datagrams) = (conn.stable_id(), conn.stats().udp_rx.datagrams);
+        let now = Instant::now();
+        let mut heard = self.heard.lock().ok()?;
+        let h = heard.entry(*t).or_insert(Heard {
+            conn: id,
+            datagrams,
+            since: now,
+        });
+        if h.conn != id || h.datagrams != datagrams {
+            *h = Heard {
+                conn: id,
+                datagrams,
+                since: now,
+            };
+        }
+        Some(now.duration_since(h.since))
     }
 
     /// The endpoint's local address.

@@ -322,7 +322,7 @@ async fn run(cli: Cli, partial: Partial) -> anyhow::Result<()> {
                 )?),
                 None => None,
             };
-            let (cid, mut report, summary, md5s) = if meta.is_dir() {
+            let (cid, mut report, summary, md5s, incidents) = if meta.is_dir() {
                 let total: u64 = cairn_client::put::walk(path)?.iter().map(|f| f.2).sum();
                 let (bar, progress) = progress_bar(g, total, "uploading");
                 let r = put_dir(Some(&net), &key, path, &opts, progress).await?;
@@ -336,6 +336,7 @@ async fn run(cli: Cli, partial: Partial) -> anyhow::Result<()> {
                         r.files, r.bytes, r.packs, r.objects, r.shards, r.manifest_copies
                     ),
                     r.md5,
+                    r.incidents,
                 )
             } else {
                 let (bar, progress) = progress_bar(g, meta.len(), "uploading");
@@ -364,8 +365,25 @@ async fn run(cli: Cli, partial: Partial) -> anyhow::Result<()> {
                         r.manifest_copies
                     ),
                     r.md5.map(|m| (String::new(), m)).into_iter().collect(),
+                    r.incidents,
                 )
             };
+            // The upload succeeded; what went wrong on the way is worth an operator's look.
+            // One line per node: a dead node can cost hundreds of shards.
+            let mut by_node: std::collections::BTreeMap<String, (usize, &str)> = Default::default();
+            for (peer, what) in &incidents {
+                by_node.entry(peer.to_string()).or_insert((0, what)).0 += 1;
+            }
+            for (peer, (n, first)) in by_node {
+                match n {
+                    1 => eprintln!("warning: node {peer}: {first}"),
+                    n => eprintln!("warning: node {peer}: {first} (and {} more shards)", n - 1),
+                }
+            }
+            report["failed_nodes"] = incidents
+                .iter()
+                .map(|(p, w)| json!({"node": p.to_string(), "problem": w}))
+                .collect();
             if let Some(target) = target {
                 // A single file becomes PREFIX/NAME; a directory's files PREFIX/PATH.
                 let name = (!meta.is_dir())
