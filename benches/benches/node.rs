@@ -482,22 +482,23 @@ fn node_transfer(c: &mut Criterion, rt: &Runtime) {
     rt.block_on(node.shutdown()).unwrap();
 }
 
+/// An unlimited store in `dir`, fsync per write batch or not, RocksDB's own checksums or not.
+fn open_store(dir: &std::path::Path, sync_writes: bool, rocksdb_checksums: bool) -> Store {
+    let config = StoreConfig {
+        capacity: u64::MAX,
+        sync_writes,
+        rocksdb_checksums,
+        disk_reserve: 0,
+    };
+    Store::open(dir, config, StoreMetrics::default()).unwrap()
+}
+
 fn rocksdb(c: &mut Criterion) {
     let mut g = c.benchmark_group("rocksdb");
     g.throughput(Throughput::Bytes(MIB as u64));
     for sync in [false, true] {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(
-            dir.path(),
-            StoreConfig {
-                capacity: u64::MAX,
-                sync_writes: sync,
-                rocksdb_checksums: false,
-                disk_reserve: 0,
-            },
-            StoreMetrics::default(),
-        )
-        .unwrap();
+        let store = open_store(dir.path(), sync, false);
         let base = random(MIB, 7);
         let mut n = 0u64;
         g.bench_function(
@@ -516,16 +517,42 @@ fn rocksdb(c: &mut Criterion) {
             },
         );
     }
+    // Small shards written by several streams at once, fsync on (the node's default): what a
+    // burst of small S3 PUTs asks of each node. Shards are committed concurrently, so RocksDB
+    // can put several of them in one WAL write and fsync.
+    const SMALL: usize = 16 << 10;
+    g.throughput(Throughput::Bytes(SMALL as u64));
+    for writers in [1u64, 8] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(dir.path(), true, false);
+        let base = random(SMALL, 9);
+        let next = std::sync::atomic::AtomicU64::new(0);
+        g.bench_function(
+            BenchmarkId::new("put-16KiB-fsync", format!("{writers}-writers")),
+            |b| {
+                b.iter_custom(|iters| {
+                    let started = std::time::Instant::now();
+                    std::thread::scope(|s| {
+                        for _ in 0..writers {
+                            s.spawn(|| {
+                                for _ in 0..iters.div_ceil(writers) {
+                                    let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                    let mut v = base.clone();
+                                    v[..8].copy_from_slice(&n.to_le_bytes());
+                                    store.put_shard(&cids::raw(&v), &v).unwrap();
+                                }
+                            });
+                        }
+                    });
+                    started.elapsed()
+                })
+            },
+        );
+    }
     for checksums in [false, true] {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = StoreConfig {
-            capacity: u64::MAX,
-            sync_writes: false,
-            rocksdb_checksums: checksums,
-            disk_reserve: 0,
-        };
         let cids: Vec<Cid> = {
-            let store = Store::open(dir.path(), cfg.clone(), StoreMetrics::default()).unwrap();
+            let store = open_store(dir.path(), false, checksums);
             (0..256u64)
                 .map(|i| {
                     let v = random(MIB, 1000 + i);
@@ -536,7 +563,7 @@ fn rocksdb(c: &mut Criterion) {
                 .collect()
         };
         // Reopen so reads come from blob files, not the memtable.
-        let store = Store::open(dir.path(), cfg, StoreMetrics::default()).unwrap();
+        let store = open_store(dir.path(), false, checksums);
         let mut i = 0usize;
         let name = if checksums {
             "rocksdb-checksums"

@@ -9,7 +9,7 @@
 //! | `corrupt` | shard CID | `detected_ms: u64 LE`: shards that failed verification |
 //! | `manifests` | manifest CID | manifest bytes |
 //! | `provenance` | manifest CID ‖ envelope CID | envelope bytes |
-//! | `meta` | `used`, `count`, `format` | `u64 LE` |
+//! | `meta` | `used`, `count`, `format` | `u64 LE` (`used` and `count` change by merge operands: `i64 LE` deltas) |
 //!
 //! Shards are kept in pieces so that a range read loads only the pieces it touches (a 16 KiB
 //! read of a 1 MiB shard reads 128 KiB, not 1 MiB) and a whole-shard send starts once its first
@@ -17,19 +17,25 @@
 //! verification groups, so it is checked on its own against the outboard. Stores written by
 //! older builds (format 1: one value per shard) are converted when opened.
 //!
-//! A shard's pieces, its outboard and the new used-space total are written in one `WriteBatch` (WAL on,
-//! fsync per batch unless configured off), so a crash at any moment leaves either all of them
-//! or none, and used space is never learned by walking the disk. Every read re-verifies the bytes
-//! against the CID (range reads verify the served groups and their proof path); a mismatch is
-//! never served: it is counted, logged, recorded in `corrupt` and reported. Writes are
-//! serialised by one mutex (one writer), reads run concurrently.
+//! A shard's pieces, its outboard and the change to the used-space and shard counters are written
+//! in one `WriteBatch` (WAL on, fsync per batch unless configured off), so a crash at any moment
+//! leaves either all of them or none, and used space is never learned by walking the disk. The
+//! counters change by merge operands (deltas RocksDB adds up), not by writing totals, so
+//! batches need no order among themselves: shard writes run concurrently and RocksDB commits
+//! concurrent batches together, one WAL write and one fsync for the group. Capacity is reserved
+//! in memory before a batch is written (and given back if it fails), and a shard is written or
+//! deleted by one caller at a time (others wait for the outcome), so the counters stay exact.
+//! Every read re-verifies the bytes against the CID (range reads verify the served groups and
+//! their proof path); a mismatch is never served: it is counted, logged, recorded in `corrupt`
+//! and reported. Reads run concurrently with everything.
 //!
 //! All methods block: call them from a blocking thread (`tokio::task::spawn_blocking`).
 
+use std::collections::HashSet;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex};
 
 use bytes::Bytes;
 use cairn_chunker::cids::{self, Cid, CidError, Codec};
@@ -39,8 +45,8 @@ use cairn_chunker::manifest::{
 use cairn_chunker::verified::{self, OutboardVerifier, ProofError};
 use prometheus_client::metrics::counter::Counter;
 use rocksdb::{
-    ColumnFamilyDescriptor, DB, DBCompressionType, Direction, IteratorMode, Options, ReadOptions,
-    WriteBatch, WriteOptions,
+    ColumnFamilyDescriptor, DB, DBCompressionType, Direction, IteratorMode, MergeOperands, Options,
+    ReadOptions, WriteBatch, WriteOptions,
 };
 
 use crate::protocol::{Holding, ManifestKind};
@@ -57,8 +63,28 @@ const CF_SIGNED: &str = "signed";
 const KEY_USED: &[u8] = b"used";
 const KEY_COUNT: &[u8] = b"count";
 const KEY_FORMAT: &[u8] = b"format";
-/// Format 2: shards in pieces. Format 1 (one value per shard) is converted on open.
-const FORMAT: u64 = 2;
+/// Format 3: `used` and `count` change by merge operands ([`add_deltas`]). Format 2 (shards in
+/// pieces, counters written as totals) opens as it is: a total is a base the deltas add to. It
+/// is marked 3 so that older builds, which lack the merge operator, refuse it clearly. Format 1
+/// (one value per shard) is converted on open.
+const FORMAT: u64 = 3;
+
+/// The merge operator of the `meta` column family: values and operands are 8-byte
+/// little-endian integers, a value the sum of the operands merged into it (a missing value
+/// counts as 0). Associative, so RocksDB may also add operands to each other first.
+fn add_deltas(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) -> Option<Vec<u8>> {
+    let int = |b: &[u8]| -> Option<i64> { Some(i64::from_le_bytes(b.try_into().ok()?)) };
+    let mut sum = existing.map_or(Some(0), int)?;
+    for op in operands {
+        sum = sum.wrapping_add(int(op)?);
+    }
+    Some(sum.to_le_bytes().to_vec())
+}
+
+/// A counter's merge operand.
+fn delta(d: i64) -> [u8; 8] {
+    d.to_le_bytes()
+}
 
 /// Shard bytes are stored in pieces of this many bytes (see the module docs): 8 verification
 /// groups, the size the node hands to the network at a time.
@@ -309,7 +335,11 @@ pub struct ScrubReport {
 pub struct Store {
     db: DB,
     path: PathBuf,
-    write_lock: Mutex<()>,
+    /// Shards being written or deleted (keys): a second caller for the same shard waits on
+    /// `settled` for the first one's outcome.
+    busy: Mutex<HashSet<Vec<u8>>>,
+    settled: Condvar,
+    /// Bytes used, counting space reserved by writes in progress.
     used: AtomicU64,
     count: AtomicU64,
     config: StoreConfig,
@@ -323,6 +353,21 @@ impl std::fmt::Debug for Store {
         f.debug_struct("Store")
             .field("path", &self.path)
             .finish_non_exhaustive()
+    }
+}
+
+/// A shard marked busy by [`Store::claim`]; dropping it lets the next caller for that shard in.
+struct Claim<'a> {
+    store: &'a Store,
+    key: Vec<u8>,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let mut busy = self.store.busy.lock().unwrap_or_else(|p| p.into_inner());
+        busy.remove(&self.key);
+        drop(busy);
+        self.store.settled.notify_all();
     }
 }
 
@@ -368,13 +413,15 @@ impl Store {
             o.set_compression_type(DBCompressionType::None);
             o
         };
+        let mut meta_opts = plain();
+        meta_opts.set_merge_operator_associative("cairn-add-i64", add_deltas);
         let cfs = vec![
             ColumnFamilyDescriptor::new(CF_SHARDS, shard_opts),
             ColumnFamilyDescriptor::new(CF_OUTBOARDS, plain()),
             ColumnFamilyDescriptor::new(CF_CORRUPT, plain()),
             ColumnFamilyDescriptor::new(CF_MANIFESTS, plain()),
             ColumnFamilyDescriptor::new(CF_PROVENANCE, plain()),
-            ColumnFamilyDescriptor::new(CF_META, plain()),
+            ColumnFamilyDescriptor::new(CF_META, meta_opts),
             ColumnFamilyDescriptor::new(CF_SIGNED, plain()),
         ];
         let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|source| {
@@ -396,7 +443,8 @@ impl Store {
         let store = Self {
             db,
             path: path.to_path_buf(),
-            write_lock: Mutex::new(()),
+            busy: Mutex::new(HashSet::new()),
+            settled: Condvar::new(),
             used: AtomicU64::new(0),
             count: AtomicU64::new(0),
             config,
@@ -407,6 +455,11 @@ impl Store {
         match store.db.get_cf(meta, KEY_FORMAT)? {
             None => store.db.put_cf(meta, KEY_FORMAT, FORMAT.to_le_bytes())?,
             Some(v) if u64_le(&v)? == FORMAT => {}
+            Some(v) if u64_le(&v)? == 2 => {
+                store
+                    .db
+                    .put_cf_opt(meta, KEY_FORMAT, FORMAT.to_le_bytes(), &store.write_opts())?
+            }
             Some(v) if u64_le(&v)? == 1 => store.convert_from_format_1()?,
             Some(v) => {
                 return Err(StoreError::Damaged(format!(
@@ -415,8 +468,10 @@ impl Store {
                 )));
             }
         }
+        // A counter below zero would be a bug in the deltas; it reads as 0, not as 2^64 - n.
         let read = |k: &[u8]| -> Result<u64, StoreError> {
-            store.db.get_cf(meta, k)?.map_or(Ok(0), |v| u64_le(&v))
+            let v = store.db.get_cf(meta, k)?.map_or(Ok(0), |v| u64_le(&v))?;
+            Ok(u64::try_from(v as i64).unwrap_or(0))
         };
         store.used.store(read(KEY_USED)?, Ordering::SeqCst);
         store.count.store(read(KEY_COUNT)?, Ordering::SeqCst);
@@ -610,6 +665,20 @@ impl Store {
         Ok(outboard)
     }
 
+    /// Waits until no other caller is writing or deleting the shard keyed `key`, then marks it
+    /// busy until the returned guard drops.
+    fn claim(&self, key: &[u8]) -> Claim<'_> {
+        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        while busy.contains(key) {
+            busy = self.settled.wait(busy).unwrap_or_else(|p| p.into_inner());
+        }
+        busy.insert(key.to_vec());
+        Claim {
+            store: self,
+            key: key.to_vec(),
+        }
+    }
+
     fn commit(&self, cid: &Cid, data: &[u8], outboard: &[u8]) -> Result<PutOutcome, StoreError> {
         let key = cid.to_bytes();
         let (outboards, shards, corrupt, meta) = (
@@ -618,28 +687,29 @@ impl Store {
             self.cf(CF_CORRUPT)?,
             self.cf(CF_META)?,
         );
-        let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _claim = self.claim(&key);
         let held = self.db.get_pinned_cf(outboards, &key)?.is_some();
         let was_corrupt = held && self.db.get_pinned_cf(corrupt, &key)?.is_some();
         if held && !was_corrupt {
             return Ok(PutOutcome::AlreadyHeld);
         }
         let len = data.len() as u64;
-        let (mut used, mut count) = (
-            self.used.load(Ordering::SeqCst),
-            self.count.load(Ordering::SeqCst),
-        );
         if !held {
-            if used.saturating_add(len) > self.config.capacity {
-                return Err(StoreError::NoSpace {
+            // Reserve the space first, so that writes in flight together never exceed capacity.
+            let capacity = self.config.capacity;
+            self.used
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+                    (used.saturating_add(len) <= capacity).then_some(used + len)
+                })
+                .map_err(|used| StoreError::NoSpace {
                     used,
-                    capacity: self.config.capacity,
+                    capacity,
                     needed: len,
-                });
+                })?;
+            if let Err(e) = self.check_disk(len) {
+                self.used.fetch_sub(len, Ordering::SeqCst);
+                return Err(e);
             }
-            self.check_disk(len)?;
-            used += len;
-            count += 1;
         }
         let mut ob_value = Vec::with_capacity(8 + outboard.len());
         ob_value.extend_from_slice(&len.to_le_bytes());
@@ -650,13 +720,19 @@ impl Store {
         }
         batch.put_cf(outboards, &key, &ob_value);
         batch.delete_cf(corrupt, &key);
-        batch.put_cf(meta, KEY_USED, used.to_le_bytes());
-        batch.put_cf(meta, KEY_COUNT, count.to_le_bytes());
-        self.db
-            .write_opt(batch, &self.write_opts())
-            .map_err(|e| self.write_failed(e, len))?;
-        self.used.store(used, Ordering::SeqCst);
-        self.count.store(count, Ordering::SeqCst);
+        if !held {
+            batch.merge_cf(meta, KEY_USED, delta(len as i64));
+            batch.merge_cf(meta, KEY_COUNT, delta(1));
+        }
+        if let Err(e) = self.db.write_opt(batch, &self.write_opts()) {
+            if !held {
+                self.used.fetch_sub(len, Ordering::SeqCst);
+            }
+            return Err(self.write_failed(e, len));
+        }
+        if !held {
+            self.count.fetch_add(1, Ordering::SeqCst);
+        }
         self.metrics.writes.inc();
         Ok(if was_corrupt {
             PutOutcome::Repaired
@@ -674,26 +750,29 @@ impl Store {
             self.cf(CF_CORRUPT)?,
             self.cf(CF_META)?,
         );
-        let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _claim = self.claim(&key);
         let Some(ob) = self.db.get_pinned_cf(outboards, &key)? else {
             return Ok(false);
         };
         let len = u64_le(&ob)?;
-        let used = self.used.load(Ordering::SeqCst).saturating_sub(len);
-        let count = self.count.load(Ordering::SeqCst).saturating_sub(1);
         let mut batch = WriteBatch::default();
         for i in 0..piece_count(len.min(u64::from(MAX_SHARD_SIZE))) {
             batch.delete_cf(shards, piece_key(&key, i));
         }
         batch.delete_cf(outboards, &key);
         batch.delete_cf(corrupt, &key);
-        batch.put_cf(meta, KEY_USED, used.to_le_bytes());
-        batch.put_cf(meta, KEY_COUNT, count.to_le_bytes());
+        batch.merge_cf(meta, KEY_USED, delta(-(len as i64)));
+        batch.merge_cf(meta, KEY_COUNT, delta(-1));
         self.db
             .write_opt(batch, &self.write_opts())
             .map_err(|e| self.write_failed(e, 0))?;
-        self.used.store(used, Ordering::SeqCst);
-        self.count.store(count, Ordering::SeqCst);
+        let less = |by: u64| move |v: u64| Some(v.saturating_sub(by));
+        let _ = self
+            .used
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, less(len));
+        let _ = self
+            .count
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, less(1));
         Ok(true)
     }
 
@@ -1250,6 +1329,17 @@ mod tests {
         .unwrap()
     }
 
+    /// Writes a `meta` value behind the store's back, as an older build would have.
+    fn set_meta(store: &Store, key: &[u8], value: u64) {
+        let meta = store.cf(CF_META).unwrap();
+        store.db.put_cf(meta, key, value.to_le_bytes()).unwrap();
+    }
+
+    fn meta_value(store: &Store, key: &[u8]) -> u64 {
+        let meta = store.cf(CF_META).unwrap();
+        u64_le(&store.db.get_cf(meta, key).unwrap().unwrap()).unwrap()
+    }
+
     fn shard(len: usize, seed: u8) -> (Cid, Vec<u8>) {
         let data: Vec<u8> = (0..len)
             .map(|i| (i as u8).wrapping_mul(seed) ^ seed)
@@ -1526,7 +1616,7 @@ mod tests {
             }
             // Rewrite it as format 1 kept it: one value per shard, format 1 in meta. The first
             // shard is left converted, as a conversion interrupted by a crash leaves it.
-            let (shards, meta) = (store.cf(CF_SHARDS).unwrap(), store.cf(CF_META).unwrap());
+            let shards = store.cf(CF_SHARDS).unwrap();
             for (cid, data) in &held[1..] {
                 let key = cid.to_bytes();
                 for i in 0..piece_count(data.len() as u64) {
@@ -1534,17 +1624,10 @@ mod tests {
                 }
                 store.db.put_cf(shards, &key, data).unwrap();
             }
-            store
-                .db
-                .put_cf(meta, KEY_FORMAT, 1u64.to_le_bytes())
-                .unwrap();
+            set_meta(&store, KEY_FORMAT, 1);
         }
         let store = open(dir.path(), 10 << 20);
-        let meta = store.cf(CF_META).unwrap();
-        assert_eq!(
-            u64_le(&store.db.get_cf(meta, KEY_FORMAT).unwrap().unwrap()).unwrap(),
-            FORMAT
-        );
+        assert_eq!(meta_value(&store, KEY_FORMAT), FORMAT);
         let shards = store.cf(CF_SHARDS).unwrap();
         for (cid, data) in &held {
             assert!(store.db.get_cf(shards, cid.to_bytes()).unwrap().is_none());
@@ -1770,5 +1853,147 @@ mod tests {
         assert_eq!(bobs.len(), 1);
         assert_eq!(bobs[0].0, d.cid());
         assert!(store.signed_by(&[7; 32], 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn concurrent_writes_and_deletes_keep_the_counters_exact() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 1 << 30);
+        // 8 threads; every shard is written by two of them at once (one stores it, the other
+        // finds it held), and thread t deletes what thread t - 1 wrote first, while it writes.
+        let shards: Vec<Vec<(Cid, Vec<u8>)>> = (0..8u8)
+            .map(|t| {
+                (0..24u8)
+                    .map(|i| {
+                        shard(
+                            1000 + 997 * usize::from(i) + 31 * usize::from(t),
+                            t * 24 + i + 1,
+                        )
+                    })
+                    .collect()
+            })
+            .collect();
+        let outcomes: Vec<Vec<PutOutcome>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|t| {
+                    let (store, shards) = (&store, &shards);
+                    s.spawn(move || {
+                        let mut out = Vec::new();
+                        for i in 0..24 {
+                            let (cid, data) = &shards[t][i];
+                            out.push(store.put_shard(cid, data).unwrap());
+                            let (cid, data) = &shards[(t + 1) % 8][i];
+                            out.push(store.put_shard(cid, data).unwrap());
+                            if i >= 12 {
+                                let (cid, _) = &shards[(t + 7) % 8][i - 12];
+                                store.delete_shard(cid).unwrap();
+                            }
+                        }
+                        out
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let stored = outcomes
+            .iter()
+            .flatten()
+            .filter(|o| **o == PutOutcome::Stored)
+            .count();
+        let held = outcomes
+            .iter()
+            .flatten()
+            .filter(|o| **o == PutOutcome::AlreadyHeld)
+            .count();
+        // A shard deleted before its second writer came stored twice: never more than that.
+        assert!(
+            stored >= 8 * 24 && stored + held == 2 * 8 * 24,
+            "{stored} + {held}"
+        );
+        let expect = |store: &Store| {
+            let mut listed = 0u64;
+            let mut count = 0u64;
+            for (t, list) in shards.iter().enumerate() {
+                for (i, (cid, data)) in list.iter().enumerate() {
+                    // Deleted, unless a writer came after the delete.
+                    let deleted = i < 12;
+                    let present = store.read_shard(cid).is_ok();
+                    if !deleted {
+                        assert!(present, "shard {t}/{i} lost");
+                    }
+                    if present {
+                        listed += data.len() as u64;
+                        count += 1;
+                    }
+                }
+            }
+            let stats = store.stats();
+            assert_eq!((stats.used, stats.shards), (listed, count));
+        };
+        expect(&store);
+        // The counters on disk are the sum of the deltas of every batch, in any order.
+        drop(store);
+        let store = open(dir.path(), 1 << 30);
+        expect(&store);
+    }
+
+    #[test]
+    fn concurrent_writes_never_exceed_the_capacity() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 10 * 50_000);
+        let results: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8u8)
+                .map(|t| {
+                    let store = &store;
+                    s.spawn(move || {
+                        (0..5u8)
+                            .map(|i| {
+                                let (cid, data) = shard(50_000, t * 5 + i + 1);
+                                store.put_shard(&cid, &data)
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect()
+        });
+        let stored = results
+            .iter()
+            .filter(|r| matches!(r, Ok(PutOutcome::Stored)))
+            .count();
+        let full = results
+            .iter()
+            .filter(|r| matches!(r, Err(StoreError::NoSpace { .. })))
+            .count();
+        assert_eq!((stored, full), (10, 30));
+        assert_eq!(store.stats().used, 10 * 50_000);
+        drop(store);
+        assert_eq!(open(dir.path(), 10 * 50_000).stats().used, 10 * 50_000);
+    }
+
+    #[test]
+    fn a_format_2_store_keeps_its_totals_and_counts_on_from_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, a_data) = shard(30_000, 1);
+        {
+            // What a format-2 build left: totals written as plain values.
+            let store = open(dir.path(), 1 << 20);
+            store.put_shard(&a, &a_data).unwrap();
+            set_meta(&store, KEY_USED, 30_000);
+            set_meta(&store, KEY_COUNT, 1);
+            set_meta(&store, KEY_FORMAT, 2);
+        }
+        let store = open(dir.path(), 1 << 20);
+        assert_eq!(meta_value(&store, KEY_FORMAT), FORMAT);
+        assert_eq!((store.stats().used, store.stats().shards), (30_000, 1));
+        let (b, b_data) = shard(20_000, 2);
+        store.put_shard(&b, &b_data).unwrap();
+        store.delete_shard(&a).unwrap();
+        drop(store);
+        let store = open(dir.path(), 1 << 20);
+        assert_eq!((store.stats().used, store.stats().shards), (20_000, 1));
     }
 }
