@@ -51,6 +51,9 @@ pub struct Fetched {
     pub provenance: Vec<Provenance>,
     /// Nodes that served it.
     pub holders: Vec<PeerId>,
+    /// Nodes that failed to serve it, or were passed over for not answering within
+    /// [`HEDGE_AFTER`], and what happened.
+    pub incidents: Vec<(PeerId, String)>,
 }
 
 /// Nodes that misbehaved or failed during a read, and what happened.
@@ -76,29 +79,73 @@ impl Incidents {
 pub async fn fetch_manifest(net: &Network, cid: &Cid) -> Result<Fetched, ClientError> {
     cids::digest(cid, Codec::DagCbor)
         .map_err(|e| ClientError::Path(format!("{cid} is not a manifest CID: {e}")))?;
-    let order = placement::rank(&cid.to_bytes(), &net.candidates());
-    let mut problems = Vec::new();
+    // Best-ranked first; nodes that recently failed to answer last.
+    let mut order = placement::rank(&cid.to_bytes(), &net.candidates());
+    order.sort_by_key(|&i| net.is_down(i));
+    let mut order = order.into_iter();
+    let ask = |i: usize| async move {
+        let node = &net.nodes()[i];
+        (i, net.data().get_manifest(&node.target, cid).await)
+    };
+    // One node at a time; one that has not answered within HEDGE_AFTER gets the next asked
+    // beside it (a frozen node would hold the read until the transport's timeouts).
+    let mut asking = futures::stream::FuturesUnordered::new();
+    let (mut problems, mut incidents) = (Vec::new(), Vec::new());
     let mut found: Option<(Vec<u8>, Vec<Provenance>, Vec<PeerId>)> = None;
     let mut bad_envelopes = Vec::new();
-    for i in order {
-        let node = &net.nodes()[i];
-        match net.data().get_manifest(&node.target, cid).await {
-            Ok((bytes, envelopes)) => {
-                let (_, provenance, holders) =
-                    found.get_or_insert_with(|| (bytes, Vec::new(), Vec::new()));
-                holders.push(node.peer());
-                for env in envelopes {
-                    match Provenance::from_bytes(&env).and_then(|p| p.verify_for(cid).map(|_| p)) {
-                        Ok(p) if !provenance.contains(&p) => provenance.push(p),
-                        Ok(_) => {}
-                        Err(e) => bad_envelopes.push(format!("node {}: {e}", node.peer())),
+    let mut waiting: Vec<usize> = Vec::new();
+    loop {
+        if asking.is_empty() {
+            match order.next() {
+                Some(i) => {
+                    asking.push(ask(i));
+                    waiting.push(i);
+                }
+                None => break,
+            }
+        }
+        tokio::select! {
+            Some((i, answer)) = asking.next() => {
+                waiting.retain(|&w| w != i);
+                let node = &net.nodes()[i];
+                match answer {
+                    Ok((bytes, envelopes)) => {
+                        let (_, provenance, holders) =
+                            found.get_or_insert_with(|| (bytes, Vec::new(), Vec::new()));
+                        holders.push(node.peer());
+                        for env in envelopes {
+                            match Provenance::from_bytes(&env)
+                                .and_then(|p| p.verify_for(cid).map(|_| p))
+                            {
+                                Ok(p) if !provenance.contains(&p) => provenance.push(p),
+                                Ok(_) => {}
+                                Err(e) => bad_envelopes.push(format!("node {}: {e}", node.peer())),
+                            }
+                        }
+                        if !provenance.is_empty() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        incidents.push((node.peer(), format!("manifest {cid}: {e}")));
+                        problems.push(e.to_string());
                     }
                 }
-                if !provenance.is_empty() {
-                    break;
+            }
+            _ = tokio::time::sleep(HEDGE_AFTER) => {
+                if let Some(i) = order.next() {
+                    for &w in &waiting {
+                        let what = format!(
+                            "manifest {cid}: no answer within {} ms; asking another node",
+                            HEDGE_AFTER.as_millis()
+                        );
+                        incidents.push((net.nodes()[w].peer(), what));
+                    }
+                    waiting.clear();
+                    asking.push(ask(i));
+                    waiting.push(i);
                 }
             }
-            Err(e) => problems.push(e.to_string()),
         }
     }
     let Some((bytes, provenance, holders)) = found else {
@@ -125,6 +172,7 @@ pub async fn fetch_manifest(net: &Network, cid: &Cid) -> Result<Fetched, ClientE
         manifest,
         provenance,
         holders,
+        incidents,
     })
 }
 

@@ -124,6 +124,19 @@ impl StoreFailures {
             .insert(*peer, Instant::now());
     }
 
+    /// Node `index`, found silent during a store, took the shard after all: it was slow, not
+    /// gone, and placement may use it again.
+    pub fn answered(&self, index: usize) {
+        let Some(peer) = self.peers.get(index) else {
+            return;
+        };
+        self.shared
+            .down
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(peer);
+    }
+
     /// Node `index` went silent during a store (nothing heard for
     /// [`crate::put::STORE_SILENT_FOR`]): it is left out like an unreachable node, for
     /// [`DOWN_FOR`].
@@ -328,6 +341,14 @@ impl Network {
                 label: n.info.label.clone(),
             })
             .collect()
+    }
+
+    /// Whether node `index` failed to answer within the last [`DOWN_FOR`].
+    pub fn is_down(&self, index: usize) -> bool {
+        let down = self.shared.down.lock().unwrap_or_else(|p| p.into_inner());
+        self.nodes
+            .get(index)
+            .is_some_and(|n| is_down(&down, &n.peer()))
     }
 
     /// [`Network::candidates`] for placing new shards: a node that recently failed to answer

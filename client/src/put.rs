@@ -10,7 +10,7 @@
 //! With no network (`None`), the same code computes the CIDs without storing anything
 //! (`cairn cid --object`), so the dry run and the real upload always agree.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -344,6 +344,10 @@ pub async fn put_object(
                     }
                 })?;
                 let last = stripe.shards.len().saturating_sub(1);
+                // Every shard's first choice; retries and hedges add the node they take.
+                let taken: Arc<Mutex<HashSet<usize>>> = Arc::new(Mutex::new(
+                    orders.iter().filter_map(|o| o.first().copied()).collect(),
+                ));
                 for (i, (shard, order)) in stripe.shards.into_iter().zip(orders).enumerate() {
                     let permits = (shard.data.len().div_ceil(1024) as u32)
                         .min(opts.inflight_bytes.div_ceil(1024).max(1) as u32);
@@ -365,6 +369,7 @@ pub async fn put_object(
                     // The last shard of a stripe reports the stripe's data bytes as done.
                     let report = if i == last { data_bytes } else { 0 };
                     let notes = notes.clone();
+                    let taken = taken.clone();
                     uploads.spawn(async move {
                         let len = shard.data.len() as u64;
                         match store_shard(
@@ -372,6 +377,7 @@ pub async fn put_object(
                             &targets,
                             &shard.cid,
                             &shard.data,
+                            &taken,
                             &failures,
                             &notes,
                         )
@@ -441,35 +447,44 @@ pub async fn put_object(
 }
 
 /// Stores a shard on the first of `targets` (node index, address) that takes it; see
-/// [`store_on`]. Returns what every attempt said when none took it.
+/// [`store_on`]. `stripe`: the nodes holding or taking the stripe's shards (each shard's first
+/// choice, and whichever node a retry or hedge took), so that no node gets two shards of one
+/// stripe. Returns what every attempt said when none took it.
 async fn store_shard(
     client: &data::Client,
     targets: &[(usize, Target)],
     cid: &Cid,
     bytes: &Bytes,
+    stripe: &Mutex<HashSet<usize>>,
     failures: &StoreFailures,
     notes: &Incidents,
 ) -> Result<(), Vec<String>> {
     let store = |t: Target| async move { client.store(&t, cid, bytes.clone()).await };
     let what = format!("shard {cid}");
-    match store_on(client, targets, 1, store, failures, notes, &what).await {
+    // The first target is the shard's own choice (already in `stripe`); a later one only if no
+    // other shard of the stripe has taken it.
+    let free = |i: usize| i == 0 || lock(stripe).insert(targets[i].0);
+    match store_on(client, targets, 1, store, free, failures, notes, &what).await {
         (0, attempts) => Err(attempts),
         _ => Ok(()),
     }
 }
 
 /// Runs `store` on `targets` (node index, address), in order, until `want` of them have taken
-/// what it stores, starting the next target whenever one fails. A target whose node goes
-/// silent for [`STORE_SILENT_FOR`] gets the next target started beside it, and the store that
-/// finishes first counts: once `want` have, the rest are dropped, and their nodes discard what
-/// they got (one that took it just before is a spare holder). Failed and silent nodes are
-/// reported to `failures`, so later stripes pass them over, and noted in `notes` under `what`.
-/// Returns how many took it, and what the failed attempts said.
+/// what it stores, starting the next target (one `free` accepts) whenever one fails. A target
+/// whose node goes silent for [`STORE_SILENT_FOR`] gets the next target started beside it, and
+/// the store that finishes first counts: once `want` have, the rest are dropped, and their
+/// nodes discard what they got (one that took it just before is a spare holder). Failed nodes,
+/// and silent ones another target was started for, are reported to `failures`, so later
+/// stripes pass them over; all are noted in `notes` under `what`. Returns how many took it, and
+/// what the failed attempts said.
+#[allow(clippy::too_many_arguments)]
 async fn store_on<F, Fut>(
     client: &data::Client,
     targets: &[(usize, Target)],
     want: usize,
     store: F,
+    free: impl Fn(usize) -> bool,
     failures: &StoreFailures,
     notes: &Incidents,
     what: &str,
@@ -483,51 +498,91 @@ where
         let done = store(t);
         async move { (i, done.await) }
     };
+    let next_free = |next: &mut usize| {
+        while *next < targets.len() {
+            *next += 1;
+            if free(*next - 1) {
+                return Some(*next - 1);
+            }
+        }
+        None
+    };
     let mut running = FuturesUnordered::new();
-    // Targets with a store running whose node has not been found silent.
-    let mut watched = Vec::new();
+    // Targets with a store running whose node has not been found silent, and those found so.
+    let (mut watched, mut silenced) = (Vec::new(), Vec::new());
     let (mut next, mut stored, mut attempts) = (0, 0, Vec::new());
     let mut watch = tokio::time::interval(WATCH_EVERY);
     watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        while stored + watched.len() < want && next < targets.len() {
-            running.push(start(next));
-            watched.push(next);
-            next += 1;
+        while stored + watched.len() < want {
+            let Some(i) = next_free(&mut next) else { break };
+            running.push(start(i));
+            watched.push(i);
         }
         if stored == want || running.is_empty() {
             return (stored, attempts);
         }
         tokio::select! {
+            // An answer first: a store that finished is not judged silent by a tick that was
+            // ready at the same time.
+            biased;
             Some((i, result)) = running.next() => {
                 watched.retain(|&w| w != i);
+                let (n, t) = &targets[i];
                 match result {
-                    Ok(()) => stored += 1,
+                    Ok(()) => {
+                        stored += 1;
+                        if silenced.contains(&i) {
+                            // It was slow, not gone: let later stripes use it again.
+                            failures.answered(*n);
+                        }
+                    }
                     Err(e) => {
-                        let (n, t) = &targets[i];
                         failures.report(*n, &e);
                         notes.record(t.peer, format!("{what} not stored: {e}"));
                         attempts.push(e.to_string());
                     }
                 }
             }
-            _ = watch.tick() => {
-                watched.retain(|&i| {
+            at = watch.tick() => {
+                // A tick this late means this task, or the whole process, did not run for a
+                // while: the connections' counters have not caught up with what arrived.
+                if at.elapsed() > 2 * WATCH_EVERY {
+                    continue;
+                }
+                let silent: Vec<usize> = watched
+                    .iter()
+                    .copied()
+                    .filter(|&i| {
+                        client
+                            .silent_for(&targets[i].1)
+                            .is_some_and(|d| d >= STORE_SILENT_FOR)
+                    })
+                    .collect();
+                for i in silent {
+                    watched.retain(|&w| w != i);
+                    silenced.push(i);
                     let (n, t) = &targets[i];
-                    let silent = client
-                        .silent_for(t)
-                        .is_some_and(|d| d >= STORE_SILENT_FOR);
-                    if silent {
-                        failures.silent(*n);
-                        let secs = STORE_SILENT_FOR.as_secs();
+                    let secs = STORE_SILENT_FOR.as_secs();
+                    attempts.push(format!("{}: silent for {secs} s", t.peer));
+                    let Some(h) = next_free(&mut next) else {
+                        // Nowhere else to go: wait for it, and do not take it out of placement
+                        // (with exactly as many nodes as a stripe has shards, that would fail
+                        // the uploads that follow).
                         notes.record(
                             t.peer,
-                            format!("{what}: nothing heard from the node for {secs} s; storing it elsewhere"),
+                            format!("{what}: nothing heard from the node for {secs} s; no other node to try, waiting"),
                         );
-                        attempts.push(format!("{}: silent for {secs} s", t.peer));
-                    }
-                    !silent
-                });
+                        continue;
+                    };
+                    failures.silent(*n);
+                    notes.record(
+                        t.peer,
+                        format!("{what}: nothing heard from the node for {secs} s; storing it elsewhere"),
+                    );
+                    running.push(start(h));
+                    watched.push(h);
+                }
             }
         }
     }
@@ -564,8 +619,17 @@ pub async fn publish_manifest(
     let own = Incidents::default();
     let noted = notes.unwrap_or(&own);
     let failures = net.store_failures();
-    let (stored, attempts) =
-        store_on(net.data(), &targets, want, put, &failures, noted, &what).await;
+    let (stored, attempts) = store_on(
+        net.data(),
+        &targets,
+        want,
+        put,
+        |_| true,
+        &failures,
+        noted,
+        &what,
+    )
+    .await;
     for (peer, what) in own.list() {
         tracing::warn!(%peer, "{what}");
     }

@@ -5,7 +5,9 @@ mod common;
 
 use cairn_chunker::{Cid, ObjectManifest};
 use cairn_client::error::ClientError;
-use cairn_client::get::{Incidents, object_manifest, read_object, read_object_to_vec};
+use cairn_client::get::{
+    Incidents, fetch_manifest, object_manifest, read_object, read_object_to_vec,
+};
 use cairn_client::network::Network;
 use cairn_client::placement;
 use cairn_client::put::{Input, ObjectReport, PutOptions, put_object};
@@ -455,17 +457,18 @@ async fn a_reader_that_pauses_does_not_get_nodes_blamed_for_it() {
 
 /// A node frozen during an upload (SIGSTOP: its socket stays open, nothing answers, as with a
 /// hung host) is noticed within seconds, long before the transport's idle timeout: its shards
-/// go to the next-ranked nodes beside the stalled stores, later stripes and the manifest pass
-/// it over, and no store is left to fail on it. The same holds for a manifest's stores.
+/// go to the next-ranked nodes beside the stalled stores (never two shards of a stripe on one
+/// node), later stripes and the manifest pass it over, and no store is left to fail on it. The
+/// same holds for a manifest's stores.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_goes_silent_mid_upload_is_stored_around() {
-    let net = Net::start(7).await;
+    let net = Net::start(8).await;
     let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
     let mut opts = PutOptions::default();
     opts.params.erasure.shard_size = 64 << 10;
     opts.params.erasure.k = 4;
     opts.params.erasure.m = 2;
-    // A view whose connections to all 7 nodes are open: 24 stripes of 4+2 on 7 nodes give
+    // A view whose connections to all 8 nodes are open: 24 stripes of 4+2 on 8 nodes give
     // every node shards. With every node answering, nothing is noted.
     let connected = || async {
         let view = Network::connect(&peers(&net)).await.unwrap();
@@ -499,14 +502,17 @@ async fn a_node_that_goes_silent_mid_upload_is_stored_around() {
             .collect()
     };
 
-    // Shards: the stores that wait on the frozen node are raced and lost, none runs into a
-    // timeout (the idle timeout would fail each after 10 s, with a note each).
+    // Shards: two nodes freeze. The stores that wait on them are raced and lost, none runs
+    // into a timeout (the idle timeout would fail each after 10 s, with a note each).
     let view = connected().await;
     let data = noise(24 * 4 * (64 << 10) - 777, 22);
     let (cid, frozen_peer, frozen) = first_for(&view, &data);
+    let second = (frozen + 1) % 8;
     net.devnet().pause_node(frozen);
+    net.devnet().pause_node(second);
     let report = put(&view, &key, data.clone(), &opts).await;
     net.devnet().resume_node(frozen);
+    net.devnet().resume_node(second);
     let report = report.unwrap();
     assert_eq!(report.cid, cid);
     assert_eq!(failed(&report), vec![]);
@@ -525,7 +531,46 @@ async fn a_node_that_goes_silent_mid_upload_is_stored_around() {
     assert_eq!(report.manifest_copies, 3);
     let fresh = Network::connect(&peers(&net)).await.unwrap();
     assert!(read(&fresh, &report.manifest).await.unwrap() == data);
+    // Where the shards went when two of a stripe's nodes froze: each to another node, so that
+    // losing any one node still costs each stripe one shard at most.
+    let stripes: Vec<Vec<Cid>> = report
+        .manifest
+        .stripes
+        .iter()
+        .map(|s| s.stored_shards().map(|(_, r)| r.cid).collect())
+        .collect();
+    let all: Vec<Cid> = stripes.iter().flatten().copied().collect();
+    let found = fresh.locate(&all).await;
+    for (s, cids) in stripes.iter().enumerate() {
+        let mut per_node = std::collections::HashMap::<usize, usize>::new();
+        for cid in cids {
+            assert!(!found.intact(cid).is_empty(), "stripe {s}: {cid} not found");
+            for &n in found.intact(cid) {
+                *per_node.entry(n).or_default() += 1;
+            }
+        }
+        assert!(
+            per_node.values().all(|&c| c == 1),
+            "stripe {s}: {per_node:?}"
+        );
+    }
     drop((view, fresh));
+
+    // Reading: the node ranked first for that manifest freezes again, on a view that has not
+    // seen it go silent. The next node is asked beside it, not after its timeouts.
+    let view = connected().await;
+    net.devnet().pause_node(frozen);
+    let fetched = fetch_manifest(&view, &cid).await;
+    net.devnet().resume_node(frozen);
+    let fetched = fetched.unwrap();
+    assert!(!fetched.holders.contains(&frozen_peer));
+    let noted = &fetched.incidents;
+    let passed_over = |(p, w): &(_, String)| *p == frozen_peer && w.contains("asking another");
+    assert!(
+        !noted.is_empty() && noted.iter().all(passed_over),
+        "{noted:?}"
+    );
+    drop(view);
 
     // A manifest alone (an object small enough to live inline in it), on a view that has not
     // seen the node go silent: its first-ranked node freezes.
@@ -538,14 +583,9 @@ async fn a_node_that_goes_silent_mid_upload_is_stored_around() {
     let report = report.unwrap();
     assert_eq!((report.cid, report.shards), (cid, 0));
     assert_eq!(failed(&report), vec![]);
-    assert!(
-        report
-            .incidents
-            .iter()
-            .any(|(p, w)| *p == frozen_peer && w.starts_with("manifest ")),
-        "{:?}",
-        report.incidents
-    );
+    let noted = &report.incidents;
+    let manifest_waited = |(p, w): &(_, String)| *p == frozen_peer && w.starts_with("manifest ");
+    assert!(noted.iter().any(manifest_waited), "{noted:?}");
     assert_eq!(report.manifest_copies, 3);
     let fresh = Network::connect(&peers(&net)).await.unwrap();
     assert!(read(&fresh, &report.manifest).await.unwrap() == small);

@@ -633,6 +633,9 @@ impl Gateway {
         }
         let net = self.net().await;
         let fetched = fetch_manifest(&net, cid).await?;
+        for (peer, what) in &fetched.incidents {
+            tracing::warn!(%peer, "read problem: {what}");
+        }
         let Manifest::Object(m) = fetched.manifest else {
             return Err(Error::Internal(format!(
                 "{cid} is a dataset where an object was expected"

@@ -160,7 +160,7 @@ pub struct Target {
 }
 
 /// Traffic-free time after which either end of a data connection sends a keep-alive.
-pub const KEEP_ALIVE: Duration = Duration::from_secs(2);
+pub const KEEP_ALIVE: Duration = Duration::from_secs(1);
 
 /// What [`Client::silent_for`] last saw of a connection.
 #[derive(Debug, Clone, Copy)]

@@ -341,6 +341,9 @@ pub struct Store {
     settled: Condvar,
     /// Bytes used, counting space reserved by writes in progress.
     used: AtomicU64,
+    /// Bytes of new shards whose batches are being written: not on the disk yet, so counted
+    /// against its free space by the writes beside them.
+    writing: AtomicU64,
     count: AtomicU64,
     config: StoreConfig,
     metrics: StoreMetrics,
@@ -446,6 +449,7 @@ impl Store {
             busy: Mutex::new(HashSet::new()),
             settled: Condvar::new(),
             used: AtomicU64::new(0),
+            writing: AtomicU64::new(0),
             count: AtomicU64::new(0),
             config,
             metrics,
@@ -706,7 +710,9 @@ impl Store {
                     capacity,
                     needed: len,
                 })?;
-            if let Err(e) = self.check_disk(len) {
+            let beside = self.writing.fetch_add(len, Ordering::SeqCst);
+            if let Err(e) = self.check_disk(len.saturating_add(beside)) {
+                self.writing.fetch_sub(len, Ordering::SeqCst);
                 self.used.fetch_sub(len, Ordering::SeqCst);
                 return Err(e);
             }
@@ -724,7 +730,11 @@ impl Store {
             batch.merge_cf(meta, KEY_USED, delta(len as i64));
             batch.merge_cf(meta, KEY_COUNT, delta(1));
         }
-        if let Err(e) = self.db.write_opt(batch, &self.write_opts()) {
+        let written = self.db.write_opt(batch, &self.write_opts());
+        if !held {
+            self.writing.fetch_sub(len, Ordering::SeqCst);
+        }
+        if let Err(e) = written {
             if !held {
                 self.used.fetch_sub(len, Ordering::SeqCst);
             }
@@ -755,6 +765,12 @@ impl Store {
             return Ok(false);
         };
         let len = u64_le(&ob)?;
+        if len == 0 || len > u64::from(MAX_SHARD_SIZE) {
+            // A damaged size would throw the counters off for good: leave it to the operator.
+            return Err(StoreError::Damaged(format!(
+                "shard {cid} has an impossible size ({len} bytes) in its outboard entry"
+            )));
+        }
         let mut batch = WriteBatch::default();
         for i in 0..piece_count(len.min(u64::from(MAX_SHARD_SIZE))) {
             batch.delete_cf(shards, piece_key(&key, i));

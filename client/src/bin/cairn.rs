@@ -492,7 +492,11 @@ async fn run(cli: Cli, partial: Partial) -> anyhow::Result<()> {
                     n
                 }
             };
-            let incidents = incidents.list();
+            let incidents: Vec<_> = fetched
+                .incidents
+                .into_iter()
+                .chain(incidents.list())
+                .collect();
             for (peer, what) in &incidents {
                 eprintln!("warning: node {peer} failed: {what}");
             }
