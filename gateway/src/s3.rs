@@ -751,12 +751,8 @@ impl Gateway {
                 Error::IncompleteBody(e) => timed_out(e),
                 other => other,
             })?;
-        // The upload went around these nodes; one line per node (a dead one costs many shards).
-        let mut by_node: BTreeMap<_, (usize, &str)> = BTreeMap::new();
-        for (peer, what) in &report.incidents {
-            by_node.entry(*peer).or_insert((0, what)).0 += 1;
-        }
-        for (peer, (shards, first)) in by_node {
+        // The upload went around these nodes.
+        for (peer, shards, first) in cairn_client::get::per_node(&report.incidents) {
             tracing::warn!(%peer, object = %report.cid, shards, "upload problem: {first}");
         }
         let (md5, checksum, size, nodes) = {

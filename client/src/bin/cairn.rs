@@ -369,12 +369,7 @@ async fn run(cli: Cli, partial: Partial) -> anyhow::Result<()> {
                 )
             };
             // The upload succeeded; what went wrong on the way is worth an operator's look.
-            // One line per node: a dead node can cost hundreds of shards.
-            let mut by_node: std::collections::BTreeMap<String, (usize, &str)> = Default::default();
-            for (peer, what) in &incidents {
-                by_node.entry(peer.to_string()).or_insert((0, what)).0 += 1;
-            }
-            for (peer, (n, first)) in by_node {
+            for (peer, n, first) in cairn_client::get::per_node(&incidents) {
                 match n {
                     1 => eprintln!("warning: node {peer}: {first}"),
                     n => eprintln!("warning: node {peer}: {first} (and {} more shards)", n - 1),
