@@ -497,7 +497,7 @@ impl Store {
             .map_or(Ok(0), |v| u64_le(&v))?;
         tracing::info!(
             shards = total,
-            "converting the shard store to format 2 (shards in pieces): every shard is rewritten \
+            "converting the shard store from format 1 to shards in pieces: every shard is rewritten \
              once, and the old copies are freed as blob garbage collection reaches them"
         );
         let mut converted = 0u64;
@@ -529,7 +529,7 @@ impl Store {
         }
         self.db
             .put_cf_opt(meta, KEY_FORMAT, FORMAT.to_le_bytes(), &self.write_opts())?;
-        tracing::info!(converted, "shard store converted to format 2");
+        tracing::info!(converted, "shard store converted to shards in pieces");
         Ok(())
     }
 
