@@ -118,6 +118,9 @@ pub async fn fetch_manifest(net: &Network, cid: &Cid) -> Result<Fetched, ClientE
             }
         }
         tokio::select! {
+            // An answer first: a node that answered is not passed over by a timer that was
+            // ready at the same time.
+            biased;
             Some((i, answer)) = asking.next() => {
                 waiting.retain(|&w| w != i);
                 let node = &net.nodes()[i];

@@ -106,9 +106,6 @@ impl std::fmt::Debug for StoreFailures {
 impl StoreFailures {
     /// See [`Network::store_failed`].
     pub fn report(&self, index: usize, error: &data::DataError) {
-        let Some(peer) = self.peers.get(index) else {
-            return;
-        };
         let map = match error {
             data::DataError::Unreachable { .. }
             | data::DataError::Timeout { .. }
@@ -118,38 +115,36 @@ impl StoreFailures {
             }
             _ => return,
         };
-        tracing::debug!(%peer, "node failed a store ({error}); passing it over");
-        map.lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(*peer, Instant::now());
+        if let Some(peer) = self.mark(map, index, true) {
+            tracing::debug!(%peer, "node failed a store ({error}); passing it over");
+        }
     }
 
     /// Node `index`, found silent during a store, took the shard after all: it was slow, not
     /// gone, and placement may use it again.
     pub fn answered(&self, index: usize) {
-        let Some(peer) = self.peers.get(index) else {
-            return;
-        };
-        self.shared
-            .down
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(peer);
+        self.mark(&self.shared.down, index, false);
     }
 
     /// Node `index` went silent during a store (nothing heard for
     /// [`crate::put::STORE_SILENT_FOR`]): it is left out like an unreachable node, for
     /// [`DOWN_FOR`].
     pub fn silent(&self, index: usize) {
-        let Some(peer) = self.peers.get(index) else {
-            return;
-        };
-        tracing::info!(%peer, "node went silent during a store; passing it over");
-        self.shared
-            .down
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(*peer, Instant::now());
+        if let Some(peer) = self.mark(&self.shared.down, index, true) {
+            tracing::info!(%peer, "node went silent during a store; passing it over");
+        }
+    }
+
+    /// Puts node `index` in `map` as of now (`on`), or takes it out; returns its peer id.
+    fn mark(&self, map: &Mutex<Down>, index: usize, on: bool) -> Option<PeerId> {
+        let peer = *self.peers.get(index)?;
+        let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+        if on {
+            map.insert(peer, Instant::now());
+        } else {
+            map.remove(&peer);
+        }
+        Some(peer)
     }
 }
 
