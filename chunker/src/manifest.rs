@@ -323,6 +323,10 @@ impl ObjectManifest {
                     "inline objects hold exactly their bytes (at most 64 KiB) and no stripes",
                 ));
             }
+            // Readers hand inline bytes straight on, so they must be what `blake3` names.
+            if blake3::hash(inline) != self.blake3 {
+                return Err(invalid("inline bytes do not match the object's BLAKE3"));
+            }
             return Ok(());
         }
         if self.size == 0 || self.stripes.is_empty() {
@@ -501,12 +505,15 @@ pub struct DatasetManifest {
     pub entries: BTreeMap<String, DatasetEntry>,
 }
 
-/// Checks a dataset path: relative, `/`-separated, no empty, `.` or `..` components.
+/// Checks a dataset path: relative, `/`-separated, no empty, `.` or `..` components, no control
+/// characters.
 pub fn check_path(path: &str) -> Result<(), ManifestError> {
     let ok = !path.is_empty()
         && path.len() <= MAX_PATH_BYTES
-        && !path.contains('\0')
         && !path.contains('\\')
+        // No control characters (NUL among them): they cannot name a file everywhere, and
+        // printed in a listing they could fake lines or drive the terminal.
+        && !path.chars().any(char::is_control)
         && path
             .split('/')
             .all(|c| !c.is_empty() && c != "." && c != "..");
@@ -514,7 +521,7 @@ pub fn check_path(path: &str) -> Result<(), ManifestError> {
         Ok(())
     } else {
         Err(invalid(format!(
-            "bad dataset path {path:?}: paths are relative, '/'-separated, without '.', '..' or empty parts"
+            "bad dataset path {path:?}: paths are relative, '/'-separated, without '.', '..', empty parts or control characters"
         )))
     }
 }
@@ -782,6 +789,18 @@ mod tests {
     }
 
     #[test]
+    fn inline_bytes_must_match_the_object_hash() {
+        let mut m = sample_object();
+        m.stripes.clear();
+        m.inline = Some(b"abcdefg".to_vec());
+        m.validate().unwrap();
+        // Same length, other bytes: a reader would hand them on as the object named by `blake3`.
+        m.inline = Some(b"evil!!!".to_vec());
+        assert!(matches!(m.validate(), Err(ManifestError::Invalid(_))));
+        assert!(ObjectManifest::from_bytes(&m.to_bytes()).is_err());
+    }
+
+    #[test]
     fn inconsistent_object_manifests_are_rejected() {
         let mut m = sample_object();
         m.size = 8;
@@ -847,7 +866,20 @@ mod tests {
         d.entries.insert("README".into(), entry(b"hello"));
         let back = DatasetManifest::from_bytes(&d.to_bytes()).unwrap();
         assert_eq!(back, d);
-        for bad in ["", "/abs", "a//b", "a/../b", "./a", "a/", "a\\b"] {
+        for bad in [
+            "",
+            "/abs",
+            "a//b",
+            "a/../b",
+            "./a",
+            "a/",
+            "a\\b",
+            "a\0b",
+            "a\nb",
+            "x\u{1b}[2J",
+            "tab\there",
+            "c1\u{9b}",
+        ] {
             let mut d = DatasetManifest::new();
             d.entries.insert(bad.into(), entry(b"x"));
             assert!(d.validate().is_err(), "{bad:?} accepted");
