@@ -28,6 +28,9 @@ use crate::put::Progress;
 
 /// Stripes fetched at once while reading (each holds up to `k` shards in memory).
 pub const STRIPES_IN_FLIGHT: usize = 4;
+/// Most bytes of stripes a read fetches ahead of its output: stripes of more than a quarter of
+/// this (large shards, large `k`) are read fewer at a time, down to one.
+pub const READ_AHEAD_BYTES: u64 = 256 << 20;
 /// A shard that has not arrived after this long gets a parity fallback started beside it.
 pub const HEDGE_AFTER: Duration = Duration::from_millis(1500);
 
@@ -728,6 +731,12 @@ pub async fn read_object_to<S: Sink>(
     // and all arriving late.
     let (gate, _) = tokio::sync::watch::channel(false);
     let gate = &gate;
+    // A stripe is fetched only when the output has reached the stripe `ahead` before it, so a
+    // slow output (a disk, an HTTP client) never has more than `ahead` stripes waiting for it.
+    let stripe_bytes = u64::from(manifest.erasure.k) * u64::from(manifest.erasure.shard_size);
+    let ahead = (READ_AHEAD_BYTES / stripe_bytes.max(1)).clamp(1, STRIPES_IN_FLIGHT as u64);
+    let (output_at, _) = tokio::sync::watch::channel(first_stripe.unwrap_or(0));
+    let output_at = &output_at;
     for window in stripes.chunks(64) {
         let holders = guess(net, manifest, window.iter().copied());
         let holders = &holders;
@@ -751,6 +760,11 @@ pub async fn read_object_to<S: Sink>(
         }
         let mut producers = futures::stream::iter(jobs)
             .map(|(index, pieces, txs)| async move {
+                // An error means the reader is gone: nothing to wait for.
+                let _ = output_at
+                    .subscribe()
+                    .wait_for(|&at| (index as u64) < at as u64 + ahead)
+                    .await;
                 let read = StripeRead {
                     net,
                     manifest,
@@ -774,10 +788,10 @@ pub async fn read_object_to<S: Sink>(
                 .await
                 .map(|_| ())
             })
-            .buffered(STRIPES_IN_FLIGHT);
+            .buffered(ahead as usize);
         let mut finished = std::collections::VecDeque::new();
         let mut producers_done = false;
-        for rxs in outputs {
+        for (&stripe, rxs) in window.iter().zip(outputs) {
             for mut rx in rxs {
                 loop {
                     tokio::select! {
@@ -810,6 +824,7 @@ pub async fn read_object_to<S: Sink>(
                 None => producers.next().await.unwrap_or(Ok(())),
             };
             result?;
+            output_at.send_replace(stripe + 1);
         }
     }
     if let Some(h) = hasher {
@@ -880,7 +895,9 @@ pub async fn read_object_to_vec(
     manifest: &ObjectManifest,
     incidents: &Incidents,
 ) -> Result<Vec<u8>, ClientError> {
-    let mut out = Vec::with_capacity(manifest.size as usize);
+    // The size is the manifest author's word: grow to it as verified bytes arrive, rather
+    // than reserve it up front.
+    let mut out = Vec::with_capacity(manifest.size.min(64 << 20) as usize);
     read_object(net, manifest, None, &mut out, Arc::new(|_| {}), incidents).await?;
     Ok(out)
 }
@@ -935,7 +952,8 @@ async fn read_dataset_object(
         )));
     }
     let tmp = crate::output::partial_path(&target);
-    let file = std::fs::File::create(&tmp).map_err(io(format!("creating {}", tmp.display())))?;
+    let file =
+        crate::output::create_partial(&tmp).map_err(io(format!("creating {}", tmp.display())))?;
     let mut partial = Partial(Some(tmp.clone()));
     let mut sink = crate::output::FileSink::new(file, format!("writing {}", tmp.display()));
     let n = read_object_to(net, &manifest, None, &mut sink, progress, incidents).await?;

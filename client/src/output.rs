@@ -8,6 +8,8 @@
 
 use std::io::{IoSlice, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -23,13 +25,33 @@ pub const BATCH: usize = 1 << 20;
 pub const BATCHES_QUEUED: usize = 8;
 
 /// Where a read of `target` is written until it is complete and verified: a hidden file beside
-/// it, `.NAME.cairn-partial`, renamed over `target` at the end. The whole name is kept, so
-/// `a.bin` and `a.txt` read at the same time do not share one.
+/// it, `.NAME.TAG.cairn-partial`, renamed over `target` at the end. The whole name is kept, so
+/// `a.bin` and `a.txt` read at the same time do not share one, and `TAG` differs on every call
+/// and cannot be guessed, so a dataset entry cannot be named like another entry's temporary
+/// file (which would be truncated, or renamed over before it was verified). Create it with
+/// [`create_partial`], which never opens an existing file.
 pub fn partial_path(target: &Path) -> PathBuf {
+    static CALLS: AtomicU64 = AtomicU64::new(0);
     let name = target
         .file_name()
         .map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned());
-    target.with_file_name(format!(".{name}.cairn-partial"))
+    let mut tag = blake3::Hasher::new();
+    tag.update(&std::process::id().to_le_bytes());
+    tag.update(&CALLS.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    tag.update(&now.as_nanos().to_le_bytes());
+    let tag = tag.finalize().to_hex();
+    target.with_file_name(format!(".{name}.{}.cairn-partial", &tag[..16]))
+}
+
+/// Creates the temporary file `path` (from [`partial_path`]); fails if anything is there.
+pub fn create_partial(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
 }
 
 /// A [`Sink`] writing to `W` (a file, or stdout) from a thread of its own.
@@ -239,15 +261,26 @@ mod tests {
     }
 
     #[test]
-    fn partial_files_keep_the_whole_name() {
-        assert_eq!(
-            partial_path(Path::new("d/a.bin")),
-            Path::new("d/.a.bin.cairn-partial")
+    fn partial_files_keep_the_whole_name_and_never_repeat() {
+        let p = partial_path(Path::new("d/a.bin"));
+        let name = p.file_name().unwrap().to_str().unwrap();
+        assert_eq!(p.parent(), Some(Path::new("d")));
+        assert!(
+            name.starts_with(".a.bin.") && name.ends_with(".cairn-partial"),
+            "{name}"
         );
-        assert_ne!(
-            partial_path(Path::new("d/a.bin")),
-            partial_path(Path::new("d/a.txt"))
-        );
-        assert_eq!(partial_path(Path::new("a")), Path::new(".a.cairn-partial"));
+        assert_ne!(p, partial_path(Path::new("d/a.bin")));
+        let a = partial_path(Path::new("a"));
+        assert!(a.to_str().unwrap().starts_with(".a."), "{a:?}");
+    }
+
+    #[test]
+    fn a_partial_file_never_opens_what_is_already_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x");
+        std::fs::write(&p, b"someone else's").unwrap();
+        let e = create_partial(&p).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&p).unwrap(), b"someone else's");
     }
 }

@@ -281,9 +281,14 @@ async fn any_two_of_six_nodes_may_stop_but_not_three() {
         assert!(!got.status.success(), "nodes {down:?} down must fail");
         let err = String::from_utf8_lossy(&got.stderr);
         assert!(expect.iter().all(|e| err.contains(e)), "{down:?}: {err}");
+        let left: Vec<_> = std::fs::read_dir(out.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_string_lossy().contains("cairn-partial"))
+            .collect();
         assert!(
-            !out.exists() && !out.with_extension("cairn-partial").exists(),
-            "no partial output left behind"
+            !out.exists() && left.is_empty(),
+            "no partial output left behind: {left:?}"
         );
     }
     net.stop().await;

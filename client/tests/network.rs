@@ -6,7 +6,8 @@ mod common;
 use cairn_chunker::{Cid, ObjectManifest};
 use cairn_client::error::ClientError;
 use cairn_client::get::{
-    Incidents, fetch_manifest, object_manifest, read_object, read_object_to_vec,
+    Incidents, STRIPES_IN_FLIGHT, Sink, fetch_manifest, object_manifest, read_object,
+    read_object_to, read_object_to_vec,
 };
 use cairn_client::network::Network;
 use cairn_client::placement;
@@ -452,6 +453,106 @@ async fn a_reader_that_pauses_does_not_get_nodes_blamed_for_it() {
         "nodes blamed for the reader's pauses"
     );
     drop(view);
+    net.stop().await;
+}
+
+/// Payload bytes all nodes have sent on their data planes, from their metrics.
+async fn bytes_sent(net: &Net) -> u64 {
+    let mut total = 0;
+    for n in &net.devnet().state.nodes {
+        let (code, text) = cairn_node::admin::http_get(n.admin, "/metrics", Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(code, 200);
+        total += text
+            .lines()
+            .find_map(|l| l.strip_prefix("cairn_data_bytes_out_total "))
+            .unwrap_or_else(|| panic!("no bytes-out count: {text}"))
+            .trim()
+            .parse::<u64>()
+            .unwrap();
+    }
+    total
+}
+
+/// An output that takes each piece slowly (20 ms) until it is told to hurry.
+struct SlowOutput {
+    got: Vec<u8>,
+    taken: Arc<std::sync::atomic::AtomicU64>,
+    hurry: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Sink for SlowOutput {
+    async fn put(&mut self, bytes: bytes::Bytes) -> Result<(), ClientError> {
+        if !*self.hurry.borrow() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.got.extend_from_slice(&bytes);
+        self.taken
+            .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// A read whose output is slow (a slow disk, an HTTP client that reads slowly) fetches only a
+/// few stripes ahead of it, so what it holds in memory is bounded by those stripes, not by the
+/// object (or the 64-stripe lookup window).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_whose_output_stops_fetches_only_a_few_stripes_ahead() {
+    let net = Net::start(6).await;
+    let view = Network::connect(&peers(&net)).await.unwrap();
+    let key = ed25519_dalek::SigningKey::from_bytes(&[6; 32]);
+    let mut opts = PutOptions::default();
+    opts.params.erasure.shard_size = 64 << 10;
+    opts.params.erasure.k = 4;
+    opts.params.erasure.m = 2;
+    let stripe = 4 * (64 << 10);
+    let data = noise(40 * stripe, 21);
+    let manifest = put(&view, &key, data.clone(), &opts)
+        .await
+        .unwrap()
+        .manifest;
+    assert_eq!(manifest.stripes.len(), 40);
+
+    let before = bytes_sent(&net).await;
+    let (hurry, hurry_rx) = tokio::sync::watch::channel(false);
+    let taken = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let out_taken = taken.clone();
+    let reader = tokio::spawn(async move {
+        let mut out = SlowOutput {
+            got: Vec::new(),
+            taken: out_taken,
+            hurry: hurry_rx,
+        };
+        let incidents = Incidents::default();
+        read_object_to(
+            &view,
+            &manifest,
+            None,
+            &mut out,
+            Arc::new(|_| {}),
+            &incidents,
+        )
+        .await
+        .map(|_| out.got)
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let took = taken.load(std::sync::atomic::Ordering::SeqCst);
+    let sent = bytes_sent(&net).await - before;
+    assert!(
+        took < data.len() as u64 / 2,
+        "the output was not slow: {took}"
+    );
+    // Ahead of the output: the stripe being written and up to STRIPES_IN_FLIGHT more, with
+    // their outboards; not every stripe a 64-stripe window would let run ahead.
+    let allowed = (STRIPES_IN_FLIGHT as u64 + 1) * stripe as u64 * 11 / 10;
+    assert!(
+        sent.saturating_sub(took) <= allowed,
+        "{sent} bytes fetched for an output that took {took} (at most {allowed} ahead expected)"
+    );
+    hurry.send_replace(true);
+    let got = reader.await.unwrap().unwrap();
+    assert!(got == data, "the bytes differ");
     net.stop().await;
 }
 

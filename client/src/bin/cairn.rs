@@ -455,7 +455,7 @@ async fn run(cli: Cli, partial: Partial) -> anyhow::Result<()> {
                         }
                         let tmp = cairn_client::output::partial_path(&out);
                         *partial.lock().unwrap_or_else(|p| p.into_inner()) = Some(tmp.clone());
-                        let file = std::fs::File::create(&tmp)
+                        let file = cairn_client::output::create_partial(&tmp)
                             .with_context(|| format!("cannot create {}", tmp.display()))?;
                         let mut sink = FileSink::new(file, format!("writing {}", tmp.display()));
                         let n =
