@@ -67,6 +67,11 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(15);
 /// Bytes of incoming shard bodies a node buffers at once, across all peers.
 pub const MAX_INFLIGHT_BYTES: usize = 512 << 20;
+/// Bytes of range answers (data and proof) a node holds at once while their peers take them.
+pub const MAX_OUTGOING_BYTES: usize = 512 << 20;
+/// Whole-shard sends at once. Each holds a blocking thread while it runs, so this stays well
+/// below tokio's 512, leaving threads for store writes, small reads and the scrub.
+pub const SENDS_AT_ONCE: usize = 256;
 /// Store writes waiting on the disk at once (see [`Server::io`]); their bodies are already
 /// bounded by [`MAX_INFLIGHT_BYTES`].
 pub const WRITES_AT_ONCE: usize = 32;
@@ -268,6 +273,10 @@ pub struct Server {
     /// They hold no `cpu` permit while they wait, so a slow disk does not stall reads and
     /// hashing, and concurrent writes share fsyncs (RocksDB commits them as one group).
     pub io: Arc<Semaphore>,
+    /// Bounds bytes of range answers waiting for their peers (permits are KiB).
+    pub outgoing: Arc<Semaphore>,
+    /// Bounds whole-shard sends at once (each holds a blocking thread).
+    pub sends: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for Server {
@@ -287,6 +296,8 @@ impl Server {
             cpu: Arc::new(Semaphore::new(cores)),
             fast: Arc::new(Semaphore::new(cores * 4)),
             io: Arc::new(Semaphore::new(WRITES_AT_ONCE)),
+            outgoing: Arc::new(Semaphore::new(MAX_OUTGOING_BYTES / 1024)),
+            sends: Arc::new(Semaphore::new(SENDS_AT_ONCE)),
         })
     }
 
@@ -367,9 +378,14 @@ impl Server {
         self.metrics.net.request_errors.inc();
         tracing::debug!(%peer, code = ?error.code, "data request refused: {}", error.message);
         let _ = recv.stop(VarInt::from_u32(0));
-        let _ = send
-            .write_all(&encode_frame(&DataResponse::Error(error)))
-            .await;
+        let frame = encode_frame(&DataResponse::Error(error));
+        if tokio::time::timeout(STALL_TIMEOUT, send.write_all(&frame))
+            .await
+            .is_err()
+        {
+            let _ = send.reset(VarInt::from_u32(RESET_ABORTED));
+            return;
+        }
         let _ = send.finish();
         let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
     }
@@ -398,7 +414,6 @@ impl Server {
             }
             DataRequest::Fetch { cid, range } => {
                 let store = self.store.clone();
-                let gone = |e: quinn::WriteError| Failure::Gone(e.to_string());
                 match range {
                     // Whole shards: outboard then data, a stored piece at a time.
                     // The outboard goes first (checked against the CID when opened); a
@@ -416,7 +431,7 @@ impl Server {
                         let header = encode_frame(&DataResponse::Shard { size });
                         self.metrics.net.bytes_out.inc_by(outboard.len() as u64);
                         let mut first = [Bytes::from(header), outboard];
-                        send.write_all_chunks(&mut first).await.map_err(gone)?;
+                        write_all(send, &mut first).await?;
                         // Every verified piece ready is handed to quinn in one call: one
                         // wake-up of the connection instead of one per piece.
                         let mut batch = Vec::with_capacity(PIECES_AHEAD);
@@ -435,7 +450,7 @@ impl Server {
                             }
                             let bytes: usize = batch.iter().map(Bytes::len).sum();
                             self.metrics.net.bytes_out.inc_by(bytes as u64);
-                            send.write_all_chunks(&mut batch).await.map_err(gone)?;
+                            write_all(send, &mut batch).await?;
                             batch.clear();
                             if let Some(e) = failed {
                                 let code = match e {
@@ -457,6 +472,9 @@ impl Server {
                         // takes a permit from the fast pool instead of queueing for `cpu`, and
                         // its bytes leave before the bulk streams' on this connection.
                         let small = b.saturating_sub(a) <= FAST_LANE_BYTES;
+                        // The answer is held whole until the peer has taken it: count it
+                        // against what the node holds for peers.
+                        let _held = self.hold_outgoing(b.saturating_sub(a)).await?;
                         let read = move || store.read_range(&cid, Some(a..b));
                         let (size, proof) = if small {
                             let _ = send.set_priority(1);
@@ -547,6 +565,20 @@ impl Server {
     /// connection cannot keep other reads from the CPU.
     async fn spawn_outgoing(&self, cid: Cid) -> Result<(OutgoingHead, OutgoingPieces), Failure> {
         let shutting_down = || Failure::answer(ErrorCode::Internal, "shutting down");
+        let send_slot =
+            match tokio::time::timeout(Duration::from_secs(10), self.sends.clone().acquire_owned())
+                .await
+            {
+                Ok(Ok(slot)) => slot,
+                Ok(Err(_)) => return Err(shutting_down()),
+                Err(_) => {
+                    self.metrics.net.busy.inc();
+                    return Err(Failure::answer(
+                        ErrorCode::Busy,
+                        "too many shards being sent; retry shortly",
+                    ));
+                }
+            };
         let permit = self
             .cpu
             .clone()
@@ -558,6 +590,7 @@ impl Server {
         let (tx, rx) = tokio::sync::mpsc::channel(PIECES_AHEAD);
         let runtime = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
+            let _send_slot = send_slot;
             let mut permit = Some(permit);
             let mut shard = match store.open_outgoing(&cid) {
                 Ok(shard) => shard,
@@ -618,16 +651,37 @@ impl Server {
         permitted(&self.io, f).await
     }
 
+    /// Counts `bytes` of an answer against [`MAX_OUTGOING_BYTES`] until the permit drops (its
+    /// proof adds under 1 %, and 64 KiB covers a small range's).
+    async fn hold_outgoing(&self, bytes: u64) -> Result<tokio::sync::SemaphorePermit<'_>, Failure> {
+        let busy = "too many answers waiting for their peers; retry shortly";
+        let bytes = bytes.saturating_add(64 * 1024);
+        self.budget(&self.outgoing, bytes, MAX_OUTGOING_BYTES, busy)
+            .await
+    }
+
+    /// Counts `bytes` of an incoming body against [`MAX_INFLIGHT_BYTES`] until the permit drops.
     async fn reserve(&self, bytes: u64) -> Result<tokio::sync::SemaphorePermit<'_>, Failure> {
-        let kib = bytes.div_ceil(1024).min(MAX_INFLIGHT_BYTES as u64 / 1024) as u32;
-        match tokio::time::timeout(Duration::from_secs(10), self.inflight.acquire_many(kib)).await {
+        let busy = "too many bytes in flight; retry shortly";
+        self.budget(&self.inflight, bytes, MAX_INFLIGHT_BYTES, busy)
+            .await
+    }
+
+    /// Takes `bytes` (at most all `max`) of the KiB permits of `pool`, waiting up to 10 s before
+    /// answering `Busy`.
+    async fn budget<'a>(
+        &self,
+        pool: &'a Semaphore,
+        bytes: u64,
+        max: usize,
+        busy: &str,
+    ) -> Result<tokio::sync::SemaphorePermit<'a>, Failure> {
+        let kib = bytes.div_ceil(1024).min(max as u64 / 1024) as u32;
+        match tokio::time::timeout(Duration::from_secs(10), pool.acquire_many(kib)).await {
             Ok(Ok(p)) => Ok(p),
             _ => {
                 self.metrics.net.busy.inc();
-                Err(Failure::answer(
-                    ErrorCode::Busy,
-                    "too many bytes in flight; retry shortly",
-                ))
+                Err(Failure::answer(ErrorCode::Busy, busy))
             }
         }
     }
@@ -687,7 +741,8 @@ fn store_failure(e: StoreError) -> Failure {
         StoreError::BadSize { .. }
         | StoreError::Cid(_)
         | StoreError::Range(_)
-        | StoreError::Manifest(_) => ErrorCode::BadRequest,
+        | StoreError::Manifest(_)
+        | StoreError::TooManyEnvelopes { .. } => ErrorCode::BadRequest,
         _ => ErrorCode::Internal,
     };
     if code == ErrorCode::Internal {
@@ -728,14 +783,32 @@ async fn respond(
     header: &DataResponse,
     body: Option<Bytes>,
 ) -> Result<(), Failure> {
-    let gone = |e: quinn::WriteError| Failure::Gone(e.to_string());
-    send.write_all(&encode_frame(header)).await.map_err(gone)?;
-    if let Some(body) = body {
-        send.write_chunk(body).await.map_err(gone)?;
-    }
+    let mut chunks = [Bytes::from(encode_frame(header)), body.unwrap_or_default()];
+    write_all(send, &mut chunks).await?;
     let _ = send.finish();
     // Wait until the peer has the whole answer (or gave up), so dropping the stream loses nothing.
     let _ = tokio::time::timeout(REQUEST_TIMEOUT, send.stopped()).await;
+    Ok(())
+}
+
+/// Writes `chunks` to the peer, giving up (the stream is then reset) if it takes nothing for
+/// [`STALL_TIMEOUT`]: a peer that asks and does not read cannot hold the answer, its buffers or
+/// its sending thread for long.
+async fn write_all(send: &mut SendStream, chunks: &mut [Bytes]) -> Result<(), Failure> {
+    let mut rest = &mut chunks[..];
+    while let Some(i) = rest.iter().position(|c| !c.is_empty()) {
+        rest = &mut rest[i..];
+        match tokio::time::timeout(STALL_TIMEOUT, send.write_chunks(rest)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(Failure::Gone(e.to_string())),
+            Err(_) => {
+                return Err(Failure::Reset {
+                    code: RESET_ABORTED,
+                    reason: format!("the peer took nothing for {}s", STALL_TIMEOUT.as_secs()),
+                });
+            }
+        }
+    }
     Ok(())
 }
 

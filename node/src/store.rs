@@ -31,7 +31,7 @@
 //!
 //! All methods block: call them from a blocking thread (`tokio::task::spawn_blocking`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -54,6 +54,8 @@ use crate::protocol::{Holding, ManifestKind};
 const CF_SHARDS: &str = "shards";
 const CF_OUTBOARDS: &str = "outboards";
 const CF_CORRUPT: &str = "corrupt";
+/// Most provenance envelopes kept (and served) per manifest: what readers accept.
+const MAX_ENVELOPES: usize = crate::protocol::MAX_ENVELOPES as usize;
 const CF_MANIFESTS: &str = "manifests";
 const CF_PROVENANCE: &str = "provenance";
 const CF_META: &str = "meta";
@@ -259,6 +261,17 @@ pub enum StoreError {
     /// A manifest or envelope was refused.
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    /// The manifest already carries as many provenance envelopes (one per signer) as readers
+    /// accept.
+    #[error(
+        "{cid} already carries {max} provenance envelopes from other signers: no more are kept"
+    )]
+    TooManyEnvelopes {
+        /// The manifest.
+        cid: Cid,
+        /// Most envelopes kept per manifest.
+        max: usize,
+    },
     /// Metadata the store wrote itself does not parse.
     #[error("store metadata is damaged: {0}")]
     Damaged(String),
@@ -327,6 +340,9 @@ pub struct ScrubReport {
     pub bytes: u64,
     /// Shards found corrupt in this step.
     pub corrupt: Vec<Cid>,
+    /// Shards that could not be checked (a read error other than corruption, such as an I/O
+    /// error): logged and passed over, so one bad row does not stop the scrub for good.
+    pub unreadable: Vec<(Cid, String)>,
     /// Where to continue; `None` when the pass reached the end.
     pub next: Option<Cid>,
 }
@@ -603,6 +619,21 @@ impl Store {
         Ok(())
     }
 
+    /// Runs `write` (of about `len` bytes) if the disk has room for it beside the writes already
+    /// in flight, counting it among them while it runs.
+    fn with_disk_room<T>(
+        &self,
+        len: u64,
+        write: impl FnOnce() -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let beside = self.writing.fetch_add(len, Ordering::SeqCst);
+        let result = self
+            .check_disk(len.saturating_add(beside))
+            .and_then(|()| write());
+        self.writing.fetch_sub(len, Ordering::SeqCst);
+        result
+    }
+
     /// The error for a full disk, logged once until the disk has room again.
     fn disk_full(&self, available: u64, needed: u64) -> StoreError {
         let reserve = self.config.disk_reserve;
@@ -710,12 +741,6 @@ impl Store {
                     capacity,
                     needed: len,
                 })?;
-            let beside = self.writing.fetch_add(len, Ordering::SeqCst);
-            if let Err(e) = self.check_disk(len.saturating_add(beside)) {
-                self.writing.fetch_sub(len, Ordering::SeqCst);
-                self.used.fetch_sub(len, Ordering::SeqCst);
-                return Err(e);
-            }
         }
         let mut ob_value = Vec::with_capacity(8 + outboard.len());
         ob_value.extend_from_slice(&len.to_le_bytes());
@@ -730,15 +755,17 @@ impl Store {
             batch.merge_cf(meta, KEY_USED, delta(len as i64));
             batch.merge_cf(meta, KEY_COUNT, delta(1));
         }
-        let written = self.db.write_opt(batch, &self.write_opts());
-        if !held {
-            self.writing.fetch_sub(len, Ordering::SeqCst);
-        }
+        // A repair rewrites the whole shard too, so it needs the disk room a new shard does.
+        let written = self.with_disk_room(len, || {
+            self.db
+                .write_opt(batch, &self.write_opts())
+                .map_err(|e| self.write_failed(e, len))
+        });
         if let Err(e) = written {
             if !held {
                 self.used.fetch_sub(len, Ordering::SeqCst);
             }
-            return Err(self.write_failed(e, len));
+            return Err(e);
         }
         if !held {
             self.count.fetch_add(1, Ordering::SeqCst);
@@ -1050,8 +1077,14 @@ impl Store {
                 (None, _) => Ok(Holding::Absent),
             })
             .collect::<Result<_, StoreError>>()?;
+        // Each manifest is re-hashed once per call, however often it is asked for.
+        let mut seen: HashMap<&Cid, Holding> = HashMap::new();
         for (i, cid) in cids.iter().enumerate() {
             if cid.codec() != cids::CODEC_DAG_CBOR {
+                continue;
+            }
+            if let Some(known) = seen.get(cid) {
+                out[i] = *known;
                 continue;
             }
             if let Some(bytes) = self.db.get_pinned_cf(self.cf(CF_MANIFESTS)?, &keys[i])? {
@@ -1060,6 +1093,7 @@ impl Store {
                 } else {
                     Holding::Corrupt
                 };
+                seen.insert(cid, out[i]);
             }
         }
         Ok(out)
@@ -1081,10 +1115,19 @@ impl Store {
             if out.len() == limit {
                 return Ok((out, true));
             }
-            let cid = cids::from_bytes(&key)
-                .map_err(|e| StoreError::Damaged(format!("bad key in outboards: {e}")))?;
+            // A damaged row is skipped (and logged), so it cannot stop listings or the scrub.
+            let row = cids::from_bytes(&key)
+                .map_err(|e| StoreError::Damaged(format!("bad key in outboards: {e}")))
+                .and_then(|cid| Ok((cid, u64_le(&value)?)));
+            let (cid, size) = match row {
+                Ok(row) => row,
+                Err(e) => {
+                    tracing::error!(key = ?&key[..], "skipping a damaged shard row: {e}");
+                    continue;
+                }
+            };
             let corrupt = self.is_corrupt(&key)?;
-            out.push((cid, u64_le(&value)?, corrupt));
+            out.push((cid, size, corrupt));
         }
         Ok((out, false))
     }
@@ -1104,19 +1147,30 @@ impl Store {
                 continue;
             }
             let key = cid.to_bytes();
-            let root = cids::digest(&cid, Codec::Raw)?;
-            let ok = match self.load_pieces(&key, size, 0..piece_count(size))? {
-                Ok(pieces) => {
-                    report.bytes += size;
-                    let (actual, outboard) = verified::outboard(&join(&pieces));
-                    actual == root && self.outboard(&key, &cid)?.1 == outboard
-                }
-                Err(_) => false,
-            };
+            let verdict = (|| {
+                let root = cids::digest(&cid, Codec::Raw)?;
+                Ok::<_, StoreError>(match self.load_pieces(&key, size, 0..piece_count(size))? {
+                    Ok(pieces) => {
+                        report.bytes += size;
+                        let (actual, outboard) = verified::outboard(&join(&pieces));
+                        actual == root && self.outboard(&key, &cid)?.1 == outboard
+                    }
+                    Err(_) => false,
+                })
+            })();
             report.checked += 1;
-            if !ok {
-                let _ = self.mark_corrupt(&cid, 0);
-                report.corrupt.push(cid);
+            match verdict {
+                Ok(true) => {}
+                Ok(false) => {
+                    let _ = self.mark_corrupt(&cid, 0);
+                    report.corrupt.push(cid);
+                }
+                Err(e) => {
+                    // Not proof of corruption (an I/O error may pass), so not quarantined; the
+                    // next pass tries again.
+                    tracing::error!(%cid, "scrub could not check a shard: {e}");
+                    report.unreadable.push((cid, e.to_string()));
+                }
             }
             if report.bytes >= max_bytes {
                 break;
@@ -1151,9 +1205,28 @@ impl Store {
             parsed.push((p, env));
         }
         let key = cid.to_bytes();
+        // Anyone can sign any manifest, so envelopes are kept one per signer (the first), and
+        // only as many as readers accept: more would make the manifest unreadable here. Writers
+        // of one manifest take turns so that the count cannot be overrun.
+        let _claim = self.claim(&key);
+        let kept = self.envelopes(&key)?;
+        let mut signers: HashSet<Vec<u8>> = kept
+            .iter()
+            .filter_map(|e| Provenance::from_bytes(e).ok())
+            .map(|p| p.signer)
+            .collect();
+        parsed.retain(|(p, _)| signers.insert(p.signer.clone()));
+        if kept.len() + parsed.len() > MAX_ENVELOPES {
+            return Err(StoreError::TooManyEnvelopes {
+                cid: *cid,
+                max: MAX_ENVELOPES,
+            });
+        }
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(CF_MANIFESTS)?, &key, bytes);
+        let mut len = bytes.len() as u64;
         for (p, env) in parsed {
+            len += env.len() as u64;
             let mut k = key.clone();
             k.extend_from_slice(&p.cid().to_bytes());
             batch.put_cf(self.cf(CF_PROVENANCE)?, k, env);
@@ -1168,10 +1241,25 @@ impl Store {
             };
             batch.put_cf(self.cf(CF_SIGNED)?, by_signer, [kind_byte]);
         }
-        self.db
-            .write_opt(batch, &self.write_opts())
-            .map_err(|e| self.write_failed(e, bytes.len() as u64))?;
-        Ok(())
+        self.with_disk_room(len, || {
+            self.db
+                .write_opt(batch, &self.write_opts())
+                .map_err(|e| self.write_failed(e, len))
+        })
+    }
+
+    /// The provenance envelopes stored for the manifest keyed `key`, at most
+    /// [`MAX_ENVELOPES`].
+    fn envelopes(&self, key: &[u8]) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut envelopes = Vec::new();
+        for item in self.db.prefix_iterator_cf(self.cf(CF_PROVENANCE)?, key) {
+            let (k, v) = item?;
+            if !k.starts_with(key) || envelopes.len() == MAX_ENVELOPES {
+                break;
+            }
+            envelopes.push(v.to_vec());
+        }
+        Ok(envelopes)
     }
 
     /// Manifests signed by `signer` (an ed25519 public key), newest first (by the signer's
@@ -1229,15 +1317,7 @@ impl Store {
                 offset: 0,
             });
         }
-        let mut envelopes = Vec::new();
-        for item in self.db.prefix_iterator_cf(self.cf(CF_PROVENANCE)?, &key) {
-            let (k, v) = item?;
-            if !k.starts_with(&key) {
-                break;
-            }
-            envelopes.push(v.to_vec());
-        }
-        Ok((bytes, envelopes))
+        Ok((bytes, self.envelopes(&key)?))
     }
 
     /// Flushes memtables and the WAL to disk (called on clean shutdown).
@@ -1732,11 +1812,40 @@ mod tests {
             PutOutcome::AlreadyHeld
         );
 
-        // Room again: shards are taken.
+        // A repair rewrites the whole shard, and a manifest is written too: both need room.
+        overwrite_stored(&store, &held, &vec![0u8; held_data.len()]);
+        assert!(matches!(
+            store.read_shard(&held),
+            Err(StoreError::Corrupt { .. })
+        ));
+        assert!(matches!(
+            store.put_shard(&held, &held_data),
+            Err(StoreError::DiskFull { .. })
+        ));
+        let d = cairn_chunker::DatasetManifest::new();
+        assert!(matches!(
+            store.put_manifest(&d.cid(), ManifestKind::Dataset, &d.to_bytes(), &[]),
+            Err(StoreError::DiskFull { .. })
+        ));
+        assert!(matches!(
+            store.get_manifest(&d.cid()),
+            Err(StoreError::NotFound { .. })
+        ));
+        assert_eq!(store.writing.load(Ordering::SeqCst), 0);
+
+        // Room again: shards are taken and repaired, manifests kept.
         store.config.disk_reserve = 0;
         assert_eq!(store.put_shard(&cid, &data).unwrap(), PutOutcome::Stored);
         assert!(!store.disk_full.load(Ordering::SeqCst));
         assert_eq!(store.read_shard(&cid).unwrap(), data);
+        assert_eq!(
+            store.put_shard(&held, &held_data).unwrap(),
+            PutOutcome::Repaired
+        );
+        assert_eq!(store.read_shard(&held).unwrap(), held_data);
+        store
+            .put_manifest(&d.cid(), ManifestKind::Dataset, &d.to_bytes(), &[])
+            .unwrap();
     }
 
     #[test]
@@ -1817,6 +1926,94 @@ mod tests {
                 .put_manifest(&cid, ManifestKind::Dataset, &bytes, &[bad])
                 .is_err()
         );
+    }
+
+    #[test]
+    fn envelopes_are_kept_one_per_signer_and_no_more_than_readers_take() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 1 << 30);
+        let d = cairn_chunker::DatasetManifest::new();
+        let (cid, bytes) = (d.cid(), d.to_bytes());
+        let signer = |i: u32| {
+            let mut seed = [0u8; 32];
+            seed[..4].copy_from_slice(&i.to_le_bytes());
+            ed25519_dalek::SigningKey::from_bytes(&seed)
+        };
+        let author = Provenance::sign(cid, &signer(0), 1, None).to_bytes();
+        store
+            .put_manifest(
+                &cid,
+                ManifestKind::Dataset,
+                &bytes,
+                std::slice::from_ref(&author),
+            )
+            .unwrap();
+        // The same signer again (a later time, so another envelope): the first one stays.
+        let again = Provenance::sign(cid, &signer(0), 2, None).to_bytes();
+        store
+            .put_manifest(&cid, ManifestKind::Dataset, &bytes, &[again])
+            .unwrap();
+        assert_eq!(store.get_manifest(&cid).unwrap().1, vec![author.clone()]);
+        // Strangers sign it too, up to what readers accept; one more is refused, clearly.
+        let strangers: Vec<Vec<u8>> = (1..MAX_ENVELOPES as u32)
+            .map(|i| Provenance::sign(cid, &signer(i), 3, None).to_bytes())
+            .collect();
+        store
+            .put_manifest(&cid, ManifestKind::Dataset, &bytes, &strangers)
+            .unwrap();
+        let one_more = Provenance::sign(cid, &signer(9999), 3, None).to_bytes();
+        let err = store
+            .put_manifest(&cid, ManifestKind::Dataset, &bytes, &[one_more])
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::TooManyEnvelopes { max, .. } if max == MAX_ENVELOPES),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("provenance envelopes"), "{err}");
+        // Still readable, with the author's envelope among those served.
+        let (got, envs) = store.get_manifest(&cid).unwrap();
+        assert_eq!(got, bytes);
+        assert_eq!(envs.len(), MAX_ENVELOPES);
+        assert!(envs.contains(&author));
+        // Re-publishing with an envelope already kept is not refused.
+        store
+            .put_manifest(&cid, ManifestKind::Dataset, &bytes, &[author])
+            .unwrap();
+    }
+
+    #[test]
+    fn a_shard_that_cannot_be_checked_does_not_stop_the_scrub() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 1 << 30);
+        let mut held = Vec::new();
+        for seed in 1..=3 {
+            let (cid, data) = shard(300_000, seed);
+            store.put_shard(&cid, &data).unwrap();
+            held.push(cid);
+        }
+        // Two damaged rows: one whose key is no Cairn CID at all, sorted before every shard,
+        // and one the scrub cannot check (a manifest CID among shards), as a row whose read
+        // fails with an I/O error would be.
+        let mut row = 10u64.to_le_bytes().to_vec();
+        row.extend_from_slice(&[0; 64]);
+        let outboards = store.cf(CF_OUTBOARDS).unwrap();
+        let alien = Cid::new_v1(0x50, *cids::raw(b"alien").hash());
+        assert!(alien.to_bytes() < held.iter().map(Cid::to_bytes).min().unwrap());
+        let odd = cids::dag_cbor(b"odd");
+        for key in [alien, odd] {
+            store.db.put_cf(outboards, key.to_bytes(), &row).unwrap();
+        }
+
+        let report = store.scrub_step(None, u64::MAX).unwrap();
+        assert_eq!(report.unreadable.len(), 1, "{report:?}");
+        assert_eq!(report.unreadable[0].0, odd);
+        assert_eq!(report.checked, 4);
+        assert_eq!(report.bytes, 3 * 300_000, "every shard was checked");
+        assert!(report.corrupt.is_empty());
+        assert_eq!(report.next, None, "the pass reached the end");
+        let (listed, more) = store.list(None, 100).unwrap();
+        assert!(!more);
+        assert_eq!(listed.len(), 4, "the alien row is skipped: {listed:?}");
     }
 
     #[test]

@@ -12,8 +12,8 @@ use cairn_node::config::{Config, Size};
 use cairn_node::data::{self, DataError, Target};
 use cairn_node::identity;
 use cairn_node::protocol::{
-    ControlRequest, ControlResponse, DataRequest, DataResponse, ErrorCode, Holding, decode_body,
-    encode_frame,
+    ControlRequest, ControlResponse, DataRequest, DataResponse, ErrorCode, Holding, RESET_ABORTED,
+    decode_body, encode_frame,
 };
 use libp2p::PeerId;
 
@@ -372,6 +372,49 @@ async fn an_upload_that_stalls_is_dropped_not_held() {
     // The same shard, sent whole, is stored.
     c.store(&t, &cid, data.clone()).await.unwrap();
     assert_eq!(c.fetch(&t, &cid, None, None).await.unwrap(), data);
+    n.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_reading_its_answer_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = start(dir.path(), None, 1 << 30).await;
+    let t = target(&n);
+    let c = client();
+    // Twice the 16 MiB a stream may have in flight: the node must wait for the reader.
+    let (big, data) = shard(32 << 20, 5);
+    c.store(&t, &big, data.clone()).await.unwrap();
+    let (mut send, mut recv) = c.raw_stream(&t).await.unwrap();
+    let ask = encode_frame(&DataRequest::Fetch {
+        cid: big,
+        range: None,
+    });
+    send.write_all(&ask).await.unwrap();
+    send.finish().unwrap();
+    // While that answer waits, others are served.
+    let (small, small_data) = shard(100_000, 6);
+    c.store(&t, &small, small_data.clone()).await.unwrap();
+    assert_eq!(c.fetch(&t, &small, None, None).await.unwrap(), small_data);
+    tokio::time::sleep(data::STALL_TIMEOUT + Duration::from_secs(3)).await;
+    // Reading now: what was in flight arrives, then the stream ends in a reset, short of the
+    // shard, because the node gave up on this reader rather than hold the send for 120 s.
+    let mut got = 0usize;
+    let end = loop {
+        match tokio::time::timeout(Duration::from_secs(10), recv.read_chunk(1 << 20, true)).await {
+            Ok(Ok(Some(chunk))) => got += chunk.bytes.len(),
+            Ok(Ok(None)) => break None,
+            Ok(Err(e)) => break Some(e.to_string()),
+            Err(_) => break Some("no bytes for 10 s".into()),
+        }
+    };
+    let reset = format!("stream reset by peer: error {RESET_ABORTED}");
+    assert!(
+        end.as_deref() == Some(reset.as_str()),
+        "{end:?} after {got} bytes"
+    );
+    assert!(got < data.len(), "{got} bytes arrived");
+    // Asked for again and read, it comes whole.
+    assert_eq!(c.fetch(&t, &big, None, None).await.unwrap(), data);
     n.shutdown().await.unwrap();
 }
 
