@@ -1,16 +1,16 @@
 //! Inspection: where every shard of an object is (`stat`), and a full audit of an object or
 //! dataset down to every shard on every node that claims it (`verify`).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 use cairn_chunker::Cid;
-use cairn_chunker::manifest::{Location, ObjectManifest};
+use cairn_chunker::manifest::{DatasetEntry, Location, ObjectManifest};
 use cairn_chunker::pipeline::encode_stripe_shards;
 use libp2p::PeerId;
 use serde::Serialize;
 
-use crate::get::{Manifest, fetch_manifest};
+use crate::get::{MAX_PACK, Manifest, fetch_manifest};
 use crate::network::Network;
 
 /// One shard of a stripe and who holds it.
@@ -157,13 +157,16 @@ pub async fn verify(net: &Network, cid: &Cid) -> VerifyReport {
     };
     report.manifests += 1;
     match fetched.manifest {
-        Manifest::Object(m) => verify_object(net, cid, &m, &mut report).await,
+        Manifest::Object(m) => {
+            verify_object(net, cid, &m, false, &mut report).await;
+        }
         Manifest::Dataset(d) => {
-            let mut objects = BTreeSet::new();
+            // Each object or pack once, with the entries that name it.
+            let mut objects: BTreeMap<Cid, Vec<(&String, &DatasetEntry)>> = BTreeMap::new();
             for (path, entry) in &d.entries {
                 match &entry.location {
                     Location::Object(c) | Location::Packed { pack: c, .. } => {
-                        objects.insert(*c);
+                        objects.entry(*c).or_default().push((path, entry));
                     }
                     Location::Inline(bytes) => {
                         if blake3::hash(bytes) != entry.blake3 {
@@ -174,12 +177,25 @@ pub async fn verify(net: &Network, cid: &Cid) -> VerifyReport {
                     }
                 }
             }
-            for c in objects {
+            for (c, entries) in objects {
                 match fetch_manifest(net, &c).await {
                     Ok(f) => {
                         report.manifests += 1;
                         match f.manifest {
-                            Manifest::Object(m) => verify_object(net, &c, &m, &mut report).await,
+                            Manifest::Object(m) => {
+                                let packed = entries
+                                    .iter()
+                                    .any(|(_, e)| matches!(e.location, Location::Packed { .. }));
+                                let keep = packed && m.size <= MAX_PACK;
+                                if packed && !keep {
+                                    report.problems.push(format!(
+                                        "{c}: a pack of {} bytes, over the {MAX_PACK} a pack may hold",
+                                        m.size
+                                    ));
+                                }
+                                let bytes = verify_object(net, &c, &m, keep, &mut report).await;
+                                check_entries(&c, &m, bytes.as_deref(), &entries, &mut report);
+                            }
                             Manifest::Dataset(_) => report
                                 .problems
                                 .push(format!("{c}: a dataset where an object was expected")),
@@ -193,22 +209,75 @@ pub async fn verify(net: &Network, cid: &Cid) -> VerifyReport {
     report
 }
 
-async fn verify_object(net: &Network, cid: &Cid, m: &ObjectManifest, report: &mut VerifyReport) {
+/// Checks that the files a dataset names in object `cid` are what its entries say: a whole
+/// object has the entry's size and BLAKE3, a pack slice lies within the pack and hashes to the
+/// entry's BLAKE3 (`pack`: the pack's bytes, when they could all be read and verified).
+fn check_entries(
+    cid: &Cid,
+    m: &ObjectManifest,
+    pack: Option<&[u8]>,
+    entries: &[(&String, &DatasetEntry)],
+    report: &mut VerifyReport,
+) {
+    for (path, entry) in entries {
+        match entry.location {
+            Location::Object(_) => {
+                if m.size != entry.size || m.blake3 != entry.blake3 {
+                    report.problems.push(format!(
+                        "{path}: object {cid} is not the file the dataset names (its size or \
+                         BLAKE3 differs)"
+                    ));
+                }
+            }
+            Location::Packed { offset, .. } => {
+                let end = offset.checked_add(entry.size).filter(|&e| e <= m.size);
+                match (end, pack) {
+                    (None, _) => report.problems.push(format!(
+                        "{path}: bytes {offset}+{} lie outside pack {cid} ({} bytes)",
+                        entry.size, m.size
+                    )),
+                    (Some(end), Some(pack)) => {
+                        if blake3::hash(&pack[offset as usize..end as usize]) != entry.blake3 {
+                            report.problems.push(format!(
+                                "{path}: its slice of pack {cid} does not match its BLAKE3"
+                            ));
+                        }
+                    }
+                    // The pack could not be read whole: already reported.
+                    (Some(_), None) => {}
+                }
+            }
+            Location::Inline(_) => {}
+        }
+    }
+}
+
+/// Audits one object (see [`verify`]). With `keep`, returns its bytes if every stripe could be
+/// read and they add up to the object's BLAKE3 (only asked of packs, at most [`MAX_PACK`]).
+async fn verify_object(
+    net: &Network,
+    cid: &Cid,
+    m: &ObjectManifest,
+    keep: bool,
+    report: &mut VerifyReport,
+) -> Option<Vec<u8>> {
     if let Some(inline) = &m.inline {
         if blake3::hash(inline) != m.blake3 {
             report.problems.push(format!(
                 "{cid}: inline bytes do not match the object's BLAKE3"
             ));
+            return None;
         }
-        return;
+        return keep.then(|| inline.clone());
     }
+    let mut kept = keep.then(|| Vec::with_capacity(m.size.min(MAX_PACK) as usize));
     let cids: Vec<Cid> = m.stored_shards().map(|(_, _, r)| r.cid).collect();
     let holders = net.locate(&cids).await;
     let mut coder = match m.erasure.code.coder(m.erasure.k.into(), m.erasure.m.into()) {
         Ok(c) => c,
         Err(e) => {
             report.problems.push(format!("{cid}: {e}"));
-            return;
+            return None;
         }
     };
     let mut object_hash = blake3::Hasher::new();
@@ -266,6 +335,9 @@ async fn verify_object(net: &Network, cid: &Cid, m: &ObjectManifest, report: &mu
             Some(data) => {
                 for d in &data {
                     object_hash.update(d);
+                    if let Some(kept) = kept.as_mut() {
+                        kept.extend_from_slice(d);
+                    }
                 }
                 match encode_stripe_shards(coder.as_mut(), &data) {
                     Ok((recomputed, _)) if recomputed.parity == stripe.parity => {
@@ -280,11 +352,16 @@ async fn verify_object(net: &Network, cid: &Cid, m: &ObjectManifest, report: &mu
             None => hash_complete = false,
         }
     }
-    if hash_complete && object_hash.finalize() != m.blake3 {
+    if !hash_complete {
+        return None;
+    }
+    if object_hash.finalize() != m.blake3 {
         report.problems.push(format!(
             "{cid}: data shards do not add up to the object's BLAKE3"
         ));
+        return None;
     }
+    kept
 }
 
 fn peer_str(p: PeerId) -> String {

@@ -556,6 +556,81 @@ async fn a_read_whose_output_stops_fetches_only_a_few_stripes_ahead() {
     net.stop().await;
 }
 
+/// `verify` holds a dataset's entries to the objects they name: a whole object must have the
+/// entry's size and BLAKE3, a pack slice must lie in the pack and hash to the entry's BLAKE3
+/// (as `get` requires), even when every object itself is intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_checks_that_a_datasets_files_are_what_its_entries_say() {
+    use cairn_chunker::DatasetManifest;
+    use cairn_chunker::manifest::{DatasetEntry, Location};
+    let net = Net::start(6).await;
+    let view = Network::connect(&peers(&net)).await.unwrap();
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let mut opts = PutOptions::default();
+    opts.params.erasure.shard_size = 64 << 10;
+    let object = noise(300 << 10, 31);
+    let pack = noise(100 << 10, 32);
+    let object_cid = put(&view, &key, object.clone(), &opts).await.unwrap().cid;
+    let pack_cid = put(&view, &key, pack.clone(), &opts).await.unwrap().cid;
+    let entry = |size: usize, hash: blake3::Hash, location: Location| DatasetEntry {
+        size: size as u64,
+        blake3: hash,
+        location,
+        meta: Default::default(),
+    };
+    let slice = |offset: usize, len: usize, hash: blake3::Hash| {
+        let at = Location::Packed {
+            pack: pack_cid,
+            offset: offset as u64,
+        };
+        entry(len, hash, at)
+    };
+    let mut d = DatasetManifest::new();
+    let whole = Location::Object(object_cid);
+    let good = [
+        (
+            "good.bin",
+            entry(object.len(), blake3::hash(&object), whole.clone()),
+        ),
+        (
+            "in-pack.txt",
+            slice(1000, 500, blake3::hash(&pack[1000..1500])),
+        ),
+    ];
+    let bad = [
+        (
+            "wrong.bin",
+            entry(object.len(), blake3::hash(b"other"), whole),
+        ),
+        ("bad-slice.txt", slice(5, 5, blake3::hash(b"zzzzz"))),
+        ("outside.txt", slice(pack.len() - 2, 10, blake3::hash(b"x"))),
+    ];
+    for (path, e) in good.iter().chain(&bad) {
+        d.entries.insert((*path).to_string(), e.clone());
+    }
+    d.validate().unwrap();
+    let (cid, bytes) = (d.cid(), d.to_bytes());
+    let kind = cairn_node::protocol::ManifestKind::Dataset;
+    cairn_client::put::publish_manifest(&view, &key, &cid, kind, &bytes, &opts, None)
+        .await
+        .unwrap();
+
+    let report = cairn_client::verify::verify(&view, &cid).await;
+    let problems = report.problems.join("\n");
+    for (path, _) in &bad {
+        let named = report
+            .problems
+            .iter()
+            .filter(|p| p.starts_with(path))
+            .count();
+        assert_eq!(named, 1, "{path} not reported once:\n{problems}");
+    }
+    assert_eq!(report.problems.len(), bad.len(), "{problems}");
+    assert_eq!(report.manifests, 3);
+    drop(view);
+    net.stop().await;
+}
+
 /// A node frozen during an upload (SIGSTOP: its socket stays open, nothing answers, as with a
 /// hung host) is noticed within seconds, long before the transport's idle timeout: its shards
 /// go to the next-ranked nodes beside the stalled stores (never two shards of a stripe on one
