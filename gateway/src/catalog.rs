@@ -12,9 +12,10 @@
 //! blocks: call from a blocking thread.
 
 use std::collections::BTreeMap;
+use std::hash::BuildHasher;
 use std::path::Path;
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, RwLock};
 
 use cairn_chunker::Cid;
 use rocksdb::{
@@ -126,6 +127,48 @@ pub struct PartRecord {
     pub nodes: Vec<cairn_chunker::pieces::Subtree>,
 }
 
+/// What a key's current object must be for a write to it to land: S3's conditional writes
+/// (`If-None-Match: *`, `If-Match`). The default asks nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteCondition {
+    /// `If-None-Match: *`: the key holds no object.
+    pub absent: bool,
+    /// `If-Match`: the key holds an object, with this ETag.
+    pub if_match: Option<ETagMatch>,
+}
+
+/// The ETag an `If-Match` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ETagMatch {
+    /// `*`: any.
+    Any,
+    /// This one (unquoted; strong comparison).
+    Strong(String),
+    /// A weak ETag, which the strong comparison `If-Match` uses never matches.
+    Weak,
+}
+
+impl WriteCondition {
+    /// Whether this asks anything of the key.
+    pub fn is_none(&self) -> bool {
+        !self.absent && self.if_match.is_none()
+    }
+
+    /// Whether a key whose object is `current` meets this; why not if it does not.
+    pub fn check(&self, current: Option<&ObjectRecord>) -> Result<(), String> {
+        match (current, &self.if_match) {
+            (Some(_), _) if self.absent => Err("object already exists".into()),
+            (None, Some(_)) => Err("object does not exist".into()),
+            (Some(r), Some(m)) => match m {
+                ETagMatch::Any => Ok(()),
+                ETagMatch::Strong(e) if *e == r.etag => Ok(()),
+                ETagMatch::Strong(_) | ETagMatch::Weak => Err("ETag does not match".into()),
+            },
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Catalog errors.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -145,7 +188,14 @@ pub enum CatalogError {
     /// The bucket still holds objects or uploads.
     #[error("bucket {0} is not empty")]
     BucketNotEmpty(String),
+    /// A conditional write's condition does not hold (any more): nothing was written.
+    #[error("precondition failed: {0}")]
+    PreconditionFailed(String),
 }
+
+/// How many locks keys share (by a hash of the key): enough that writes of different keys
+/// seldom wait for each other.
+const KEY_LOCKS: usize = 1024;
 
 /// The catalog.
 pub struct Catalog {
@@ -156,6 +206,12 @@ pub struct Catalog {
     /// synced writes overlap and RocksDB commits them together (one fsync for many); creating
     /// and deleting buckets hold it alone.
     buckets_lock: RwLock<()>,
+    /// Held while a key is written, by a hash of the key ([`Catalog::lock_key`]), after
+    /// `buckets_lock`: a conditional write holds its key's across re-reading the key's record,
+    /// checking its condition and writing, so that no other write of the key lands in between.
+    key_locks: Box<[Mutex<()>]>,
+    /// Hashes keys to their lock.
+    key_hasher: std::collections::hash_map::RandomState,
     /// Bumped by every change to buckets or objects (what an export holds).
     generation: AtomicU64,
 }
@@ -219,6 +275,8 @@ impl Catalog {
         Ok(Self {
             db,
             buckets_lock: RwLock::new(()),
+            key_locks: (0..KEY_LOCKS).map(|_| Mutex::new(())).collect(),
+            key_hasher: Default::default(),
             generation: AtomicU64::new(0),
         })
     }
@@ -240,6 +298,38 @@ impl Catalog {
     /// For writing keys: their buckets cannot be deleted meanwhile.
     fn share_buckets(&self) -> std::sync::RwLockReadGuard<'_, ()> {
         self.buckets_lock.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Which of `key_locks` an object key (from [`object_key`]) takes.
+    fn key_lock_index(&self, object_key: &[u8]) -> usize {
+        (self.key_hasher.hash_one(object_key) % KEY_LOCKS as u64) as usize
+    }
+
+    /// For writing a key (after [`Catalog::share_buckets`], if that is held too): no other write
+    /// of it lands meanwhile. Uncontended unless the same key (or one sharing its lock) is
+    /// being written.
+    fn lock_key(&self, object_key: &[u8]) -> MutexGuard<'_, ()> {
+        self.key_locks[self.key_lock_index(object_key)]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Checks `cond` against the key's current record (with its key lock held).
+    fn check_condition(
+        &self,
+        object_key: &[u8],
+        cond: &WriteCondition,
+    ) -> Result<(), CatalogError> {
+        if cond.is_none() {
+            return Ok(());
+        }
+        let current: Option<ObjectRecord> = self
+            .db
+            .get_pinned_cf(self.cf(CF_OBJECTS)?, object_key)?
+            .map(|b| dec(&b))
+            .transpose()?;
+        cond.check(current.as_ref())
+            .map_err(CatalogError::PreconditionFailed)
     }
 
     fn require_bucket(&self, name: &str) -> Result<(), CatalogError> {
@@ -337,14 +427,27 @@ impl Catalog {
         key: &str,
         record: &ObjectRecord,
     ) -> Result<(), CatalogError> {
+        self.put_object_if(bucket, key, record, &WriteCondition::default())
+    }
+
+    /// Stores an object's record (replacing any), if its bucket still exists and the key's
+    /// current object meets `cond`, checked and written as one step: of writes racing with
+    /// `If-None-Match: *` on a new key, one lands and the others fail with
+    /// [`CatalogError::PreconditionFailed`].
+    pub fn put_object_if(
+        &self,
+        bucket: &str,
+        key: &str,
+        record: &ObjectRecord,
+        cond: &WriteCondition,
+    ) -> Result<(), CatalogError> {
+        let k = object_key(bucket, key);
         let _guard = self.share_buckets();
         self.require_bucket(bucket)?;
-        self.db.put_cf_opt(
-            self.cf(CF_OBJECTS)?,
-            object_key(bucket, key),
-            enc(record),
-            &Self::wo(),
-        )?;
+        let _key = self.lock_key(&k);
+        self.check_condition(&k, cond)?;
+        self.db
+            .put_cf_opt(self.cf(CF_OBJECTS)?, k, enc(record), &Self::wo())?;
         self.changed();
         Ok(())
     }
@@ -363,9 +466,19 @@ impl Catalog {
             batch.put_cf(buckets, bucket, enc(&BucketRecord { created_ms }));
         }
         let objects = self.cf(CF_OBJECTS)?;
+        let mut locks = Vec::with_capacity(records.len());
         for (key, record) in records {
-            batch.put_cf(objects, object_key(bucket, key), enc(record));
+            let k = object_key(bucket, key);
+            locks.push(self.key_lock_index(&k));
+            batch.put_cf(objects, k, enc(record));
         }
+        // Every key's lock, in one order (no two writers wait for each other's).
+        locks.sort_unstable();
+        locks.dedup();
+        let _keys: Vec<_> = locks
+            .into_iter()
+            .map(|i| self.key_locks[i].lock().unwrap_or_else(|p| p.into_inner()))
+            .collect();
         self.db.write_opt(batch, &Self::wo())?;
         self.changed();
         Ok(())
@@ -375,6 +488,7 @@ impl Catalog {
     pub fn delete_object(&self, bucket: &str, key: &str) -> Result<bool, CatalogError> {
         let cf = self.cf(CF_OBJECTS)?;
         let k = object_key(bucket, key);
+        let _key = self.lock_key(&k);
         let existed = self.db.get_pinned_cf(cf, &k)?.is_some();
         self.db.delete_cf_opt(cf, k, &Self::wo())?;
         if existed {
@@ -531,16 +645,35 @@ impl Catalog {
         id: &str,
         object: Option<(&str, &str, &ObjectRecord)>,
     ) -> Result<(), CatalogError> {
+        self.finish_upload_if(id, object, &WriteCondition::default())
+    }
+
+    /// [`Catalog::finish_upload`], storing the object only if the key's current object meets
+    /// `cond` (checked and written as one step, as [`Catalog::put_object_if`]). When it does
+    /// not, nothing changes: the upload stays open.
+    pub fn finish_upload_if(
+        &self,
+        id: &str,
+        object: Option<(&str, &str, &ObjectRecord)>,
+        cond: &WriteCondition,
+    ) -> Result<(), CatalogError> {
         let mut batch = WriteBatch::default();
         batch.delete_cf(self.cf(CF_UPLOADS)?, id);
         for (n, _) in self.parts(id)? {
             batch.delete_cf(self.cf(CF_PARTS)?, part_key(id, n));
         }
         let _guard = self.share_buckets();
-        if let Some((bucket, key, record)) = object {
-            self.require_bucket(bucket)?;
-            batch.put_cf(self.cf(CF_OBJECTS)?, object_key(bucket, key), enc(record));
-        }
+        let _key = match object {
+            Some((bucket, key, record)) => {
+                self.require_bucket(bucket)?;
+                let k = object_key(bucket, key);
+                let guard = self.lock_key(&k);
+                self.check_condition(&k, cond)?;
+                batch.put_cf(self.cf(CF_OBJECTS)?, k, enc(record));
+                Some(guard)
+            }
+            None => None,
+        };
         self.db.write_opt(batch, &Self::wo())?;
         if object.is_some() {
             self.changed();
@@ -778,6 +911,105 @@ mod tests {
             stored += usize::from(put);
         }
         assert_eq!(deleted + stored, 150, "every trial has one winner");
+    }
+
+    /// A conditional write checks its condition and writes as one step: of writers racing on
+    /// one key, each of which saw it absent (or at one ETag), exactly one lands.
+    #[test]
+    fn racing_conditional_writes_have_one_winner() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = std::sync::Arc::new(Catalog::open(dir.path()).unwrap());
+        c.create_bucket("b", &BucketRecord { created_ms: 0 })
+            .unwrap();
+        let absent = WriteCondition {
+            absent: true,
+            ..Default::default()
+        };
+        let is = |e: &str| WriteCondition {
+            if_match: Some(ETagMatch::Strong(e.into())),
+            ..Default::default()
+        };
+        for trial in 0..50u8 {
+            let key = format!("k{trial}");
+            let race = |cond: WriteCondition, base: u8| {
+                let start = std::sync::Arc::new(std::sync::Barrier::new(8));
+                let writers: Vec<_> = (0..8u8)
+                    .map(|i| {
+                        let (c, k, cond, start) =
+                            (c.clone(), key.clone(), cond.clone(), start.clone());
+                        std::thread::spawn(move || {
+                            start.wait();
+                            match c.put_object_if("b", &k, &rec(base + i), &cond) {
+                                Ok(()) => Some(base + i),
+                                Err(CatalogError::PreconditionFailed(_)) => None,
+                                Err(e) => panic!("{e}"),
+                            }
+                        })
+                    })
+                    .collect();
+                let won: Vec<u8> = writers
+                    .into_iter()
+                    .filter_map(|w| w.join().unwrap())
+                    .collect();
+                assert_eq!(won.len(), 1, "trial {trial}: {won:?}");
+                assert_eq!(c.object("b", &key).unwrap(), Some(rec(won[0])));
+                won[0]
+            };
+            let first = race(absent.clone(), 0);
+            race(is(&first.to_string()), 100);
+        }
+        // Conditions on their own.
+        c.put_object("b", "x", &rec(1)).unwrap();
+        let any = WriteCondition {
+            if_match: Some(ETagMatch::Any),
+            ..Default::default()
+        };
+        let weak = WriteCondition {
+            if_match: Some(ETagMatch::Weak),
+            ..Default::default()
+        };
+        let failed = |r| matches!(r, Err(CatalogError::PreconditionFailed(_)));
+        assert!(failed(c.put_object_if("b", "x", &rec(2), &absent)));
+        assert!(failed(c.put_object_if("b", "x", &rec(2), &is("2"))));
+        assert!(failed(c.put_object_if("b", "x", &rec(2), &weak)));
+        assert!(failed(c.put_object_if("b", "none", &rec(2), &any)));
+        assert_eq!(
+            c.object("b", "x").unwrap(),
+            Some(rec(1)),
+            "refused writes change nothing"
+        );
+        c.put_object_if("b", "x", &rec(2), &any).unwrap();
+        c.put_object_if("b", "x", &rec(3), &is("2")).unwrap();
+        assert!(failed(c.put_object_if(
+            "b",
+            "x",
+            &rec(4),
+            &WriteCondition {
+                absent: true,
+                if_match: Some(ETagMatch::Any),
+            }
+        )));
+        // A refused Complete leaves its upload open.
+        let up = UploadRecord {
+            bucket: "b".into(),
+            key: "x".into(),
+            created_ms: 1,
+            content_type: None,
+            metadata: BTreeMap::new(),
+            erasure: None,
+        };
+        c.create_upload("u", &up).unwrap();
+        assert!(failed(c.finish_upload_if(
+            "u",
+            Some(("b", "x", &rec(5))),
+            &absent
+        )));
+        assert!(c.upload("u").unwrap().is_some());
+        assert_eq!(c.object("b", "x").unwrap(), Some(rec(3)));
+        c.finish_upload_if("u", Some(("b", "x", &rec(5))), &is("3"))
+            .unwrap();
+        assert!(c.upload("u").unwrap().is_none());
+        assert_eq!(c.object("b", "x").unwrap(), Some(rec(5)));
     }
 
     #[test]

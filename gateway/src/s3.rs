@@ -15,8 +15,9 @@ use cairn_chunker::manifest::{ErasureParams, ObjectManifest, Stripe, hex};
 use cairn_chunker::pieces::{PieceHasher, Subtree, combine};
 use cairn_chunker::{Cid, cids};
 use cairn_client::cache::ShardCache;
+use cairn_client::error::ClientError;
 use cairn_client::get::{
-    Incidents, Manifest, fetch_manifest, prefetch, read_object, read_object_to,
+    Incidents, Manifest, Sink, fetch_manifest, prefetch, read_object, read_object_to,
 };
 use cairn_client::network::Network;
 use cairn_client::put::{Input, PutOptions, publish_manifest, put_object};
@@ -29,7 +30,10 @@ use s3s::stream::{ByteStream, RemainingLength};
 use s3s::{S3, S3Request, S3Response, S3Result};
 use tokio::io::AsyncWrite;
 
-use crate::catalog::{BucketRecord, Catalog, Location, ObjectRecord, PartRecord, UploadRecord};
+use crate::catalog::{
+    BucketRecord, Catalog, ETagMatch, Location, ObjectRecord, PartRecord, UploadRecord,
+    WriteCondition,
+};
 use crate::error::Error;
 use crate::metrics::GatewayMetrics;
 use crate::readahead::ReadAhead;
@@ -77,8 +81,15 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// The last millisecond of year 9999: the latest time S3 dates (and `time`) can carry.
+const MAX_TIMESTAMP_MS: u64 = 253_402_300_799_999;
+
+/// A time in ms since the epoch as S3 dates it; times past year 9999 (a bad `modified-ms` in
+/// imported metadata) are clamped there instead of overflowing.
 fn timestamp(ms: u64) -> Timestamp {
-    Timestamp::from(UNIX_EPOCH + Duration::from_millis(ms))
+    let nanos = i128::from(ms.min(MAX_TIMESTAMP_MS)) * 1_000_000;
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .map_or_else(|_| Timestamp::from(UNIX_EPOCH), Timestamp::from)
 }
 
 fn ms_of(t: &Timestamp) -> u64 {
@@ -141,10 +152,19 @@ async fn drain<E>(body: impl futures::Stream<Item = Result<bytes::Bytes, E>>, li
     }
 }
 
+/// Keys S3 takes: 1 to 1024 bytes, and only characters XML 1.0 can carry (no control
+/// character but tab, LF and CR), so that every listing that holds them can be read.
 fn check_key(key: &str) -> Result<(), Error> {
-    if key.is_empty() || key.len() > 1024 || key.contains('\0') {
+    let xml = |c: char| {
+        !matches!(
+            c,
+            '\0'..='\u{8}' | '\u{b}' | '\u{c}' | '\u{e}'..='\u{1f}' | '\u{fffe}' | '\u{ffff}'
+        )
+    };
+    if key.is_empty() || key.len() > 1024 || !key.chars().all(xml) {
         return Err(Error::InvalidArgument(format!(
-            "invalid object key {key:?}: 1..=1024 bytes, no NUL"
+            "invalid object key {key:?}: 1..=1024 bytes, and no control character but tab, \
+             LF and CR (XML cannot carry them in listings)"
         )));
     }
     Ok(())
@@ -194,23 +214,52 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| Error::Internal(format!("catalog task: {e}")))?
 }
 
-/// A body stream with an exact length, as HTTP needs for Content-Length.
+/// A body stream with an exact length, as HTTP needs for Content-Length. One whose source ends
+/// before that length ends with an [`std::io::ErrorKind::UnexpectedEof`] error, so that no
+/// reader (an HTTP response, or UploadPartCopy storing it) takes it for the whole body.
 struct Sized<S> {
     inner: S,
     remaining: usize,
+    ended: bool,
+}
+
+impl<S> Sized<S> {
+    fn new(inner: S, len: usize) -> Self {
+        Sized {
+            inner,
+            remaining: len,
+            ended: false,
+        }
+    }
 }
 
 impl<S: Stream<Item = Result<Bytes, std::io::Error>> + Unpin> Stream for Sized<S> {
     type Item = Result<Bytes, s3s::StdError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
         match Pin::new(&mut self.inner).poll_next(cx) {
             Poll::Ready(Some(Ok(b))) => {
                 self.remaining = self.remaining.saturating_sub(b.len());
                 Poll::Ready(Some(Ok(b)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(Some(Err(e))) => {
+                self.ended = true;
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
+            Poll::Ready(None) => {
+                self.ended = true;
+                if self.remaining == 0 {
+                    return Poll::Ready(None);
+                }
+                let e = std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("the body ended {} bytes short", self.remaining),
+                );
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
             Poll::Pending => Poll::Pending,
         }
     }
@@ -219,6 +268,18 @@ impl<S: Stream<Item = Result<Bytes, std::io::Error>> + Unpin> Stream for Sized<S
 impl<S: Stream<Item = Result<Bytes, std::io::Error>> + Unpin> ByteStream for Sized<S> {
     fn remaining_length(&self) -> RemainingLength {
         RemainingLength::new_exact(self.remaining)
+    }
+}
+
+/// Where an object read sends a body's bytes, ahead of the read's error if it fails.
+struct BodySender(tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>);
+
+impl Sink for BodySender {
+    async fn put(&mut self, bytes: Bytes) -> Result<(), ClientError> {
+        self.0.send(Ok(bytes)).await.map_err(|_| ClientError::Io {
+            what: "sending a response body".into(),
+            source: std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the reader went away"),
+        })
     }
 }
 
@@ -450,6 +511,22 @@ fn preconditions(
     Ok(())
 }
 
+/// What a conditional write (`If-None-Match: *`, `If-Match`) asks of the key it writes. An
+/// `If-None-Match` with an ETag asks nothing of a write.
+fn write_condition(
+    if_match: Option<&IfMatch>,
+    if_none_match: Option<&IfNoneMatch>,
+) -> WriteCondition {
+    WriteCondition {
+        absent: if_none_match.is_some_and(ETagCondition::is_any),
+        if_match: if_match.map(|c| match c.as_etag() {
+            None => ETagMatch::Any,
+            Some(ETag::Strong(e)) => ETagMatch::Strong(e.clone()),
+            Some(ETag::Weak(_)) => ETagMatch::Weak,
+        }),
+    }
+}
+
 fn metadata_out(r: &ObjectRecord) -> Metadata {
     let mut m: Metadata = r
         .metadata
@@ -493,7 +570,10 @@ struct Reply<'a> {
 
 impl<'a> Reply<'a> {
     fn new(r: &'a ObjectRecord, range: Option<&s3s::dto::Range>) -> Result<Self, Error> {
-        let range = byte_range(range, r.size)?;
+        // The only empty range a satisfiable request resolves to is a suffix (`bytes=-n`) of
+        // an empty object: it is all of the object, answered 200 as S3 does (there is no
+        // `bytes a-b/0` to say).
+        let range = byte_range(range, r.size)?.filter(|x| !x.is_empty());
         Ok(match &range {
             None => Reply {
                 len: r.size,
@@ -657,7 +737,9 @@ impl Gateway {
 
     /// Streams `body` into a new Cairn object, computing MD5 and any declared checksums.
     /// A body `from_client` that stops coming for [`BODY_STALL_TIMEOUT`] fails the request with
-    /// `RequestTimeout` (a body read from the network has its own limits).
+    /// `RequestTimeout` (a body read from the network has its own limits). A body that fails or
+    /// ends short of its exact length is never stored: `IncompleteBody` from a client,
+    /// `ServiceUnavailable` from the network.
     async fn store_body(
         &self,
         body: StreamingBlob,
@@ -697,13 +779,15 @@ impl Gateway {
                 }
             }
         });
-        let timed_out = |e: String| {
-            if stalled.load(Ordering::Relaxed) {
+        let body_failed = |e: String| match from {
+            // UploadPartCopy's source could not be read whole: the network failed, not the
+            // client.
+            BodyFrom::Network => Error::Unavailable(format!("reading the copy source: {e}")),
+            BodyFrom::Client { .. } if stalled.load(Ordering::Relaxed) => {
                 self.metrics.stalled_clients.inc();
                 Error::RequestTimeout(e)
-            } else {
-                Error::IncompleteBody(e)
             }
+            BodyFrom::Client { .. } => Error::IncompleteBody(e),
         };
         let net = self.net().await;
         // A network with no room for the object is refused before the body is read: a client
@@ -733,9 +817,15 @@ impl Gateway {
                 while let Some(chunk) = stream
                     .try_next()
                     .await
-                    .map_err(|e| timed_out(e.to_string()))?
+                    .map_err(|e| body_failed(e.to_string()))?
                 {
                     buf.extend_from_slice(&chunk);
+                }
+                if buf.len() != len {
+                    return Err(body_failed(format!(
+                        "received {} of {len} bytes",
+                        buf.len()
+                    )));
                 }
                 Input::Bytes(buf.freeze())
             }
@@ -748,7 +838,7 @@ impl Gateway {
         let report = put_object(Some(&net), &self.key, input, opts, Arc::new(|_| {}))
             .await
             .map_err(|e| match Error::from(e) {
-                Error::IncompleteBody(e) => timed_out(e),
+                Error::IncompleteBody(e) => body_failed(e),
                 other => other,
             })?;
         // The upload went around these nodes.
@@ -763,6 +853,13 @@ impl Gateway {
             let nodes = s.3.take().and_then(|(at, h)| Some((at, h.finish().ok()?)));
             (md5, std::mem::take(&mut s.1).finalize(), s.2, nodes)
         };
+        // A body that says how long it is and ends short (its `Sized` stream fails then, but
+        // this holds whatever the stream) is never stored as if it were whole.
+        if let Some(len) = exact
+            && size != len as u64
+        {
+            return Err(body_failed(format!("received {size} of {len} bytes")));
+        }
         trailer_checksums(trailers, &mut declared.expected)?;
         check_checksums(&checksum, &declared.expected)?;
         if size != report.manifest.size {
@@ -808,10 +905,7 @@ impl Gateway {
                 let chunk = Bytes::copy_from_slice(part);
                 self.metrics.bytes_out.inc_by(chunk.len() as u64);
                 let inner = futures::stream::iter([Ok::<_, std::io::Error>(chunk)]);
-                return Ok(StreamingBlob::new(Sized {
-                    inner,
-                    remaining: len,
-                }));
+                return Ok(StreamingBlob::new(Sized::new(inner, len)));
             }
         };
         let manifest = self.manifest(&cid).await?;
@@ -831,7 +925,8 @@ impl Gateway {
                 base + r.size,
             );
         }
-        let (mut tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(BODY_QUEUE);
+        let (tx, mut rx) = tokio::sync::mpsc::channel(BODY_QUEUE);
+        let mut tx = BodySender(tx);
         let metrics = self.metrics.clone();
         tokio::spawn(async move {
             let incidents = Incidents::default();
@@ -865,21 +960,20 @@ impl Gateway {
                 }
                 // The client went away (hung up, or was dropped for not reading): not a
                 // network failure, so not counted as one.
-                Err(e) if tx.is_closed() => {
+                Err(e) if tx.0.is_closed() => {
                     tracing::debug!(object = %cid, "read stopped, the S3 client went away: {e}");
                 }
                 Err(e) => {
-                    // Headers are gone: ending the body early is how HTTP says the read failed.
+                    // The body fails with the error: a response, whose headers are gone, ends
+                    // early (how HTTP says the read failed); UploadPartCopy stores nothing.
                     metrics.read_errors.inc();
                     tracing::error!("object read failed mid-response: {e}");
+                    let _ = tx.0.send(Err(std::io::Error::other(e))).await;
                 }
             }
         });
-        let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|b| b.map(Ok)));
-        Ok(StreamingBlob::new(Sized {
-            inner: stream,
-            remaining: len,
-        }))
+        let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        Ok(StreamingBlob::new(Sized::new(stream, len)))
     }
 
     /// Tells the read-ahead policy about a range request (in manifest offsets; the object's
@@ -1055,38 +1149,10 @@ impl S3 for Gateway {
             }
             .into());
         }
-        if input
-            .if_none_match
-            .as_ref()
-            .is_some_and(ETagCondition::is_any)
-            || input.if_match.is_some()
-        {
-            let existing = {
-                let (c, b, k) = (
-                    self.catalog.clone(),
-                    input.bucket.clone(),
-                    input.key.clone(),
-                );
-                blocking(move || Ok(c.object(&b, &k)?)).await?
-            };
-            match (&existing, &input.if_match, &input.if_none_match) {
-                (Some(_), _, Some(c)) if c.is_any() => {
-                    return Err(Error::PreconditionFailed("object already exists".into()).into());
-                }
-                (None, Some(_), _) => {
-                    return Err(Error::PreconditionFailed("object does not exist".into()).into());
-                }
-                (Some(r), Some(c), _)
-                    if !c.is_any()
-                        && !c
-                            .as_etag()
-                            .is_some_and(|e| e.strong_cmp(&ETag::Strong(r.etag.clone()))) =>
-                {
-                    return Err(Error::PreconditionFailed("ETag does not match".into()).into());
-                }
-                _ => {}
-            }
-        }
+        // Checked now, so that a body sure to be refused is not stored, and again as the record
+        // is written (the key may change while the body is stored).
+        let cond = write_condition(input.if_match.as_ref(), input.if_none_match.as_ref());
+        self.check_write(&input.bucket, &input.key, &cond).await?;
         let Some(body) = input.body else {
             return Err(Error::IncompleteBody("no body".into()).into());
         };
@@ -1124,7 +1190,7 @@ impl S3 for Gateway {
             blake3: stored.blake3.to_hex().to_string(),
         };
         let (c, b, k) = (self.catalog.clone(), input.bucket, input.key);
-        blocking(move || Ok(c.put_object(&b, &k, &record)?)).await?;
+        blocking(move || Ok(c.put_object_if(&b, &k, &record, &cond)?)).await?;
         Ok(S3Response::new(PutObjectOutput {
             e_tag: Some(ETag::Strong(stored.md5)),
             checksum_crc32: stored.checksum.checksum_crc32,
@@ -1320,6 +1386,7 @@ impl S3 for Gateway {
             })?),
             None => input.start_after.clone(),
         };
+        let enc = KeyEncoding::of(input.encoding_type.as_ref());
         let page = self
             .page(
                 &input.bucket,
@@ -1327,17 +1394,18 @@ impl S3 for Gateway {
                 input.delimiter.clone(),
                 after,
                 input.max_keys,
+                enc,
             )
             .await?;
         Ok(S3Response::new(ListObjectsV2Output {
             name: Some(input.bucket),
-            prefix: Some(page.prefix),
+            prefix: Some(enc.apply(page.prefix)),
             max_keys: Some(page.max as i32),
             key_count: Some((page.contents.len() + page.prefixes.len()) as i32),
             continuation_token: input.continuation_token,
-            start_after: input.start_after,
-            delimiter: input.delimiter,
-            encoding_type: input.encoding_type,
+            start_after: input.start_after.map(|a| enc.apply(a)),
+            delimiter: input.delimiter.map(|d| enc.apply(d)),
+            encoding_type: enc.echo(),
             is_truncated: Some(page.next.is_some()),
             next_continuation_token: page.next.as_deref().map(encode_token),
             contents: Some(page.contents),
@@ -1352,6 +1420,7 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<ListObjectsOutput>> {
         self.metrics.requests.inc();
         let input = req.input;
+        let enc = KeyEncoding::of(input.encoding_type.as_ref());
         let page = self
             .page(
                 &input.bucket,
@@ -1359,17 +1428,18 @@ impl S3 for Gateway {
                 input.delimiter.clone(),
                 input.marker.clone(),
                 input.max_keys,
+                enc,
             )
             .await?;
         Ok(S3Response::new(ListObjectsOutput {
             name: Some(input.bucket),
-            prefix: Some(page.prefix),
-            marker: input.marker,
+            prefix: Some(enc.apply(page.prefix)),
+            marker: input.marker.map(|m| enc.apply(m)),
             max_keys: Some(page.max as i32),
-            delimiter: input.delimiter,
-            encoding_type: input.encoding_type,
+            delimiter: input.delimiter.map(|d| enc.apply(d)),
+            encoding_type: enc.echo(),
             is_truncated: Some(page.next.is_some()),
-            next_marker: page.next,
+            next_marker: page.next.map(|m| enc.apply(m)),
             contents: Some(page.contents),
             common_prefixes: Some(page.prefixes),
             ..Default::default()
@@ -1588,11 +1658,12 @@ impl S3 for Gateway {
         let (c, b) = (self.catalog.clone(), input.bucket.clone());
         let uploads = blocking(move || Ok(c.uploads(&b)?)).await?;
         let prefix = input.prefix.clone().unwrap_or_default();
+        let enc = KeyEncoding::of(input.encoding_type.as_ref());
         let uploads: Vec<MultipartUpload> = uploads
             .into_iter()
             .filter(|(_, u)| u.key.starts_with(&prefix))
             .map(|(id, u)| MultipartUpload {
-                key: Some(u.key),
+                key: Some(enc.apply(u.key)),
                 upload_id: Some(id),
                 initiated: Some(timestamp(u.created_ms)),
                 ..Default::default()
@@ -1600,7 +1671,8 @@ impl S3 for Gateway {
             .collect();
         Ok(S3Response::new(ListMultipartUploadsOutput {
             bucket: Some(input.bucket),
-            prefix: input.prefix,
+            prefix: input.prefix.map(|p| enc.apply(p)),
+            encoding_type: enc.echo(),
             is_truncated: Some(false),
             max_uploads: Some(1000),
             uploads: Some(uploads),
@@ -1629,6 +1701,10 @@ impl S3 for Gateway {
         let input = req.input;
         let upload = self
             .upload(&input.upload_id, &input.bucket, &input.key)
+            .await?;
+        // Checked now, while a refusal can still be a 412, and again as the object is committed.
+        let condition = write_condition(input.if_match.as_ref(), input.if_none_match.as_ref());
+        self.check_write(&input.bucket, &input.key, &condition)
             .await?;
         let listed = input
             .multipart_upload
@@ -1717,6 +1793,7 @@ impl S3 for Gateway {
             size,
             stripes,
             erasure: params.unwrap_or(self.opts.params.erasure),
+            condition,
         };
         let gateway = self.clone();
         let future = async move {
@@ -1737,6 +1814,23 @@ impl S3 for Gateway {
 }
 
 impl Gateway {
+    /// Whether `bucket/key` meets a conditional write's `cond` now (412 if not). Only a first
+    /// check, before the slow part of the write: the catalog checks again as it writes.
+    async fn check_write(
+        &self,
+        bucket: &str,
+        key: &str,
+        cond: &WriteCondition,
+    ) -> Result<(), Error> {
+        if cond.is_none() {
+            return Ok(());
+        }
+        let (c, b, k) = (self.catalog.clone(), bucket.to_string(), key.to_string());
+        let existing = blocking(move || Ok(c.object(&b, &k)?)).await?;
+        cond.check(existing.as_ref())
+            .map_err(Error::PreconditionFailed)
+    }
+
     /// The BLAKE3 of the object the parts make, in order. One part is its own object. Parts
     /// hashed at the offset they turned out to have give their tree nodes; a part that was not
     /// (the short last one, or any after parts of other sizes) is read back and hashed at its
@@ -1821,6 +1915,8 @@ struct FinishUpload {
     size: u64,
     stripes: Vec<Stripe>,
     erasure: ErasureParams,
+    /// What the key must hold for the object to be committed (`If-None-Match`, `If-Match`).
+    condition: WriteCondition,
 }
 
 impl Gateway {
@@ -1852,7 +1948,8 @@ impl Gateway {
             blake3: manifest.blake3.to_hex().to_string(),
         };
         let (c, i, b, k) = (self.catalog.clone(), f.id, f.bucket.clone(), f.key.clone());
-        blocking(move || Ok(c.finish_upload(&i, Some((&b, &k, &record)))?)).await?;
+        let cond = f.condition;
+        blocking(move || Ok(c.finish_upload_if(&i, Some((&b, &k, &record)), &cond)?)).await?;
         Ok(CompleteMultipartUploadOutput {
             bucket: Some(f.bucket),
             key: Some(f.key),
@@ -1871,6 +1968,7 @@ impl Gateway {
         delimiter: Option<String>,
         after: Option<String>,
         max_keys: Option<i32>,
+        enc: KeyEncoding,
     ) -> Result<Page, Error> {
         self.bucket_exists(bucket).await?;
         let max = max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
@@ -1885,12 +1983,14 @@ impl Gateway {
             contents: listing
                 .objects
                 .iter()
-                .map(|(k, r)| object_entry(k, r))
+                .map(|(k, r)| object_entry(enc.apply(k.clone()), r))
                 .collect(),
             prefixes: listing
                 .prefixes
                 .into_iter()
-                .map(|p| CommonPrefix { prefix: Some(p) })
+                .map(|p| CommonPrefix {
+                    prefix: Some(enc.apply(p)),
+                })
                 .collect(),
             next: listing.next,
         })
@@ -1935,6 +2035,50 @@ impl Gateway {
     }
 }
 
+/// How a listing writes keys, prefixes, delimiters and markers: as they are, or percent-encoded
+/// when the request asked for `encoding-type=url`, as S3 does (botocore always asks, and decodes
+/// what the response says is encoded).
+#[derive(Debug, Clone, Copy)]
+struct KeyEncoding {
+    url: bool,
+}
+
+impl KeyEncoding {
+    fn of(requested: Option<&EncodingType>) -> Self {
+        KeyEncoding {
+            url: requested.is_some_and(|e| e.as_str().eq_ignore_ascii_case(EncodingType::URL)),
+        }
+    }
+
+    /// `s` as the listing carries it: with `url`, every byte but A-Z a-z 0-9 `-._~` and '/' as
+    /// `%XX` (a space as `%20`, '+' as `%2B`).
+    fn apply(self, s: String) -> String {
+        let keep =
+            |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/');
+        if !self.url || s.bytes().all(keep) {
+            return s;
+        }
+        let mut out = String::with_capacity(s.len() * 3);
+        for b in s.bytes() {
+            if keep(b) {
+                out.push(char::from(b));
+            } else {
+                const HEX: &[u8; 16] = b"0123456789ABCDEF";
+                out.push('%');
+                out.push(char::from(HEX[usize::from(b >> 4)]));
+                out.push(char::from(HEX[usize::from(b & 15)]));
+            }
+        }
+        out
+    }
+
+    /// The `EncodingType` the response declares: only the one it is encoded with.
+    fn echo(self) -> Option<EncodingType> {
+        self.url
+            .then(|| EncodingType::from_static(EncodingType::URL))
+    }
+}
+
 /// A listing page in S3 terms.
 struct Page {
     max: usize,
@@ -1945,9 +2089,9 @@ struct Page {
     next: Option<String>,
 }
 
-fn object_entry(key: &str, r: &ObjectRecord) -> Object {
+fn object_entry(key: String, r: &ObjectRecord) -> Object {
     Object {
-        key: Some(key.to_string()),
+        key: Some(key),
         size: Some(r.size as i64),
         e_tag: Some(ETag::Strong(r.etag.clone())),
         last_modified: Some(timestamp(r.modified_ms)),
@@ -1974,4 +2118,75 @@ pub(crate) fn decode_hex(s: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_sized_body_that_ends_early_is_an_error() {
+        let inner = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"abcd"))]);
+        let mut body = Sized::new(inner, 10);
+        assert_eq!(&body.next().await.unwrap().unwrap()[..], b"abcd");
+        let err = body
+            .next()
+            .await
+            .expect("an error, not the end")
+            .unwrap_err();
+        let err = err.downcast::<std::io::Error>().unwrap();
+        assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof, "{err}");
+        assert!(body.next().await.is_none());
+
+        // One that ends where it said ends cleanly.
+        let inner = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"abcd"))]);
+        let mut body = Sized::new(inner, 4);
+        assert_eq!(&body.next().await.unwrap().unwrap()[..], b"abcd");
+        assert!(body.next().await.is_none());
+    }
+
+    #[test]
+    fn timestamps_past_year_9999_are_clamped() {
+        let t: time::OffsetDateTime = timestamp(u64::MAX).into();
+        assert_eq!(t.year(), 9999);
+        let t: time::OffsetDateTime = timestamp(253_402_300_800_000).into();
+        assert_eq!(t.year(), 9999);
+        let t: time::OffsetDateTime = timestamp(1_700_000_000_123).into();
+        assert_eq!(t.unix_timestamp_nanos(), 1_700_000_000_123_000_000);
+    }
+
+    #[test]
+    fn listings_percent_encode_keys_as_s3_does_when_asked() {
+        let url = KeyEncoding { url: true };
+        for (key, listed) in [
+            ("plain/x-y_z.~", "plain/x-y_z.~"),
+            ("a+b.txt", "a%2Bb.txt"),
+            ("e f", "e%20f"),
+            ("c%2Fd", "c%252Fd"),
+            ("test_file(3).png", "test_file%283%29.png"),
+            ("\u{e9}\t\u{1}", "%C3%A9%09%01"),
+        ] {
+            assert_eq!(url.apply(key.into()), listed);
+            assert_eq!(KeyEncoding { url: false }.apply(key.into()), key);
+        }
+        let of = |e: &str| KeyEncoding::of(Some(&EncodingType::from(e.to_string()))).url;
+        assert!(of("url") && !of("base64"));
+        assert!(!KeyEncoding::of(None).url);
+    }
+
+    #[test]
+    fn keys_xml_cannot_carry_are_refused() {
+        for ok in ["a", "tab\there", "line\nbreak\r", "\u{7f}\u{e9}\u{fffd}"] {
+            assert!(check_key(ok).is_ok(), "{ok:?}");
+        }
+        for bad in ["", "nul\0", "bell\u{7}", "esc\u{1b}", "\u{b}", "\u{ffff}"] {
+            assert!(
+                matches!(check_key(bad), Err(Error::InvalidArgument(_))),
+                "{bad:?}"
+            );
+        }
+        assert!(check_key(&"k".repeat(1025)).is_err());
+    }
 }

@@ -706,3 +706,92 @@ async fn a_multipart_upload_keeps_its_erasure_parameters_across_a_restart_that_c
     let _ = gw.kill().await;
     net.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_whose_source_cannot_be_read_stores_no_part() {
+    use aws_sdk_s3::error::ProvideErrorMetadata;
+
+    let mut net = Net::start(6).await;
+    let dir = net.dir.path().join("gw-copy");
+    init_gateway(&dir, "COPYKEY", "copy-secret-1234");
+    // The sources take all six nodes (4+2)...
+    let (mut gw, info) = run_gateway(&net, &dir, &["--k", "4", "--m", "2"]).await;
+    let s3 = client(&info.endpoint, "COPYKEY", "copy-secret-1234", true);
+    s3.create_bucket().bucket("copies").send().await.unwrap();
+    for (key, len) in [("small", 512 << 10), ("large", 3 << 20)] {
+        s3.put_object()
+            .bucket("copies")
+            .key(key)
+            .body(ByteStream::from(bytes(len, len as u64)))
+            .send()
+            .await
+            .unwrap();
+    }
+    // ... parts only three (2+1), so that the three nodes left can store them. No shard
+    // cache: the sources are read from the nodes.
+    let _ = gw.kill().await;
+    let args: Vec<&str> = "--k 2 --m 1 --cache-mib 0 --readahead-mib 0"
+        .split(' ')
+        .collect();
+    let (mut gw, info) = run_gateway(&net, &dir, &args).await;
+    let s3 = client(&info.endpoint, "COPYKEY", "copy-secret-1234", true);
+    let id = start_upload(&s3, "copies", "joined").await;
+    // The gateway has the sources' manifests (a first byte of each read) when half the nodes
+    // go: a copy then gets as far as reading the sources' stripes, which cannot be rebuilt.
+    for key in ["small", "large"] {
+        let got = s3
+            .get_object()
+            .bucket("copies")
+            .key(key)
+            .range("bytes=0-0")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(got.body.collect().await.unwrap().into_bytes().len(), 1);
+    }
+    for n in [1, 3, 5] {
+        net.devnet.stop_node(n).await;
+    }
+    // Through the whole-body path (small) and the streaming path (large), whole and ranged (a
+    // range over every data shard of the stripe, so that some are on stopped nodes).
+    for (n, key, range) in [
+        (1, "small", None),
+        (2, "large", None),
+        (3, "large", Some("bytes=1000-3000000")),
+    ] {
+        let r = s3
+            .upload_part_copy()
+            .bucket("copies")
+            .key("joined")
+            .upload_id(&id)
+            .part_number(n)
+            .copy_source(format!("copies/{key}"))
+            .set_copy_source_range(range.map(str::to_string))
+            .send()
+            .await;
+        let err = r.expect_err(&format!(
+            "part {n}: a copy whose source cannot be read fails"
+        ));
+        let status = err.raw_response().map(|r| r.status().as_u16());
+        assert_eq!(
+            (status, err.code()),
+            (Some(503), Some("ServiceUnavailable")),
+            "part {n}: {err:?}"
+        );
+        assert!(
+            err.message().is_some_and(|m| m.contains("copy source")),
+            "part {n}: {err:?}"
+        );
+    }
+    let listed = s3
+        .list_parts()
+        .bucket("copies")
+        .key("joined")
+        .upload_id(&id)
+        .send()
+        .await
+        .unwrap();
+    assert!(listed.parts().is_empty(), "no part stored: {listed:?}");
+    let _ = gw.kill().await;
+    net.stop().await;
+}

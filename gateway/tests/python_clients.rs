@@ -80,3 +80,10 @@ async fn boto3_awscli_and_s3fs_read_a_webdataset_through_node_failures() {
 async fn pyarrow_writes_reads_and_filters_parquet() {
     run_script("arrow_reader.py", "pyarrow").await;
 }
+
+/// boto3 asks every listing for `encoding-type=url` and decodes the keys, prefixes and markers
+/// of one that says it is encoded: keys with '+', '%' or ' ' list as they were put.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boto3_lists_keys_with_url_characters_as_they_are() {
+    run_script("listing_keys.py", "boto3").await;
+}

@@ -1280,3 +1280,387 @@ async fn a_full_network_refuses_a_put_before_its_body() {
     );
     net.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_object_answers_a_suffix_range_with_all_of_itself() {
+    let net = Net::start(4).await;
+    let s3 = net.s3();
+    s3.create_bucket().bucket("void").send().await.unwrap();
+    s3.put_object()
+        .bucket("void")
+        .key("empty")
+        .body(ByteStream::from(Vec::new()))
+        .send()
+        .await
+        .unwrap();
+    let cfg =
+        aws_sdk_s3::presigning::PresigningConfig::expires_in(std::time::Duration::from_secs(300))
+            .unwrap();
+    let get = s3
+        .get_object()
+        .bucket("void")
+        .key("empty")
+        .presigned(cfg.clone())
+        .await
+        .unwrap();
+    let head = s3
+        .head_object()
+        .bucket("void")
+        .key("empty")
+        .presigned(cfg)
+        .await
+        .unwrap();
+    let (addr, endpoint) = (net.addr(), net.endpoint().to_string());
+    for (method, pre) in [("GET", &get), ("HEAD", &head)] {
+        let path = pre.uri().trim_start_matches(&endpoint);
+        let ask = |range: &str| {
+            format!(
+                "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nRange: {range}\r\nConnection: close\r\n\r\n"
+            )
+        };
+        // As S3: a suffix of an empty object is all of it, answered 200 with no Content-Range.
+        let (code, head, body) = raw(addr, ask("bytes=-8").as_bytes()).await;
+        let lower = head.to_ascii_lowercase();
+        assert_eq!(code, 200, "{method}: {head}");
+        assert!(!lower.contains("content-range"), "{method}: {head}");
+        assert!(lower.contains("content-length: 0"), "{method}: {head}");
+        assert!(body.is_empty(), "{method}");
+        // A range that starts at a byte it does not have is not satisfiable.
+        let (code, head, _) = raw(addr, ask("bytes=0-").as_bytes()).await;
+        assert_eq!(code, 416, "{method}: {head}");
+    }
+    // And through the SDK.
+    let got = s3
+        .get_object()
+        .bucket("void")
+        .key("empty")
+        .range("bytes=-8")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!((got.content_length(), got.content_range()), (Some(0), None));
+    assert!(got.body.collect().await.unwrap().into_bytes().is_empty());
+    net.stop().await;
+}
+
+/// `s` with its `%XX` escapes decoded (what a client that asked for `encoding-type=url` does).
+fn percent_decoded(s: &str) -> String {
+    let (b, mut out, mut i) = (s.as_bytes(), Vec::new(), 0);
+    while i < b.len() {
+        if b[i] == b'%' {
+            out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_percent_encode_keys_when_asked_to() {
+    use aws_sdk_s3::types::EncodingType;
+
+    let net = Net::start(4).await;
+    let s3 = net.s3();
+    s3.create_bucket().bucket("names").send().await.unwrap();
+    let keys = [
+        "a+b.txt",
+        "c%2Fd",
+        "e f",
+        "plain/x",
+        "t\tb",
+        "x%41",
+        "\u{e9}/(1).txt",
+    ];
+    // Encoded as S3 does: every byte but A-Z a-z 0-9 - . _ ~ and '/'.
+    let encoded = [
+        "a%2Bb.txt",
+        "c%252Fd",
+        "e%20f",
+        "plain/x",
+        "t%09b",
+        "x%2541",
+        "%C3%A9/%281%29.txt",
+    ];
+    for k in keys {
+        s3.put_object()
+            .bucket("names")
+            .key(k)
+            .body(ByteStream::from_static(b"x"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let key_list = |c: &[aws_sdk_s3::types::Object]| -> Vec<String> {
+        c.iter().map(|o| o.key().unwrap().to_string()).collect()
+    };
+
+    // Not asked: keys as they are, and no EncodingType.
+    let plain = s3.list_objects_v2().bucket("names").send().await.unwrap();
+    assert_eq!(plain.encoding_type(), None);
+    assert_eq!(key_list(plain.contents()), keys);
+    let plain = s3.list_objects().bucket("names").send().await.unwrap();
+    assert_eq!(plain.encoding_type(), None);
+    assert_eq!(key_list(plain.contents()), keys);
+
+    // V2, asked.
+    let v2 = s3
+        .list_objects_v2()
+        .bucket("names")
+        .encoding_type(EncodingType::Url)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(v2.encoding_type(), Some(&EncodingType::Url));
+    assert_eq!(key_list(v2.contents()), encoded);
+    // Prefix, delimiter and start-after come back encoded too.
+    let v2 = s3
+        .list_objects_v2()
+        .bucket("names")
+        .encoding_type(EncodingType::Url)
+        .delimiter("/")
+        .start_after("a+b.txt")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        key_list(v2.contents()),
+        ["c%252Fd", "e%20f", "t%09b", "x%2541"]
+    );
+    let prefixes: Vec<&str> = v2
+        .common_prefixes()
+        .iter()
+        .filter_map(|p| p.prefix())
+        .collect();
+    assert_eq!(prefixes, ["plain/", "%C3%A9/"]);
+    assert_eq!(v2.start_after(), Some("a%2Bb.txt"));
+    assert_eq!(v2.delimiter(), Some("/"));
+    let v2 = s3
+        .list_objects_v2()
+        .bucket("names")
+        .encoding_type(EncodingType::Url)
+        .prefix("\u{e9}/(")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(v2.prefix(), Some("%C3%A9/%28"));
+    assert_eq!(key_list(v2.contents()), ["%C3%A9/%281%29.txt"]);
+    // Pages of two, the continuation token as it came.
+    let mut seen = Vec::new();
+    let mut token = None;
+    loop {
+        let page = s3
+            .list_objects_v2()
+            .bucket("names")
+            .encoding_type(EncodingType::Url)
+            .max_keys(2)
+            .set_continuation_token(token.clone())
+            .send()
+            .await
+            .unwrap();
+        seen.extend(key_list(page.contents()));
+        match page.next_continuation_token() {
+            Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
+            _ => break,
+        }
+    }
+    assert_eq!(seen, encoded);
+
+    // V1: markers are keys, so they are encoded too (and decoded before they are sent back).
+    let mut seen = Vec::new();
+    let mut marker: Option<String> = None;
+    loop {
+        let page = s3
+            .list_objects()
+            .bucket("names")
+            .encoding_type(EncodingType::Url)
+            .max_keys(3)
+            .set_marker(marker.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.encoding_type(), Some(&EncodingType::Url));
+        if let Some(m) = &marker {
+            assert_eq!(page.marker().map(percent_decoded).as_ref(), Some(m));
+        }
+        let got = key_list(page.contents());
+        seen.extend(got.iter().cloned());
+        if page.is_truncated() != Some(true) {
+            break;
+        }
+        let next = page.next_marker().unwrap_or_else(|| got.last().unwrap());
+        assert_eq!(next, got.last().unwrap().as_str());
+        marker = Some(percent_decoded(next));
+    }
+    assert_eq!(seen, encoded);
+    let decoded: Vec<String> = seen.iter().map(|k| percent_decoded(k)).collect();
+    assert_eq!(decoded, keys);
+
+    // Multipart uploads are listed by key as well.
+    let id = start_upload(&s3, "names", "e f").await;
+    let uploads = s3
+        .list_multipart_uploads()
+        .bucket("names")
+        .encoding_type(EncodingType::Url)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(uploads.encoding_type(), Some(&EncodingType::Url));
+    let listed: Vec<(&str, &str)> = uploads
+        .uploads()
+        .iter()
+        .map(|u| (u.key().unwrap(), u.upload_id().unwrap()))
+        .collect();
+    assert_eq!(listed, [("e%20f", id.as_str())]);
+    let uploads = s3
+        .list_multipart_uploads()
+        .bucket("names")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(uploads.encoding_type(), None);
+    assert_eq!(uploads.uploads()[0].key(), Some("e f"));
+
+    // A key with a character XML 1.0 cannot carry is refused: listed without encoding, it
+    // would make the listing unreadable.
+    for bad in ["bell\u{7}", "esc\u{1b}[0m", "nul\u{0}"] {
+        let r = s3
+            .put_object()
+            .bucket("names")
+            .key(bad)
+            .body(ByteStream::from_static(b"x"))
+            .send()
+            .await;
+        assert_eq!(failure(r), (400, "InvalidArgument".into()), "{bad:?}");
+    }
+    let r = s3
+        .create_multipart_upload()
+        .bucket("names")
+        .key("bell\u{7}")
+        .send()
+        .await;
+    assert_eq!(failure(r), (400, "InvalidArgument".into()));
+    let plain = s3.list_objects_v2().bucket("names").send().await.unwrap();
+    assert_eq!(key_list(plain.contents()), keys);
+    net.stop().await;
+}
+
+/// Conditional writes are atomic: of PUTs racing with `If-None-Match: *` on one new key (a
+/// lockfile, a table commit), or with `If-Match` on one ETag (read-modify-write), exactly one
+/// lands and the others are refused with 412, however long their bodies took to store. The
+/// same for CompleteMultipartUpload with `If-None-Match: *`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_conditional_writes_have_exactly_one_winner() {
+    let net = Net::start(4).await;
+    let s3 = net.s3();
+    s3.create_bucket().bucket("locks").send().await.unwrap();
+    let body = |i: usize| bytes(256 << 10, 100 + i as u64);
+
+    // Several PUTs, each its own body, each of which must see `key` absent (or at `etag`).
+    let race = |key: &'static str, etag: Option<String>, seed: usize| {
+        let s3 = s3.clone();
+        async move {
+            let puts = (seed..seed + 10).map(|i| {
+                let (s3, etag) = (s3.clone(), etag.clone());
+                async move {
+                    let put = s3
+                        .put_object()
+                        .bucket("locks")
+                        .key(key)
+                        .body(body(i).into());
+                    let put = match etag {
+                        Some(e) => put.if_match(e),
+                        None => put.if_none_match("*"),
+                    };
+                    (i, put.send().await)
+                }
+            });
+            let mut won = Vec::new();
+            for (i, r) in futures::future::join_all(puts).await {
+                match r {
+                    Ok(out) => won.push((i, out.e_tag().unwrap().to_string())),
+                    Err(_) => assert_eq!(failure(r), (412, "PreconditionFailed".into()), "{i}"),
+                }
+            }
+            assert_eq!(
+                won.len(),
+                1,
+                "{key}: exactly one conditional PUT wins: {won:?}"
+            );
+            let (i, etag) = won.pop().unwrap();
+            assert_eq!(
+                get(&s3, "locks", key, None).await,
+                body(i),
+                "{key}: the winner's body"
+            );
+            etag
+        }
+    };
+    let etag = race("lock", None, 0).await;
+    // Read-modify-write: every writer read `etag`; only one may replace it.
+    let next = race("lock", Some(etag.clone()), 10).await;
+    assert_ne!(next, etag);
+    // An If-None-Match PUT on the now existing key is still refused up front.
+    let r = s3
+        .put_object()
+        .bucket("locks")
+        .key("lock")
+        .if_none_match("*")
+        .body(body(99).into())
+        .send()
+        .await;
+    assert_eq!(failure(r), (412, "PreconditionFailed".into()));
+
+    // Two multipart uploads of one new key, completed at once with `If-None-Match: *`.
+    let mut uploads = Vec::new();
+    for i in 0..2 {
+        let id = start_upload(&s3, "locks", "mpu").await;
+        let e = upload_part(&s3, ("locks", "mpu", &id), 1, body(20 + i)).await;
+        uploads.push((i, id, e));
+    }
+    let completes = uploads.iter().map(|(i, id, e)| {
+        let s3 = s3.clone();
+        async move {
+            let r = s3
+                .complete_multipart_upload()
+                .bucket("locks")
+                .key("mpu")
+                .upload_id(id)
+                .if_none_match("*")
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .parts(CompletedPart::builder().part_number(1).e_tag(e).build())
+                        .build(),
+                )
+                .send()
+                .await;
+            (*i, id.clone(), r)
+        }
+    });
+    let mut won = Vec::new();
+    for (i, id, r) in futures::future::join_all(completes).await {
+        match r {
+            Ok(_) => won.push(i),
+            Err(e) => {
+                assert_eq!(e.code(), Some("PreconditionFailed"), "{i}: {e:?}");
+                // As S3 does on 412, the refused upload stays open, to be aborted (or retried).
+                s3.abort_multipart_upload()
+                    .bucket("locks")
+                    .key("mpu")
+                    .upload_id(id)
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+    assert_eq!(
+        won.len(),
+        1,
+        "exactly one conditional Complete wins: {won:?}"
+    );
+    assert_eq!(get(&s3, "locks", "mpu", None).await, body(20 + won[0]));
+    net.stop().await;
+}
