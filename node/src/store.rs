@@ -837,6 +837,15 @@ impl Store {
     /// Records a failed verification: never served again until repaired.
     fn mark_corrupt(&self, cid: &Cid, offset: u64) -> StoreError {
         self.metrics.verification_failures.inc();
+        let key = cid.to_bytes();
+        // Under the claim no write or delete of the shard is under way. A reader (the scrub,
+        // say, hashing a large shard) that found bad bytes may have raced a repair or a delete
+        // of them: look again before quarantining, or a repaired copy would be refused again.
+        let _claim = self.claim(&key);
+        if self.intact_or_gone(cid, &key) {
+            tracing::warn!(%cid, "a failed read raced a rewrite or delete of the shard: not quarantined");
+            return StoreError::Corrupt { cid: *cid, offset };
+        }
         tracing::error!(target: "cairn::_events::corrupt", %cid, offset, "stored shard failed BLAKE3 verification; quarantined");
         let res = self.cf(CF_CORRUPT).and_then(|cf| {
             Ok(self.db.put_cf_opt(
@@ -850,6 +859,31 @@ impl Store {
             tracing::error!(%cid, "could not record corrupt shard: {e}");
         }
         StoreError::Corrupt { cid: *cid, offset }
+    }
+
+    /// Whether the shard is no longer held, or its stored bytes and outboard now both match its
+    /// CID (read afresh, whatever a caller saw).
+    fn intact_or_gone(&self, cid: &Cid, key: &[u8]) -> bool {
+        let held = self
+            .cf(CF_OUTBOARDS)
+            .and_then(|cf| Ok(self.db.get_pinned_cf(cf, key)?.is_some()));
+        match held {
+            Ok(false) => return true,
+            Err(_) => return false,
+            Ok(true) => {}
+        }
+        let (Ok(root), Ok((size, stored))) =
+            (cids::digest(cid, Codec::Raw), self.outboard(key, cid))
+        else {
+            return false;
+        };
+        match self.load_pieces(key, size, 0..piece_count(size)) {
+            Ok(Ok(pieces)) => {
+                let (actual, outboard) = verified::outboard(&join(&pieces));
+                actual == root && outboard == stored
+            }
+            _ => false,
+        }
     }
 
     /// Pieces `pieces` of a held shard of `size` bytes, not yet verified. `Ok(Err(offset))`:
@@ -1979,6 +2013,48 @@ mod tests {
         store
             .put_manifest(&cid, ManifestKind::Dataset, &bytes, &[author])
             .unwrap();
+    }
+
+    #[test]
+    fn a_copy_repaired_while_a_reader_held_its_bad_bytes_is_not_quarantined_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 1 << 30);
+        let (cid, data) = shard(300_000, 4);
+        store.put_shard(&cid, &data).unwrap();
+        overwrite_stored(&store, &cid, &vec![0u8; data.len()]);
+        assert!(matches!(
+            store.read_shard(&cid),
+            Err(StoreError::Corrupt { .. })
+        ));
+        assert_eq!(store.has(&[cid]).unwrap(), vec![Holding::Corrupt]);
+        assert_eq!(store.put_shard(&cid, &data).unwrap(), PutOutcome::Repaired);
+        // A reader that loaded the bad bytes before the repair reports them only now.
+        let _ = store.mark_corrupt(&cid, 0);
+        assert_eq!(
+            store.has(&[cid]).unwrap(),
+            vec![Holding::Intact(data.len() as u64)]
+        );
+        assert_eq!(store.read_shard(&cid).unwrap(), data);
+        // Nor is a shard deleted meanwhile marked (no stray quarantine row).
+        let (gone, gone_data) = shard(50_000, 8);
+        store.put_shard(&gone, &gone_data).unwrap();
+        assert!(store.delete_shard(&gone).unwrap());
+        let _ = store.mark_corrupt(&gone, 0);
+        assert!(!store.is_corrupt(&gone.to_bytes()).unwrap());
+        // A copy still bad, or whose outboard alone is bad, is quarantined as before.
+        overwrite_stored(&store, &cid, &vec![1u8; data.len()]);
+        let _ = store.mark_corrupt(&cid, 0);
+        assert_eq!(store.has(&[cid]).unwrap(), vec![Holding::Corrupt]);
+        assert_eq!(store.put_shard(&cid, &data).unwrap(), PutOutcome::Repaired);
+        let mut row = (data.len() as u64).to_le_bytes().to_vec();
+        row.extend_from_slice(&vec![
+            7u8;
+            verified::outboard_size(data.len() as u64) as usize
+        ]);
+        let outboards = store.cf(CF_OUTBOARDS).unwrap();
+        store.db.put_cf(outboards, cid.to_bytes(), row).unwrap();
+        let _ = store.mark_corrupt(&cid, 0);
+        assert_eq!(store.has(&[cid]).unwrap(), vec![Holding::Corrupt]);
     }
 
     #[test]
