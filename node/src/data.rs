@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use cairn_chunker::cids::{self, Cid, Codec};
 use cairn_chunker::verified::{self, RangeDecoder};
+use futures::FutureExt;
 use libp2p::PeerId;
 use libp2p::identity::Keypair;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
@@ -72,6 +73,10 @@ pub const MAX_OUTGOING_BYTES: usize = 512 << 20;
 /// Whole-shard sends at once. Each holds a blocking thread while it runs, so this stays well
 /// below tokio's 512, leaving threads for store writes, small reads and the scrub.
 pub const SENDS_AT_ONCE: usize = 256;
+/// Data-plane connections one peer (one node key) may hold at once. A client holds one per
+/// node; this bounds what one peer can take of the node's streams and connections
+/// (`max_concurrent_bidi_streams` bounds each connection).
+pub const MAX_CONNECTIONS_PER_PEER: usize = 16;
 /// Store writes waiting on the disk at once (see [`Server::io`]); their bodies are already
 /// bounded by [`MAX_INFLIGHT_BYTES`].
 pub const WRITES_AT_ONCE: usize = 32;
@@ -305,6 +310,7 @@ impl Server {
     /// quinn bounds streams per connection, and tasks end when the endpoint closes.
     pub async fn run(self: Arc<Self>, endpoint: Endpoint, cancel: CancellationToken) {
         let mut tasks = tokio::task::JoinSet::new();
+        let per_peer: Arc<Mutex<HashMap<PeerId, usize>>> = Arc::default();
         loop {
             let incoming = tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -317,6 +323,7 @@ impl Server {
             }
             let server = self.clone();
             let cancel = cancel.clone();
+            let per_peer = per_peer.clone();
             tasks.spawn(async move {
                 let conn = match tokio::time::timeout(CONNECT_TIMEOUT, incoming).await {
                     Ok(Ok(c)) => c,
@@ -328,6 +335,12 @@ impl Server {
                 };
                 let Some(peer) = remote_peer(&conn) else {
                     conn.close(VarInt::from_u32(1), b"no libp2p identity");
+                    return;
+                };
+                let Some(_slot) = PeerSlot::take(&per_peer, peer) else {
+                    server.metrics.net.busy.inc();
+                    tracing::debug!(%peer, "refused a data-plane connection: the peer holds enough");
+                    conn.close(VarInt::from_u32(2), b"too many connections from this peer");
                     return;
                 };
                 let mut streams = tokio::task::JoinSet::new();
@@ -687,6 +700,39 @@ impl Server {
     }
 }
 
+/// One of a peer's [`MAX_CONNECTIONS_PER_PEER`] connections, given back when dropped.
+struct PeerSlot {
+    counts: Arc<Mutex<HashMap<PeerId, usize>>>,
+    peer: PeerId,
+}
+
+impl PeerSlot {
+    fn take(counts: &Arc<Mutex<HashMap<PeerId, usize>>>, peer: PeerId) -> Option<Self> {
+        let mut held = counts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = held.entry(peer).or_default();
+        if *n >= MAX_CONNECTIONS_PER_PEER {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot {
+            counts: counts.clone(),
+            peer,
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut held = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = held.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.peer);
+            }
+        }
+    }
+}
+
 /// Size and outboard of a shard opened for sending, or why it cannot be sent.
 type OutgoingHead = tokio::sync::oneshot::Receiver<Result<(u64, Bytes), StoreError>>;
 /// Verified pieces of a shard being sent; an error ends it.
@@ -883,6 +929,10 @@ pub struct Client {
     endpoint: Endpoint,
     keypair: Keypair,
     conns: Arc<Mutex<HashMap<Target, Connection>>>,
+    /// Dials under way: requests that find no connection to a node wait for the one dial, so a
+    /// burst of them opens one connection, not one each (a node takes at most
+    /// [`MAX_CONNECTIONS_PER_PEER`] from a peer), and all learn at once if it fails.
+    dialing: Arc<Mutex<HashMap<Target, Dial>>>,
     /// Per connection watched by [`Client::silent_for`]: its id, the datagrams received when
     /// last asked, and since when that count has not moved.
     heard: Arc<Mutex<HashMap<Target, Heard>>>,
@@ -896,6 +946,17 @@ impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client").finish_non_exhaustive()
     }
+}
+
+/// A dial under way, shared by every request waiting for it.
+type Dial =
+    futures::future::Shared<futures::future::BoxFuture<'static, Result<Connection, DialError>>>;
+
+/// Why a dial failed (cloneable, for every request that waited on it).
+#[derive(Debug, Clone)]
+enum DialError {
+    Setup(String),
+    Unreachable(String),
 }
 
 /// A failed read of an answer: a reset with [`RESET_CORRUPT`] is the node saying its copy is
@@ -933,6 +994,7 @@ impl Client {
             endpoint,
             keypair,
             conns: Arc::new(Mutex::new(HashMap::new())),
+            dialing: Arc::new(Mutex::new(HashMap::new())),
             heard: Arc::new(Mutex::new(HashMap::new())),
             max_streams,
             fast: None,
@@ -995,40 +1057,79 @@ impl Client {
     }
 
     async fn connection(&self, t: &Target) -> Result<Connection, DataError> {
-        if let Some(c) = self.conns.lock().ok().and_then(|m| m.get(t).cloned())
-            && c.close_reason().is_none()
-        {
+        if let Some(c) = self.cached(t) {
             return Ok(c);
         }
-        let unreachable = |reason: String| DataError::Unreachable {
-            peer: t.peer,
-            addr: t.addr,
-            reason,
-        };
-        let tls = crate::tls::client_config(&self.keypair, t.peer, DATA_ALPN)
-            .map_err(|e| DataError::Setup(e.to_string()))?;
-        let crypto =
-            QuicClientConfig::try_from(tls).map_err(|e| DataError::Setup(e.to_string()))?;
-        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-        config.transport_config(transport(self.max_streams));
-        let connecting = self
-            .endpoint
-            .connect_with(config, t.addr, "l")
-            .map_err(|e| unreachable(e.to_string()))?;
-        let conn = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => return Err(unreachable(e.to_string())),
-            Err(_) => {
-                return Err(unreachable(format!(
-                    "no answer within {}s",
-                    CONNECT_TIMEOUT.as_secs()
-                )));
+        let dial = {
+            let mut dialing = self.dialing.lock().unwrap_or_else(|p| p.into_inner());
+            // Another dial may have finished since the cache was looked at.
+            if let Some(c) = self.cached(t) {
+                return Ok(c);
             }
+            dialing
+                .entry(*t)
+                .or_insert_with(|| self.dial(*t).boxed().shared())
+                .clone()
         };
-        if let Ok(mut m) = self.conns.lock() {
-            m.insert(*t, conn.clone());
+        let result = dial.await;
+        {
+            let mut dialing = self.dialing.lock().unwrap_or_else(|p| p.into_inner());
+            if dialing.get(t).is_some_and(|d| d.peek().is_some()) {
+                dialing.remove(t);
+            }
         }
-        Ok(conn)
+        result.map_err(|e| match e {
+            DialError::Setup(e) => DataError::Setup(e),
+            DialError::Unreachable(reason) => DataError::Unreachable {
+                peer: t.peer,
+                addr: t.addr,
+                reason,
+            },
+        })
+    }
+
+    /// The cached connection to `t`, if it is still open.
+    fn cached(&self, t: &Target) -> Option<Connection> {
+        let conns = self.conns.lock().ok()?;
+        conns.get(t).filter(|c| c.close_reason().is_none()).cloned()
+    }
+
+    /// Connects to `t` and caches the connection.
+    fn dial(
+        &self,
+        t: Target,
+    ) -> impl Future<Output = Result<Connection, DialError>> + Send + 'static {
+        let (endpoint, keypair, conns) = (
+            self.endpoint.clone(),
+            self.keypair.clone(),
+            self.conns.clone(),
+        );
+        let max_streams = self.max_streams;
+        async move {
+            let tls = crate::tls::client_config(&keypair, t.peer, DATA_ALPN)
+                .map_err(|e| DialError::Setup(e.to_string()))?;
+            let crypto =
+                QuicClientConfig::try_from(tls).map_err(|e| DialError::Setup(e.to_string()))?;
+            let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+            config.transport_config(transport(max_streams));
+            let connecting = endpoint
+                .connect_with(config, t.addr, "l")
+                .map_err(|e| DialError::Unreachable(e.to_string()))?;
+            let conn = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => return Err(DialError::Unreachable(e.to_string())),
+                Err(_) => {
+                    return Err(DialError::Unreachable(format!(
+                        "no answer within {}s",
+                        CONNECT_TIMEOUT.as_secs()
+                    )));
+                }
+            };
+            if let Ok(mut m) = conns.lock() {
+                m.insert(t, conn.clone());
+            }
+            Ok(conn)
+        }
     }
 
     /// Runs `op` on a stream of a (cached) connection to `t`, within [`REQUEST_TIMEOUT`]; if the
@@ -1063,6 +1164,25 @@ impl Client {
                         if let Ok(mut m) = self.conns.lock() {
                             m.remove(t);
                         }
+                    }
+                    // A node that closed the connection on purpose says why: say that, not
+                    // "connection lost".
+                    Err(e) if !matches!(e, DataError::Remote { .. }) => {
+                        return Err(match conn.close_reason() {
+                            Some(quinn::ConnectionError::ApplicationClosed(close))
+                                if !close.reason.is_empty() =>
+                            {
+                                DataError::Unreachable {
+                                    peer: t.peer,
+                                    addr: t.addr,
+                                    reason: format!(
+                                        "the node closed the connection: {}",
+                                        String::from_utf8_lossy(&close.reason)
+                                    ),
+                                }
+                            }
+                            _ => e,
+                        });
                     }
                     other => return other,
                 }

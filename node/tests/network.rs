@@ -419,6 +419,46 @@ async fn a_peer_that_stops_reading_its_answer_is_cut_off() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_peer_cannot_hold_more_than_its_share_of_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = start(dir.path(), None, 1 << 30).await;
+    let t = target(&n);
+    let (cid, data) = shard(10_000, 3);
+    client().store(&t, &cid, data.clone()).await.unwrap();
+    // One key, many connections (each client holds one per node).
+    let key = libp2p::identity::Keypair::generate_ed25519();
+    let mut held = Vec::new();
+    for _ in 0..data::MAX_CONNECTIONS_PER_PEER {
+        let c = data::Client::bind(key.clone()).unwrap();
+        assert_eq!(c.fetch(&t, &cid, None, None).await.unwrap(), data);
+        held.push(c);
+    }
+    // One more is turned away, and says why; another peer is served as before.
+    let extra = data::Client::bind(key.clone()).unwrap();
+    let err = extra.fetch(&t, &cid, None, None).await.unwrap_err();
+    assert!(err.to_string().contains("too many connections"), "{err}");
+    assert_eq!(client().fetch(&t, &cid, None, None).await.unwrap(), data);
+    // A connection given up frees its place.
+    held.pop();
+    let started = Instant::now();
+    loop {
+        let again = data::Client::bind(key.clone()).unwrap();
+        match again.fetch(&t, &cid, None, None).await {
+            Ok(got) => {
+                assert_eq!(got, data);
+                break;
+            }
+            Err(e) if started.elapsed() < Duration::from_secs(30) => {
+                assert!(e.to_string().contains("too many connections"), "{e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => panic!("the place was never freed: {e}"),
+        }
+    }
+    n.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetching_from_a_stopped_node_fails_fast_and_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let n = start(dir.path(), None, 1 << 30).await;
