@@ -191,6 +191,9 @@ pub enum CatalogError {
     /// A conditional write's condition does not hold (any more): nothing was written.
     #[error("precondition failed: {0}")]
     PreconditionFailed(String),
+    /// The multipart upload was completed or aborted (by another request, meanwhile).
+    #[error("upload {0} does not exist (it was completed or aborted)")]
+    NoSuchUpload(String),
 }
 
 /// How many locks keys share (by a hash of the key): enough that writes of different keys
@@ -312,6 +315,18 @@ impl Catalog {
         self.key_locks[self.key_lock_index(object_key)]
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The locks of several keys (object keys, or upload ids), each taken once and in one order,
+    /// so that two callers never wait for each other's.
+    fn lock_keys(&self, keys: &[&[u8]]) -> Vec<MutexGuard<'_, ()>> {
+        let mut locks: Vec<usize> = keys.iter().map(|k| self.key_lock_index(k)).collect();
+        locks.sort_unstable();
+        locks.dedup();
+        locks
+            .into_iter()
+            .map(|i| self.key_locks[i].lock().unwrap_or_else(|p| p.into_inner()))
+            .collect()
     }
 
     /// Checks `cond` against the key's current record (with its key lock held).
@@ -466,19 +481,11 @@ impl Catalog {
             batch.put_cf(buckets, bucket, enc(&BucketRecord { created_ms }));
         }
         let objects = self.cf(CF_OBJECTS)?;
-        let mut locks = Vec::with_capacity(records.len());
-        for (key, record) in records {
-            let k = object_key(bucket, key);
-            locks.push(self.key_lock_index(&k));
+        let keys: Vec<Vec<u8>> = records.iter().map(|(k, _)| object_key(bucket, k)).collect();
+        for (k, (_, record)) in keys.iter().zip(records) {
             batch.put_cf(objects, k, enc(record));
         }
-        // Every key's lock, in one order (no two writers wait for each other's).
-        locks.sort_unstable();
-        locks.dedup();
-        let _keys: Vec<_> = locks
-            .into_iter()
-            .map(|i| self.key_locks[i].lock().unwrap_or_else(|p| p.into_inner()))
-            .collect();
+        let _keys = self.lock_keys(&keys.iter().map(Vec::as_slice).collect::<Vec<_>>());
         self.db.write_opt(batch, &Self::wo())?;
         self.changed();
         Ok(())
@@ -605,8 +612,13 @@ impl Catalog {
         Ok(out)
     }
 
-    /// Records a part (replacing an earlier upload of the same number).
+    /// Records a part (replacing an earlier upload of the same number), if the upload is still
+    /// open: a part that finishes after its upload was completed or aborted is not left behind.
     pub fn put_part(&self, id: &str, number: u32, record: &PartRecord) -> Result<(), CatalogError> {
+        let _open = self.lock_keys(&[id.as_bytes()]);
+        if self.upload(id)?.is_none() {
+            return Err(CatalogError::NoSuchUpload(id.to_string()));
+        }
         self.db.put_cf_opt(
             self.cf(CF_PARTS)?,
             part_key(id, number),
@@ -657,23 +669,26 @@ impl Catalog {
         object: Option<(&str, &str, &ObjectRecord)>,
         cond: &WriteCondition,
     ) -> Result<(), CatalogError> {
+        let _guard = self.share_buckets();
+        // The upload's lock (and the key's): of a Complete and an Abort racing, or two
+        // Completes, one ends the upload and the other finds it gone.
+        let target = object.map(|(bucket, key, _)| object_key(bucket, key));
+        let mut locked = vec![id.as_bytes()];
+        locked.extend(target.as_deref());
+        let _locks = self.lock_keys(&locked);
+        if self.upload(id)?.is_none() {
+            return Err(CatalogError::NoSuchUpload(id.to_string()));
+        }
         let mut batch = WriteBatch::default();
         batch.delete_cf(self.cf(CF_UPLOADS)?, id);
         for (n, _) in self.parts(id)? {
             batch.delete_cf(self.cf(CF_PARTS)?, part_key(id, n));
         }
-        let _guard = self.share_buckets();
-        let _key = match object {
-            Some((bucket, key, record)) => {
-                self.require_bucket(bucket)?;
-                let k = object_key(bucket, key);
-                let guard = self.lock_key(&k);
-                self.check_condition(&k, cond)?;
-                batch.put_cf(self.cf(CF_OBJECTS)?, k, enc(record));
-                Some(guard)
-            }
-            None => None,
-        };
+        if let (Some((bucket, _, record)), Some(k)) = (object, target) {
+            self.require_bucket(bucket)?;
+            self.check_condition(&k, cond)?;
+            batch.put_cf(self.cf(CF_OBJECTS)?, k, enc(record));
+        }
         self.db.write_opt(batch, &Self::wo())?;
         if object.is_some() {
             self.changed();
@@ -1010,6 +1025,48 @@ mod tests {
             .unwrap();
         assert!(c.upload("u").unwrap().is_none());
         assert_eq!(c.object("b", "x").unwrap(), Some(rec(5)));
+    }
+
+    /// An upload ended by one request (Complete or Abort) is gone for every other: a Complete
+    /// racing an Abort does not create the object after the Abort answered, and a part that
+    /// finishes late is not left behind.
+    #[test]
+    fn an_ended_upload_takes_no_more_parts_and_cannot_end_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Catalog::open(dir.path()).unwrap();
+        c.create_bucket("b", &BucketRecord { created_ms: 0 })
+            .unwrap();
+        let up = UploadRecord {
+            bucket: "b".into(),
+            key: "k".into(),
+            created_ms: 1,
+            content_type: None,
+            metadata: BTreeMap::new(),
+            erasure: None,
+        };
+        let part = PartRecord {
+            cid: cairn_chunker::cids::dag_cbor(b"p"),
+            size: 5,
+            etag: "e".into(),
+            modified_ms: 0,
+            hashed_at: None,
+            nodes: vec![],
+        };
+        c.create_upload("u", &up).unwrap();
+        c.put_part("u", 1, &part).unwrap();
+        // Aborted.
+        c.finish_upload("u", None).unwrap();
+        let gone = |r| matches!(r, Err(CatalogError::NoSuchUpload(_)));
+        assert!(gone(c.put_part("u", 2, &part)));
+        assert!(gone(c.finish_upload("u", Some(("b", "k", &rec(1))))));
+        assert!(gone(c.finish_upload("u", None)));
+        assert_eq!(c.object("b", "k").unwrap(), None);
+        assert!(c.parts("u").unwrap().is_empty());
+        // Completed once, then not again.
+        c.create_upload("v", &up).unwrap();
+        c.finish_upload("v", Some(("b", "k", &rec(2)))).unwrap();
+        assert!(gone(c.finish_upload("v", Some(("b", "k", &rec(3))))));
+        assert_eq!(c.object("b", "k").unwrap(), Some(rec(2)));
     }
 
     #[test]

@@ -156,6 +156,7 @@ impl From<CatalogError> for Error {
             CatalogError::NoSuchBucket(b) => Error::NoSuchBucket(b),
             CatalogError::BucketNotEmpty(b) => Error::BucketNotEmpty(b),
             CatalogError::PreconditionFailed(why) => Error::PreconditionFailed(why),
+            CatalogError::NoSuchUpload(id) => Error::NoSuchUpload(id),
             CatalogError::Db(e) if e.to_string().contains("No space left on device") => {
                 Error::DiskFull(e.to_string())
             }
