@@ -722,6 +722,18 @@ impl Catalog {
 mod tests {
     use super::*;
 
+    /// A multipart upload of `key` in bucket `b`.
+    fn upload_of(key: &str) -> UploadRecord {
+        UploadRecord {
+            bucket: "b".into(),
+            key: key.into(),
+            created_ms: 1,
+            content_type: None,
+            metadata: BTreeMap::new(),
+            erasure: None,
+        }
+    }
+
     fn rec(n: u8) -> ObjectRecord {
         ObjectRecord {
             location: Location::Object(cairn_chunker::cids::dag_cbor(&[n])),
@@ -806,14 +818,7 @@ mod tests {
     fn uploads_and_parts() {
         let dir = tempfile::tempdir().unwrap();
         let c = Catalog::open(dir.path()).unwrap();
-        let up = UploadRecord {
-            bucket: "b".into(),
-            key: "k".into(),
-            created_ms: 1,
-            content_type: None,
-            metadata: BTreeMap::new(),
-            erasure: None,
-        };
+        let up = upload_of("k");
         assert!(matches!(
             c.create_upload("u1", &up),
             Err(CatalogError::NoSuchBucket(_))
@@ -1005,14 +1010,7 @@ mod tests {
             }
         )));
         // A refused Complete leaves its upload open.
-        let up = UploadRecord {
-            bucket: "b".into(),
-            key: "x".into(),
-            created_ms: 1,
-            content_type: None,
-            metadata: BTreeMap::new(),
-            erasure: None,
-        };
+        let up = upload_of("x");
         c.create_upload("u", &up).unwrap();
         assert!(failed(c.finish_upload_if(
             "u",
@@ -1036,14 +1034,7 @@ mod tests {
         let c = Catalog::open(dir.path()).unwrap();
         c.create_bucket("b", &BucketRecord { created_ms: 0 })
             .unwrap();
-        let up = UploadRecord {
-            bucket: "b".into(),
-            key: "k".into(),
-            created_ms: 1,
-            content_type: None,
-            metadata: BTreeMap::new(),
-            erasure: None,
-        };
+        let up = upload_of("k");
         let part = PartRecord {
             cid: cairn_chunker::cids::dag_cbor(b"p"),
             size: 5,
