@@ -742,8 +742,12 @@ async fn a_node_that_goes_silent_mid_upload_is_stored_around() {
     assert!(!fetched.holders.contains(&frozen_peer));
     let noted = &fetched.incidents;
     let passed_over = |(p, w): &(_, String)| *p == frozen_peer && w.contains("asking another");
+    // A node asked beside it may hold no copy (the upload passed over the frozen node, so the
+    // copies are not where the ranking alone puts them): its "not stored here" is an incident
+    // too, and no waiting.
+    let no_copy = |(p, w): &(_, String)| *p != frozen_peer && w.contains("is not stored here");
     assert!(
-        !noted.is_empty() && noted.iter().all(passed_over),
+        noted.iter().any(passed_over) && noted.iter().all(|i| passed_over(i) || no_copy(i)),
         "{noted:?}"
     );
     drop(view);
