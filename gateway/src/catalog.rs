@@ -716,6 +716,43 @@ impl Catalog {
         }
         Ok(out)
     }
+
+    /// Stores `(bucket, key, record)`s of several buckets in one atomic batch, creating the
+    /// `(bucket, created_ms)`s that are missing: all of it lands, or none (restoring an export:
+    /// a restore that fails leaves the catalog as it was).
+    pub fn put_objects_in_buckets(
+        &self,
+        buckets: &[(String, u64)],
+        records: &[(String, String, ObjectRecord)],
+    ) -> Result<(), CatalogError> {
+        let mut batch = WriteBatch::default();
+        let (bucket_cf, objects) = (self.cf(CF_BUCKETS)?, self.cf(CF_OBJECTS)?);
+        let _guard = self.share_buckets();
+        for (bucket, created_ms) in buckets {
+            if self.db.get_pinned_cf(bucket_cf, bucket)?.is_none() {
+                let record = BucketRecord {
+                    created_ms: *created_ms,
+                };
+                batch.put_cf(bucket_cf, bucket, enc(&record));
+            }
+        }
+        // A key lands only in a bucket that exists or is created here.
+        let mut checked: std::collections::BTreeSet<&str> =
+            buckets.iter().map(|(b, _)| b.as_str()).collect();
+        for (bucket, _, _) in records {
+            if checked.insert(bucket) {
+                self.require_bucket(bucket)?;
+            }
+        }
+        let keys: Vec<Vec<u8>> = records.iter().map(|(b, k, _)| object_key(b, k)).collect();
+        for (k, (_, _, record)) in keys.iter().zip(records) {
+            batch.put_cf(objects, k, enc(record));
+        }
+        let _keys = self.lock_keys(&keys.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        self.db.write_opt(batch, &Self::wo())?;
+        self.changed();
+        Ok(())
+    }
 }
 
 #[cfg(test)]

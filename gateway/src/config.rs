@@ -77,9 +77,21 @@ pub struct Config {
     /// changed (0: only on `POST /export`).
     #[serde(default = "default_export_every_secs")]
     pub export_every_secs: u32,
+    /// The region SigV4 signatures must be scoped to ([`ANY_REGION`], `"*"`: accept any).
+    #[serde(default = "default_region")]
+    pub region: String,
     /// Log filter (`RUST_LOG` syntax).
     #[serde(default = "default_log")]
     pub log: String,
+}
+
+/// The region a gateway answers for unless configured otherwise (what S3 clients default to).
+pub const DEFAULT_REGION: &str = "us-east-1";
+/// `region` value that accepts signatures scoped to any region.
+pub const ANY_REGION: &str = "*";
+
+fn default_region() -> String {
+    DEFAULT_REGION.into()
 }
 
 /// Default seconds between automatic catalog exports.
@@ -153,6 +165,7 @@ impl Config {
             cache_mib: DEFAULT_CACHE_MIB,
             readahead_mib: DEFAULT_READAHEAD_MIB,
             export_every_secs: DEFAULT_EXPORT_EVERY_SECS,
+            region: default_region(),
             log: default_log(),
         })
     }
@@ -206,6 +219,9 @@ impl Config {
              # S3 credentials (SigV4). The secret is also the admin API's bearer token. Keep this file 0600.\n\
              access_key = {}\n\
              secret_key = {}\n\
+             # Region signatures must be scoped to (clients' region setting, e.g. AWS_DEFAULT_REGION);\n\
+             # others are refused with AuthorizationHeaderMalformed. \"*\" accepts any region.\n\
+             region = {}\n\
              \n\
              # Storage nodes to join, each /ip4/../udp/../quic-v1/p2p/<peer id>.\n\
              peers = [{}]\n\
@@ -235,6 +251,7 @@ impl Config {
             q(&self.domain),
             q(&self.access_key),
             q(&self.secret_key),
+            q(&self.region),
             peers.join(", "),
             self.k,
             self.m,
@@ -276,6 +293,21 @@ impl Config {
                 message: format!(
                     "{:?} must be a bare host name such as localhost or s3.example.com",
                     self.domain
+                ),
+            });
+        }
+        let region_ok = |r: &str| {
+            (1..=64).contains(&r.len())
+                && r.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        };
+        if self.region != ANY_REGION && !region_ok(&self.region) {
+            return Err(ConfigError::Field {
+                field: "region",
+                message: format!(
+                    "{:?} is not a region: use a name such as us-east-1 (1-64 letters, digits, \
+                     '-', '_', '.'), or \"*\" to accept any",
+                    self.region
                 ),
             });
         }
@@ -361,6 +393,36 @@ mod tests {
         );
         c.readahead_mib = 0;
         c.check().unwrap();
+        for bad in ["", "us/east", "eu west", "**"] {
+            let mut c = Config::new_random().unwrap();
+            c.region = bad.into();
+            assert!(
+                c.check().unwrap_err().to_string().contains("`region`"),
+                "{bad:?}"
+            );
+        }
+        for good in [DEFAULT_REGION, ANY_REGION, "eu-west-1", "garage"] {
+            let mut c = Config::new_random().unwrap();
+            c.region = good.into();
+            c.check().unwrap();
+        }
+    }
+
+    #[test]
+    fn a_config_without_a_region_gets_the_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Config::new_random().unwrap();
+        c.write(dir.path()).unwrap();
+        let path = dir.path().join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\nregion = \"us-east-1\"\n"), "{text}");
+        let old: String = text
+            .lines()
+            .filter(|l| !l.starts_with("region"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(&path, old).unwrap();
+        assert_eq!(Config::load(dir.path()).unwrap().region, DEFAULT_REGION);
     }
 
     #[test]

@@ -67,6 +67,23 @@ pub enum Error {
     /// Parts not in ascending order.
     #[error("parts must be listed in ascending order")]
     InvalidPartOrder,
+    /// User metadata over S3's limit (sent in headers: refused before the body is read).
+    #[error(
+        "your metadata headers exceed the maximum allowed metadata size: {size} bytes of \
+         x-amz-meta-* keys and values, over {max}"
+    )]
+    MetadataTooLarge {
+        /// Bytes of keys and values sent.
+        size: usize,
+        /// Limit.
+        max: usize,
+    },
+    /// A request body that is not the XML S3 expects (or that XML 1.0 cannot carry).
+    #[error("{0}")]
+    MalformedXml(String),
+    /// A request that names a version of an object (this gateway keeps one version per key).
+    #[error("invalid version id {0:?}: versioning is not enabled on this gateway")]
+    NoSuchVersion(String),
     /// A checksum or Content-MD5 did not match the body.
     #[error("{0}")]
     BadDigest(String),
@@ -108,6 +125,9 @@ impl Error {
             Error::EntityTooSmall { .. } => S3ErrorCode::EntityTooSmall,
             Error::InvalidPart(_) => S3ErrorCode::InvalidPart,
             Error::InvalidPartOrder => S3ErrorCode::InvalidPartOrder,
+            Error::MetadataTooLarge { .. } => S3ErrorCode::MetadataTooLarge,
+            Error::MalformedXml(_) => S3ErrorCode::MalformedXML,
+            Error::NoSuchVersion(_) => S3ErrorCode::InvalidArgument,
             Error::BadDigest(_) => S3ErrorCode::BadDigest,
             Error::IncompleteBody(_) => S3ErrorCode::IncompleteBody,
             Error::RequestTimeout(_) => S3ErrorCode::RequestTimeout,
@@ -130,6 +150,9 @@ impl Error {
             | Error::EntityTooSmall { .. }
             | Error::InvalidPart(_)
             | Error::InvalidPartOrder
+            | Error::MetadataTooLarge { .. }
+            | Error::MalformedXml(_)
+            | Error::NoSuchVersion(_)
             | Error::BadDigest(_)
             | Error::IncompleteBody(_)
             | Error::RequestTimeout(_) => S::BAD_REQUEST,

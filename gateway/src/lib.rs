@@ -9,21 +9,28 @@
 //!   manifest CID, a slice of a pack, or inline bytes), size, ETag, metadata, time.
 //! - [`readahead`]: which bytes to fetch ahead of sequential range readers (a pure policy);
 //!   fetched shards land in the client's bounded shard cache, which every read consults.
-//! - [`snapshot`]: import an uploaded dataset as keys, export the whole catalog as a signed
-//!   dataset manifest, restore from one.
+//! - [`snapshot`]: import an uploaded dataset as keys, export the whole catalog as signed
+//!   dataset manifests (one, or pieces under an index), restore from them.
 //! - [`stall`]: time limits on clients that stop sending a body or stop reading a response.
-//! - [`server`]: the daemon: S3 over HTTP/1.1 and HTTP/2, the admin API (`/health`,
-//!   `/metrics`, `/status`, `POST /import|/export|/restore`), network refresh.
+//! - [`server`]: the daemon's start, network refresh and periodic catalog export.
+//! - [`http`]: S3 over HTTP/1.1 and HTTP/2: the listener and each connection's limits
+//!   ([`http::connections`]), and the repairs made to s3s's answers (`compat`).
+//! - [`auth`]: what every request's signature must cover, checked before s3s verifies it.
+//! - [`admin`]: the admin API (`/health`, `/metrics`, `/status`, `POST /import|/export|/restore`).
 //!
 //! Every byte a GET returns is verified against its CID on the way (the client library checks
 //! each shard's BLAKE3); a response whose bytes cannot be delivered ends early rather than carrying
-//! wrong bytes. Every GET and HEAD names the object's CID and signer in `x-amz-meta-cairn-cid`
+//! wrong bytes. `docs/SECURITY.md` has the threat model and the limits. Every GET and HEAD names the object's CID and signer in `x-amz-meta-cairn-cid`
 //! and `x-amz-meta-cairn-signer`.
 
+pub mod admin;
+pub mod auth;
 pub mod catalog;
+mod compat;
 pub mod config;
 pub mod error;
 pub mod host;
+pub mod http;
 pub mod metrics;
 pub mod readahead;
 pub mod s3;

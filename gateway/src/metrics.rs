@@ -48,6 +48,14 @@ pub struct GatewayMetrics {
     /// Requests and connections dropped because the client stopped sending a body or stopped
     /// reading a response (see [`crate::stall`]).
     pub stalled_clients: Counter,
+    /// New S3 connections refused (closed at once) because a connection cap was reached and
+    /// no connection it counts was idle (see [`crate::http::connections`]).
+    pub connections_refused: Counter,
+    /// Idle S3 connections closed to make room for new ones at a connection cap.
+    pub connections_evicted: Counter,
+    /// S3 connections closed by the gateway after having no request in flight for the idle
+    /// limit (HTTP/2, and HTTP/1 ones that had not sent a request head by then).
+    pub idle_closed: Counter,
 }
 
 impl std::fmt::Debug for GatewayMetrics {
@@ -78,6 +86,9 @@ impl GatewayMetrics {
             export_failures: Counter::default(),
             connections: Gauge::default(),
             stalled_clients: Counter::default(),
+            connections_refused: Counter::default(),
+            connections_evicted: Counter::default(),
+            idle_closed: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("requests", "S3 requests handled", m.requests.clone());
@@ -160,6 +171,21 @@ impl GatewayMetrics {
             "stalled_clients",
             "Requests and connections dropped because the client stopped sending or reading",
             m.stalled_clients.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "S3 connections refused at a connection cap (none idle to close)",
+            m.connections_refused.clone(),
+        );
+        registry.register(
+            "connections_evicted",
+            "Idle S3 connections closed to make room at a connection cap",
+            m.connections_evicted.clone(),
+        );
+        registry.register(
+            "idle_closed",
+            "S3 connections closed after the idle limit with no request in flight",
+            m.idle_closed.clone(),
         );
         Arc::new(Self { registry, ..m })
     }

@@ -152,22 +152,95 @@ async fn drain<E>(body: impl futures::Stream<Item = Result<bytes::Bytes, E>>, li
     }
 }
 
+/// Answers `e` for a request refused before its body was read. A client that sent
+/// `Expect: 100-continue` sends no body; one that did not is sending it anyway, and answered and
+/// cut off mid-body it would see a reset connection instead of the answer: a body it declared
+/// to be at most [`DRAIN_LIMIT`] is taken and dropped first. A larger one is not waited for (the
+/// connection closes after the answer, as it must).
+async fn refuse_unread(
+    e: Error,
+    body: Option<StreamingBlob>,
+    declared_len: Option<i64>,
+    from: BodyFrom,
+) -> Error {
+    let small = declared_len.is_some_and(|n| (0..=DRAIN_LIMIT as i64).contains(&n));
+    if let (
+        Some(body),
+        true,
+        BodyFrom::Client {
+            expects_continue: false,
+        },
+    ) = (body, small, from)
+    {
+        // A client that stops sending is not waited for longer than one that stalls mid-PUT.
+        let stalled = Arc::new(AtomicBool::new(false));
+        drain(limit_body(body, BODY_STALL_TIMEOUT, stalled), DRAIN_LIMIT).await;
+    }
+    e
+}
+
 /// Keys S3 takes: 1 to 1024 bytes, and only characters XML 1.0 can carry (no control
 /// character but tab, LF and CR), so that every listing that holds them can be read.
 fn check_key(key: &str) -> Result<(), Error> {
-    let xml = |c: char| {
-        !matches!(
-            c,
-            '\0'..='\u{8}' | '\u{b}' | '\u{c}' | '\u{e}'..='\u{1f}' | '\u{fffe}' | '\u{ffff}'
-        )
-    };
-    if key.is_empty() || key.len() > 1024 || !key.chars().all(xml) {
+    if key.is_empty() || key.len() > 1024 || key.chars().any(xml_unsafe) {
         return Err(Error::InvalidArgument(format!(
             "invalid object key {key:?}: 1..=1024 bytes, and no control character but tab, \
              LF and CR (XML cannot carry them in listings)"
         )));
     }
     Ok(())
+}
+
+/// Most user metadata (`x-amz-meta-*` keys and values, in bytes) a write may carry: S3's limit.
+pub const MAX_USER_METADATA: usize = 2 << 10;
+
+/// The limits on what a write carries in its headers, checked before its body is read: user
+/// metadata (S3's 2 KiB, `MetadataTooLarge`) and the content type (what a manifest holds). Every
+/// path that writes them (PutObject, CopyObject with `REPLACE`, CreateMultipartUpload) checks
+/// them, so nothing a client sends can make a record the catalog's export then refuses.
+fn check_object_headers(
+    content_type: Option<&str>,
+    metadata: Option<&Metadata>,
+) -> Result<(), Error> {
+    let size: usize = metadata
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
+    if size > MAX_USER_METADATA {
+        return Err(Error::MetadataTooLarge {
+            size,
+            max: MAX_USER_METADATA,
+        });
+    }
+    if let Some(ct) = content_type
+        && ct.len() > cairn_chunker::manifest::MAX_CONTENT_TYPE
+    {
+        return Err(Error::InvalidArgument(format!(
+            "Content-Type is {} bytes, over the {}-byte limit",
+            ct.len(),
+            cairn_chunker::manifest::MAX_CONTENT_TYPE
+        )));
+    }
+    Ok(())
+}
+
+/// This gateway keeps one version of each key, the one S3 calls `null`: a request for any other
+/// version is refused as S3 refuses it on a bucket without versioning.
+fn no_versions(version_id: Option<&str>) -> Result<(), Error> {
+    match version_id {
+        None | Some("null") => Ok(()),
+        Some(v) => Err(Error::NoSuchVersion(v.to_string())),
+    }
+}
+
+/// Characters XML 1.0 cannot carry (most C0 controls, U+FFFE, U+FFFF): a key holding one can
+/// be neither stored nor echoed in an XML answer.
+fn xml_unsafe(c: char) -> bool {
+    matches!(
+        c,
+        '\0'..='\u{8}' | '\u{b}' | '\u{c}' | '\u{e}'..='\u{1f}' | '\u{fffe}' | '\u{ffff}'
+    )
 }
 
 /// The gateway: S3 operations over the catalog and the network. Clones share all state.
@@ -1033,7 +1106,14 @@ impl Gateway {
 
 fn copy_source(src: &CopySource) -> Result<(String, String), Error> {
     match src {
-        CopySource::Bucket { bucket, key, .. } => Ok((bucket.to_string(), key.to_string())),
+        CopySource::Bucket {
+            bucket,
+            key,
+            version_id,
+        } => {
+            no_versions(version_id.as_deref())?;
+            Ok((bucket.to_string(), key.to_string()))
+        }
         _ => Err(Error::InvalidArgument(
             "only bucket/key copy sources are supported".into(),
         )),
@@ -1137,33 +1217,47 @@ impl S3 for Gateway {
         self.metrics.requests.inc();
         let from = BodyFrom::client(&req.headers);
         let trailers = req.trailing_headers;
-        let input = req.input;
-        check_key(&input.key)?;
-        self.bucket_exists(&input.bucket).await?;
-        if let Some(len) = input.content_length
-            && len as u64 > MAX_PUT
-        {
-            return Err(Error::EntityTooLarge {
-                size: len as u64,
-                max: MAX_PUT,
-            }
-            .into());
-        }
-        // Checked now, so that a body sure to be refused is not stored, and again as the record
-        // is written (the key may change while the body is stored).
+        let mut input = req.input;
+        // Everything the headers decide is checked before the body is read, so that a body
+        // sure to be refused is never stored (a 5xx after storing it would also have the client
+        // send it again). The write condition is checked again as the record is written (the
+        // key may change while the body is stored).
         let cond = write_condition(input.if_match.as_ref(), input.if_none_match.as_ref());
-        self.check_write(&input.bucket, &input.key, &cond).await?;
+        let checked = async {
+            check_key(&input.key)?;
+            check_object_headers(input.content_type.as_deref(), input.metadata.as_ref())?;
+            self.bucket_exists(&input.bucket).await?;
+            if let Some(len) = input.content_length
+                && len as u64 > MAX_PUT
+            {
+                return Err(Error::EntityTooLarge {
+                    size: len as u64,
+                    max: MAX_PUT,
+                });
+            }
+            self.check_write(&input.bucket, &input.key, &cond).await?;
+            declared(
+                input.checksum_algorithm.as_ref(),
+                input.checksum_crc32.clone(),
+                input.checksum_crc32c.clone(),
+                input.checksum_crc64nvme.clone(),
+                input.checksum_sha1.clone(),
+                input.checksum_sha256.clone(),
+            )
+        }
+        .await;
+        let decl = match checked {
+            Ok(decl) => decl,
+            Err(e) => {
+                let body = input.body.take();
+                return Err(refuse_unread(e, body, input.content_length, from)
+                    .await
+                    .into());
+            }
+        };
         let Some(body) = input.body else {
             return Err(Error::IncompleteBody("no body".into()).into());
         };
-        let decl = declared(
-            input.checksum_algorithm.as_ref(),
-            input.checksum_crc32,
-            input.checksum_crc32c,
-            input.checksum_crc64nvme,
-            input.checksum_sha1,
-            input.checksum_sha256,
-        )?;
         let mut opts = self.opts.clone();
         opts.content_type = input.content_type.clone();
         opts.metadata = metadata_in(input.metadata.clone());
@@ -1208,6 +1302,7 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         self.metrics.requests.inc();
         let input = req.input;
+        no_versions(input.version_id.as_deref())?;
         let r = self.record(&input.bucket, &input.key).await?;
         preconditions(
             &r,
@@ -1241,6 +1336,7 @@ impl S3 for Gateway {
         let started = std::time::Instant::now();
         self.metrics.requests.inc();
         let input = req.input;
+        no_versions(input.version_id.as_deref())?;
         let r = self.record(&input.bucket, &input.key).await?;
         preconditions(
             &r,
@@ -1275,6 +1371,7 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
         self.metrics.requests.inc();
         let input = req.input;
+        no_versions(input.version_id.as_deref())?;
         self.bucket_exists(&input.bucket).await?;
         let (c, b, k) = (self.catalog.clone(), input.bucket, input.key);
         blocking(move || Ok(c.delete_object(&b, &k)?)).await?;
@@ -1292,6 +1389,18 @@ impl S3 for Gateway {
             return Err(
                 Error::InvalidArgument("at most 1000 keys per DeleteObjects".into()).into(),
             );
+        }
+        // A key XML cannot carry could not be named in the result either (and no such key is
+        // ever stored); a version other than the current one is not this gateway's to delete.
+        for o in &input.delete.objects {
+            if o.key.chars().any(xml_unsafe) {
+                return Err(Error::MalformedXml(format!(
+                    "the key {:?} holds a character XML 1.0 cannot carry",
+                    o.key
+                ))
+                .into());
+            }
+            no_versions(o.version_id.as_deref())?;
         }
         let quiet = input.delete.quiet.unwrap_or(false);
         let keys: Vec<String> = input.delete.objects.into_iter().map(|o| o.key).collect();
@@ -1324,6 +1433,13 @@ impl S3 for Gateway {
         self.metrics.requests.inc();
         let input = req.input;
         check_key(&input.key)?;
+        let replace = input
+            .metadata_directive
+            .as_ref()
+            .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
+        if replace {
+            check_object_headers(input.content_type.as_deref(), input.metadata.as_ref())?;
+        }
         self.bucket_exists(&input.bucket).await?;
         let (sb, sk) = copy_source(&input.copy_source)?;
         let src = self.record(&sb, &sk).await?;
@@ -1349,10 +1465,6 @@ impl S3 for Gateway {
             )
             .into());
         }
-        let replace = input
-            .metadata_directive
-            .as_ref()
-            .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
         let mut record = src.clone();
         record.modified_ms = now_ms();
         if replace {
@@ -1453,6 +1565,8 @@ impl S3 for Gateway {
         self.metrics.requests.inc();
         let input = req.input;
         check_key(&input.key)?;
+        // Refused here, not at Complete, which would answer 200 and then fail for good.
+        check_object_headers(input.content_type.as_deref(), input.metadata.as_ref())?;
         self.bucket_exists(&input.bucket).await?;
         let id = hex(&blake3::hash(
             format!(
@@ -1490,37 +1604,49 @@ impl S3 for Gateway {
         self.metrics.requests.inc();
         let from = BodyFrom::client(&req.headers);
         let trailers = req.trailing_headers;
-        let input = req.input;
-        let upload = self
-            .upload(&input.upload_id, &input.bucket, &input.key)
-            .await?;
-        if !(1..=MAX_PARTS).contains(&input.part_number) {
-            return Err(Error::InvalidArgument(format!(
-                "part number {} is outside 1..=10000",
-                input.part_number
-            ))
-            .into());
-        }
-        if let Some(len) = input.content_length
-            && len as u64 > MAX_PUT
-        {
-            return Err(Error::EntityTooLarge {
-                size: len as u64,
-                max: MAX_PUT,
+        let mut input = req.input;
+        // As for PutObject: what the headers decide is refused before the body is read.
+        let checked = async {
+            if !(1..=MAX_PARTS).contains(&input.part_number) {
+                return Err(Error::InvalidArgument(format!(
+                    "part number {} is outside 1..=10000",
+                    input.part_number
+                )));
             }
-            .into());
+            let upload = self
+                .upload(&input.upload_id, &input.bucket, &input.key)
+                .await?;
+            if let Some(len) = input.content_length
+                && len as u64 > MAX_PUT
+            {
+                return Err(Error::EntityTooLarge {
+                    size: len as u64,
+                    max: MAX_PUT,
+                });
+            }
+            let decl = declared(
+                input.checksum_algorithm.as_ref(),
+                input.checksum_crc32.clone(),
+                input.checksum_crc32c.clone(),
+                input.checksum_crc64nvme.clone(),
+                input.checksum_sha1.clone(),
+                input.checksum_sha256.clone(),
+            )?;
+            Ok((upload, decl))
         }
+        .await;
+        let (upload, decl) = match checked {
+            Ok(c) => c,
+            Err(e) => {
+                let body = input.body.take();
+                return Err(refuse_unread(e, body, input.content_length, from)
+                    .await
+                    .into());
+            }
+        };
         let Some(body) = input.body else {
             return Err(Error::IncompleteBody("no body".into()).into());
         };
-        let decl = declared(
-            input.checksum_algorithm.as_ref(),
-            input.checksum_crc32,
-            input.checksum_crc32c,
-            input.checksum_crc64nvme,
-            input.checksum_sha1,
-            input.checksum_sha256,
-        )?;
         let stored = self
             .store_body(
                 body,
@@ -1622,7 +1748,7 @@ impl S3 for Gateway {
         let (c, i) = (self.catalog.clone(), input.upload_id.clone());
         let parts = blocking(move || Ok(c.parts(&i)?)).await?;
         let marker = input.part_number_marker.unwrap_or(0).max(0) as u32;
-        let max = input.max_parts.unwrap_or(1000).clamp(1, 1000) as usize;
+        let max = page_size("max-parts", input.max_parts)?.max(1);
         let after: Vec<_> = parts.into_iter().filter(|(n, _)| *n > marker).collect();
         let truncated = after.len() > max;
         let page: Vec<_> = after.into_iter().take(max).collect();
@@ -1971,8 +2097,19 @@ impl Gateway {
         enc: KeyEncoding,
     ) -> Result<Page, Error> {
         self.bucket_exists(bucket).await?;
-        let max = max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
+        let max = page_size("max-keys", max_keys)?;
         let prefix = prefix.unwrap_or_default();
+        if max == 0 {
+            // Nothing asked, nothing more to give: S3 answers an empty, complete page (a
+            // truncated one with no token would have a pager ask again forever).
+            return Ok(Page {
+                max,
+                prefix,
+                contents: Vec::new(),
+                prefixes: Vec::new(),
+                next: None,
+            });
+        }
         let (c, b, p) = (self.catalog.clone(), bucket.to_string(), prefix.clone());
         let listing =
             blocking(move || Ok(c.list(&b, &p, delimiter.as_deref(), after.as_deref(), max)?))
@@ -2099,6 +2236,18 @@ fn object_entry(key: String, r: &ObjectRecord) -> Object {
             ObjectStorageClass::STANDARD,
         )),
         ..Default::default()
+    }
+}
+
+/// A listing's page size (`max-keys`, `max-parts`): 1000 when not given, at most 1000, and a
+/// negative one refused as S3 refuses it.
+fn page_size(name: &str, asked: Option<i32>) -> Result<usize, Error> {
+    match asked {
+        None => Ok(1000),
+        Some(n) if n < 0 => Err(Error::InvalidArgument(format!(
+            "{name} must be a number from 0 to 2147483647, not {n}"
+        ))),
+        Some(n) => Ok(n.min(1000) as usize),
     }
 }
 

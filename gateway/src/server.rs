@@ -1,38 +1,29 @@
-//! The running gateway: S3 over HTTP, the admin API, and the network refresh loop.
+//! The running gateway: its start (catalog, key, network, listeners), the network refresh loop
+//! and the periodic catalog export. S3 connections are in [`crate::http`], the admin API in
+//! [`crate::admin`].
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::{Json, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use cairn_chunker::Cid;
 use cairn_client::network::Network;
 use cairn_client::put::PutOptions;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::{AdminState, serve_admin};
+use crate::auth::AuthPolicy;
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::{CATALOG_DIR, Checked, KEY_FILE, RUNTIME_FILE};
 use crate::host::Host;
+use crate::http::serve_s3;
 use crate::metrics::GatewayMetrics;
 use crate::s3::Gateway;
 use crate::s3::{ExportStatus, ReadSettings};
-use crate::stall::{SEND_STALL_TIMEOUT, Watched};
 
 /// How often the gateway re-discovers the network (nodes that joined or left).
 pub const REFRESH_EVERY: Duration = Duration::from_secs(30);
-
-/// Time an S3 client has to send a request's head (request line and headers), counted from when
-/// the gateway starts waiting for it, so an idle keep-alive connection is closed after this too.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -248,17 +239,24 @@ impl RunningGateway {
                 cfg.config.secret_key.clone(),
             ));
             b.set_host(Host::new(&cfg.config.domain));
+            // Ranges s3s cannot parse are served, once their signature is verified, by the
+            // same gateway behind a service that checks none (see `compat::ClampedRange`).
+            let mut unsigned = s3s::service::S3ServiceBuilder::new(gateway.clone());
+            unsigned.set_host(Host::new(&cfg.config.domain));
+            b.set_route(crate::compat::ClampedRange::new(unsigned.build()));
             b.build()
         };
         tasks.spawn(serve_s3(
             s3_listener,
             service,
             gateway.metrics().clone(),
+            Arc::new(AuthPolicy::from_config(&cfg.config)),
             cancel.child_token(),
         ));
         let state = AdminState {
             gateway: gateway.clone(),
             token: Arc::from(cfg.config.secret_key.as_str()),
+            public_reads: crate::admin::reads_are_public(&admin),
         };
         tasks.spawn(serve_admin(admin_listener, state, cancel.child_token()));
         tasks.spawn(refresh(gateway.clone(), cfg.clone(), cancel.child_token()));
@@ -314,218 +312,6 @@ impl RunningGateway {
     pub async fn stop(self) {
         self.cancel.cancel();
         self.wait().await;
-    }
-}
-
-/// An error answer, logged (client errors at debug, the gateway's own failures as warnings) and
-/// given a message that says what to do where s3s sent none (see [`crate::error::explain`]).
-/// s3s's own logging of these is turned off (`cairn-gateway`'s log filter), because it logs a
-/// client's bad signature or bucket name as an ERROR of the gateway.
-fn explained(
-    resp: http::Response<s3s::Body>,
-    method: &http::Method,
-    path: &str,
-) -> http::Response<s3s::Body> {
-    let status = resp.status();
-    let (mut parts, body) = resp.into_parts();
-    let Some((doc, new_body)) = body.bytes().and_then(|b| crate::error::explain(&b)) else {
-        if status.is_server_error() {
-            tracing::warn!(%method, path, %status, "S3 request failed");
-        }
-        return http::Response::from_parts(parts, body);
-    };
-    let message = doc.message.as_deref().unwrap_or("");
-    if status.is_server_error() {
-        tracing::warn!(%method, path, %status, code = %doc.code, "S3 request failed: {message}");
-    } else {
-        tracing::debug!(%method, path, %status, code = %doc.code, "S3 request refused: {message}");
-    }
-    match new_body {
-        Some(new_body) => {
-            parts.headers.remove(http::header::CONTENT_LENGTH);
-            http::Response::from_parts(parts, s3s::Body::from(new_body))
-        }
-        None => http::Response::from_parts(parts, body),
-    }
-}
-
-/// `POST /bucket/key?uploadId=…` without a part number: CompleteMultipartUpload.
-fn is_complete_multipart<B>(req: &http::Request<B>) -> bool {
-    let query = req.uri().query().unwrap_or_default();
-    let has = |name: &str| {
-        query
-            .split('&')
-            .any(|kv| kv.split('=').next() == Some(name))
-    };
-    req.method() == http::Method::POST && has("uploadId") && !has("partNumber")
-}
-
-/// A response body passed through unchanged, except for one repair on CompleteMultipartUpload.
-///
-/// Complete answers 200 at once and sends whitespace until its result is ready (see
-/// `Gateway::complete_multipart_upload`). When it fails at that point, s3s 0.14.1 sends its
-/// error document with a second `<?xml …?>` declaration after the one that opened the body,
-/// which is not well-formed XML: aws-sdk and botocore then see an unparseable body instead of
-/// the S3 error code. `repair` drops a declaration that opens any frame but the first.
-struct OneXmlDeclaration {
-    inner: s3s::Body,
-    repair: bool,
-    first: bool,
-}
-
-impl OneXmlDeclaration {
-    fn new(inner: s3s::Body, repair: bool) -> Self {
-        Self {
-            inner,
-            repair,
-            first: true,
-        }
-    }
-}
-
-impl hyper::body::Body for OneXmlDeclaration {
-    type Data = bytes::Bytes;
-    type Error = s3s::StdError;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        let polled = std::task::ready!(std::pin::Pin::new(&mut self.inner).poll_frame(cx));
-        let Some(Ok(frame)) = polled else {
-            return std::task::Poll::Ready(polled);
-        };
-        if !self.repair {
-            return std::task::Poll::Ready(Some(Ok(frame)));
-        }
-        let frame = match frame.into_data() {
-            Ok(data) if !std::mem::replace(&mut self.first, false) => {
-                hyper::body::Frame::data(without_declaration(data))
-            }
-            Ok(data) => hyper::body::Frame::data(data),
-            Err(other) => other,
-        };
-        std::task::Poll::Ready(Some(Ok(frame)))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        if self.repair {
-            // A repair shortens the body.
-            hyper::body::SizeHint::default()
-        } else {
-            self.inner.size_hint()
-        }
-    }
-}
-
-/// `data` without a leading `<?xml …?>` declaration.
-fn without_declaration(data: bytes::Bytes) -> bytes::Bytes {
-    if data.starts_with(b"<?xml")
-        && let Some(end) = data.windows(2).position(|w| w == b"?>")
-    {
-        return data.slice(end + 2..);
-    }
-    data
-}
-
-/// Counts an S3 connection in the `connections` gauge for as long as it lives.
-struct OpenConnection(Arc<GatewayMetrics>);
-
-impl OpenConnection {
-    fn new(metrics: Arc<GatewayMetrics>) -> Self {
-        metrics.connections.inc();
-        OpenConnection(metrics)
-    }
-}
-
-impl Drop for OpenConnection {
-    fn drop(&mut self) {
-        self.0.connections.dec();
-    }
-}
-
-async fn serve_s3(
-    listener: tokio::net::TcpListener,
-    service: s3s::service::S3Service,
-    metrics: Arc<GatewayMetrics>,
-    cancel: CancellationToken,
-) {
-    let mut http = ConnBuilder::new(TokioExecutor::new());
-    // hyper enforces no header timeout without a timer: a client that opened connections and
-    // never finished a request would hold each one (a socket and a task) forever.
-    http.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    while let Some(socket) = cairn_node::admin::accept(&listener, &cancel, "S3").await {
-        let _ = socket.set_nodelay(true);
-        let service = service.clone();
-        let counted_metrics = metrics.clone();
-        let counted =
-            hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                let complete = is_complete_multipart(&req);
-                let (method, path) = (req.method().clone(), req.uri().path().to_owned());
-                let fut = hyper::service::Service::call(&service, req);
-                let metrics = counted_metrics.clone();
-                async move {
-                    let resp = fut.await;
-                    if resp.as_ref().map_or(true, |r| r.status().as_u16() >= 400) {
-                        metrics.errors.inc();
-                    }
-                    if resp.as_ref().map_or(true, |r| r.status().is_server_error()) {
-                        metrics.server_errors.inc();
-                    }
-                    resp.map(|r| {
-                        let r = if r.status().as_u16() >= 400 {
-                            explained(r, &method, &path)
-                        } else {
-                            r
-                        };
-                        r.map(|body| OneXmlDeclaration::new(body, complete))
-                    })
-                }
-            });
-        let (http, watcher) = (http.clone(), graceful.watcher());
-        let open = OpenConnection::new(metrics.clone());
-        tokio::spawn(async move {
-            let metrics = open.0.clone();
-            // hyper first reads to tell HTTP/1 from HTTP/2, with no deadline of its own: a
-            // connection that never sends a byte is dropped here instead.
-            let mut first = [0u8; 1];
-            if !matches!(
-                tokio::time::timeout(HEADER_READ_TIMEOUT, socket.peek(&mut first)).await,
-                Ok(Ok(1))
-            ) {
-                return;
-            }
-            // A client that stops reading its response would hold the connection, its task and
-            // the response's read-ahead forever: it gets SEND_STALL_TIMEOUT.
-            let (socket, progress) = Watched::new(socket);
-            let conn = watcher.watch(
-                http.serve_connection(TokioIo::new(socket), counted)
-                    .into_owned(),
-            );
-            tokio::select! {
-                r = conn => if let Err(e) = r {
-                    tracing::debug!("S3 connection ended: {e}");
-                },
-                () = progress.stalled(SEND_STALL_TIMEOUT) => {
-                    tracing::info!(
-                        "closing an S3 connection: its client has read nothing for {}s",
-                        SEND_STALL_TIMEOUT.as_secs()
-                    );
-                    metrics.stalled_clients.inc();
-                }
-            }
-        });
-    }
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(Duration::from_secs(10)) => tracing::warn!("S3 connections still open after 10s; closing"),
     }
 }
 
@@ -626,209 +412,6 @@ async fn refresh(gateway: Gateway, cfg: Checked, cancel: CancellationToken) {
     }
 }
 
-#[derive(Clone)]
-struct AdminState {
-    gateway: Gateway,
-    token: Arc<str>,
-}
-
-/// `POST /import` body.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ImportRequest {
-    /// Bucket (created if missing).
-    pub bucket: String,
-    /// Key prefix for a dataset's paths.
-    #[serde(default)]
-    pub prefix: String,
-    /// Key for a single object (default: the prefix).
-    #[serde(default)]
-    pub key: Option<String>,
-    /// Object or dataset CID.
-    pub cid: String,
-    /// MD5s (hex) the uploader computed, shown as the S3 ETags: by dataset path, or under `""`
-    /// for a single object. Files without one get their BLAKE3 as ETag.
-    #[serde(default)]
-    pub etags: BTreeMap<String, String>,
-}
-
-/// `POST /restore` body.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RestoreRequest {
-    /// CID of a catalog export.
-    #[serde(default)]
-    pub cid: Option<String>,
-    /// Restore the newest export signed by this gateway's key instead.
-    #[serde(default)]
-    pub latest: bool,
-}
-
-fn admin_error(status: StatusCode, message: impl std::fmt::Display) -> Response {
-    (
-        status,
-        Json(serde_json::json!({ "error": message.to_string() })),
-    )
-        .into_response()
-}
-
-fn authorized(state: &AdminState, headers: &HeaderMap) -> Result<(), Box<Response>> {
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    // Constant-time comparison of the token.
-    let ok = given.is_some_and(|g| {
-        g.len() == state.token.len()
-            && g.bytes()
-                .zip(state.token.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
-    });
-    if ok {
-        Ok(())
-    } else {
-        Err(Box::new(admin_error(
-            StatusCode::UNAUTHORIZED,
-            "send `Authorization: Bearer <secret_key from the gateway's config.toml>`",
-        )))
-    }
-}
-
-fn parse_cid(s: &str) -> Result<Cid, Box<Response>> {
-    s.parse().map_err(|e| {
-        Box::new(admin_error(
-            StatusCode::BAD_REQUEST,
-            format!("{s:?} is not a CID: {e}"),
-        ))
-    })
-}
-
-fn gateway_error(e: crate::error::Error) -> Response {
-    admin_error(e.status(), e)
-}
-
-async fn import(
-    State(s): State<AdminState>,
-    headers: HeaderMap,
-    Json(req): Json<ImportRequest>,
-) -> Response {
-    if let Err(r) = authorized(&s, &headers) {
-        return *r;
-    }
-    let cid = match parse_cid(&req.cid) {
-        Ok(c) => c,
-        Err(r) => return *r,
-    };
-    match s
-        .gateway
-        .import(
-            &req.bucket,
-            &req.prefix,
-            req.key.as_deref(),
-            &cid,
-            &req.etags,
-        )
-        .await
-    {
-        Ok(report) => Json(report).into_response(),
-        Err(e) => gateway_error(e),
-    }
-}
-
-async fn export(State(s): State<AdminState>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorized(&s, &headers) {
-        return *r;
-    }
-    match s.gateway.export().await {
-        Ok(report) => Json(report).into_response(),
-        Err(e) => gateway_error(e),
-    }
-}
-
-async fn restore(
-    State(s): State<AdminState>,
-    headers: HeaderMap,
-    Json(req): Json<RestoreRequest>,
-) -> Response {
-    if let Err(r) = authorized(&s, &headers) {
-        return *r;
-    }
-    let cid = match (&req.cid, req.latest) {
-        (Some(c), false) => match parse_cid(c) {
-            Ok(c) => c,
-            Err(r) => return *r,
-        },
-        (None, true) => match s.gateway.latest_export().await {
-            Ok(Some(c)) => c,
-            Ok(None) => {
-                return admin_error(
-                    StatusCode::NOT_FOUND,
-                    "no catalog export signed by this gateway's key was found on the network",
-                );
-            }
-            Err(e) => return gateway_error(e),
-        },
-        _ => {
-            return admin_error(
-                StatusCode::BAD_REQUEST,
-                "send {\"cid\": \"bafy...\"} or {\"latest\": true}",
-            );
-        }
-    };
-    match s.gateway.restore(&cid).await {
-        Ok(report) => Json(report).into_response(),
-        Err(e) => gateway_error(e),
-    }
-}
-
-async fn metrics(State(s): State<AdminState>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        {
-            s.gateway.metrics().observe_cache(s.gateway.cache().stats());
-            s.gateway.metrics().render()
-        },
-    )
-        .into_response()
-}
-
-async fn status(State(s): State<AdminState>) -> Response {
-    let net = s.gateway.net().await;
-    let nodes: Vec<String> = net.nodes().iter().map(|n| n.peer().to_string()).collect();
-    let e = &s.gateway.options().params.erasure;
-    Json(serde_json::json!({
-        "nodes": nodes,
-        "k": e.k,
-        "m": e.m,
-        "signer": cairn_chunker::manifest::hex(&s.gateway.signing_key().verifying_key().to_bytes()),
-        "last_export": s.gateway.last_export(),
-        "catalog_generation": s.gateway.catalog().generation(),
-    }))
-    .into_response()
-}
-
-async fn serve_admin(
-    listener: tokio::net::TcpListener,
-    state: AdminState,
-    cancel: CancellationToken,
-) {
-    let app = Router::new()
-        .route("/health", get(|| async { "ok\n" }))
-        .route("/metrics", get(metrics))
-        .route("/status", get(status))
-        // A dataset's ETags come with its import: room for a few hundred thousand files.
-        .route(
-            "/import",
-            post(import).layer(axum::extract::DefaultBodyLimit::max(64 << 20)),
-        )
-        .route("/export", post(export))
-        .route("/restore", post(restore))
-        .with_state(state);
-    cairn_node::admin::serve_router(listener, app, cancel).await;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -853,40 +436,5 @@ mod tests {
         fixed.config.k = 4;
         fixed.config.m = 2;
         assert_eq!(erasure_advice(&fixed, 14, (4, 2)), None);
-    }
-
-    #[test]
-    fn only_complete_multipart_is_repaired() {
-        let req = |method: &str, uri: &str| {
-            http::Request::builder()
-                .method(method)
-                .uri(uri)
-                .body(())
-                .unwrap()
-        };
-        assert!(is_complete_multipart(&req("POST", "/b/k?uploadId=abc")));
-        assert!(is_complete_multipart(&req("POST", "/b/k?x=1&uploadId")));
-        assert!(!is_complete_multipart(&req("POST", "/b/k?uploads")));
-        assert!(!is_complete_multipart(&req("POST", "/b/k?uploadIdx=1")));
-        assert!(!is_complete_multipart(&req(
-            "PUT",
-            "/b/k?partNumber=2&uploadId=abc"
-        )));
-        assert!(!is_complete_multipart(&req("GET", "/b/k?uploadId=abc")));
-        assert!(!is_complete_multipart(&req("POST", "/b?delete")));
-    }
-
-    #[test]
-    fn a_declaration_is_dropped_only_where_it_opens_the_data() {
-        let decl =
-            bytes::Bytes::from_static(b"<?xml version=\"1.0\"?><Error><Code>X</Code></Error>");
-        assert_eq!(
-            &without_declaration(decl)[..],
-            b"<Error><Code>X</Code></Error>"
-        );
-        let plain = bytes::Bytes::from_static(b"<Result>?></Result>");
-        assert_eq!(without_declaration(plain.clone()), plain);
-        let unterminated = bytes::Bytes::from_static(b"<?xml version");
-        assert_eq!(without_declaration(unterminated.clone()), unterminated);
     }
 }

@@ -143,6 +143,11 @@ impl<T> Watched<T> {
             progress,
         )
     }
+
+    /// The wrapped socket (to peek at it, say).
+    pub fn get_ref(&self) -> &T {
+        &self.io
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {

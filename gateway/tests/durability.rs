@@ -8,55 +8,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
-use common::{Net, bytes, client, gateway_bin, start_upload, upload_part};
+use common::{
+    Net, bytes, client, gateway_bin, init_gateway, run_gateway, start_upload, upload_part,
+};
 use md5::{Digest, Md5};
 use serde_json::Value;
-
-/// `cairn-gateway init` in `dir` with these keys, listening on free ports.
-fn init_gateway(dir: &std::path::Path, access: &str, secret: &str) {
-    let init = std::process::Command::new(gateway_bin())
-        .args(["init", "--data-dir", dir.to_str().unwrap()])
-        .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-        .args(["--access-key", access, "--secret-key", secret])
-        .output()
-        .unwrap();
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
-}
-
-/// `cairn-gateway run` on `dir` against the devnet's nodes, once it serves.
-async fn run_gateway(
-    net: &Net,
-    dir: &std::path::Path,
-    extra: &[&str],
-) -> (tokio::process::Child, cairn_gateway::server::RuntimeInfo) {
-    let _ = std::fs::remove_file(dir.join(cairn_gateway::config::RUNTIME_FILE));
-    let log = dir.join("gateway.log");
-    let mut run = tokio::process::Command::new(gateway_bin());
-    run.args(["run", "--data-dir", dir.to_str().unwrap()])
-        .args(extra)
-        .kill_on_drop(true)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap());
-    for n in &net.devnet.state.nodes {
-        run.args(["--peer", &n.multiaddr]);
-    }
-    let mut child = run.spawn().unwrap();
-    let info = loop {
-        if let Ok(info) = cairn_gateway::server::read_runtime_info(dir) {
-            break info;
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            let err = std::fs::read_to_string(&log).unwrap_or_default();
-            panic!("gateway on {} exited ({status}): {err}", dir.display());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    (child, info)
-}
 
 async fn admin(addr: std::net::SocketAddr, path: &str, token: &str, body: &str) -> (u16, Value) {
     let auth = format!("Bearer {token}");

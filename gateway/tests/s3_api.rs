@@ -9,21 +9,10 @@ use aws_sdk_s3::types::{
     ChecksumAlgorithm, ChecksumMode, CompletedMultipartUpload, CompletedPart, Delete,
     ObjectIdentifier,
 };
-use common::{Net, bytes, client, healthy, metric, raw, start_upload, upload_part};
+use common::{
+    Net, bytes, client, failure, healthy, metric, presigned_put, raw, start_upload, upload_part,
+};
 use md5::{Digest, Md5};
-
-/// HTTP status and S3 error code of a failed call.
-fn failure<E: ProvideErrorMetadata, R: std::fmt::Debug>(
-    r: Result<R, aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>>,
-) -> (u16, String) {
-    match r {
-        Ok(v) => panic!("expected an error, got {v:?}"),
-        Err(e) => {
-            let status = e.raw_response().map_or(0, |r| r.status().as_u16());
-            (status, e.code().unwrap_or("").to_string())
-        }
-    }
-}
 
 /// The S3 error message of a failed call ("" when it has none).
 fn message<E: ProvideErrorMetadata, R>(
@@ -49,23 +38,6 @@ async fn get(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, range: Option<&st
 
 fn md5_hex(b: &[u8]) -> String {
     Md5::digest(b).iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A presigned PutObject URL for `bucket/key`, valid for five minutes.
-async fn presigned_put(
-    s3: &aws_sdk_s3::Client,
-    bucket: &str,
-    key: &str,
-) -> aws_sdk_s3::presigning::PresignedRequest {
-    let cfg =
-        aws_sdk_s3::presigning::PresigningConfig::expires_in(std::time::Duration::from_secs(300))
-            .unwrap();
-    s3.put_object()
-        .bucket(bucket)
-        .key(key)
-        .presigned(cfg)
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1056,7 +1028,7 @@ async fn a_client_that_never_finishes_its_request_is_disconnected() {
         d,
         "a node's admin server kept a half-sent request open for 90 s"
     );
-    let limit = cairn_gateway::server::HEADER_READ_TIMEOUT;
+    let limit = cairn_gateway::http::HEADER_READ_TIMEOUT;
     assert!(
         took >= limit - std::time::Duration::from_secs(1),
         "closed after {took:?}, before the {limit:?} limit"

@@ -60,6 +60,9 @@ struct Overrides {
     /// S3 secret access key.
     #[arg(long, env = "CAIRN_GW_SECRET_KEY", hide_env_values = true)]
     secret_key: Option<String>,
+    /// Region SigV4 signatures must be scoped to, e.g. us-east-1 ("*": any).
+    #[arg(long, env = "CAIRN_GW_REGION")]
+    region: Option<String>,
     /// Storage node multiaddr ending in /p2p/<peer id> (repeatable).
     #[arg(long = "peer", env = "CAIRN_GW_PEERS", value_delimiter = ',')]
     peers: Vec<String>,
@@ -102,6 +105,9 @@ impl Overrides {
         }
         if let Some(v) = self.secret_key {
             c.secret_key = v;
+        }
+        if let Some(v) = self.region {
+            c.region = v;
         }
         if !self.peers.is_empty() {
             c.peers = self.peers;

@@ -111,6 +111,20 @@ pub(crate) fn client(endpoint: &str, access: &str, secret: &str, path_style: boo
     Client::from_conf(conf)
 }
 
+/// HTTP status and S3 error code of a failed SDK call.
+pub(crate) fn failure<E: aws_sdk_s3::error::ProvideErrorMetadata, R: std::fmt::Debug>(
+    r: Result<R, aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>>,
+) -> (u16, String) {
+    match r {
+        Ok(v) => panic!("expected an error, got {v:?}"),
+        Err(e) => {
+            let status = e.raw_response().map_or(0, |r| r.status().as_u16());
+            let code = aws_sdk_s3::error::ProvideErrorMetadata::code(&e);
+            (status, code.unwrap_or("").to_string())
+        }
+    }
+}
+
 /// Deterministic pseudo-random bytes.
 pub(crate) fn bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -156,6 +170,23 @@ pub(crate) async fn healthy(admin: SocketAddr) -> bool {
         cairn_node::admin::http_get(admin, "/health", Duration::from_secs(5)).await,
         Ok((200, _))
     )
+}
+
+/// A presigned PUT of `bucket/key`, valid for 5 minutes.
+pub(crate) async fn presigned_put(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> aws_sdk_s3::presigning::PresignedRequest {
+    let cfg =
+        aws_sdk_s3::presigning::PresigningConfig::expires_in(std::time::Duration::from_secs(300))
+            .unwrap();
+    s3.put_object()
+        .bucket(bucket)
+        .key(key)
+        .presigned(cfg)
+        .await
+        .unwrap()
 }
 
 /// Starts a multipart upload of `bucket/key`; its upload id.
@@ -204,4 +235,67 @@ pub(crate) async fn metric(admin: SocketAddr, name: &str) -> u64 {
             (k == name).then(|| v.trim().parse::<f64>().ok())?
         })
         .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}")) as u64
+}
+
+/// `cairn-gateway init` in `dir` with these keys, listening on free ports.
+pub(crate) fn init_gateway(dir: &std::path::Path, access: &str, secret: &str) {
+    init_gateway_at(dir, "127.0.0.1:0", access, secret);
+}
+
+/// [`init_gateway`] with the admin listener on `admin`.
+pub(crate) fn init_gateway_at(dir: &std::path::Path, admin: &str, access: &str, secret: &str) {
+    let init = std::process::Command::new(gateway_bin())
+        .args(["init", "--data-dir", dir.to_str().unwrap()])
+        .args(["--listen", "127.0.0.1:0", "--admin", admin])
+        .args(["--access-key", access, "--secret-key", secret])
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+}
+
+/// `cairn-gateway run` on `dir` against the devnet's nodes (with `extra` arguments), once it
+/// serves.
+pub(crate) async fn run_gateway(
+    net: &Net,
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> (tokio::process::Child, cairn_gateway::server::RuntimeInfo) {
+    run_gateway_with(net, dir, extra, &[]).await
+}
+
+/// [`run_gateway`] with `env` set for the gateway process.
+pub(crate) async fn run_gateway_with(
+    net: &Net,
+    dir: &std::path::Path,
+    extra: &[&str],
+    env: &[(&str, String)],
+) -> (tokio::process::Child, cairn_gateway::server::RuntimeInfo) {
+    let _ = std::fs::remove_file(dir.join(cairn_gateway::config::RUNTIME_FILE));
+    let log = dir.join("gateway.log");
+    let mut run = tokio::process::Command::new(gateway_bin());
+    run.args(["run", "--data-dir", dir.to_str().unwrap()])
+        .args(extra)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    for n in &net.devnet.state.nodes {
+        run.args(["--peer", &n.multiaddr]);
+    }
+    let mut child = run.spawn().unwrap();
+    let info = loop {
+        if let Ok(info) = cairn_gateway::server::read_runtime_info(dir) {
+            break info;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            let err = std::fs::read_to_string(&log).unwrap_or_default();
+            panic!("gateway on {} exited ({status}): {err}", dir.display());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    (child, info)
 }

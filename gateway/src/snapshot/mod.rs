@@ -3,33 +3,52 @@
 //! - **Import** makes an uploaded object or dataset (from `cairn put`) visible as S3 keys under a
 //!   bucket and prefix, without copying a byte: the records point at the same manifests and packs.
 //! - **Export** writes the whole catalog (every bucket, key, ETag, content type, user metadata and
-//!   checksum) as one signed dataset manifest, so the gateway's own disk holds nothing that cannot
-//!   be rebuilt. **Restore** rebuilds a catalog from such an export.
+//!   checksum) as signed dataset manifests, so the gateway's own disk holds nothing that cannot
+//!   be rebuilt: one manifest when it fits [`EXPORT_PIECE_BYTES`], else pieces and an index
+//!   that names them ([`pieces`]). **Restore** rebuilds a catalog from either.
 //!
-//! An export is an ordinary dataset: `cairn get EXPORT_CID -o dir` yields `dir/BUCKET/KEY` for
-//! every key that is a valid path, and `dir/.cairn-escaped/BUCKET/<blake3 of key>` for keys that
-//! are not (`a//b`, `../x`, or a key that is also another key's directory). The S3 bucket and key
-//! of every entry are kept in its `meta`, which is what restore reads.
+//! A one-manifest export is an ordinary dataset: `cairn get EXPORT_CID -o dir` yields
+//! `dir/BUCKET/KEY` for every key that is a valid path, and `dir/.cairn-escaped/BUCKET/<blake3 of
+//! key>` for keys that are not (`a//b`, `../x`, or a key that is also another key's directory);
+//! so is each piece of a larger one. The S3 bucket and key of every entry are kept in its `meta`,
+//! which is what restore reads.
+//!
+//! Export reads the catalog a page of keys at a time and publishes each piece as it fills, so
+//! its memory is a few pieces' worth whatever the catalog's size. Restore fetches and checks
+//! every piece before it writes anything, then writes the whole export in one atomic batch: a
+//! restore that fails leaves the catalog as it was.
+
+pub mod pieces;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use cairn_chunker::Cid;
+use cairn_chunker::cids::{self, Codec};
 use cairn_chunker::manifest::{
-    DatasetEntry, DatasetManifest, Location as EntryLocation, check_path, hex,
+    DatasetEntry, DatasetManifest, Location as EntryLocation, MAX_MANIFEST_BYTES, check_path, hex,
 };
 use cairn_client::get::{Manifest, fetch_manifest};
+use cairn_client::network::Network;
 use cairn_client::put::publish_manifest;
 use cairn_node::protocol::ManifestKind;
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::{Location, ObjectRecord};
+use crate::catalog::{CatalogError, Location, ObjectRecord};
 use crate::error::Error;
 use crate::s3::{ExportStatus, Gateway, check_bucket_name, now_ms};
+pub use pieces::{EXPORT_PIECE_BYTES, MORE_BUCKETS_DIR, PIECES_DIR};
+use pieces::{PieceRef, Restored, Shape, Splitter};
 
 /// Where an export keeps its list of buckets.
 pub const BUCKETS_ENTRY: &str = ".cairn-gateway/buckets.json";
 /// Where an export keeps keys that are not valid dataset paths.
 pub const ESCAPED_DIR: &str = ".cairn-escaped";
+/// Keys read from the catalog at a time while exporting.
+const EXPORT_PAGE: usize = 1000;
+/// Manifests signed by the gateway's key looked at, newest first, for its latest export. The
+/// pieces of an export that failed before its index are newer than the last good index and are
+/// passed over, so this is generous (the nodes' limit).
+const LATEST_EXPORT_CANDIDATES: u32 = cairn_node::protocol::MAX_SIGNED;
 
 /// What an import or restore did.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -47,7 +66,7 @@ pub struct ImportReport {
 /// What an export wrote.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ExportReport {
-    /// CID of the signed dataset manifest holding the catalog.
+    /// CID of the signed dataset manifest holding the catalog, or of the index naming its pieces.
     pub cid: String,
     /// Buckets exported.
     pub buckets: usize,
@@ -55,6 +74,42 @@ pub struct ExportReport {
     pub objects: usize,
     /// Bytes those keys hold.
     pub bytes: u64,
+    /// Manifests holding the keys: 1 for a one-manifest export, else the index's pieces.
+    #[serde(default = "one")]
+    pub pieces: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// Refuses, saying what it is, a CID that cannot name `wanted` (a manifest): a raw CID names a
+/// file's or a shard's bytes.
+fn manifest_cid(cid: &Cid, wanted: &str) -> Result<(), Error> {
+    match cids::inspect(cid) {
+        Ok((Codec::DagCbor, _)) => Ok(()),
+        Ok((Codec::Raw, _)) => Err(Error::InvalidArgument(format!(
+            "{cid} is a raw CID, which names the bytes of a file or a shard, not a manifest: \
+             {wanted}"
+        ))),
+        Err(e) => Err(Error::InvalidArgument(format!(
+            "{cid} is not a Cairn CID ({e}): {wanted}"
+        ))),
+    }
+}
+
+/// What restore takes, for messages.
+const RESTORE_WANTS: &str = "restore takes a catalog export, the dag-cbor CID (bafyr4i…) that \
+     POST /export answered or /status shows as last_export";
+
+/// Runs a catalog call on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, CatalogError> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+        .map_err(Error::from)
 }
 
 /// An MD5 in hex, as S3 shows a single-part object's ETag.
@@ -155,7 +210,7 @@ fn entry_of(bucket: &str, key: &str, r: &ObjectRecord) -> Result<DatasetEntry, E
 
 /// Dataset paths for `(bucket, key)` pairs: `bucket/key` where that is a valid path that is not
 /// also a directory of another path, an escaped path otherwise.
-fn export_paths(keys: &[(String, String)]) -> Vec<String> {
+fn export_paths(keys: &[(&str, &str)]) -> Vec<String> {
     let plain: Vec<Option<String>> = keys
         .iter()
         .map(|(b, k)| {
@@ -203,6 +258,10 @@ impl Gateway {
                 "the ETag given for {path:?} is {etag:?}: an ETag to import is an MD5, 32 hex digits"
             )));
         }
+        manifest_cid(
+            cid,
+            "import takes the object or dataset CID (bafyr4i…) that `cairn put` printed",
+        )?;
         let net = self.net().await;
         let fetched = fetch_manifest(&net, cid).await?;
         let signer = fetched
@@ -278,58 +337,113 @@ impl Gateway {
         })
     }
 
-    /// Writes the whole catalog to the network as one signed dataset manifest.
+    /// Writes the whole catalog to the network: as one signed dataset manifest when it fits
+    /// [`EXPORT_PIECE_BYTES`], else as pieces and an index that names them ([`pieces`]).
     pub async fn export(&self) -> Result<ExportReport, Error> {
+        self.export_in_pieces(EXPORT_PIECE_BYTES).await
+    }
+
+    /// [`Gateway::export`] with pieces of at most `piece_bytes` (at most the manifest limit):
+    /// tests lower it to export a small catalog in several pieces.
+    #[doc(hidden)]
+    pub async fn export_in_pieces(&self, piece_bytes: usize) -> Result<ExportReport, Error> {
+        let piece_bytes = piece_bytes.min(MAX_MANIFEST_BYTES);
         // Changes made while the export runs make the next periodic export happen.
         let generation = self.catalog().generation();
         let c = self.catalog().clone();
-        let (buckets, objects) =
-            tokio::task::spawn_blocking(move || Ok::<_, Error>((c.buckets()?, c.all_objects()?)))
-                .await
-                .map_err(|e| Error::Internal(e.to_string()))??;
+        let buckets = blocking(move || c.buckets()).await?;
         let list: BTreeMap<&str, u64> = buckets
             .iter()
             .map(|(n, r)| (n.as_str(), r.created_ms))
             .collect();
-        let list = serde_json::to_vec(&list).map_err(|e| Error::Internal(e.to_string()))?;
-        if list.len() as u64 > cairn_chunker::manifest::MAX_INLINE {
-            return Err(Error::Internal("too many buckets to export".into()));
+        let mut bucket_files = pieces::bucket_files(&list)?;
+        // Room for the bucket list in every piece, so that a catalog that ends in its first
+        // piece is exported as one manifest holding both, as before pieces.
+        let reserve = pieces::inline_bound(BUCKETS_ENTRY, bucket_files[0].len());
+        let mut splitter = Splitter::new(piece_bytes.saturating_sub(reserve));
+        let net = self.net().await;
+        let mut published: Vec<PieceRef> = Vec::new();
+        let (mut objects, mut bytes) = (0usize, 0u64);
+        // Bucket by bucket, a page of keys at a time: a page is one consistent read; keys
+        // written meanwhile may or may not be in this export, and make the next one happen.
+        // Objects of buckets created after the bucket list was read wait for the next one.
+        for (bucket, _) in &buckets {
+            let mut after: Option<String> = None;
+            loop {
+                let (c, b, a) = (self.catalog().clone(), bucket.clone(), after.take());
+                let page =
+                    blocking(move || c.list(&b, "", None, a.as_deref(), EXPORT_PAGE)).await?;
+                for (key, record) in page.objects {
+                    objects += 1;
+                    bytes += record.size;
+                    let entry = entry_of(bucket, &key, &record)?;
+                    if let Some(full) = splitter.push(bucket.clone(), key, entry) {
+                        let n = published.len();
+                        published.push(self.publish_piece(&net, full, n).await?);
+                    }
+                }
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
         }
-        let keys: Vec<(String, String)> = objects
-            .iter()
-            .map(|(b, k, _)| (b.clone(), k.clone()))
-            .collect();
-        let paths = export_paths(&keys);
-        let mut dataset = DatasetManifest::new();
-        let mut bytes = 0;
-        for ((bucket, key, record), path) in objects.iter().zip(paths) {
-            bytes += record.size;
-            dataset.entries.insert(path, entry_of(bucket, key, record)?);
-        }
-        dataset.entries.insert(
-            BUCKETS_ENTRY.to_string(),
-            DatasetEntry {
-                size: list.len() as u64,
-                blake3: blake3::hash(&list),
-                location: EntryLocation::Inline(list),
-                meta: BTreeMap::new(),
-            },
-        );
-        dataset
-            .validate()
+        let last = splitter.finish();
+        let (cid, pieces) = if published.is_empty() && bucket_files.len() == 1 {
+            let d = pieces::single_manifest(last, bucket_files.remove(0));
+            (self.publish_dataset(&net, d).await?, 1)
+        } else {
+            let n = published.len();
+            published.push(self.publish_piece(&net, last, n).await?);
+            let d = pieces::index_manifest(bucket_files, &published);
+            (self.publish_dataset(&net, d).await?, published.len())
+        };
+        tracing::info!(%cid, buckets = buckets.len(), objects, pieces, "catalog exported");
+        self.note_export(ExportStatus {
+            cid: cid.to_string(),
+            time_ms: now_ms(),
+            objects,
+            generation,
+        });
+        Ok(ExportReport {
+            cid: cid.to_string(),
+            buckets: buckets.len(),
+            objects,
+            bytes,
+            pieces,
+        })
+    }
+
+    /// Publishes piece number `n` of an export.
+    async fn publish_piece(
+        &self,
+        net: &Network,
+        piece: pieces::Piece,
+        n: usize,
+    ) -> Result<PieceRef, Error> {
+        let objects = piece.len();
+        let cid = self.publish_dataset(net, piece.into_manifest()).await?;
+        tracing::debug!(%cid, n, objects, "catalog export piece published");
+        Ok(PieceRef { cid, objects })
+    }
+
+    /// Signs and stores one manifest of an export.
+    async fn publish_dataset(&self, net: &Network, d: DatasetManifest) -> Result<Cid, Error> {
+        d.validate()
             .map_err(|e| Error::Internal(format!("export manifest: {e}")))?;
-        let encoded = dataset.to_bytes();
-        if encoded.len() > cairn_chunker::manifest::MAX_MANIFEST_BYTES {
+        let encoded = d.to_bytes();
+        // The entries are not needed while the bytes go out.
+        drop(d);
+        if encoded.len() > MAX_MANIFEST_BYTES {
             return Err(Error::Internal(format!(
-                "the catalog encodes to {} bytes, over the {}-byte manifest limit",
+                "an export manifest encodes to {} bytes, over the {MAX_MANIFEST_BYTES}-byte \
+                 manifest limit",
                 encoded.len(),
-                cairn_chunker::manifest::MAX_MANIFEST_BYTES
             )));
         }
-        let cid = dataset.cid();
-        let net = self.net().await;
+        let cid = cids::dag_cbor(&encoded);
         publish_manifest(
-            &net,
+            net,
             self.signing_key(),
             &cid,
             ManifestKind::Dataset,
@@ -338,27 +452,17 @@ impl Gateway {
             None,
         )
         .await?;
-        tracing::info!(%cid, buckets = buckets.len(), objects = objects.len(), "catalog exported");
-        self.note_export(ExportStatus {
-            cid: cid.to_string(),
-            time_ms: now_ms(),
-            objects: objects.len(),
-            generation,
-        });
-        Ok(ExportReport {
-            cid: cid.to_string(),
-            buckets: buckets.len(),
-            objects: objects.len(),
-            bytes,
-        })
+        Ok(cid)
     }
 
     /// The newest catalog export this gateway's key signed that a node still holds: how a
-    /// gateway on a fresh disk (with its `gateway.key` kept) finds its catalog again.
+    /// gateway on a fresh disk (with its `gateway.key` kept) finds its catalog again. A
+    /// one-manifest export and an index are found alike (both hold the bucket list); pieces,
+    /// which do not, are passed over.
     pub async fn latest_export(&self) -> Result<Option<Cid>, Error> {
         let net = self.net().await;
         let me = self.signing_key().verifying_key().to_bytes();
-        for found in net.signed_by(&me, 32).await {
+        for found in net.signed_by(&me, LATEST_EXPORT_CANDIDATES).await {
             if found.kind != ManifestKind::Dataset {
                 continue;
             }
@@ -378,71 +482,72 @@ impl Gateway {
         Ok(None)
     }
 
-    /// Rebuilds catalog entries from an export (merging into what is there).
+    /// Rebuilds catalog entries from an export (merging into what is there): every manifest of
+    /// it is fetched and checked first, then everything is written in one atomic batch.
     pub async fn restore(&self, cid: &Cid) -> Result<ImportReport, Error> {
+        manifest_cid(cid, RESTORE_WANTS)?;
         let net = self.net().await;
-        let fetched = fetch_manifest(&net, cid).await?;
-        let Manifest::Dataset(d) = &fetched.manifest else {
+        let top = fetch_manifest(&net, cid).await?;
+        let Manifest::Dataset(d) = &top.manifest else {
             return Err(Error::InvalidArgument(format!(
-                "{cid} is an object, not a catalog export"
+                "{cid} is an object manifest (one file's), not a catalog export: {RESTORE_WANTS}; \
+                 to serve an object over S3, import it"
             )));
         };
-        let signer = fetched
+        let signer = top
             .provenance
             .first()
             .map(|p| hex(&p.signer))
             .unwrap_or_default();
-        let list = match d.entries.get(BUCKETS_ENTRY).map(|e| &e.location) {
-            Some(EntryLocation::Inline(b)) => b,
-            _ => {
-                return Err(Error::InvalidArgument(format!(
-                    "{cid} is not a catalog export (no {BUCKETS_ENTRY}); to serve an ordinary dataset, import it"
-                )));
-            }
-        };
-        let list: BTreeMap<String, u64> = serde_json::from_slice(list)
-            .map_err(|e| Error::InvalidArgument(format!("{BUCKETS_ENTRY}: {e}")))?;
+        let (list, shape) = pieces::read_top(cid, d)?;
         let now = now_ms();
-        let mut by_bucket: BTreeMap<String, Vec<(String, ObjectRecord)>> = BTreeMap::new();
-        for (path, entry) in &d.entries {
-            if path == BUCKETS_ENTRY {
-                continue;
+        let mut restored = Restored::new(list);
+        let pieces = match shape {
+            Shape::Single => {
+                restored.add(&format!("catalog export {cid}"), d, &signer, now)?;
+                1
             }
-            let (Some(bucket), Some(key)) = (entry.meta.get("s3-bucket"), entry.meta.get("s3-key"))
-            else {
-                return Err(Error::InvalidArgument(format!(
-                    "export entry {path:?} has no s3-bucket/s3-key"
-                )));
-            };
-            check_bucket_name(bucket)?;
-            by_bucket
-                .entry(bucket.clone())
-                .or_default()
-                .push((key.clone(), record_of(entry, &signer, now)));
-        }
-        let mut report = ImportReport {
-            buckets: list.keys().cloned().collect(),
-            objects: 0,
-            bytes: 0,
-            signer,
+            Shape::Index(refs) => {
+                let signers: BTreeSet<Vec<u8>> =
+                    top.provenance.iter().map(|p| p.signer.clone()).collect();
+                drop(top);
+                for (n, piece) in refs.iter().enumerate() {
+                    let what = format!(
+                        "piece {} ({}) of catalog export {cid}",
+                        pieces::piece_path(n),
+                        piece.cid
+                    );
+                    let fetched = fetch_manifest(&net, &piece.cid)
+                        .await
+                        .map_err(|e| with_context(e.into(), &what))?;
+                    let d = pieces::check_piece(cid, n, piece, &signers, &fetched)?;
+                    restored.add(&what, d, &signer, now)?;
+                }
+                refs.len()
+            }
         };
-        for (bucket, created) in &list {
-            check_bucket_name(bucket)?;
-            let records = by_bucket.remove(bucket).unwrap_or_default();
-            report.objects += records.len();
-            report.bytes += records.iter().map(|(_, r)| r.size).sum::<u64>();
-            let (c, b, t) = (self.catalog().clone(), bucket.clone(), *created);
-            tokio::task::spawn_blocking(move || c.put_objects(&b, t, &records))
-                .await
-                .map_err(|e| Error::Internal(e.to_string()))??;
-        }
-        if let Some(bucket) = by_bucket.keys().next() {
-            return Err(Error::InvalidArgument(format!(
-                "export has objects in bucket {bucket} but does not list it"
-            )));
-        }
-        tracing::info!(%cid, objects = report.objects, "catalog restored");
-        Ok(report)
+        let buckets = restored.bucket_names();
+        let (list, records, bytes) = restored.finish();
+        let objects = records.len();
+        let c = self.catalog().clone();
+        blocking(move || c.put_objects_in_buckets(&list, &records)).await?;
+        tracing::info!(%cid, objects, pieces, "catalog restored");
+        Ok(ImportReport {
+            buckets,
+            objects,
+            bytes,
+            signer,
+        })
+    }
+}
+
+/// `e`, its message prefixed with what was being done.
+fn with_context(e: Error, what: &str) -> Error {
+    match e {
+        Error::Unavailable(m) => Error::Unavailable(format!("{what}: {m}")),
+        Error::InvalidArgument(m) => Error::InvalidArgument(format!("{what}: {m}")),
+        Error::Internal(m) => Error::Internal(format!("{what}: {m}")),
+        other => other,
     }
 }
 
@@ -452,17 +557,14 @@ mod tests {
 
     #[test]
     fn export_paths_escape_what_is_not_a_plain_path() {
-        let keys: Vec<(String, String)> = [
+        let keys = [
             ("b", "a"),
             ("b", "a/x"),
             ("b", "ok/file.txt"),
             ("b", "../up"),
             ("b", "dir//x"),
             ("c", "a"),
-        ]
-        .iter()
-        .map(|(b, k)| (b.to_string(), k.to_string()))
-        .collect();
+        ];
         let paths = export_paths(&keys);
         assert!(paths[0].starts_with(".cairn-escaped/b/"), "{paths:?}");
         assert!(paths[1].starts_with(".cairn-escaped/b/"), "{paths:?}");
