@@ -77,6 +77,12 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// Most sockets open at once, counting connections still saying goodbye after they were
+    /// closed to make room: the total cap and a quarter more (at least two).
+    pub fn max_sockets(&self) -> usize {
+        self.max_connections + (self.max_connections / 4).max(2)
+    }
+
     /// The defaults, except where a test has set [`IDLE_MS_ENV`], [`MAX_CONNECTIONS_ENV`] or
     /// [`MAX_PER_ADDRESS_ENV`] (so integration tests can run a gateway with a 2 s limit
     /// instead of waiting 30 s). Not meant for operators; logged as a warning when in effect.
@@ -367,6 +373,8 @@ impl Inner {
 enum Cap {
     Address,
     Total,
+    /// Open sockets, counting those being closed ([`Limits::max_sockets`]).
+    Sockets,
 }
 
 impl Table {
@@ -392,6 +400,13 @@ impl Table {
     pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr, progress: Arc<Progress>) -> Option<Slot> {
         let client = ClientKey::of(ip);
         let mut inner = lock(&self.inner);
+        // Connections closed to make room keep their sockets while they say goodbye (longer if
+        // a request slipped in first): a client churning connections at a cap must not hold
+        // more sockets than the cap and this slack.
+        let sockets = inner.open.len();
+        if sockets >= self.limits.max_sockets() {
+            return self.refuse(client, Cap::Sockets, sockets);
+        }
         // Choose every connection to close before closing any, so that a refusal closes none.
         let mut victims: Vec<u64> = Vec::with_capacity(2);
         let from_client = inner.live_per_client.get(&client).copied().unwrap_or(0);
@@ -457,6 +472,7 @@ impl Table {
         let (what, limit) = match cap {
             Cap::Address => ("from this address", self.limits.max_per_address),
             Cap::Total => ("in all", self.limits.max_connections),
+            Cap::Sockets => ("or closing", self.limits.max_sockets()),
         };
         tracing::debug!(
             %client,
@@ -598,6 +614,33 @@ mod tests {
         assert_eq!(t.metrics.connections.get(), 0);
         assert!(lock(&t.inner).live_per_client.is_empty());
         assert_eq!(lock(&t.inner).live, 0);
+    }
+
+    #[test]
+    fn connections_closing_to_make_room_count_toward_a_hard_cap_on_sockets() {
+        // Churning idle connections from one address at the total cap: each new one evicts an
+        // idle one, which keeps its socket until its task lets go of it (here: never).
+        let t = table(8, 100);
+        let cap = t.limits.max_sockets();
+        assert_eq!(cap, 10);
+        let a = ip("10.0.0.1");
+        let mut kept = Vec::new();
+        while let Some(slot) = t.admit(a, progress()) {
+            kept.push(slot);
+            assert!(t.open() <= cap, "{} sockets open", t.open());
+            assert!(kept.len() <= cap, "never refused");
+        }
+        // Refused at the socket cap though idle connections were there to evict.
+        assert_eq!(t.open(), cap);
+        assert_eq!(t.metrics.connections_evicted.get(), 2);
+        assert_eq!(t.metrics.connections_refused.get(), 1);
+        // Once a closing one lets go, room is made again.
+        let closing = kept
+            .iter()
+            .position(|s| s.activity().evict.is_cancelled())
+            .unwrap();
+        drop(kept.remove(closing));
+        assert!(t.admit(a, progress()).is_some());
     }
 
     #[test]
