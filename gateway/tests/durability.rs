@@ -85,12 +85,7 @@ async fn cairn_put_bucket_then_export_and_restore_on_a_fresh_gateway() {
     let net = Net::start(6).await;
     let s3 = net.s3();
     let gw = net.gateway().clone();
-    let out = net.cairn(&["key", "generate", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = net.cairn_ok(&["key", "generate", "--json"]);
     let uploader: Value = serde_json::from_slice(&out.stdout).unwrap();
     let uploader = uploader["public_key"].as_str().unwrap().to_string();
 
@@ -108,14 +103,9 @@ async fn cairn_put_bucket_then_export_and_restore_on_a_fresh_gateway() {
         std::fs::write(p, data).unwrap();
     }
     let src_s = src.to_str().unwrap();
-    let out = net.cairn(&[
+    let out = net.cairn_ok(&[
         "put", src_s, "--bucket", "corpus", "--prefix", "v1/", "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["s3"]["objects"], files.len());
     for (rel, data) in &files {
@@ -154,7 +144,7 @@ async fn cairn_put_bucket_then_export_and_restore_on_a_fresh_gateway() {
     );
     // A single file lands as PREFIX/NAME.
     let one = src.join("shards/004.bin");
-    let out = net.cairn(&[
+    net.cairn_ok(&[
         "put",
         one.to_str().unwrap(),
         "--bucket",
@@ -162,11 +152,6 @@ async fn cairn_put_bucket_then_export_and_restore_on_a_fresh_gateway() {
         "--prefix",
         "single",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let head = s3
         .head_object()
         .bucket("corpus")
@@ -251,12 +236,7 @@ async fn cairn_put_bucket_then_export_and_restore_on_a_fresh_gateway() {
     assert_eq!(export["objects"], before.len());
 
     // The export is an ordinary signed dataset: `cairn ls` reads it.
-    let out = net.cairn(&["ls", &cid]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = net.cairn_ok(&["ls", &cid]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("corpus/v1/meta/labels.json"));
 
     // A fresh gateway with an empty disk restores everything from the CID alone.
@@ -586,12 +566,7 @@ async fn erasure_of(net: &Net, s3: &aws_sdk_s3::Client, bucket: &str, key: &str)
         .await
         .unwrap();
     let cid = head.metadata().unwrap()["cairn-cid"].clone();
-    let out = net.cairn(&["--json", "stat", &cid]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = net.cairn_ok(&["--json", "stat", &cid]);
     let st: Value = serde_json::from_slice(&out.stdout).unwrap();
     (st["k"].as_u64().unwrap(), st["m"].as_u64().unwrap())
 }

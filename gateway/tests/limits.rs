@@ -9,12 +9,7 @@ use common::{Net, bytes, failure, presigned_put, raw};
 
 /// Shards stored on the whole devnet, as `cairn nodes --json` counts them.
 fn shards(net: &Net) -> u64 {
-    let out = net.cairn(&["nodes", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = net.cairn_ok(&["nodes", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     v["shards"].as_u64().expect("a shard count")
 }

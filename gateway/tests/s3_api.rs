@@ -1238,12 +1238,7 @@ async fn a_full_network_refuses_a_put_before_its_body() {
         .await;
     assert_eq!(failure(r), (503, "ServiceUnavailable".into()));
     // Nothing was stored anywhere.
-    let nodes = net.cairn(&["--json", "nodes"]);
-    assert!(
-        nodes.status.success(),
-        "{}",
-        String::from_utf8_lossy(&nodes.stderr)
-    );
+    let nodes = net.cairn_ok(&["--json", "nodes"]);
     let nodes: serde_json::Value = serde_json::from_slice(&nodes.stdout).unwrap();
     assert_eq!(nodes["shards"], 0, "{nodes}");
     assert_eq!(

@@ -88,6 +88,18 @@ impl Net {
             .unwrap()
     }
 
+    /// [`Net::cairn`], which must succeed (its stderr is the failure message).
+    pub(crate) fn cairn_ok(&self, args: &[&str]) -> std::process::Output {
+        let out = self.cairn(args);
+        assert!(
+            out.status.success(),
+            "cairn {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
     pub(crate) async fn stop(self) {
         self.devnet.stop().await;
     }
