@@ -12,9 +12,9 @@ use bytes::Bytes;
 use cairn_chunker::cids::{self, Cid};
 use cairn_node::RunningNode;
 use cairn_node::config::{Config, Size};
-use cairn_node::data::{self, Target};
 use cairn_node::identity;
 use cairn_node::store::{Store, StoreConfig, StoreMetrics};
+use cairn_wire::data::{self, Target};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::identity::Keypair;
@@ -45,7 +45,7 @@ fn runtime() -> Runtime {
             std::env::var("CAIRN_BENCH_EVENT_INTERVAL")
                 .ok()
                 .and_then(|v| v.parse().ok())
-                .unwrap_or(cairn_node::EVENT_INTERVAL),
+                .unwrap_or(cairn_wire::daemon::EVENT_INTERVAL),
         )
         .enable_all()
         .build()
@@ -57,11 +57,11 @@ fn runtime() -> Runtime {
 fn raw_quinn(c: &mut Criterion, rt: &Runtime) {
     // The node's own crypto (AES-GCM first), and libp2p-tls's defaults (ChaCha20 first).
     raw_quinn_with(c, rt, "raw-quinn", |key, peer| {
-        cairn_node::tls::client_config(key, peer, cairn_node::protocol::DATA_ALPN).unwrap()
+        cairn_wire::tls::client_config(key, peer, cairn_wire::protocol::DATA_ALPN).unwrap()
     });
     raw_quinn_with(c, rt, "raw-quinn-chacha20", |key, peer| {
         let mut tls = libp2p_tls::make_client_config(key, Some(peer)).unwrap();
-        tls.alpn_protocols = vec![cairn_node::protocol::DATA_ALPN.to_vec()];
+        tls.alpn_protocols = vec![cairn_wire::protocol::DATA_ALPN.to_vec()];
         tls
     });
 }
@@ -667,7 +667,7 @@ fn pinned_runtime(cpu: usize) -> Runtime {
         } else {
             "client-side"
         })
-        .event_interval(cairn_node::EVENT_INTERVAL)
+        .event_interval(cairn_wire::daemon::EVENT_INTERVAL)
         .on_thread_start(move || {
             // SAFETY: `cpu_set_t` is a plain bit array for which all-zero is the empty set;
             // `CPU_SET` sets one bit inside it (`cpu` is 0 or 1, far below CPU_SETSIZE); and
@@ -711,7 +711,7 @@ fn ratio(rounds: usize, pinned: bool, only: Option<&str>) {
     // Shared: everything on one runtime. (The second is then idle.)
     let crt = if pinned { &client_rt } else { &rt };
     let conn = raw_quinn_connection(&rt, crt, |key, peer| {
-        cairn_node::tls::client_config(key, peer, cairn_node::protocol::DATA_ALPN).unwrap()
+        cairn_wire::tls::client_config(key, peer, cairn_wire::protocol::DATA_ALPN).unwrap()
     });
     let (_dir, node, client, target, shards) = node_with_shards(&rt, crt);
     let shards = Arc::new(shards);

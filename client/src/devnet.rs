@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use cairn_node::admin::{Status, http_get};
-use cairn_node::node::{CONFIG_FILE, RUNTIME_FILE, read_runtime_info};
+use cairn_wire::admin::{CONFIG_FILE, RUNTIME_FILE, read_runtime_info};
+use cairn_wire::admin::{Status, http_get};
 use serde::{Deserialize, Serialize};
 use tokio::process::{Child, Command};
 

@@ -147,10 +147,10 @@ pub enum ClientError {
     Manifest(#[from] ManifestError),
     /// The network layer failed.
     #[error(transparent)]
-    Swarm(Box<cairn_node::swarm::SwarmError>),
+    Swarm(Box<cairn_wire::swarm::SwarmError>),
     /// The data plane failed.
     #[error(transparent)]
-    Data(Box<cairn_node::data::DataError>),
+    Data(Box<cairn_wire::data::DataError>),
     /// Local I/O.
     #[error("{what}: {source}")]
     Io {
@@ -161,14 +161,14 @@ pub enum ClientError {
     },
 }
 
-impl From<cairn_node::swarm::SwarmError> for ClientError {
-    fn from(e: cairn_node::swarm::SwarmError) -> Self {
+impl From<cairn_wire::swarm::SwarmError> for ClientError {
+    fn from(e: cairn_wire::swarm::SwarmError) -> Self {
         ClientError::Swarm(Box::new(e))
     }
 }
 
-impl From<cairn_node::data::DataError> for ClientError {
-    fn from(e: cairn_node::data::DataError) -> Self {
+impl From<cairn_wire::data::DataError> for ClientError {
+    fn from(e: cairn_wire::data::DataError) -> Self {
         ClientError::Data(Box::new(e))
     }
 }

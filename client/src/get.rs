@@ -6,7 +6,6 @@ use std::ops::Range;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 use cairn_chunker::Cid;
@@ -15,6 +14,8 @@ use cairn_chunker::manifest::{
     DatasetManifest, Location, ObjectManifest, Piece, Provenance, ShardRef,
 };
 use cairn_chunker::pipeline::StripeDecoder;
+use cairn_policy::hedge::{self, OneAtATime};
+use cairn_policy::placement;
 use futures::StreamExt;
 use libp2p::PeerId;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -23,7 +24,6 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::cache::{Filler, Lookup, Shard};
 use crate::error::{ClientError, Missing, io};
 use crate::network::{Holders, Network};
-use crate::placement;
 use crate::put::Progress;
 
 /// Stripes fetched at once while reading (each holds up to `k` shards in memory).
@@ -32,7 +32,7 @@ pub const STRIPES_IN_FLIGHT: usize = 4;
 /// this (large shards, large `k`) are read fewer at a time, down to one.
 pub const READ_AHEAD_BYTES: u64 = 256 << 20;
 /// A shard that has not arrived after this long gets a parity fallback started beside it.
-pub const HEDGE_AFTER: Duration = Duration::from_millis(1500);
+pub use cairn_policy::hedge::HEDGE_AFTER;
 
 /// A manifest fetched and checked.
 #[derive(Debug, Clone)]
@@ -96,9 +96,8 @@ pub async fn fetch_manifest(net: &Network, cid: &Cid) -> Result<Fetched, ClientE
     cids::digest(cid, Codec::DagCbor)
         .map_err(|e| ClientError::Path(format!("{cid} is not a manifest CID: {e}")))?;
     // Best-ranked first; nodes that recently failed to answer last.
-    let mut order = placement::rank(&cid.to_bytes(), &net.candidates());
-    order.sort_by_key(|&i| net.is_down(i));
-    let mut order = order.into_iter();
+    let ranked = placement::rank(&cid.to_bytes(), &net.candidates());
+    let mut asking_order = OneAtATime::new(hedge::read_order(ranked, |i| net.is_down(i)));
     let ask = |i: usize| async move {
         let node = &net.nodes()[i];
         (i, net.data().get_manifest(&node.target, cid).await)
@@ -109,14 +108,10 @@ pub async fn fetch_manifest(net: &Network, cid: &Cid) -> Result<Fetched, ClientE
     let (mut problems, mut incidents) = (Vec::new(), Vec::new());
     let mut found: Option<(Vec<u8>, Vec<Provenance>, Vec<PeerId>)> = None;
     let mut bad_envelopes = Vec::new();
-    let mut waiting: Vec<usize> = Vec::new();
     loop {
         if asking.is_empty() {
-            match order.next() {
-                Some(i) => {
-                    asking.push(ask(i));
-                    waiting.push(i);
-                }
+            match asking_order.next_if_idle(true) {
+                Some(i) => asking.push(ask(i)),
                 None => break,
             }
         }
@@ -125,7 +120,7 @@ pub async fn fetch_manifest(net: &Network, cid: &Cid) -> Result<Fetched, ClientE
             // ready at the same time.
             biased;
             Some((i, answer)) = asking.next() => {
-                waiting.retain(|&w| w != i);
+                asking_order.answered(i);
                 let node = &net.nodes()[i];
                 match answer {
                     Ok((bytes, envelopes)) => {
@@ -152,17 +147,15 @@ pub async fn fetch_manifest(net: &Network, cid: &Cid) -> Result<Fetched, ClientE
                 }
             }
             _ = tokio::time::sleep(HEDGE_AFTER) => {
-                if let Some(i) = order.next() {
-                    for &w in &waiting {
+                if let Some(hedge) = asking_order.hedge() {
+                    for w in hedge.slow {
                         let what = format!(
                             "manifest {cid}: no answer within {} ms; asking another node",
                             HEDGE_AFTER.as_millis()
                         );
                         incidents.push((net.nodes()[w].peer(), what));
                     }
-                    waiting.clear();
-                    asking.push(ask(i));
-                    waiting.push(i);
+                    asking.push(ask(hedge.next));
                 }
             }
         }
@@ -250,11 +243,11 @@ impl<'a> Tries<'a> {
 
     /// Records that node `i` did not serve the shard and returns what to report. A guessed
     /// node that simply does not hold it is no incident.
-    fn failed(&self, i: usize, e: cairn_node::data::DataError, incidents: &Incidents) -> String {
+    fn failed(&self, i: usize, e: cairn_wire::data::DataError, incidents: &Incidents) -> String {
         let absent = matches!(
             &e,
-            cairn_node::data::DataError::Remote { error, .. }
-                if error.code == cairn_node::protocol::ErrorCode::NotFound
+            cairn_wire::data::DataError::Remote { error, .. }
+                if error.code == cairn_wire::protocol::ErrorCode::NotFound
         );
         if self.guess && absent {
             tracing::debug!(cid = %self.cid, node = %self.net.nodes()[i].peer(), "guessed holder does not have the shard");
@@ -295,15 +288,15 @@ fn fetch_failed(
     net: &Network,
     i: usize,
     cid: &Cid,
-    e: cairn_node::data::DataError,
+    e: cairn_wire::data::DataError,
     incidents: &Incidents,
 ) -> String {
     incidents.record(net.nodes()[i].peer(), format!("shard {cid}: {e}"));
     let unreachable = matches!(
         e,
-        cairn_node::data::DataError::Unreachable { .. }
-            | cairn_node::data::DataError::Timeout { .. }
-            | cairn_node::data::DataError::Stalled { .. }
+        cairn_wire::data::DataError::Unreachable { .. }
+            | cairn_wire::data::DataError::Timeout { .. }
+            | cairn_wire::data::DataError::Stalled { .. }
     );
     net.fetch_failed(i, cid, unreachable);
     e.to_string()
@@ -573,9 +566,8 @@ impl StripeRead<'_> {
                     // while, so that the next reads go around it instead of waiting here again.
                     // Not when the reader is gone: then nobody waited for it.
                     let slow = asking.load(Ordering::Relaxed);
-                    if sent.load(Ordering::Relaxed) == 0
+                    if hedge::holder_counts_as_down(sent.load(Ordering::Relaxed), !tx.is_closed())
                         && slow < self.net.nodes().len()
-                        && !tx.is_closed()
                     {
                         let what = format!(
                             "shard {}: nothing within {} ms; reading around it",

@@ -4,8 +4,6 @@
 //! gateway will reuse.
 //!
 //! * [`network`]: join through bootstrap peers, discover nodes, locate shards.
-//! * [`placement`]: weighted rendezvous hashing of shards onto distinct nodes and labels
-//!   (pure; the simulator can drive it).
 //! * [`put`]: objects and datasets (small files packed), shards uploaded in parallel with
 //!   bounded bytes in flight and retries on the next-ranked node, signed manifest last.
 //! * [`get`]: manifests checked against CID and signature; objects, ranges and datasets read
@@ -15,6 +13,9 @@
 //! * [`verify`]: `stat` (where every shard is) and a full audit.
 //! * [`keys`]: the uploader's ed25519 identity.
 //! * [`devnet`]: a local network of `cairn-node` processes.
+//!
+//! The decisions (placement, node health, store retries and hedges) are in `cairn-policy`; the
+//! messages and the data-plane client in `cairn-wire`. This crate drives them.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), cairn_client::error::ClientError> {
@@ -41,6 +42,5 @@ pub mod get;
 pub mod keys;
 pub mod network;
 pub mod output;
-pub mod placement;
 pub mod put;
 pub mod verify;

@@ -5,34 +5,28 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cairn_policy::health::{Health, Locations, StoreFailure};
+use cairn_policy::time::Time;
+
 use cairn_chunker::Cid;
-use cairn_node::data::{self, Target};
-use cairn_node::protocol::{
+use cairn_wire::data::{self, Target};
+use cairn_wire::protocol::{
     ControlRequest, ControlResponse, ErrorCode, Holding, MAX_DATA_HAS, NodeInfo, SignedManifest,
 };
-use cairn_node::swarm::{Role, Swarm};
+use cairn_wire::swarm::{Role, Swarm};
 use futures::StreamExt;
 use libp2p::{Multiaddr, PeerId};
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::ShardCache;
 use crate::error::ClientError;
-use crate::placement::{self, Candidate};
+use cairn_policy::placement::{self, Candidate};
 
 /// How long a peer may take to answer while joining; a dead peer costs at most this.
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a node may take to say which shards it holds before reads go on without it.
 pub const LOCATE_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long a node that did not answer is left out of lookups before it is asked again.
-pub const DOWN_FOR: Duration = Duration::from_secs(15);
-/// How long where a shard was found is remembered (a long-lived client such as the gateway reads
-/// the same objects again and again; a stale entry only costs a failed fetch and a rebuild).
-pub const LOCATED_FOR: Duration = Duration::from_secs(30);
-/// How long a node that refused a shard for lack of space is offered no more (its reported
-/// free space is that old at most once the view is refreshed).
-pub const FULL_FOR: Duration = Duration::from_secs(30);
-/// Most shard locations remembered.
-const LOCATED_MAX: usize = 1 << 18;
+pub use cairn_policy::health::{DOWN_FOR, FULL_FOR, LOCATED_FOR};
 
 /// Who holds which shards (indices into [`Network::nodes`]).
 #[derive(Debug, Clone, Default)]
@@ -63,13 +57,19 @@ impl Holders {
     }
 }
 
-type Located = HashMap<Cid, (Vec<PeerId>, Instant)>;
-type Down = HashMap<PeerId, Instant>;
+type Located = Locations<Cid, PeerId>;
 
-/// Whether `peer` failed to answer within the last [`DOWN_FOR`].
-fn is_down(down: &Down, peer: &PeerId) -> bool {
-    down.get(peer)
-        .is_some_and(|since| since.elapsed() < DOWN_FOR)
+/// How a failed store bears on the node's health.
+fn store_failure(error: &data::DataError) -> StoreFailure {
+    match error {
+        data::DataError::Unreachable { .. }
+        | data::DataError::Timeout { .. }
+        | data::DataError::Stalled { .. } => StoreFailure::Unreachable,
+        data::DataError::Remote { error, .. } if error.code == ErrorCode::NoSpace => {
+            StoreFailure::NoSpace
+        }
+        _ => StoreFailure::Other,
+    }
 }
 
 /// A live node as the client sees it.
@@ -106,16 +106,13 @@ impl std::fmt::Debug for StoreFailures {
 impl StoreFailures {
     /// See [`Network::store_failed`].
     pub fn report(&self, index: usize, error: &data::DataError) {
-        let map = match error {
-            data::DataError::Unreachable { .. }
-            | data::DataError::Timeout { .. }
-            | data::DataError::Stalled { .. } => &self.shared.down,
-            data::DataError::Remote { error, .. } if error.code == ErrorCode::NoSpace => {
-                &self.shared.full
-            }
-            _ => return,
-        };
-        if let Some(peer) = self.mark(map, index, true) {
+        let Some(peer) = self.peer(index) else { return };
+        let now = self.shared.now();
+        if self
+            .shared
+            .health()
+            .store_failed(peer, store_failure(error), now)
+        {
             tracing::debug!(%peer, "node failed a store ({error}); passing it over");
         }
     }
@@ -123,28 +120,24 @@ impl StoreFailures {
     /// Node `index`, found silent during a store, took the shard after all: it was slow, not
     /// gone, and placement may use it again.
     pub fn answered(&self, index: usize) {
-        self.mark(&self.shared.down, index, false);
+        if let Some(peer) = self.peer(index) {
+            self.shared.health().answered(&peer);
+        }
     }
 
     /// Node `index` went silent during a store (nothing heard for
     /// [`crate::put::STORE_SILENT_FOR`]): it is left out like an unreachable node, for
     /// [`DOWN_FOR`].
     pub fn silent(&self, index: usize) {
-        if let Some(peer) = self.mark(&self.shared.down, index, true) {
+        if let Some(peer) = self.peer(index) {
+            let now = self.shared.now();
+            self.shared.health().down(peer, now);
             tracing::info!(%peer, "node went silent during a store; passing it over");
         }
     }
 
-    /// Puts node `index` in `map` as of now (`on`), or takes it out; returns its peer id.
-    fn mark(&self, map: &Mutex<Down>, index: usize, on: bool) -> Option<PeerId> {
-        let peer = *self.peers.get(index)?;
-        let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
-        if on {
-            map.insert(peer, Instant::now());
-        } else {
-            map.remove(&peer);
-        }
-        Some(peer)
+    fn peer(&self, index: usize) -> Option<PeerId> {
+        self.peers.get(index).copied()
     }
 }
 
@@ -165,27 +158,39 @@ struct Shared {
     swarm: Swarm,
     data: data::Client,
     cancel: CancellationToken,
-    /// Nodes that recently failed to answer, and when: skipped by lookups for [`DOWN_FOR`], so
-    /// that with a node gone every read does not wait out its timeout again.
-    down: Mutex<Down>,
+    /// The clock the policies' [`Time`] counts from (tokio's, so paused-clock tests drive it).
+    origin: tokio::time::Instant,
+    /// Nodes that recently failed to answer (skipped by lookups for [`DOWN_FOR`], so that with
+    /// a node gone every read does not wait out its timeout again) or refused a shard for lack
+    /// of space (offered no shards for [`FULL_FOR`]).
+    health: Mutex<Health<PeerId>>,
     /// Recently located shards: CID -> nodes that held it intact, and when that was learnt.
     located: Mutex<Located>,
-    /// Nodes that recently refused a shard for lack of space, and when: offered no shards for
-    /// [`FULL_FOR`], whatever free space they last reported.
-    full: Mutex<Down>,
 }
 
 impl Shared {
+    fn now(&self) -> Time {
+        Time::after(self.origin.elapsed())
+    }
+
+    fn health(&self) -> std::sync::MutexGuard<'_, Health<PeerId>> {
+        self.health.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn located(&self) -> std::sync::MutexGuard<'_, Located> {
+        self.located.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Where shards were found and which nodes are down (locked in that order).
     fn memory(
         &self,
     ) -> (
         std::sync::MutexGuard<'_, Located>,
-        std::sync::MutexGuard<'_, Down>,
+        std::sync::MutexGuard<'_, Health<PeerId>>,
     ) {
-        let located = self.located.lock().unwrap_or_else(|p| p.into_inner());
-        let down = self.down.lock().unwrap_or_else(|p| p.into_inner());
-        (located, down)
+        let located = self.located();
+        let health = self.health();
+        (located, health)
     }
 }
 
@@ -269,9 +274,9 @@ impl Network {
                 swarm,
                 data,
                 cancel: guard.disarm(),
-                down: Mutex::new(HashMap::new()),
-                located: Mutex::new(HashMap::new()),
-                full: Mutex::new(HashMap::new()),
+                origin: tokio::time::Instant::now(),
+                health: Mutex::new(Health::default()),
+                located: Mutex::new(Locations::default()),
             }),
             nodes,
             None,
@@ -340,10 +345,11 @@ impl Network {
 
     /// Whether node `index` failed to answer within the last [`DOWN_FOR`].
     pub fn is_down(&self, index: usize) -> bool {
-        let down = self.shared.down.lock().unwrap_or_else(|p| p.into_inner());
+        let now = self.shared.now();
+        let health = self.shared.health();
         self.nodes
             .get(index)
-            .is_some_and(|n| is_down(&down, &n.peer()))
+            .is_some_and(|n| health.is_down(&n.peer(), now))
     }
 
     /// [`Network::candidates`] for placing new shards: a node that recently failed to answer
@@ -351,15 +357,10 @@ impl Network {
     /// free space, so placement passes it over instead of trying it first again.
     pub fn write_candidates(&self) -> Vec<Candidate> {
         let mut candidates = self.candidates();
-        let down = self.shared.down.lock().unwrap_or_else(|p| p.into_inner());
-        let full = self.shared.full.lock().unwrap_or_else(|p| p.into_inner());
+        let now = self.shared.now();
+        let health = self.shared.health();
         for (c, n) in candidates.iter_mut().zip(&self.nodes) {
-            let peer = n.peer();
-            if is_down(&down, &peer)
-                || full
-                    .get(&peer)
-                    .is_some_and(|since| since.elapsed() < FULL_FOR)
-            {
+            if !health.takes_writes(&n.peer(), now) {
                 c.free = 0;
             }
         }
@@ -420,33 +421,25 @@ impl Network {
         let Some(peer) = self.nodes.get(index).map(NodeView::peer) else {
             return;
         };
-        if let Some((nodes, _)) = self
-            .shared
-            .located
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_mut(cid)
-        {
-            nodes.retain(|p| *p != peer);
-        }
+        self.shared.located().missed(cid, &peer);
         if unreachable {
-            self.shared
-                .down
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(peer, Instant::now());
+            let now = self.shared.now();
+            self.shared.health().down(peer, now);
         }
     }
 
     /// Live nodes remembered (within [`LOCATED_FOR`]) as holding `cid`, if any.
-    fn remembered(&self, located: &Located, down: &Down, cid: &Cid) -> Option<Vec<usize>> {
-        let (peers, when) = located.get(cid)?;
-        if when.elapsed() >= LOCATED_FOR {
-            return None;
-        }
+    fn remembered(
+        &self,
+        located: &Located,
+        health: &Health<PeerId>,
+        cid: &Cid,
+        now: Time,
+    ) -> Option<Vec<usize>> {
+        let peers = located.recall(cid, now)?;
         let mut live: Vec<usize> = peers
             .iter()
-            .filter(|p| !is_down(down, p))
+            .filter(|p| !health.is_down(p, now))
             .filter_map(|p| self.index.get(p).copied())
             .collect();
         live.sort_unstable();
@@ -462,21 +455,22 @@ impl Network {
     pub fn guess(&self, stripes: &[Vec<Cid>]) -> Holders {
         let mut holders = Holders::default();
         let candidates = self.candidates();
-        let (located, down) = self.shared.memory();
+        let now = self.shared.now();
+        let (located, health) = self.shared.memory();
         for cids in stripes {
             let mut placed = None;
             for (j, cid) in cids.iter().enumerate() {
                 if holders.intact.contains_key(cid) {
                     continue;
                 }
-                if let Some(live) = self.remembered(&located, &down, cid) {
+                if let Some(live) = self.remembered(&located, &health, cid, now) {
                     holders.intact.insert(*cid, live);
                     continue;
                 }
                 let placed =
                     placed.get_or_insert_with(|| placement::place_stripe(cids, &candidates).ok());
                 if let Some(&node) = placed.as_ref().and_then(|p| p.get(j)?.first())
-                    && !is_down(&down, &self.nodes[node].peer())
+                    && !health.is_down(&self.nodes[node].peer(), now)
                 {
                     holders.intact.insert(*cid, vec![node]);
                     holders.guessed.insert(*cid);
@@ -491,10 +485,11 @@ impl Network {
     pub async fn locate(&self, cids: &[Cid]) -> Holders {
         let mut holders = Holders::default();
         let cids: Vec<Cid> = {
-            let (located, down) = self.shared.memory();
+            let now = self.shared.now();
+            let (located, health) = self.shared.memory();
             cids.iter()
                 .copied()
-                .filter(|cid| match self.remembered(&located, &down, cid) {
+                .filter(|cid| match self.remembered(&located, &health, cid, now) {
                     Some(live) => {
                         holders.intact.insert(*cid, live);
                         false
@@ -510,9 +505,8 @@ impl Network {
         // provably `Send` to callers that spawn it (a rustc higher-ranked lifetime limitation).
         let mut asks: Vec<(usize, PeerId, Vec<Cid>)> = Vec::new();
         let skip: Vec<PeerId> = {
-            let mut down = self.shared.down.lock().unwrap_or_else(|p| p.into_inner());
-            down.retain(|_, since| since.elapsed() < DOWN_FOR);
-            down.keys().copied().collect()
+            let now = self.shared.now();
+            self.shared.health().down_now(now)
         };
         for (i, n) in self.nodes.iter().enumerate() {
             if skip.contains(&n.peer()) {
@@ -545,14 +539,12 @@ impl Network {
         );
         for (i, peer, batch, answer) in answers {
             let answered = matches!(answer, Ok(Ok(_)));
-            {
-                let mut down = self.shared.down.lock().unwrap_or_else(|p| p.into_inner());
-                if answered {
-                    down.remove(&peer);
-                } else {
-                    tracing::debug!(%peer, "no shard list from node; leaving it out for {}s", DOWN_FOR.as_secs());
-                    down.insert(peer, Instant::now());
-                }
+            if answered {
+                self.shared.health().answered(&peer);
+            } else {
+                tracing::debug!(%peer, "no shard list from node; leaving it out for {}s", DOWN_FOR.as_secs());
+                let now = self.shared.now();
+                self.shared.health().down(peer, now);
             }
             if let Ok(Ok(states)) = answer {
                 for (cid, state) in batch.iter().zip(states) {
@@ -571,19 +563,13 @@ impl Network {
         {
             v.sort_unstable();
         }
-        let mut located = self
-            .shared
-            .located
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if located.len() + cids.len() > LOCATED_MAX {
-            located.clear();
-        }
-        let now = Instant::now();
+        let now = self.shared.now();
+        let mut located = self.shared.located();
+        located.make_room(cids.len());
         for cid in &cids {
             if let Some(nodes) = holders.intact.get(cid) {
                 let peers = nodes.iter().map(|&i| self.nodes[i].peer()).collect();
-                located.insert(*cid, (peers, now));
+                located.found(*cid, peers, now);
             }
         }
         holders
@@ -608,7 +594,7 @@ async fn survey(swarm: &Swarm, problems: &mut Vec<String>) -> Result<Vec<NodeVie
                 (
                     peer,
                     answer.unwrap_or_else(|_| {
-                        Err(cairn_node::swarm::SwarmError::Request {
+                        Err(cairn_wire::swarm::SwarmError::Request {
                             peer,
                             reason: format!("no answer within {}s", JOIN_TIMEOUT.as_secs()),
                         })

@@ -21,8 +21,10 @@ use cairn_chunker::manifest::{
 };
 use cairn_chunker::pipeline::{EncodeParams, EncodedStripe, Encoder};
 use cairn_chunker::{Cid, cids};
-use cairn_node::data::{self, Target};
-use cairn_node::protocol::ManifestKind;
+use cairn_policy::placement;
+use cairn_policy::store::{self as policy, OnSilence, StoreRun};
+use cairn_wire::data::{self, Target};
+use cairn_wire::protocol::ManifestKind;
 use ed25519_dalek::SigningKey;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -34,7 +36,6 @@ use tokio::task::JoinSet;
 use crate::error::{ClientError, io};
 use crate::get::Incidents;
 use crate::network::{Network, StoreFailures};
-use crate::placement;
 
 /// Files below this size are packed together into pack objects.
 pub const PACK_THRESHOLD: u64 = 256 * 1024;
@@ -44,9 +45,7 @@ pub const PACK_TARGET: usize = 64 << 20;
 /// A shard store still waiting on a node from which nothing at all has been heard for this long
 /// ([`data::Client::silent_for`]; live nodes answer keep-alives every [`data::KEEP_ALIVE`]) gets
 /// the next-ranked node started beside it, and the silent node is passed over by later stripes.
-pub const STORE_SILENT_FOR: Duration = Duration::from_secs(3);
-/// How often shard stores in progress look at their nodes.
-const WATCH_EVERY: Duration = Duration::from_millis(250);
+pub use cairn_policy::store::SILENT_FOR as STORE_SILENT_FOR;
 /// Files and packs [`put_dir`] uploads at once (each object upload also keeps its own
 /// stripes in flight).
 pub const UPLOADS_IN_FLIGHT: usize = 4;
@@ -464,7 +463,8 @@ async fn store_shard(
     // The first target is the shard's own choice (already in `stripe`); a later one only if no
     // other shard of the stripe has taken it.
     let free = |i: usize| i == 0 || lock(stripe).insert(targets[i].0);
-    match store_on(client, targets, 1, store, free, failures, notes, &what).await {
+    let quiet = |t: &Target| client.silent_for(t);
+    match store_on(quiet, targets, 1, store, free, failures, notes, &what).await {
         (0, attempts) => Err(attempts),
         _ => Ok(()),
     }
@@ -472,20 +472,21 @@ async fn store_shard(
 
 /// Runs `store` on `targets` (node index, address), in order, until `want` of them have taken
 /// what it stores, starting the next target (one `free` accepts) whenever one fails. A target
-/// whose node goes silent for [`STORE_SILENT_FOR`] gets the next target started beside it, and
-/// the store that finishes first counts: once `want` have, the rest are dropped, and their
-/// nodes discard what they got (one that took it just before is a spare holder). Failed nodes,
-/// and silent ones another target was started for, are reported to `failures`, so later
-/// stripes pass them over; all are noted in `notes` under `what`. Returns how many took it, and
-/// what the failed attempts said.
+/// whose node goes silent for [`STORE_SILENT_FOR`] (as `quiet` tells: how long nothing was
+/// heard from a target's node) gets the next target started beside it, and the store that
+/// finishes first counts: once `want` have, the rest are dropped, and their nodes discard what
+/// they got (one that took it just before is a spare holder). Failed nodes, and silent ones
+/// another target was started for, are reported to `failures`, so later stripes pass them
+/// over; all are noted in `notes` under `what`. Returns how many took it, and what the failed
+/// attempts said. The decisions are [`StoreRun`]'s; this runs them on tokio's clock.
 #[allow(clippy::too_many_arguments)]
 async fn store_on<F, Fut>(
-    client: &data::Client,
+    quiet: impl Fn(&Target) -> Option<Duration>,
     targets: &[(usize, Target)],
     want: usize,
     store: F,
     free: impl Fn(usize) -> bool,
-    failures: &StoreFailures,
+    failures: &impl NodeReport,
     notes: &Incidents,
     what: &str,
 ) -> (usize, Vec<String>)
@@ -498,93 +499,90 @@ where
         let done = store(t);
         async move { (i, done.await) }
     };
-    let next_free = |next: &mut usize| {
-        while *next < targets.len() {
-            *next += 1;
-            if free(*next - 1) {
-                return Some(*next - 1);
-            }
-        }
-        None
-    };
+    let mut run = StoreRun::new(targets.len(), want);
     let mut running = FuturesUnordered::new();
-    // Targets with a store running whose node has not been found silent, and those found so.
-    let (mut watched, mut silenced) = (Vec::new(), Vec::new());
-    let (mut next, mut stored, mut attempts) = (0, 0, Vec::new());
-    let mut watch = tokio::time::interval(WATCH_EVERY);
+    let mut attempts = Vec::new();
+    let mut watch = tokio::time::interval(policy::WATCH_EVERY);
     watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        while stored + watched.len() < want {
-            let Some(i) = next_free(&mut next) else { break };
-            running.push(start(i));
-            watched.push(i);
-        }
-        if stored == want || running.is_empty() {
-            return (stored, attempts);
+        running.extend(run.start(&free).into_iter().map(start));
+        if run.is_done(!running.is_empty()) {
+            return (run.count(), attempts);
         }
         tokio::select! {
             // An answer first: a store that finished is not judged silent by a tick that was
             // ready at the same time.
             biased;
             Some((i, result)) = running.next() => {
-                watched.retain(|&w| w != i);
                 let (n, t) = &targets[i];
                 match result {
                     Ok(()) => {
-                        stored += 1;
-                        if silenced.contains(&i) {
+                        if run.stored(i) {
                             // It was slow, not gone: let later stripes use it again.
                             failures.answered(*n);
                         }
                     }
                     Err(e) => {
-                        failures.report(*n, &e);
+                        run.failed(i);
+                        failures.failed(*n, &e);
                         notes.record(t.peer, format!("{what} not stored: {e}"));
                         attempts.push(e.to_string());
                     }
                 }
             }
             at = watch.tick() => {
-                // A tick this late means this task, or the whole process, did not run for a
-                // while: the connections' counters have not caught up with what arrived.
-                if at.elapsed() > 2 * WATCH_EVERY {
+                if policy::tick_too_late(at.elapsed()) {
                     continue;
                 }
-                let silent: Vec<usize> = watched
+                let silent: Vec<usize> = run
+                    .watched()
                     .iter()
                     .copied()
-                    .filter(|&i| {
-                        client
-                            .silent_for(&targets[i].1)
-                            .is_some_and(|d| d >= STORE_SILENT_FOR)
-                    })
+                    .filter(|&i| quiet(&targets[i].1).is_some_and(policy::is_silent))
                     .collect();
                 for i in silent {
-                    watched.retain(|&w| w != i);
-                    silenced.push(i);
                     let (n, t) = &targets[i];
                     let secs = STORE_SILENT_FOR.as_secs();
                     attempts.push(format!("{}: silent for {secs} s", t.peer));
-                    let Some(h) = next_free(&mut next) else {
-                        // Nowhere else to go: wait for it, and do not take it out of placement
-                        // (with exactly as many nodes as a stripe has shards, that would fail
-                        // the uploads that follow).
-                        notes.record(
+                    match run.silent(i, &free) {
+                        OnSilence::Hedge(h) => {
+                            failures.silent(*n);
+                            notes.record(
+                                t.peer,
+                                format!("{what}: nothing heard from the node for {secs} s; storing it elsewhere"),
+                            );
+                            running.push(start(h));
+                        }
+                        OnSilence::Wait => notes.record(
                             t.peer,
                             format!("{what}: nothing heard from the node for {secs} s; no other node to try, waiting"),
-                        );
-                        continue;
-                    };
-                    failures.silent(*n);
-                    notes.record(
-                        t.peer,
-                        format!("{what}: nothing heard from the node for {secs} s; storing it elsewhere"),
-                    );
-                    running.push(start(h));
-                    watched.push(h);
+                        ),
+                    }
                 }
             }
         }
+    }
+}
+
+/// What a store run tells about the nodes it used (the network view, [`StoreFailures`]).
+trait NodeReport {
+    /// A store on node `index` failed with `error`.
+    fn failed(&self, index: usize, error: &data::DataError);
+    /// Node `index`, found silent, took the item after all.
+    fn answered(&self, index: usize);
+    /// Node `index` went silent and another target was started beside it.
+    fn silent(&self, index: usize);
+}
+
+impl NodeReport for StoreFailures {
+    fn failed(&self, index: usize, error: &data::DataError) {
+        self.report(index, error);
+    }
+    fn answered(&self, index: usize) {
+        StoreFailures::answered(self, index);
+    }
+    fn silent(&self, index: usize) {
+        StoreFailures::silent(self, index);
     }
 }
 
@@ -620,7 +618,7 @@ pub async fn publish_manifest(
     let noted = notes.unwrap_or(&own);
     let failures = net.store_failures();
     let (stored, attempts) = store_on(
-        net.data(),
+        |t: &Target| net.data().silent_for(t),
         &targets,
         want,
         put,

@@ -97,7 +97,7 @@ async fn devnet_starts_converges_and_stops_cleanly() {
     assert!(pid_alive(gw.pid));
     assert!(gw.endpoint.starts_with("http://127.0.0.1:"));
     assert!(gw.access_key.len() >= 16 && gw.secret_key.len() >= 32);
-    let (code, _) = cairn_node::admin::http_get(gw.admin, "/health", Duration::from_secs(5))
+    let (code, _) = cairn_wire::admin::http_get(gw.admin, "/health", Duration::from_secs(5))
         .await
         .unwrap();
     assert_eq!(code, 200);

@@ -10,8 +10,8 @@ use cairn_client::get::{
     read_object_to, read_object_to_vec,
 };
 use cairn_client::network::Network;
-use cairn_client::placement;
 use cairn_client::put::{Input, ObjectReport, PutOptions, put_object};
+use cairn_policy::placement;
 use common::{Net, noise};
 use libp2p::Multiaddr;
 use std::sync::Arc;
@@ -159,7 +159,7 @@ async fn reads_find_shards_placement_did_not_predict() {
 /// `m + 1` live nodes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manifests_reach_enough_nodes_when_ranked_ones_are_down() {
-    use cairn_node::protocol::Holding;
+    use cairn_wire::protocol::Holding;
 
     let mut net = Net::start(6).await;
     let peers = peers(&net);
@@ -297,7 +297,7 @@ async fn a_full_network_refuses_a_put_before_storing_any_shard() {
 async fn refusals(net: &Net, node: usize) -> u64 {
     let admin = net.devnet().state.nodes[node].admin;
     let (code, text) =
-        cairn_node::admin::http_get(admin, "/metrics", std::time::Duration::from_secs(5))
+        cairn_wire::admin::http_get(admin, "/metrics", std::time::Duration::from_secs(5))
             .await
             .unwrap();
     assert_eq!(code, 200);
@@ -460,7 +460,7 @@ async fn a_reader_that_pauses_does_not_get_nodes_blamed_for_it() {
 async fn bytes_sent(net: &Net) -> u64 {
     let mut total = 0;
     for n in &net.devnet().state.nodes {
-        let (code, text) = cairn_node::admin::http_get(n.admin, "/metrics", Duration::from_secs(5))
+        let (code, text) = cairn_wire::admin::http_get(n.admin, "/metrics", Duration::from_secs(5))
             .await
             .unwrap();
         assert_eq!(code, 200);
@@ -610,7 +610,7 @@ async fn verify_checks_that_a_datasets_files_are_what_its_entries_say() {
     }
     d.validate().unwrap();
     let (cid, bytes) = (d.cid(), d.to_bytes());
-    let kind = cairn_node::protocol::ManifestKind::Dataset;
+    let kind = cairn_wire::protocol::ManifestKind::Dataset;
     cairn_client::put::publish_manifest(&view, &key, &cid, kind, &bytes, &opts, None)
         .await
         .unwrap();

@@ -295,7 +295,7 @@ pub(crate) async fn serve_admin(
         .merge(reads)
         .merge(changes)
         .with_state(state);
-    cairn_node::admin::serve_router(listener, app, cancel).await;
+    cairn_wire::daemon::serve_router(listener, app, cancel).await;
 }
 
 #[cfg(test)]

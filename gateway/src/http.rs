@@ -204,7 +204,7 @@ pub(crate) async fn serve_s3(
     let limits = Limits::from_env();
     let http = builder(&limits);
     let table = Table::new(limits, metrics.clone());
-    while let Some(socket) = cairn_node::admin::accept(&listener, &cancel, "S3").await {
+    while let Some(socket) = cairn_wire::daemon::accept(&listener, &cancel, "S3").await {
         let peer = match socket.peer_addr() {
             Ok(peer) => peer.ip(),
             Err(e) => {

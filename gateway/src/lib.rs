@@ -7,8 +7,9 @@
 //!   routing, XML and SigV4.
 //! - [`catalog`]: the gateway's own RocksDB: bucket/key -> where the bytes are (an object
 //!   manifest CID, a slice of a pack, or inline bytes), size, ETag, metadata, time.
-//! - [`readahead`]: which bytes to fetch ahead of sequential range readers (a pure policy);
-//!   fetched shards land in the client's bounded shard cache, which every read consults.
+//! - read-ahead: which bytes to fetch ahead of sequential range readers is a pure policy
+//!   (`cairn_policy::readahead`); fetched shards land in the client's bounded shard cache,
+//!   which every read consults.
 //! - [`snapshot`]: import an uploaded dataset as keys, export the whole catalog as signed
 //!   dataset manifests (one, or pieces under an index), restore from them.
 //! - [`stall`]: time limits on clients that stop sending a body or stop reading a response.
@@ -32,7 +33,6 @@ pub mod error;
 pub mod host;
 pub mod http;
 pub mod metrics;
-pub mod readahead;
 pub mod s3;
 pub mod server;
 pub mod snapshot;

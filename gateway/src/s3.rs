@@ -21,7 +21,7 @@ use cairn_client::get::{
 };
 use cairn_client::network::Network;
 use cairn_client::put::{Input, PutOptions, publish_manifest, put_object};
-use cairn_node::protocol::ManifestKind;
+use cairn_wire::protocol::ManifestKind;
 use ed25519_dalek::SigningKey;
 use futures::{Stream, TryStreamExt};
 use md5::{Digest, Md5};
@@ -36,8 +36,8 @@ use crate::catalog::{
 };
 use crate::error::Error;
 use crate::metrics::GatewayMetrics;
-use crate::readahead::ReadAhead;
 use crate::stall::{BODY_STALL_TIMEOUT, limit_body};
+use cairn_policy::readahead::ReadAhead;
 
 /// Largest single PUT (as S3).
 pub const MAX_PUT: u64 = 5 << 30;

@@ -261,7 +261,7 @@ impl RunningGateway {
         tasks.spawn(serve_admin(admin_listener, state, cancel.child_token()));
         tasks.spawn(refresh(gateway.clone(), cfg.clone(), cancel.child_token()));
         if let Some(pid) = watch {
-            tasks.spawn(cairn_node::node::watch_pid(pid, cancel.clone()));
+            tasks.spawn(cairn_wire::daemon::watch_pid(pid, cancel.clone()));
         }
         if cfg.config.export_every_secs > 0 {
             tasks.spawn(export_periodically(
@@ -280,7 +280,7 @@ impl RunningGateway {
         };
         let json = serde_json::to_vec_pretty(&info).unwrap_or_default();
         let path = data_dir.join(RUNTIME_FILE);
-        cairn_node::node::write_atomic(&path, &json).map_err(|source| StartError::Io {
+        cairn_wire::daemon::write_atomic(&path, &json).map_err(|source| StartError::Io {
             what: format!("writing {}", path.display()),
             source,
         })?;

@@ -25,7 +25,7 @@ async fn call(
     if let Some(a) = &auth {
         all.push(("Authorization", a));
     }
-    let (code, text) = cairn_node::admin::http_request(
+    let (code, text) = cairn_wire::admin::http_request(
         addr,
         method,
         path,

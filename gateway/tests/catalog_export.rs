@@ -77,7 +77,7 @@ async fn a_catalog_larger_than_one_piece_is_exported_in_pieces_and_restored_whol
     use cairn_client::get::{Manifest, fetch_manifest};
     use cairn_gateway::catalog::{BucketRecord, ObjectRecord};
     use cairn_gateway::snapshot::PIECES_DIR;
-    use cairn_node::protocol::ManifestKind;
+    use cairn_wire::protocol::ManifestKind;
 
     let net = Net::start(4).await;
     // Real bytes for the keys to point at: an inline, a packed and an object-sized file.
@@ -200,7 +200,7 @@ async fn a_catalog_larger_than_one_piece_is_exported_in_pieces_and_restored_whol
     )
     .unwrap();
     let (mut gw_c, info) = run_gateway(&net, &dir_c, &[]).await;
-    let (code, text) = cairn_node::admin::http_get(info.admin, "/status", Duration::from_secs(5))
+    let (code, text) = cairn_wire::admin::http_get(info.admin, "/status", Duration::from_secs(5))
         .await
         .unwrap();
     assert_eq!(code, 200, "{text}");

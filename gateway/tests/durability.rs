@@ -16,7 +16,7 @@ use serde_json::Value;
 
 async fn admin(addr: std::net::SocketAddr, path: &str, token: &str, body: &str) -> (u16, Value) {
     let auth = format!("Bearer {token}");
-    let (code, text) = cairn_node::admin::http_request(
+    let (code, text) = cairn_wire::admin::http_request(
         addr,
         "POST",
         path,
@@ -415,7 +415,7 @@ async fn a_replaced_disk_gets_its_catalog_back_from_the_network() {
 
     // Wait for an automatic export that holds the last change.
     let status = |addr| async move {
-        let (code, text) = cairn_node::admin::http_get(addr, "/status", Duration::from_secs(5))
+        let (code, text) = cairn_wire::admin::http_get(addr, "/status", Duration::from_secs(5))
             .await
             .unwrap();
         assert_eq!(code, 200, "{text}");

@@ -16,13 +16,14 @@
 //!
 //! * [`store`]: RocksDB column families, atomic shard + outboard + accounting writes, BLAKE3
 //!   verification on every read, quarantine of corrupt shards, capacity limit, scrub.
-//! * [`swarm`]: the libp2p actor (discovery, control plane).
-//! * [`data`]: the data plane server and client (bulk bytes, verified streaming), over
-//!   [`tls`] (libp2p-TLS certificates, AES-GCM preferred).
-//! * [`protocol`]: wire messages and framing, with their size limits.
+//! * [`data`]: the data-plane server (bulk bytes, verified streaming).
 //! * [`config`], [`identity`], [`admin`], [`metrics`]: operations.
 //! * [`malloc`]: allocator settings for shard-sized buffers, applied first in `main`.
 //! * [`node`]: the composition root that starts and stops all of the above.
+//!
+//! Everything that crosses the network (messages and framing, libp2p-TLS, the swarm actor,
+//! the data-plane client) lives in `cairn-wire`, so the client and the gateway use it without
+//! linking the store.
 //!
 //! The wire and disk formats are written down in `node/DESIGN.md`.
 
@@ -36,25 +37,6 @@ pub mod identity;
 pub mod malloc;
 pub mod metrics;
 pub mod node;
-pub mod protocol;
 pub mod store;
-pub mod swarm;
-pub mod tls;
 
-pub use node::{RunningNode, RuntimeInfo};
-
-/// How many tasks a runtime worker runs between looks for new I/O while it has tasks queued
-/// (tokio's default is 61). The daemons' work is many short tasks beside QUIC endpoints: a
-/// packet that arrives while a worker runs its queue waits for the next look, and on a busy
-/// machine that wait was most of a small read's latency. At 16, 1 MiB range GETs through the
-/// gateway at 32 clients answered their first byte in a median ~10 ms instead of ~16 ms, with
-/// the same throughput (docs/BENCHMARKS.md, "Runs O").
-pub const EVENT_INTERVAL: u32 = 16;
-
-/// The multi-threaded tokio runtime the daemons (node and gateway) run on.
-pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .event_interval(EVENT_INTERVAL)
-        .build()
-}
+pub use node::RunningNode;

@@ -9,27 +9,27 @@ use std::time::Duration;
 use futures::FutureExt;
 use libp2p::PeerId;
 use libp2p::identity::Keypair;
-use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::{self, AdminState};
-use crate::config::Checked;
-use crate::data::{self, DataError};
-use crate::metrics::NodeMetrics;
-use crate::protocol::{
+use cairn_policy::scrub;
+use cairn_wire::admin::{RUNTIME_FILE, RuntimeInfo};
+use cairn_wire::daemon::{watch_pid, write_atomic};
+use cairn_wire::data::{self, DataError};
+use cairn_wire::protocol::{
     ControlRequest, ControlResponse, ErrorCode, MAX_HAS, MAX_LIST, MAX_SIGNED, NodeInfo,
     RemoteError, SignedManifest,
 };
-use crate::store::{Store, StoreConfig, StoreError};
-use crate::swarm::{Handler, Role, Swarm, SwarmError};
+use cairn_wire::swarm::{Handler, Role, Swarm, SwarmError};
 
-/// File in the data directory describing the running node (removed on clean shutdown).
-pub const RUNTIME_FILE: &str = "node.json";
+use crate::admin::{self, AdminState};
+use crate::config::Checked;
+use crate::data::Server;
+use crate::metrics::NodeMetrics;
+use crate::store::{Store, StoreConfig, StoreError};
+
 /// RocksDB directory inside the data directory.
 pub const DB_DIR: &str = "db";
-/// Configuration file inside the data directory.
-pub const CONFIG_FILE: &str = "config.toml";
 
 /// Errors starting or stopping a node.
 #[derive(Debug, thiserror::Error)]
@@ -52,21 +52,6 @@ pub enum NodeError {
         /// The error.
         source: std::io::Error,
     },
-}
-
-/// What a running node tells other programs (`DATA_DIR/node.json`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RuntimeInfo {
-    /// Process id.
-    pub pid: u32,
-    /// Peer id.
-    pub peer_id: String,
-    /// libp2p multiaddrs, with `/p2p/<peer id>`.
-    pub listen: Vec<String>,
-    /// Data-plane address peers dial.
-    pub data_addr: SocketAddr,
-    /// Admin HTTP address.
-    pub admin: SocketAddr,
 }
 
 /// A running node.
@@ -210,7 +195,7 @@ fn gib(bytes: u64) -> String {
 }
 
 async fn scrub(store: Arc<Store>, rate: u64, start: Duration, cancel: CancellationToken) {
-    if rate == 0 {
+    if !scrub::enabled(rate) {
         return;
     }
     tokio::select! { _ = cancel.cancelled() => return, _ = tokio::time::sleep(start) => {} }
@@ -224,7 +209,7 @@ async fn scrub(store: Arc<Store>, rate: u64, start: Duration, cancel: Cancellati
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 tracing::error!("scrub failed: {e}");
-                tokio::select! { _ = cancel.cancelled() => return, _ = tokio::time::sleep(Duration::from_secs(60)) => continue }
+                tokio::select! { _ = cancel.cancelled() => return, _ = tokio::time::sleep(scrub::AFTER_ERROR) => continue }
             }
             Err(_) => return,
         };
@@ -239,40 +224,9 @@ async fn scrub(store: Arc<Store>, rate: u64, start: Duration, cancel: Cancellati
             );
             pass_started = tokio::time::Instant::now();
         }
-        // Keep to `rate` bytes per second; rest a minute after a full pass over an empty store.
-        let budget = Duration::from_secs_f64(report.bytes as f64 / rate as f64).max(
-            if report.checked == 0 {
-                Duration::from_secs(60)
-            } else {
-                Duration::ZERO
-            },
-        );
-        let wait = budget.saturating_sub(started.elapsed());
+        let wait = scrub::rest(report.bytes, report.checked, started.elapsed(), rate);
         tokio::select! { _ = cancel.cancelled() => return, _ = tokio::time::sleep(wait) => {} }
     }
-}
-
-/// Cancels `cancel` when process `pid` exits (daemons started by `cairn devnet` follow it).
-pub async fn watch_pid(pid: u32, cancel: CancellationToken) {
-    let path = PathBuf::from(format!("/proc/{pid}"));
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-        }
-        if !path.exists() {
-            tracing::warn!(pid, "watched process is gone; shutting down");
-            cancel.cancel();
-            return;
-        }
-    }
-}
-
-/// Writes `path` through a temporary file and a rename, so readers never see half a file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
 }
 
 impl RunningNode {
@@ -371,7 +325,7 @@ impl RunningNode {
         let _ = listen_cell.set(listen.clone());
 
         let mut tasks = JoinSet::new();
-        let server = data::Server::new(store.clone(), metrics.clone());
+        let server = Server::new(store.clone(), metrics.clone());
         tasks.spawn(server.run(endpoint, cancel.child_token()));
         let state = AdminState {
             store: store.clone(),
@@ -448,11 +402,4 @@ impl RunningNode {
         tracing::info!(target: "cairn::_events::stopped", "cairn-node stopped cleanly");
         Ok(())
     }
-}
-
-/// Reads a running node's `node.json`.
-pub fn read_runtime_info(data_dir: &Path) -> std::io::Result<RuntimeInfo> {
-    let bytes = std::fs::read(data_dir.join(RUNTIME_FILE))?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }

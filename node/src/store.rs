@@ -49,13 +49,13 @@ use rocksdb::{
     ReadOptions, WriteBatch, WriteOptions,
 };
 
-use crate::protocol::{Holding, ManifestKind};
+use cairn_wire::protocol::{Holding, ManifestKind};
 
 const CF_SHARDS: &str = "shards";
 const CF_OUTBOARDS: &str = "outboards";
 const CF_CORRUPT: &str = "corrupt";
 /// Most provenance envelopes kept (and served) per manifest: what readers accept.
-const MAX_ENVELOPES: usize = crate::protocol::MAX_ENVELOPES as usize;
+const MAX_ENVELOPES: usize = cairn_wire::protocol::MAX_ENVELOPES as usize;
 const CF_MANIFESTS: &str = "manifests";
 const CF_PROVENANCE: &str = "provenance";
 const CF_META: &str = "meta";

@@ -7,11 +7,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use cairn_chunker::cids::{self, Cid};
 use cairn_node::RunningNode;
-use cairn_node::admin::http_get;
 use cairn_node::config::{Config, Size};
-use cairn_node::data::{self, DataError, Target};
 use cairn_node::identity;
-use cairn_node::protocol::{ErrorCode, Holding};
+use cairn_wire::admin::http_get;
+use cairn_wire::data::{self, DataError, Target};
+use cairn_wire::protocol::{ErrorCode, Holding};
 
 async fn start(dir: &Path, scrub: u64) -> RunningNode {
     let key_path = dir.join(identity::KEY_FILE);

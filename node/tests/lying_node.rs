@@ -15,8 +15,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use cairn_chunker::cids::{self, Cid};
 use cairn_chunker::verified;
-use cairn_node::data::{self, DataError, Target};
-use cairn_node::protocol::{
+use cairn_wire::data::{self, DataError, Target};
+use cairn_wire::protocol::{
     DataRequest, DataResponse, ErrorCode, MAX_DATA_HEADER, RESET_ABORTED, RESET_CORRUPT,
     RemoteError, decode_body, encode_frame,
 };

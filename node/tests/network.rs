@@ -9,9 +9,9 @@ use bytes::Bytes;
 use cairn_chunker::cids::{self, Cid};
 use cairn_node::RunningNode;
 use cairn_node::config::{Config, Size};
-use cairn_node::data::{self, DataError, Target};
 use cairn_node::identity;
-use cairn_node::protocol::{
+use cairn_wire::data::{self, DataError, Target};
+use cairn_wire::protocol::{
     ControlRequest, ControlResponse, DataRequest, DataResponse, ErrorCode, Holding, RESET_ABORTED,
     decode_body, encode_frame,
 };
@@ -130,7 +130,7 @@ async fn store_on_one_node_fetch_from_another_and_discover() {
     let missing = cids::raw(b"missing");
     let held = client().has(&target(&b), &[cid, missing]).await.unwrap();
     assert_eq!(held, vec![Holding::Intact(1 << 20), Holding::Absent]);
-    let too_many = vec![missing; cairn_node::protocol::MAX_DATA_HAS + 1];
+    let too_many = vec![missing; cairn_wire::protocol::MAX_DATA_HAS + 1];
     let err = client().has(&target(&b), &too_many).await.unwrap_err();
     assert!(err.to_string().contains("at most"), "{err}");
 
@@ -281,7 +281,7 @@ async fn a_node_whose_disk_is_full_refuses_shards_and_offers_no_room() {
     assert_eq!(n.store.stats().shards, 0);
     // What it tells peers and operators: no room, whatever the capacity says.
     let (code, status) =
-        cairn_node::admin::http_get(n.info.admin, "/status", std::time::Duration::from_secs(5))
+        cairn_wire::admin::http_get(n.info.admin, "/status", std::time::Duration::from_secs(5))
             .await
             .unwrap();
     assert_eq!(code, 200);

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cairn_chunker::cids;
-use cairn_node::admin::http_get;
-use cairn_node::data::{self, Target};
-use cairn_node::node::read_runtime_info;
+use cairn_wire::admin::http_get;
+use cairn_wire::admin::read_runtime_info;
+use cairn_wire::data::{self, Target};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cairn-node");
 
@@ -70,7 +70,7 @@ fn run(dir: &Path, extra: &[&str]) -> Proc {
     )
 }
 
-fn wait_ready(dir: &Path, child: &mut Child) -> cairn_node::RuntimeInfo {
+fn wait_ready(dir: &Path, child: &mut Child) -> cairn_wire::admin::RuntimeInfo {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(info) = read_runtime_info(dir)

@@ -17,7 +17,7 @@ use cairn_client::network::Network;
 use cairn_client::output::FileSink;
 use cairn_client::put::{Input, Progress, PutOptions, put_dir, put_object};
 use cairn_client::{keys, verify};
-use cairn_node::protocol::NodeInfo;
+use cairn_wire::protocol::NodeInfo;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -1019,7 +1019,7 @@ async fn import_into_gateway(
         .collect();
     let body = json!({"bucket": t.bucket, "prefix": prefix, "key": key, "cid": cid.to_string(),
                       "etags": etags});
-    let (code, text) = cairn_node::admin::http_request(
+    let (code, text) = cairn_wire::admin::http_request(
         t.admin,
         "POST",
         "/import",

@@ -220,7 +220,7 @@ fn main() -> ExitCode {
             data_dir,
             overrides,
             watch_pid,
-        } => match cairn_node::runtime() {
+        } => match cairn_wire::daemon::runtime() {
             Ok(rt) => rt.block_on(run(&data_dir, overrides, watch_pid)),
             Err(e) => Err(e.into()),
         },

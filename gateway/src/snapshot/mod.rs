@@ -30,7 +30,7 @@ use cairn_chunker::manifest::{
 use cairn_client::get::{Manifest, fetch_manifest};
 use cairn_client::network::Network;
 use cairn_client::put::publish_manifest;
-use cairn_node::protocol::ManifestKind;
+use cairn_wire::protocol::ManifestKind;
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{CatalogError, Location, ObjectRecord};
@@ -48,7 +48,7 @@ const EXPORT_PAGE: usize = 1000;
 /// Manifests signed by the gateway's key looked at, newest first, for its latest export. The
 /// pieces of an export that failed before its index are newer than the last good index and are
 /// passed over, so this is generous (the nodes' limit).
-const LATEST_EXPORT_CANDIDATES: u32 = cairn_node::protocol::MAX_SIGNED;
+const LATEST_EXPORT_CANDIDATES: u32 = cairn_wire::protocol::MAX_SIGNED;
 
 /// What an import or restore did.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -179,7 +179,7 @@ pub(crate) async fn raw(addr: SocketAddr, request: &[u8]) -> (u16, String, Vec<u
 /// The gateway still answers `/health`.
 pub(crate) async fn healthy(admin: SocketAddr) -> bool {
     matches!(
-        cairn_node::admin::http_get(admin, "/health", Duration::from_secs(5)).await,
+        cairn_wire::admin::http_get(admin, "/health", Duration::from_secs(5)).await,
         Ok((200, _))
     )
 }
@@ -237,7 +237,7 @@ pub(crate) async fn upload_part(
 
 /// The value of a Prometheus counter or gauge from the gateway's `/metrics`.
 pub(crate) async fn metric(admin: SocketAddr, name: &str) -> u64 {
-    let (code, text) = cairn_node::admin::http_get(admin, "/metrics", Duration::from_secs(5))
+    let (code, text) = cairn_wire::admin::http_get(admin, "/metrics", Duration::from_secs(5))
         .await
         .unwrap();
     assert_eq!(code, 200);

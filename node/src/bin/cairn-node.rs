@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use cairn_node::config::{Config, Size, template};
 use cairn_node::identity;
-use cairn_node::node::{CONFIG_FILE, RunningNode};
+use cairn_node::node::RunningNode;
+use cairn_wire::admin::CONFIG_FILE;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -204,7 +205,7 @@ fn main() -> ExitCode {
             data_dir,
             overrides,
             watch_pid,
-        } => match cairn_node::runtime() {
+        } => match cairn_wire::daemon::runtime() {
             Ok(rt) => rt.block_on(run(&data_dir, overrides, watch_pid)),
             Err(e) => Err(e.into()),
         },

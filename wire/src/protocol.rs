@@ -101,9 +101,16 @@ impl NodeInfo {
     /// Shard bytes the node can still take: the smaller of what its capacity leaves and what
     /// its disk has room for.
     pub fn free(&self) -> u64 {
-        let by_capacity = self.capacity.saturating_sub(self.used);
-        self.disk_room
-            .map_or(by_capacity, |room| by_capacity.min(room))
+        self.space().free()
+    }
+
+    /// Its space, as the policies see it.
+    pub fn space(&self) -> cairn_policy::capacity::Space {
+        cairn_policy::capacity::Space {
+            capacity: self.capacity,
+            used: self.used,
+            disk_room: self.disk_room,
+        }
     }
 }
 
