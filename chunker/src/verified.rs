@@ -271,7 +271,7 @@ pub fn encode_range(
 }
 
 /// The bytes of a shard that the proof for `range` reads: the 16 KiB groups it touches (to
-/// the end of the shard when it reaches the last chunk, as [`chunk_ranges`] normalises it).
+/// the end of the shard when it reaches the last chunk, as `chunk_ranges` normalises it).
 pub fn needed_bytes(size: u64, range: Range<u64>) -> Range<u64> {
     let group = GROUP_BYTES as u64;
     let start = range.start / group * group;

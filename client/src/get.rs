@@ -743,6 +743,10 @@ pub async fn read_object_to<S: Sink>(
             };
             let clip = range.start.max(layout.stripe_start(s))..range.end.min(end);
             let pieces = layout.pieces(manifest, clip);
+            // Unbounded, yet bounded: a piece's channel holds at most that piece's bytes (a
+            // range of one shard), and a stripe's pieces are only fetched once the output is
+            // within `ahead` stripes of it, so at most `ahead` stripes' bytes wait here.
+            #[allow(clippy::disallowed_methods)]
             let (txs, rxs): (Vec<_>, Vec<_>) = pieces
                 .iter()
                 .map(|_| tokio::sync::mpsc::unbounded_channel::<Bytes>())

@@ -202,6 +202,7 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[tokio::test]
+    #[allow(clippy::disallowed_methods)] // a test's channel of three small sends
     async fn a_body_that_stops_coming_ends_with_a_timeout_and_says_so() {
         let (tx, rx) = futures::channel::mpsc::unbounded::<Result<Bytes, String>>();
         let stalled = Arc::new(AtomicBool::new(false));

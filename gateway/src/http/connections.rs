@@ -4,13 +4,13 @@
 //! hyper bounds an HTTP/1 connection's wait for a request head (`header_read_timeout`), but
 //! has no such limit for HTTP/2: a client that sends the h2c preface and SETTINGS, or a HEADERS
 //! frame it never finishes, would hold a socket and a task forever. So every connection
-//! carries an [`Activity`]: the requests it has in flight (from the service call until the
+//! carries an `Activity`: the requests it has in flight (from the service call until the
 //! response body is done) and since when it has had none. A connection with nothing in flight
 //! for [`Limits::idle`] is closed (HTTP/2: GOAWAY, then the socket), whatever its protocol.
 //! A request in flight is never cut by this: a slow upload or download is bounded by
 //! [`crate::stall`] instead, which notices a client that stops sending or reading.
 //!
-//! The [`Table`] caps connections per client address and in all. At a cap, the connection that
+//! The `Table` caps connections per client address and in all. At a cap, the connection that
 //! has been idle longest (in that address, or anywhere) is closed to make room; an idle
 //! keep-alive connection is cheap to lose, its client reconnects. If none is idle, the new
 //! connection is refused: closed at once.

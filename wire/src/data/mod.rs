@@ -63,7 +63,7 @@ pub const SENDS_AT_ONCE: usize = 256;
 /// node; this bounds what one peer can take of the node's streams and connections
 /// (`max_concurrent_bidi_streams` bounds each connection).
 pub const MAX_CONNECTIONS_PER_PEER: usize = 16;
-/// Store writes waiting on the disk at once (see [`Server::io`]); their bodies are already
+/// Store writes waiting on the disk at once (the node's data-plane server holds them to this); their bodies are already
 /// bounded by [`MAX_INFLIGHT_BYTES`].
 pub const WRITES_AT_ONCE: usize = 32;
 
