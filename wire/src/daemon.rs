@@ -3,9 +3,11 @@
 //! atomic file writes.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 /// How many tasks a runtime worker runs between looks for new I/O while it has tasks queued
@@ -55,17 +57,46 @@ pub const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Unlike `axum::serve`, a connection must send its request head within
 /// [`ADMIN_HEADER_TIMEOUT`] (hyper sets no limit without a timer): otherwise a script or
 /// scanner that opens connections and sends nothing would hold a socket and a task each,
-/// until the daemon runs out of descriptors. Used by the node's and the gateway's admin servers.
+/// until the daemon runs out of descriptors. At most [`MAX_ADMIN_CONNECTIONS`] are served at
+/// once: the next waits in the listen backlog until one ends (each ends within the header
+/// timeout unless it is busy with requests), so a flood costs queued sockets, not tasks. Used
+/// by the node's and the gateway's admin servers.
 pub async fn serve_router(
     listener: tokio::net::TcpListener,
     app: Router,
     cancel: CancellationToken,
 ) {
+    serve_router_with(listener, app, cancel, MAX_ADMIN_CONNECTIONS).await;
+}
+
+/// Admin connections served at once (Prometheus, health checks and an operator's curl need a
+/// handful).
+pub const MAX_ADMIN_CONNECTIONS: usize = 64;
+
+/// [`serve_router`] with at most `max` connections at once.
+pub async fn serve_router_with(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    cancel: CancellationToken,
+    max: usize,
+) {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(ADMIN_HEADER_TIMEOUT);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    while let Some(socket) = accept(&listener, &cancel, "admin").await {
+    let slots = Arc::new(Semaphore::new(max));
+    loop {
+        // The permit first: no task (nor accepted socket) exists without one.
+        let permit = tokio::select! {
+            () = cancel.cancelled() => break,
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let Some(socket) = accept(&listener, &cancel, "admin").await else {
+            break;
+        };
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
         let conn = http.serve_connection(hyper_util::rt::TokioIo::new(socket), service);
         let conn = graceful.watch(conn);
@@ -73,6 +104,7 @@ pub async fn serve_router(
             if let Err(e) = conn.await {
                 tracing::debug!("admin connection ended: {e}");
             }
+            drop(permit);
         });
     }
     tokio::select! {
@@ -104,4 +136,43 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+    use tokio::io::AsyncWriteExt;
+
+    /// Admin connections past the cap wait for a slot instead of each getting a task; a slot
+    /// freed lets the next one in.
+    #[tokio::test]
+    async fn connections_past_the_cap_wait_for_a_slot() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cancel = CancellationToken::new();
+        let app = Router::new().route("/health", get(|| async { "ok" }));
+        let server = tokio::spawn(serve_router_with(listener, app, cancel.clone(), 2));
+        // Two connections that send nothing take both slots.
+        let idle1 = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut idle2 = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let ask = || crate::admin::http_get(addr, "/health", Duration::from_millis(400));
+        let refused = ask().await;
+        assert!(refused.is_err(), "served past the cap: {refused:?}");
+        // One of them sends a request and closes: its slot goes to the next.
+        idle2
+            .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut idle2, &mut answer)
+            .await
+            .unwrap();
+        drop(idle2);
+        let served = crate::admin::http_get(addr, "/health", Duration::from_secs(5)).await;
+        assert_eq!(served.unwrap(), (200, "ok".to_string()));
+        drop(idle1);
+        cancel.cancel();
+        server.await.unwrap();
+    }
 }
