@@ -9,7 +9,8 @@
 //!   `body` (storing request bodies, their limits), `checksum`, `conditions`, `read` (GET, HEAD,
 //!   ranges), `write` (PUT, copy, delete), `listing` and `multipart`.
 //! - [`catalog`]: the gateway's own RocksDB: bucket/key -> where the bytes are (an object
-//!   manifest CID, a slice of a pack, or inline bytes), size, ETag, metadata, time.
+//!   manifest CID, a slice of a pack, or inline bytes), size, ETag, metadata, time. A file per
+//!   concern: `records`, `keys` (the RocksDB layout), `buckets`, `objects`, `listing`, `uploads`.
 //! - [`readahead`]: which bytes to fetch ahead of sequential range readers (a pure policy);
 //!   fetched shards land in the client's bounded shard cache, which every read consults.
 //! - [`snapshot`]: import an uploaded dataset as keys, export the whole catalog as signed
