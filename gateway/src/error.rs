@@ -190,9 +190,12 @@ impl From<CatalogError> for Error {
 
 impl From<cairn_client::error::ClientError> for Error {
     fn from(e: cairn_client::error::ClientError) -> Self {
+        use cairn_chunker::chunking::ChunkError;
+        use cairn_chunker::pipeline::EncodeError;
         use cairn_client::error::ClientError as C;
         match e {
-            C::Encode(ref inner) if inner.to_string().contains("reading input") => {
+            // The body being stored could not be read (its stream failed or ended short).
+            C::Encode(EncodeError::Io(_) | EncodeError::Chunk(ChunkError::Io(_))) => {
                 Error::IncompleteBody(e.to_string())
             }
             C::NoPeers
@@ -372,6 +375,28 @@ mod tests {
             let h = hint(code).unwrap();
             assert!(!h.contains(['<', '>', '&']), "{code}: {h}");
         }
+    }
+
+    /// A body that could not be read is the client's incomplete request, told apart by the
+    /// error's type, whatever its text says.
+    #[test]
+    fn a_body_that_cannot_be_read_is_an_incomplete_body() {
+        use cairn_chunker::chunking::ChunkError;
+        use cairn_chunker::pipeline::EncodeError;
+        use cairn_client::error::ClientError;
+        let unread = || std::io::Error::other("the body ended 10 bytes short");
+        for e in [
+            EncodeError::Io(unread()),
+            EncodeError::Chunk(ChunkError::Io(unread())),
+        ] {
+            let e = Error::from(ClientError::Encode(e));
+            assert!(matches!(e, Error::IncompleteBody(_)), "{e:?}");
+            assert!(e.to_string().contains("10 bytes short"), "{e}");
+        }
+        let e = Error::from(ClientError::Encode(EncodeError::Params(
+            "reading input: not an input error".into(),
+        )));
+        assert!(matches!(e, Error::Internal(_)), "{e:?}");
     }
 
     #[test]

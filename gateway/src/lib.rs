@@ -4,9 +4,13 @@
 //! s3fs, PyTorch's S3 readers) read and write Cairn unchanged.
 //!
 //! - [`s3`]: every S3 operation, mapped onto the catalog and the network; `s3s` does the HTTP
-//!   routing, XML and SigV4.
+//!   routing, XML and SigV4. `s3/mod.rs` holds the gateway's state and dispatches each
+//!   operation to the file of its concern: `buckets`, `headers` (keys, versions, metadata),
+//!   `body` (storing request bodies, their limits), `checksum`, `conditions`, `read` (GET, HEAD,
+//!   ranges), `write` (PUT, copy, delete), `listing` and `multipart`.
 //! - [`catalog`]: the gateway's own RocksDB: bucket/key -> where the bytes are (an object
-//!   manifest CID, a slice of a pack, or inline bytes), size, ETag, metadata, time.
+//!   manifest CID, a slice of a pack, or inline bytes), size, ETag, metadata, time. A file per
+//!   concern: `records`, `keys` (the RocksDB layout), `buckets`, `objects`, `listing`, `uploads`.
 //! - read-ahead: which bytes to fetch ahead of sequential range readers is a pure policy
 //!   (`cairn_policy::readahead`); fetched shards land in the client's bounded shard cache,
 //!   which every read consults.

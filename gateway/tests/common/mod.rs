@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::error::ProvideErrorMetadata;
 use cairn_client::devnet::{Devnet, DevnetConfig, DevnetGateway};
+use md5::{Digest, Md5};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub(crate) fn gateway_bin() -> PathBuf {
@@ -135,6 +137,39 @@ pub(crate) fn failure<E: aws_sdk_s3::error::ProvideErrorMetadata, R: std::fmt::D
             (status, code.unwrap_or("").to_string())
         }
     }
+}
+
+/// The S3 error message of a failed call ("" when it has none).
+pub(crate) fn message<E: ProvideErrorMetadata, R>(
+    r: &Result<R, aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>>,
+) -> String {
+    match r {
+        Ok(_) => String::new(),
+        Err(e) => e.message().unwrap_or("").to_string(),
+    }
+}
+
+/// The bytes of `bucket/key` (or of `range` of it), which must be readable.
+pub(crate) async fn get(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    range: Option<&str>,
+) -> Vec<u8> {
+    let out = s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .set_range(range.map(str::to_string))
+        .send()
+        .await
+        .unwrap();
+    out.body.collect().await.unwrap().into_bytes().to_vec()
+}
+
+/// The hex MD5 of `b` (a single PUT's ETag, unquoted).
+pub(crate) fn md5_hex(b: &[u8]) -> String {
+    Md5::digest(b).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Deterministic pseudo-random bytes.

@@ -1,0 +1,284 @@
+//! The bucket catalog: bucket/key -> where the object's bytes are on the network, and what S3
+//! says about it. Kept in the gateway's own RocksDB (the gateway never touches a node's).
+//!
+//! | column family | key | value (DAG-CBOR) |
+//! |---|---|---|
+//! | `buckets` | bucket name | [`BucketRecord`] |
+//! | `objects` | bucket ‖ 0x00 ‖ key | [`ObjectRecord`] |
+//! | `uploads` | upload id | [`UploadRecord`] |
+//! | `parts` | upload id ‖ 0x00 ‖ part number (5 decimal digits) | [`PartRecord`] |
+//!
+//! Keys sort as S3 lists them (UTF-8 byte order), so listing is a range scan. Every method
+//! blocks: call from a blocking thread.
+//!
+//! The code is split by concern: `records` (what is stored, and the condition a conditional
+//! write asks), `keys` (column families, key layout, record encoding), `buckets`, `objects`
+//! (one key, and many at once for import, export and restore), `listing`, and `uploads`
+//! (multipart uploads and their parts). Here: opening the database, and the locks writes take.
+
+mod buckets;
+mod keys;
+mod listing;
+mod objects;
+mod records;
+mod uploads;
+
+use std::hash::BuildHasher;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, RwLock};
+
+use rocksdb::{ColumnFamilyDescriptor, DB, Options, WriteOptions};
+
+use keys::{CF_BUCKETS, CF_OBJECTS, CF_PARTS, CF_UPLOADS, dec};
+pub use listing::Listing;
+pub use records::{
+    BucketRecord, ETagMatch, Location, ObjectRecord, PartRecord, UploadRecord, WriteCondition,
+};
+
+/// Catalog errors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CatalogError {
+    /// RocksDB failed.
+    #[error("catalog database: {0}")]
+    Db(#[from] rocksdb::Error),
+    /// Another process holds the catalog.
+    #[error("catalog {0} is in use by another cairn-gateway: stop it or use another --data-dir")]
+    Locked(String),
+    /// A stored record does not decode.
+    #[error("catalog record is damaged: {0}")]
+    Damaged(String),
+    /// The bucket does not exist (or was deleted while the request ran).
+    #[error("bucket {0} does not exist")]
+    NoSuchBucket(String),
+    /// The bucket still holds objects or uploads.
+    #[error("bucket {0} is not empty")]
+    BucketNotEmpty(String),
+    /// A conditional write's condition does not hold (any more): nothing was written.
+    #[error("precondition failed: {0}")]
+    PreconditionFailed(String),
+    /// The multipart upload was completed or aborted (by another request, meanwhile).
+    #[error("upload {0} does not exist (it was completed or aborted)")]
+    NoSuchUpload(String),
+}
+
+/// How many locks keys share (by a hash of the key): enough that writes of different keys
+/// seldom wait for each other.
+const KEY_LOCKS: usize = 1024;
+
+/// The catalog.
+pub struct Catalog {
+    db: DB,
+    /// Held while a bucket's existence is checked and acted on (a key lands only in a bucket
+    /// that exists; a bucket is deleted only while empty), so DeleteBucket and a racing
+    /// PutObject cannot leave a key in a deleted bucket. Writes of keys share it, so their
+    /// synced writes overlap and RocksDB commits them together (one fsync for many); creating
+    /// and deleting buckets hold it alone.
+    buckets_lock: RwLock<()>,
+    /// Held while a key is written, by a hash of the key ([`Catalog::lock_key`]), after
+    /// `buckets_lock`: a conditional write holds its key's across re-reading the key's record,
+    /// checking its condition and writing, so that no other write of the key lands in between.
+    key_locks: Box<[Mutex<()>]>,
+    /// Hashes keys to their lock.
+    key_hasher: std::collections::hash_map::RandomState,
+    /// Bumped by every change to buckets or objects (what an export holds).
+    generation: AtomicU64,
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalog").finish_non_exhaustive()
+    }
+}
+
+impl Catalog {
+    /// Opens (or creates) the catalog in `path`.
+    pub fn open(path: &Path) -> Result<Self, CatalogError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        let cfs = [CF_BUCKETS, CF_OBJECTS, CF_UPLOADS, CF_PARTS]
+            .map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| {
+            if e.to_string().contains("lock") {
+                CatalogError::Locked(path.display().to_string())
+            } else {
+                CatalogError::Db(e)
+            }
+        })?;
+        Ok(Self {
+            db,
+            buckets_lock: RwLock::new(()),
+            key_locks: (0..KEY_LOCKS).map(|_| Mutex::new(())).collect(),
+            key_hasher: Default::default(),
+            generation: AtomicU64::new(0),
+        })
+    }
+
+    /// A number that changes whenever buckets or objects change (not persisted).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// For creating or deleting a bucket: no key is being written meanwhile.
+    fn lock_buckets(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
+        self.buckets_lock.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// For writing keys: their buckets cannot be deleted meanwhile.
+    fn share_buckets(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.buckets_lock.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Which of `key_locks` an object key (from [`object_key`]) takes.
+    fn key_lock_index(&self, object_key: &[u8]) -> usize {
+        (self.key_hasher.hash_one(object_key) % KEY_LOCKS as u64) as usize
+    }
+
+    /// For writing a key (after [`Catalog::share_buckets`], if that is held too): no other write
+    /// of it lands meanwhile. Uncontended unless the same key (or one sharing its lock) is
+    /// being written.
+    fn lock_key(&self, object_key: &[u8]) -> MutexGuard<'_, ()> {
+        self.key_locks[self.key_lock_index(object_key)]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The locks of several keys (object keys, or upload ids), each taken once and in one order,
+    /// so that two callers never wait for each other's.
+    fn lock_keys(&self, keys: &[&[u8]]) -> Vec<MutexGuard<'_, ()>> {
+        let mut locks: Vec<usize> = keys.iter().map(|k| self.key_lock_index(k)).collect();
+        locks.sort_unstable();
+        locks.dedup();
+        locks
+            .into_iter()
+            .map(|i| self.key_locks[i].lock().unwrap_or_else(|p| p.into_inner()))
+            .collect()
+    }
+
+    /// Checks `cond` against the key's current record (with its key lock held).
+    fn check_condition(
+        &self,
+        object_key: &[u8],
+        cond: &WriteCondition,
+    ) -> Result<(), CatalogError> {
+        if cond.is_none() {
+            return Ok(());
+        }
+        let current: Option<ObjectRecord> = self
+            .db
+            .get_pinned_cf(self.cf(CF_OBJECTS)?, object_key)?
+            .map(|b| dec(&b))
+            .transpose()?;
+        cond.check(current.as_ref())
+            .map_err(CatalogError::PreconditionFailed)
+    }
+
+    fn require_bucket(&self, name: &str) -> Result<(), CatalogError> {
+        match self.db.get_pinned_cf(self.cf(CF_BUCKETS)?, name)? {
+            Some(_) => Ok(()),
+            None => Err(CatalogError::NoSuchBucket(name.to_string())),
+        }
+    }
+
+    fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, CatalogError> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| CatalogError::Damaged(format!("column family {name} missing")))
+    }
+
+    fn wo() -> WriteOptions {
+        let mut w = WriteOptions::default();
+        w.set_sync(true);
+        w
+    }
+}
+
+/// Records the tests write.
+#[cfg(test)]
+mod testing {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// A multipart upload of `key` in bucket `b`.
+    pub(super) fn upload_of(key: &str) -> UploadRecord {
+        UploadRecord {
+            bucket: "b".into(),
+            key: key.into(),
+            created_ms: 1,
+            content_type: None,
+            metadata: BTreeMap::new(),
+            erasure: None,
+        }
+    }
+
+    pub(super) fn rec(n: u8) -> ObjectRecord {
+        ObjectRecord {
+            location: Location::Object(cairn_chunker::cids::dag_cbor(&[n])),
+            size: u64::from(n),
+            etag: format!("{n}"),
+            content_type: None,
+            metadata: BTreeMap::new(),
+            modified_ms: 0,
+            checksums: BTreeMap::new(),
+            signer: String::new(),
+            blake3: String::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::rec;
+    use super::*;
+
+    /// Object writes share the bucket lock (so their fsyncs can be committed together), but a
+    /// DeleteBucket racing a PutObject must still never leave a key in a deleted bucket.
+    #[test]
+    fn a_racing_put_and_delete_bucket_never_orphan_a_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = std::sync::Arc::new(Catalog::open(dir.path()).unwrap());
+        let (mut deleted, mut stored) = (0, 0);
+        for trial in 0..150 {
+            let bucket = format!("race-{trial}");
+            c.create_bucket(&bucket, &BucketRecord { created_ms: 0 })
+                .unwrap();
+            let start = std::sync::Arc::new(std::sync::Barrier::new(3));
+            let put = {
+                let (c, b, start) = (c.clone(), bucket.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    c.put_object(&b, "k", &rec(1)).is_ok()
+                })
+            };
+            let delete = {
+                let (c, b, start) = (c.clone(), bucket.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    c.delete_bucket(&b).is_ok()
+                })
+            };
+            // Another key's write in a live bucket runs alongside, sharing the lock.
+            c.create_bucket("other", &BucketRecord { created_ms: 0 })
+                .unwrap();
+            start.wait();
+            c.put_object("other", &bucket, &rec(2)).unwrap();
+            let (put, delete) = (put.join().unwrap(), delete.join().unwrap());
+            let exists = c.bucket(&bucket).unwrap().is_some();
+            let key = c.object(&bucket, "k").unwrap().is_some();
+            assert!(exists || !key, "trial {trial}: a key in a deleted bucket");
+            assert_eq!(put, key, "trial {trial}");
+            assert_eq!(delete, !exists, "trial {trial}");
+            assert!(!(put && delete), "trial {trial}: both won");
+            deleted += usize::from(delete);
+            stored += usize::from(put);
+        }
+        assert_eq!(deleted + stored, 150, "every trial has one winner");
+    }
+}
