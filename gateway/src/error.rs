@@ -180,9 +180,7 @@ impl From<CatalogError> for Error {
             CatalogError::BucketNotEmpty(b) => Error::BucketNotEmpty(b),
             CatalogError::PreconditionFailed(why) => Error::PreconditionFailed(why),
             CatalogError::NoSuchUpload(id) => Error::NoSuchUpload(id),
-            CatalogError::Db(e) if e.to_string().contains("No space left on device") => {
-                Error::DiskFull(e.to_string())
-            }
+            CatalogError::DiskFull(e) => Error::DiskFull(e.to_string()),
             other => Error::Internal(other.to_string()),
         }
     }

@@ -138,6 +138,38 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// An exclusive lock on a daemon's data (a store, a catalog), held while this lives. Taken
+/// with `flock` on a file of its own beside the data, so "another process has it" is a typed
+/// answer ([`lock_exclusive`] returns `None`), not a guess from a database's error text.
+#[derive(Debug)]
+pub struct DataLock {
+    _file: std::fs::File,
+}
+
+/// Takes the exclusive lock on `path` (a file, created if missing; its parent must exist).
+/// `Ok(None)`: another process (or another open in this one) holds it.
+pub fn lock_exclusive(path: &Path) -> std::io::Result<Option<DataLock>> {
+    use rustix::fs::{FlockOperation, flock};
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(Some(DataLock { _file: file })),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Bytes free for unprivileged use on the filesystem holding `path` (`statvfs`), or `None`
+/// if it cannot be asked.
+pub fn disk_available(path: &Path) -> Option<u64> {
+    rustix::fs::statvfs(path)
+        .ok()
+        .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +178,22 @@ mod tests {
 
     /// Admin connections past the cap wait for a slot instead of each getting a task; a slot
     /// freed lets the next one in.
+    #[test]
+    fn a_data_lock_is_exclusive_until_dropped() {
+        let dir = std::env::temp_dir().join(format!("cairn-lock-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("data.lock");
+        let held = lock_exclusive(&path).unwrap().expect("free at first");
+        assert!(lock_exclusive(&path).unwrap().is_none(), "taken twice");
+        drop(held);
+        assert!(
+            lock_exclusive(&path).unwrap().is_some(),
+            "free again once dropped"
+        );
+        assert!(disk_available(&dir).is_some());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[tokio::test]
     async fn connections_past_the_cap_wait_for_a_slot() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -13,7 +13,9 @@ impl Catalog {
         if self.db.get_pinned_cf(cf, name)?.is_some() {
             return Ok(false);
         }
-        self.db.put_cf_opt(cf, name, enc(record), &Self::wo())?;
+        self.db
+            .put_cf_opt(cf, name, enc(record), &Self::wo())
+            .map_err(|e| self.write_failed(e))?;
         self.changed();
         Ok(true)
     }
@@ -62,7 +64,8 @@ impl Catalog {
             return Err(CatalogError::BucketNotEmpty(name.to_string()));
         }
         self.db
-            .delete_cf_opt(self.cf(CF_BUCKETS)?, name, &Self::wo())?;
+            .delete_cf_opt(self.cf(CF_BUCKETS)?, name, &Self::wo())
+            .map_err(|e| self.write_failed(e))?;
         self.changed();
         Ok(())
     }

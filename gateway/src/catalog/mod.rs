@@ -24,7 +24,7 @@ mod records;
 mod uploads;
 
 use std::hash::BuildHasher;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock};
 
@@ -36,6 +36,10 @@ pub use records::{
     BucketRecord, ETagMatch, Location, ObjectRecord, PartRecord, UploadRecord, WriteCondition,
 };
 
+/// Free bytes below which a write that failed with an I/O error is taken for a full disk
+/// (RocksDB needs room for its log and a memtable flush).
+pub const DISK_FULL_BELOW: u64 = 64 << 20;
+
 /// Catalog errors.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -43,6 +47,18 @@ pub enum CatalogError {
     /// RocksDB failed.
     #[error("catalog database: {0}")]
     Db(#[from] rocksdb::Error),
+    /// The disk holding the catalog is full: a write failed with an I/O error while the
+    /// filesystem had less than [`DISK_FULL_BELOW`] free.
+    #[error("the disk holding the catalog is full ({0}): free disk space")]
+    DiskFull(rocksdb::Error),
+    /// A file beside the database failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
     /// Another process holds the catalog.
     #[error("catalog {0} is in use by another cairn-gateway: stop it or use another --data-dir")]
     Locked(String),
@@ -84,6 +100,10 @@ pub struct Catalog {
     key_hasher: std::collections::hash_map::RandomState,
     /// Bumped by every change to buckets or objects (what an export holds).
     generation: AtomicU64,
+    /// Where the database is.
+    path: PathBuf,
+    /// Keeps other gateways out; released after the database closes (fields drop in order).
+    _lock: cairn_wire::daemon::DataLock,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -100,20 +120,38 @@ impl Catalog {
         opts.create_missing_column_families(true);
         let cfs = [CF_BUCKETS, CF_OBJECTS, CF_UPLOADS, CF_PARTS]
             .map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
-        let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| {
-            if e.to_string().contains("lock") {
-                CatalogError::Locked(path.display().to_string())
-            } else {
-                CatalogError::Db(e)
-            }
-        })?;
+        let locked = || CatalogError::Locked(path.display().to_string());
+        // Our own lock file in the database's directory (RocksDB leaves files it does not
+        // name alone).
+        let lock_path = path.join("cairn.lock");
+        let io = |what: String| move |source| CatalogError::Io { what, source };
+        std::fs::create_dir_all(path).map_err(io(format!("creating {}", path.display())))?;
+        let lock = cairn_wire::daemon::lock_exclusive(&lock_path)
+            .map_err(io(format!("locking {}", lock_path.display())))?
+            .ok_or_else(locked)?;
+        let db = DB::open_cf_descriptors(&opts, path, cfs)?;
         Ok(Self {
             db,
+
             buckets_lock: RwLock::new(()),
             key_locks: (0..KEY_LOCKS).map(|_| Mutex::new(())).collect(),
             key_hasher: Default::default(),
             generation: AtomicU64::new(0),
+            path: path.to_path_buf(),
+            _lock: lock,
         })
+    }
+
+    /// A failed write: a full disk when the filesystem is nearly out of room (RocksDB's errors do
+    /// not say ENOSPC in a type), else the database's error.
+    fn write_failed(&self, e: rocksdb::Error) -> CatalogError {
+        let nearly_full = cairn_wire::daemon::disk_available(&self.path)
+            .is_some_and(|free| free < DISK_FULL_BELOW);
+        if e.kind() == rocksdb::ErrorKind::IOError && nearly_full {
+            CatalogError::DiskFull(e)
+        } else {
+            CatalogError::Db(e)
+        }
     }
 
     /// A number that changes whenever buckets or objects change (not persisted).
@@ -237,6 +275,18 @@ mod testing {
 mod tests {
     use super::testing::rec;
     use super::*;
+
+    #[test]
+    fn a_catalog_is_opened_by_one_gateway_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Catalog::open(dir.path()).unwrap();
+        match Catalog::open(dir.path()) {
+            Err(CatalogError::Locked(p)) => assert_eq!(p, dir.path().display().to_string()),
+            other => panic!("opened twice: {other:?}"),
+        }
+        drop(first);
+        Catalog::open(dir.path()).expect("free once the first is closed");
+    }
 
     /// Object writes share the bucket lock (so their fsyncs can be committed together), but a
     /// DeleteBucket racing a PutObject must still never leave a key in a deleted bucket.

@@ -42,7 +42,8 @@ impl Catalog {
         let _key = self.lock_key(&k);
         self.check_condition(&k, cond)?;
         self.db
-            .put_cf_opt(self.cf(CF_OBJECTS)?, k, enc(record), &Self::wo())?;
+            .put_cf_opt(self.cf(CF_OBJECTS)?, k, enc(record), &Self::wo())
+            .map_err(|e| self.write_failed(e))?;
         self.changed();
         Ok(())
     }
@@ -66,7 +67,9 @@ impl Catalog {
             batch.put_cf(objects, k, enc(record));
         }
         let _keys = self.lock_keys(&keys.iter().map(Vec::as_slice).collect::<Vec<_>>());
-        self.db.write_opt(batch, &Self::wo())?;
+        self.db
+            .write_opt(batch, &Self::wo())
+            .map_err(|e| self.write_failed(e))?;
         self.changed();
         Ok(())
     }
@@ -77,7 +80,9 @@ impl Catalog {
         let k = object_key(bucket, key);
         let _key = self.lock_key(&k);
         let existed = self.db.get_pinned_cf(cf, &k)?.is_some();
-        self.db.delete_cf_opt(cf, k, &Self::wo())?;
+        self.db
+            .delete_cf_opt(cf, k, &Self::wo())
+            .map_err(|e| self.write_failed(e))?;
         if existed {
             self.changed();
         }
@@ -137,7 +142,9 @@ impl Catalog {
             batch.put_cf(objects, k, enc(record));
         }
         let _keys = self.lock_keys(&keys.iter().map(Vec::as_slice).collect::<Vec<_>>());
-        self.db.write_opt(batch, &Self::wo())?;
+        self.db
+            .write_opt(batch, &Self::wo())
+            .map_err(|e| self.write_failed(e))?;
         self.changed();
         Ok(())
     }

@@ -12,7 +12,8 @@ impl Catalog {
         let _guard = self.share_buckets();
         self.require_bucket(&record.bucket)?;
         self.db
-            .put_cf_opt(self.cf(CF_UPLOADS)?, id, enc(record), &Self::wo())?;
+            .put_cf_opt(self.cf(CF_UPLOADS)?, id, enc(record), &Self::wo())
+            .map_err(|e| self.write_failed(e))?;
         Ok(())
     }
 
@@ -50,12 +51,14 @@ impl Catalog {
         if self.upload(id)?.is_none() {
             return Err(CatalogError::NoSuchUpload(id.to_string()));
         }
-        self.db.put_cf_opt(
-            self.cf(CF_PARTS)?,
-            part_key(id, number),
-            enc(record),
-            &Self::wo(),
-        )?;
+        self.db
+            .put_cf_opt(
+                self.cf(CF_PARTS)?,
+                part_key(id, number),
+                enc(record),
+                &Self::wo(),
+            )
+            .map_err(|e| self.write_failed(e))?;
         Ok(())
     }
 
@@ -120,7 +123,9 @@ impl Catalog {
             self.check_condition(&k, cond)?;
             batch.put_cf(self.cf(CF_OBJECTS)?, k, enc(record));
         }
-        self.db.write_opt(batch, &Self::wo())?;
+        self.db
+            .write_opt(batch, &Self::wo())
+            .map_err(|e| self.write_failed(e))?;
         if object.is_some() {
             self.changed();
         }
