@@ -17,17 +17,9 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 
 const MIB: usize = 1 << 20;
 
+/// Incompressible bytes; distinct seeds give distinct bytes.
 fn random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
+    cairn_testkit::data::bytes(len, seed)
 }
 
 /// A reader over shared bytes, so each pipeline iteration starts without copying the input.

@@ -24,17 +24,9 @@ use tokio::runtime::Runtime;
 const MIB: usize = 1 << 20;
 const TOTAL: usize = 64 * MIB;
 
+/// Incompressible bytes; distinct seeds give distinct bytes (distinct shards).
 fn random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
+    cairn_testkit::data::bytes(len, seed)
 }
 
 fn runtime() -> Runtime {

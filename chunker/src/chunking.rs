@@ -255,17 +255,7 @@ impl<R: Read> Iterator for CdcChunker<R> {
 mod tests {
     use super::*;
 
-    fn data(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
+    use cairn_testkit::data::bytes as data;
 
     /// A reader that hands out at most `step` bytes per call, to exercise refills.
     struct Trickle<'a>(&'a [u8], usize);

@@ -198,9 +198,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn data(len: usize, seed: u8) -> Vec<u8> {
-        (0..len)
-            .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[1] ^ seed)
-            .collect()
+        cairn_testkit::data::bytes(len, seed.into())
     }
 
     /// Hashes `object` as pieces cut at `cuts` (chunk multiples), each fed in `slice` bytes.

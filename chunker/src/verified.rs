@@ -734,9 +734,7 @@ mod tests {
     use super::*;
 
     fn data(len: usize) -> Vec<u8> {
-        (0..len)
-            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-            .collect()
+        cairn_testkit::data::bytes(len, 1)
     }
 
     const SIZES: &[usize] = &[

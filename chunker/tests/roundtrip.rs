@@ -8,6 +8,7 @@ use cairn_chunker::cids::{self, Cid};
 use cairn_chunker::erasure::ErasureCode;
 use cairn_chunker::manifest::ObjectManifest;
 use cairn_chunker::pipeline::{DecodeError, EncodeParams, Encoder, StripeDecoder, decode_object};
+use cairn_testkit::data::{Xorshift, bytes as data};
 use proptest::prelude::*;
 
 const SHARD: u32 = 1024;
@@ -20,18 +21,6 @@ fn params(k: u16, m: u16, code: ErasureCode, chunking: Chunking) -> EncodeParams
     p.inline_limit = 100;
     p.threads = 2;
     p
-}
-
-fn data(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
 }
 
 fn encode(bytes: &[u8], p: EncodeParams) -> (ObjectManifest, HashMap<Cid, Bytes>) {
@@ -196,10 +185,9 @@ proptest! {
             |stripe, index, shard| {
                 // Lose a pseudo-random set of exactly m shards in every stripe.
                 let mut order: Vec<usize> = (0..total).collect();
-                let mut x = loss_seed ^ (stripe as u64).wrapping_mul(0x9e3779b97f4a7c15) | 1;
+                let mut x = Xorshift::from_state(loss_seed ^ (stripe as u64).wrapping_mul(0x9e3779b97f4a7c15));
                 for i in (1..total).rev() {
-                    x ^= x << 13; x ^= x >> 7; x ^= x << 17;
-                    order.swap(i, (x % (i as u64 + 1)) as usize);
+                    order.swap(i, x.below(i as u64 + 1) as usize);
                 }
                 if order[..usize::from(m)].contains(&index) { None } else { store.get(&shard.cid).cloned() }
             },

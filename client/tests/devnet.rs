@@ -1,39 +1,23 @@
 //! `cairn devnet` as a newcomer runs it: starts the nodes, every node sees the others,
 //! devnet.json describes them, Ctrl-C leaves no process behind.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use cairn_client::devnet::{DevnetState, pid_alive, status};
-
-fn cairn() -> PathBuf {
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_cairn"));
-    assert!(
-        bin.with_file_name("cairn-node").is_file(),
-        "cairn-node must be built next to cairn: run `cargo build --release --bins` (./scripts/test does)"
-    );
-    bin
-}
-
-/// Kills the devnet if the test panics; its nodes follow (they watch the devnet's pid).
-struct Guard(Option<std::process::Child>);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
+use cairn_testkit::process::{ChildGuard, KillOnDrop};
+use common::cairn_bin as cairn;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devnet_starts_converges_and_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let mut guard = Guard(None);
-    let child = guard.0.insert(
+    // If the test panics: the devnet is killed, and its nodes and gateway at once (rather than
+    // when they notice the devnet's pid is gone).
+    let _nodes = KillOnDrop::mentioning(dir.path());
+    let mut child = ChildGuard(
         Command::new(cairn())
             .args([
                 "devnet",
@@ -114,7 +98,6 @@ async fn devnet_starts_converges_and_stops_cleanly() {
     // Ctrl-C.
     let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
-    let mut child = guard.0.take().unwrap();
     let status = tokio::task::spawn_blocking(move || child.wait())
         .await
         .unwrap()

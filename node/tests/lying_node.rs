@@ -7,6 +7,8 @@
 //! Each test also checks the honest answer first, so a refusal cannot come from the fake node
 //! simply speaking the protocol wrongly.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
@@ -20,6 +22,7 @@ use cairn_wire::protocol::{
     DataRequest, DataResponse, ErrorCode, MAX_DATA_HEADER, RESET_ABORTED, RESET_CORRUPT,
     RemoteError, decode_body, encode_frame,
 };
+use common::client;
 use libp2p::identity::Keypair;
 
 /// What the fake node sends back: bytes, then how the stream ends.
@@ -109,10 +112,8 @@ fn fake_node(answer: Answer) -> Target {
 
 /// A shard whose size is not a multiple of the 16 KiB verification group, so the last group
 /// is short.
-fn shard(seed: u8) -> (Cid, Vec<u8>) {
-    let data: Vec<u8> = (0..(1usize << 20) - 1000)
-        .map(|i| ((i * 31 + i / 977) as u8) ^ seed)
-        .collect();
+fn shard(seed: u64) -> (Cid, Vec<u8>) {
+    let data = cairn_testkit::data::bytes((1 << 20) - 1000, seed);
     (cids::raw(&data), data)
 }
 
@@ -140,10 +141,6 @@ fn proof(data: &[u8], range: Range<u64>) -> (Vec<u8>, usize) {
     let proof_at = out.len();
     out.extend_from_slice(&stream);
     (out, proof_at)
-}
-
-fn client() -> data::Client {
-    data::Client::bind(Keypair::generate_ed25519()).unwrap()
 }
 
 /// Streams a fetch and returns its outcome with every byte the sink was handed, in order.

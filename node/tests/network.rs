@@ -1,6 +1,8 @@
 //! Multi-node tests: real nodes (RocksDB, libp2p over QUIC, quinn data plane) on 127.0.0.1,
 //! in one process.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -10,18 +12,17 @@ use cairn_chunker::cids::{self, Cid};
 use cairn_node::RunningNode;
 use cairn_node::config::{Config, Size};
 use cairn_node::identity;
+use cairn_testkit::wait::Deadline;
 use cairn_wire::data::{self, DataError, Target};
 use cairn_wire::protocol::{
     ControlRequest, ControlResponse, DataRequest, DataResponse, ErrorCode, Holding, RESET_ABORTED,
     decode_body, encode_frame,
 };
+use common::{client, shard, target};
 use libp2p::PeerId;
 
 fn config(bootstrap: Option<&str>, capacity: u64) -> Config {
-    let mut c = Config::default();
-    c.network.listen = vec!["/ip4/127.0.0.1/udp/0/quic-v1".into()];
-    c.network.data_listen = "127.0.0.1:0".into();
-    c.admin.listen = "127.0.0.1:0".into();
+    let mut c = common::local_config();
     c.network.bootstrap = bootstrap.map(|b| vec![b.to_string()]).unwrap_or_default();
     c.storage.capacity = Size(capacity);
     c.storage.sync_writes = false;
@@ -30,47 +31,22 @@ fn config(bootstrap: Option<&str>, capacity: u64) -> Config {
 }
 
 async fn start(dir: &Path, bootstrap: Option<&str>, capacity: u64) -> RunningNode {
-    let key_path = dir.join(identity::KEY_FILE);
-    let key = if key_path.exists() {
-        identity::load(&key_path).unwrap()
-    } else {
-        std::fs::create_dir_all(dir).unwrap();
-        identity::create(&key_path).unwrap()
-    };
-    let checked = config(bootstrap, capacity).check().unwrap();
-    RunningNode::start(dir, &checked, key, None).await.unwrap()
-}
-
-fn target(n: &RunningNode) -> Target {
-    Target {
-        peer: n.info.peer_id.parse::<PeerId>().unwrap(),
-        addr: n.info.data_addr,
-    }
-}
-
-fn shard(len: usize, seed: u8) -> (Cid, Bytes) {
-    let data: Vec<u8> = (0..len).map(|i| ((i * 7919) as u8) ^ seed).collect();
-    (cids::raw(&data), Bytes::from(data))
-}
-
-fn client() -> data::Client {
-    data::Client::bind(libp2p::identity::Keypair::generate_ed25519()).unwrap()
+    common::start_node(dir, config(bootstrap, capacity)).await
 }
 
 async fn wait_for_peers(nodes: &[&RunningNode], want: usize) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Deadline::after(Duration::from_secs(30), "the nodes discover each other");
     loop {
-        let mut ok = true;
+        let mut counts = Vec::new();
         for n in nodes {
-            ok &= n.swarm.peers().await.unwrap().len() >= want;
+            counts.push(n.swarm.peers().await.unwrap().len());
         }
-        if ok {
+        if counts.iter().all(|&c| c >= want) {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "nodes did not discover each other"
-        );
+        deadline.check_with(format_args!(
+            "peers known per node: {counts:?}, want {want}"
+        ));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -496,7 +472,7 @@ async fn concurrent_streams_to_one_node() {
     let n = start(dir.path(), None, 1 << 30).await;
     let t = target(&n);
     let c = client();
-    let shards: Vec<(Cid, Bytes)> = (0..32).map(|i| shard(256 * 1024 + i, i as u8)).collect();
+    let shards: Vec<(Cid, Bytes)> = (0..32).map(|i| shard(256 * 1024 + i, i as u64)).collect();
     let stores = shards.iter().map(|(cid, d)| c.store(&t, cid, d.clone()));
     for r in futures::future::join_all(stores).await {
         r.unwrap();

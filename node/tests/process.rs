@@ -1,15 +1,18 @@
 //! The `cairn-node` binary as an operator uses it: init, run, admin HTTP, bad config, a second
 //! node on the same directory, SIGTERM, and `kill -9` in the middle of writes.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use cairn_chunker::cids;
+use cairn_testkit::process::ChildGuard;
 use cairn_wire::admin::http_get;
 use cairn_wire::admin::read_runtime_info;
-use cairn_wire::data::{self, Target};
+use common::{client, target_of};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cairn-node");
 
@@ -34,31 +37,9 @@ fn init(dir: &Path) {
     );
 }
 
-/// A node process that is killed if the test panics, so failures leave nothing behind.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl std::ops::Deref for Proc {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Proc {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
-}
-
-fn run(dir: &Path, extra: &[&str]) -> Proc {
-    Proc(
+/// A node process, killed if the test panics so failures leave nothing behind.
+fn run(dir: &Path, extra: &[&str]) -> ChildGuard {
+    ChildGuard(
         Command::new(BIN)
             .args(["run", "--data-dir"])
             .arg(dir)
@@ -71,19 +52,18 @@ fn run(dir: &Path, extra: &[&str]) -> Proc {
 }
 
 fn wait_ready(dir: &Path, child: &mut Child) -> cairn_wire::admin::RuntimeInfo {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    let (every, timeout) = (Duration::from_millis(50), Duration::from_secs(30));
+    cairn_testkit::wait::until(timeout, every, "the node starts", || {
         if let Ok(info) = read_runtime_info(dir)
             && info.pid == child.id()
         {
-            return info;
+            return Some(info);
         }
         if let Some(status) = child.try_wait().unwrap() {
             panic!("node exited early with {status}");
         }
-        assert!(Instant::now() < deadline, "node did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        None
+    })
 }
 
 fn term(child: &Child) {
@@ -251,15 +231,12 @@ async fn admin_endpoints_second_instance_and_clean_sigterm() {
 async fn kill_9_during_writes_never_leaves_a_bad_shard() {
     let dir = tempfile::tempdir().unwrap();
     init(dir.path());
-    let client = data::Client::bind(libp2p::identity::Keypair::generate_ed25519()).unwrap();
+    let client = client();
     let mut written: Vec<(cids::Cid, Bytes)> = Vec::new();
     for round in 0..3u8 {
         let mut node = run(dir.path(), &["--sync-writes", "false"]);
         let info = wait_ready(dir.path(), &mut node);
-        let t = Target {
-            peer: info.peer_id.parse().unwrap(),
-            addr: info.data_addr,
-        };
+        let t = target_of(&info);
         // Everything acknowledged before is still there and intact.
         for (cid, data) in &written {
             assert_eq!(
@@ -275,9 +252,9 @@ async fn kill_9_during_writes_never_leaves_a_bad_shard() {
                 let (client, t, acked) = (client.clone(), t, acked.clone());
                 tokio::spawn(async move {
                     for i in 0..1000u32 {
-                        let data: Vec<u8> = (0..(200_000 + i as usize))
-                            .map(|j| ((j as u32) ^ (w << 20) ^ (i << 8) ^ u32::from(round)) as u8)
-                            .collect();
+                        // Every writer, shard and round its own bytes.
+                        let seed = u64::from(round) << 48 | u64::from(w) << 32 | u64::from(i);
+                        let data = cairn_testkit::data::bytes(200_000 + i as usize, seed);
                         let cid = cids::raw(&data);
                         match client.store(&t, &cid, Bytes::from(data.clone())).await {
                             Ok(()) => acked.lock().unwrap().push((cid, Bytes::from(data))),

@@ -90,16 +90,12 @@ fn timed(
 fn fill(path: &Path, size: u64, seed: u64) -> anyhow::Result<()> {
     use std::io::Write;
     let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
-    let mut x = seed | 1;
+    // Distinct seeds give distinct files (no accidental duplicates for dedup to skip).
+    let mut rng = cairn_testkit::data::Xorshift::new(seed);
     let mut buf = vec![0u8; 1 << 20];
     let mut left = size;
     while left > 0 {
-        for c in buf.chunks_exact_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            c.copy_from_slice(&x.to_le_bytes());
-        }
+        rng.fill(&mut buf);
         let n = left.min(buf.len() as u64) as usize;
         f.write_all(&buf[..n])?;
         left -= n as u64;

@@ -97,16 +97,7 @@ fn client(endpoint: &str, access: &str, secret: &str) -> Client {
 }
 
 fn random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
-    v
+    cairn_testkit::data::bytes(len, seed)
 }
 
 /// Peak resident memory of a process, in MiB.
@@ -194,12 +185,10 @@ async fn measure(s3: &Client, a: &Args, pid: u32, bucket: &str) -> anyhow::Resul
         let (s3, bucket) = (s3.clone(), bucket.to_string());
         let (objects, n) = (a.objects, a.ranges_per_client);
         tasks.spawn(async move {
-            let mut x = 0x1234_5678_9abc_def1u64.wrapping_mul(c as u64 + 1);
+            let mut rng = cairn_testkit::data::Xorshift::new(c as u64);
             let mut ttfb = Vec::with_capacity(n);
             for seq in 0..n {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
+                let x = rng.next_u64();
                 let obj = (x % objects as u64) as usize;
                 let start = (x >> 16) % (size as u64 - (1 << 20));
                 let sent = Instant::now();

@@ -7,18 +7,20 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use cairn_client::devnet::{Devnet, DevnetConfig};
+use cairn_testkit::process::KillOnDrop;
 
+/// The `cairn` binary; `cairn-node` must have been built beside it.
 pub(crate) fn cairn_bin() -> PathBuf {
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_cairn"));
-    assert!(
-        bin.with_file_name("cairn-node").is_file(),
-        "cairn-node must be built next to cairn: run `cargo build --release --bins` (./scripts/test does)"
-    );
-    bin
+    cairn_testkit::bins::sibling("cairn-node");
+    PathBuf::from(env!("CARGO_BIN_EXE_cairn"))
 }
 
+/// A devnet in a temporary directory, and a key. Every process working in the directory is
+/// killed when this is dropped, also when the test panics (paused and restarted nodes too).
 pub(crate) struct Net {
-    pub(crate) devnet: Option<Devnet>,
+    // First, so the processes are gone before their directory is removed.
+    cleanup: KillOnDrop,
+    pub(crate) devnet: Devnet,
     pub(crate) dir: tempfile::TempDir,
     pub(crate) key: PathBuf,
 }
@@ -26,10 +28,11 @@ pub(crate) struct Net {
 impl Net {
     pub(crate) async fn start(nodes: usize) -> Net {
         let dir = tempfile::tempdir().unwrap();
+        let cleanup = KillOnDrop::mentioning(dir.path());
         let devnet = Devnet::start(DevnetConfig {
             nodes,
             dir: dir.path().join("net"),
-            node_binary: cairn_bin().with_file_name("cairn-node"),
+            node_binary: cairn_testkit::bins::sibling("cairn-node"),
             capacity: "4GiB".into(),
             converge_timeout: Duration::from_secs(60),
             gateway: None,
@@ -38,7 +41,8 @@ impl Net {
         .unwrap();
         let key = dir.path().join("key");
         let net = Net {
-            devnet: Some(devnet),
+            cleanup,
+            devnet,
             dir,
             key,
         };
@@ -52,11 +56,11 @@ impl Net {
     }
 
     pub(crate) fn devnet(&self) -> &Devnet {
-        self.devnet.as_ref().unwrap()
+        &self.devnet
     }
 
     pub(crate) fn devnet_mut(&mut self) -> &mut Devnet {
-        self.devnet.as_mut().unwrap()
+        &mut self.devnet
     }
 
     pub(crate) fn path(&self, name: &str) -> PathBuf {
@@ -93,39 +97,14 @@ impl Net {
         self.ok(&all).trim().to_string()
     }
 
-    pub(crate) async fn stop(mut self) {
-        if let Some(d) = self.devnet.take() {
-            d.stop().await;
-        }
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        // A panicking test still leaves no process behind: kill what is left.
-        if let Some(d) = &self.devnet {
-            for n in &d.state.nodes {
-                if let Some(pid) = rustix::process::Pid::from_raw(n.pid as i32) {
-                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::CONT);
-                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-                }
-            }
-        }
+    pub(crate) async fn stop(self) {
+        self.devnet.stop().await;
     }
 }
 
 /// Deterministic pseudo-random bytes.
 pub(crate) fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
+    cairn_testkit::data::bytes(len, seed)
 }
 
 pub(crate) fn write(path: &Path, bytes: &[u8]) {

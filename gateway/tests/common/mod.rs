@@ -11,19 +11,24 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use cairn_client::devnet::{Devnet, DevnetConfig, DevnetGateway};
+use cairn_testkit::process::KillOnDrop;
+use cairn_testkit::wait::Deadline;
 use md5::{Digest, Md5};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// The `cairn-gateway` binary; `cairn-node` and `cairn` must have been built beside it.
 pub(crate) fn gateway_bin() -> PathBuf {
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_cairn-gateway"));
-    assert!(
-        bin.with_file_name("cairn-node").is_file() && bin.with_file_name("cairn").is_file(),
-        "cairn-node and cairn must be built next to cairn-gateway: run `cargo build --release --bins` (./scripts/test does)"
-    );
-    bin
+    cairn_testkit::bins::sibling("cairn-node");
+    cairn_testkit::bins::sibling("cairn");
+    PathBuf::from(env!("CARGO_BIN_EXE_cairn-gateway"))
 }
 
+/// A devnet with a gateway in a temporary directory. Every process working in the directory
+/// (nodes, the devnet's gateway, gateways a test runs on a data directory inside it) is killed
+/// when this is dropped, also when the test panics.
 pub(crate) struct Net {
+    // First, so the processes are gone before their directory is removed.
+    cleanup: KillOnDrop,
     pub(crate) devnet: Devnet,
     pub(crate) dir: tempfile::TempDir,
 }
@@ -37,6 +42,7 @@ impl Net {
     /// Like [`Net::start`], each node with `capacity`.
     pub(crate) async fn start_with(nodes: usize, capacity: &str) -> Net {
         let dir = tempfile::tempdir().unwrap();
+        let cleanup = KillOnDrop::mentioning(dir.path());
         let bin = gateway_bin();
         let devnet = Devnet::start(DevnetConfig {
             nodes,
@@ -48,7 +54,11 @@ impl Net {
         })
         .await
         .unwrap();
-        Net { devnet, dir }
+        Net {
+            cleanup,
+            devnet,
+            dir,
+        }
     }
 
     pub(crate) fn gateway(&self) -> &DevnetGateway {
@@ -174,15 +184,7 @@ pub(crate) fn md5_hex(b: &[u8]) -> String {
 
 /// Deterministic pseudo-random bytes.
 pub(crate) fn bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    cairn_testkit::data::bytes(len, seed)
 }
 
 /// A raw HTTP/1.1 exchange (for what SDKs refuse to send): returns status, head and body.
@@ -334,6 +336,10 @@ pub(crate) async fn run_gateway_with(
         run.args(["--peer", &n.multiaddr]);
     }
     let mut child = run.spawn().unwrap();
+    let deadline = Deadline::after(
+        Duration::from_secs(60),
+        format!("the gateway on {} serves", dir.display()),
+    );
     let info = loop {
         if let Ok(info) = cairn_gateway::server::read_runtime_info(dir) {
             break info;
@@ -342,6 +348,10 @@ pub(crate) async fn run_gateway_with(
             let err = std::fs::read_to_string(&log).unwrap_or_default();
             panic!("gateway on {} exited ({status}): {err}", dir.display());
         }
+        deadline.check_with(format_args!(
+            "log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        ));
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     (child, info)
