@@ -1,0 +1,262 @@
+//! Whole shards sent a verified piece at a time.
+
+use cairn_chunker::cids::{self, Cid, Codec};
+use cairn_chunker::verified::{self, OutboardVerifier, ProofError};
+
+use super::layout::piece_count;
+use super::{Store, StoreError};
+
+impl Store {
+    /// Opens a whole shard for sending: its stored outboard, checked against the CID. The
+    /// bytes are read a piece at a time and hashed as they are taken from the
+    /// [`OutgoingShard`], so a sender can start after the first piece, and a corrupt byte is
+    /// still never handed out (it is quarantined when reached).
+    ///
+    /// A damaged outboard alone does not lose the shard: the outboard is recomputed from the
+    /// bytes, and used if they match the CID.
+    pub fn open_outgoing(&self, cid: &Cid) -> Result<OutgoingShard, StoreError> {
+        let root = cids::digest(cid, Codec::Raw)?;
+        let key = cid.to_bytes();
+        self.refuse_quarantined(cid, &key)?;
+        // The outboard row is how a held shard is found; a damaged one is rebuilt below.
+        let stored = match self.outboard(&key, cid) {
+            Ok(found) => Some(found),
+            Err(e @ StoreError::NotFound { .. }) => return Err(e),
+            Err(e) => {
+                tracing::warn!(%cid, "stored outboard unreadable: {e}");
+                None
+            }
+        };
+        let checked = stored.and_then(|(size, ob)| {
+            let verifier = OutboardVerifier::new(root, size, &ob).ok()?;
+            Some((size, verifier, ob))
+        });
+        if let Some((size, verifier, outboard)) = checked {
+            return Ok(OutgoingShard {
+                cid: *cid,
+                key,
+                size,
+                outboard: bytes::Bytes::from(outboard),
+                verifier,
+                pending: bytes::Bytes::new(),
+                next: 0,
+            });
+        }
+        // The CID decides: if the stored bytes hash to it, only the outboard was damaged.
+        let data = self.scan_pieces(&key)?.unwrap_or_default();
+        let (actual, rebuilt) = verified::outboard(&data);
+        if data.is_empty() || actual != root {
+            return Err(self.mark_corrupt(cid, 0));
+        }
+        tracing::warn!(%cid, "stored outboard is damaged; serving a recomputed one");
+        let size = data.len() as u64;
+        let verifier = OutboardVerifier::new(root, size, &rebuilt).map_err(StoreError::Range)?;
+        Ok(OutgoingShard {
+            cid: *cid,
+            key,
+            size,
+            outboard: bytes::Bytes::from(rebuilt),
+            verifier,
+            pending: bytes::Bytes::from(data),
+            next: piece_count(size),
+        })
+    }
+}
+
+/// A whole shard being sent: see [`Store::open_outgoing`]. Its bytes come out only through
+/// [`OutgoingShard::next_piece`], each piece read from the store and verified against the CID
+/// first.
+#[derive(Debug)]
+pub struct OutgoingShard {
+    cid: Cid,
+    key: Vec<u8>,
+    size: u64,
+    outboard: bytes::Bytes,
+    verifier: OutboardVerifier,
+    /// Read from the store, not yet verified nor handed out: the bytes from
+    /// `verifier.verified()` on.
+    pending: bytes::Bytes,
+    /// The next stored piece to read.
+    next: usize,
+}
+
+impl OutgoingShard {
+    /// The shard's size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The outboard, already checked against the CID.
+    pub fn outboard(&self) -> &bytes::Bytes {
+        &self.outboard
+    }
+
+    /// The next verified piece: whole 16 KiB groups, at most `max` bytes (at least one group)
+    /// and never past the end of a stored piece, or `None` once everything was handed out. A
+    /// piece that fails verification, or is missing from the store, quarantines the shard and
+    /// returns [`StoreError::Corrupt`]; nothing after the last good piece is handed out.
+    pub fn next_piece(
+        &mut self,
+        store: &Store,
+        max: usize,
+    ) -> Result<Option<bytes::Bytes>, StoreError> {
+        if self.verifier.is_done() {
+            return Ok(None);
+        }
+        if self.pending.is_empty() {
+            let i = self.next;
+            let piece = store.read_pieces(&self.cid, &self.key, self.size, i..i + 1)?;
+            self.pending = bytes::Bytes::copy_from_slice(&piece[0]);
+            self.next += 1;
+        }
+        let from = self.verifier.verified();
+        let step = max.max(verified::GROUP_BYTES) / verified::GROUP_BYTES * verified::GROUP_BYTES;
+        let take = step.min(self.pending.len());
+        match self.verifier.check_tail(from, &self.pending[..take]) {
+            Ok(ok) if ok > from => {
+                if self.verifier.is_done() {
+                    store.metrics.reads.inc();
+                }
+                Ok(Some(self.pending.split_to((ok - from) as usize)))
+            }
+            // Pieces are whole groups but for the shard's last, so this cannot happen; it must
+            // not become a loop that hands out nothing forever.
+            Ok(_) => Err(StoreError::Damaged(format!(
+                "{}: piece {} did not advance verification",
+                self.cid, self.next
+            ))),
+            Err(ProofError::BadData { start, .. }) => Err(store.mark_corrupt(&self.cid, start)),
+            Err(e) => Err(StoreError::Range(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Holding;
+    use crate::store::layout::*;
+    use crate::store::testing::*;
+    use crate::store::*;
+
+    #[test]
+    fn outgoing_shards_hand_out_verified_pieces_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 10 << 20);
+        for len in [1usize, 16 * 1024, 16 * 1024 + 1, 1 << 20] {
+            let (cid, data) = shard(len, 5);
+            store.put_shard(&cid, &data).unwrap();
+            let (got, end) = drain(&store, &cid);
+            end.unwrap();
+            assert_eq!(got, data, "{len} bytes");
+            let outgoing = store.open_outgoing(&cid).unwrap();
+            assert_eq!(outgoing.size(), len as u64);
+            assert_eq!(outgoing.outboard().as_ref(), verified::outboard(&data).1);
+        }
+        assert_eq!(store.metrics.reads.get(), 4);
+
+        // A byte flipped inside the stored shard: the groups before it come out, nothing after.
+        let (cid, data) = shard(1 << 20, 7);
+        store.put_shard(&cid, &data).unwrap();
+        let mut bad = data.clone();
+        bad[300_000] ^= 1;
+        overwrite_stored(&store, &cid, &bad);
+        let (got, end) = drain(&store, &cid);
+        let group = 300_000 / verified::GROUP_BYTES * verified::GROUP_BYTES;
+        assert!(
+            matches!(end, Err(StoreError::Corrupt { offset, .. }) if offset == group as u64),
+            "{end:?}"
+        );
+        assert!(
+            !got.is_empty() && got.len() <= group,
+            "{} bytes out",
+            got.len()
+        );
+        assert_eq!(got, data[..got.len()]);
+        assert_eq!(store.has(&[cid]).unwrap(), vec![Holding::Corrupt]);
+        assert_eq!(store.metrics.verification_failures.get(), 1);
+        assert!(matches!(
+            store.open_outgoing(&cid),
+            Err(StoreError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn a_damaged_outboard_is_rebuilt_from_intact_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 10 << 20);
+        let (cid, data) = shard(1 << 20, 9);
+        store.put_shard(&cid, &data).unwrap();
+        let outboards = store.cf(CF_OUTBOARDS).unwrap();
+        let len = verified::outboard_size(1 << 20) as usize;
+        // Right size, wrong hashes; a wrong size; a row too short to hold a size.
+        let mut wrong_hashes = (1u64 << 20).to_le_bytes().to_vec();
+        wrong_hashes.resize(8 + len, 0xee);
+        let mut wrong_size = (1u64 << 19).to_le_bytes().to_vec();
+        wrong_size.resize(8 + len, 0);
+        for damaged in [wrong_hashes, wrong_size, vec![1, 2, 3]] {
+            store
+                .db
+                .put_cf(outboards, cid.to_bytes(), &damaged)
+                .unwrap();
+            let (got, end) = drain(&store, &cid);
+            end.unwrap();
+            assert_eq!(got, data);
+            let outgoing = store.open_outgoing(&cid).unwrap();
+            assert_eq!(outgoing.outboard().as_ref(), verified::outboard(&data).1);
+        }
+        assert_eq!(store.metrics.verification_failures.get(), 0);
+        // Damaged bytes as well: nothing to rebuild from, so the shard is quarantined.
+        let mut bad = data.clone();
+        bad[5] ^= 1;
+        overwrite_stored(&store, &cid, &bad);
+        let (got, end) = drain(&store, &cid);
+        assert!(got.is_empty());
+        assert!(matches!(end, Err(StoreError::Corrupt { .. })), "{end:?}");
+        assert_eq!(store.metrics.verification_failures.get(), 1);
+    }
+
+    #[test]
+    fn a_piece_lost_mid_shard_cuts_the_outgoing_shard_off_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 10 << 20);
+        let (cid, data) = shard(1 << 20, 17);
+        store.put_shard(&cid, &data).unwrap();
+        let shards = store.cf(CF_SHARDS).unwrap();
+        store
+            .db
+            .delete_cf(shards, piece_key(&cid.to_bytes(), 3))
+            .unwrap();
+        let (got, end) = drain(&store, &cid);
+        assert!(
+            matches!(end, Err(StoreError::Corrupt { offset, .. }) if offset == 3 * PIECE_BYTES as u64),
+            "{end:?}"
+        );
+        assert_eq!(got, data[..3 * PIECE_BYTES]);
+        assert!(matches!(
+            store.read_shard(&cid),
+            Err(StoreError::Corrupt { .. })
+        ));
+        // Stored again, it is whole again.
+        assert_eq!(store.put_shard(&cid, &data).unwrap(), PutOutcome::Repaired);
+        assert_eq!(store.read_shard(&cid).unwrap(), data);
+    }
+
+    #[test]
+    fn a_shard_deleted_while_being_sent_is_not_found_not_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 10 << 20);
+        let (cid, data) = shard(1 << 20, 19);
+        store.put_shard(&cid, &data).unwrap();
+        let mut outgoing = store.open_outgoing(&cid).unwrap();
+        let first = outgoing.next_piece(&store, PIECE_BYTES).unwrap().unwrap();
+        assert_eq!(first, data[..PIECE_BYTES]);
+        assert!(store.delete_shard(&cid).unwrap());
+        assert!(matches!(
+            outgoing.next_piece(&store, PIECE_BYTES),
+            Err(StoreError::NotFound { .. })
+        ));
+        assert_eq!(store.metrics.verification_failures.get(), 0);
+        assert_eq!(store.has(&[cid]).unwrap(), vec![Holding::Absent]);
+    }
+}

@@ -1,0 +1,443 @@
+//! Writing and deleting shards, and quarantining corrupt ones.
+
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use cairn_chunker::cids::{self, Cid, Codec};
+use cairn_chunker::manifest::MAX_SHARD_SIZE;
+use cairn_chunker::verified;
+use rocksdb::WriteBatch;
+
+use super::layout::{
+    CF_CORRUPT, CF_META, CF_OUTBOARDS, CF_SHARDS, KEY_COUNT, KEY_USED, PIECE_BYTES, delta, join,
+    piece_count, piece_key, u64_le,
+};
+use super::{Store, StoreError};
+
+/// A shard whose bytes [`Store::check_shard`] found to match its CID, with its outboard: all
+/// [`Store::commit_shard`] needs. It can only be made by checking.
+#[derive(Debug)]
+pub struct CheckedShard {
+    cid: Cid,
+    data: Bytes,
+    outboard: Vec<u8>,
+}
+
+/// What a put did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// Newly stored.
+    Stored,
+    /// Already held and intact; nothing written.
+    AlreadyHeld,
+    /// A copy known to be corrupt was replaced by these verified bytes.
+    Repaired,
+}
+
+/// A shard marked busy by [`Store::claim`]; dropping it lets the next caller for that shard in.
+pub(super) struct Claim<'a> {
+    store: &'a Store,
+    key: Vec<u8>,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let mut busy = self.store.busy.lock().unwrap_or_else(|p| p.into_inner());
+        busy.remove(&self.key);
+        drop(busy);
+        self.store.settled.notify_all();
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Store {
+    /// Verifies `data` against `cid` and stores it with its outboard, atomically.
+    pub fn put_shard(&self, cid: &Cid, data: &[u8]) -> Result<PutOutcome, StoreError> {
+        let outboard = self.verify_new_shard(cid, data)?;
+        self.commit(cid, data, &outboard)
+    }
+
+    /// The CPU half of [`Store::put_shard`]: checks `data` against `cid` and computes its
+    /// outboard, without touching the database. Run it where CPU work is bounded, and
+    /// [`Store::commit_shard`] (disk work, an fsync by default) where I/O is.
+    pub fn check_shard(&self, cid: &Cid, data: Bytes) -> Result<CheckedShard, StoreError> {
+        let outboard = self.verify_new_shard(cid, &data)?;
+        Ok(CheckedShard {
+            cid: *cid,
+            data,
+            outboard,
+        })
+    }
+
+    /// The disk half of [`Store::put_shard`]: stores a shard [`Store::check_shard`] accepted.
+    pub fn commit_shard(&self, shard: CheckedShard) -> Result<PutOutcome, StoreError> {
+        self.commit(&shard.cid, &shard.data, &shard.outboard)
+    }
+
+    fn verify_new_shard(&self, cid: &Cid, data: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let expected = cids::digest(cid, Codec::Raw)?;
+        if data.is_empty() || data.len() > MAX_SHARD_SIZE as usize {
+            return Err(StoreError::BadSize { len: data.len() });
+        }
+        let (root, outboard) = verified::outboard(data);
+        if root != expected {
+            self.metrics.rejected_writes.inc();
+            return Err(StoreError::HashMismatch { cid: *cid });
+        }
+        Ok(outboard)
+    }
+
+    /// Waits until no other caller is writing or deleting the shard keyed `key`, then marks it
+    /// busy until the returned guard drops.
+    pub(super) fn claim(&self, key: &[u8]) -> Claim<'_> {
+        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        while busy.contains(key) {
+            busy = self.settled.wait(busy).unwrap_or_else(|p| p.into_inner());
+        }
+        busy.insert(key.to_vec());
+        Claim {
+            store: self,
+            key: key.to_vec(),
+        }
+    }
+
+    fn commit(&self, cid: &Cid, data: &[u8], outboard: &[u8]) -> Result<PutOutcome, StoreError> {
+        let key = cid.to_bytes();
+        let (outboards, shards, corrupt, meta) = (
+            self.cf(CF_OUTBOARDS)?,
+            self.cf(CF_SHARDS)?,
+            self.cf(CF_CORRUPT)?,
+            self.cf(CF_META)?,
+        );
+        let _claim = self.claim(&key);
+        let held = self.db.get_pinned_cf(outboards, &key)?.is_some();
+        let was_corrupt = held && self.db.get_pinned_cf(corrupt, &key)?.is_some();
+        if held && !was_corrupt {
+            return Ok(PutOutcome::AlreadyHeld);
+        }
+        let len = data.len() as u64;
+        if !held {
+            // Reserve the space first, so that writes in flight together never exceed capacity.
+            let capacity = self.config.capacity;
+            self.used
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+                    (used.saturating_add(len) <= capacity).then_some(used + len)
+                })
+                .map_err(|used| StoreError::NoSpace {
+                    used,
+                    capacity,
+                    needed: len,
+                })?;
+        }
+        let mut ob_value = Vec::with_capacity(8 + outboard.len());
+        ob_value.extend_from_slice(&len.to_le_bytes());
+        ob_value.extend_from_slice(outboard);
+        let mut batch = WriteBatch::default();
+        for (i, piece) in data.chunks(PIECE_BYTES).enumerate() {
+            batch.put_cf(shards, piece_key(&key, i), piece);
+        }
+        batch.put_cf(outboards, &key, &ob_value);
+        batch.delete_cf(corrupt, &key);
+        if !held {
+            batch.merge_cf(meta, KEY_USED, delta(len as i64));
+            batch.merge_cf(meta, KEY_COUNT, delta(1));
+        }
+        // A repair rewrites the whole shard too, so it needs the disk room a new shard does.
+        let written = self.with_disk_room(len, || {
+            self.db
+                .write_opt(batch, &self.write_opts())
+                .map_err(|e| self.write_failed(e, len))
+        });
+        if let Err(e) = written {
+            if !held {
+                self.used.fetch_sub(len, Ordering::SeqCst);
+            }
+            return Err(e);
+        }
+        if !held {
+            self.count.fetch_add(1, Ordering::SeqCst);
+        }
+        self.metrics.writes.inc();
+        Ok(if was_corrupt {
+            PutOutcome::Repaired
+        } else {
+            PutOutcome::Stored
+        })
+    }
+
+    /// Removes a shard and gives its space back.
+    pub fn delete_shard(&self, cid: &Cid) -> Result<bool, StoreError> {
+        let key = cid.to_bytes();
+        let (outboards, shards, corrupt, meta) = (
+            self.cf(CF_OUTBOARDS)?,
+            self.cf(CF_SHARDS)?,
+            self.cf(CF_CORRUPT)?,
+            self.cf(CF_META)?,
+        );
+        let _claim = self.claim(&key);
+        let Some(ob) = self.db.get_pinned_cf(outboards, &key)? else {
+            return Ok(false);
+        };
+        let len = u64_le(&ob)?;
+        if len == 0 || len > u64::from(MAX_SHARD_SIZE) {
+            // A damaged size would throw the counters off for good: leave it to the operator.
+            return Err(StoreError::Damaged(format!(
+                "shard {cid} has an impossible size ({len} bytes) in its outboard entry"
+            )));
+        }
+        let mut batch = WriteBatch::default();
+        for i in 0..piece_count(len.min(u64::from(MAX_SHARD_SIZE))) {
+            batch.delete_cf(shards, piece_key(&key, i));
+        }
+        batch.delete_cf(outboards, &key);
+        batch.delete_cf(corrupt, &key);
+        batch.merge_cf(meta, KEY_USED, delta(-(len as i64)));
+        batch.merge_cf(meta, KEY_COUNT, delta(-1));
+        self.db
+            .write_opt(batch, &self.write_opts())
+            .map_err(|e| self.write_failed(e, 0))?;
+        let less = |by: u64| move |v: u64| Some(v.saturating_sub(by));
+        let _ = self
+            .used
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, less(len));
+        let _ = self
+            .count
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, less(1));
+        Ok(true)
+    }
+
+    pub(super) fn is_corrupt(&self, key: &[u8]) -> Result<bool, StoreError> {
+        Ok(self.db.get_pinned_cf(self.cf(CF_CORRUPT)?, key)?.is_some())
+    }
+
+    /// A quarantined shard is refused on every read path until it is stored again.
+    pub(super) fn refuse_quarantined(&self, cid: &Cid, key: &[u8]) -> Result<(), StoreError> {
+        if self.is_corrupt(key)? {
+            return Err(StoreError::Corrupt {
+                cid: *cid,
+                offset: 0,
+            });
+        }
+        Ok(())
+    }
+
+    /// Records a failed verification: never served again until repaired.
+    pub(super) fn mark_corrupt(&self, cid: &Cid, offset: u64) -> StoreError {
+        self.metrics.verification_failures.inc();
+        let key = cid.to_bytes();
+        // Under the claim no write or delete of the shard is under way. A reader (the scrub,
+        // say, hashing a large shard) that found bad bytes may have raced a repair or a delete
+        // of them: look again before quarantining, or a repaired copy would be refused again.
+        let _claim = self.claim(&key);
+        if self.intact_or_gone(cid, &key) {
+            tracing::warn!(%cid, "a failed read raced a rewrite or delete of the shard: not quarantined");
+            return StoreError::Corrupt { cid: *cid, offset };
+        }
+        tracing::error!(target: "cairn::_events::corrupt", %cid, offset, "stored shard failed BLAKE3 verification; quarantined");
+        let res = self.cf(CF_CORRUPT).and_then(|cf| {
+            Ok(self.db.put_cf_opt(
+                cf,
+                cid.to_bytes(),
+                now_ms().to_le_bytes(),
+                &self.write_opts(),
+            )?)
+        });
+        if let Err(e) = res {
+            tracing::error!(%cid, "could not record corrupt shard: {e}");
+        }
+        StoreError::Corrupt { cid: *cid, offset }
+    }
+
+    /// Whether the shard is no longer held, or its stored bytes and outboard now both match its
+    /// CID (read afresh, whatever a caller saw).
+    fn intact_or_gone(&self, cid: &Cid, key: &[u8]) -> bool {
+        let held = self
+            .cf(CF_OUTBOARDS)
+            .and_then(|cf| Ok(self.db.get_pinned_cf(cf, key)?.is_some()));
+        match held {
+            Ok(false) => return true,
+            Err(_) => return false,
+            Ok(true) => {}
+        }
+        let (Ok(root), Ok((size, stored))) =
+            (cids::digest(cid, Codec::Raw), self.outboard(key, cid))
+        else {
+            return false;
+        };
+        match self.load_pieces(key, size, 0..piece_count(size)) {
+            Ok(Ok(pieces)) => {
+                let (actual, outboard) = verified::outboard(&join(&pieces));
+                actual == root && outboard == stored
+            }
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Holding;
+    use crate::store::testing::*;
+    use crate::store::*;
+
+    #[test]
+    fn refuses_mismatched_oversized_and_overfull() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 100_000);
+        let (cid, mut data) = shard(60_000, 5);
+        data[10] ^= 1;
+        assert!(matches!(
+            store.put_shard(&cid, &data),
+            Err(StoreError::HashMismatch { .. })
+        ));
+        data[10] ^= 1;
+        store.put_shard(&cid, &data).unwrap();
+        let (cid2, data2) = shard(60_000, 7);
+        match store.put_shard(&cid2, &data2) {
+            Err(StoreError::NoSpace {
+                used,
+                capacity,
+                needed,
+            }) => assert_eq!((used, capacity, needed), (60_000, 100_000, 60_000)),
+            other => panic!("expected NoSpace, got {other:?}"),
+        }
+        assert!(matches!(
+            store.put_shard(&cids::raw(b""), b""),
+            Err(StoreError::BadSize { len: 0 })
+        ));
+        assert!(matches!(
+            store.put_shard(&cids::dag_cbor(b"x"), b"x"),
+            Err(StoreError::Cid(_))
+        ));
+    }
+
+    #[test]
+    fn a_copy_repaired_while_a_reader_held_its_bad_bytes_is_not_quarantined_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 1 << 30);
+        let (cid, data) = shard(300_000, 4);
+        store.put_shard(&cid, &data).unwrap();
+        overwrite_stored(&store, &cid, &vec![0u8; data.len()]);
+        assert!(matches!(
+            store.read_shard(&cid),
+            Err(StoreError::Corrupt { .. })
+        ));
+        assert_eq!(store.has(&[cid]).unwrap(), vec![Holding::Corrupt]);
+        assert_eq!(store.put_shard(&cid, &data).unwrap(), PutOutcome::Repaired);
+        // A reader that loaded the bad bytes before the repair reports them only now.
+        let _ = store.mark_corrupt(&cid, 0);
+        assert_eq!(
+            store.has(&[cid]).unwrap(),
+            vec![Holding::Intact(data.len() as u64)]
+        );
+        assert_eq!(store.read_shard(&cid).unwrap(), data);
+        // Nor is a shard deleted meanwhile marked (no stray quarantine row).
+        let (gone, gone_data) = shard(50_000, 8);
+        store.put_shard(&gone, &gone_data).unwrap();
+        assert!(store.delete_shard(&gone).unwrap());
+        let _ = store.mark_corrupt(&gone, 0);
+        assert!(!store.is_corrupt(&gone.to_bytes()).unwrap());
+        // A copy still bad, or whose outboard alone is bad, is quarantined as before.
+        overwrite_stored(&store, &cid, &vec![1u8; data.len()]);
+        let _ = store.mark_corrupt(&cid, 0);
+        assert_eq!(store.has(&[cid]).unwrap(), vec![Holding::Corrupt]);
+        assert_eq!(store.put_shard(&cid, &data).unwrap(), PutOutcome::Repaired);
+        let mut row = (data.len() as u64).to_le_bytes().to_vec();
+        row.extend_from_slice(&vec![
+            7u8;
+            verified::outboard_size(data.len() as u64) as usize
+        ]);
+        let outboards = store.cf(CF_OUTBOARDS).unwrap();
+        store.db.put_cf(outboards, cid.to_bytes(), row).unwrap();
+        let _ = store.mark_corrupt(&cid, 0);
+        assert_eq!(store.has(&[cid]).unwrap(), vec![Holding::Corrupt]);
+    }
+
+    #[test]
+    fn concurrent_writes_and_deletes_keep_the_counters_exact() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 1 << 30);
+        // 8 threads; every shard is written by two of them at once (one stores it, the other
+        // finds it held), and thread t deletes what thread t - 1 wrote first, while it writes.
+        let shards: Vec<Vec<(Cid, Vec<u8>)>> = (0..8u8)
+            .map(|t| {
+                (0..24u8)
+                    .map(|i| {
+                        shard(
+                            1000 + 997 * usize::from(i) + 31 * usize::from(t),
+                            t * 24 + i + 1,
+                        )
+                    })
+                    .collect()
+            })
+            .collect();
+        let outcomes: Vec<Vec<PutOutcome>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|t| {
+                    let (store, shards) = (&store, &shards);
+                    s.spawn(move || {
+                        let mut out = Vec::new();
+                        for i in 0..24 {
+                            let (cid, data) = &shards[t][i];
+                            out.push(store.put_shard(cid, data).unwrap());
+                            let (cid, data) = &shards[(t + 1) % 8][i];
+                            out.push(store.put_shard(cid, data).unwrap());
+                            if i >= 12 {
+                                let (cid, _) = &shards[(t + 7) % 8][i - 12];
+                                store.delete_shard(cid).unwrap();
+                            }
+                        }
+                        out
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let stored = outcomes
+            .iter()
+            .flatten()
+            .filter(|o| **o == PutOutcome::Stored)
+            .count();
+        let held = outcomes
+            .iter()
+            .flatten()
+            .filter(|o| **o == PutOutcome::AlreadyHeld)
+            .count();
+        // A shard deleted before its second writer came stored twice: never more than that.
+        assert!(
+            stored >= 8 * 24 && stored + held == 2 * 8 * 24,
+            "{stored} + {held}"
+        );
+        let expect = |store: &Store| {
+            let mut listed = 0u64;
+            let mut count = 0u64;
+            for (t, list) in shards.iter().enumerate() {
+                for (i, (cid, data)) in list.iter().enumerate() {
+                    // Deleted, unless a writer came after the delete.
+                    let deleted = i < 12;
+                    let present = store.read_shard(cid).is_ok();
+                    if !deleted {
+                        assert!(present, "shard {t}/{i} lost");
+                    }
+                    if present {
+                        listed += data.len() as u64;
+                        count += 1;
+                    }
+                }
+            }
+            let stats = store.stats();
+            assert_eq!((stats.used, stats.shards), (listed, count));
+        };
+        expect(&store);
+        // The counters on disk are the sum of the deltas of every batch, in any order.
+        drop(store);
+        let store = open(dir.path(), 1 << 30);
+        expect(&store);
+    }
+}

@@ -1,0 +1,266 @@
+//! Capacity and disk space: what the store can still take, and the checks a write passes.
+
+use std::sync::atomic::Ordering;
+
+use super::{Store, StoreError};
+
+/// Space and counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct StoreStats {
+    /// Shards stored.
+    pub shards: u64,
+    /// Shard bytes stored.
+    pub used: u64,
+    /// Capacity limit.
+    pub capacity: u64,
+    /// Bytes free on the filesystem holding the store (`None`: it could not be asked).
+    pub disk_available: Option<u64>,
+    /// Bytes kept free on that filesystem
+    /// ([`StoreConfig::disk_reserve`](super::StoreConfig::disk_reserve)).
+    pub disk_reserve: u64,
+}
+
+impl StoreStats {
+    /// Room on the disk for shards: what is free beyond the reserve (`None`: unknown).
+    pub fn disk_room(&self) -> Option<u64> {
+        self.disk_available
+            .map(|a| a.saturating_sub(self.disk_reserve))
+    }
+
+    /// Shard bytes the store can still take: the smaller of what the capacity leaves and what
+    /// the disk has room for.
+    pub fn free(&self) -> u64 {
+        let by_capacity = self.capacity.saturating_sub(self.used);
+        self.disk_room()
+            .map_or(by_capacity, |room| by_capacity.min(room))
+    }
+}
+
+impl Store {
+    /// The configured capacity.
+    pub fn capacity(&self) -> u64 {
+        self.config.capacity
+    }
+
+    /// Current counts, and the disk's free space as of now.
+    pub fn stats(&self) -> StoreStats {
+        StoreStats {
+            shards: self.count.load(Ordering::SeqCst),
+            used: self.used.load(Ordering::SeqCst),
+            capacity: self.config.capacity,
+            disk_available: self.disk_available(),
+            disk_reserve: self.config.disk_reserve,
+        }
+    }
+
+    /// Bytes free for unprivileged use on the filesystem holding the store (`statvfs`), or
+    /// `None` if it cannot be asked.
+    pub fn disk_available(&self) -> Option<u64> {
+        match rustix::fs::statvfs(&self.path) {
+            Ok(s) => Some(s.f_bavail.saturating_mul(s.f_frsize)),
+            Err(e) => {
+                tracing::debug!(path = %self.path.display(), "statvfs failed: {e}");
+                None
+            }
+        }
+    }
+
+    /// Fails fast, before any bytes arrive, if `len` more bytes would not fit.
+    pub fn check_space(&self, len: u64) -> Result<(), StoreError> {
+        let used = self.used.load(Ordering::SeqCst);
+        if used.saturating_add(len) > self.config.capacity {
+            return Err(StoreError::NoSpace {
+                used,
+                capacity: self.config.capacity,
+                needed: len,
+            });
+        }
+        self.check_disk(len)
+    }
+
+    /// Refuses `len` more bytes if they would eat into the disk's reserve.
+    fn check_disk(&self, len: u64) -> Result<(), StoreError> {
+        let Some(available) = self.disk_available() else {
+            return Ok(());
+        };
+        if available < len.saturating_add(self.config.disk_reserve) {
+            return Err(self.disk_full(available, len));
+        }
+        if self.disk_full.swap(false, Ordering::SeqCst) {
+            tracing::info!(
+                available,
+                "disk space is available again: taking new shards"
+            );
+        }
+        Ok(())
+    }
+
+    /// Runs `write` (of about `len` bytes) if the disk has room for it beside the writes already
+    /// in flight, counting it among them while it runs.
+    pub(super) fn with_disk_room<T>(
+        &self,
+        len: u64,
+        write: impl FnOnce() -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let beside = self.writing.fetch_add(len, Ordering::SeqCst);
+        let result = self
+            .check_disk(len.saturating_add(beside))
+            .and_then(|()| write());
+        self.writing.fetch_sub(len, Ordering::SeqCst);
+        result
+    }
+
+    /// The error for a full disk, logged once until the disk has room again.
+    fn disk_full(&self, available: u64, needed: u64) -> StoreError {
+        let reserve = self.config.disk_reserve;
+        if !self.disk_full.swap(true, Ordering::SeqCst) {
+            tracing::warn!(
+                path = %self.path.display(),
+                available,
+                reserve,
+                "the disk is full: refusing new shards until space is freed (free disk space, \
+                 lower storage.disk_reserve, or set storage.capacity to what the disk can hold)"
+            );
+        }
+        StoreError::DiskFull {
+            path: self.path.clone(),
+            available,
+            reserve,
+            needed,
+        }
+    }
+
+    /// A failed write, with RocksDB's "no space left on device" turned into [`StoreError::DiskFull`]
+    /// (the reserve check can lose a race with other users of the disk).
+    pub(super) fn write_failed(&self, e: rocksdb::Error, needed: u64) -> StoreError {
+        if e.to_string().contains("No space left on device") {
+            self.disk_full(self.disk_available().unwrap_or(0), needed)
+        } else {
+            StoreError::Db(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Holding, ManifestKind};
+    use crate::store::testing::*;
+    use crate::store::*;
+
+    #[test]
+    fn a_full_disk_refuses_new_shards_and_says_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path(), 1 << 30);
+        let (held, held_data) = shard(50_000, 3);
+        store.put_shard(&held, &held_data).unwrap();
+        let available = store.stats().disk_available.expect("statvfs works here");
+        assert!(available > 0);
+        assert_eq!(store.stats().free(), (1 << 30) - 50_000);
+
+        // The disk has less room than the reserve asks for, as when a disk fills up.
+        store.config.disk_reserve = available + (1 << 40);
+        let (cid, data) = shard(60_000, 9);
+        let err = store.put_shard(&cid, &data).unwrap_err();
+        match &err {
+            StoreError::DiskFull {
+                reserve, needed, ..
+            } => assert_eq!((*reserve, *needed), (available + (1 << 40), 60_000)),
+            other => panic!("expected DiskFull, got {other:?}"),
+        }
+        let message = err.to_string();
+        assert!(
+            message.contains("the disk holding") && message.contains("storage.disk_reserve"),
+            "{message}"
+        );
+        assert!(matches!(
+            store.check_space(1),
+            Err(StoreError::DiskFull { .. })
+        ));
+        assert!(store.disk_full.load(Ordering::SeqCst));
+        assert_eq!(
+            store.stats().free(),
+            0,
+            "a full disk has no room, whatever the capacity"
+        );
+        assert_eq!(store.has(&[cid]).unwrap(), vec![Holding::Absent]);
+        // What is held is still served, and storing it again costs nothing, so is not refused.
+        assert_eq!(store.read_shard(&held).unwrap(), held_data);
+        assert_eq!(
+            store.put_shard(&held, &held_data).unwrap(),
+            PutOutcome::AlreadyHeld
+        );
+
+        // A repair rewrites the whole shard, and a manifest is written too: both need room.
+        overwrite_stored(&store, &held, &vec![0u8; held_data.len()]);
+        assert!(matches!(
+            store.read_shard(&held),
+            Err(StoreError::Corrupt { .. })
+        ));
+        assert!(matches!(
+            store.put_shard(&held, &held_data),
+            Err(StoreError::DiskFull { .. })
+        ));
+        let d = cairn_chunker::DatasetManifest::new();
+        assert!(matches!(
+            store.put_manifest(&d.cid(), ManifestKind::Dataset, &d.to_bytes(), &[]),
+            Err(StoreError::DiskFull { .. })
+        ));
+        assert!(matches!(
+            store.get_manifest(&d.cid()),
+            Err(StoreError::NotFound { .. })
+        ));
+        assert_eq!(store.writing.load(Ordering::SeqCst), 0);
+
+        // Room again: shards are taken and repaired, manifests kept.
+        store.config.disk_reserve = 0;
+        assert_eq!(store.put_shard(&cid, &data).unwrap(), PutOutcome::Stored);
+        assert!(!store.disk_full.load(Ordering::SeqCst));
+        assert_eq!(store.read_shard(&cid).unwrap(), data);
+        assert_eq!(
+            store.put_shard(&held, &held_data).unwrap(),
+            PutOutcome::Repaired
+        );
+        assert_eq!(store.read_shard(&held).unwrap(), held_data);
+        store
+            .put_manifest(&d.cid(), ManifestKind::Dataset, &d.to_bytes(), &[])
+            .unwrap();
+    }
+
+    #[test]
+    fn concurrent_writes_never_exceed_the_capacity() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 10 * 50_000);
+        let results: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8u8)
+                .map(|t| {
+                    let store = &store;
+                    s.spawn(move || {
+                        (0..5u8)
+                            .map(|i| {
+                                let (cid, data) = shard(50_000, t * 5 + i + 1);
+                                store.put_shard(&cid, &data)
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect()
+        });
+        let stored = results
+            .iter()
+            .filter(|r| matches!(r, Ok(PutOutcome::Stored)))
+            .count();
+        let full = results
+            .iter()
+            .filter(|r| matches!(r, Err(StoreError::NoSpace { .. })))
+            .count();
+        assert_eq!((stored, full), (10, 30));
+        assert_eq!(store.stats().used, 10 * 50_000);
+        drop(store);
+        assert_eq!(open(dir.path(), 10 * 50_000).stats().used, 10 * 50_000);
+    }
+}
