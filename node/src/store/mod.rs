@@ -57,7 +57,7 @@ pub use outgoing::OutgoingShard;
 pub use reads::ListPage;
 pub use scrub::ScrubReport;
 pub use shards::{CheckedShard, PutOutcome};
-pub use space::StoreStats;
+pub use space::{StoreStats, free_space};
 
 /// The RocksDB shard store.
 pub struct Store {

@@ -27,13 +27,22 @@ impl StoreStats {
             .map(|a| a.saturating_sub(self.disk_reserve))
     }
 
-    /// Shard bytes the store can still take: the smaller of what the capacity leaves and what
-    /// the disk has room for.
+    /// Shard bytes the store can still take: see [`free_space`].
     pub fn free(&self) -> u64 {
-        let by_capacity = self.capacity.saturating_sub(self.used);
-        self.disk_room()
-            .map_or(by_capacity, |room| by_capacity.min(room))
+        free_space(self.capacity, self.used, self.disk_room())
     }
+}
+
+/// The free-space rule: the shard bytes a store can still take are the smaller of what its
+/// capacity leaves (`capacity - used`) and the room on its disk (`disk_room`: what is free
+/// beyond the reserve), or what the capacity leaves alone when the disk's room is unknown.
+///
+/// A pure function, so that the rule can be applied (and tested) away from any store.
+/// `NodeInfo::free` (`node/src/protocol.rs`) writes the same formula out again for what a
+/// node reports.
+pub fn free_space(capacity: u64, used: u64, disk_room: Option<u64>) -> u64 {
+    let by_capacity = capacity.saturating_sub(used);
+    disk_room.map_or(by_capacity, |room| by_capacity.min(room))
 }
 
 impl Store {
@@ -147,6 +156,31 @@ mod tests {
     use crate::protocol::{Holding, ManifestKind};
     use crate::store::testing::*;
     use crate::store::*;
+
+    #[test]
+    fn free_space_is_the_smaller_of_capacity_left_and_disk_room() {
+        assert_eq!(
+            free_space(100, 30, None),
+            70,
+            "unknown disk: capacity alone"
+        );
+        assert_eq!(free_space(100, 30, Some(50)), 50);
+        assert_eq!(free_space(100, 30, Some(90)), 70);
+        assert_eq!(
+            free_space(100, 130, Some(90)),
+            0,
+            "over capacity is full, not negative"
+        );
+        assert_eq!(free_space(100, 30, Some(0)), 0, "a full disk has no room");
+        let stats = StoreStats {
+            shards: 1,
+            used: 30,
+            capacity: 100,
+            disk_available: Some(60),
+            disk_reserve: 20,
+        };
+        assert_eq!((stats.disk_room(), stats.free()), (Some(40), 40));
+    }
 
     #[test]
     fn a_full_disk_refuses_new_shards_and_says_what_to_do() {
