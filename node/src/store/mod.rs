@@ -44,11 +44,16 @@ mod space;
 mod testing;
 
 use std::collections::HashSet;
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Condvar, Mutex};
 
+use bytes::Bytes;
+use cairn_chunker::cids::Cid;
 use rocksdb::DB;
+
+use crate::protocol::{Holding, ManifestKind};
 
 pub use config::{DEFAULT_DISK_RESERVE, StoreConfig, StoreMetrics};
 pub use error::StoreError;
@@ -58,6 +63,98 @@ pub use reads::ListPage;
 pub use scrub::ScrubReport;
 pub use shards::{CheckedShard, PutOutcome};
 pub use space::{StoreStats, free_space};
+
+/// The shard store's operations, as the rest of the node uses them. [`Store`] keeps shards in
+/// RocksDB; the trait lets a caller hold an `Arc<dyn ShardStore>` instead, and so be given
+/// another store with the same behaviour.
+///
+/// What every implementation promises: a shard is taken only if its bytes hash to its CID, and
+/// served (whole, in pieces or as a range proof) only after its bytes were verified again; a
+/// stored copy found corrupt is quarantined (never served, reported as corrupt by
+/// [`ShardStore::has`]) until verified bytes are stored for it again; new shards are refused
+/// beyond the capacity and the disk's room ([`StoreStats::free`]), and the used-space and shard
+/// counters are exact, however calls interleave; manifests are verified against their CIDs,
+/// and provenance envelopes against their signatures, kept one per signer, at most as many as
+/// readers accept.
+///
+/// Methods may block (disk I/O, hashing): call them from a blocking thread.
+pub trait ShardStore: Send + Sync + std::fmt::Debug {
+    /// Current counts, and the disk's free space as of now.
+    fn stats(&self) -> StoreStats;
+
+    /// Fails fast, before any bytes arrive, if `len` more bytes would not fit.
+    fn check_space(&self, len: u64) -> Result<(), StoreError>;
+
+    /// Verifies `data` against `cid` and stores it with its outboard, atomically.
+    fn put_shard(&self, cid: &Cid, data: &[u8]) -> Result<PutOutcome, StoreError>;
+
+    /// The CPU half of [`ShardStore::put_shard`]: checks `data` against `cid` and computes its
+    /// outboard, without touching the stored data.
+    fn check_shard(&self, cid: &Cid, data: Bytes) -> Result<CheckedShard, StoreError>;
+
+    /// The disk half of [`ShardStore::put_shard`]: stores a shard that
+    /// [`ShardStore::check_shard`] accepted.
+    fn commit_shard(&self, shard: CheckedShard) -> Result<PutOutcome, StoreError>;
+
+    /// Removes a shard and gives its space back; `false` if it was not held.
+    fn delete_shard(&self, cid: &Cid) -> Result<bool, StoreError>;
+
+    /// A verified-streaming proof stream for `range` of a shard (whole shard if `None`), built
+    /// from verified bytes only: the shard size and the proof stream.
+    fn read_range(
+        &self,
+        cid: &Cid,
+        range: Option<Range<u64>>,
+    ) -> Result<(u64, Vec<u8>), StoreError>;
+
+    /// The whole shard, verified against its CID.
+    fn read_shard(&self, cid: &Cid) -> Result<Vec<u8>, StoreError>;
+
+    /// Opens a whole shard for sending: its outboard, checked against the CID. Its bytes are
+    /// then taken with [`ShardStore::next_piece`].
+    fn open_outgoing(&self, cid: &Cid) -> Result<OutgoingShard, StoreError>;
+
+    /// The next verified piece of a shard this store opened: see
+    /// [`OutgoingShard::next_piece`].
+    fn next_piece(
+        &self,
+        shard: &mut OutgoingShard,
+        max: usize,
+    ) -> Result<Option<Bytes>, StoreError>;
+
+    /// For each CID: held intact (and its length), held but quarantined, or absent. Manifest
+    /// CIDs are answered from the manifests, re-hashed.
+    fn has(&self, cids: &[Cid]) -> Result<Vec<Holding>, StoreError>;
+
+    /// Held shards in CID byte order, after `after`, at most `limit`.
+    fn list(&self, after: Option<&Cid>, limit: usize) -> Result<ListPage, StoreError>;
+
+    /// Verifies shards from `cursor` on, until about `max_bytes` were read.
+    fn scrub_step(&self, cursor: Option<&Cid>, max_bytes: u64) -> Result<ScrubReport, StoreError>;
+
+    /// Checks and stores a manifest (object or dataset) and any provenance envelopes for it.
+    fn put_manifest(
+        &self,
+        cid: &Cid,
+        kind: ManifestKind,
+        bytes: &[u8],
+        envelopes: &[Vec<u8>],
+    ) -> Result<(), StoreError>;
+
+    /// A stored manifest and its provenance envelopes, re-verified.
+    fn get_manifest(&self, cid: &Cid) -> Result<(Vec<u8>, Vec<Vec<u8>>), StoreError>;
+
+    /// Manifests signed by `signer`, newest first (by the signer's clock), at most `limit`:
+    /// `(manifest CID, time_ms, kind)`.
+    fn signed_by(
+        &self,
+        signer: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Cid, u64, ManifestKind)>, StoreError>;
+
+    /// Makes everything stored so far durable (called on clean shutdown).
+    fn flush(&self) -> Result<(), StoreError>;
+}
 
 /// The RocksDB shard store.
 pub struct Store {
@@ -84,5 +181,116 @@ impl std::fmt::Debug for Store {
         f.debug_struct("Store")
             .field("path", &self.path)
             .finish_non_exhaustive()
+    }
+}
+
+/// The RocksDB store's own methods, documented where they are defined.
+impl ShardStore for Store {
+    fn stats(&self) -> StoreStats {
+        Store::stats(self)
+    }
+
+    fn check_space(&self, len: u64) -> Result<(), StoreError> {
+        Store::check_space(self, len)
+    }
+
+    fn put_shard(&self, cid: &Cid, data: &[u8]) -> Result<PutOutcome, StoreError> {
+        Store::put_shard(self, cid, data)
+    }
+
+    fn check_shard(&self, cid: &Cid, data: Bytes) -> Result<CheckedShard, StoreError> {
+        Store::check_shard(self, cid, data)
+    }
+
+    fn commit_shard(&self, shard: CheckedShard) -> Result<PutOutcome, StoreError> {
+        Store::commit_shard(self, shard)
+    }
+
+    fn delete_shard(&self, cid: &Cid) -> Result<bool, StoreError> {
+        Store::delete_shard(self, cid)
+    }
+
+    fn read_range(
+        &self,
+        cid: &Cid,
+        range: Option<Range<u64>>,
+    ) -> Result<(u64, Vec<u8>), StoreError> {
+        Store::read_range(self, cid, range)
+    }
+
+    fn read_shard(&self, cid: &Cid) -> Result<Vec<u8>, StoreError> {
+        Store::read_shard(self, cid)
+    }
+
+    fn open_outgoing(&self, cid: &Cid) -> Result<OutgoingShard, StoreError> {
+        Store::open_outgoing(self, cid)
+    }
+
+    fn next_piece(
+        &self,
+        shard: &mut OutgoingShard,
+        max: usize,
+    ) -> Result<Option<Bytes>, StoreError> {
+        shard.next_piece(self, max)
+    }
+
+    fn has(&self, cids: &[Cid]) -> Result<Vec<Holding>, StoreError> {
+        Store::has(self, cids)
+    }
+
+    fn list(&self, after: Option<&Cid>, limit: usize) -> Result<ListPage, StoreError> {
+        Store::list(self, after, limit)
+    }
+
+    fn scrub_step(&self, cursor: Option<&Cid>, max_bytes: u64) -> Result<ScrubReport, StoreError> {
+        Store::scrub_step(self, cursor, max_bytes)
+    }
+
+    fn put_manifest(
+        &self,
+        cid: &Cid,
+        kind: ManifestKind,
+        bytes: &[u8],
+        envelopes: &[Vec<u8>],
+    ) -> Result<(), StoreError> {
+        Store::put_manifest(self, cid, kind, bytes, envelopes)
+    }
+
+    fn get_manifest(&self, cid: &Cid) -> Result<(Vec<u8>, Vec<Vec<u8>>), StoreError> {
+        Store::get_manifest(self, cid)
+    }
+
+    fn signed_by(
+        &self,
+        signer: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Cid, u64, ManifestKind)>, StoreError> {
+        Store::signed_by(self, signer, limit)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        Store::flush(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[test]
+    fn callers_can_hold_any_store_behind_the_trait() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ShardStore> = Arc::new(testing::open(dir.path(), 1 << 20));
+        let (cid, data) = testing::shard(300_000, 3);
+        assert_eq!(store.put_shard(&cid, &data).unwrap(), PutOutcome::Stored);
+        let mut outgoing = store.open_outgoing(&cid).unwrap();
+        let mut sent = Vec::new();
+        while let Some(piece) = store.next_piece(&mut outgoing, PIECE_BYTES).unwrap() {
+            sent.extend_from_slice(&piece);
+        }
+        assert_eq!(sent, data);
+        assert_eq!(store.stats().used, 300_000);
     }
 }

@@ -1,10 +1,11 @@
 //! Whole shards sent a verified piece at a time.
 
+use bytes::Bytes;
 use cairn_chunker::cids::{self, Cid, Codec};
 use cairn_chunker::verified::{self, OutboardVerifier, ProofError};
 
 use super::layout::piece_count;
-use super::{Store, StoreError};
+use super::{Store, StoreError, StoreMetrics};
 
 impl Store {
     /// Opens a whole shard for sending: its stored outboard, checked against the CID. The
@@ -63,6 +64,39 @@ impl Store {
     }
 }
 
+/// What an [`OutgoingShard`] needs of the store it was opened on: the shard's stored pieces,
+/// one at a time, and somewhere to report what it found. Each store implements it; callers
+/// see only [`OutgoingShard::next_piece`] and
+/// [`ShardStore::next_piece`](super::ShardStore::next_piece).
+pub(super) trait PieceSource {
+    /// Piece `i` of the shard keyed `key` (`size` bytes), as stored, not yet verified. A piece
+    /// missing or damaged in the store quarantines the shard ([`StoreError::Corrupt`]), unless
+    /// the shard was deleted since it was opened ([`StoreError::NotFound`]).
+    fn read_piece(&self, cid: &Cid, key: &[u8], size: u64, i: usize) -> Result<Bytes, StoreError>;
+
+    /// Records a failed verification at `offset`: the shard is quarantined (unless it was
+    /// repaired or deleted meanwhile), and the error to return.
+    fn mark_corrupt(&self, cid: &Cid, offset: u64) -> StoreError;
+
+    /// The store's counters.
+    fn metrics(&self) -> &StoreMetrics;
+}
+
+impl PieceSource for Store {
+    fn read_piece(&self, cid: &Cid, key: &[u8], size: u64, i: usize) -> Result<Bytes, StoreError> {
+        let piece = self.read_pieces(cid, key, size, i..i + 1)?;
+        Ok(Bytes::copy_from_slice(&piece[0]))
+    }
+
+    fn mark_corrupt(&self, cid: &Cid, offset: u64) -> StoreError {
+        Store::mark_corrupt(self, cid, offset)
+    }
+
+    fn metrics(&self) -> &StoreMetrics {
+        &self.metrics
+    }
+}
+
 /// A whole shard being sent: see [`Store::open_outgoing`]. Its bytes come out only through
 /// [`OutgoingShard::next_piece`], each piece read from the store and verified against the CID
 /// first.
@@ -95,9 +129,21 @@ impl OutgoingShard {
     /// and never past the end of a stored piece, or `None` once everything was handed out. A
     /// piece that fails verification, or is missing from the store, quarantines the shard and
     /// returns [`StoreError::Corrupt`]; nothing after the last good piece is handed out.
+    ///
+    /// `store` is the store that opened the shard;
+    /// [`ShardStore::next_piece`](super::ShardStore::next_piece) does the same for any store.
     pub fn next_piece(
         &mut self,
         store: &Store,
+        max: usize,
+    ) -> Result<Option<bytes::Bytes>, StoreError> {
+        self.next_from(store, max)
+    }
+
+    /// [`OutgoingShard::next_piece`], from whichever store opened the shard.
+    pub(super) fn next_from(
+        &mut self,
+        store: &impl PieceSource,
         max: usize,
     ) -> Result<Option<bytes::Bytes>, StoreError> {
         if self.verifier.is_done() {
@@ -105,8 +151,7 @@ impl OutgoingShard {
         }
         if self.pending.is_empty() {
             let i = self.next;
-            let piece = store.read_pieces(&self.cid, &self.key, self.size, i..i + 1)?;
-            self.pending = bytes::Bytes::copy_from_slice(&piece[0]);
+            self.pending = store.read_piece(&self.cid, &self.key, self.size, i)?;
             self.next += 1;
         }
         let from = self.verifier.verified();
@@ -115,7 +160,7 @@ impl OutgoingShard {
         match self.verifier.check_tail(from, &self.pending[..take]) {
             Ok(ok) if ok > from => {
                 if self.verifier.is_done() {
-                    store.metrics.reads.inc();
+                    store.metrics().reads.inc();
                 }
                 Ok(Some(self.pending.split_to((ok - from) as usize)))
             }
