@@ -14,8 +14,10 @@
 //!                        └─────────────────────────────────────────────────────────────┘
 //! ```
 //!
-//! * [`store`]: RocksDB column families, atomic shard + outboard + accounting writes, BLAKE3
-//!   verification on every read, quarantine of corrupt shards, capacity limit, scrub.
+//! * [`store`]: the [`store::ShardStore`] trait and its RocksDB implementation (column
+//!   families, atomic shard + outboard + accounting writes, BLAKE3 verification on every read,
+//!   quarantine of corrupt shards, capacity limit, scrub), with an in-memory twin
+//!   ([`store::MemStore`]) for tests and simulations.
 //! * [`swarm`]: the libp2p actor (discovery, control plane).
 //! * [`data`]: the data plane server and client (bulk bytes, verified streaming), over
 //!   [`tls`] (libp2p-TLS certificates, AES-GCM preferred).

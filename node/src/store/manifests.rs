@@ -13,7 +13,7 @@ use super::layout::{CF_MANIFESTS, CF_PROVENANCE, CF_SIGNED};
 use super::{Store, StoreError};
 
 /// Most provenance envelopes kept (and served) per manifest: what readers accept.
-const MAX_ENVELOPES: usize = crate::protocol::MAX_ENVELOPES as usize;
+pub(super) const MAX_ENVELOPES: usize = crate::protocol::MAX_ENVELOPES as usize;
 
 impl Store {
     /// Checks and stores a manifest (object or dataset) and any provenance envelopes for it.

@@ -30,11 +30,22 @@
 //! and reported. Reads run concurrently with everything.
 //!
 //! All methods block: call them from a blocking thread (`tokio::task::spawn_blocking`).
+//!
+//! [`ShardStore`] is the trait over what the node asks of a store; [`Store`] implements it on
+//! RocksDB, and [`MemStore`] in memory, for tests and simulations. Both have the same observable
+//! behaviour.
+//!
+//! The code, by concern: `layout` (column families, keys, opening and converting the
+//! database), `space` (capacity, disk room and the free-space rule), `shards` (writes, deletes,
+//! quarantine), `reads` (verified range and whole-shard reads, `has`, listings), `outgoing`
+//! (whole shards sent a verified piece at a time), `manifests` (manifests, provenance, the
+//! signed-by index), `scrub`, `config`, `error`, and `memory` ([`MemStore`]).
 
 mod config;
 mod error;
 mod layout;
 mod manifests;
+mod memory;
 mod outgoing;
 mod reads;
 mod scrub;
@@ -58,6 +69,7 @@ use crate::protocol::{Holding, ManifestKind};
 pub use config::{DEFAULT_DISK_RESERVE, StoreConfig, StoreMetrics};
 pub use error::StoreError;
 pub use layout::PIECE_BYTES;
+pub use memory::MemStore;
 pub use outgoing::OutgoingShard;
 pub use reads::ListPage;
 pub use scrub::ScrubReport;
@@ -282,15 +294,25 @@ mod tests {
     #[test]
     fn callers_can_hold_any_store_behind_the_trait() {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn ShardStore> = Arc::new(testing::open(dir.path(), 1 << 20));
-        let (cid, data) = testing::shard(300_000, 3);
-        assert_eq!(store.put_shard(&cid, &data).unwrap(), PutOutcome::Stored);
-        let mut outgoing = store.open_outgoing(&cid).unwrap();
-        let mut sent = Vec::new();
-        while let Some(piece) = store.next_piece(&mut outgoing, PIECE_BYTES).unwrap() {
-            sent.extend_from_slice(&piece);
+        let config = StoreConfig {
+            capacity: 1 << 20,
+            ..StoreConfig::default()
+        };
+        let stores: [Arc<dyn ShardStore>; 2] = [
+            Arc::new(testing::open(dir.path(), 1 << 20)),
+            Arc::new(MemStore::new(config, StoreMetrics::default())),
+        ];
+        for store in stores {
+            let (cid, data) = testing::shard(300_000, 3);
+            assert_eq!(store.put_shard(&cid, &data).unwrap(), PutOutcome::Stored);
+            let mut outgoing = store.open_outgoing(&cid).unwrap();
+            let mut sent = Vec::new();
+            while let Some(piece) = store.next_piece(&mut outgoing, PIECE_BYTES).unwrap() {
+                sent.extend_from_slice(&piece);
+            }
+            assert_eq!(sent, data);
+            assert_eq!(store.stats().used, 300_000);
+            store.flush().unwrap();
         }
-        assert_eq!(sent, data);
-        assert_eq!(store.stats().used, 300_000);
     }
 }

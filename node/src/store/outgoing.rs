@@ -102,16 +102,16 @@ impl PieceSource for Store {
 /// first.
 #[derive(Debug)]
 pub struct OutgoingShard {
-    cid: Cid,
-    key: Vec<u8>,
-    size: u64,
-    outboard: bytes::Bytes,
-    verifier: OutboardVerifier,
+    pub(super) cid: Cid,
+    pub(super) key: Vec<u8>,
+    pub(super) size: u64,
+    pub(super) outboard: bytes::Bytes,
+    pub(super) verifier: OutboardVerifier,
     /// Read from the store, not yet verified nor handed out: the bytes from
     /// `verifier.verified()` on.
-    pending: bytes::Bytes,
+    pub(super) pending: bytes::Bytes,
     /// The next stored piece to read.
-    next: usize,
+    pub(super) next: usize,
 }
 
 impl OutgoingShard {

@@ -12,15 +12,15 @@ use super::layout::{
     CF_CORRUPT, CF_META, CF_OUTBOARDS, CF_SHARDS, KEY_COUNT, KEY_USED, PIECE_BYTES, delta, join,
     piece_count, piece_key, u64_le,
 };
-use super::{Store, StoreError};
+use super::{Store, StoreError, StoreMetrics};
 
 /// A shard whose bytes [`Store::check_shard`] found to match its CID, with its outboard: all
 /// [`Store::commit_shard`] needs. It can only be made by checking.
 #[derive(Debug)]
 pub struct CheckedShard {
-    cid: Cid,
-    data: Bytes,
-    outboard: Vec<u8>,
+    pub(super) cid: Cid,
+    pub(super) data: Bytes,
+    pub(super) outboard: Vec<u8>,
 }
 
 /// What a put did.
@@ -49,10 +49,30 @@ impl Drop for Claim<'_> {
     }
 }
 
-fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Checks bytes offered for storage against their CID (a shard CID, 1..=`MAX_SHARD_SIZE`
+/// bytes, hashing to it) and computes their outboard; a mismatch counts as a rejected write.
+/// The same check for every store.
+pub(super) fn verify_new_shard(
+    cid: &Cid,
+    data: &[u8],
+    metrics: &StoreMetrics,
+) -> Result<Vec<u8>, StoreError> {
+    let expected = cids::digest(cid, Codec::Raw)?;
+    if data.is_empty() || data.len() > MAX_SHARD_SIZE as usize {
+        return Err(StoreError::BadSize { len: data.len() });
+    }
+    let (root, outboard) = verified::outboard(data);
+    if root != expected {
+        metrics.rejected_writes.inc();
+        return Err(StoreError::HashMismatch { cid: *cid });
+    }
+    Ok(outboard)
 }
 
 impl Store {
@@ -80,16 +100,7 @@ impl Store {
     }
 
     fn verify_new_shard(&self, cid: &Cid, data: &[u8]) -> Result<Vec<u8>, StoreError> {
-        let expected = cids::digest(cid, Codec::Raw)?;
-        if data.is_empty() || data.len() > MAX_SHARD_SIZE as usize {
-            return Err(StoreError::BadSize { len: data.len() });
-        }
-        let (root, outboard) = verified::outboard(data);
-        if root != expected {
-            self.metrics.rejected_writes.inc();
-            return Err(StoreError::HashMismatch { cid: *cid });
-        }
-        Ok(outboard)
+        verify_new_shard(cid, data, &self.metrics)
     }
 
     /// Waits until no other caller is writing or deleting the shard keyed `key`, then marks it
