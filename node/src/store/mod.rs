@@ -32,8 +32,8 @@
 //! All methods block: call them from a blocking thread (`tokio::task::spawn_blocking`).
 //!
 //! [`ShardStore`] is the trait over what the node asks of a store; [`Store`] implements it on
-//! RocksDB, and [`MemStore`] in memory, for tests and simulations. Both have the same observable
-//! behaviour.
+//! RocksDB, and [`MemStore`] in memory, for tests and simulations. One suite of contract tests
+//! (`store/contract/`) holds both to the same behaviour.
 //!
 //! The code, by concern: `layout` (column families, keys, opening and converting the
 //! database), `space` (capacity, disk room and the free-space rule), `shards` (writes, deletes,
@@ -42,6 +42,8 @@
 //! signed-by index), `scrub`, `config`, `error`, and `memory` ([`MemStore`]).
 
 mod config;
+#[cfg(test)]
+mod contract;
 mod error;
 mod layout;
 mod manifests;

@@ -153,7 +153,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{Holding, ManifestKind};
+    use crate::protocol::ManifestKind;
     use crate::store::testing::*;
     use crate::store::*;
 
@@ -183,118 +183,30 @@ mod tests {
     }
 
     #[test]
-    fn a_full_disk_refuses_new_shards_and_says_what_to_do() {
+    fn a_full_disk_is_logged_once_and_leaves_no_write_counted_in_flight() {
+        // What the disk-full contract test (store/contract/) cannot see from outside.
         let dir = tempfile::tempdir().unwrap();
         let mut store = open(dir.path(), 1 << 30);
-        let (held, held_data) = shard(50_000, 3);
-        store.put_shard(&held, &held_data).unwrap();
         let available = store.stats().disk_available.expect("statvfs works here");
-        assert!(available > 0);
-        assert_eq!(store.stats().free(), (1 << 30) - 50_000);
-
-        // The disk has less room than the reserve asks for, as when a disk fills up.
         store.config.disk_reserve = available + (1 << 40);
         let (cid, data) = shard(60_000, 9);
-        let err = store.put_shard(&cid, &data).unwrap_err();
-        match &err {
+        match store.put_shard(&cid, &data).unwrap_err() {
             StoreError::DiskFull {
                 reserve, needed, ..
-            } => assert_eq!((*reserve, *needed), (available + (1 << 40), 60_000)),
+            } => assert_eq!((reserve, needed), (available + (1 << 40), 60_000)),
             other => panic!("expected DiskFull, got {other:?}"),
         }
-        let message = err.to_string();
-        assert!(
-            message.contains("the disk holding") && message.contains("storage.disk_reserve"),
-            "{message}"
-        );
-        assert!(matches!(
-            store.check_space(1),
-            Err(StoreError::DiskFull { .. })
-        ));
         assert!(store.disk_full.load(Ordering::SeqCst));
-        assert_eq!(
-            store.stats().free(),
-            0,
-            "a full disk has no room, whatever the capacity"
-        );
-        assert_eq!(store.has(&[cid]).unwrap(), vec![Holding::Absent]);
-        // What is held is still served, and storing it again costs nothing, so is not refused.
-        assert_eq!(store.read_shard(&held).unwrap(), held_data);
-        assert_eq!(
-            store.put_shard(&held, &held_data).unwrap(),
-            PutOutcome::AlreadyHeld
-        );
-
-        // A repair rewrites the whole shard, and a manifest is written too: both need room.
-        overwrite_stored(&store, &held, &vec![0u8; held_data.len()]);
-        assert!(matches!(
-            store.read_shard(&held),
-            Err(StoreError::Corrupt { .. })
-        ));
-        assert!(matches!(
-            store.put_shard(&held, &held_data),
-            Err(StoreError::DiskFull { .. })
-        ));
         let d = cairn_chunker::DatasetManifest::new();
         assert!(matches!(
             store.put_manifest(&d.cid(), ManifestKind::Dataset, &d.to_bytes(), &[]),
             Err(StoreError::DiskFull { .. })
         ));
-        assert!(matches!(
-            store.get_manifest(&d.cid()),
-            Err(StoreError::NotFound { .. })
-        ));
         assert_eq!(store.writing.load(Ordering::SeqCst), 0);
-
-        // Room again: shards are taken and repaired, manifests kept.
+        // Room again: the flag is cleared, so the next full disk is logged again.
         store.config.disk_reserve = 0;
-        assert_eq!(store.put_shard(&cid, &data).unwrap(), PutOutcome::Stored);
+        store.put_shard(&cid, &data).unwrap();
         assert!(!store.disk_full.load(Ordering::SeqCst));
-        assert_eq!(store.read_shard(&cid).unwrap(), data);
-        assert_eq!(
-            store.put_shard(&held, &held_data).unwrap(),
-            PutOutcome::Repaired
-        );
-        assert_eq!(store.read_shard(&held).unwrap(), held_data);
-        store
-            .put_manifest(&d.cid(), ManifestKind::Dataset, &d.to_bytes(), &[])
-            .unwrap();
-    }
-
-    #[test]
-    fn concurrent_writes_never_exceed_the_capacity() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path(), 10 * 50_000);
-        let results: Vec<_> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..8u8)
-                .map(|t| {
-                    let store = &store;
-                    s.spawn(move || {
-                        (0..5u8)
-                            .map(|i| {
-                                let (cid, data) = shard(50_000, t * 5 + i + 1);
-                                store.put_shard(&cid, &data)
-                            })
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap())
-                .collect()
-        });
-        let stored = results
-            .iter()
-            .filter(|r| matches!(r, Ok(PutOutcome::Stored)))
-            .count();
-        let full = results
-            .iter()
-            .filter(|r| matches!(r, Err(StoreError::NoSpace { .. })))
-            .count();
-        assert_eq!((stored, full), (10, 30));
-        assert_eq!(store.stats().used, 10 * 50_000);
-        drop(store);
-        assert_eq!(open(dir.path(), 10 * 50_000).stats().used, 10 * 50_000);
+        assert_eq!(store.writing.load(Ordering::SeqCst), 0);
     }
 }

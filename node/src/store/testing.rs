@@ -40,7 +40,10 @@ pub(super) fn overwrite_stored(store: &Store, cid: &Cid, bytes: &[u8]) {
 }
 
 /// Takes every piece of an outgoing shard: the bytes handed out, and how it ended.
-pub(super) fn drain(store: &Store, cid: &Cid) -> (Vec<u8>, Result<(), StoreError>) {
+pub(super) fn drain<S: ShardStore + ?Sized>(
+    store: &S,
+    cid: &Cid,
+) -> (Vec<u8>, Result<(), StoreError>) {
     let mut shard = match store.open_outgoing(cid) {
         Ok(s) => s,
         Err(e) => return (Vec::new(), Err(e)),
@@ -48,7 +51,7 @@ pub(super) fn drain(store: &Store, cid: &Cid) -> (Vec<u8>, Result<(), StoreError
     let mut out = Vec::new();
     loop {
         // Not a multiple of a group: pieces round down to whole groups.
-        match shard.next_piece(store, 100_000) {
+        match store.next_piece(&mut shard, 100_000) {
             Ok(Some(p)) => {
                 assert!(p.len() <= 100_000);
                 out.extend_from_slice(&p);

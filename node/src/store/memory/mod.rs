@@ -24,7 +24,7 @@ use super::{
 };
 
 /// A shard store in memory, with the observable behaviour of the RocksDB [`Store`](super::Store)
-/// (held to it by the same tests, run against both): shards verified against their
+/// (the contract tests in `store/contract/` hold both to it): shards verified against their
 /// CIDs when stored and when read, kept in pieces of [`PIECE_BYTES`] with their outboards, so a
 /// range read checks (and can only be failed by) the pieces it needs; corrupt copies
 /// quarantined until repaired; capacity, disk room and exact counters; manifests, provenance
