@@ -10,6 +10,7 @@
 //! | `manifests` | manifest CID | manifest bytes |
 //! | `provenance` | manifest CID ‖ envelope CID | envelope bytes |
 //! | `meta` | `used`, `count`, `format` | `u64 LE` (`used` and `count` change by merge operands: `i64 LE` deltas) |
+//! | `signed` | signer (32 bytes) ‖ `time_ms` (u64 BE) ‖ manifest CID | kind: 0 object, 1 dataset (manifests by signer, newest last) |
 //!
 //! Shards are kept in pieces so that a range read loads only the pieces it touches (a 16 KiB
 //! read of a 1 MiB shard reads 128 KiB, not 1 MiB) and a whole-shard send starts once its first
