@@ -14,8 +14,10 @@
 //!                        └─────────────────────────────────────────────────────────────┘
 //! ```
 //!
-//! * [`store`]: RocksDB column families, atomic shard + outboard + accounting writes, BLAKE3
-//!   verification on every read, quarantine of corrupt shards, capacity limit, scrub.
+//! * [`store`]: the [`store::ShardStore`] trait and its RocksDB implementation (column
+//!   families, atomic shard + outboard + accounting writes, BLAKE3 verification on every read,
+//!   quarantine of corrupt shards, capacity limit, scrub), with an in-memory twin
+//!   ([`store::MemStore`]) for tests and simulations.
 //! * [`data`]: the data-plane server (bulk bytes, verified streaming).
 //! * [`config`], [`identity`], [`admin`], [`metrics`]: operations.
 //! * [`malloc`]: allocator settings for shard-sized buffers, applied first in `main`.

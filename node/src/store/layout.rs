@@ -1,0 +1,364 @@
+//! The on-disk layout: column families, key and value encodings, opening the database
+//! (and converting older formats), flushing it.
+
+use std::collections::HashSet;
+use std::ops::Range;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex};
+
+use cairn_chunker::verified;
+use rocksdb::{
+    ColumnFamilyDescriptor, DB, DBCompressionType, IteratorMode, MergeOperands, Options,
+    WriteBatch, WriteOptions,
+};
+
+use super::{Store, StoreConfig, StoreError, StoreMetrics};
+
+pub(super) const CF_SHARDS: &str = "shards";
+pub(super) const CF_OUTBOARDS: &str = "outboards";
+pub(super) const CF_CORRUPT: &str = "corrupt";
+pub(super) const CF_MANIFESTS: &str = "manifests";
+pub(super) const CF_PROVENANCE: &str = "provenance";
+pub(super) const CF_META: &str = "meta";
+/// Manifests by signer: `signer (32) ‖ time_ms (u64 BE) ‖ manifest CID` -> kind (0 object,
+/// 1 dataset), so a signer can find what it published (a gateway its latest catalog export).
+pub(super) const CF_SIGNED: &str = "signed";
+pub(super) const KEY_USED: &[u8] = b"used";
+pub(super) const KEY_COUNT: &[u8] = b"count";
+pub(super) const KEY_FORMAT: &[u8] = b"format";
+/// Format 3: `used` and `count` change by merge operands ([`add_deltas`]). Format 2 (shards in
+/// pieces, counters written as totals) opens as it is: a total is a base the deltas add to. It
+/// is marked 3 so that older builds, which lack the merge operator, refuse it clearly. Format 1
+/// (one value per shard) is converted on open.
+pub(super) const FORMAT: u64 = 3;
+
+/// The merge operator of the `meta` column family: values and operands are 8-byte
+/// little-endian integers, a value the sum of the operands merged into it (a missing value
+/// counts as 0). Associative, so RocksDB may also add operands to each other first.
+fn add_deltas(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) -> Option<Vec<u8>> {
+    let int = |b: &[u8]| -> Option<i64> { Some(i64::from_le_bytes(b.try_into().ok()?)) };
+    let mut sum = existing.map_or(Some(0), int)?;
+    for op in operands {
+        sum = sum.wrapping_add(int(op)?);
+    }
+    Some(sum.to_le_bytes().to_vec())
+}
+
+/// A counter's merge operand.
+pub(super) fn delta(d: i64) -> [u8; 8] {
+    d.to_le_bytes()
+}
+
+/// Shard bytes are stored in pieces of this many bytes (see the module docs): 8 verification
+/// groups, the size the node hands to the network at a time.
+pub const PIECE_BYTES: usize = 8 * verified::GROUP_BYTES;
+
+/// The RocksDB key of piece `i` of the shard keyed `key`.
+pub(super) fn piece_key(key: &[u8], i: usize) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 2);
+    k.extend_from_slice(key);
+    // MAX_SHARD_SIZE / PIECE_BYTES = 512 pieces at most. Big-endian, so a shard's pieces
+    // sort in order (`scan_pieces` walks them so).
+    #[allow(clippy::big_endian_bytes)]
+    k.extend_from_slice(&(i as u16).to_be_bytes());
+    k
+}
+
+/// Consecutive pieces as one buffer.
+pub(super) fn join(pieces: &[rocksdb::DBPinnableSlice<'_>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(pieces.iter().map(|p| p.len()).sum());
+    for p in pieces {
+        out.extend_from_slice(p);
+    }
+    out
+}
+
+/// How many pieces a shard of `size` bytes is stored in.
+pub(super) fn piece_count(size: u64) -> usize {
+    size.div_ceil(PIECE_BYTES as u64) as usize
+}
+
+/// The byte range of piece `i` of a shard of `size` bytes.
+pub(super) fn piece_bytes(size: u64, i: usize) -> Range<u64> {
+    let start = (i * PIECE_BYTES) as u64;
+    start..(start + PIECE_BYTES as u64).min(size)
+}
+
+pub(super) fn u64_le(bytes: &[u8]) -> Result<u64, StoreError> {
+    let arr: [u8; 8] = bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| StoreError::Damaged(format!("expected 8 bytes, found {}", bytes.len())))?;
+    Ok(u64::from_le_bytes(arr))
+}
+
+impl Store {
+    /// Opens (or creates) the store in `path`.
+    pub fn open(
+        path: &Path,
+        config: StoreConfig,
+        metrics: StoreMetrics,
+    ) -> Result<Self, StoreError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.increase_parallelism(2);
+        opts.set_max_background_jobs(2);
+        opts.set_compression_type(DBCompressionType::None);
+
+        let mut shard_opts = Options::default();
+        shard_opts.set_compression_type(DBCompressionType::None);
+        shard_opts.set_enable_blob_files(true);
+        shard_opts.set_min_blob_size(4096);
+        shard_opts.set_blob_file_size(256 << 20);
+        shard_opts.set_blob_compression_type(DBCompressionType::None);
+        shard_opts.set_enable_blob_gc(true);
+        shard_opts.set_write_buffer_size(64 << 20);
+
+        let plain = || {
+            let mut o = Options::default();
+            o.set_compression_type(DBCompressionType::None);
+            o
+        };
+        let mut meta_opts = plain();
+        meta_opts.set_merge_operator_associative("cairn-add-i64", add_deltas);
+        let cfs = vec![
+            ColumnFamilyDescriptor::new(CF_SHARDS, shard_opts),
+            ColumnFamilyDescriptor::new(CF_OUTBOARDS, plain()),
+            ColumnFamilyDescriptor::new(CF_CORRUPT, plain()),
+            ColumnFamilyDescriptor::new(CF_MANIFESTS, plain()),
+            ColumnFamilyDescriptor::new(CF_PROVENANCE, plain()),
+            ColumnFamilyDescriptor::new(CF_META, meta_opts),
+            ColumnFamilyDescriptor::new(CF_SIGNED, plain()),
+        ];
+        // Our own lock first, on a file RocksDB does not name (it leaves such files alone): a
+        // second process gets a typed answer, not RocksDB's lock error to interpret.
+        let open_failed = |source| StoreError::Prepare {
+            path: path.to_path_buf(),
+            source,
+        };
+        std::fs::create_dir_all(path).map_err(open_failed)?;
+        let lock = cairn_wire::daemon::lock_exclusive(&path.join("cairn.lock"))
+            .map_err(open_failed)?
+            .ok_or_else(|| StoreError::Locked {
+                path: path.to_path_buf(),
+            })?;
+        let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let store = Self {
+            db,
+            path: path.to_path_buf(),
+            busy: Mutex::new(HashSet::new()),
+            settled: Condvar::new(),
+            used: AtomicU64::new(0),
+            writing: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+            config,
+            metrics,
+            disk_full: std::sync::atomic::AtomicBool::new(false),
+            _lock: lock,
+        };
+        let meta = store.cf(CF_META)?;
+        match store.db.get_cf(meta, KEY_FORMAT)? {
+            None => store.db.put_cf(meta, KEY_FORMAT, FORMAT.to_le_bytes())?,
+            Some(v) if u64_le(&v)? == FORMAT => {}
+            Some(v) if u64_le(&v)? == 2 => {
+                store
+                    .db
+                    .put_cf_opt(meta, KEY_FORMAT, FORMAT.to_le_bytes(), &store.write_opts())?
+            }
+            Some(v) if u64_le(&v)? == 1 => store.convert_from_format_1()?,
+            Some(v) => {
+                return Err(StoreError::Damaged(format!(
+                    "store format {} is not supported by this build (format {FORMAT})",
+                    u64_le(&v)?
+                )));
+            }
+        }
+        // A counter below zero would be a bug in the deltas; it reads as 0, not as 2^64 - n.
+        let read = |k: &[u8]| -> Result<u64, StoreError> {
+            let v = store.db.get_cf(meta, k)?.map_or(Ok(0), |v| u64_le(&v))?;
+            Ok(u64::try_from(v as i64).unwrap_or(0))
+        };
+        store.used.store(read(KEY_USED)?, Ordering::SeqCst);
+        store.count.store(read(KEY_COUNT)?, Ordering::SeqCst);
+        Ok(store)
+    }
+
+    /// Converts a format-1 store (one RocksDB value per shard) to pieces, one shard per
+    /// write batch (its pieces written and its old value deleted together), so a crash part
+    /// way leaves every shard readable and the next open carries on where this one stopped.
+    fn convert_from_format_1(&self) -> Result<(), StoreError> {
+        let (outboards, shards, meta) = (
+            self.cf(CF_OUTBOARDS)?,
+            self.cf(CF_SHARDS)?,
+            self.cf(CF_META)?,
+        );
+        let total = self
+            .db
+            .get_cf(meta, KEY_COUNT)?
+            .map_or(Ok(0), |v| u64_le(&v))?;
+        tracing::info!(
+            shards = total,
+            "converting the shard store from format 1 to shards in pieces: every shard is rewritten \
+             once, and the old copies are freed as blob garbage collection reaches them"
+        );
+        let mut converted = 0u64;
+        for item in self.db.iterator_cf(outboards, IteratorMode::Start) {
+            let (key, _) = item?;
+            let old = match self.db.get_pinned_cf(shards, &key) {
+                Ok(Some(old)) => old,
+                // Converted before a crash, or lost: reads will tell (and quarantine).
+                Ok(None) => continue,
+                Err(e) if e.kind() == rocksdb::ErrorKind::Corruption => {
+                    tracing::warn!(
+                        "a shard's value is unreadable; left for the scrub to report: {e}"
+                    );
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let mut batch = WriteBatch::default();
+            for (i, piece) in old.chunks(PIECE_BYTES).enumerate() {
+                batch.put_cf(shards, piece_key(&key, i), piece);
+            }
+            batch.delete_cf(shards, &key);
+            drop(old);
+            self.db.write_opt(batch, &self.write_opts())?;
+            converted += 1;
+            if converted.is_multiple_of(10_000) {
+                tracing::info!(converted, of = total, "converting the shard store");
+            }
+        }
+        self.db
+            .put_cf_opt(meta, KEY_FORMAT, FORMAT.to_le_bytes(), &self.write_opts())?;
+        tracing::info!(converted, "shard store converted to shards in pieces");
+        Ok(())
+    }
+
+    pub(super) fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StoreError> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| StoreError::Damaged(format!("column family {name} is missing")))
+    }
+
+    pub(super) fn write_opts(&self) -> WriteOptions {
+        let mut w = WriteOptions::default();
+        w.set_sync(self.config.sync_writes);
+        w
+    }
+
+    /// Flushes memtables and the WAL to disk (called on clean shutdown).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_wal(true)?;
+        for cf in [
+            CF_SHARDS,
+            CF_OUTBOARDS,
+            CF_CORRUPT,
+            CF_MANIFESTS,
+            CF_PROVENANCE,
+            CF_META,
+        ] {
+            self.db.flush_cf(self.cf(cf)?)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::store::testing::*;
+    use crate::store::*;
+
+    /// Writes a `meta` value behind the store's back, as an older build would have.
+    fn set_meta(store: &Store, key: &[u8], value: u64) {
+        let meta = store.cf(CF_META).unwrap();
+        store.db.put_cf(meta, key, value.to_le_bytes()).unwrap();
+    }
+
+    fn meta_value(store: &Store, key: &[u8]) -> u64 {
+        let meta = store.cf(CF_META).unwrap();
+        u64_le(&store.db.get_cf(meta, key).unwrap().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_format_1_store_is_converted_to_pieces_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut held = Vec::new();
+        {
+            let store = open(dir.path(), 10 << 20);
+            for (len, seed) in [
+                (1usize, 1u8),
+                (PIECE_BYTES, 2),
+                (PIECE_BYTES + 1, 3),
+                (1 << 20, 4),
+            ] {
+                let (cid, data) = shard(len, seed);
+                store.put_shard(&cid, &data).unwrap();
+                held.push((cid, data));
+            }
+            // Rewrite it as format 1 kept it: one value per shard, format 1 in meta. The first
+            // shard is left converted, as a conversion interrupted by a crash leaves it.
+            let shards = store.cf(CF_SHARDS).unwrap();
+            for (cid, data) in &held[1..] {
+                let key = cid.to_bytes();
+                for i in 0..piece_count(data.len() as u64) {
+                    store.db.delete_cf(shards, piece_key(&key, i)).unwrap();
+                }
+                store.db.put_cf(shards, &key, data).unwrap();
+            }
+            set_meta(&store, KEY_FORMAT, 1);
+        }
+        let store = open(dir.path(), 10 << 20);
+        assert_eq!(meta_value(&store, KEY_FORMAT), FORMAT);
+        let shards = store.cf(CF_SHARDS).unwrap();
+        for (cid, data) in &held {
+            assert!(store.db.get_cf(shards, cid.to_bytes()).unwrap().is_none());
+            assert_eq!(&store.read_shard(cid).unwrap(), data);
+            assert_eq!(&drain(&store, cid).0, data);
+        }
+        assert_eq!(store.stats().shards, 4);
+        assert_eq!(store.scrub_step(None, u64::MAX).unwrap().corrupt, vec![]);
+        // Opening again leaves it alone.
+        drop(store);
+        let store = open(dir.path(), 10 << 20);
+        assert_eq!(&store.read_shard(&held[3].0).unwrap(), &held[3].1);
+    }
+
+    #[test]
+    fn second_open_is_a_clear_lock_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let _store = open(dir.path(), 1 << 20);
+        let err =
+            Store::open(dir.path(), StoreConfig::default(), StoreMetrics::default()).unwrap_err();
+        assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_format_2_store_keeps_its_totals_and_counts_on_from_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, a_data) = shard(30_000, 1);
+        {
+            // What a format-2 build left: totals written as plain values.
+            let store = open(dir.path(), 1 << 20);
+            store.put_shard(&a, &a_data).unwrap();
+            set_meta(&store, KEY_USED, 30_000);
+            set_meta(&store, KEY_COUNT, 1);
+            set_meta(&store, KEY_FORMAT, 2);
+        }
+        let store = open(dir.path(), 1 << 20);
+        assert_eq!(meta_value(&store, KEY_FORMAT), FORMAT);
+        assert_eq!((store.stats().used, store.stats().shards), (30_000, 1));
+        let (b, b_data) = shard(20_000, 2);
+        store.put_shard(&b, &b_data).unwrap();
+        store.delete_shard(&a).unwrap();
+        drop(store);
+        let store = open(dir.path(), 1 << 20);
+        assert_eq!((store.stats().used, store.stats().shards), (20_000, 1));
+    }
+}

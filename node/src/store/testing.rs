@@ -1,0 +1,63 @@
+//! Helpers for the store's tests.
+
+use std::path::Path;
+
+use cairn_chunker::cids::{self, Cid};
+
+use super::layout::{CF_SHARDS, piece_key};
+use super::*;
+
+pub(super) fn open(dir: &Path, capacity: u64) -> Store {
+    Store::open(
+        dir,
+        StoreConfig {
+            capacity,
+            sync_writes: false,
+            rocksdb_checksums: false,
+            disk_reserve: 0,
+        },
+        StoreMetrics::default(),
+    )
+    .unwrap()
+}
+
+pub(super) fn shard(len: usize, seed: u8) -> (Cid, Vec<u8>) {
+    let data: Vec<u8> = (0..len)
+        .map(|i| (i as u8).wrapping_mul(seed) ^ seed)
+        .collect();
+    (cids::raw(&data), data)
+}
+
+/// Replaces the stored bytes of `cid` behind the store's back, as bitrot would.
+pub(super) fn overwrite_stored(store: &Store, cid: &Cid, bytes: &[u8]) {
+    let shards = store.cf(CF_SHARDS).unwrap();
+    for (i, piece) in bytes.chunks(PIECE_BYTES).enumerate() {
+        store
+            .db
+            .put_cf(shards, piece_key(&cid.to_bytes(), i), piece)
+            .unwrap();
+    }
+}
+
+/// Takes every piece of an outgoing shard: the bytes handed out, and how it ended.
+pub(super) fn drain<S: ShardStore + ?Sized>(
+    store: &S,
+    cid: &Cid,
+) -> (Vec<u8>, Result<(), StoreError>) {
+    let mut shard = match store.open_outgoing(cid) {
+        Ok(s) => s,
+        Err(e) => return (Vec::new(), Err(e)),
+    };
+    let mut out = Vec::new();
+    loop {
+        // Not a multiple of a group: pieces round down to whole groups.
+        match store.next_piece(&mut shard, 100_000) {
+            Ok(Some(p)) => {
+                assert!(p.len() <= 100_000);
+                out.extend_from_slice(&p);
+            }
+            Ok(None) => return (out, Ok(())),
+            Err(e) => return (out, Err(e)),
+        }
+    }
+}
