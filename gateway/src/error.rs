@@ -192,9 +192,7 @@ impl From<cairn_client::error::ClientError> for Error {
     fn from(e: cairn_client::error::ClientError) -> Self {
         use cairn_client::error::ClientError as C;
         match e {
-            C::Encode(ref inner) if inner.to_string().contains("reading input") => {
-                Error::IncompleteBody(e.to_string())
-            }
+            C::Read { .. } => Error::IncompleteBody(e.to_string()),
             C::NoPeers
             | C::Unreachable { .. }
             | C::NotEnoughNodes { .. }

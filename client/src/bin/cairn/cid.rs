@@ -55,7 +55,8 @@ pub(crate) async fn run(g: &Global, args: &Args) -> anyhow::Result<()> {
     } else {
         let file = std::fs::File::open(path)?;
         put_object(None, &key, Input::Reader(Box::new(file)), &opts, quiet)
-            .await?
+            .await
+            .map_err(|e| e.reading_from(path))?
             .cid
     };
     if g.json {

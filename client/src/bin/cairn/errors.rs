@@ -1,14 +1,152 @@
-//! How a failed command ends.
+//! Errors as the CLI prints them: what the library says happened, and the flag, command or
+//! step that fixes it.
 
-use cairn_client::error::ClientError;
+use std::error::Error;
+use std::io::ErrorKind;
 
-/// Whether `e` is stdout (or the output pipe) having been closed by its reader.
+use cairn_client::devnet::DevnetError;
+use cairn_client::error::{ClientError, KeyError, Output};
+
+/// The message for a failed command: its context, outermost first, down to the first error
+/// the client library raised, which [`explain`] words.
+pub(crate) fn render(e: &anyhow::Error) -> String {
+    let mut parts = Vec::new();
+    for layer in e.chain() {
+        // The library's texts already hold their causes' texts: the chain stops there.
+        if let Some(text) = explain_any(layer) {
+            parts.push(text);
+            break;
+        }
+        parts.push(layer.to_string());
+    }
+    parts.join(": ")
+}
+
+fn explain_any(e: &(dyn Error + 'static)) -> Option<String> {
+    if let Some(e) = e.downcast_ref::<ClientError>() {
+        Some(explain(e))
+    } else if let Some(e) = e.downcast_ref::<KeyError>() {
+        Some(explain_key(e))
+    } else {
+        e.downcast_ref::<DevnetError>().map(explain_devnet)
+    }
+}
+
+/// A client error, with the fix where the CLI knows one.
+pub(crate) fn explain(e: &ClientError) -> String {
+    use ClientError as C;
+    match e {
+        C::NoPeers => {
+            "no network given: pass --peer MULTIADDR or --devnet DIR (or set CAIRN_DEVNET)".into()
+        }
+        C::Unreachable { .. } => format!("{e}; check the addresses and that the nodes run"),
+        C::NotEnoughNodes { .. } => format!("{e}: lower --k/--m or add nodes"),
+        C::NetworkFull { .. } => format!(
+            "{e}; `cairn nodes` shows each node's space (free disk space on the nodes, raise \
+             their storage.capacity, or add nodes)"
+        ),
+        C::Unsigned { .. } => format!("{e}: it may have been tampered with"),
+        C::NotAManifest { .. } => format!("{e}; pass the CID `cairn put` printed"),
+        C::NotUtf8(_) => format!("{e}: rename it"),
+        C::Key(k) => explain_key(k),
+        _ => e.to_string(),
+    }
+}
+
+fn explain_key(e: &KeyError) -> String {
+    match e {
+        KeyError::NotFound(_) => format!("{e}: create one with `cairn key generate`"),
+        KeyError::Exists(_) => {
+            format!("{e}: `cairn key show` prints it (remove the file to make a new identity)")
+        }
+        _ => e.to_string(),
+    }
+}
+
+fn explain_devnet(e: &DevnetError) -> String {
+    match e {
+        DevnetError::NodeBinary(_) | DevnetError::GatewayBinary(_) => format!(
+            "{e}: build it with `cargo build --release --bins` (it must sit next to the cairn binary)"
+        ),
+        DevnetError::AlreadyRunning { .. } => {
+            format!("{e}: stop it with Ctrl-C in its terminal, or pass another --dir")
+        }
+        DevnetError::NoState { dir, source } if source.kind() == ErrorKind::NotFound => format!(
+            "{e}; is a devnet running there? start one with `cairn devnet --dir {}`",
+            dir.display()
+        ),
+        _ => e.to_string(),
+    }
+}
+
+/// Whether `e` is stdout having been closed by its reader (`cairn get CID -o - | head -c 100`):
+/// the reader has what it wanted, and that is no failure.
 pub(crate) fn output_closed(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         matches!(
             c.downcast_ref::<ClientError>(),
-            Some(ClientError::Io { what, source })
-                if what == "writing output" && source.kind() == std::io::ErrorKind::BrokenPipe
+            Some(ClientError::Write { to: Output::Stdout, source })
+                if source.kind() == ErrorKind::BrokenPipe
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use rustix::io::Errno;
+
+    use super::*;
+
+    fn os(errno: Errno) -> std::io::Error {
+        std::io::Error::from_raw_os_error(errno.raw_os_error())
+    }
+
+    #[test]
+    fn only_a_closed_stdout_is_a_quiet_end() {
+        let closed = |to: Output, kind: ErrorKind| {
+            output_closed(&anyhow::Error::from(ClientError::Write {
+                to,
+                source: std::io::Error::from(kind),
+            }))
+        };
+        assert!(closed(Output::Stdout, ErrorKind::BrokenPipe));
+        assert!(!closed(Output::Stdout, ErrorKind::PermissionDenied));
+        assert!(!closed(
+            Output::File(PathBuf::from("-")),
+            ErrorKind::BrokenPipe
+        ));
+        assert!(!closed(Output::Stream("the output"), ErrorKind::BrokenPipe));
+    }
+
+    #[test]
+    fn a_cause_is_printed_once_with_the_fix_after_it() {
+        let e = anyhow::Error::from(DevnetError::NoState {
+            dir: PathBuf::from("/nowhere"),
+            source: os(Errno::NOENT),
+        });
+        let text = render(&e);
+        assert_eq!(
+            text.matches("os error 2").count(),
+            1,
+            "the cause once: {text}"
+        );
+        assert!(
+            text.starts_with("reading /nowhere/devnet.json: ")
+                && text.ends_with("start one with `cairn devnet --dir /nowhere`"),
+            "{text}"
+        );
+        // Context added by the CLI comes first.
+        let e = anyhow::Error::from(ClientError::NoPeers).context("joining");
+        assert_eq!(
+            render(&e),
+            "joining: no network given: pass --peer MULTIADDR or --devnet DIR (or set CAIRN_DEVNET)"
+        );
+        let e = anyhow::Error::from(ClientError::Key(KeyError::NotFound(PathBuf::from("k"))));
+        assert_eq!(
+            render(&e),
+            "uploader key k not found: create one with `cairn key generate`"
+        );
+    }
 }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use cairn_chunker::manifest::ObjectManifest;
+use cairn_client::error::Output;
 use cairn_client::get::{Incidents, Manifest, fetch_manifest, read_dataset, read_object_to};
 use cairn_client::network::Network;
 use cairn_client::output::FileSink;
@@ -60,7 +61,7 @@ pub(crate) async fn run(g: &Global, args: &Args, partial: &Partial) -> anyhow::R
                 read.into_device(&out).await?
             } else {
                 if out.exists() && !args.force {
-                    bail!(cairn_client::error::ClientError::Exists(out.clone()));
+                    bail!(exists(&out));
                 }
                 read.into_file(&out, partial).await?
             };
@@ -72,7 +73,7 @@ pub(crate) async fn run(g: &Global, args: &Args, partial: &Partial) -> anyhow::R
                 bail!("--range applies to objects; {cid} is a dataset");
             }
             if out.exists() && !args.force {
-                bail!(cairn_client::error::ClientError::Exists(out.clone()));
+                bail!(exists(&out));
             }
             let total = d.entries.values().map(|e| e.size).sum();
             let (bar, progress) = progress_bar(g, total, "downloading");
@@ -98,6 +99,10 @@ pub(crate) async fn run(g: &Global, args: &Args, partial: &Partial) -> anyhow::R
         eprintln!("wrote {written} bytes to {} (verified)", out.display());
     }
     Ok(())
+}
+
+fn exists(out: &Path) -> String {
+    format!("{} exists: pass --force to overwrite it", out.display())
 }
 
 /// An object read, before it is told where to go.
@@ -131,7 +136,7 @@ impl Read<'_> {
             .as_fd()
             .try_clone_to_owned()
             .context("cannot write to stdout")?;
-        let mut sink = FileSink::new(std::fs::File::from(stdout), "writing output");
+        let mut sink = FileSink::new(std::fs::File::from(stdout), Output::Stdout);
         let n = self.into_sink(&mut sink).await?;
         sink.finish().await?;
         Ok(n)
@@ -145,7 +150,7 @@ impl Read<'_> {
             tokio::task::spawn_blocking(move || std::fs::OpenOptions::new().write(true).open(path))
                 .await?
                 .with_context(|| format!("cannot open {}", out.display()))?;
-        let mut sink = FileSink::new(file, format!("writing {}", out.display()));
+        let mut sink = FileSink::new(file, Output::File(out.to_path_buf()));
         let n = self.into_sink(&mut sink).await?;
         sink.finish().await?;
         Ok(n)
@@ -159,7 +164,7 @@ impl Read<'_> {
         *partial.lock().unwrap_or_else(|p| p.into_inner()) = Some(tmp.clone());
         let file = cairn_client::output::create_partial(&tmp)
             .with_context(|| format!("cannot create {}", tmp.display()))?;
-        let mut sink = FileSink::new(file, format!("writing {}", tmp.display()));
+        let mut sink = FileSink::new(file, Output::File(out.to_path_buf()));
         let n = self.into_sink(&mut sink).await?;
         let file = sink.finish().await?;
         tokio::task::spawn_blocking(move || file.sync_all())

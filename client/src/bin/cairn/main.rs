@@ -1,7 +1,7 @@
 //! `cairn`: the Cairn command-line tool.
 //!
-//! [`cli`] has the flags and commands, each command its own module; [`errors`] tells a
-//! closed output from a failure, [`ui`] prints.
+//! [`cli`] has the flags and commands, each command its own module; [`errors`] words what
+//! failed, [`ui`] prints.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -86,7 +86,7 @@ fn main() -> ExitCode {
                 // `cairn get CID -o - | head -c 100`: the reader has what it wanted.
                 return ExitCode::SUCCESS;
             }
-            eprintln!("cairn: error: {e:#}");
+            eprintln!("cairn: error: {}", errors::render(&e));
             ExitCode::FAILURE
         }
         None => {

@@ -101,7 +101,8 @@ pub(crate) async fn run(g: &Global, args: &Args) -> anyhow::Result<()> {
             &opts,
             progress,
         )
-        .await?;
+        .await
+        .map_err(|e| e.reading_from(path))?;
         bar.finish_and_clear();
         (
             r.cid,
