@@ -48,6 +48,12 @@ pub(crate) fn explain(e: &ClientError) -> String {
         C::Unsigned { .. } => format!("{e}: it may have been tampered with"),
         C::NotAManifest { .. } => format!("{e}; pass the CID `cairn put` printed"),
         C::NotUtf8(_) => format!("{e}: rename it"),
+        C::Write { to, source } if out_of_space(source) => match to {
+            Output::File(_) | Output::Dir(_) => {
+                format!("{e}: the disk is full: free some space, or write elsewhere with -o")
+            }
+            _ => format!("{e}: the disk is full"),
+        },
         C::Key(k) => explain_key(k),
         _ => e.to_string(),
     }
@@ -79,6 +85,12 @@ fn explain_devnet(e: &DevnetError) -> String {
     }
 }
 
+/// Whether a write failed for want of space: the disk is full (`ENOSPC`), or the user's quota
+/// is used up (`EDQUOT`).
+pub(crate) fn out_of_space(e: &std::io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded)
+}
+
 /// Whether `e` is stdout having been closed by its reader (`cairn get CID -o - | head -c 100`):
 /// the reader has what it wanted, and that is no failure.
 pub(crate) fn output_closed(e: &anyhow::Error) -> bool {
@@ -93,6 +105,7 @@ pub(crate) fn output_closed(e: &anyhow::Error) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
     use std::path::PathBuf;
 
     use rustix::io::Errno;
@@ -101,6 +114,48 @@ mod tests {
 
     fn os(errno: Errno) -> std::io::Error {
         std::io::Error::from_raw_os_error(errno.raw_os_error())
+    }
+
+    fn write_to(path: &str, source: std::io::Error) -> ClientError {
+        ClientError::Write {
+            to: Output::File(PathBuf::from(path)),
+            source,
+        }
+    }
+
+    #[test]
+    fn a_full_disk_is_told_by_its_errno_not_its_text() {
+        assert!(out_of_space(&os(Errno::NOSPC)));
+        assert!(out_of_space(&os(Errno::DQUOT)));
+        for other in [Errno::IO, Errno::ACCESS, Errno::ROFS, Errno::PIPE] {
+            assert!(!out_of_space(&os(other)), "{other:?}");
+        }
+        // Text that says so is not enough.
+        assert!(!out_of_space(&std::io::Error::other(
+            "No space left on device (os error 28)"
+        )));
+        // What the kernel says on a real write to a full device.
+        let mut full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let e = full
+            .write_all(b"x")
+            .and_then(|()| full.flush())
+            .unwrap_err();
+        assert!(out_of_space(&e), "{e:?}");
+    }
+
+    #[test]
+    fn a_full_disk_while_writing_a_file_says_what_to_do() {
+        let full = explain(&write_to("out.bin", os(Errno::NOSPC)));
+        assert!(full.starts_with("writing out.bin: "), "{full}");
+        assert!(
+            full.ends_with("the disk is full: free some space, or write elsewhere with -o"),
+            "{full}"
+        );
+        let denied = explain(&write_to("out.bin", os(Errno::ACCESS)));
+        assert!(!denied.contains("disk is full"), "{denied}");
     }
 
     #[test]
