@@ -73,13 +73,9 @@ impl DevnetState {
     /// Reads `DIR/devnet.json`.
     pub fn read(dir: &Path) -> Result<Self, DevnetError> {
         let path = dir.join(STATE_FILE);
-        let bytes = std::fs::read(&path).map_err(|e| DevnetError::Io {
-            what: format!(
-                "reading {} (is a devnet running there? start one with `cairn devnet --dir {}`)",
-                path.display(),
-                dir.display()
-            ),
-            source: e,
+        let bytes = std::fs::read(&path).map_err(|source| DevnetError::NoState {
+            dir: dir.to_path_buf(),
+            source,
         })?;
         serde_json::from_slice(&bytes).map_err(|e| DevnetError::Io {
             what: format!("parsing {}", path.display()),
@@ -93,14 +89,10 @@ impl DevnetState {
 #[non_exhaustive]
 pub enum DevnetError {
     /// `cairn-node` is not where it should be.
-    #[error(
-        "cairn-node not found at {0}: build it with `cargo build --release --bins` (it must sit next to the cairn binary)"
-    )]
+    #[error("cairn-node not found at {}", .0.display())]
     NodeBinary(PathBuf),
     /// Another devnet runs in the directory.
-    #[error(
-        "a devnet is already running in {dir} (pids {pids:?}): stop it with Ctrl-C in its terminal, or pass another --dir"
-    )]
+    #[error("a devnet is already running in {} (pids {pids:?})", dir.display())]
     AlreadyRunning {
         /// The directory.
         dir: PathBuf,
@@ -108,10 +100,16 @@ pub enum DevnetError {
         pids: Vec<u32>,
     },
     /// `cairn-gateway` is not where it should be.
-    #[error(
-        "cairn-gateway not found at {0}: build it with `cargo build --release --bins` (it must sit next to the cairn binary)"
-    )]
+    #[error("cairn-gateway not found at {}", .0.display())]
     GatewayBinary(PathBuf),
+    /// The directory's state file could not be read (no devnet was started there, say).
+    #[error("reading {}: {source}", dir.join(STATE_FILE).display())]
+    NoState {
+        /// The devnet directory.
+        dir: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
     /// The gateway did not come up.
     #[error("the S3 gateway did not start: {reason} (log: {log})")]
     GatewayFailed {

@@ -1,10 +1,19 @@
-//! The client's errors: each says what failed and, where there is one, the fix.
+//! The client's errors. Each says what happened, with what it happened to (the file, the node,
+//! the CID, how many shards) as typed fields; what to do about it is the caller's to say (the
+//! `cairn` CLI adds the flag or command that fixes it, the S3 gateway picks a status).
+//!
+//! The texts include their cause's text, as one line (the gateway sends them to S3 clients
+//! whole); `source()` gives the cause itself, typed, to callers that decide on it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use cairn_chunker::Cid;
+use cairn_chunker::chunking::ChunkError;
+use cairn_chunker::cids::CidError;
 use cairn_chunker::manifest::ManifestError;
 use cairn_chunker::pipeline::{DecodeError, EncodeError};
+
+pub use crate::keys::KeyError;
 
 /// One shard of a stripe that could not be had.
 #[derive(Debug, Clone)]
@@ -34,23 +43,61 @@ impl std::fmt::Display for Missing {
     }
 }
 
+/// Where a read's bytes were going when writing them failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Output {
+    /// Standard output.
+    Stdout,
+    /// A file (for a read written to a temporary file first, the file it becomes).
+    File(PathBuf),
+    /// A directory created to hold a dataset's files.
+    Dir(PathBuf),
+    /// A writer or channel the caller handed over, by what it is ("a response body").
+    Stream(&'static str),
+}
+
+impl std::fmt::Display for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Output::Stdout => f.write_str("writing standard output"),
+            Output::File(p) => write!(f, "writing {}", p.display()),
+            Output::Dir(p) => write!(f, "creating {}", p.display()),
+            Output::Stream(what) => write!(f, "writing {what}"),
+        }
+    }
+}
+
+/// How a dataset's manifest and what it points at disagree.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum EntryProblem {
+    /// The entry's object has another size or BLAKE3 than the entry says.
+    #[error("object {0} does not match the dataset entry")]
+    ObjectMismatch(Box<Cid>),
+    /// The entry's bytes lie beyond the end of its pack.
+    #[error("outside its pack {0}")]
+    OutsidePack(Box<Cid>),
+    /// The entry's bytes do not hash to its BLAKE3.
+    #[error("bytes do not match the dataset's BLAKE3")]
+    HashMismatch,
+}
+
 /// Errors from the client.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// No peer given.
-    #[error("no network given: pass --peer MULTIADDR or --devnet DIR (or set CAIRN_DEVNET)")]
+    /// No peer to join through was given.
+    #[error("no peers given")]
     NoPeers,
     /// None of the peers answered.
-    #[error("could not reach any node ({}); check the addresses and that the nodes run", problems.join("; "))]
+    #[error("could not reach any node ({})", problems.join("; "))]
     Unreachable {
         /// What happened with each.
         problems: Vec<String>,
     },
     /// Too few nodes for the requested code.
-    #[error(
-        "{have} live nodes, but a {k}+{m} stripe needs {need} distinct ones: lower --k/--m or add nodes"
-    )]
+    #[error("{have} live nodes, but a {k}+{m} stripe needs {need} distinct ones")]
     NotEnoughNodes {
         /// Live nodes.
         have: usize,
@@ -65,8 +112,7 @@ pub enum ClientError {
     #[error(
         "the network is full: only {room} of {nodes} nodes have room for a {shard_len}-byte \
          shard, and a stripe needs {need} (a node that just failed to answer or refused a \
-         shard for lack of space counts as having none for a while); `cairn nodes` shows each \
-         node's space (free disk space on the nodes, raise their storage.capacity, or add nodes)"
+         shard for lack of space counts as having none for a while)"
     )]
     NetworkFull {
         /// Nodes with room for a shard.
@@ -103,7 +149,7 @@ pub enum ClientError {
         problems: Vec<String>,
     },
     /// The manifest carries no valid signature.
-    #[error("manifest {cid} has no valid provenance signature{}: it may have been tampered with", if problems.is_empty() { String::new() } else { format!(" ({})", problems.join("; ")) })]
+    #[error("manifest {cid} has no valid provenance signature{}", if problems.is_empty() { String::new() } else { format!(" ({})", problems.join("; ")) })]
     Unsigned {
         /// The manifest.
         cid: Box<Cid>,
@@ -122,23 +168,89 @@ pub enum ClientError {
         /// The shards that could not be had.
         missing: Vec<Missing>,
     },
-    /// The uploader key is missing or unreadable.
-    #[error("uploader key {path}: {reason}")]
-    Key {
-        /// Key file.
-        path: PathBuf,
-        /// What is wrong and the fix.
-        reason: String,
+    /// A CID that names no manifest (raw bytes, say) where a manifest's was needed.
+    #[error("{cid} is not a manifest CID: {source}")]
+    NotAManifest {
+        /// The CID.
+        cid: Box<Cid>,
+        /// What it is instead.
+        source: CidError,
     },
-    /// The output exists.
-    #[error("{0} exists: pass --force to overwrite it")]
-    Exists(PathBuf),
-    /// A bad path in a dataset or on disk.
-    #[error("{0}")]
-    Path(String),
-    /// Encoding failed.
+    /// A dataset's CID where an object's was needed.
+    #[error("{0} is a dataset, not an object")]
+    NotAnObject(Box<Cid>),
+    /// A dataset entry and what it points at disagree.
+    #[error("{path}: {problem}")]
+    Entry {
+        /// The entry's path in the dataset.
+        path: String,
+        /// How.
+        #[source]
+        problem: EntryProblem,
+    },
+    /// A dataset's pack is larger than a reader holds in memory.
+    #[error("pack {pack} is {size} bytes, more than the {max} this client holds in memory")]
+    PackTooLarge {
+        /// The pack.
+        pack: Box<Cid>,
+        /// Its size.
+        size: u64,
+        /// The most a reader holds.
+        max: u64,
+    },
+    /// A read produced another number of bytes than the range it was asked for.
+    #[error("read {written} bytes of a {expected}-byte range")]
+    ShortRead {
+        /// Bytes produced.
+        written: u64,
+        /// Bytes asked for.
+        expected: u64,
+    },
+    /// A file being uploaded changed size while it was read.
+    #[error("{} changed while it was being uploaded", .0.display())]
+    InputChanged(PathBuf),
+    /// A file in a directory being uploaded has a name that is not UTF-8 (dataset paths are).
+    #[error("{}: the name is not valid UTF-8", .0.display())]
+    NotUtf8(PathBuf),
+    /// A file found walking a directory is not under it.
+    #[error("{} is outside {}", path.display(), root.display())]
+    OutsideRoot {
+        /// The file.
+        path: PathBuf,
+        /// The directory walked.
+        root: PathBuf,
+    },
+    /// Reading the input of an upload failed: a local file, or the reader the caller gave
+    /// (`path` is `None`: a request body, say).
+    #[error("reading {}: {source}", path.as_deref().map_or_else(|| "the input".into(), |p| p.display().to_string()))]
+    Read {
+        /// The file, when there is one.
+        path: Option<PathBuf>,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Writing what was read failed.
+    #[error("{to}: {source}")]
+    Write {
+        /// Where it was going.
+        to: Output,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A task of the client's own panicked or was cancelled.
+    #[error("{what} failed: {source}")]
+    Task {
+        /// The task.
+        what: &'static str,
+        /// How.
+        source: tokio::task::JoinError,
+    },
+    /// The uploader key.
     #[error(transparent)]
-    Encode(#[from] EncodeError),
+    Key(#[from] KeyError),
+    /// Encoding failed (reading the input is [`ClientError::Read`]).
+    #[error(transparent)]
+    Encode(EncodeError),
     /// Decoding failed.
     #[error(transparent)]
     Decode(#[from] DecodeError),
@@ -151,14 +263,33 @@ pub enum ClientError {
     /// The data plane failed.
     #[error(transparent)]
     Data(Box<cairn_wire::data::DataError>),
-    /// Local I/O.
-    #[error("{what}: {source}")]
-    Io {
-        /// What was being done.
-        what: String,
-        /// The error.
-        source: std::io::Error,
-    },
+}
+
+impl ClientError {
+    /// Names the file a [`ClientError::Read`] of an unnamed reader came from; other errors
+    /// are returned as they are.
+    pub fn reading_from(self, file: &Path) -> Self {
+        match self {
+            ClientError::Read { path: None, source } => ClientError::Read {
+                path: Some(file.to_path_buf()),
+                source,
+            },
+            other => other,
+        }
+    }
+}
+
+impl From<EncodeError> for ClientError {
+    /// The encoder's failures to read its input are [`ClientError::Read`]s: the input's
+    /// fault, not the encoder's.
+    fn from(e: EncodeError) -> Self {
+        match e {
+            EncodeError::Io(source) | EncodeError::Chunk(ChunkError::Io(source)) => {
+                ClientError::Read { path: None, source }
+            }
+            other => ClientError::Encode(other),
+        }
+    }
 }
 
 impl From<cairn_wire::swarm::SwarmError> for ClientError {
@@ -173,8 +304,52 @@ impl From<cairn_wire::data::DataError> for ClientError {
     }
 }
 
-/// Wraps an I/O error with what was being done.
-pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ClientError {
-    let what = what.into();
-    move |source| ClientError::Io { what, source }
+/// Wraps a failure to read `path`, an upload's input.
+pub(crate) fn reading(path: &Path) -> impl FnOnce(std::io::Error) -> ClientError {
+    let path = path.to_path_buf();
+    move |source| ClientError::Read {
+        path: Some(path),
+        source,
+    }
+}
+
+/// Wraps a failure to write to `to`.
+pub(crate) fn writing(to: Output) -> impl FnOnce(std::io::Error) -> ClientError {
+    move |source| ClientError::Write { to, source }
+}
+
+/// Wraps a task that panicked or was cancelled.
+pub(crate) fn task(what: &'static str) -> impl FnOnce(tokio::task::JoinError) -> ClientError {
+    move |source| ClientError::Task { what, source }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::ErrorKind;
+
+    use super::*;
+
+    /// The gateway answers `IncompleteBody` for a body that failed to arrive, by this variant:
+    /// an encoder whose input failed, directly or through the chunker, is a `Read`.
+    #[test]
+    fn an_encoder_whose_input_failed_is_a_read_error() {
+        let cut = || std::io::Error::new(ErrorKind::UnexpectedEof, "the body ended early");
+        for e in [
+            EncodeError::Io(cut()),
+            EncodeError::Chunk(ChunkError::Io(cut())),
+        ] {
+            match ClientError::from(e) {
+                ClientError::Read { path: None, source } => {
+                    assert_eq!(source.kind(), ErrorKind::UnexpectedEof);
+                }
+                other => panic!("not a read error: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            ClientError::from(EncodeError::Params("k".into())),
+            ClientError::Encode(EncodeError::Params(_))
+        ));
+        let named = ClientError::from(EncodeError::Io(cut())).reading_from(Path::new("a.bin"));
+        assert_eq!(named.to_string(), "reading a.bin: the body ended early");
+    }
 }

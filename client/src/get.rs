@@ -22,7 +22,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::cache::{Filler, Lookup, Shard};
-use crate::error::{ClientError, Missing, io};
+use crate::error::{ClientError, EntryProblem, Missing, Output, task, writing};
 use crate::network::{Holders, Network};
 use crate::put::Progress;
 
@@ -93,8 +93,10 @@ pub fn per_node(incidents: &[(PeerId, String)]) -> Vec<(PeerId, usize, &str)> {
 /// hashes to `cid`, decodes it, and verifies its provenance signatures. Fails if no node
 /// serves a matching manifest or no signature verifies.
 pub async fn fetch_manifest(net: &Network, cid: &Cid) -> Result<Fetched, ClientError> {
-    cids::digest(cid, Codec::DagCbor)
-        .map_err(|e| ClientError::Path(format!("{cid} is not a manifest CID: {e}")))?;
+    cids::digest(cid, Codec::DagCbor).map_err(|source| ClientError::NotAManifest {
+        cid: Box::new(*cid),
+        source,
+    })?;
     // Best-ranked first; nodes that recently failed to answer last.
     let ranked = placement::rank(&cid.to_bytes(), &net.candidates());
     let mut asking_order = OneAtATime::new(hedge::read_order(ranked, |i| net.is_down(i)));
@@ -646,14 +648,17 @@ pub struct WriteSink<'a, W>(pub &'a mut W);
 
 impl<W: AsyncWrite + Unpin + Send> Sink for WriteSink<'_, W> {
     async fn put(&mut self, bytes: Bytes) -> Result<(), ClientError> {
-        self.0.write_all(&bytes).await.map_err(io("writing output"))
+        self.0
+            .write_all(&bytes)
+            .await
+            .map_err(writing(Output::Stream("the output")))
     }
 }
 
 impl Sink for tokio::sync::mpsc::Sender<Bytes> {
     async fn put(&mut self, bytes: Bytes) -> Result<(), ClientError> {
         self.send(bytes).await.map_err(|_| {
-            io("sending output")(std::io::Error::new(
+            writing(Output::Stream("the output channel"))(std::io::Error::new(
                 std::io::ErrorKind::BrokenPipe,
                 "the reader went away",
             ))
@@ -680,7 +685,9 @@ pub async fn read_object<W: AsyncWrite + Unpin + Send>(
         incidents,
     )
     .await?;
-    out.flush().await.map_err(io("writing output"))?;
+    out.flush()
+        .await
+        .map_err(writing(Output::Stream("the output")))?;
     Ok(n)
 }
 
@@ -834,10 +841,10 @@ pub async fn read_object_to<S: Sink>(
         }
     }
     if written != range.end - range.start {
-        return Err(ClientError::Path(format!(
-            "read {written} bytes of a {}-byte range",
-            range.end - range.start
-        )));
+        return Err(ClientError::ShortRead {
+            written,
+            expected: range.end - range.start,
+        });
     }
     Ok(written)
 }
@@ -902,9 +909,7 @@ pub async fn read_object_to_vec(
 pub async fn object_manifest(net: &Network, cid: &Cid) -> Result<ObjectManifest, ClientError> {
     match fetch_manifest(net, cid).await?.manifest {
         Manifest::Object(m) => Ok(m),
-        Manifest::Dataset(_) => Err(ClientError::Path(format!(
-            "{cid} is a dataset, not an object"
-        ))),
+        Manifest::Dataset(_) => Err(ClientError::NotAnObject(Box::new(*cid))),
     }
 }
 
@@ -943,25 +948,25 @@ async fn read_dataset_object(
 ) -> Result<u64, ClientError> {
     let manifest = object_manifest(net, cid).await?;
     if manifest.size != entry.0 || manifest.blake3 != entry.1 {
-        return Err(ClientError::Path(format!(
-            "{path}: object {cid} does not match the dataset entry"
-        )));
+        return Err(ClientError::Entry {
+            path: path.to_string(),
+            problem: EntryProblem::ObjectMismatch(Box::new(*cid)),
+        });
     }
     let tmp = crate::output::partial_path(&target);
-    let file =
-        crate::output::create_partial(&tmp).map_err(io(format!("creating {}", tmp.display())))?;
+    let to = Output::File(target.clone());
+    let file = crate::output::create_partial(&tmp).map_err(writing(to.clone()))?;
     let mut partial = Partial(Some(tmp.clone()));
-    let mut sink = crate::output::FileSink::new(file, format!("writing {}", tmp.display()));
+    let mut sink = crate::output::FileSink::new(file, to.clone());
     let n = read_object_to(net, &manifest, None, &mut sink, progress, incidents).await?;
     let file = sink.finish().await?;
-    let what = format!("writing {}", tmp.display());
     tokio::task::spawn_blocking(move || {
         file.sync_all()?;
         std::fs::rename(&tmp, &target)
     })
     .await
-    .map_err(|e| io(what.clone())(std::io::Error::other(e)))?
-    .map_err(io(what))?;
+    .map_err(task("writing a file"))?
+    .map_err(writing(to))?;
     partial.0 = None;
     Ok(n)
 }
@@ -978,10 +983,11 @@ async fn read_dataset_pack(
 ) -> Result<u64, ClientError> {
     let manifest = object_manifest(net, pack).await?;
     if manifest.size > MAX_PACK {
-        return Err(ClientError::Path(format!(
-            "pack {pack} is {} bytes, more than the {MAX_PACK} this client holds in memory",
-            manifest.size
-        )));
+        return Err(ClientError::PackTooLarge {
+            pack: Box::new(*pack),
+            size: manifest.size,
+            max: MAX_PACK,
+        });
     }
     let bytes = read_object_to_vec(net, &manifest, incidents).await?;
     let (dir, pack) = (dir.to_path_buf(), *pack);
@@ -992,13 +998,16 @@ async fn read_dataset_pack(
                 .ok()
                 .zip(usize::try_from(offset.saturating_add(size)).ok())
                 .and_then(|(start, end)| bytes.get(start..end))
-                .ok_or_else(|| ClientError::Path(format!("{path}: outside its pack {pack}")))?;
+                .ok_or_else(|| ClientError::Entry {
+                    path: path.clone(),
+                    problem: EntryProblem::OutsidePack(Box::new(pack)),
+                })?;
             check_file(&path, slice, &hash)?;
             let target = dir.join(&path);
             if let Err(e) = std::fs::write(&target, slice) {
                 // No truncated file under the real name (a full disk, say).
                 let _ = std::fs::remove_file(&target);
-                return Err(io(format!("writing {}", target.display()))(e));
+                return Err(writing(Output::File(target))(e));
             }
             total += size;
             progress(size);
@@ -1006,7 +1015,7 @@ async fn read_dataset_pack(
         Ok(total)
     })
     .await
-    .map_err(|e| io("writing files")(std::io::Error::other(e)))?
+    .map_err(task("writing a pack's files"))?
 }
 
 /// Writes every file of a dataset under `dir`, each checked against its BLAKE3. Up to
@@ -1052,18 +1061,18 @@ pub async fn read_dataset(
     let inline_progress = progress.clone();
     total += tokio::task::spawn_blocking(move || {
         for d in dirs {
-            std::fs::create_dir_all(&d).map_err(io(format!("creating {}", d.display())))?;
+            std::fs::create_dir_all(&d).map_err(writing(Output::Dir(d)))?;
         }
         let mut total = 0;
         for (target, bytes) in inline {
-            std::fs::write(&target, &bytes).map_err(io(format!("writing {}", target.display())))?;
+            std::fs::write(&target, &bytes).map_err(writing(Output::File(target)))?;
             total += bytes.len() as u64;
             inline_progress(bytes.len() as u64);
         }
         Ok::<u64, ClientError>(total)
     })
     .await
-    .map_err(|e| io("writing files")(std::io::Error::other(e)))??;
+    .map_err(task("writing a dataset's directories"))??;
 
     // Packs and object files each have their own bound, so packs waiting for memory do not
     // hold back object files, and the other way round.
@@ -1095,9 +1104,10 @@ pub async fn read_dataset(
 
 fn check_file(path: &str, bytes: &[u8], expected: &blake3::Hash) -> Result<(), ClientError> {
     if blake3::hash(bytes) != *expected {
-        return Err(ClientError::Path(format!(
-            "{path}: bytes do not match the dataset's BLAKE3"
-        )));
+        return Err(ClientError::Entry {
+            path: path.to_string(),
+            problem: EntryProblem::HashMismatch,
+        });
     }
     Ok(())
 }

@@ -11,7 +11,28 @@ use std::path::{Path, PathBuf};
 use cairn_chunker::manifest::hex;
 use ed25519_dalek::SigningKey;
 
-use crate::error::ClientError;
+/// What went wrong with the uploader key at a path.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// No key file there.
+    #[error("uploader key {} not found", .0.display())]
+    NotFound(PathBuf),
+    /// [`generate`] found a key there already, and left it.
+    #[error("uploader key {} already exists", .0.display())]
+    Exists(PathBuf),
+    /// The file is not a key.
+    #[error("uploader key {}: not a Cairn key (expected 64 hex characters)", .0.display())]
+    Malformed(PathBuf),
+    /// Reading, writing or creating it failed.
+    #[error("uploader key {}: {source}", path.display())]
+    Io {
+        /// The key file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
 
 /// Where the key lives unless told otherwise.
 pub fn default_path() -> PathBuf {
@@ -25,24 +46,22 @@ pub fn default_path() -> PathBuf {
     base.join("cairn").join("key")
 }
 
-fn key_err(path: &Path, reason: impl Into<String>) -> ClientError {
-    ClientError::Key {
-        path: path.to_path_buf(),
-        reason: reason.into(),
-    }
+fn key_io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError {
+    let path = path.to_path_buf();
+    move |source| KeyError::Io { path, source }
 }
 
 /// Creates a new key at `path` (mode 0600); refuses to overwrite.
-pub fn generate(path: &Path) -> Result<SigningKey, ClientError> {
+pub fn generate(path: &Path) -> Result<SigningKey, KeyError> {
     let seed = libp2p::identity::Keypair::generate_ed25519()
         .try_into_ed25519()
-        .map_err(|e| key_err(path, e.to_string()))?
+        .map_err(|e| key_io(path)(std::io::Error::other(e)))?
         .secret();
     let mut bytes = [0u8; 32];
     bytes.copy_from_slice(seed.as_ref());
     let key = SigningKey::from_bytes(&bytes);
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| key_err(path, e.to_string()))?;
+        std::fs::create_dir_all(dir).map_err(key_io(path))?;
     }
     let mut file = OpenOptions::new()
         .write(true)
@@ -51,23 +70,23 @@ pub fn generate(path: &Path) -> Result<SigningKey, ClientError> {
         .open(path)
         .map_err(|e| {
             if e.kind() == std::io::ErrorKind::AlreadyExists {
-                key_err(path, "already exists; `cairn key show` prints it (remove the file to make a new identity)")
+                KeyError::Exists(path.to_path_buf())
             } else {
-                key_err(path, e.to_string())
+                key_io(path)(e)
             }
         })?;
-    writeln!(file, "{}", hex(&bytes)).map_err(|e| key_err(path, e.to_string()))?;
-    file.sync_all().map_err(|e| key_err(path, e.to_string()))?;
+    writeln!(file, "{}", hex(&bytes)).map_err(key_io(path))?;
+    file.sync_all().map_err(key_io(path))?;
     Ok(key)
 }
 
 /// Loads the key at `path`.
-pub fn load(path: &Path) -> Result<SigningKey, ClientError> {
+pub fn load(path: &Path) -> Result<SigningKey, KeyError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
-            key_err(path, "not found: create one with `cairn key generate`")
+            KeyError::NotFound(path.to_path_buf())
         } else {
-            key_err(path, e.to_string())
+            key_io(path)(e)
         }
     })?;
     if let Ok(meta) = std::fs::metadata(path)
@@ -81,14 +100,11 @@ pub fn load(path: &Path) -> Result<SigningKey, ClientError> {
     let text = text.trim();
     let mut bytes = [0u8; 32];
     if text.len() != 64 {
-        return Err(key_err(
-            path,
-            "not a Cairn key (expected 64 hex characters)",
-        ));
+        return Err(KeyError::Malformed(path.to_path_buf()));
     }
     for (i, b) in bytes.iter_mut().enumerate() {
         *b = u8::from_str_radix(&text[2 * i..2 * i + 2], 16)
-            .map_err(|_| key_err(path, "not a Cairn key (expected 64 hex characters)"))?;
+            .map_err(|_| KeyError::Malformed(path.to_path_buf()))?;
     }
     Ok(SigningKey::from_bytes(&bytes))
 }
@@ -112,19 +128,21 @@ mod tests {
             0o600
         );
         assert_eq!(load(&path).unwrap().to_bytes(), k.to_bytes());
-        assert!(
-            generate(&path)
-                .unwrap_err()
-                .to_string()
-                .contains("already exists")
+        assert!(matches!(generate(&path), Err(KeyError::Exists(p)) if p == path));
+        assert_eq!(
+            load(&path).unwrap().to_bytes(),
+            k.to_bytes(),
+            "left as it was"
         );
-        std::fs::write(dir.path().join("bad"), "zz").unwrap();
-        assert!(load(&dir.path().join("bad")).is_err());
-        assert!(
-            load(&dir.path().join("none"))
-                .unwrap_err()
-                .to_string()
-                .contains("cairn key generate")
-        );
+        let bad = dir.path().join("bad");
+        std::fs::write(&bad, "zz").unwrap();
+        assert!(matches!(load(&bad), Err(KeyError::Malformed(p)) if p == bad));
+        // Right length, not hex (the second check).
+        std::fs::write(&bad, "z".repeat(64)).unwrap();
+        assert!(matches!(load(&bad), Err(KeyError::Malformed(_))));
+        let none = dir.path().join("none");
+        assert!(matches!(load(&none), Err(KeyError::NotFound(p)) if p == none));
+        // A directory where the file should be: an I/O error, not "not found".
+        assert!(matches!(load(dir.path()), Err(KeyError::Io { .. })));
     }
 }

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::error::{ClientError, io};
+use crate::error::{ClientError, Output, task, writing};
 use crate::get::Sink;
 
 /// Bytes gathered before a batch goes to the writer thread.
@@ -62,14 +62,14 @@ pub struct FileSink<W> {
     tx: Option<mpsc::Sender<Vec<Bytes>>>,
     /// The writer thread, until it has been joined.
     thread: Option<JoinHandle<std::io::Result<W>>>,
-    /// What errors say was being written ("writing output" for stdout).
-    what: String,
+    /// Where the bytes go, for errors.
+    to: Output,
 }
 
 impl<W: Write + Send + 'static> FileSink<W> {
-    /// Starts the writer thread. Call from within a tokio runtime. `what` names the output in
-    /// errors, e.g. "writing data/a.bin".
-    pub fn new(mut w: W, what: impl Into<String>) -> Self {
+    /// Starts the writer thread. Call from within a tokio runtime. `to` is where `w` writes,
+    /// for errors.
+    pub fn new(mut w: W, to: Output) -> Self {
         let (tx, mut rx) = mpsc::channel::<Vec<Bytes>>(BATCHES_QUEUED);
         let thread = tokio::task::spawn_blocking(move || {
             while let Some(batch) = rx.blocking_recv() {
@@ -83,19 +83,19 @@ impl<W: Write + Send + 'static> FileSink<W> {
             batched: 0,
             tx: Some(tx),
             thread: Some(thread),
-            what: what.into(),
+            to,
         }
     }
 
     /// Joins the writer thread (once; later calls report that it stopped).
     async fn join(&mut self) -> Result<W, ClientError> {
-        let what = self.what.clone();
+        let to = self.to.clone();
         match self.thread.take() {
             Some(thread) => match thread.await {
-                Ok(r) => r.map_err(io(what)),
-                Err(e) => Err(io(what)(std::io::Error::other(e))),
+                Ok(r) => r.map_err(writing(to)),
+                Err(e) => Err(task("the output writer")(e)),
             },
-            None => Err(io(what)(std::io::Error::other("the writer has stopped"))),
+            None => Err(writing(to)(std::io::Error::other("the writer has stopped"))),
         }
     }
 
@@ -115,7 +115,7 @@ impl<W: Write + Send + 'static> FileSink<W> {
         // The thread stopped: it failed, and says why when joined.
         self.tx = None;
         match self.join().await {
-            Ok(_) => Err(io(self.what.clone())(std::io::Error::other(
+            Ok(_) => Err(writing(self.to.clone())(std::io::Error::other(
                 "the writer stopped early",
             ))),
             Err(e) => Err(e),
@@ -224,7 +224,7 @@ mod tests {
                 max: 100_007,
                 fail_after: None,
             },
-            "writing a test",
+            Output::Stream("a test"),
         );
         for c in chunks {
             sink.put(c).await.unwrap();
@@ -243,7 +243,7 @@ mod tests {
                 max: usize::MAX,
                 fail_after: Some(3 * BATCH),
             },
-            "writing a test",
+            Output::Stream("a test"),
         );
         let mut failed = None;
         for c in chunks {
@@ -256,8 +256,14 @@ mod tests {
             Some(e) => e,
             None => sink.finish().await.unwrap_err(),
         };
-        assert!(e.to_string().contains("disk on fire"), "{e}");
-        assert!(e.to_string().contains("writing a test"), "{e}");
+        match &e {
+            ClientError::Write { to, source } => {
+                assert_eq!(*to, Output::Stream("a test"));
+                assert_eq!(source.to_string(), "disk on fire");
+            }
+            other => panic!("not a write error: {other:?}"),
+        }
+        assert_eq!(e.to_string(), "writing a test: disk on fire");
     }
 
     #[test]

@@ -33,7 +33,7 @@ use md5::{Digest, Md5};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 
-use crate::error::{ClientError, io};
+use crate::error::{ClientError, reading, task};
 use crate::get::Incidents;
 use crate::network::{Network, StoreFailures};
 
@@ -397,8 +397,7 @@ pub async fn put_object(
                 }
                 // Surface failures early.
                 while let Some(done) = uploads.try_join_next() {
-                    stored_bytes +=
-                        done.map_err(|e| io("upload task")(std::io::Error::other(e)))??;
+                    stored_bytes += done.map_err(task("a shard upload"))??;
                 }
             }
             Item::Done(result) => break result?,
@@ -406,7 +405,7 @@ pub async fn put_object(
     };
     let _ = encoder.await;
     while let Some(done) = uploads.join_next().await {
-        stored_bytes += done.map_err(|e| io("upload task")(std::io::Error::other(e)))??;
+        stored_bytes += done.map_err(task("a shard upload"))??;
     }
     let mut manifest = manifest;
     manifest.content_type = opts.content_type.clone();
@@ -694,22 +693,24 @@ fn walk_one(
     packs: &Arc<Semaphore>,
     runtime: &tokio::runtime::Handle,
 ) -> Result<Option<Job>, ClientError> {
-    let size = std::fs::metadata(&path)
-        .map_err(io(format!("reading {}", path.display())))?
-        .len();
+    let size = std::fs::metadata(&path).map_err(reading(&path))?.len();
     if size == 0 {
         return Ok(Some(Job::Empty { rel }));
     }
     if size >= PACK_THRESHOLD {
         return Ok(Some(Job::File { rel, path, size }));
     }
-    let data = std::fs::read(&path).map_err(io(format!("reading {}", path.display())))?;
+    let data = std::fs::read(&path).map_err(reading(&path))?;
     let (p, _) = match pack {
         Some(p) => p,
         None => {
             let permit = runtime
                 .block_on(packs.clone().acquire_owned())
-                .map_err(|_| ClientError::Path("the dataset upload was stopped".to_string()))?;
+                .map_err(|_| {
+                    ClientError::Encode(cairn_chunker::pipeline::EncodeError::Pipeline(
+                        "dataset upload stopped",
+                    ))
+                })?;
             pack.insert((Pack::default(), permit))
         }
     };
@@ -752,13 +753,12 @@ async fn upload_file(
     progress: Progress,
     (rel, path, size): (String, PathBuf, u64),
 ) -> Result<Uploaded, ClientError> {
-    let file = std::fs::File::open(&path).map_err(io(format!("opening {}", path.display())))?;
-    let report = put_object(net, key, Input::Reader(Box::new(file)), opts, progress).await?;
+    let file = std::fs::File::open(&path).map_err(reading(&path))?;
+    let report = put_object(net, key, Input::Reader(Box::new(file)), opts, progress)
+        .await
+        .map_err(|e| e.reading_from(&path))?;
     if report.manifest.size != size {
-        return Err(ClientError::Path(format!(
-            "{} changed while it was being uploaded",
-            path.display()
-        )));
+        return Err(ClientError::InputChanged(path));
     }
     Ok(Uploaded::Object { rel, report })
 }
@@ -827,26 +827,23 @@ pub fn walk(root: &Path) -> Result<Vec<(String, PathBuf, u64)>, ClientError> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let entries = std::fs::read_dir(&dir).map_err(io(format!("reading {}", dir.display())))?;
+        let entries = std::fs::read_dir(&dir).map_err(reading(&dir))?;
         for entry in entries {
-            let entry = entry.map_err(io(format!("reading {}", dir.display())))?;
+            let entry = entry.map_err(reading(&dir))?;
             let path = entry.path();
-            let meta = std::fs::symlink_metadata(&path)
-                .map_err(io(format!("reading {}", path.display())))?;
+            let meta = std::fs::symlink_metadata(&path).map_err(reading(&path))?;
             if meta.is_dir() {
                 stack.push(path);
             } else if meta.is_file() {
-                let rel = path.strip_prefix(root).map_err(|_| {
-                    ClientError::Path(format!("{} is outside {}", path.display(), root.display()))
-                })?;
+                let rel = path
+                    .strip_prefix(root)
+                    .map_err(|_| ClientError::OutsideRoot {
+                        path: path.clone(),
+                        root: root.to_path_buf(),
+                    })?;
                 let rel = rel
                     .to_str()
-                    .ok_or_else(|| {
-                        ClientError::Path(format!(
-                            "{} is not valid UTF-8: rename it",
-                            path.display()
-                        ))
-                    })?
+                    .ok_or_else(|| ClientError::NotUtf8(path.clone()))?
                     .to_string();
                 check_path(&rel)?;
                 out.push((rel, path, meta.len()));
@@ -951,9 +948,7 @@ pub async fn put_dir(
     while let Some(done) = uploads.next().await {
         record(done?, md5, &mut manifest, &mut report);
     }
-    walker
-        .await
-        .map_err(|e| io("reading files")(std::io::Error::other(e)))?;
+    walker.await.map_err(task("the dataset walk"))?;
     manifest.validate()?;
     let bytes = manifest.to_bytes();
     let cid = cids::dag_cbor(&bytes);

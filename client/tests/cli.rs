@@ -195,6 +195,14 @@ async fn a_mixed_dataset_round_trips_and_reads_go_to_devices_and_pipes() {
         .to_string();
     let null = json(&net.ok(&["--json", "get", &cid, "-o", "/dev/null"]));
     assert_eq!(null["bytes"], 9_000_001, "{null}");
+    // A full disk (/dev/full answers every write with ENOSPC): a failure that says so.
+    let full = net.cairn(&["get", &cid, "-o", "/dev/full"]);
+    let err = String::from_utf8_lossy(&full.stderr);
+    assert!(!full.status.success(), "{err}");
+    assert!(
+        err.contains("writing /dev/full: ") && err.contains("the disk is full"),
+        "{err}"
+    );
     // Into a pipe whose reader stops after 1000 bytes (`| head -c 1000`): the reader got the
     // object's first bytes, and cairn ends quietly.
     let mut child = std::process::Command::new(common::cairn_bin())

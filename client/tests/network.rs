@@ -271,7 +271,17 @@ async fn a_full_network_refuses_a_put_before_storing_any_shard() {
         .await
         .unwrap_err();
     assert_five_of_six_have_room(&err);
-    assert!(err.to_string().contains("cairn nodes"), "{err}");
+    // The library says what happened; the CLI adds where to look and what to do.
+    let file = net.path("full.bin");
+    std::fs::write(&file, &data).unwrap();
+    let cli = net.cairn(&["put", file.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&cli.stderr);
+    assert!(!cli.status.success(), "{said}");
+    assert!(
+        said.contains("the network is full: only 5 of 6 nodes have room")
+            && said.contains("`cairn nodes` shows each node's space"),
+        "{said}"
+    );
     let nodes = net.ok(&["--json", "nodes"]);
     let nodes: serde_json::Value = serde_json::from_str(nodes.trim()).unwrap();
     assert_eq!(nodes["shards"], 0, "nothing stored: {nodes}");

@@ -188,14 +188,10 @@ impl From<CatalogError> for Error {
 
 impl From<cairn_client::error::ClientError> for Error {
     fn from(e: cairn_client::error::ClientError) -> Self {
-        use cairn_chunker::chunking::ChunkError;
-        use cairn_chunker::pipeline::EncodeError;
         use cairn_client::error::ClientError as C;
         match e {
             // The body being stored could not be read (its stream failed or ended short).
-            C::Encode(EncodeError::Io(_) | EncodeError::Chunk(ChunkError::Io(_))) => {
-                Error::IncompleteBody(e.to_string())
-            }
+            C::Read { .. } => Error::IncompleteBody(e.to_string()),
             C::NoPeers
             | C::Unreachable { .. }
             | C::NotEnoughNodes { .. }
@@ -387,11 +383,11 @@ mod tests {
             EncodeError::Io(unread()),
             EncodeError::Chunk(ChunkError::Io(unread())),
         ] {
-            let e = Error::from(ClientError::Encode(e));
+            let e = Error::from(ClientError::from(e));
             assert!(matches!(e, Error::IncompleteBody(_)), "{e:?}");
             assert!(e.to_string().contains("10 bytes short"), "{e}");
         }
-        let e = Error::from(ClientError::Encode(EncodeError::Params(
+        let e = Error::from(ClientError::from(EncodeError::Params(
             "reading input: not an input error".into(),
         )));
         assert!(matches!(e, Error::Internal(_)), "{e:?}");

@@ -91,10 +91,13 @@ struct BodySender(tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>);
 
 impl Sink for BodySender {
     async fn put(&mut self, bytes: Bytes) -> Result<(), ClientError> {
-        self.0.send(Ok(bytes)).await.map_err(|_| ClientError::Io {
-            what: "sending a response body".into(),
-            source: std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the reader went away"),
-        })
+        self.0
+            .send(Ok(bytes))
+            .await
+            .map_err(|_| ClientError::Write {
+                to: cairn_client::error::Output::Stream("a response body"),
+                source: std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the reader went away"),
+            })
     }
 }
 
