@@ -3,6 +3,10 @@
 //! [`cli`] has the flags and commands, each command its own module; [`errors`] words what
 //! failed, [`ui`] prints.
 
+// Doc comments on the clap types are the terminal's `--help` text, where `<peer id>` is a
+// placeholder, not an HTML tag.
+#![allow(rustdoc::invalid_html_tags)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
