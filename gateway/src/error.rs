@@ -192,10 +192,14 @@ impl From<cairn_client::error::ClientError> for Error {
         match e {
             // The body being stored could not be read (its stream failed or ended short).
             C::Read { .. } => Error::IncompleteBody(e.to_string()),
+            // What the operator can do about it, as the CLI says it too.
+            C::NetworkFull { .. } => Error::Unavailable(format!(
+                "{e}; `cairn nodes` shows each node's space (free disk space on the nodes, raise \
+                 their storage.capacity, or add nodes)"
+            )),
             C::NoPeers
             | C::Unreachable { .. }
             | C::NotEnoughNodes { .. }
-            | C::NetworkFull { .. }
             | C::Upload { .. }
             | C::ManifestUpload { .. }
             | C::ManifestUnavailable { .. }

@@ -113,7 +113,13 @@ impl Overrides {
             c.peers = self.peers;
         }
         if let Some(dir) = self.devnet {
-            let state = cairn_client::devnet::DevnetState::read(&dir)?;
+            let state = cairn_client::devnet::DevnetState::read(&dir).with_context(|| {
+                format!(
+                    "no devnet in {}: start one with `cairn devnet --dir {}`",
+                    dir.display(),
+                    dir.display()
+                )
+            })?;
             c.peers = state.nodes.iter().map(|n| n.multiaddr.clone()).collect();
         }
         if let Some(v) = self.k {
