@@ -1,0 +1,223 @@
+//! Storing one item (a shard, a manifest) on ranked nodes: the next target started when one
+//! fails or goes silent, as `StoreRun` decides; manifests signed and published.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use cairn_chunker::Cid;
+use cairn_chunker::manifest::Provenance;
+use cairn_policy::placement;
+use cairn_policy::store::{self as policy, OnSilence, StoreRun};
+use cairn_wire::data::{self, Target};
+use cairn_wire::protocol::ManifestKind;
+use ed25519_dalek::SigningKey;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+
+use super::{PutOptions, STORE_SILENT_FOR, lock};
+use crate::error::ClientError;
+use crate::get::Incidents;
+use crate::network::{Network, StoreFailures};
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Stores a shard on the first of `targets` (node index, address) that takes it; see
+/// [`store_on`]. `stripe`: the nodes holding or taking the stripe's shards (each shard's first
+/// choice, and whichever node a retry or hedge took), so that no node gets two shards of one
+/// stripe. Returns what every attempt said when none took it.
+pub(super) async fn store_shard(
+    client: &data::Client,
+    targets: &[(usize, Target)],
+    cid: &Cid,
+    bytes: &Bytes,
+    stripe: &Mutex<HashSet<usize>>,
+    failures: &StoreFailures,
+    notes: &Incidents,
+) -> Result<(), Vec<String>> {
+    let store = |t: Target| async move { client.store(&t, cid, bytes.clone()).await };
+    let what = format!("shard {cid}");
+    // The first target is the shard's own choice (already in `stripe`); a later one only if no
+    // other shard of the stripe has taken it.
+    let free = |i: usize| i == 0 || lock(stripe).insert(targets[i].0);
+    let quiet = |t: &Target| client.silent_for(t);
+    match store_on(quiet, targets, 1, store, free, failures, notes, &what).await {
+        (0, attempts) => Err(attempts),
+        _ => Ok(()),
+    }
+}
+
+/// Runs `store` on `targets` (node index, address), in order, until `want` of them have taken
+/// what it stores, starting the next target (one `free` accepts) whenever one fails. A target
+/// whose node goes silent for [`STORE_SILENT_FOR`] (as `quiet` tells: how long nothing was
+/// heard from a target's node) gets the next target started beside it, and the store that
+/// finishes first counts: once `want` have, the rest are dropped, and their nodes discard what
+/// they got (one that took it just before is a spare holder). Failed nodes, and silent ones
+/// another target was started for, are reported to `failures`, so later stripes pass them
+/// over; all are noted in `notes` under `what`. Returns how many took it, and what the failed
+/// attempts said. The decisions are [`StoreRun`]'s; this runs them on tokio's clock.
+#[allow(clippy::too_many_arguments)]
+async fn store_on<F, Fut>(
+    quiet: impl Fn(&Target) -> Option<Duration>,
+    targets: &[(usize, Target)],
+    want: usize,
+    store: F,
+    free: impl Fn(usize) -> bool,
+    failures: &impl NodeReport,
+    notes: &Incidents,
+    what: &str,
+) -> (usize, Vec<String>)
+where
+    F: Fn(Target) -> Fut,
+    Fut: std::future::Future<Output = Result<(), data::DataError>>,
+{
+    let start = |i: usize| {
+        let t = targets[i].1;
+        let done = store(t);
+        async move { (i, done.await) }
+    };
+    let mut run = StoreRun::new(targets.len(), want);
+    let mut running = FuturesUnordered::new();
+    let mut attempts = Vec::new();
+    let mut watch = tokio::time::interval(policy::WATCH_EVERY);
+    watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        running.extend(run.start(&free).into_iter().map(start));
+        if run.is_done(!running.is_empty()) {
+            return (run.count(), attempts);
+        }
+        tokio::select! {
+            // An answer first: a store that finished is not judged silent by a tick that was
+            // ready at the same time.
+            biased;
+            Some((i, result)) = running.next() => {
+                let (n, t) = &targets[i];
+                match result {
+                    Ok(()) => {
+                        if run.stored(i) {
+                            // It was slow, not gone: let later stripes use it again.
+                            failures.answered(*n);
+                        }
+                    }
+                    Err(e) => {
+                        run.failed(i);
+                        failures.failed(*n, &e);
+                        notes.record(t.peer, format!("{what} not stored: {e}"));
+                        attempts.push(e.to_string());
+                    }
+                }
+            }
+            at = watch.tick() => {
+                if policy::tick_too_late(at.elapsed()) {
+                    continue;
+                }
+                let silent: Vec<usize> = run
+                    .watched()
+                    .iter()
+                    .copied()
+                    .filter(|&i| quiet(&targets[i].1).is_some_and(policy::is_silent))
+                    .collect();
+                for i in silent {
+                    let (n, t) = &targets[i];
+                    let secs = STORE_SILENT_FOR.as_secs();
+                    attempts.push(format!("{}: silent for {secs} s", t.peer));
+                    match run.silent(i, &free) {
+                        OnSilence::Hedge(h) => {
+                            failures.silent(*n);
+                            notes.record(
+                                t.peer,
+                                format!("{what}: nothing heard from the node for {secs} s; storing it elsewhere"),
+                            );
+                            running.push(start(h));
+                        }
+                        OnSilence::Wait => notes.record(
+                            t.peer,
+                            format!("{what}: nothing heard from the node for {secs} s; no other node to try, waiting"),
+                        ),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What a store run tells about the nodes it used (the network view, [`StoreFailures`]).
+trait NodeReport {
+    /// A store on node `index` failed with `error`.
+    fn failed(&self, index: usize, error: &data::DataError);
+    /// Node `index`, found silent, took the item after all.
+    fn answered(&self, index: usize);
+    /// Node `index` went silent and another target was started beside it.
+    fn silent(&self, index: usize);
+}
+
+impl NodeReport for StoreFailures {
+    fn failed(&self, index: usize, error: &data::DataError) {
+        self.report(index, error);
+    }
+    fn answered(&self, index: usize) {
+        StoreFailures::answered(self, index);
+    }
+    fn silent(&self, index: usize) {
+        StoreFailures::silent(self, index);
+    }
+}
+
+/// Signs a manifest and stores it with its envelope on the best-ranked nodes for its CID
+/// (`opts.manifest_copies`, default `m + 1`); returns how many nodes took it. Nodes that failed
+/// or went silent on the way are noted in `notes`, or logged as warnings without it.
+pub async fn publish_manifest(
+    net: &Network,
+    key: &SigningKey,
+    cid: &Cid,
+    kind: ManifestKind,
+    bytes: &[u8],
+    opts: &PutOptions,
+    notes: Option<&Incidents>,
+) -> Result<usize, ClientError> {
+    let envelope = Provenance::sign(*cid, key, now_ms(), opts.source.clone()).to_bytes();
+    // Nodes that recently failed rank last (`write_candidates` offers them with no room).
+    let targets: Vec<(usize, Target)> = placement::rank(&cid.to_bytes(), &net.write_candidates())
+        .into_iter()
+        .map(|i| (i, net.nodes()[i].target))
+        .collect();
+    let want = opts.copies().min(targets.len());
+    // The first `want` ranked nodes at once (each write is an fsync away: one after another,
+    // a small object's PUT waited for all of them in turn); a failure brings in the next one.
+    let envelope = std::slice::from_ref(&envelope);
+    let put = |t: Target| async move {
+        net.data()
+            .put_manifest(&t, cid, kind, bytes, envelope)
+            .await
+    };
+    let what = format!("manifest {cid}");
+    let own = Incidents::default();
+    let noted = notes.unwrap_or(&own);
+    let failures = net.store_failures();
+    let (stored, attempts) = store_on(
+        |t: &Target| net.data().silent_for(t),
+        &targets,
+        want,
+        put,
+        |_| true,
+        &failures,
+        noted,
+        &what,
+    )
+    .await;
+    for (peer, what) in own.list() {
+        tracing::warn!(%peer, "{what}");
+    }
+    if stored == 0 {
+        return Err(ClientError::ManifestUpload {
+            cid: Box::new(*cid),
+            attempts,
+        });
+    }
+    Ok(stored)
+}
