@@ -51,18 +51,6 @@ async fn assert_one_failure_counted(node: &RunningNode) {
 }
 
 /// Non-repeating bytes, so a 64-byte window identifies one place in the blob files.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 32) as u8
-        })
-        .collect()
-}
-
 fn blob_files(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir.join("db"))
         .unwrap()
@@ -103,7 +91,7 @@ async fn flipped_blob_bytes_are_detected_counted_and_not_served() {
     let dir = tempfile::tempdir().unwrap();
     let node = start(dir.path(), 0).await;
     let t = target(&node);
-    let data = noise(1 << 20, 1);
+    let data = cairn_testkit::data::bytes(1 << 20, 1);
     let good: Vec<u8> = data.iter().map(|b| b ^ 0x5a).collect();
     let (cid, cid_good) = (cids::raw(&data), cids::raw(&good));
     let client = data::Client::bind(libp2p::identity::Keypair::generate_ed25519()).unwrap();
@@ -164,7 +152,8 @@ async fn flipped_blob_bytes_are_detected_counted_and_not_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scrub_finds_bitrot_without_any_read() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, cid, _) = stored_then_flipped(dir.path(), noise(300_000, 2), 100_000).await;
+    let (_, cid, _) =
+        stored_then_flipped(dir.path(), cairn_testkit::data::bytes(300_000, 2), 100_000).await;
 
     // A fast scrub runs on its own.
     let node = start(dir.path(), 64 << 20).await;
@@ -186,7 +175,8 @@ async fn scrub_finds_bitrot_without_any_read() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_found_corrupt_while_being_sent_is_cut_off_and_reported() {
     let dir = tempfile::tempdir().unwrap();
-    let (data, cid, client) = stored_then_flipped(dir.path(), noise(1 << 20, 3), 900_000).await;
+    let (data, cid, client) =
+        stored_then_flipped(dir.path(), cairn_testkit::data::bytes(1 << 20, 3), 900_000).await;
 
     let node = start(dir.path(), 0).await;
     let t = target(&node);

@@ -1,6 +1,6 @@
 //! Time as the policies see it: a [`Time`] is a point on a monotonic clock that the caller
-//! owns. The daemons map `tokio::time::Instant` onto it (`cairn_wire::clock::Clock`); tests and
-//! the simulator count it themselves. Nothing in this crate reads a clock.
+//! owns. The client maps tokio's clock onto it (the time since its network view began); tests
+//! and the simulator count it themselves. Nothing in this crate reads a clock.
 
 use std::ops::{Add, Sub};
 use std::time::Duration;

@@ -176,8 +176,6 @@ mod tests {
     use axum::routing::get;
     use tokio::io::AsyncWriteExt;
 
-    /// Admin connections past the cap wait for a slot instead of each getting a task; a slot
-    /// freed lets the next one in.
     #[test]
     fn a_data_lock_is_exclusive_until_dropped() {
         let dir = std::env::temp_dir().join(format!("cairn-lock-{}", std::process::id()));
@@ -194,6 +192,8 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// Admin connections past the cap wait for a slot instead of each getting a task; a slot
+    /// freed lets the next one in.
     #[tokio::test]
     async fn connections_past_the_cap_wait_for_a_slot() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

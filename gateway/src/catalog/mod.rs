@@ -37,8 +37,8 @@ pub use records::{
 };
 
 /// Free bytes below which a write that failed with an I/O error is taken for a full disk
-/// (RocksDB needs room for its log and a memtable flush).
-pub const DISK_FULL_BELOW: u64 = 64 << 20;
+/// (RocksDB needs room for its log, memtable flushes and compactions, and fails them first).
+pub const DISK_FULL_BELOW: u64 = 256 << 20;
 
 /// Catalog errors.
 #[derive(Debug, thiserror::Error)]

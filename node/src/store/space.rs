@@ -44,6 +44,10 @@ impl StoreStats {
     }
 }
 
+/// Free bytes below which a write that failed with an I/O error is taken for a full disk, whatever
+/// `storage.disk_reserve` says (a memtable flush needs up to 64 MiB, a compaction more).
+pub(super) const FULL_FLOOR: u64 = 256 << 20;
+
 impl Store {
     /// The configured capacity.
     pub fn capacity(&self) -> u64 {
@@ -144,13 +148,16 @@ impl Store {
     }
 
     /// A failed write: [`StoreError::DiskFull`] when it failed with an I/O error and the disk
-    /// no longer has room for it beside the reserve (the reserve check before the write can
-    /// lose a race with other users of the disk; RocksDB's errors do not carry ENOSPC as a
-    /// type, so the disk is asked), else the database's error.
+    /// no longer has room for it and the writes beside it, keeping the reserve (at least
+    /// [`FULL_FLOOR`]: RocksDB's own flushes and compactions fail first, and with it the
+    /// writes after them, while some room is left), else the database's error. The reserve
+    /// check before a write can lose a race with other users of the disk; RocksDB's errors
+    /// do not carry ENOSPC as a type, so the disk is asked.
     pub(super) fn write_failed(&self, e: rocksdb::Error, needed: u64) -> StoreError {
         let available = self.disk_available();
-        let full =
-            available.is_some_and(|a| !capacity::disk_takes(a, self.config.disk_reserve, needed));
+        let beside = needed.saturating_add(self.writing.load(Ordering::SeqCst));
+        let keep = self.config.disk_reserve.max(FULL_FLOOR);
+        let full = available.is_some_and(|a| !capacity::disk_takes(a, keep, beside));
         if e.kind() == rocksdb::ErrorKind::IOError && full {
             self.disk_full(available.unwrap_or(0), needed)
         } else {
