@@ -15,6 +15,32 @@ use super::{Store, StoreError};
 /// Most provenance envelopes kept (and served) per manifest: what readers accept.
 pub(super) const MAX_ENVELOPES: usize = cairn_wire::protocol::MAX_ENVELOPES as usize;
 
+/// Checks a manifest against its CID and kind, and every envelope's signature over it: what a
+/// store (either twin) does before it keeps anything. The envelopes come back parsed, beside
+/// their bytes.
+pub(super) fn check_manifest<'a>(
+    cid: &Cid,
+    kind: ManifestKind,
+    bytes: &[u8],
+    envelopes: &'a [Vec<u8>],
+) -> Result<Vec<(Provenance, &'a Vec<u8>)>, StoreError> {
+    match kind {
+        ManifestKind::Object => {
+            ObjectManifest::from_bytes_for(cid, bytes)?;
+        }
+        ManifestKind::Dataset => {
+            DatasetManifest::from_bytes_for(cid, bytes)?;
+        }
+    }
+    let mut parsed = Vec::with_capacity(envelopes.len());
+    for env in envelopes {
+        let p = Provenance::from_bytes(env)?;
+        p.verify_for(cid)?;
+        parsed.push((p, env));
+    }
+    Ok(parsed)
+}
+
 impl Store {
     /// Checks and stores a manifest (object or dataset) and any provenance envelopes for it.
     pub fn put_manifest(
@@ -24,20 +50,7 @@ impl Store {
         bytes: &[u8],
         envelopes: &[Vec<u8>],
     ) -> Result<(), StoreError> {
-        match kind {
-            ManifestKind::Object => {
-                ObjectManifest::from_bytes_for(cid, bytes)?;
-            }
-            ManifestKind::Dataset => {
-                DatasetManifest::from_bytes_for(cid, bytes)?;
-            }
-        }
-        let mut parsed = Vec::with_capacity(envelopes.len());
-        for env in envelopes {
-            let p = Provenance::from_bytes(env)?;
-            p.verify_for(cid)?;
-            parsed.push((p, env));
-        }
+        let mut parsed = check_manifest(cid, kind, bytes, envelopes)?;
         let key = cid.to_bytes();
         // Anyone can sign any manifest, so envelopes are kept one per signer (the first), and
         // only as many as readers accept: more would make the manifest unreadable here. Writers

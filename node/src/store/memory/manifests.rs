@@ -3,13 +3,14 @@
 use std::collections::HashSet;
 
 use cairn_chunker::cids::{self, Cid};
-use cairn_chunker::manifest::{DatasetManifest, ObjectManifest, Provenance};
+use cairn_chunker::manifest::Provenance;
 
 use crate::store::StoreError;
 use crate::store::manifests::MAX_ENVELOPES;
 use cairn_wire::protocol::ManifestKind;
 
 use super::{MemStore, State};
+use crate::store::manifests::check_manifest;
 
 impl MemStore {
     /// Checks and stores a manifest (object or dataset) and any provenance envelopes for it.
@@ -20,20 +21,7 @@ impl MemStore {
         bytes: &[u8],
         envelopes: &[Vec<u8>],
     ) -> Result<(), StoreError> {
-        match kind {
-            ManifestKind::Object => {
-                ObjectManifest::from_bytes_for(cid, bytes)?;
-            }
-            ManifestKind::Dataset => {
-                DatasetManifest::from_bytes_for(cid, bytes)?;
-            }
-        }
-        let mut parsed = Vec::with_capacity(envelopes.len());
-        for env in envelopes {
-            let p = Provenance::from_bytes(env)?;
-            p.verify_for(cid)?;
-            parsed.push((p, env));
-        }
+        let mut parsed = check_manifest(cid, kind, bytes, envelopes)?;
         let key = cid.to_bytes();
         let mut state = self.state();
         // One envelope per signer (the first), at most as many as readers accept.
