@@ -133,6 +133,7 @@ fn control_handler(
                         used: s.used,
                         shards: s.shards,
                         disk_room: s.disk_room(),
+                        faulty: Vec::new(),
                     })
                 }
                 ControlRequest::Has(cids) if cids.len() > MAX_HAS => failure(
@@ -166,6 +167,13 @@ fn control_handler(
                         Err(e) => failure(ErrorCode::Internal, e.to_string()),
                     }
                 }
+                ControlRequest::Commitment { .. }
+                | ControlRequest::Prove { .. }
+                | ControlRequest::AuditReceipts(_)
+                | ControlRequest::Records { .. } => failure(
+                    ErrorCode::BadRequest,
+                    "this node does not take part in storage proofs".into(),
+                ),
                 ControlRequest::List { after, limit } => {
                     let limit = limit.clamp(1, MAX_LIST) as usize;
                     match tokio::task::spawn_blocking(move || store.list(after.as_ref(), limit))

@@ -185,7 +185,8 @@ impl Auditor {
         } else {
             self.seen.insert((prover, epoch), commitment.clone());
             let keep = self.config.keep_epochs;
-            self.seen.retain(|(_, e), _| e.saturating_add(keep) >= epoch);
+            self.seen
+                .retain(|(_, e), _| e.saturating_add(keep) >= epoch);
         }
         let nonce = challenge::nonce(&self.secret, epoch, &prover, self.counter);
         self.counter += 1;
@@ -214,14 +215,7 @@ impl Auditor {
                 named.push(r.clone());
             }
         }
-        let challenge = Challenge::new(
-            self.me,
-            prover,
-            epoch,
-            commitment.digest(),
-            nonce,
-            targets,
-        );
+        let challenge = Challenge::new(self.me, prover, epoch, commitment.digest(), nonce, targets);
         Ok(Question {
             challenge,
             commitment,

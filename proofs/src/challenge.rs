@@ -207,11 +207,26 @@ mod tests {
         assert!(p.iter().all(|&x| x < 1 << 30));
         let variants = [
             challenge(8),
-            Challenge { epoch: 10, ..c.clone() },
-            Challenge { prover: NodeKey([9; 32]), ..c.clone() },
-            Challenge { auditor: NodeKey([9; 32]), ..c.clone() },
-            Challenge { commitment: Hash32([9; 32]), ..c.clone() },
-            Challenge { targets: vec![], ..c.clone() },
+            Challenge {
+                epoch: 10,
+                ..c.clone()
+            },
+            Challenge {
+                prover: NodeKey([9; 32]),
+                ..c.clone()
+            },
+            Challenge {
+                auditor: NodeKey([9; 32]),
+                ..c.clone()
+            },
+            Challenge {
+                commitment: Hash32([9; 32]),
+                ..c.clone()
+            },
+            Challenge {
+                targets: vec![],
+                ..c.clone()
+            },
         ];
         for v in variants {
             assert_ne!(v.positions(1 << 30, 32), p, "{v:?}");

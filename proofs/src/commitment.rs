@@ -234,17 +234,32 @@ mod tests {
     #[test]
     fn commitments_round_trip_and_bind_their_fields() {
         let t = tree(&[1, 2, 3]);
-        let c = Commitment::sign(&key(1), 7, &t, vec![Hash32([9; 32])], vec![Hash32([2; 32])])
-            .unwrap();
+        let c =
+            Commitment::sign(&key(1), 7, &t, vec![Hash32([9; 32])], vec![Hash32([2; 32])]).unwrap();
         assert_eq!(c.count, 3);
         assert_eq!(c.bytes, 3006);
         assert_eq!(Commitment::from_bytes(&c.to_bytes()).unwrap(), c);
         let forged = [
-            Commitment { epoch: 8, ..c.clone() },
-            Commitment { bytes: 3007, ..c.clone() },
-            Commitment { root: Hash32([0; 32]), ..c.clone() },
-            Commitment { declared: vec![], ..c.clone() },
-            Commitment { node: NodeKey::of(&key(2)), ..c.clone() },
+            Commitment {
+                epoch: 8,
+                ..c.clone()
+            },
+            Commitment {
+                bytes: 3007,
+                ..c.clone()
+            },
+            Commitment {
+                root: Hash32([0; 32]),
+                ..c.clone()
+            },
+            Commitment {
+                declared: vec![],
+                ..c.clone()
+            },
+            Commitment {
+                node: NodeKey::of(&key(2)),
+                ..c.clone()
+            },
         ];
         for f in forged {
             assert!(f.verify().is_err(), "{f:?}");

@@ -146,7 +146,9 @@ impl ProofConfig {
             return bad("fault_quorum, max_contained and fault_window must be at least 1".into());
         }
         if self.keep_epochs < 2 {
-            return bad("keep_epochs must be at least 2 (containment asks again next epoch)".into());
+            return bad(
+                "keep_epochs must be at least 2 (containment asks again next epoch)".into(),
+            );
         }
         Ok(())
     }

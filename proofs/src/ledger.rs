@@ -594,7 +594,13 @@ mod tests {
         SigningKey::from_bytes(&[b; 32])
     }
 
-    fn receipt(auditor: u8, prover: u8, epoch: u64, verdict: Verdict, shards: &[u8]) -> AuditReceipt {
+    fn receipt(
+        auditor: u8,
+        prover: u8,
+        epoch: u64,
+        verdict: Verdict,
+        shards: &[u8],
+    ) -> AuditReceipt {
         AuditReceipt::sign(
             &key(auditor),
             NodeKey::of(&key(prover)),
@@ -621,7 +627,10 @@ mod tests {
         };
         assert!(forged.verify().is_err());
         let mut ledger = Ledger::with_quorum(3, 1);
-        assert!(matches!(ledger.apply(&forged, 5), Err(LedgerError::Codec(_))));
+        assert!(matches!(
+            ledger.apply(&forged, 5),
+            Err(LedgerError::Codec(_))
+        ));
     }
 
     #[test]
@@ -650,7 +659,9 @@ mod tests {
         let mut l = Ledger::with_quorum(3, 2);
         let p = NodeKey::of(&key(9));
         let fault = Verdict::Fault(FaultKind::BadChunk);
-        let a = l.apply(&receipt(1, 9, 10, fault.clone(), &[7]), 10).unwrap();
+        let a = l
+            .apply(&receipt(1, 9, 10, fault.clone(), &[7]), 10)
+            .unwrap();
         assert_eq!(
             a,
             vec![Action::Repair {
@@ -660,7 +671,8 @@ mod tests {
         );
         assert!(!l.record(&p).unwrap().faulty, "one auditor is not a quorum");
         // The same auditor again is still one auditor.
-        l.apply(&receipt(1, 9, 11, fault.clone(), &[7]), 11).unwrap();
+        l.apply(&receipt(1, 9, 11, fault.clone(), &[7]), 11)
+            .unwrap();
         assert!(l.faulty().is_empty());
         let a = l.apply(&receipt(2, 9, 11, fault, &[8]), 11).unwrap();
         assert!(a.contains(&Action::StopPlacing { node: p }));
@@ -685,11 +697,24 @@ mod tests {
         .into_iter()
         .enumerate()
         {
-            assert!(l.apply(&receipt(1, 9, 20 + i as u64, v, &[]), 23).unwrap().is_empty());
+            assert!(
+                l.apply(&receipt(1, 9, 20 + i as u64, v, &[]), 23)
+                    .unwrap()
+                    .is_empty()
+            );
         }
         let rec = l.record(&p).unwrap();
         assert!(!rec.faulty);
-        assert_eq!((rec.late, rec.contained, rec.offline, rec.cleared, rec.faults), (1, 1, 1, 1, 0));
+        assert_eq!(
+            (
+                rec.late,
+                rec.contained,
+                rec.offline,
+                rec.cleared,
+                rec.faults
+            ),
+            (1, 1, 1, 1, 0)
+        );
         assert_eq!(rec.proven_byte_epochs, 0);
     }
 
@@ -699,11 +724,38 @@ mod tests {
         let mut caught = Ledger::with_quorum(3, 1);
         let p = NodeKey::of(&key(9));
         let a = declared
-            .apply(&receipt(1, 9, 5, Verdict::Pass { bytes: 10, declared: 1 }, &[4]), 5)
+            .apply(
+                &receipt(
+                    1,
+                    9,
+                    5,
+                    Verdict::Pass {
+                        bytes: 10,
+                        declared: 1,
+                    },
+                    &[4],
+                ),
+                5,
+            )
             .unwrap();
-        assert_eq!(a, vec![Action::Repair { node: p, shards: vec![Hash32([4; 32])] }]);
+        assert_eq!(
+            a,
+            vec![Action::Repair {
+                node: p,
+                shards: vec![Hash32([4; 32])]
+            }]
+        );
         caught
-            .apply(&receipt(1, 9, 5, Verdict::Fault(FaultKind::Lost("gone".into())), &[4]), 5)
+            .apply(
+                &receipt(
+                    1,
+                    9,
+                    5,
+                    Verdict::Fault(FaultKind::Lost("gone".into())),
+                    &[4],
+                ),
+                5,
+            )
             .unwrap();
         let (d, c) = (declared.record(&p).unwrap(), caught.record(&p).unwrap());
         assert!(d.score > c.score, "{} vs {}", d.score, c.score);
@@ -717,7 +769,10 @@ mod tests {
         assert!(l.apply(&receipt(1, 1, 5, pass(1), &[]), 5).is_err());
         assert!(l.apply(&receipt(1, 2, 7, pass(1), &[]), 5).is_err());
         assert!(l.apply(&receipt(1, 2, 6, pass(1), &[]), 5).is_ok());
-        assert!(l.apply(&receipt(1, 2, 1, pass(1), &[]), 1 + HORIZON_EPOCHS + 1).is_err());
+        assert!(
+            l.apply(&receipt(1, 2, 1, pass(1), &[]), 1 + HORIZON_EPOCHS + 1)
+                .is_err()
+        );
     }
 
     proptest::proptest! {

@@ -86,7 +86,9 @@ pub enum ProveError {
     #[error("the challenge is not for this node or not valid: {0}")]
     NotMine(String),
     /// The challenge names a commitment this node did not make for that epoch.
-    #[error("the challenge names commitment {named} for epoch {epoch}; this node committed to {ours}")]
+    #[error(
+        "the challenge names commitment {named} for epoch {epoch}; this node committed to {ours}"
+    )]
     WrongCommitment {
         /// The epoch.
         epoch: u64,
@@ -276,11 +278,21 @@ impl EpochProof {
         let places = tree
             .multiproof(&leaves)
             .map_err(|e| ProveError::Tree(e.to_string()))?;
-        let proven =
-            verify_multiproof(&commitment.root, commitment.count, commitment.bytes, &places)
-                .map_err(|e| ProveError::Tree(e.to_string()))?;
-        let (wants, _, _) = wanted(challenge, tree.total_bytes(), params, &proven, &commitment.declared)
-            .map_err(|f| ProveError::Tree(f.to_string()))?;
+        let proven = verify_multiproof(
+            &commitment.root,
+            commitment.count,
+            commitment.bytes,
+            &places,
+        )
+        .map_err(|e| ProveError::Tree(e.to_string()))?;
+        let (wants, _, _) = wanted(
+            challenge,
+            tree.total_bytes(),
+            params,
+            &proven,
+            &commitment.declared,
+        )
+        .map_err(|f| ProveError::Tree(f.to_string()))?;
         let mut chunks = Vec::with_capacity(wants.len());
         let mut lost: Vec<Hash32> = Vec::new();
         let mut reason = String::new();
@@ -353,13 +365,28 @@ impl EpochProof {
             ))));
         }
         let digest = body_digest(&self.challenge, &self.places, &self.chunks);
-        codec::verify("epoch proof", &sent.prover, CONTEXT, &digest, &self.signature)
-            .map_err(|_| Fault::new(FaultKind::Unsigned))?;
-        let places =
-            verify_multiproof(&commitment.root, commitment.count, commitment.bytes, &self.places)
-                .map_err(|e| Fault::new(FaultKind::Places(e.to_string())))?;
-        let (wants, omitted, declared) =
-            wanted(sent, commitment.bytes, params, &places, &commitment.declared)?;
+        codec::verify(
+            "epoch proof",
+            &sent.prover,
+            CONTEXT,
+            &digest,
+            &self.signature,
+        )
+        .map_err(|_| Fault::new(FaultKind::Unsigned))?;
+        let places = verify_multiproof(
+            &commitment.root,
+            commitment.count,
+            commitment.bytes,
+            &self.places,
+        )
+        .map_err(|e| Fault::new(FaultKind::Places(e.to_string())))?;
+        let (wants, omitted, declared) = wanted(
+            sent,
+            commitment.bytes,
+            params,
+            &places,
+            &commitment.declared,
+        )?;
         // A named shard is due only if its receipt says so; the caller sends due ones only,
         // but a receipt-backed size must match the committed one.
         let mut wrong_size = Vec::new();

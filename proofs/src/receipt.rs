@@ -166,11 +166,26 @@ mod tests {
         assert!(bytes.len() <= MAX_RECEIPT_BYTES, "{}", bytes.len());
         assert_eq!(StorageReceipt::from_bytes(&bytes).unwrap(), r);
         let forged = [
-            StorageReceipt { size: 2 << 20, ..r.clone() },
-            StorageReceipt { start: 9, ..r.clone() },
-            StorageReceipt { end: 21, ..r.clone() },
-            StorageReceipt { shard: Hash32([8; 32]), ..r.clone() },
-            StorageReceipt { node: NodeKey::of(&key(2)), ..r.clone() },
+            StorageReceipt {
+                size: 2 << 20,
+                ..r.clone()
+            },
+            StorageReceipt {
+                start: 9,
+                ..r.clone()
+            },
+            StorageReceipt {
+                end: 21,
+                ..r.clone()
+            },
+            StorageReceipt {
+                shard: Hash32([8; 32]),
+                ..r.clone()
+            },
+            StorageReceipt {
+                node: NodeKey::of(&key(2)),
+                ..r.clone()
+            },
         ];
         for f in forged {
             assert!(f.verify().is_err(), "{f:?}");

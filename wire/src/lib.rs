@@ -11,6 +11,8 @@
 //!   protocol), used by nodes (`Role::Node`) and clients (`Role::Client`).
 //! * [`data`]: the QUIC data-plane endpoint, its framing and limits, and the verified client
 //!   that stores and fetches shards and manifests. The server half lives in `cairn-node`.
+//! * [`keys`]: a node's key as a libp2p peer id and as the ed25519 key its proofs are signed
+//!   with.
 //! * [`admin`]: what a running node shows other programs (`/status`, `node.json`) and a small
 //!   HTTP/1.1 client to read it.
 //! * [`daemon`] (feature `daemon`): the runtime and admin-server plumbing the node and the
@@ -25,6 +27,7 @@ pub mod admin;
 #[cfg(feature = "daemon")]
 pub mod daemon;
 pub mod data;
+pub mod keys;
 pub mod protocol;
 pub mod swarm;
 pub mod tls;

@@ -95,6 +95,10 @@ pub struct NodeInfo {
     /// be less than `capacity - used`, when the capacity promises more than the disk holds.
     #[serde(default)]
     pub disk_room: Option<u64>,
+    /// Peers this node's proof ledger holds faulty now (a quorum of auditors reported faults
+    /// within the fault window): clients place no new data on a node enough others name.
+    #[serde(default)]
+    pub faulty: Vec<String>,
 }
 
 impl NodeInfo {
@@ -159,7 +163,32 @@ pub enum ControlRequest {
         /// Most entries wanted (capped at [`MAX_SIGNED`]).
         limit: u32,
     },
+    /// This node's signed storage commitment for `epoch` (the current epoch, or one it still
+    /// keeps): a `cairn_proofs::commitment::Commitment`, encoded.
+    Commitment {
+        /// The epoch.
+        epoch: u64,
+    },
+    /// Answer this challenge (a `cairn_proofs::challenge::Challenge`, encoded) with a proof.
+    Prove {
+        /// The encoded challenge.
+        #[serde(with = "serde_bytes")]
+        challenge: Vec<u8>,
+    },
+    /// Audit receipts (`cairn_proofs::ledger::AuditReceipt`, encoded) spreading between
+    /// nodes: at most [`MAX_GOSSIP`].
+    AuditReceipts(Vec<serde_bytes::ByteBuf>),
+    /// The proof records this node's ledger keeps: of one node (a peer id), or of all.
+    Records {
+        /// The node asked about; every node if absent.
+        node: Option<String>,
+    },
 }
+
+/// Most audit receipts in one [`ControlRequest::AuditReceipts`].
+pub const MAX_GOSSIP: usize = 64;
+/// Most records in one [`ControlResponse::Records`].
+pub const MAX_RECORDS: usize = 1000;
 
 /// Most entries in one [`ControlResponse::Signed`].
 pub const MAX_SIGNED: u32 = 1000;
@@ -192,8 +221,86 @@ pub enum ControlResponse {
     },
     /// Answer to [`ControlRequest::Signed`], newest first.
     Signed(Vec<SignedManifest>),
+    /// Answer to [`ControlRequest::Commitment`]: the encoded commitment.
+    Commitment(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Answer to [`ControlRequest::Prove`]: the encoded `cairn_proofs::proof::EpochProof`.
+    Proof(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Answer to [`ControlRequest::Prove`] when the node cannot prove challenged shards: it has
+    /// lost them (they are quarantined now, and its next commitment declares them).
+    Unprovable {
+        /// The shards' roots.
+        shards: Vec<cairn_proofs::Hash32>,
+        /// Why, for people.
+        reason: String,
+    },
+    /// Answer to [`ControlRequest::AuditReceipts`]: how many were new to this node.
+    Accepted {
+        /// New receipts.
+        new: u32,
+    },
+    /// Answer to [`ControlRequest::Records`].
+    Records {
+        /// The node's current epoch.
+        epoch: u64,
+        /// The records (at most [`MAX_RECORDS`]).
+        records: Vec<RecordView>,
+    },
     /// The request failed.
     Error(RemoteError),
+}
+
+/// A node's proof record as another node's ledger keeps it (see `cairn_proofs::ledger`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordView {
+    /// The node (peer id).
+    pub peer_id: String,
+    /// Sum over epochs of the bytes proven in each.
+    pub proven_byte_epochs: u64,
+    /// Epochs with a passing audit.
+    pub proven_epochs: u64,
+    /// Audits passed.
+    pub passes: u64,
+    /// Questions asked again and answered (no fault, nothing earned).
+    pub cleared: u64,
+    /// Late answers.
+    pub late: u64,
+    /// Unanswered askings (containment).
+    pub contained: u64,
+    /// Audits that could not reach the node.
+    pub offline: u64,
+    /// Faults reported.
+    pub faults: u64,
+    /// Named shards the node had declared lost.
+    pub declared: u64,
+    /// Recovered shards proven again.
+    pub recoveries: u64,
+    /// Newest epoch heard of.
+    pub last_epoch: u64,
+    /// Faulty now: offered no new data.
+    pub faulty: bool,
+    /// Score in thousandths (0 to 1000; a new node starts at 500).
+    pub score_milli: u32,
+    /// Median time to first byte of recent probes.
+    pub probe_median_ms: Option<u64>,
+    /// Recent faults, newest last.
+    pub recent_faults: Vec<FaultView>,
+    /// Shard CIDs named for repair (at most 64 listed).
+    pub repair: Vec<String>,
+    /// Shards named for repair in all.
+    pub repair_count: u64,
+}
+
+/// One fault in a [`RecordView`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultView {
+    /// The epoch.
+    pub epoch: u64,
+    /// Who reported it (peer id).
+    pub auditor: String,
+    /// What it was, for people.
+    pub kind: String,
+    /// Shards concerned.
+    pub shards: u32,
 }
 
 /// What a manifest blob is, for the receiver's checks.
