@@ -275,16 +275,21 @@ impl EpochProof {
                 leaves.push(leaf);
             }
         }
-        let places = tree
-            .multiproof(&leaves)
+        let (places, proven) = if leaves.is_empty() {
+            (MultiProof::empty(), Vec::new())
+        } else {
+            let places = tree
+                .multiproof(&leaves)
+                .map_err(|e| ProveError::Tree(e.to_string()))?;
+            let proven = verify_multiproof(
+                &commitment.root,
+                commitment.count,
+                commitment.bytes,
+                &places,
+            )
             .map_err(|e| ProveError::Tree(e.to_string()))?;
-        let proven = verify_multiproof(
-            &commitment.root,
-            commitment.count,
-            commitment.bytes,
-            &places,
-        )
-        .map_err(|e| ProveError::Tree(e.to_string()))?;
+            (places, proven)
+        };
         let (wants, _, _) = wanted(
             challenge,
             tree.total_bytes(),
@@ -373,13 +378,19 @@ impl EpochProof {
             &self.signature,
         )
         .map_err(|_| Fault::new(FaultKind::Unsigned))?;
-        let places = verify_multiproof(
-            &commitment.root,
-            commitment.count,
-            commitment.bytes,
-            &self.places,
-        )
-        .map_err(|e| Fault::new(FaultKind::Places(e.to_string())))?;
+        // Nothing placed is valid only if nothing was asked of the tree; `wanted` below then
+        // finds any position or named shard left uncovered.
+        let places = if self.places.is_empty() {
+            Vec::new()
+        } else {
+            verify_multiproof(
+                &commitment.root,
+                commitment.count,
+                commitment.bytes,
+                &self.places,
+            )
+            .map_err(|e| Fault::new(FaultKind::Places(e.to_string())))?
+        };
         let (wants, omitted, declared) = wanted(
             sent,
             commitment.bytes,
@@ -455,5 +466,45 @@ impl EpochProof {
     /// Decodes a proof (its contents are checked by [`EpochProof::verify`]).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, CodecError> {
         codec::decode("epoch proof", bytes, MAX_PROOF_BYTES)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::receipt::StorageReceipt;
+
+    #[test]
+    fn an_empty_node_proves_its_empty_commitment_and_omits_what_it_signed_for() {
+        let key = SigningKey::from_bytes(&[4; 32]);
+        let tree = CommitTree::build(Vec::new()).unwrap();
+        let commitment = Commitment::sign(&key, 3, &tree, vec![], vec![]).unwrap();
+        let params = Params {
+            challenges: 32,
+            target_chunks: 2,
+        };
+        let ask = |targets| {
+            Challenge::new(
+                crate::NodeKey([9; 32]),
+                commitment.node,
+                3,
+                commitment.digest(),
+                Hash32([1; 32]),
+                targets,
+            )
+        };
+        let never = |_: &Entry, _: u64| -> Result<ChunkProof, String> { Err("no data".into()) };
+        let c = ask(vec![]);
+        let p = EpochProof::prove(&key, &commitment, &tree, &c, params, never).unwrap();
+        assert!(p.places.is_empty());
+        let proven = p.verify(&c, &commitment, &[], params).unwrap();
+        assert_eq!(proven.bytes, 0);
+        // A shard it signed a receipt for, named, is neither committed nor declared.
+        let receipt = StorageReceipt::sign(&key, Hash32([7; 32]), 100, 1, 9);
+        let c = ask(vec![receipt.shard]);
+        let p = EpochProof::prove(&key, &commitment, &tree, &c, params, never).unwrap();
+        let fault = p.verify(&c, &commitment, &[receipt], params).unwrap_err();
+        assert_eq!(fault.kind, FaultKind::Omitted);
+        assert_eq!(fault.shards, vec![Hash32([7; 32])]);
     }
 }

@@ -375,6 +375,23 @@ pub struct MultiProof {
 }
 
 impl MultiProof {
+    /// A proof of no leaves: what an answer carries when nothing was asked of the tree (an
+    /// empty commitment, or only shards the commitment declares lost). It proves nothing, so
+    /// [`verify_multiproof`] refuses it; callers check [`MultiProof::is_empty`] first.
+    pub fn empty() -> Self {
+        MultiProof {
+            indices: Vec::new(),
+            entries: Vec::new(),
+            siblings: Vec::new(),
+            separators: Vec::new(),
+        }
+    }
+
+    /// Whether this is [`MultiProof::empty`].
+    pub fn is_empty(&self) -> bool {
+        *self == Self::empty()
+    }
+
     /// The indices of the leaves it claims to prove, as sent (ascending in a valid proof).
     pub fn indices(&self) -> &[u64] {
         &self.indices
