@@ -118,6 +118,34 @@ pub enum StoreError {
         /// Most envelopes kept per manifest.
         max: usize,
     },
+    /// A lease that ends before it starts.
+    #[error("lease of {cid} from epoch {start} to epoch {end} ends before it starts")]
+    BadLease {
+        /// The shard.
+        cid: Cid,
+        /// First epoch asked for.
+        start: u64,
+        /// Last epoch asked for.
+        end: u64,
+    },
+    /// A 16 KiB group past the end of the shard.
+    #[error("{cid} has {groups} groups of 16 KiB: there is no group {group}")]
+    NoSuchGroup {
+        /// The shard.
+        cid: Cid,
+        /// The group asked for.
+        group: u64,
+        /// How many groups the shard has.
+        groups: u64,
+    },
+    /// Storage receipts offered for a manifest were refused (none of them is kept).
+    #[error("storage receipts for {manifest} refused: {reason}")]
+    BadReceipts {
+        /// The manifest.
+        manifest: Cid,
+        /// What is wrong, naming the receipt.
+        reason: String,
+    },
     /// Metadata the store wrote itself does not parse.
     #[error("store metadata is damaged: {0}")]
     Damaged(String),

@@ -24,14 +24,52 @@ pub(super) const CF_META: &str = "meta";
 /// Manifests by signer: `signer (32) ‖ time_ms (u64 BE) ‖ manifest CID` -> kind (0 object,
 /// 1 dataset), so a signer can find what it published (a gateway its latest catalog export).
 pub(super) const CF_SIGNED: &str = "signed";
+/// Leases of held shards: shard CID -> `start ‖ end ‖ size` (`u64 LE` each). Small rows, so the
+/// once-per-epoch walk over every lease reads neither pieces nor outboards.
+pub(super) const CF_LEASES: &str = "leases";
+/// Storage receipts kept beside manifests: `manifest CID ‖ shard root (32) ‖ node key (32)` ->
+/// the encoded receipt.
+pub(super) const CF_RECEIPTS: &str = "receipts";
+/// The same receipts by signer: `node key (32) ‖ manifest CID ‖ shard root (32)` -> the encoded
+/// receipt (a copy: an auditor's question is answered by one prefix walk).
+pub(super) const CF_RECEIPTS_BY_NODE: &str = "receipts-by-node";
 pub(super) const KEY_USED: &[u8] = b"used";
 pub(super) const KEY_COUNT: &[u8] = b"count";
 pub(super) const KEY_FORMAT: &[u8] = b"format";
+/// Format 4: every held shard has a row in `leases` (shards taken from now on get theirs when
+/// their receipt is signed). A format-3 store is given them on open: each shard it holds gets
+/// the open-ended lease `(0, u64::MAX)`, promised to no one but honoured as if it were, and the
+/// store is marked 4, which format-3 builds refuse (they would store shards without leases).
 /// Format 3: `used` and `count` change by merge operands ([`add_deltas`]). Format 2 (shards in
-/// pieces, counters written as totals) opens as it is: a total is a base the deltas add to. It
-/// is marked 3 so that older builds, which lack the merge operator, refuse it clearly. Format 1
-/// (one value per shard) is converted on open.
-pub(super) const FORMAT: u64 = 3;
+/// pieces, counters written as totals) opens as format 3: a total is a base the deltas add to.
+/// Format 1 (one value per shard) is converted to pieces on open, then on as format 3.
+pub(super) const FORMAT: u64 = 4;
+/// The format whose counters are merge operands and whose shards have no leases.
+const FORMAT_WITHOUT_LEASES: u64 = 3;
+
+/// A lease row: `start ‖ end ‖ size`, `u64 LE` each.
+pub(super) fn lease_row(start: u64, end: u64, size: u64) -> [u8; 24] {
+    let mut row = [0u8; 24];
+    row[..8].copy_from_slice(&start.to_le_bytes());
+    row[8..16].copy_from_slice(&end.to_le_bytes());
+    row[16..].copy_from_slice(&size.to_le_bytes());
+    row
+}
+
+/// A lease row read back: `(start, end, size)`.
+pub(super) fn parse_lease_row(row: &[u8]) -> Result<(u64, u64, u64), StoreError> {
+    if row.len() != 24 {
+        return Err(StoreError::Damaged(format!(
+            "a lease row of {} bytes, not 24",
+            row.len()
+        )));
+    }
+    Ok((
+        u64_le(&row[..8])?,
+        u64_le(&row[8..16])?,
+        u64_le(&row[16..])?,
+    ))
+}
 
 /// The merge operator of the `meta` column family: values and operands are 8-byte
 /// little-endian integers, a value the sum of the operands merged into it (a missing value
@@ -131,6 +169,9 @@ impl Store {
             ColumnFamilyDescriptor::new(CF_PROVENANCE, plain()),
             ColumnFamilyDescriptor::new(CF_META, meta_opts),
             ColumnFamilyDescriptor::new(CF_SIGNED, plain()),
+            ColumnFamilyDescriptor::new(CF_LEASES, plain()),
+            ColumnFamilyDescriptor::new(CF_RECEIPTS, plain()),
+            ColumnFamilyDescriptor::new(CF_RECEIPTS_BY_NODE, plain()),
         ];
         // Our own lock first, on a file RocksDB does not name (it leaves such files alone): a
         // second process gets a typed answer, not RocksDB's lock error to interpret.
@@ -162,21 +203,28 @@ impl Store {
             _lock: lock,
         };
         let meta = store.cf(CF_META)?;
-        match store.db.get_cf(meta, KEY_FORMAT)? {
-            None => store.db.put_cf(meta, KEY_FORMAT, FORMAT.to_le_bytes())?,
-            Some(v) if u64_le(&v)? == FORMAT => {}
-            Some(v) if u64_le(&v)? == 2 => {
-                store
-                    .db
-                    .put_cf_opt(meta, KEY_FORMAT, FORMAT.to_le_bytes(), &store.write_opts())?
+        let mut format = match store.db.get_cf(meta, KEY_FORMAT)? {
+            None => {
+                store.db.put_cf(meta, KEY_FORMAT, FORMAT.to_le_bytes())?;
+                FORMAT
             }
-            Some(v) if u64_le(&v)? == 1 => store.convert_from_format_1()?,
-            Some(v) => {
-                return Err(StoreError::Damaged(format!(
-                    "store format {} is not supported by this build (format {FORMAT})",
-                    u64_le(&v)?
-                )));
-            }
+            Some(v) => u64_le(&v)?,
+        };
+        if format == 1 {
+            store.convert_from_format_1()?;
+            format = FORMAT_WITHOUT_LEASES;
+        }
+        if format == 2 {
+            format = FORMAT_WITHOUT_LEASES;
+        }
+        if format == FORMAT_WITHOUT_LEASES {
+            store.add_open_ended_leases()?;
+            format = FORMAT;
+        }
+        if format != FORMAT {
+            return Err(StoreError::Damaged(format!(
+                "store format {format} is not supported by this build (format {FORMAT})"
+            )));
         }
         // A counter below zero would be a bug in the deltas; it reads as 0, not as 2^64 - n.
         let read = |k: &[u8]| -> Result<u64, StoreError> {
@@ -233,9 +281,54 @@ impl Store {
                 tracing::info!(converted, of = total, "converting the shard store");
             }
         }
-        self.db
-            .put_cf_opt(meta, KEY_FORMAT, FORMAT.to_le_bytes(), &self.write_opts())?;
+        self.db.put_cf_opt(
+            meta,
+            KEY_FORMAT,
+            FORMAT_WITHOUT_LEASES.to_le_bytes(),
+            &self.write_opts(),
+        )?;
         tracing::info!(converted, "shard store converted to shards in pieces");
+        Ok(())
+    }
+
+    /// Gives every held shard that has no lease the open-ended lease `(0, u64::MAX)` and marks
+    /// the store format 4. Shards stored before leases existed were promised to no one; this
+    /// keeps them in the node's commitments (and so provable) rather than silently out of them.
+    /// Rows are written 10,000 to a batch; an interrupted pass is resumed on the next open
+    /// (rows already written are left as they are).
+    fn add_open_ended_leases(&self) -> Result<(), StoreError> {
+        let (outboards, leases, meta) = (
+            self.cf(CF_OUTBOARDS)?,
+            self.cf(CF_LEASES)?,
+            self.cf(CF_META)?,
+        );
+        let mut batch = WriteBatch::default();
+        let mut added = 0u64;
+        for item in self.db.iterator_cf(outboards, IteratorMode::Start) {
+            let (key, row) = item?;
+            let Ok(size) = u64_le(&row) else {
+                tracing::warn!(key = ?&key[..], "a damaged shard row gets no lease");
+                continue;
+            };
+            if self.db.get_pinned_cf(leases, &key)?.is_some() {
+                continue;
+            }
+            batch.put_cf(leases, &key, lease_row(0, u64::MAX, size));
+            added += 1;
+            if batch.len() >= 10_000 {
+                self.db
+                    .write_opt(std::mem::take(&mut batch), &self.write_opts())?;
+                tracing::info!(added, "giving held shards open-ended leases");
+            }
+        }
+        batch.put_cf(meta, KEY_FORMAT, FORMAT.to_le_bytes());
+        self.db.write_opt(batch, &self.write_opts())?;
+        if added > 0 {
+            tracing::info!(
+                shards = added,
+                "shards stored before leases existed hold the open-ended lease (0, forever)"
+            );
+        }
         Ok(())
     }
 
@@ -261,6 +354,10 @@ impl Store {
             CF_MANIFESTS,
             CF_PROVENANCE,
             CF_META,
+            CF_SIGNED,
+            CF_LEASES,
+            CF_RECEIPTS,
+            CF_RECEIPTS_BY_NODE,
         ] {
             self.db.flush_cf(self.cf(cf)?)?;
         }
@@ -274,6 +371,7 @@ mod tests {
 
     use crate::store::testing::*;
     use crate::store::*;
+    use cairn_chunker::cids;
 
     /// Writes a `meta` value behind the store's back, as an older build would have.
     fn set_meta(store: &Store, key: &[u8], value: u64) {
@@ -324,10 +422,67 @@ mod tests {
         }
         assert_eq!(store.stats().shards, 4);
         assert_eq!(store.scrub_step(None, u64::MAX).unwrap().corrupt, vec![]);
+        // Then on to format 4, as a format-3 store is.
+        for (cid, _) in &held {
+            assert_eq!(store.lease(cid).unwrap(), Some((0, u64::MAX)));
+        }
         // Opening again leaves it alone.
         drop(store);
         let store = open(dir.path(), 10 << 20);
         assert_eq!(&store.read_shard(&held[3].0).unwrap(), &held[3].1);
+    }
+
+    #[test]
+    fn a_format_3_store_gives_its_shards_open_ended_leases_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, a_data) = shard(30_000, 1);
+        let (b, b_data) = shard(PIECE_BYTES + 5, 2);
+        let (c, c_data) = shard(70_000, 3);
+        {
+            let store = open(dir.path(), 1 << 20);
+            for (cid, data) in [(&a, &a_data), (&b, &b_data), (&c, &c_data)] {
+                store.put_shard(cid, data).unwrap();
+            }
+            // One shard leased already (an interrupted earlier pass, say); the others not.
+            store.extend_lease(&c, 5, 9).unwrap();
+            set_meta(&store, KEY_FORMAT, 3);
+        }
+        let store = open(dir.path(), 1 << 20);
+        assert_eq!(meta_value(&store, KEY_FORMAT), FORMAT);
+        assert_eq!(store.lease(&a).unwrap(), Some((0, u64::MAX)));
+        assert_eq!(store.lease(&b).unwrap(), Some((0, u64::MAX)));
+        assert_eq!(store.lease(&c).unwrap(), Some((5, 9)), "kept as it was");
+        // Committed from the first epoch on, for good.
+        let due = store.committable(1).unwrap();
+        let mut want = vec![
+            (
+                *cids::digest(&a, cids::Codec::Raw).unwrap().as_bytes(),
+                30_000,
+            ),
+            (
+                *cids::digest(&b, cids::Codec::Raw).unwrap().as_bytes(),
+                PIECE_BYTES as u64 + 5,
+            ),
+        ];
+        want.sort();
+        assert_eq!(due.entries, want);
+        assert_eq!(store.committable(u64::MAX).unwrap().entries, want);
+        // Shards stored from now on are not leased until a receipt is signed for them.
+        let (d, d_data) = shard(1_000, 4);
+        store.put_shard(&d, &d_data).unwrap();
+        drop(store);
+        let store = open(dir.path(), 1 << 20);
+        assert_eq!(store.lease(&d).unwrap(), None);
+        assert_eq!(store.committable(1).unwrap().entries, want);
+    }
+
+    #[test]
+    fn a_store_from_a_newer_build_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        set_meta(&open(dir.path(), 1 << 20), KEY_FORMAT, FORMAT + 1);
+        let err =
+            Store::open(dir.path(), StoreConfig::default(), StoreMetrics::default()).unwrap_err();
+        assert!(err.to_string().contains("not supported"), "{err}");
     }
 
     #[test]

@@ -11,6 +11,9 @@
 //! | `provenance` | manifest CID ‖ envelope CID | envelope bytes |
 //! | `meta` | `used`, `count`, `format` | `u64 LE` (`used` and `count` change by merge operands: `i64 LE` deltas) |
 //! | `signed` | signer (32 bytes) ‖ `time_ms` (u64 BE) ‖ manifest CID | kind: 0 object, 1 dataset (manifests by signer, newest last) |
+//! | `leases` | shard CID | `start ‖ end ‖ size` (`u64 LE` each): the epochs the node holds the shard through |
+//! | `receipts` | manifest CID ‖ shard root (32) ‖ node key (32) | an encoded storage receipt |
+//! | `receipts-by-node` | node key (32) ‖ manifest CID ‖ shard root (32) | the same receipt |
 //!
 //! Shards are kept in pieces so that a range read loads only the pieces it touches (a 16 KiB
 //! read of a 1 MiB shard reads 128 KiB, not 1 MiB) and a whole-shard send starts once its first
@@ -40,17 +43,21 @@
 //! database), `space` (capacity, disk room and the free-space rule), `shards` (writes, deletes,
 //! quarantine), `reads` (verified range and whole-shard reads, `has`, listings), `outgoing`
 //! (whole shards sent a verified piece at a time), `manifests` (manifests, provenance, the
-//! signed-by index), `scrub`, `config`, `error`, and `memory` ([`MemStore`]).
+//! signed-by index), `leases` (leases, what an epoch commits to, the raw group reads and
+//! quarantine storage proofs use), `receipts` (storage receipts beside manifests), `scrub`,
+//! `config`, `error`, and `memory` ([`MemStore`]).
 
 mod config;
 #[cfg(test)]
 mod contract;
 mod error;
 mod layout;
+mod leases;
 mod manifests;
 mod memory;
 mod outgoing;
 mod reads;
+mod receipts;
 mod scrub;
 mod shards;
 mod space;
@@ -72,9 +79,11 @@ use cairn_wire::protocol::{Holding, ManifestKind};
 pub use config::{DEFAULT_DISK_RESERVE, StoreConfig, StoreMetrics};
 pub use error::StoreError;
 pub use layout::PIECE_BYTES;
+pub use leases::Committable;
 pub use memory::MemStore;
 pub use outgoing::OutgoingShard;
 pub use reads::ListPage;
+pub use receipts::{MAX_RECEIPTS_PER_SHARD, ReceiptCursor};
 pub use scrub::ScrubReport;
 pub use shards::{CheckedShard, PutOutcome};
 pub use space::StoreStats;
@@ -90,7 +99,9 @@ pub use space::StoreStats;
 /// beyond the capacity and the disk's room ([`StoreStats::free`]), and the used-space and shard
 /// counters are exact, however calls interleave; manifests are verified against their CIDs,
 /// and provenance envelopes against their signatures, kept one per signer, at most as many as
-/// readers accept.
+/// readers accept; a held shard has at most one lease, which only grows, and goes when the
+/// shard does; storage receipts are kept only for a held manifest whose shards they name, at
+/// most [`MAX_RECEIPTS_PER_SHARD`] per shard.
 ///
 /// Methods may block (disk I/O, hashing): call them from a blocking thread.
 pub trait ShardStore: Send + Sync + std::fmt::Debug {
@@ -166,6 +177,52 @@ pub trait ShardStore: Send + Sync + std::fmt::Debug {
         signer: &[u8],
         limit: usize,
     ) -> Result<Vec<(Cid, u64, ManifestKind)>, StoreError>;
+
+    /// Records a lease `(start, end)` (in epochs) on a held shard, or extends the one it has to
+    /// the earliest start and the latest end; returns the lease now held, durably.
+    /// [`StoreError::NotFound`] if the shard is not held, [`StoreError::BadLease`] if
+    /// `end < start`.
+    fn extend_lease(&self, cid: &Cid, start: u64, end: u64) -> Result<(u64, u64), StoreError>;
+
+    /// A shard's lease; `None` if it is not held, or held under no lease yet.
+    fn lease(&self, cid: &Cid) -> Result<Option<(u64, u64)>, StoreError>;
+
+    /// What the node commits to in `epoch`: every held shard whose lease has
+    /// `start < epoch <= end`, intact ones as `(root, size)` sorted by root, quarantined ones
+    /// by root. Reads the leases only (no piece, no outboard). Shards stored before leases
+    /// existed were given the lease `(0, u64::MAX)` when the store was opened (format 4).
+    fn committable(&self, epoch: u64) -> Result<Committable, StoreError>;
+
+    /// `(size, group bytes, whole outboard)` for 16 KiB group `group` of a held shard (the last
+    /// group may be short), read from the one stored piece holding it and not verified.
+    /// Quarantined: [`StoreError::Corrupt`]; not held: [`StoreError::NotFound`]; past the end:
+    /// [`StoreError::NoSuchGroup`].
+    fn read_group(&self, cid: &Cid, group: u64) -> Result<(u64, Vec<u8>, Vec<u8>), StoreError>;
+
+    /// Quarantines a held shard whose bytes the caller found bad at `offset`, as a corrupt read
+    /// does (unless, read again under the shard's claim, it verifies: it was repaired
+    /// meanwhile). [`StoreError::NotFound`] if it is not held.
+    fn quarantine(&self, cid: &Cid, offset: u64) -> Result<(), StoreError>;
+
+    /// Keeps encoded storage receipts beside a held manifest: see [`Store::put_receipts`].
+    /// Returns how many were written.
+    fn put_receipts(&self, manifest: &Cid, receipts: &[Vec<u8>]) -> Result<usize, StoreError>;
+
+    /// Every receipt kept for a held manifest, by shard root and then node key.
+    fn receipts_for(&self, manifest: &Cid) -> Result<Vec<Vec<u8>>, StoreError>;
+
+    /// A page of [`ShardStore::receipts_for`]: at most `limit` after `after`, and whether more
+    /// follow.
+    fn receipts_page(
+        &self,
+        manifest: &Cid,
+        after: Option<ReceiptCursor>,
+        limit: usize,
+    ) -> Result<(Vec<Vec<u8>>, bool), StoreError>;
+
+    /// Receipts signed by `node` across every manifest, at most `limit`, by manifest CID and
+    /// then shard root.
+    fn receipts_of(&self, node: &[u8; 32], limit: usize) -> Result<Vec<Vec<u8>>, StoreError>;
 
     /// Makes everything stored so far durable (called on clean shutdown).
     fn flush(&self) -> Result<(), StoreError>;
@@ -284,6 +341,47 @@ impl ShardStore for Store {
         limit: usize,
     ) -> Result<Vec<(Cid, u64, ManifestKind)>, StoreError> {
         Store::signed_by(self, signer, limit)
+    }
+
+    fn extend_lease(&self, cid: &Cid, start: u64, end: u64) -> Result<(u64, u64), StoreError> {
+        Store::extend_lease(self, cid, start, end)
+    }
+
+    fn lease(&self, cid: &Cid) -> Result<Option<(u64, u64)>, StoreError> {
+        Store::lease(self, cid)
+    }
+
+    fn committable(&self, epoch: u64) -> Result<Committable, StoreError> {
+        Store::committable(self, epoch)
+    }
+
+    fn read_group(&self, cid: &Cid, group: u64) -> Result<(u64, Vec<u8>, Vec<u8>), StoreError> {
+        Store::read_group(self, cid, group)
+    }
+
+    fn quarantine(&self, cid: &Cid, offset: u64) -> Result<(), StoreError> {
+        Store::quarantine(self, cid, offset)
+    }
+
+    fn put_receipts(&self, manifest: &Cid, receipts: &[Vec<u8>]) -> Result<usize, StoreError> {
+        Store::put_receipts(self, manifest, receipts)
+    }
+
+    fn receipts_for(&self, manifest: &Cid) -> Result<Vec<Vec<u8>>, StoreError> {
+        Store::receipts_for(self, manifest)
+    }
+
+    fn receipts_page(
+        &self,
+        manifest: &Cid,
+        after: Option<ReceiptCursor>,
+        limit: usize,
+    ) -> Result<(Vec<Vec<u8>>, bool), StoreError> {
+        Store::receipts_page(self, manifest, after, limit)
+    }
+
+    fn receipts_of(&self, node: &[u8; 32], limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        Store::receipts_of(self, node, limit)
     }
 
     fn flush(&self) -> Result<(), StoreError> {

@@ -9,8 +9,8 @@ use cairn_chunker::verified;
 use rocksdb::WriteBatch;
 
 use super::layout::{
-    CF_CORRUPT, CF_META, CF_OUTBOARDS, CF_SHARDS, KEY_COUNT, KEY_USED, PIECE_BYTES, delta, join,
-    piece_count, piece_key, u64_le,
+    CF_CORRUPT, CF_LEASES, CF_META, CF_OUTBOARDS, CF_SHARDS, KEY_COUNT, KEY_USED, PIECE_BYTES,
+    delta, join, piece_count, piece_key, u64_le,
 };
 use super::{Store, StoreError, StoreMetrics};
 
@@ -186,7 +186,7 @@ impl Store {
         })
     }
 
-    /// Removes a shard and gives its space back.
+    /// Removes a shard (and its lease) and gives its space back.
     pub fn delete_shard(&self, cid: &Cid) -> Result<bool, StoreError> {
         let key = cid.to_bytes();
         let (outboards, shards, corrupt, meta) = (
@@ -212,6 +212,8 @@ impl Store {
         }
         batch.delete_cf(outboards, &key);
         batch.delete_cf(corrupt, &key);
+        // The promise goes with the bytes: a shard stored again is leased again.
+        batch.delete_cf(self.cf(CF_LEASES)?, &key);
         batch.merge_cf(meta, KEY_USED, delta(-(len as i64)));
         batch.merge_cf(meta, KEY_COUNT, delta(-1));
         self.db

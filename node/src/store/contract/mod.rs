@@ -153,8 +153,10 @@ macro_rules! contract {
     };
 }
 
+mod leases;
 mod manifests;
 mod reads;
+mod receipts;
 mod script;
 mod shards;
 

@@ -27,7 +27,7 @@ fn script<S: Subject>(store: &S, seed: u64, steps: usize) -> Vec<String> {
     for step in 0..steps {
         let (cid, data) = &pool[next(pool.len() as u64) as usize];
         let size = data.len() as u64;
-        let answer = match next(12) {
+        let answer = match next(15) {
             0 => format!("put {:?}", store.put_shard(cid, data)),
             1 => {
                 let mut bad = data.clone();
@@ -70,6 +70,24 @@ fn script<S: Subject>(store: &S, seed: u64, steps: usize) -> Vec<String> {
                 format!("scrub {report:?}")
             }
             10 => format!("put again {:?}", store.put_shard(cid, data)),
+            12 => {
+                let start = next(20);
+                let end = start + next(20);
+                format!(
+                    "lease {start}..={end} {:?} {:?}",
+                    store.extend_lease(cid, start, end),
+                    store.lease(cid)
+                )
+            }
+            13 => format!("committable {:?}", store.committable(next(30))),
+            14 => {
+                let group = next(size.div_ceil(16_384) + 1);
+                let read = store.read_group(cid, group);
+                format!(
+                    "group {group} {:?}",
+                    read.map(|(n, g, o)| (n, g.len(), o.len()))
+                )
+            }
             _ => {
                 let piece = next(piece_count(size) as u64) as usize;
                 if store.has(&[*cid]).unwrap()[0] != Holding::Absent {

@@ -1,7 +1,9 @@
 //! [`MemStore`]: the shard store's in-memory twin, for tests and simulations.
 
+mod leases;
 mod manifests;
 mod reads;
+mod receipts;
 mod shards;
 
 use std::collections::{BTreeMap, HashMap};
@@ -19,8 +21,8 @@ use super::layout::{PIECE_BYTES, piece_bytes, u64_le};
 use super::outgoing::PieceSource;
 use super::shards::now_ms;
 use super::{
-    CheckedShard, ListPage, OutgoingShard, PutOutcome, ScrubReport, ShardStore, StoreConfig,
-    StoreError, StoreMetrics, StoreStats,
+    CheckedShard, Committable, ListPage, OutgoingShard, PutOutcome, ReceiptCursor, ScrubReport,
+    ShardStore, StoreConfig, StoreError, StoreMetrics, StoreStats,
 };
 
 /// A shard store in memory, with the observable behaviour of the RocksDB [`Store`](super::Store)
@@ -43,7 +45,9 @@ use super::{
 ///
 /// Faults are injected with [`MemStore::overwrite_stored`], [`MemStore::lose_piece`],
 /// [`MemStore::overwrite_outboard`] and [`MemStore::overwrite_manifest`], as bitrot or a
-/// damaged disk would leave a real store.
+/// damaged disk would leave a real store. Leases and receipts are kept as the RocksDB store
+/// keeps them, in the same orders; a `MemStore` has no older format, so every shard it holds
+/// was leased (or not yet) through [`ShardStore::extend_lease`].
 pub struct MemStore {
     config: StoreConfig,
     metrics: StoreMetrics,
@@ -64,6 +68,11 @@ struct State {
     /// The signed-by index, keyed as the RocksDB store keys it: `signer ‖ time_ms (u64 BE) ‖
     /// manifest CID` -> kind (0 object, 1 dataset).
     signed: BTreeMap<Vec<u8>, u8>,
+    /// Storage receipts, keyed as the RocksDB store's `receipts` rows: `manifest CID ‖ shard
+    /// root ‖ node key` -> encoded receipt.
+    receipts: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// The same receipts keyed `node key ‖ manifest CID ‖ shard root`.
+    receipts_by_node: BTreeMap<Vec<u8>, Vec<u8>>,
     /// Shard bytes held.
     used: u64,
     /// Shards held.
@@ -82,6 +91,9 @@ struct Held {
     pieces: Vec<Option<Bytes>>,
     /// When it failed verification (ms since the epoch): quarantined until stored again.
     corrupt: Option<u64>,
+    /// Its lease once it has one: `(start, end, size)`, as the RocksDB store's `leases` rows
+    /// (the size as it was when the lease was recorded).
+    lease: Option<(u64, u64, u64)>,
 }
 
 impl Held {
@@ -331,6 +343,47 @@ impl ShardStore for MemStore {
         limit: usize,
     ) -> Result<Vec<(Cid, u64, ManifestKind)>, StoreError> {
         MemStore::signed_by(self, signer, limit)
+    }
+
+    fn extend_lease(&self, cid: &Cid, start: u64, end: u64) -> Result<(u64, u64), StoreError> {
+        MemStore::extend_lease(self, cid, start, end)
+    }
+
+    fn lease(&self, cid: &Cid) -> Result<Option<(u64, u64)>, StoreError> {
+        MemStore::lease(self, cid)
+    }
+
+    fn committable(&self, epoch: u64) -> Result<Committable, StoreError> {
+        MemStore::committable(self, epoch)
+    }
+
+    fn read_group(&self, cid: &Cid, group: u64) -> Result<(u64, Vec<u8>, Vec<u8>), StoreError> {
+        MemStore::read_group(self, cid, group)
+    }
+
+    fn quarantine(&self, cid: &Cid, offset: u64) -> Result<(), StoreError> {
+        MemStore::quarantine(self, cid, offset)
+    }
+
+    fn put_receipts(&self, manifest: &Cid, receipts: &[Vec<u8>]) -> Result<usize, StoreError> {
+        MemStore::put_receipts(self, manifest, receipts)
+    }
+
+    fn receipts_for(&self, manifest: &Cid) -> Result<Vec<Vec<u8>>, StoreError> {
+        MemStore::receipts_for(self, manifest)
+    }
+
+    fn receipts_page(
+        &self,
+        manifest: &Cid,
+        after: Option<ReceiptCursor>,
+        limit: usize,
+    ) -> Result<(Vec<Vec<u8>>, bool), StoreError> {
+        MemStore::receipts_page(self, manifest, after, limit)
+    }
+
+    fn receipts_of(&self, node: &[u8; 32], limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        MemStore::receipts_of(self, node, limit)
     }
 
     /// Nothing to make durable.

@@ -15,7 +15,7 @@ use super::{Held, MemStore, join};
 
 impl MemStore {
     /// A held shard that is not quarantined, as it is now (or why not).
-    fn servable(&self, cid: &Cid) -> Result<Held, StoreError> {
+    pub(super) fn servable(&self, cid: &Cid) -> Result<Held, StoreError> {
         let state = self.state();
         let held = state
             .shards

@@ -94,10 +94,11 @@ impl MemStore {
     ) -> Result<PutOutcome, StoreError> {
         let key = cid.to_bytes();
         let mut state = self.state();
-        let was_corrupt = match state.shards.get(&key) {
+        // A repaired shard keeps its lease.
+        let (was_corrupt, lease) = match state.shards.get(&key) {
             Some(held) if held.corrupt.is_none() => return Ok(PutOutcome::AlreadyHeld),
-            Some(_) => true,
-            None => false,
+            Some(held) => (true, held.lease),
+            None => (false, None),
         };
         let capacity = self.config.capacity;
         if !was_corrupt && !space(capacity, state.used).capacity_takes(len) {
@@ -123,6 +124,7 @@ impl MemStore {
             row,
             pieces,
             corrupt: None,
+            lease,
         };
         state.shards.insert(key, held);
         if !was_corrupt {
@@ -137,7 +139,7 @@ impl MemStore {
         })
     }
 
-    /// Removes a shard and gives its space back; `false` if it was not held.
+    /// Removes a shard (and its lease) and gives its space back; `false` if it was not held.
     pub fn delete_shard(&self, cid: &Cid) -> Result<bool, StoreError> {
         let key = cid.to_bytes();
         let mut state = self.state();
