@@ -172,6 +172,8 @@ pub struct DevnetConfig {
     pub converge_timeout: Duration,
     /// The `cairn-gateway` binary and its S3 port (0: any free port); `None` runs no gateway.
     pub gateway: Option<(PathBuf, u16)>,
+    /// More `cairn-node init` flags for every node (e.g. `--epoch 10s`).
+    pub node_args: Vec<String>,
 }
 
 /// A running devnet: its processes and state.
@@ -218,6 +220,7 @@ async fn spawn_node(
                 "--label",
                 &format!("devnet-{index}"),
             ])
+            .args(&cfg.node_args)
             .output()
             .await
             .map_err(io(format!("running {}", cfg.node_binary.display())))?;

@@ -11,6 +11,7 @@
 //! * [`output`]: verified bytes written to files and pipes from a writer thread, in batches.
 //! * [`cache`]: a bounded, single-flight cache of verified shards for long-lived readers.
 //! * [`verify`]: `stat` (where every shard is) and a full audit.
+//! * [`audit`]: a data owner's storage-proof audit of the nodes holding its shards.
 //! * [`keys`]: the uploader's ed25519 identity.
 //! * [`devnet`]: a local network of `cairn-node` processes.
 //!
@@ -35,6 +36,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![deny(rustdoc::broken_intra_doc_links)]
 
+pub mod audit;
 pub mod cache;
 pub mod devnet;
 pub mod error;

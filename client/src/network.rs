@@ -28,6 +28,10 @@ pub const JOIN_TIMEOUT: Duration = Duration::from_secs(3);
 pub const LOCATE_TIMEOUT: Duration = Duration::from_secs(3);
 pub use cairn_policy::health::{DOWN_FOR, FULL_FOR, LOCATED_FOR};
 
+/// Nodes that must name a node faulty (from their proof ledgers) before a client places no
+/// new data on it: the nodes' own default `proofs.fault_quorum`.
+pub const FAULTY_QUORUM: usize = 2;
+
 /// Who holds which shards (indices into [`Network::nodes`]).
 #[derive(Debug, Clone, Default)]
 pub struct Holders {
@@ -354,17 +358,37 @@ impl Network {
 
     /// [`Network::candidates`] for placing new shards: a node that recently failed to answer
     /// ([`DOWN_FOR`]) or refused a shard for lack of space ([`FULL_FOR`]) is offered with no
-    /// free space, so placement passes it over instead of trying it first again.
+    /// free space, so placement passes it over instead of trying it first again; so is a node
+    /// that at least [`FAULTY_QUORUM`] other nodes' proof ledgers hold faulty.
     pub fn write_candidates(&self) -> Vec<Candidate> {
         let mut candidates = self.candidates();
         let now = self.shared.now();
         let health = self.shared.health();
+        let faulty = self.faulty();
         for (c, n) in candidates.iter_mut().zip(&self.nodes) {
-            if !health.takes_writes(&n.peer(), now) {
+            if !health.takes_writes(&n.peer(), now) || faulty.contains(&n.info.peer_id) {
                 c.free = 0;
             }
         }
         candidates
+    }
+
+    /// Nodes that at least [`FAULTY_QUORUM`] of the nodes that answered name faulty (a node's
+    /// word about itself does not count).
+    pub fn faulty(&self) -> std::collections::BTreeSet<String> {
+        let reports: Vec<Vec<String>> = self
+            .nodes
+            .iter()
+            .map(|n| {
+                n.info
+                    .faulty
+                    .iter()
+                    .filter(|p| **p != n.info.peer_id)
+                    .cloned()
+                    .collect()
+            })
+            .collect();
+        cairn_proofs::ledger::named_by_quorum(&reports, FAULTY_QUORUM)
     }
 
     /// Tells the network view that node `index` failed to store a shard with `error`: a node
@@ -385,6 +409,51 @@ impl Network {
                 .collect::<Vec<_>>()
                 .into(),
         }
+    }
+
+    /// Sends a control request to a node and waits (at most `timeout`) for its answer.
+    pub async fn control(
+        &self,
+        peer: libp2p::PeerId,
+        req: ControlRequest,
+        timeout: std::time::Duration,
+    ) -> Result<ControlResponse, cairn_wire::swarm::SwarmError> {
+        match tokio::time::timeout(timeout, self.shared.swarm.request(peer, req)).await {
+            Ok(r) => r,
+            Err(_) => Err(cairn_wire::swarm::SwarmError::Request {
+                peer,
+                reason: format!("no answer within {}s", timeout.as_secs_f64()),
+            }),
+        }
+    }
+
+    /// Every node's proof ledger (of `node` only, when given): `(reporter peer id, its epoch,
+    /// its records)` for each node that answered.
+    pub async fn records(
+        &self,
+        node: Option<&str>,
+    ) -> Vec<(String, u64, Vec<cairn_wire::protocol::RecordView>)> {
+        let asks = self.nodes.iter().map(|n| {
+            let swarm = self.shared.swarm.clone();
+            let (peer, node) = (n.peer(), node.map(str::to_string));
+            async move {
+                let ask = swarm.request(peer, ControlRequest::Records { node });
+                match tokio::time::timeout(LOCATE_TIMEOUT, ask).await {
+                    Ok(Ok(ControlResponse::Records { epoch, records })) => {
+                        Some((peer.to_string(), epoch, records))
+                    }
+                    other => {
+                        tracing::debug!(%peer, "no proof records: {other:?}");
+                        None
+                    }
+                }
+            }
+        });
+        futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     /// Manifests signed by `signer` (an ed25519 public key) that any node holds, newest first,

@@ -1,5 +1,6 @@
 //! The node's admin HTTP server: `GET /health`, `GET /metrics` (Prometheus text), `GET /status`
-//! (JSON, [`cairn_wire::admin::Status`]).
+//! (JSON, [`cairn_wire::admin::Status`]), `GET /proofs` (JSON: this node's commitment and its
+//! ledger's records of its peers).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,6 +31,8 @@ pub struct AdminState {
     pub data_addrs: Vec<SocketAddr>,
     /// Label.
     pub label: Option<String>,
+    /// Storage proofs, when enabled.
+    pub proofs: Option<Arc<crate::proofs::Proofs>>,
 }
 
 async fn health() -> &'static str {
@@ -39,6 +42,9 @@ async fn health() -> &'static str {
 async fn metrics(State(s): State<AdminState>) -> Response {
     let peers = s.swarm.peers().await.unwrap_or_default();
     let connected = peers.iter().filter(|p| p.connected).count();
+    if let Some(p) = &s.proofs {
+        s.metrics.proofs.set_scores(&p.records(None));
+    }
     let body = s.metrics.render(s.store.stats(), connected, peers.len());
     (
         [(
@@ -73,6 +79,36 @@ async fn status(State(s): State<AdminState>) -> Response {
     .into_response()
 }
 
+async fn proofs(State(s): State<AdminState>) -> Response {
+    let Some(p) = &s.proofs else {
+        return (
+            StatusCode::NOT_FOUND,
+            "storage proofs are off on this node (proofs.enabled = false)\n",
+        )
+            .into_response();
+    };
+    let epoch = p.epoch();
+    let commitment = match p.commitment(epoch).await {
+        Ok(c) => serde_json::json!({
+            "epoch": c.commitment.epoch,
+            "digest": c.commitment.digest().to_string(),
+            "shards": c.commitment.count,
+            "bytes": c.commitment.bytes,
+            "declared": c.commitment.declared.iter().map(crate::proofs::shard_cid).collect::<Vec<_>>(),
+            "recovered": c.commitment.recovered.iter().map(crate::proofs::shard_cid).collect::<Vec<_>>(),
+        }),
+        Err(e) => serde_json::json!({ "error": e.to_string() }),
+    };
+    Json(serde_json::json!({
+        "peer_id": s.swarm.local_peer_id().to_string(),
+        "epoch": epoch,
+        "epoch_ms": p.config().epochs.length_ms(),
+        "commitment": commitment,
+        "records": p.records(None),
+    }))
+    .into_response()
+}
+
 /// Serves the admin API on `listener` until `cancel` fires.
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -83,6 +119,7 @@ pub async fn serve(
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/status", get(status))
+        .route("/proofs", get(proofs))
         .with_state(state);
     serve_router(listener, app, cancel).await;
 }

@@ -150,6 +150,99 @@ impl Default for StorageConfig {
     }
 }
 
+/// A duration written with a unit: `500ms`, `10s`, `5m`, `1h`, `7d`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Span(pub std::time::Duration);
+
+impl FromStr for Span {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = (&t[..split], t[split..].trim());
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("{s:?} is not a duration (use e.g. 10s, 5m, 1h, 7d)"))?;
+        let ms: u64 = match unit {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            other => {
+                return Err(format!(
+                    "unknown duration unit {other:?} in {s:?} (use ms, s, m, h or d)"
+                ));
+            }
+        };
+        let ms = n
+            .checked_mul(ms)
+            .ok_or_else(|| format!("{s:?} is out of range"))?;
+        Ok(Span(std::time::Duration::from_millis(ms)))
+    }
+}
+
+impl fmt::Display for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        for (unit, name) in [
+            (86_400_000, "d"),
+            (3_600_000, "h"),
+            (60_000, "m"),
+            (1000, "s"),
+        ] {
+            if ms >= unit && ms % unit == 0 {
+                return write!(f, "{}{name}", ms / unit);
+            }
+        }
+        write!(f, "{ms}ms")
+    }
+}
+
+impl Serialize for Span {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Span {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Proof-of-storage settings: how long an epoch is, how long a stored shard is promised for,
+/// how many peers this node audits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProofsSection {
+    /// Take part in storage proofs: commit, answer challenges, audit peers.
+    pub enabled: bool,
+    /// Epoch length. Every node of a network must use the same one.
+    pub epoch: Span,
+    /// Epochs a stored shard is promised for (its storage receipt's lease).
+    pub lease_epochs: u64,
+    /// Peers audited per epoch (beside those held in containment).
+    pub audits_per_epoch: usize,
+    /// Distinct auditors whose faults make a node faulty in this node's ledger.
+    pub fault_quorum: usize,
+}
+
+impl Default for ProofsSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            epoch: Span(std::time::Duration::from_secs(3600)),
+            lease_epochs: 720,
+            audits_per_epoch: 3,
+            fault_quorum: 2,
+        }
+    }
+}
+
 /// Admin HTTP settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -197,6 +290,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// `[admin]`
     pub admin: AdminConfig,
+    /// `[proofs]`
+    pub proofs: ProofsSection,
 }
 
 /// A configuration problem, naming the field and the fix.
@@ -260,6 +355,8 @@ pub struct Checked {
     pub bootstrap: Vec<Multiaddr>,
     /// Admin HTTP address.
     pub admin: SocketAddr,
+    /// The proof protocol's parameters.
+    pub proofs: cairn_proofs::epoch::ProofConfig,
     /// The source configuration.
     pub config: Config,
 }
@@ -392,12 +489,40 @@ impl Config {
                 "use e.g. \"info\" or \"cairn_node=debug,info\"",
             ));
         }
+        let p = &self.proofs;
+        let mut proofs = cairn_proofs::epoch::ProofConfig::with_epoch(p.epoch.0).map_err(|e| {
+            field(
+                "proofs.epoch",
+                p.epoch.to_string(),
+                e.0,
+                "use \"1h\" in production, a few seconds on a devnet",
+            )
+        })?;
+        proofs.audits_per_epoch = p.audits_per_epoch;
+        proofs.fault_quorum = p.fault_quorum;
+        proofs.check().map_err(|e| {
+            field(
+                "proofs",
+                format!("{p:?}"),
+                e.0,
+                "fault_quorum must be at least 1",
+            )
+        })?;
+        if p.lease_epochs == 0 {
+            return Err(field(
+                "proofs.lease_epochs",
+                "0",
+                "a lease of no epochs promises nothing",
+                "the default is 720 (30 days of hour-long epochs)",
+            ));
+        }
         Ok(Checked {
             listen,
             data_listen,
             data_advertise,
             bootstrap,
             admin,
+            proofs,
             config: self.clone(),
         })
     }
@@ -480,8 +605,22 @@ rocksdb_checksums = {checksums}
 disk_reserve = "{reserve}"
 
 [admin]
-# Admin HTTP: GET /health, /metrics (Prometheus), /status (JSON). Keep it on a private address.
+# Admin HTTP: GET /health, /metrics (Prometheus), /status (JSON), /proofs (JSON). Keep it on a
+# private address.
 listen = {admin:?}
+
+[proofs]
+# Storage proofs: every epoch the node commits to the shards it holds, answers auditors'
+# challenges over them, and audits a few peers. docs/PROOFS.md says what is asked and why.
+enabled = {proofs_on}
+# Epoch length; every node of a network must use the same ("1h" in production).
+epoch = "{epoch}"
+# Epochs a stored shard is promised for (the lease in the storage receipt the node signs).
+lease_epochs = {lease}
+# Peers this node audits each epoch.
+audits_per_epoch = {audits}
+# Distinct auditors whose fault reports (within 3 epochs) make a peer faulty here.
+fault_quorum = {quorum}
 "#,
         log = c.node.log,
         listen = list(&c.network.listen),
@@ -495,6 +634,11 @@ listen = {admin:?}
         checksums = c.storage.rocksdb_checksums,
         reserve = c.storage.disk_reserve,
         admin = c.admin.listen,
+        proofs_on = c.proofs.enabled,
+        epoch = c.proofs.epoch,
+        lease = c.proofs.lease_epochs,
+        audits = c.proofs.audits_per_epoch,
+        quorum = c.proofs.fault_quorum,
     )
 }
 
@@ -510,6 +654,17 @@ mod tests {
         assert!("10 XB".parse::<Size>().is_err());
         assert!("lots".parse::<Size>().is_err());
         assert_eq!(Size(64 << 20).to_string(), "64MiB");
+    }
+
+    #[test]
+    fn spans_parse_and_print() {
+        assert_eq!("10s".parse::<Span>().unwrap().0.as_secs(), 10);
+        assert_eq!("1h".parse::<Span>().unwrap().to_string(), "1h");
+        assert_eq!("90m".parse::<Span>().unwrap().to_string(), "90m");
+        assert_eq!("1500ms".parse::<Span>().unwrap().to_string(), "1500ms");
+        assert!("10".parse::<Span>().is_err());
+        assert!("1w".parse::<Span>().is_err());
+        assert!("99999999999999999d".parse::<Span>().is_err());
     }
 
     #[test]
@@ -543,6 +698,9 @@ mod tests {
             ("[storage]\ncapacity = 0", "storage.capacity"),
             ("[admin]\nlisten = \"x\"", "admin.listen"),
             ("[node]\nlog = \"loud\"", "node.log"),
+            ("[proofs]\nepoch = \"10ms\"", "proofs.epoch"),
+            ("[proofs]\nlease_epochs = 0", "proofs.lease_epochs"),
+            ("[proofs]\nfault_quorum = 0", "proofs"),
         ];
         for (text, name) in cases {
             let c: Config = toml::from_str(text).unwrap();

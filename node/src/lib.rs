@@ -1,7 +1,7 @@
 //! # cairn-node: the storage provider's daemon
 //!
-//! A node keeps shards in RocksDB, proves nothing yet (storage proofs come with `cairn-proofs`),
-//! finds its peers with Kademlia over libp2p-QUIC, and moves verified shards over a QUIC data
+//! A node keeps shards in RocksDB, proves every epoch that it still holds them (and audits its
+//! peers: [`proofs`], driving `cairn-proofs`), finds its peers with Kademlia over libp2p-QUIC, and moves verified shards over a QUIC data
 //! plane keyed to its libp2p identity.
 //!
 //! ```text
@@ -19,6 +19,7 @@
 //!   quarantine of corrupt shards, capacity limit, scrub), with an in-memory twin
 //!   ([`store::MemStore`]) for tests and simulations.
 //! * [`data`]: the data-plane server (bulk bytes, verified streaming).
+//! * [`proofs`]: commitments and proofs from the store, audits of peers, the proof ledger.
 //! * [`config`], [`identity`], [`admin`], [`metrics`]: operations.
 //! * [`malloc`]: allocator settings for shard-sized buffers, applied first in `main`.
 //! * [`node`]: the composition root that starts and stops all of the above.
@@ -39,6 +40,7 @@ pub mod identity;
 pub mod malloc;
 pub mod metrics;
 pub mod node;
+pub mod proofs;
 pub mod store;
 
 pub use node::RunningNode;

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::store::{StoreMetrics, StoreStats};
@@ -23,6 +25,164 @@ pub struct NetMetrics {
     pub busy: Counter,
 }
 
+type Labels = Vec<(String, String)>;
+
+/// Metrics of storage proofs: the prover's answers, the auditor's verdicts, the ledger.
+#[derive(Debug, Clone)]
+pub struct ProofMetrics {
+    /// Challenges answered with a proof.
+    pub proofs_answered: Counter,
+    /// Challenges answered "lost" (shards that could not be proven).
+    pub proofs_unprovable: Counter,
+    /// Challenges refused (malformed, wrong node, store failure).
+    pub proofs_refused: Counter,
+    /// Time to build a proof.
+    pub prove_seconds: Histogram,
+    /// Audits made, by verdict.
+    audits: Family<Labels, Counter>,
+    /// Time from challenge to answer, as auditor.
+    pub audit_seconds: Histogram,
+    /// Service probes: time to the first verified byte of a random range.
+    pub probe_seconds: Histogram,
+    /// Audit receipts new to this node (its own and peers').
+    pub receipts_new: Counter,
+    /// Receipt batches pushed to a peer.
+    pub gossip_sent: Counter,
+    /// Receipt batches not pushed because the queue was full.
+    pub gossip_dropped: Counter,
+    /// Shards named for repair.
+    pub repair_named: Counter,
+    /// Peers faulty in this node's ledger.
+    pub faulty_nodes: Gauge,
+    /// Shards in this node's current commitment.
+    pub commitment_shards: Gauge,
+    /// Bytes in this node's current commitment.
+    pub commitment_bytes: Gauge,
+    /// Shards this node's current commitment declares lost.
+    pub declared_shards: Gauge,
+    /// Ledger score of each peer, in thousandths.
+    scores: Family<Labels, Gauge>,
+}
+
+impl ProofMetrics {
+    fn new(registry: &mut Registry) -> Self {
+        let seconds = || Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        let m = ProofMetrics {
+            proofs_answered: Counter::default(),
+            proofs_unprovable: Counter::default(),
+            proofs_refused: Counter::default(),
+            prove_seconds: seconds(),
+            audits: Family::default(),
+            audit_seconds: seconds(),
+            probe_seconds: seconds(),
+            receipts_new: Counter::default(),
+            gossip_sent: Counter::default(),
+            gossip_dropped: Counter::default(),
+            repair_named: Counter::default(),
+            faulty_nodes: Gauge::default(),
+            commitment_shards: Gauge::default(),
+            commitment_bytes: Gauge::default(),
+            declared_shards: Gauge::default(),
+            scores: Family::default(),
+        };
+        let r = registry;
+        r.register(
+            "proofs_answered",
+            "Challenges answered with a proof",
+            m.proofs_answered.clone(),
+        );
+        r.register(
+            "proofs_unprovable",
+            "Challenges over shards this node could not prove (lost or corrupt here)",
+            m.proofs_unprovable.clone(),
+        );
+        r.register(
+            "proofs_refused",
+            "Challenges refused (malformed, another node's, a store failure)",
+            m.proofs_refused.clone(),
+        );
+        r.register(
+            "prove_seconds",
+            "Time to build a proof",
+            m.prove_seconds.clone(),
+        );
+        r.register("audits", "Audits of peers, by verdict", m.audits.clone());
+        r.register(
+            "audit_seconds",
+            "Time from challenge to answer when auditing peers",
+            m.audit_seconds.clone(),
+        );
+        r.register(
+            "probe_seconds",
+            "Service probes: time to the first verified byte of a random range of a peer's shard",
+            m.probe_seconds.clone(),
+        );
+        r.register(
+            "audit_receipts_new",
+            "Audit receipts new to this node's ledger",
+            m.receipts_new.clone(),
+        );
+        r.register(
+            "gossip_sent",
+            "Audit receipt batches pushed to peers",
+            m.gossip_sent.clone(),
+        );
+        r.register(
+            "gossip_dropped",
+            "Audit receipt batches not pushed (queue full)",
+            m.gossip_dropped.clone(),
+        );
+        r.register(
+            "repair_named",
+            "Shards the ledger named for repair",
+            m.repair_named.clone(),
+        );
+        r.register(
+            "faulty_nodes",
+            "Peers this node's ledger holds faulty",
+            m.faulty_nodes.clone(),
+        );
+        r.register(
+            "commitment_shards",
+            "Shards in this node's commitment for the current epoch",
+            m.commitment_shards.clone(),
+        );
+        r.register(
+            "commitment_bytes",
+            "Bytes in this node's commitment for the current epoch",
+            m.commitment_bytes.clone(),
+        );
+        r.register(
+            "declared_shards",
+            "Shards this node's current commitment declares lost",
+            m.declared_shards.clone(),
+        );
+        r.register(
+            "ledger_score_milli",
+            "Each peer's proof score in this node's ledger, in thousandths",
+            m.scores.clone(),
+        );
+        m
+    }
+
+    /// The audit counter for a verdict.
+    pub fn audits(&self, verdict: &str) -> Counter {
+        self.audits
+            .get_or_create(&vec![("verdict".to_string(), verdict.to_string())])
+            .clone()
+    }
+
+    /// Sets the peers' scores (from the ledger's records).
+    pub fn set_scores(&self, records: &[cairn_wire::protocol::RecordView]) {
+        self.scores.clear();
+        for r in records {
+            self.scores
+                .get_or_create(&vec![("peer".to_string(), r.peer_id.clone())])
+                .set(i64::from(r.score_milli));
+        }
+    }
+}
+
 /// Every metric of one node.
 pub struct NodeMetrics {
     registry: Registry,
@@ -30,6 +190,8 @@ pub struct NodeMetrics {
     pub store: StoreMetrics,
     /// Network counters.
     pub net: NetMetrics,
+    /// Storage-proof metrics.
+    pub proofs: ProofMetrics,
     shards: Gauge,
     bytes: Gauge,
     capacity: Gauge,
@@ -126,10 +288,12 @@ impl NodeMetrics {
             "Data-plane streams refused because the node was busy",
             net.busy.clone(),
         );
+        let proofs = ProofMetrics::new(&mut registry);
         Arc::new(Self {
             registry,
             store,
             net,
+            proofs,
             shards,
             bytes,
             capacity,

@@ -26,6 +26,7 @@ use crate::admin::{self, AdminState};
 use crate::config::Checked;
 use crate::data::Server;
 use crate::metrics::NodeMetrics;
+use crate::proofs::{Proofs, ProverError};
 use crate::store::{Store, StoreConfig, StoreError};
 
 /// RocksDB directory inside the data directory.
@@ -44,6 +45,12 @@ pub enum NodeError {
     /// The data plane failed.
     #[error(transparent)]
     Data(#[from] DataError),
+    /// The storage-proof state could not be set up.
+    #[error(transparent)]
+    Proofs(#[from] ProverError),
+    /// The identity is not an ed25519 key (Cairn signs receipts and proofs with ed25519).
+    #[error("the node identity is not an ed25519 key: create a new one with `cairn-node init`")]
+    NotEd25519,
     /// A file or socket failed.
     #[error("{what}: {source}")]
     Io {
@@ -108,13 +115,15 @@ fn first_ip(addrs: &[libp2p::Multiaddr]) -> Option<IpAddr> {
 /// Answers control requests. `listen` is filled once the swarm is listening.
 fn control_handler(
     store: Arc<Store>,
+    proofs: Option<Arc<Proofs>>,
     peer: PeerId,
     label: Option<String>,
     data_addrs: Vec<SocketAddr>,
     listen: Arc<std::sync::OnceLock<Vec<String>>>,
 ) -> Handler {
-    Arc::new(move |_from, req| {
+    Arc::new(move |from, req| {
         let store = store.clone();
+        let proofs = proofs.clone();
         let (label, data_addrs) = (label.clone(), data_addrs.clone());
         let listen = listen.get().cloned().unwrap_or_default();
         async move {
@@ -133,7 +142,11 @@ fn control_handler(
                         used: s.used,
                         shards: s.shards,
                         disk_room: s.disk_room(),
-                        faulty: Vec::new(),
+                        faulty: proofs
+                            .as_ref()
+                            .map(|p| p.faulty_peers())
+                            .unwrap_or_default(),
+                        epoch_ms: proofs.as_ref().map(|p| p.config().epochs.length_ms()),
                     })
                 }
                 ControlRequest::Has(cids) if cids.len() > MAX_HAS => failure(
@@ -167,13 +180,17 @@ fn control_handler(
                         Err(e) => failure(ErrorCode::Internal, e.to_string()),
                     }
                 }
-                ControlRequest::Commitment { .. }
+                req @ (ControlRequest::Commitment { .. }
                 | ControlRequest::Prove { .. }
                 | ControlRequest::AuditReceipts(_)
-                | ControlRequest::Records { .. } => failure(
-                    ErrorCode::BadRequest,
-                    "this node does not take part in storage proofs".into(),
-                ),
+                | ControlRequest::Records { .. }) => match &proofs {
+                    Some(p) => p.handle(from, req).await,
+                    None => failure(
+                        ErrorCode::BadRequest,
+                        "this node does not take part in storage proofs (proofs.enabled = false)"
+                            .into(),
+                    ),
+                },
                 ControlRequest::List { after, limit } => {
                     let limit = limit.clamp(1, MAX_LIST) as usize;
                     match tokio::task::spawn_blocking(move || store.list(after.as_ref(), limit))
@@ -278,6 +295,18 @@ impl RunningNode {
         let store = Arc::new(store);
         let cancel = CancellationToken::new();
         let peer = keypair.public().to_peer_id();
+        let proofs = if c.proofs.enabled {
+            let key = cairn_wire::keys::signing_key(&keypair).ok_or(NodeError::NotEd25519)?;
+            Some(Proofs::new(
+                key,
+                cfg.proofs.clone(),
+                store.clone(),
+                data_dir,
+                metrics.proofs.clone(),
+            )?)
+        } else {
+            None
+        };
 
         let endpoint = data::endpoint(
             &keypair,
@@ -309,6 +338,7 @@ impl RunningNode {
             Arc::new(std::sync::OnceLock::new());
         let handler = control_handler(
             store.clone(),
+            proofs.clone(),
             peer,
             c.node.label.clone(),
             vec![data_addr],
@@ -333,6 +363,11 @@ impl RunningNode {
         let _ = listen_cell.set(listen.clone());
 
         let mut tasks = JoinSet::new();
+        if let Some(p) = &proofs {
+            // Audits read peers' shards (service probes) from the node's own endpoint.
+            let client = data::Client::new(endpoint.clone(), keypair.clone(), 8);
+            tasks.spawn(p.clone().run(swarm.clone(), client, cancel.child_token()));
+        }
         let server = Server::new(store.clone(), metrics.clone());
         tasks.spawn(server.run(endpoint, cancel.child_token()));
         let state = AdminState {
@@ -341,6 +376,7 @@ impl RunningNode {
             metrics: metrics.clone(),
             data_addrs: vec![data_addr],
             label: c.node.label.clone(),
+            proofs: proofs.clone(),
         };
         tasks.spawn(admin::serve(admin_listener, state, cancel.child_token()));
         tasks.spawn(scrub(

@@ -99,6 +99,9 @@ pub struct NodeInfo {
     /// within the fault window): clients place no new data on a node enough others name.
     #[serde(default)]
     pub faulty: Vec<String>,
+    /// The storage-proof epoch length in milliseconds, when the node takes part in proofs.
+    #[serde(default)]
+    pub epoch_ms: Option<u64>,
 }
 
 impl NodeInfo {

@@ -196,6 +196,7 @@ async fn main() -> anyhow::Result<()> {
         capacity: "64GiB".into(),
         converge_timeout: Duration::from_secs(60),
         gateway: None,
+        node_args: Vec::new(),
     })
     .await?;
     let run = |args: &[&str]| {

@@ -418,6 +418,7 @@ async fn start_devnet(dir: PathBuf) -> anyhow::Result<Devnet> {
         capacity: "200GiB".into(),
         converge_timeout: Duration::from_secs(60),
         gateway: Some((exe.with_file_name("cairn-gateway"), 0)),
+        node_args: Vec::new(),
     })
     .await?;
     Ok(net)

@@ -36,6 +36,7 @@ impl Net {
             capacity: "4GiB".into(),
             converge_timeout: Duration::from_secs(60),
             gateway: None,
+            node_args: Vec::new(),
         })
         .await
         .unwrap();

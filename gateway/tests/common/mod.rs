@@ -51,6 +51,7 @@ impl Net {
             capacity: capacity.into(),
             converge_timeout: Duration::from_secs(60),
             gateway: Some((bin, 0)),
+            node_args: Vec::new(),
         })
         .await
         .unwrap();

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use cairn_node::config::{Config, Size, template};
+use cairn_node::config::{Config, Size, Span, template};
 use cairn_node::identity;
 use cairn_node::node::RunningNode;
 use cairn_wire::admin::CONFIG_FILE;
@@ -80,6 +80,12 @@ struct Overrides {
     /// Space to keep free on the data directory's disk, e.g. 10GiB.
     #[arg(long, env = "CAIRN_DISK_RESERVE")]
     disk_reserve: Option<Size>,
+    /// Storage-proof epoch length, e.g. 1h (every node of a network must agree).
+    #[arg(long, env = "CAIRN_EPOCH")]
+    epoch: Option<Span>,
+    /// Peers audited per epoch.
+    #[arg(long, env = "CAIRN_AUDITS_PER_EPOCH")]
+    audits_per_epoch: Option<usize>,
 }
 
 impl Overrides {
@@ -116,6 +122,12 @@ impl Overrides {
         }
         if let Some(v) = self.disk_reserve {
             c.storage.disk_reserve = v;
+        }
+        if let Some(v) = self.epoch {
+            c.proofs.epoch = v;
+        }
+        if let Some(v) = self.audits_per_epoch {
+            c.proofs.audits_per_epoch = v;
         }
     }
 }

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub(crate) mod devnet;
+
 use std::path::Path;
 
 use bytes::Bytes;

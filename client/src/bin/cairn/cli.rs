@@ -11,7 +11,7 @@ use cairn_client::network::Network;
 use cairn_client::put::PutOptions;
 use clap::{Args, Parser, Subcommand};
 
-use crate::{cid, devnet, get, key, ls, put, stat, verify};
+use crate::{cid, devnet, get, key, ls, proofs, put, stat, verify};
 
 #[derive(Parser)]
 #[command(
@@ -63,6 +63,9 @@ pub(crate) enum Command {
     Nodes,
     /// Re-fetch and check everything: signature, every shard on every node, parity, BLAKE3.
     Verify(verify::Args),
+    /// Storage proofs: each node's record (proven epochs, faults, score, shards to repair), as
+    /// the other nodes' ledgers keep it.
+    Proofs(proofs::Args),
     /// Print a file's raw CID (its BLAKE3, as b3sum), or with --object the CID `put` would give.
     Cid(cid::Args),
     /// Start a local network of cairn-node processes on 127.0.0.1 (Ctrl-C stops them all).

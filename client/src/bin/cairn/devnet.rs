@@ -26,6 +26,11 @@ pub(crate) struct Args {
     /// Run only the nodes, without the S3 gateway.
     #[arg(long)]
     no_gateway: bool,
+    /// Storage-proof epoch length (e.g. 10s), so commitments, audits and the ledger can be
+    /// watched (`cairn proofs`); production networks use 1h. Taken when a node's data
+    /// directory is first made.
+    #[arg(long)]
+    epoch: Option<String>,
 }
 
 pub(crate) async fn run(g: &Global, args: &Args) -> anyhow::Result<()> {
@@ -45,6 +50,10 @@ pub(crate) async fn run(g: &Global, args: &Args) -> anyhow::Result<()> {
         capacity: args.capacity.clone(),
         converge_timeout: Duration::from_secs(60),
         gateway,
+        node_args: match &args.epoch {
+            Some(e) => vec!["--epoch".into(), e.clone()],
+            None => Vec::new(),
+        },
     })
     .await?;
     if g.json {

@@ -24,6 +24,7 @@ mod get;
 mod key;
 mod ls;
 mod nodes;
+mod proofs;
 mod publish;
 mod put;
 mod stat;
@@ -43,6 +44,7 @@ async fn run(cli: Cli, partial: Partial) -> anyhow::Result<()> {
         Command::Stat(args) => stat::run(g, args).await,
         Command::Nodes => nodes::run(g).await,
         Command::Verify(args) => verify::run(g, args).await,
+        Command::Proofs(args) => proofs::run(g, args).await,
         Command::Cid(args) => cid::run(g, args).await,
         Command::Devnet(args) => devnet::run(g, args).await,
     }
