@@ -233,8 +233,72 @@ fn provers_refuse_questions_that_are_not_theirs() {
     proof
         .verify(&named, &a.commitment, &a.receipts(1, 20), params)
         .unwrap();
+    // c uniform chunks, then `target_chunks` of the named shard.
+    assert_eq!(
+        proof.chunks.len(),
+        (params.challenges + params.target_chunks) as usize
+    );
     assert_eq!(
         kind(proof.verify(&plain, &a.commitment, &[], params)),
         FaultKind::WrongChallenge
     );
+}
+
+/// A proof must place exactly the shards it was asked about: one more place (a valid path
+/// of a committed shard nothing was asked of) is refused, as is one fewer.
+#[test]
+fn proofs_place_exactly_the_shards_asked_about() {
+    let a = Prover::with_sizes(1, &mixed_sizes(30, 42), 42, 10);
+    let params = a.params;
+    let ch = a.challenge(9, nonce(42, 0), vec![]);
+    let honest = a.prove(&ch).unwrap();
+    let w = common::wants(&a.tree, &[], &ch, params);
+    let asked: std::collections::BTreeSet<u64> = w.leaves.iter().copied().collect();
+    let extra = (0..a.tree.len()).find(|i| !asked.contains(i)).unwrap();
+    let mut more = w.leaves.clone();
+    more.push(extra);
+    let padded = build_proof(
+        &a.key,
+        &ch,
+        a.tree.multiproof(&more).unwrap(),
+        honest.chunks.clone(),
+    );
+    assert!(matches!(
+        kind(padded.verify(&ch, &a.commitment, &[], params)),
+        FaultKind::Places(_)
+    ));
+    let fewer: Vec<u64> = asked.iter().skip(1).copied().collect();
+    let short = build_proof(
+        &a.key,
+        &ch,
+        a.tree.multiproof(&fewer).unwrap(),
+        honest.chunks.clone(),
+    );
+    assert!(matches!(
+        kind(short.verify(&ch, &a.commitment, &[], params)),
+        FaultKind::Places(_)
+    ));
+    // One chunk fewer, or one more.
+    let mut chunks = honest.chunks.clone();
+    chunks.pop();
+    let k = kind(
+        build_proof(&a.key, &ch, honest.places.clone(), chunks).verify(
+            &ch,
+            &a.commitment,
+            &[],
+            params,
+        ),
+    );
+    assert!(matches!(k, FaultKind::Malformed(_)), "{k:?}");
+    let mut chunks = honest.chunks.clone();
+    chunks.push(honest.chunks[0].clone());
+    let k = kind(
+        build_proof(&a.key, &ch, honest.places.clone(), chunks).verify(
+            &ch,
+            &a.commitment,
+            &[],
+            params,
+        ),
+    );
+    assert!(matches!(k, FaultKind::Malformed(_)), "{k:?}");
 }

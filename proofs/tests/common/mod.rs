@@ -380,6 +380,23 @@ impl Prover {
         self.delete_units(f, seed, GROUP_BYTES)
     }
 
+    /// Deletes whole committed shards from the end of the commitment (the highest roots)
+    /// until at least `f` of the committed bytes are gone; returns the exact fraction lost.
+    /// Only a sample that really spans all committed bytes catches this as often as `f` says.
+    pub(crate) fn delete_fraction_tail(&mut self, f: f64) -> f64 {
+        let total = self.committed_bytes();
+        let mut gone = 0;
+        let entries: Vec<Entry> = self.tree.entries().iter().rev().copied().collect();
+        for e in entries {
+            if gone as f64 >= f * total as f64 {
+                break;
+            }
+            self.delete(e.root, 0..e.size);
+            gone += e.size;
+        }
+        gone as f64 / total as f64
+    }
+
     fn delete_units(&mut self, f: f64, seed: u64, unit: u64) -> f64 {
         let mut units: Vec<([u8; 32], Range<u64>)> = Vec::new();
         for e in self.tree.entries() {
