@@ -26,7 +26,7 @@ use cairn_proofs::chunk::{self, CHUNK_BYTES, ChunkProof, GROUP_BYTES};
 use cairn_proofs::commitment::Commitment;
 use cairn_proofs::epoch::ProofConfig;
 use cairn_proofs::proof::{EpochProof, Params};
-use cairn_proofs::tree::{CommitTree, Entry};
+use cairn_proofs::tree::{CommitTree, Entry, verify_multiproof};
 use cairn_proofs::{Hash32, NodeKey};
 use cairn_testkit::data::{self, Xorshift};
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
@@ -222,6 +222,42 @@ fn epoch_proofs(c: &mut Criterion) {
                 black_box(&node.proof)
                     .verify(&node.challenge, &node.commitment, &[], params())
                     .unwrap()
+            })
+        });
+        // The parts of `verify`: the places (the multiproof against the commitment) and the
+        // chunk proofs; the rest is the signature over the re-encoded body and bookkeeping.
+        g.bench_function(BenchmarkId::new("verify-places", name), |b| {
+            b.iter(|| {
+                verify_multiproof(
+                    &node.commitment.root,
+                    node.commitment.count,
+                    node.commitment.bytes,
+                    black_box(&node.proof.places),
+                )
+                .unwrap()
+            })
+        });
+        let places = verify_multiproof(
+            &node.commitment.root,
+            node.commitment.count,
+            node.commitment.bytes,
+            &node.proof.places,
+        )
+        .unwrap();
+        let chunks: Vec<(Entry, u64)> = node
+            .challenge
+            .positions(node.commitment.bytes, params().challenges)
+            .into_iter()
+            .map(|pos| {
+                let p = places.iter().rev().find(|p| p.offset <= pos).unwrap();
+                (p.entry, (pos - p.offset) / CHUNK_BYTES)
+            })
+            .collect();
+        g.bench_function(BenchmarkId::new("verify-uniform-chunks", name), |b| {
+            b.iter(|| {
+                for ((e, i), p) in chunks.iter().zip(black_box(&node.proof.chunks)) {
+                    chunk::verify(&e.root, e.size, *i, p).unwrap();
+                }
             })
         });
         g.bench_function(BenchmarkId::new("prove", name), |b| b.iter(|| node.prove()));

@@ -54,8 +54,7 @@ enum Loss {
 /// * the lying prover's proof fails `verify` with `BadChunk` in every epoch the honest one
 ///   could not prove, naming exactly the shards the honest one named, and in the epochs the
 ///   honest one could (every fourth checked) it is the honest proof and passes: its fault
-///   rate is the same;
-/// * a lie is caught no matter which chunk it sent garbage for.
+///   rate is the same.
 fn soundness(loss: Loss, f: f64, epochs: u64, seed: u64) {
     let mut p = Prover::with_sizes(1, &mixed_sizes(40, seed), seed, 7);
     let exact = match loss {
