@@ -144,7 +144,7 @@ async fn audit_node(
         .map_err(|e| e.to_string())
         .and_then(|c| {
             auditor
-                .question(epoch, c, receipts)
+                .question_for(node, epoch, c, receipts)
                 .map_err(|f| f.kind.to_string())
         }) {
         Ok(q) => q,

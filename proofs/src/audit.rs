@@ -143,6 +143,27 @@ impl Auditor {
         out
     }
 
+    /// [`Auditor::question`] for a commitment fetched from `prover`: one that names another
+    /// node (a peer passing off someone else's commitment) is a fault.
+    pub fn question_for(
+        &mut self,
+        prover: NodeKey,
+        epoch: u64,
+        commitment: Commitment,
+        receipts: &[StorageReceipt],
+    ) -> Result<Question, Fault> {
+        if commitment.node != prover {
+            return Err(Fault {
+                kind: FaultKind::WrongCommitment(format!(
+                    "node {prover} answered with the commitment of node {}",
+                    commitment.node
+                )),
+                shards: Vec::new(),
+            });
+        }
+        self.question(epoch, commitment, receipts)
+    }
+
     /// The question held for a contained prover, if any: ask it again.
     pub fn question_again(&self, prover: &NodeKey) -> Option<Question> {
         self.contained.get(prover).map(|c| Question {
@@ -151,10 +172,20 @@ impl Auditor {
         })
     }
 
+    /// Starts the nonce counter at `n`. A node passes the time it started, so that an auditor
+    /// restarted within an epoch does not ask a question it asked before (whose answer the
+    /// prover could replay).
+    pub fn start_counter(&mut self, n: u64) {
+        self.counter = n;
+    }
+
     /// A new question for the prover of `commitment` (fetched for `epoch`), naming up to
     /// `max_targets` of the due shards in `receipts` and every recovered shard the commitment
     /// lists. A commitment that is invalid, for the wrong epoch, or different from one the
     /// prover gave before for the same epoch is a fault.
+    ///
+    /// The caller must check that the commitment came from the node it means to audit
+    /// ([`Auditor::question_for`] does).
     pub fn question(
         &mut self,
         epoch: u64,
@@ -202,7 +233,7 @@ impl Auditor {
                 )
             })
             .collect();
-        due.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        due.sort_unstable_by_key(|a| a.0);
         let max = self.config.max_targets.min(challenge::MAX_TARGETS);
         let mut targets: Vec<Hash32> = commitment.recovered.iter().take(max).copied().collect();
         let mut named = Vec::new();
@@ -257,7 +288,15 @@ impl Auditor {
                         self.contained.remove(&prover);
                         judgement(Verdict::Fault(fault.kind), fault.shards)
                     }
-                    Ok(_) if late => self.miss(question),
+                    // Valid but late: nothing earned, asked again (a late answer counts
+                    // toward `max_contained` like no answer).
+                    Ok(_) if late => {
+                        let mut j = self.miss(question);
+                        if matches!(j.verdict, Verdict::Contained { .. }) {
+                            j.verdict = Verdict::Late;
+                        }
+                        j
+                    }
                     Ok(proven) => {
                         self.contained.remove(&prover);
                         let recovered = question
@@ -354,5 +393,34 @@ impl Auditor {
             None,
             fault.shards,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::CommitTree;
+
+    #[test]
+    fn a_commitment_from_another_node_is_a_fault_and_counters_start_where_told() {
+        let config = ProofConfig::with_epoch(Duration::from_secs(60)).unwrap();
+        let mut a = Auditor::new(NodeKey([1; 32]), [2; 32], config);
+        let prover = SigningKey::from_bytes(&[3; 32]);
+        let other = SigningKey::from_bytes(&[4; 32]);
+        let tree = CommitTree::build(Vec::new()).unwrap();
+        let theirs = Commitment::sign(&other, 5, &tree, vec![], vec![]).unwrap();
+        let fault = a
+            .question_for(NodeKey::of(&prover), 5, theirs, &[])
+            .unwrap_err();
+        assert!(matches!(fault.kind, FaultKind::WrongCommitment(_)));
+        let mine = Commitment::sign(&prover, 5, &tree, vec![], vec![]).unwrap();
+        let first = a
+            .question_for(NodeKey::of(&prover), 5, mine.clone(), &[])
+            .unwrap();
+        // A restarted auditor that starts its counter elsewhere asks a different question.
+        let mut b = Auditor::new(NodeKey([1; 32]), [2; 32], a.config().clone());
+        b.start_counter(1_000);
+        let second = b.question_for(NodeKey::of(&prover), 5, mine, &[]).unwrap();
+        assert_ne!(first.challenge.nonce, second.challenge.nonce);
     }
 }

@@ -177,7 +177,7 @@ async fn audit(
                 .auditor
                 .lock()
                 .ok()?
-                .question(epoch, commitment, &receipts);
+                .question_for(key, epoch, commitment, &receipts);
             match asked {
                 Ok(q) => q,
                 Err(fault) => {

@@ -96,7 +96,11 @@ impl Proofs {
         let (gossip, rx) = mpsc::channel(GOSSIP_QUEUE);
         Ok(Arc::new(Proofs {
             me,
-            auditor: Mutex::new(Auditor::new(me, secret, config.clone())),
+            auditor: Mutex::new({
+                let mut a = Auditor::new(me, secret, config.clone());
+                a.start_counter(unix_ms());
+                a
+            }),
             ledger: Mutex::new(Ledger::new(&config)),
             prover: tokio::sync::Mutex::new(prover::Prover::default()),
             key,
