@@ -206,7 +206,7 @@ async fn flipped_pieces_make_a_node_faulty_within_two_epochs_and_name_its_shards
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shard_left_out_of_the_commitment_is_caught_by_a_targeted_challenge() {
     let mut net = proof_net(5).await;
-    let (_, stat) = put(&net, 1 << 20, 3, 2, 2);
+    let (cid, stat) = put(&net, 1 << 20, 3, 2, 2);
     let keepers: Vec<String> = stat["manifest_holders"]
         .as_array()
         .unwrap()
@@ -219,6 +219,20 @@ async fn a_shard_left_out_of_the_commitment_is_caught_by_a_targeted_challenge() 
         .find_map(|(c, h)| h.into_iter().find(|p| !keepers.contains(p)).map(|p| (c, p)))
         .expect("four holders, three keepers");
     pass_epochs(1).await;
+    // The data owner's own audit: every holder proves its named shards.
+    let audit = |net: &Net| {
+        let out = net.cairn(&["audit", &cid, "--json"]);
+        let v: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.success(), v)
+    };
+    let (ok, report) = audit(&net);
+    assert!(ok, "{report}");
+    assert_eq!(u(&report, "receipts"), 4, "one receipt per shard: {report}");
+    for n in report["nodes"].as_array().unwrap() {
+        assert_eq!(n["verdict"], "pass", "{n}");
+        assert!(u(n, "named") >= 1, "{n}");
+    }
     let key = cairn_chunker::cids::parse(&shard).unwrap().to_bytes();
     let index = net.index_of(&victim);
     net.with_node_stopped(index, |db_path| {
@@ -271,5 +285,15 @@ async fn a_shard_left_out_of_the_commitment_is_caught_by_a_targeted_challenge() 
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // And the owner's audit says so too, and fails.
+    let (ok, report) = audit(&net);
+    assert!(!ok, "{report}");
+    let theirs = report["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["peer_id"] == victim.as_str())
+        .unwrap();
+    assert_eq!(theirs["verdict"], "fault", "{theirs}");
     net.stop().await;
 }

@@ -30,6 +30,21 @@ use crate::proof::{EpochProof, Fault, FaultKind, Params};
 use crate::receipt::StorageReceipt;
 use crate::{Hash32, NodeKey, codec};
 
+/// Longest text a verdict carries (a prover's words end up in receipts every node keeps).
+pub const MAX_REASON: usize = 200;
+
+/// `text` cut to at most [`MAX_REASON`] bytes, on a character boundary.
+pub fn clip(mut text: String) -> String {
+    if text.len() > MAX_REASON {
+        let mut end = MAX_REASON;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
 /// A question to one prover, with what the auditor needs to judge the answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Question {
@@ -77,7 +92,6 @@ pub struct Judgement {
 #[derive(Debug, Clone)]
 struct Contained {
     question: Question,
-    misses: u32,
 }
 
 /// One node's auditor state.
@@ -88,6 +102,10 @@ pub struct Auditor {
     config: ProofConfig,
     counter: u64,
     contained: BTreeMap<NodeKey, Contained>,
+    /// Unanswered or late askings of each prover since its last in-time answer to a fresh
+    /// question: answering a question asked again does not reset it, so a node cannot stall
+    /// every fresh question and answer each one at leisure.
+    misses: BTreeMap<NodeKey, u32>,
     /// The commitment digest each prover gave for recent epochs, to catch a second one.
     seen: BTreeMap<(NodeKey, u64), Commitment>,
 }
@@ -102,6 +120,7 @@ impl Auditor {
             config,
             counter: 0,
             contained: BTreeMap::new(),
+            misses: BTreeMap::new(),
             seen: BTreeMap::new(),
         }
     }
@@ -180,8 +199,8 @@ impl Auditor {
     }
 
     /// A new question for the prover of `commitment` (fetched for `epoch`), naming up to
-    /// `max_targets` of the due shards in `receipts` and every recovered shard the commitment
-    /// lists. A commitment that is invalid, for the wrong epoch, or different from one the
+    /// `max_targets` of the shards in `receipts` (forged ones are skipped) that may be named
+    /// this epoch, and some of the recovered shards the commitment lists. A commitment that is invalid, for the wrong epoch, or different from one the
     /// prover gave before for the same epoch is a fault.
     ///
     /// The caller must check that the commitment came from the node it means to audit
@@ -225,7 +244,7 @@ impl Auditor {
         // prover cannot tell which will be named), then the recovered ones.
         let mut due: Vec<(Hash32, &StorageReceipt)> = receipts
             .iter()
-            .filter(|r| r.node == prover && r.due_in(epoch) && r.verify().is_ok())
+            .filter(|r| r.node == prover && r.named_in(epoch) && r.verify().is_ok())
             .map(|r| {
                 (
                     codec::digest("cairn-proofs target pick v1", &[&nonce.0, &r.shard.0]),
@@ -234,16 +253,32 @@ impl Auditor {
             })
             .collect();
         due.sort_unstable_by_key(|a| a.0);
+        // Receipt-backed shards first; recovered ones (which the prover lists itself) get at
+        // most a quarter of the places, so a prover cannot crowd out the shards it promised
+        // to hold by listing shards of its own as recovered.
         let max = self.config.max_targets.min(challenge::MAX_TARGETS);
-        let mut targets: Vec<Hash32> = commitment.recovered.iter().take(max).copied().collect();
+        let mut targets: Vec<Hash32> = Vec::new();
         let mut named = Vec::new();
+        let recovered_max = if commitment.recovered.is_empty() {
+            0
+        } else {
+            (max / 4).max(1)
+        };
         for (_, r) in due {
-            if targets.len() >= max {
+            if targets.len() + recovered_max >= max {
                 break;
             }
             if !targets.contains(&r.shard) {
                 targets.push(r.shard);
                 named.push(r.clone());
+            }
+        }
+        for r in commitment.recovered.iter() {
+            if targets.len() >= max {
+                break;
+            }
+            if !targets.contains(r) {
+                targets.push(*r);
             }
         }
         let challenge = Challenge::new(self.me, prover, epoch, commitment.digest(), nonce, targets);
@@ -275,7 +310,7 @@ impl Auditor {
             Answer::TimedOut | Answer::Refused(_) => self.miss(question),
             Answer::Lost { shards, reason } => {
                 self.contained.remove(&prover);
-                judgement(Verdict::Fault(FaultKind::Lost(reason)), shards)
+                judgement(Verdict::Fault(FaultKind::Lost(clip(reason))), shards)
             }
             Answer::Proof(proof) => {
                 match proof.verify(
@@ -286,7 +321,7 @@ impl Auditor {
                 ) {
                     Err(fault) => {
                         self.contained.remove(&prover);
-                        judgement(Verdict::Fault(fault.kind), fault.shards)
+                        judgement(Verdict::Fault(fault.kind.clipped()), fault.shards)
                     }
                     // Valid but late: nothing earned, asked again (a late answer counts
                     // toward `max_contained` like no answer).
@@ -299,6 +334,9 @@ impl Auditor {
                     }
                     Ok(proven) => {
                         self.contained.remove(&prover);
+                        if !question.again {
+                            self.misses.remove(&prover);
+                        }
                         let recovered = question
                             .commitment
                             .recovered
@@ -327,14 +365,17 @@ impl Auditor {
     /// Counts an unanswered (or late) asking: contained, or a fault after too many.
     fn miss(&mut self, question: &Question) -> Judgement {
         let prover = question.challenge.prover;
-        let entry = self.contained.entry(prover).or_insert_with(|| Contained {
+        self.contained.entry(prover).or_insert_with(|| Contained {
             question: question.clone(),
-            misses: 0,
         });
-        entry.misses += 1;
-        let misses = entry.misses;
+        let misses = {
+            let m = self.misses.entry(prover).or_insert(0);
+            *m += 1;
+            *m
+        };
         if misses >= self.config.max_contained {
             self.contained.remove(&prover);
+            self.misses.remove(&prover);
             Judgement {
                 verdict: Verdict::Fault(FaultKind::Missed(misses)),
                 shards: Vec::new(),
@@ -347,6 +388,15 @@ impl Auditor {
                 recovered: 0,
             }
         }
+    }
+
+    /// Drops questions held in containment that are too old for their provers to still keep
+    /// the commitment they are about (`keep_epochs`): those provers are asked afresh, and the
+    /// misses so far still count.
+    pub fn expire(&mut self, now: u64) {
+        let keep = self.config.keep_epochs;
+        self.contained
+            .retain(|_, c| c.question.challenge.epoch.saturating_add(keep) > now.saturating_add(1));
     }
 
     /// Whether `prover` is held in containment.
@@ -388,7 +438,7 @@ impl Auditor {
             prover,
             epoch,
             commitment,
-            Verdict::Fault(fault.kind),
+            Verdict::Fault(fault.kind.clipped()),
             0,
             None,
             fault.shards,
@@ -422,5 +472,132 @@ mod tests {
         b.start_counter(1_000);
         let second = b.question_for(NodeKey::of(&prover), 5, mine, &[]).unwrap();
         assert_ne!(first.challenge.nonce, second.challenge.nonce);
+    }
+
+    fn setup() -> (Auditor, SigningKey, CommitTree) {
+        let config = ProofConfig::with_epoch(Duration::from_secs(60)).unwrap();
+        let a = Auditor::new(NodeKey([1; 32]), [2; 32], config);
+        (
+            a,
+            SigningKey::from_bytes(&[3; 32]),
+            CommitTree::build(Vec::new()).unwrap(),
+        )
+    }
+
+    fn proof_for(key: &SigningKey, tree: &CommitTree, q: &Question) -> Answer {
+        let p = EpochProof::prove(
+            key,
+            &q.commitment,
+            tree,
+            &q.challenge,
+            Params::from(&ProofConfig::with_epoch(Duration::from_secs(60)).unwrap()),
+            |_, _| Err("nothing".into()),
+        )
+        .unwrap();
+        Answer::Proof(Box::new(p))
+    }
+
+    #[test]
+    fn stalling_every_fresh_question_and_answering_it_later_is_still_a_fault() {
+        let (mut a, key, tree) = setup();
+        let prover = NodeKey::of(&key);
+        let fast = Duration::from_millis(5);
+        let mut verdicts = Vec::new();
+        for epoch in 1..=3 {
+            let c = Commitment::sign(&key, epoch, &tree, vec![], vec![]).unwrap();
+            let q = a.question_for(prover, epoch, c, &[]).unwrap();
+            verdicts.push(
+                a.judge(&q, Answer::TimedOut, a.config().deadline * 3)
+                    .verdict,
+            );
+            if let Some(again) = a.question_again(&prover) {
+                let answer = proof_for(&key, &tree, &again);
+                verdicts.push(a.judge(&again, answer, fast).verdict);
+            }
+        }
+        assert_eq!(
+            verdicts,
+            vec![
+                Verdict::Contained { misses: 1 },
+                Verdict::Cleared,
+                Verdict::Contained { misses: 2 },
+                Verdict::Cleared,
+                Verdict::Fault(FaultKind::Missed(3)),
+            ]
+        );
+        // An answer in time to a fresh question forgives the misses.
+        let c = Commitment::sign(&key, 4, &tree, vec![], vec![]).unwrap();
+        let q = a.question_for(prover, 4, c, &[]).unwrap();
+        a.judge(&q, Answer::TimedOut, a.config().deadline * 3);
+        let c = Commitment::sign(&key, 5, &tree, vec![], vec![]).unwrap();
+        let q = a.question_for(prover, 5, c, &[]).unwrap();
+        let answer = proof_for(&key, &tree, &q);
+        assert!(matches!(
+            a.judge(&q, answer, fast).verdict,
+            Verdict::Pass { .. }
+        ));
+        let c = Commitment::sign(&key, 6, &tree, vec![], vec![]).unwrap();
+        let q = a.question_for(prover, 6, c, &[]).unwrap();
+        let v = a
+            .judge(&q, Answer::TimedOut, a.config().deadline * 3)
+            .verdict;
+        assert_eq!(v, Verdict::Contained { misses: 1 });
+    }
+
+    #[test]
+    fn questions_about_epochs_the_prover_no_longer_keeps_are_dropped() {
+        let (mut a, key, tree) = setup();
+        let prover = NodeKey::of(&key);
+        let c = Commitment::sign(&key, 10, &tree, vec![], vec![]).unwrap();
+        let q = a.question_for(prover, 10, c, &[]).unwrap();
+        a.judge(&q, Answer::TimedOut, a.config().deadline * 3);
+        let keep = a.config().keep_epochs;
+        a.expire(10 + keep - 2);
+        assert!(a.is_contained(&prover));
+        a.expire(10 + keep - 1);
+        assert!(
+            !a.is_contained(&prover),
+            "its commitment is pruned at 10 + keep"
+        );
+    }
+
+    #[test]
+    fn recovered_shards_cannot_crowd_out_named_ones_and_reasons_are_clipped() {
+        let (mut a, key, _) = setup();
+        let prover = NodeKey::of(&key);
+        let entries: Vec<crate::tree::Entry> = (0..40u8)
+            .map(|i| crate::tree::Entry {
+                root: [i + 1; 32],
+                size: 10,
+            })
+            .collect();
+        let tree = CommitTree::build(entries).unwrap();
+        let recovered: Vec<Hash32> = (0..20u8).map(|i| Hash32([i + 1; 32])).collect();
+        let c = Commitment::sign(&key, 9, &tree, vec![], recovered.clone()).unwrap();
+        let receipts: Vec<StorageReceipt> = (20..40u8)
+            .map(|i| StorageReceipt::sign(&key, Hash32([i + 1; 32]), 10, 1, 100))
+            .collect();
+        let q = a.question_for(prover, 9, c, &receipts).unwrap();
+        let max = a.config().max_targets;
+        assert_eq!(q.challenge.targets.len(), max);
+        let from_recovered = q
+            .challenge
+            .targets
+            .iter()
+            .filter(|t| recovered.contains(t))
+            .count();
+        assert_eq!(from_recovered, max / 4, "{:?}", q.challenge.targets);
+        let j = a.judge(
+            &q,
+            Answer::Lost {
+                shards: vec![],
+                reason: "é".repeat(1000),
+            },
+            Duration::from_millis(1),
+        );
+        let Verdict::Fault(FaultKind::Lost(reason)) = j.verdict else {
+            panic!("{:?}", j.verdict)
+        };
+        assert!(reason.len() <= MAX_REASON && reason.len() >= MAX_REASON - 1);
     }
 }

@@ -145,10 +145,12 @@ impl ProofConfig {
         if self.fault_quorum == 0 || self.max_contained == 0 || self.fault_window == 0 {
             return bad("fault_quorum, max_contained and fault_window must be at least 1".into());
         }
-        if self.keep_epochs < 2 {
-            return bad(
-                "keep_epochs must be at least 2 (containment asks again next epoch)".into(),
-            );
+        if self.keep_epochs <= u64::from(self.max_contained) {
+            return bad(format!(
+                "keep_epochs ({}) must exceed max_contained ({}): a question asked again is \
+                 about an epoch the prover must still keep",
+                self.keep_epochs, self.max_contained
+            ));
         }
         Ok(())
     }

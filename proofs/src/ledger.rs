@@ -27,7 +27,7 @@ pub const MAX_RECEIPT_SHARDS: usize = 64;
 /// Largest encoded audit receipt.
 pub const MAX_AUDIT_RECEIPT_BYTES: usize = 1024 + MAX_RECEIPT_SHARDS * 36;
 /// Receipts older than this many epochs are not folded in (they would rewrite settled history).
-pub const HORIZON_EPOCHS: u64 = 64;
+pub const HORIZON_EPOCHS: u64 = 16;
 
 /// An audit's outcome.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -385,8 +385,10 @@ pub struct Ledger {
     window: u64,
     quorum: usize,
     nodes: BTreeMap<NodeKey, NodeRecord>,
-    seen: BTreeSet<Hash32>,
-    seen_order: VecDeque<Hash32>,
+    /// One receipt per (epoch, auditor, prover, verdict kind) within the horizon: gossip brings
+    /// the same receipt many times, and an auditor re-signing variants of one audit must not
+    /// count more than once.
+    seen: BTreeSet<(u64, NodeKey, NodeKey, &'static str)>,
     max_nodes: usize,
 }
 
@@ -408,9 +410,6 @@ pub fn named_by_quorum<T: Ord + Clone>(reports: &[Vec<T>], quorum: usize) -> BTr
         .collect()
 }
 
-/// Receipt ids remembered for deduplication.
-const SEEN: usize = 65_536;
-
 impl Ledger {
     /// An empty ledger with `config`'s fault window and quorum.
     pub fn new(config: &ProofConfig) -> Self {
@@ -425,7 +424,6 @@ impl Ledger {
             quorum: quorum.max(1),
             nodes: BTreeMap::new(),
             seen: BTreeSet::new(),
-            seen_order: VecDeque::new(),
             max_nodes: 100_000,
         }
     }
@@ -448,15 +446,17 @@ impl Ledger {
         if r.epoch.saturating_add(HORIZON_EPOCHS) < now {
             return Err(refuse("it is too old"));
         }
-        let id = r.id();
-        if !self.seen.insert(id) {
+        if !self
+            .seen
+            .insert((r.epoch, r.auditor, r.prover, r.verdict.label()))
+        {
             return Err(LedgerError::Duplicate);
         }
-        self.seen_order.push_back(id);
-        if self.seen_order.len() > SEEN
-            && let Some(old) = self.seen_order.pop_front()
-        {
-            self.seen.remove(&old);
+        let oldest = now.saturating_sub(HORIZON_EPOCHS);
+        if self.seen.first().is_some_and(|s| s.0 < oldest) {
+            self.seen = self
+                .seen
+                .split_off(&(oldest, NodeKey([0; 32]), NodeKey([0; 32]), ""));
         }
         if !self.nodes.contains_key(&r.prover) && self.nodes.len() >= self.max_nodes {
             return Err(refuse("the ledger is full"));
@@ -473,7 +473,9 @@ impl Ledger {
             Verdict::Pass { bytes, declared } => {
                 rec.passes += 1;
                 rec.declared += u64::from(*declared);
-                rec.weigh(1.0, 0.1 * f64::from((*declared).min(10)));
+                // Proving an empty commitment proves nothing: no credit.
+                let good = if *bytes == 0 { 0.0 } else { 1.0 };
+                rec.weigh(good, 0.1 * f64::from((*declared).min(10)));
                 let best = rec.proven_by_epoch.entry(r.epoch).or_insert(0);
                 if *best == 0 {
                     rec.proven_epochs += 1;
@@ -482,9 +484,8 @@ impl Ledger {
                     rec.proven_byte_epochs = rec.proven_byte_epochs.saturating_add(bytes - *best);
                     *best = *bytes;
                 }
-                while rec.proven_by_epoch.len() > HORIZON_EPOCHS as usize {
-                    rec.proven_by_epoch.pop_first();
-                }
+                let oldest = now.saturating_sub(HORIZON_EPOCHS + 1);
+                rec.proven_by_epoch.retain(|e, _| *e >= oldest);
                 if *declared > 0 && !r.shards.is_empty() {
                     actions.push(Action::Repair {
                         node: r.prover,
@@ -666,11 +667,28 @@ mod tests {
         assert_eq!(rec.passes, 4);
         assert!(rec.score > 0.5);
         assert_eq!(rec.probe_median_ms(), Some(30));
-        // The same receipt again (gossip) changes nothing.
+        // The same receipt again (gossip) changes nothing; nor does the same auditor signing
+        // a variant of the same audit (another latency).
         assert_eq!(
             l.apply(&receipt(1, 9, 6, pass(200), &[]), 6),
             Err(LedgerError::Duplicate)
         );
+        let variant = AuditReceipt::sign(
+            &key(1),
+            p,
+            6,
+            Hash32([0; 32]),
+            pass(900),
+            99,
+            None,
+            Vec::new(),
+        );
+        assert_eq!(l.apply(&variant, 6), Err(LedgerError::Duplicate));
+        assert_eq!(l.record(&p).unwrap().proven_byte_epochs, 350);
+        // Proving an empty commitment earns no score.
+        let before = l.record(&p).unwrap().score;
+        l.apply(&receipt(2, 9, 6, pass(0), &[]), 6).unwrap();
+        assert!(l.record(&p).unwrap().score <= before);
     }
 
     #[test]

@@ -171,6 +171,20 @@ pub enum FaultKind {
     Missed(u32),
 }
 
+impl FaultKind {
+    /// The same kind with any text cut to [`crate::audit::MAX_REASON`] bytes.
+    pub fn clipped(self) -> Self {
+        use crate::audit::clip;
+        match self {
+            FaultKind::Malformed(t) => FaultKind::Malformed(clip(t)),
+            FaultKind::WrongCommitment(t) => FaultKind::WrongCommitment(clip(t)),
+            FaultKind::Places(t) => FaultKind::Places(clip(t)),
+            FaultKind::Lost(t) => FaultKind::Lost(clip(t)),
+            other => other,
+        }
+    }
+}
+
 impl Fault {
     fn new(kind: FaultKind) -> Self {
         Fault {

@@ -138,6 +138,14 @@ impl StorageReceipt {
         self.start < epoch && epoch <= self.end
     }
 
+    /// Whether an auditor names the shard in a targeted challenge in `epoch`: from the second
+    /// epoch after it was taken. A store at an epoch's last moment may record its lease just
+    /// after the node built the next epoch's commitment; naming it one epoch later never
+    /// demands a shard an honest node could not have committed.
+    pub fn named_in(&self, epoch: u64) -> bool {
+        self.start.saturating_add(1) < epoch && epoch <= self.end
+    }
+
     /// Canonical encoding.
     pub fn to_bytes(&self) -> Vec<u8> {
         codec::encode(self)
@@ -212,6 +220,9 @@ mod tests {
         assert!(r.due_in(11));
         assert!(r.due_in(12));
         assert!(!r.due_in(13));
+        assert!(!r.named_in(11), "named one epoch later than due");
+        assert!(r.named_in(12));
+        assert!(!r.named_in(13));
     }
 
     proptest::proptest! {

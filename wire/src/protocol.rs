@@ -191,7 +191,7 @@ pub enum ControlRequest {
 /// Most audit receipts in one [`ControlRequest::AuditReceipts`].
 pub const MAX_GOSSIP: usize = 64;
 /// Most records in one [`ControlResponse::Records`].
-pub const MAX_RECORDS: usize = 1000;
+pub const MAX_RECORDS: usize = 256;
 
 /// Most entries in one [`ControlResponse::Signed`].
 pub const MAX_SIGNED: u32 = 1000;

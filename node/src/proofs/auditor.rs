@@ -90,8 +90,12 @@ async fn audit_round(proofs: &Arc<Proofs>, swarm: &Swarm, data: &Client, epoch: 
         Err(_) => return,
     };
     let keys_only: Vec<NodeKey> = peers.iter().map(|(k, _)| *k).collect();
+    proofs.set_known(&keys_only);
     let picks = match proofs.auditor.lock() {
-        Ok(a) => a.pick(epoch, &keys_only),
+        Ok(mut a) => {
+            a.expire(epoch);
+            a.pick(epoch, &keys_only)
+        }
         Err(_) => return,
     };
     let mut audits = tokio::task::JoinSet::new();
@@ -147,6 +151,10 @@ async fn audit(
             };
             let commitment = match Commitment::from_bytes(&bytes) {
                 Ok(c) => c,
+                // Another version of the protocol (a rolling upgrade): not this node's to judge.
+                Err(cairn_proofs::commitment::CommitmentError::Codec(
+                    cairn_proofs::CodecError::Version { .. },
+                )) => return Some(offline(proofs, key, epoch)),
                 Err(e) => {
                     let fault = cairn_proofs::proof::Fault {
                         kind: FaultKind::WrongCommitment(e.to_string()),
@@ -234,10 +242,19 @@ async fn audit(
             }
         },
         Ok(Ok(ControlResponse::Unprovable { shards, reason })) => Answer::Lost { shards, reason },
-        Ok(Ok(other)) => Answer::Refused(format!("unexpected answer {other:?}")),
+        Ok(Ok(other)) => Answer::Refused(cairn_proofs::audit::clip(format!(
+            "unexpected answer {other:?}"
+        ))),
+        // Too busy to take the request (its control plane is full, perhaps flooded by
+        // someone else): not the prover's failure.
+        Ok(Err(SwarmError::Remote { error, .. })) if error.code == ErrorCode::Busy => {
+            Answer::Unreachable
+        }
         Ok(Err(SwarmError::Remote { error, .. })) => Answer::Refused(error.to_string()),
-        // The request failed without an answer: a dial failure is fast, a stalled peer is not.
-        Ok(Err(_)) if latency < Duration::from_secs(1) => Answer::Unreachable,
+        // A node that just gave its commitment and then drops the question has not answered
+        // it. Only a question asked again (no commitment fetched first) can find the node
+        // gone: a dial failure is fast.
+        Ok(Err(_)) if question.again && latency < Duration::from_secs(1) => Answer::Unreachable,
         Ok(Err(_)) => Answer::TimedOut,
     };
     let judgement = match proofs.auditor.lock() {

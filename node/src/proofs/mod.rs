@@ -13,6 +13,7 @@
 //! Every decision (what to commit, what to ask, what an answer means, what a record says) is
 //! made in `cairn-proofs`; this module only moves bytes and time.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -62,6 +63,9 @@ pub struct Proofs {
     ledger: Mutex<Ledger>,
     auditor: Mutex<Auditor>,
     metrics: ProofMetrics,
+    /// Storage nodes this node knows (its routing table, refreshed each epoch): only their
+    /// audit receipts are folded in, so keys made up by one peer do not count as auditors.
+    known: Mutex<BTreeSet<NodeKey>>,
     gossip: mpsc::Sender<Vec<AuditReceipt>>,
     gossip_rx: Mutex<Option<mpsc::Receiver<Vec<AuditReceipt>>>>,
 }
@@ -108,6 +112,7 @@ impl Proofs {
             store,
             dir,
             metrics,
+            known: Mutex::new(BTreeSet::new()),
             gossip,
             gossip_rx: Mutex::new(Some(rx)),
         }))
@@ -148,12 +153,10 @@ impl Proofs {
             ControlRequest::AuditReceipts(list) => {
                 let mut receipts = Vec::with_capacity(list.len());
                 for bytes in &list {
+                    // One bad receipt does not sink the good ones beside it.
                     match AuditReceipt::from_bytes(bytes) {
                         Ok(r) => receipts.push(r),
-                        Err(e) => {
-                            tracing::debug!(%from, "refused an audit receipt: {e}");
-                            return failure(ErrorCode::BadRequest, e.to_string());
-                        }
+                        Err(e) => tracing::debug!(%from, "refused an audit receipt: {e}"),
                     }
                 }
                 let new = self.accept(receipts, Some(from));
@@ -210,10 +213,26 @@ impl Proofs {
             .collect()
     }
 
+    /// Sets the storage nodes this node knows (and itself).
+    pub fn set_known(&self, nodes: &[NodeKey]) {
+        if let Ok(mut k) = self.known.lock() {
+            *k = nodes.iter().copied().collect();
+            k.insert(self.me);
+        }
+    }
+
     /// Folds receipts into the ledger; new ones are pushed on to a few peers (a receipt seen
-    /// before is not pushed again, so the spreading ends). Returns how many were new.
+    /// before is not pushed again, so the spreading ends). Receipts whose auditor or prover is
+    /// not a storage node this node knows are left out. Returns how many were new.
     pub fn accept(&self, receipts: Vec<AuditReceipt>, from: Option<libp2p::PeerId>) -> usize {
         let now = self.epoch();
+        let receipts: Vec<AuditReceipt> = match self.known.lock() {
+            Ok(k) => receipts
+                .into_iter()
+                .filter(|r| k.contains(&r.auditor) && k.contains(&r.prover))
+                .collect(),
+            Err(_) => return 0,
+        };
         let mut fresh = Vec::new();
         let mut actions = Vec::new();
         if let Ok(mut ledger) = self.ledger.lock() {

@@ -139,6 +139,24 @@ fn decode(bytes: &[u8]) -> Result<Committed, String> {
     Ok(Committed { commitment, tree })
 }
 
+/// Writes `bytes` to `path` through a temporary file, synced, renamed, and the directory
+/// synced: a commitment an auditor may have seen must survive a crash (a node that committed
+/// to another set after a restart would be equivocating).
+fn write_durably(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 /// How a challenged chunk could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Miss {
@@ -165,25 +183,51 @@ impl Proofs {
             .kept
             .range(..epoch)
             .next_back()
-            .map(|(_, c)| c.commitment.declared.clone())
-            .unwrap_or_default();
+            .map(|(_, c)| c.commitment.declared.clone());
         let me = self.clone();
-        let made = tokio::task::spawn_blocking(move || me.load_or_make(epoch, now, &previous))
-            .await
-            .map_err(|e| ProverError::Build(e.to_string()))??;
+        let made = tokio::task::spawn_blocking(move || {
+            // After a restart the previous commitment is on disk only.
+            let previous = previous.unwrap_or_else(|| me.declared_before(epoch));
+            let made = me.load_or_make(epoch, now, &previous);
+            me.prune(now);
+            made
+        })
+        .await
+        .map_err(|e| ProverError::Build(e.to_string()))??;
         prover.kept.insert(epoch, made.clone());
         let keep = self.config.keep_epochs;
-        let old: Vec<u64> = prover
-            .kept
-            .keys()
-            .copied()
-            .filter(|e| e.saturating_add(keep) <= now)
-            .collect();
-        for e in old {
-            prover.kept.remove(&e);
-            let _ = std::fs::remove_file(file(&self.dir, e));
-        }
+        prover.kept.retain(|e, _| e.saturating_add(keep) > now);
         Ok(made)
+    }
+
+    /// What the newest kept commitment before `epoch` declared lost (read from its file).
+    fn declared_before(&self, epoch: u64) -> Vec<Hash32> {
+        (1..=self.config.keep_epochs)
+            .filter_map(|back| epoch.checked_sub(back))
+            .find_map(|e| std::fs::read(file(&self.dir, e)).ok())
+            .and_then(|bytes| decode(&bytes).ok())
+            .map(|c| c.commitment.declared)
+            .unwrap_or_default()
+    }
+
+    /// Removes commitment files of epochs no longer kept (also ones left by earlier runs).
+    fn prune(&self, now: u64) {
+        let keep = self.config.keep_epochs;
+        let Ok(dir) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in dir.flatten() {
+            let name = entry.file_name();
+            let epoch = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("epoch-"))
+                .and_then(|n| n.parse::<u64>().ok());
+            if let Some(e) = epoch
+                && e.saturating_add(keep) <= now
+            {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
     }
 
     fn load_or_make(
@@ -242,11 +286,9 @@ impl Proofs {
         let commitment = Commitment::sign(&self.key, epoch, &tree, declared, recovered)
             .map_err(|e| ProverError::Build(e.to_string()))?;
         let made = Committed { commitment, tree };
-        cairn_wire::daemon::write_atomic(&path, &encode(&made)).map_err(|source| {
-            ProverError::Io {
-                what: format!("writing {}", path.display()),
-                source,
-            }
+        write_durably(&path, &encode(&made)).map_err(|source| ProverError::Io {
+            what: format!("writing {}", path.display()),
+            source,
         })?;
         let c = &made.commitment;
         self.metrics.commitment_shards.set(c.count as i64);

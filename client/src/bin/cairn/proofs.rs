@@ -25,7 +25,9 @@ pub(crate) struct Args {
 fn weight(r: &RecordView) -> (u64, u64) {
     (
         r.last_epoch,
-        r.passes + r.faults + r.late + r.contained + r.offline + r.cleared,
+        [r.faults, r.late, r.contained, r.offline, r.cleared]
+            .iter()
+            .fold(r.passes, |a, b| a.saturating_add(*b)),
     )
 }
 
