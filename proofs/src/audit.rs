@@ -202,7 +202,7 @@ impl Auditor {
                 )
             })
             .collect();
-        due.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        due.sort_unstable_by_key(|a| a.0);
         let max = self.config.max_targets.min(challenge::MAX_TARGETS);
         let mut targets: Vec<Hash32> = commitment.recovered.iter().take(max).copied().collect();
         let mut named = Vec::new();

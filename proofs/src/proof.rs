@@ -186,6 +186,9 @@ struct Want {
     index: u64,
 }
 
+/// What [`wanted`] finds: the chunks wanted, and two lists of shard roots.
+type Wanted = (Vec<Want>, Vec<Hash32>, Vec<Hash32>);
+
 /// The chunks a challenge asks of a commitment, from the shards' places: first the uniform
 /// positions (each inside the place that covers it), then each named shard's chunks.
 fn wanted(
@@ -194,7 +197,7 @@ fn wanted(
     params: Params,
     places: &[Place],
     declared: &[Hash32],
-) -> Result<(Vec<Want>, Vec<Hash32>, Vec<Hash32>), Fault> {
+) -> Result<Wanted, Fault> {
     let mut out = Vec::new();
     for pos in challenge.positions(bytes, params.challenges) {
         // `places` is sorted by index, so by offset too.
