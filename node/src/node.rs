@@ -237,6 +237,16 @@ async fn scrub(store: Arc<Store>, rate: u64, start: Duration, cancel: Cancellati
     }
 }
 
+/// What signs the node's storage receipts, with its identity key.
+fn leaser(keypair: &Keypair) -> Result<Arc<crate::leases::Leaser>, std::io::Error> {
+    let key = cairn_wire::keys::signing_key(keypair)
+        .ok_or_else(|| std::io::Error::other("the node key is not an ed25519 key"))?;
+    // TODO([proofs] config): epoch length and lease length from the `[proofs]` section.
+    let epochs = cairn_proofs::epoch::Epochs::new(Duration::from_secs(3600))
+        .map_err(std::io::Error::other)?;
+    Ok(Arc::new(crate::leases::Leaser::new(key, epochs, 720)))
+}
+
 impl RunningNode {
     /// Starts a node over `data_dir` with a checked configuration and its identity.
     pub async fn start(
@@ -333,7 +343,11 @@ impl RunningNode {
         let _ = listen_cell.set(listen.clone());
 
         let mut tasks = JoinSet::new();
-        let server = Server::new(store.clone(), metrics.clone());
+        let leaser = leaser(&keypair).map_err(|source| NodeError::Io {
+            what: "the node key for storage receipts".into(),
+            source,
+        })?;
+        let server = Server::new(store.clone(), metrics.clone(), leaser);
         tasks.spawn(server.run(endpoint, cancel.child_token()));
         let state = AdminState {
             store: store.clone(),
