@@ -461,7 +461,9 @@ fn node_transfer(c: &mut Criterion, rt: &Runtime) {
                             futures::stream::iter(&fresh)
                                 .map(|(cid, d)| client.store(&target, cid, d.clone()))
                                 .buffer_unordered(streams)
-                                .for_each(|r| async move { r.unwrap() })
+                                .for_each(|r| async move {
+                                    r.unwrap();
+                                })
                                 .await;
                         })
                     },

@@ -148,6 +148,14 @@ pub enum ClientError {
         /// What each node said.
         problems: Vec<String>,
     },
+    /// No node holding the manifest answered with its storage receipts.
+    #[error("storage receipts of {cid} not available: {}", if problems.is_empty() { "no node holds the manifest".to_string() } else { problems.join("; ") })]
+    ReceiptsUnavailable {
+        /// The manifest.
+        cid: Box<Cid>,
+        /// What each node said.
+        problems: Vec<String>,
+    },
     /// The manifest carries no valid signature.
     #[error("manifest {cid} has no valid provenance signature{}", if problems.is_empty() { String::new() } else { format!(" ({})", problems.join("; ")) })]
     Unsigned {

@@ -8,6 +8,9 @@
 //!   bounded bytes in flight and retries on the next-ranked node, signed manifest last.
 //! * [`get`]: manifests checked against CID and signature; objects, ranges and datasets read
 //!   with every byte verified, parity used when nodes are gone, slow nodes hedged.
+//! * [`receipts`]: the storage receipts a put collects (each node's signed promise to hold a
+//!   shard), kept beside the manifest on its nodes, and read back with
+//!   [`Network::receipts`](network::Network::receipts).
 //! * [`output`]: verified bytes written to files and pipes from a writer thread, in batches.
 //! * [`cache`]: a bounded, single-flight cache of verified shards for long-lived readers.
 //! * [`verify`]: `stat` (where every shard is) and a full audit.
@@ -45,4 +48,5 @@ pub mod keys;
 pub mod network;
 pub mod output;
 pub mod put;
+pub mod receipts;
 pub mod verify;

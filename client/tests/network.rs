@@ -782,3 +782,107 @@ async fn a_node_that_goes_silent_mid_upload_is_stored_around() {
     drop((view, fresh));
     net.stop().await;
 }
+
+/// A put collects a storage receipt from every node that took a shard and leaves them with
+/// every node that holds the manifest, so whoever holds the manifest's CID learns who promised
+/// to hold which shard until when.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_keeper_of_a_manifest_holds_the_receipts_of_every_stored_shard() {
+    use cairn_proofs::receipt::StorageReceipt;
+
+    let net = Net::start(6).await;
+    let view = Network::connect(&peers(&net)).await.unwrap();
+    let key = ed25519_dalek::SigningKey::from_bytes(&[8; 32]);
+    let mut opts = PutOptions::default();
+    opts.params.erasure.shard_size = 64 << 10;
+    let (k, m) = (opts.params.erasure.k, opts.params.erasure.m);
+    // Five stripes of 4+2, the last one short.
+    let data = noise(5 * usize::from(k) * (64 << 10) - 999, 31);
+    let epoch = || {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        ms / 3_600_000
+    };
+    let before = epoch();
+    let report = put(&view, &key, data, &opts).await.unwrap();
+    let after = epoch();
+    assert_eq!(report.shards, 5 * usize::from(k + m));
+    assert!(report.receipts >= report.shards, "{report:?}");
+    assert_eq!(report.manifest_copies, usize::from(m) + 1);
+    assert_eq!(report.receipt_copies, report.manifest_copies);
+    drop(view);
+
+    // Asked afresh: which nodes hold each shard, and which hold the manifest.
+    let fresh = Network::connect(&peers(&net)).await.unwrap();
+    let shards: Vec<(Cid, u64)> = report
+        .manifest
+        .stored_shards()
+        .map(|(_, _, s)| (s.cid, u64::from(s.len)))
+        .collect();
+    let cids: Vec<Cid> = shards.iter().map(|(c, _)| *c).collect();
+    let holders = fresh.locate(&cids).await;
+    let keepers = fresh
+        .locate(&[report.cid])
+        .await
+        .intact(&report.cid)
+        .to_vec();
+    assert_eq!(keepers.len(), report.manifest_copies);
+    let check = |receipts: &[StorageReceipt], whose: &str| {
+        assert_eq!(receipts.len(), report.receipts, "{whose}");
+        for (cid, len) in &shards {
+            let root = cairn_chunker::cids::digest(cid, cairn_chunker::cids::Codec::Raw).unwrap();
+            let mine: Vec<&StorageReceipt> = receipts
+                .iter()
+                .filter(|r| r.shard.0 == *root.as_bytes())
+                .collect();
+            assert!(!mine.is_empty(), "{whose}: no receipt for {cid}");
+            for r in mine {
+                r.verify().unwrap();
+                assert_eq!(r.size, *len, "{whose}: {cid}");
+                assert!((before..=after).contains(&r.start), "{whose}: {r:?}");
+                assert_eq!(r.end, r.start + 720, "{whose}: {r:?}");
+                // Signed by a node that holds the shard.
+                let signer = cairn_wire::keys::peer_id(&r.node).unwrap();
+                let holding: Vec<_> = holders
+                    .intact(cid)
+                    .iter()
+                    .map(|&i| fresh.nodes()[i].peer())
+                    .collect();
+                assert!(
+                    holding.contains(&signer),
+                    "{whose}: {cid} is not on {signer}"
+                );
+            }
+        }
+    };
+    for &i in &keepers {
+        let t = fresh.nodes()[i].target;
+        let kept = fresh.data().get_receipts(&t, &report.cid).await.unwrap();
+        check(&kept, &format!("keeper {}", t.peer));
+    }
+    let union = fresh.receipts(&report.cid).await.unwrap();
+    check(&union, "the union");
+    // A node that does not hold the manifest keeps none.
+    let other = (0..fresh.nodes().len())
+        .find(|i| !keepers.contains(i))
+        .unwrap();
+    assert!(
+        fresh
+            .data()
+            .get_receipts(&fresh.nodes()[other].target, &report.cid)
+            .await
+            .is_err()
+    );
+
+    // An object small enough to live in its manifest stores no shard and has no receipt.
+    let small = put(&fresh, &key, noise(1000, 32), &opts).await.unwrap();
+    assert_eq!(
+        (small.shards, small.receipts, small.receipt_copies),
+        (0, 0, 0)
+    );
+    assert!(fresh.receipts(&small.cid).await.unwrap().is_empty());
+    drop(fresh);
+    net.stop().await;
+}

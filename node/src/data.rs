@@ -1,5 +1,6 @@
-//! The data-plane server: answers peers' store, fetch and manifest requests from the store,
-//! under the limits in [`cairn_wire::data`] (the client half and the framing live there).
+//! The data-plane server: answers peers' store, fetch, manifest and receipt requests from the
+//! store, under the limits in [`cairn_wire::data`] (the client half and the framing live
+//! there). A stored shard is answered with a storage receipt ([`Leaser`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -10,14 +11,16 @@ use cairn_chunker::cids::{self, Cid, Codec};
 use cairn_wire::data::frame::{FrameFailure, read_body, read_frame, read_u32};
 use cairn_wire::data::*;
 use cairn_wire::protocol::{
-    DataRequest, DataResponse, ErrorCode, MAX_DATA_HEADER, MAX_ENVELOPE_BYTES, RESET_ABORTED,
-    RESET_CORRUPT, RemoteError, encode_frame,
+    DataRequest, DataResponse, ErrorCode, MAX_DATA_HEADER, MAX_ENVELOPE_BYTES,
+    RECEIPTS_PER_MESSAGE, RESET_ABORTED, RESET_CORRUPT, RemoteError, decode_receipts, encode_frame,
+    encode_receipts,
 };
 use libp2p::PeerId;
 use quinn::{Endpoint, RecvStream, SendStream, VarInt};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::leases::Leaser;
 use crate::metrics::NodeMetrics;
 use crate::store::{Store, StoreError};
 
@@ -27,6 +30,8 @@ pub struct Server {
     pub store: Arc<Store>,
     /// Metrics to update.
     pub metrics: Arc<NodeMetrics>,
+    /// Leases stored shards and signs their receipts.
+    pub leaser: Arc<Leaser>,
     /// Bounds bytes of incoming bodies buffered at once (permits are KiB).
     pub inflight: Arc<Semaphore>,
     /// Bounds store work (RocksDB + BLAKE3, CPU-bound) running at once to the number of cores:
@@ -52,12 +57,13 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// A server over `store`.
-    pub fn new(store: Arc<Store>, metrics: Arc<NodeMetrics>) -> Arc<Self> {
+    /// A server over `store`, answering stored shards with receipts `leaser` signs.
+    pub fn new(store: Arc<Store>, metrics: Arc<NodeMetrics>, leaser: Arc<Leaser>) -> Arc<Self> {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Arc::new(Self {
             store,
             metrics,
+            leaser,
             inflight: Arc::new(Semaphore::new(MAX_INFLIGHT_BYTES / 1024)),
             cpu: Arc::new(Semaphore::new(cores)),
             fast: Arc::new(Semaphore::new(cores * 4)),
@@ -182,9 +188,19 @@ impl Server {
                 self.metrics.net.bytes_in.inc_by(len);
                 let store = self.store.clone();
                 let checked = self.blocking(move || store.check_shard(&cid, body)).await?;
-                let store = self.store.clone();
-                self.writing(move || store.commit_shard(checked)).await?;
-                respond(send, &DataResponse::Stored, None).await
+                let (store, leaser) = (self.store.clone(), self.leaser.clone());
+                // Leased (durably) before the receipt is signed: a receipt never promises what
+                // the store will not commit to.
+                let receipt = self
+                    .writing(move || {
+                        store.commit_shard(checked)?;
+                        leaser.lease(&*store, &cid, len)
+                    })
+                    .await?;
+                let answer = DataResponse::StoredShard {
+                    receipt: receipt.to_bytes(),
+                };
+                respond(send, &answer, None).await
             }
             DataRequest::Fetch { cid, range } => {
                 let store = self.store.clone();
@@ -305,6 +321,41 @@ impl Server {
                 self.writing(move || store.put_manifest(&cid, kind, &body, &envs))
                     .await?;
                 respond(send, &DataResponse::Stored, None).await
+            }
+            DataRequest::PutReceipts {
+                manifest,
+                count,
+                len,
+            } => {
+                // `check` bounded `len` (16 MiB) before anything was read.
+                let _permit = self.reserve(len).await?;
+                let body = read_body(recv, len as usize).await?;
+                self.metrics.net.bytes_in.inc_by(len);
+                let receipts = decode_receipts(&body, count)
+                    .map_err(|m| Failure::answer(ErrorCode::BadRequest, m))?;
+                drop(body);
+                let store = self.store.clone();
+                // Checking a receipt is a signature verification: CPU work beside a small write.
+                let new = self
+                    .blocking(move || store.put_receipts(&manifest, &receipts))
+                    .await?;
+                tracing::debug!(%manifest, count, new, "storage receipts kept");
+                respond(send, &DataResponse::Stored, None).await
+            }
+            DataRequest::GetReceipts { manifest, after } => {
+                let store = self.store.clone();
+                let after = after.map(|(shard, node)| (shard.0, node.0));
+                let (page, more) = self
+                    .blocking(move || store.receipts_page(&manifest, after, RECEIPTS_PER_MESSAGE))
+                    .await?;
+                let body = encode_receipts(&page);
+                self.metrics.net.bytes_out.inc_by(body.len() as u64);
+                let header = DataResponse::Receipts {
+                    count: page.len() as u32,
+                    len: body.len() as u64,
+                    more,
+                };
+                respond(send, &header, Some(Bytes::from(body))).await
             }
             DataRequest::Has { cids } => {
                 let store = self.store.clone();
@@ -549,7 +600,10 @@ fn store_failure(e: StoreError) -> Failure {
         | StoreError::Cid(_)
         | StoreError::Range(_)
         | StoreError::Manifest(_)
-        | StoreError::TooManyEnvelopes { .. } => ErrorCode::BadRequest,
+        | StoreError::TooManyEnvelopes { .. }
+        | StoreError::BadLease { .. }
+        | StoreError::NoSuchGroup { .. }
+        | StoreError::BadReceipts { .. } => ErrorCode::BadRequest,
         _ => ErrorCode::Internal,
     };
     if code == ErrorCode::Internal {

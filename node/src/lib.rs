@@ -18,7 +18,8 @@
 //!   families, atomic shard + outboard + accounting writes, BLAKE3 verification on every read,
 //!   quarantine of corrupt shards, capacity limit, scrub), with an in-memory twin
 //!   ([`store::MemStore`]) for tests and simulations.
-//! * [`data`]: the data-plane server (bulk bytes, verified streaming).
+//! * [`data`]: the data-plane server (bulk bytes, verified streaming), which answers every
+//!   stored shard with a storage receipt signed by [`leases::Leaser`].
 //! * [`proofs`]: commitments and proofs from the store, audits of peers, the proof ledger.
 //! * [`config`], [`identity`], [`admin`], [`metrics`]: operations.
 //! * [`malloc`]: allocator settings for shard-sized buffers, applied first in `main`.
@@ -37,6 +38,7 @@ pub mod admin;
 pub mod config;
 pub mod data;
 pub mod identity;
+pub mod leases;
 pub mod malloc;
 pub mod metrics;
 pub mod node;

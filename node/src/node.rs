@@ -254,6 +254,17 @@ async fn scrub(store: Arc<Store>, rate: u64, start: Duration, cancel: Cancellati
     }
 }
 
+/// What signs the node's storage receipts, with its identity key.
+fn leaser(keypair: &Keypair, cfg: &Checked) -> Result<Arc<crate::leases::Leaser>, std::io::Error> {
+    let key = cairn_wire::keys::signing_key(keypair)
+        .ok_or_else(|| std::io::Error::other("the node key is not an ed25519 key"))?;
+    Ok(Arc::new(crate::leases::Leaser::new(
+        key,
+        cfg.proofs.epochs,
+        cfg.config.proofs.lease_epochs,
+    )))
+}
+
 impl RunningNode {
     /// Starts a node over `data_dir` with a checked configuration and its identity.
     pub async fn start(
@@ -368,7 +379,11 @@ impl RunningNode {
             let client = data::Client::new(endpoint.clone(), keypair.clone(), 8);
             tasks.spawn(p.clone().run(swarm.clone(), client, cancel.child_token()));
         }
-        let server = Server::new(store.clone(), metrics.clone());
+        let leaser = leaser(&keypair, cfg).map_err(|source| NodeError::Io {
+            what: "the node key for storage receipts".into(),
+            source,
+        })?;
+        let server = Server::new(store.clone(), metrics.clone(), leaser);
         tasks.spawn(server.run(endpoint, cancel.child_token()));
         let state = AdminState {
             store: store.clone(),

@@ -257,7 +257,7 @@ async fn kill_9_during_writes_never_leaves_a_bad_shard() {
                         let data = cairn_testkit::data::bytes(200_000 + i as usize, seed);
                         let cid = cids::raw(&data);
                         match client.store(&t, &cid, Bytes::from(data.clone())).await {
-                            Ok(()) => acked.lock().unwrap().push((cid, Bytes::from(data))),
+                            Ok(_) => acked.lock().unwrap().push((cid, Bytes::from(data))),
                             Err(_) => break,
                         }
                     }

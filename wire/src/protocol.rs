@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 
 use cairn_chunker::Cid;
 use cairn_chunker::manifest::{MAX_MANIFEST_BYTES, MAX_SHARD_SIZE};
+use cairn_proofs::receipt::MAX_RECEIPT_BYTES;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -316,7 +317,7 @@ pub enum ManifestKind {
     Dataset,
 }
 
-/// Data-plane request header; raw bytes follow for `Store` and `PutManifest`.
+/// Data-plane request header; raw bytes follow for `Store`, `PutManifest` and `PutReceipts`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DataRequest {
@@ -361,6 +362,92 @@ pub enum DataRequest {
         /// At most [`MAX_DATA_HAS`].
         cids: Vec<Cid>,
     },
+    /// Keep these storage receipts beside `manifest` (which the node must hold): `len` bytes
+    /// follow, `count` receipts framed as in [`encode_receipts`]. Answered
+    /// [`DataResponse::Stored`], or refused whole if any receipt is bad.
+    PutReceipts {
+        /// The manifest whose shards the receipts name.
+        manifest: Cid,
+        /// Receipts that follow (at most [`MAX_RECEIPTS`]).
+        count: u32,
+        /// Bytes that follow (at most [`MAX_RECEIPTS_BYTES`]).
+        len: u64,
+    },
+    /// Send the storage receipts kept beside `manifest`, by shard root and node key, a page at
+    /// a time ([`DataResponse::Receipts`]).
+    GetReceipts {
+        /// The manifest.
+        manifest: Cid,
+        /// Continue after the receipt for this `(shard root, node key)` (the last one of the
+        /// page before); from the first if absent.
+        #[serde(default)]
+        after: Option<(cairn_proofs::Hash32, cairn_proofs::NodeKey)>,
+    },
+}
+
+/// Most storage receipts a node keeps per shard per manifest: a shard is stored on one node,
+/// and on a few more when its store is retried or hedged.
+pub const MAX_RECEIPTS_PER_SHARD: usize = 8;
+/// Most storage receipts in one [`DataRequest::PutReceipts`] or [`DataResponse::Receipts`].
+pub const MAX_RECEIPTS: u32 = 65_536;
+/// Most bytes of receipts (with their length prefixes) in one [`DataRequest::PutReceipts`] or
+/// [`DataResponse::Receipts`].
+pub const MAX_RECEIPTS_BYTES: u64 = 16 << 20;
+/// Most receipts that always fit one message, whatever their sizes: what a sender puts in one.
+pub const RECEIPTS_PER_MESSAGE: usize = {
+    let fit = MAX_RECEIPTS_BYTES as usize / (4 + MAX_RECEIPT_BYTES);
+    if fit < MAX_RECEIPTS as usize {
+        fit
+    } else {
+        MAX_RECEIPTS as usize
+    }
+};
+
+/// Frames receipts as a [`DataRequest::PutReceipts`] or [`DataResponse::Receipts`] body: each
+/// `u32 LE length ‖ encoded receipt`.
+pub fn encode_receipts(receipts: &[Vec<u8>]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(receipts.iter().map(|r| 4 + r.len()).sum());
+    for r in receipts {
+        body.extend_from_slice(&(r.len() as u32).to_le_bytes());
+        body.extend_from_slice(r);
+    }
+    body
+}
+
+/// Splits a receipts body into exactly `count` receipts of at most [`MAX_RECEIPT_BYTES`] each
+/// (not decoded): an error says what does not fit.
+pub fn decode_receipts(body: &[u8], count: u32) -> Result<Vec<Vec<u8>>, String> {
+    let mut rest = body;
+    let mut out = Vec::with_capacity((count as usize).min(RECEIPTS_PER_MESSAGE));
+    for i in 0..count {
+        let Some((len, tail)) = rest.split_first_chunk::<4>() else {
+            return Err(format!("receipts body ends before receipt {i} of {count}"));
+        };
+        let len = u32::from_le_bytes(*len) as usize;
+        if len > MAX_RECEIPT_BYTES {
+            return Err(format!(
+                "receipt {i} of {len} bytes is over the {MAX_RECEIPT_BYTES}-byte limit"
+            ));
+        }
+        let Some((receipt, tail)) = tail.split_at_checked(len) else {
+            return Err(format!("receipts body ends inside receipt {i} of {count}"));
+        };
+        out.push(receipt.to_vec());
+        rest = tail;
+    }
+    if !rest.is_empty() {
+        return Err(format!(
+            "{} bytes follow the last of {count} receipts",
+            rest.len()
+        ));
+    }
+    Ok(out)
+}
+
+/// Checks a receipts message's header against the limits: `count` receipts in `len` bytes.
+fn receipts_fit(count: u32, len: u64) -> bool {
+    let (n, min, max) = (u64::from(count), 4, 4 + MAX_RECEIPT_BYTES as u64);
+    count <= MAX_RECEIPTS && len <= MAX_RECEIPTS_BYTES && len >= n * min && len <= n * max
 }
 
 /// Most CIDs in one data-plane [`DataRequest::Has`] (so the request fits a frame header).
@@ -403,8 +490,38 @@ pub enum DataResponse {
     },
     /// Answer to [`DataRequest::Has`], one entry per CID asked.
     Has(Vec<Holding>),
+    /// A shard was stored (or was held already): the node's signed promise to hold it, an
+    /// encoded `cairn_proofs::receipt::StorageReceipt` naming the lease it holds now.
+    StoredShard {
+        /// The encoded receipt.
+        #[serde(with = "serde_bytes")]
+        receipt: Vec<u8>,
+    },
+    /// Answer to [`DataRequest::GetReceipts`]: `len` bytes of `count` receipts follow (framed
+    /// as in [`encode_receipts`]).
+    Receipts {
+        /// Receipts that follow (at most [`MAX_RECEIPTS`]).
+        count: u32,
+        /// Bytes that follow (at most [`MAX_RECEIPTS_BYTES`]).
+        len: u64,
+        /// Whether more receipts follow the last one sent (ask again after it).
+        #[serde(default)]
+        more: bool,
+    },
     /// The request failed.
     Error(RemoteError),
+}
+
+impl DataResponse {
+    /// Checks a [`DataResponse::Receipts`] header against the limits (others pass).
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            DataResponse::Receipts { count, len, .. } if !receipts_fit(*count, *len) => Err(
+                format!("{count} receipts in {len} bytes is over the limits or cannot be right"),
+            ),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl DataRequest {
@@ -435,6 +552,13 @@ impl DataRequest {
                 "{} CIDs in one has request, at most {MAX_DATA_HAS}",
                 cids.len()
             )),
+            DataRequest::PutReceipts { count, len, .. } if !receipts_fit(*count, *len) => {
+                bad(format!(
+                    "{count} receipts in {len} bytes: at most {MAX_RECEIPTS} receipts of at most \
+                     {MAX_RECEIPT_BYTES} bytes each, {MAX_RECEIPTS_BYTES} bytes in all, each \
+                     behind a 4-byte length"
+                ))
+            }
             _ => Ok(()),
         }
     }
@@ -582,5 +706,57 @@ mod tests {
             .check()
             .is_err()
         );
+    }
+
+    #[test]
+    fn receipt_messages_are_checked_before_their_bodies_are_read() {
+        let manifest = cairn_chunker::cids::dag_cbor(b"m");
+        let put = |count, len| DataRequest::PutReceipts {
+            manifest,
+            count,
+            len,
+        };
+        assert!(put(0, 0).check().is_ok());
+        assert!(put(1, 200).check().is_ok());
+        assert!(put(MAX_RECEIPTS, MAX_RECEIPTS_BYTES).check().is_ok());
+        // Too many, too long, or lengths that cannot hold `count` receipts.
+        assert!(put(MAX_RECEIPTS + 1, MAX_RECEIPTS_BYTES).check().is_err());
+        assert!(put(1000, MAX_RECEIPTS_BYTES + 1).check().is_err());
+        assert!(put(2, 7).check().is_err());
+        assert!(put(1, 4 + MAX_RECEIPT_BYTES as u64 + 1).check().is_err());
+        assert!(put(0, 1).check().is_err());
+        let answer = |count, len| DataResponse::Receipts {
+            count,
+            len,
+            more: false,
+        };
+        assert!(answer(3, 300).check().is_ok());
+        assert!(answer(MAX_RECEIPTS + 1, 100).check().is_err());
+        assert!(answer(1, MAX_RECEIPTS_BYTES + 1).check().is_err());
+        // A full page always fits.
+        let page = RECEIPTS_PER_MESSAGE as u64;
+        assert!(
+            put(page as u32, page * (4 + MAX_RECEIPT_BYTES as u64))
+                .check()
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn receipt_bodies_round_trip_and_refuse_what_does_not_fit() {
+        let receipts = vec![vec![1u8; 10], Vec::new(), vec![7u8; MAX_RECEIPT_BYTES]];
+        let body = encode_receipts(&receipts);
+        assert_eq!(decode_receipts(&body, 3).unwrap(), receipts);
+        assert!(decode_receipts(&body, 2).is_err(), "trailing bytes");
+        assert!(decode_receipts(&body, 4).is_err(), "one missing");
+        assert!(
+            decode_receipts(&body[..body.len() - 1], 3).is_err(),
+            "cut short"
+        );
+        let mut long = encode_receipts(&[vec![0u8; MAX_RECEIPT_BYTES + 1]]);
+        assert!(decode_receipts(&long, 1).unwrap_err().contains("limit"));
+        long[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode_receipts(&long, 1).is_err());
+        assert_eq!(decode_receipts(&[], 0).unwrap(), Vec::<Vec<u8>>::new());
     }
 }

@@ -41,6 +41,9 @@ pub struct DatasetReport {
     pub objects: usize,
     /// Shards stored in all.
     pub shards: usize,
+    /// Storage receipts collected in all (see [`ObjectReport::receipts`]), each kept beside
+    /// the manifest of the file or pack whose shard it names.
+    pub receipts: usize,
     /// Nodes holding the dataset manifest.
     pub manifest_copies: usize,
     /// Each file's MD5 by path, when [`PutOptions::md5`] asked for them.
@@ -120,6 +123,7 @@ fn record(done: Uploaded, md5: bool, manifest: &mut DatasetManifest, report: &mu
         Uploaded::Pack { report: r, members } => {
             report.packs += 1;
             report.shards += r.shards;
+            report.receipts += r.receipts;
             report.incidents.extend(r.incidents);
             for m in members {
                 if let Some(md5) = m.md5 {
@@ -142,6 +146,7 @@ fn record(done: Uploaded, md5: bool, manifest: &mut DatasetManifest, report: &mu
         Uploaded::Object { rel, report: r } => {
             report.objects += 1;
             report.shards += r.shards;
+            report.receipts += r.receipts;
             report.incidents.extend(r.incidents);
             if let Some(md5) = r.md5 {
                 report.md5.insert(rel.clone(), md5);
@@ -211,6 +216,7 @@ pub async fn put_dir(
         packs: 0,
         objects: 0,
         shards: 0,
+        receipts: 0,
         manifest_copies: 0,
         md5: BTreeMap::new(),
         incidents: Vec::new(),

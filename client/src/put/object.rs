@@ -9,6 +9,7 @@ use cairn_chunker::manifest::ObjectManifest;
 use cairn_chunker::pipeline::{EncodeParams, EncodedStripe, Encoder};
 use cairn_chunker::{Cid, cids};
 use cairn_policy::placement;
+use cairn_proofs::receipt::StorageReceipt;
 use cairn_wire::protocol::ManifestKind;
 use ed25519_dalek::SigningKey;
 use libp2p::PeerId;
@@ -16,7 +17,7 @@ use md5::{Digest, Md5};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
-use super::store::{publish_manifest, store_shard};
+use super::store::{publish, store_shard};
 use super::{Progress, PutOptions, lock};
 use crate::error::{ClientError, task};
 use crate::get::Incidents;
@@ -35,6 +36,12 @@ pub struct ObjectReport {
     pub stored_bytes: u64,
     /// Nodes holding the manifest.
     pub manifest_copies: usize,
+    /// Storage receipts collected: one from every node that took a shard (a shard stored on
+    /// two nodes, by a hedge, has two). They are kept beside the manifest on its nodes.
+    pub receipts: usize,
+    /// Nodes holding the manifest that also took its receipts (a node that refused them is
+    /// among the incidents; the upload succeeded).
+    pub receipt_copies: usize,
     /// The object's MD5, when [`PutOptions::md5`] asked for it.
     pub md5: Option<[u8; 16]>,
     /// Nodes that failed or went silent while shards were stored on them, and what happened
@@ -72,6 +79,9 @@ impl std::io::Read for Md5Tee {
         Ok(n)
     }
 }
+
+/// A shard stored: its length, and the storage receipts of the nodes that took it, encoded.
+type Stored = (u64, Vec<Vec<u8>>);
 
 enum Item {
     Stripe(EncodedStripe),
@@ -180,8 +190,10 @@ pub async fn put_object(
 
     let inflight = Arc::new(Semaphore::new(opts.inflight_bytes.div_ceil(1024).max(1)));
     let notes = Incidents::default();
-    let mut uploads: JoinSet<Result<u64, ClientError>> = JoinSet::new();
+    let mut uploads: JoinSet<Result<Stored, ClientError>> = JoinSet::new();
     let (mut shards, mut stored_bytes) = (0usize, 0u64);
+    // Every storage receipt the stores answered with, encoded: they go beside the manifest.
+    let mut receipts: Vec<Vec<u8>> = Vec::new();
     let manifest = loop {
         let Some(item) = rx.recv().await else {
             return Err(ClientError::Encode(
@@ -256,10 +268,10 @@ pub async fn put_object(
                         )
                         .await
                         {
-                            Ok(()) => {
+                            Ok(taken) => {
                                 drop(permit);
                                 progress(report);
-                                Ok(len)
+                                Ok((len, taken.iter().map(StorageReceipt::to_bytes).collect()))
                             }
                             Err(attempts) => Err(ClientError::Upload {
                                 cid: Box::new(shard.cid),
@@ -271,7 +283,9 @@ pub async fn put_object(
                 }
                 // Surface failures early.
                 while let Some(done) = uploads.try_join_next() {
-                    stored_bytes += done.map_err(task("a shard upload"))??;
+                    let (len, taken) = done.map_err(task("a shard upload"))??;
+                    stored_bytes += len;
+                    receipts.extend(taken);
                 }
             }
             Item::Done(result) => break result?,
@@ -279,7 +293,9 @@ pub async fn put_object(
     };
     let _ = encoder.await;
     while let Some(done) = uploads.join_next().await {
-        stored_bytes += done.map_err(task("a shard upload"))??;
+        let (len, taken) = done.map_err(task("a shard upload"))??;
+        stored_bytes += len;
+        receipts.extend(taken);
     }
     let mut manifest = manifest;
     manifest.content_type = opts.content_type.clone();
@@ -290,9 +306,9 @@ pub async fn put_object(
     if manifest.inline.is_some() {
         progress(manifest.size);
     }
-    let manifest_copies = match net {
+    let (manifest_copies, receipt_copies) = match net {
         Some(net) => {
-            publish_manifest(
+            let keepers = publish(
                 net,
                 key,
                 &cid,
@@ -301,9 +317,13 @@ pub async fn put_object(
                 opts,
                 Some(&notes),
             )
-            .await?
+            .await?;
+            // The manifest is stored: the put has succeeded. Its keepers now also keep who
+            // promised to hold its shards; one that refuses is an incident, not a failure.
+            let copies = crate::receipts::give(net, &cid, &keepers, &receipts, &notes).await;
+            (keepers.len(), copies)
         }
-        None => 0,
+        None => (0, 0),
     };
     // The encoder has read to the end (its thread is done): the MD5 is complete.
     let md5 = md5.map(|h| lock(&h).clone().finalize().into());
@@ -313,6 +333,8 @@ pub async fn put_object(
         shards,
         stored_bytes,
         manifest_copies,
+        receipts: receipts.len(),
+        receipt_copies,
         md5,
         incidents: notes.list(),
     })

@@ -10,6 +10,7 @@ use cairn_chunker::Cid;
 use cairn_chunker::manifest::Provenance;
 use cairn_policy::placement;
 use cairn_policy::store::{self as policy, OnSilence, StoreRun};
+use cairn_proofs::receipt::StorageReceipt;
 use cairn_wire::data::{self, Target};
 use cairn_wire::protocol::ManifestKind;
 use ed25519_dalek::SigningKey;
@@ -30,7 +31,8 @@ fn now_ms() -> u64 {
 /// Stores a shard on the first of `targets` (node index, address) that takes it; see
 /// [`store_on`]. `stripe`: the nodes holding or taking the stripe's shards (each shard's first
 /// choice, and whichever node a retry or hedge took), so that no node gets two shards of one
-/// stripe. Returns what every attempt said when none took it.
+/// stripe. Returns the storage receipts of the nodes that took it (checked: each signed by its
+/// node for this shard), or what every attempt said when none took it.
 pub(super) async fn store_shard(
     client: &data::Client,
     targets: &[(usize, Target)],
@@ -39,7 +41,7 @@ pub(super) async fn store_shard(
     stripe: &Mutex<HashSet<usize>>,
     failures: &StoreFailures,
     notes: &Incidents,
-) -> Result<(), Vec<String>> {
+) -> Result<Vec<StorageReceipt>, Vec<String>> {
     let store = |t: Target| async move { client.store(&t, cid, bytes.clone()).await };
     let what = format!("shard {cid}");
     // The first target is the shard's own choice (already in `stripe`); a later one only if no
@@ -47,8 +49,8 @@ pub(super) async fn store_shard(
     let free = |i: usize| i == 0 || lock(stripe).insert(targets[i].0);
     let quiet = |t: &Target| client.silent_for(t);
     match store_on(quiet, targets, 1, store, free, failures, notes, &what).await {
-        (0, attempts) => Err(attempts),
-        _ => Ok(()),
+        (taken, attempts) if taken.is_empty() => Err(attempts),
+        (taken, _) => Ok(taken.into_iter().map(|(_, receipt)| receipt).collect()),
     }
 }
 
@@ -59,10 +61,11 @@ pub(super) async fn store_shard(
 /// finishes first counts: once `want` have, the rest are dropped, and their nodes discard what
 /// they got (one that took it just before is a spare holder). Failed nodes, and silent ones
 /// another target was started for, are reported to `failures`, so later stripes pass them
-/// over; all are noted in `notes` under `what`. Returns how many took it, and what the failed
-/// attempts said. The decisions are [`StoreRun`]'s; this runs them on tokio's clock.
+/// over; all are noted in `notes` under `what`. Returns the targets that took it (index into
+/// `targets`) with what each store answered, and what the failed attempts said. The decisions
+/// are [`StoreRun`]'s; this runs them on tokio's clock.
 #[allow(clippy::too_many_arguments)]
-async fn store_on<F, Fut>(
+async fn store_on<F, Fut, T>(
     quiet: impl Fn(&Target) -> Option<Duration>,
     targets: &[(usize, Target)],
     want: usize,
@@ -71,10 +74,10 @@ async fn store_on<F, Fut>(
     failures: &impl NodeReport,
     notes: &Incidents,
     what: &str,
-) -> (usize, Vec<String>)
+) -> (Vec<(usize, T)>, Vec<String>)
 where
     F: Fn(Target) -> Fut,
-    Fut: std::future::Future<Output = Result<(), data::DataError>>,
+    Fut: std::future::Future<Output = Result<T, data::DataError>>,
 {
     let start = |i: usize| {
         let t = targets[i].1;
@@ -84,12 +87,13 @@ where
     let mut run = StoreRun::new(targets.len(), want);
     let mut running = FuturesUnordered::new();
     let mut attempts = Vec::new();
+    let mut taken = Vec::new();
     let mut watch = tokio::time::interval(policy::WATCH_EVERY);
     watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         running.extend(run.start(&free).into_iter().map(start));
         if run.is_done(!running.is_empty()) {
-            return (run.count(), attempts);
+            return (taken, attempts);
         }
         tokio::select! {
             // An answer first: a store that finished is not judged silent by a tick that was
@@ -98,11 +102,12 @@ where
             Some((i, result)) = running.next() => {
                 let (n, t) = &targets[i];
                 match result {
-                    Ok(()) => {
+                    Ok(answer) => {
                         if run.stored(i) {
                             // It was slow, not gone: let later stripes use it again.
                             failures.answered(*n);
                         }
+                        taken.push((i, answer));
                     }
                     Err(e) => {
                         run.failed(i);
@@ -180,6 +185,22 @@ pub async fn publish_manifest(
     opts: &PutOptions,
     notes: Option<&Incidents>,
 ) -> Result<usize, ClientError> {
+    Ok(publish(net, key, cid, kind, bytes, opts, notes)
+        .await?
+        .len())
+}
+
+/// [`publish_manifest`], returning the nodes that took the manifest: its keepers, which the
+/// put then gives the storage receipts of the manifest's shards.
+pub(super) async fn publish(
+    net: &Network,
+    key: &SigningKey,
+    cid: &Cid,
+    kind: ManifestKind,
+    bytes: &[u8],
+    opts: &PutOptions,
+    notes: Option<&Incidents>,
+) -> Result<Vec<Target>, ClientError> {
     let envelope = Provenance::sign(*cid, key, now_ms(), opts.source.clone()).to_bytes();
     // Nodes that recently failed rank last (`write_candidates` offers them with no room).
     let targets: Vec<(usize, Target)> = placement::rank(&cid.to_bytes(), &net.write_candidates())
@@ -213,11 +234,11 @@ pub async fn publish_manifest(
     for (peer, what) in own.list() {
         tracing::warn!(%peer, "{what}");
     }
-    if stored == 0 {
+    if stored.is_empty() {
         return Err(ClientError::ManifestUpload {
             cid: Box::new(*cid),
             attempts,
         });
     }
-    Ok(stored)
+    Ok(stored.into_iter().map(|(i, ())| targets[i].1).collect())
 }

@@ -12,9 +12,7 @@ use rocksdb::{Direction, IteratorMode, WriteBatch};
 use super::layout::{CF_MANIFESTS, CF_RECEIPTS, CF_RECEIPTS_BY_NODE};
 use super::{Store, StoreError};
 
-/// Most receipts kept per shard per manifest: a shard is stored on one node, and on a few more
-/// when stores are retried or hedged.
-pub const MAX_RECEIPTS_PER_SHARD: usize = 8;
+pub use cairn_wire::protocol::MAX_RECEIPTS_PER_SHARD;
 
 /// Where a page of a manifest's receipts continues: after the receipt for this
 /// `(shard root, node key)`.
@@ -76,6 +74,15 @@ pub(super) fn check_receipts(
     Ok(out)
 }
 
+/// The receipts kept for one shard, as [`plan_writes`] weighs new ones against them.
+#[derive(Default)]
+struct Kept {
+    /// Node -> the end of the lease its kept (or about to be written) receipt names.
+    ends: HashMap<[u8; 32], u64>,
+    /// Kept rows that no longer decode: they keep their places, and are never replaced.
+    damaged: usize,
+}
+
 /// What to write for checked receipts of the manifest keyed `manifest`, given what is kept:
 /// `kept(prefix)` lists the receipts stored under `manifest ‖ shard`. One receipt is kept per
 /// node per shard (a newer one with a later end replaces it), at most
@@ -86,30 +93,29 @@ pub(super) fn plan_writes(
     checked: Vec<StorageReceipt>,
     mut kept: impl FnMut(&[u8]) -> Result<Vec<Vec<u8>>, StoreError>,
 ) -> Result<Writes, StoreError> {
-    // Per shard: node -> the end of the lease its kept (or about to be written) receipt names,
-    // and how many kept rows no longer decode (they keep their places, and are never replaced).
-    let mut held: HashMap<[u8; 32], (HashMap<[u8; 32], u64>, usize)> = HashMap::new();
+    let mut held: HashMap<[u8; 32], Kept> = HashMap::new();
     let mut writes = Writes::new();
     for r in checked {
         let (shard, node) = (r.shard.0, r.node.0);
-        let (nodes, damaged) = match held.entry(shard) {
+        let shard_kept = match held.entry(shard) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
-                let (mut nodes, mut damaged) = (HashMap::new(), 0);
+                let mut found = Kept::default();
                 for bytes in kept(&[manifest, &shard[..]].concat())? {
                     match StorageReceipt::from_bytes(&bytes) {
                         Ok(k) => {
-                            nodes.insert(k.node.0, k.end);
+                            found.ends.insert(k.node.0, k.end);
                         }
-                        Err(_) => damaged += 1,
+                        Err(_) => found.damaged += 1,
                     }
                 }
-                e.insert((nodes, damaged))
+                e.insert(found)
             }
         };
+        let (nodes, damaged) = (&mut shard_kept.ends, shard_kept.damaged);
         let take = match nodes.get(&node) {
             Some(&end) => r.end > end,
-            None => nodes.len() + *damaged < MAX_RECEIPTS_PER_SHARD,
+            None => nodes.len() + damaged < MAX_RECEIPTS_PER_SHARD,
         };
         if take {
             nodes.insert(node, r.end);

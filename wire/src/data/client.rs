@@ -20,8 +20,10 @@ use super::frame::{FrameFailure, encode, read_body, read_frame, read_u32};
 use super::*;
 use crate::protocol::{
     DATA_ALPN, DataRequest, DataResponse, ErrorCode, Holding, MAX_DATA_HEADER, MAX_ENVELOPE_BYTES,
-    ManifestKind, RESET_CORRUPT, RemoteError,
+    ManifestKind, RECEIPTS_PER_MESSAGE, RESET_CORRUPT, RemoteError, decode_receipts,
+    encode_receipts,
 };
+use cairn_proofs::receipt::StorageReceipt;
 
 /// A data-plane client: dials peers by peer id and address, keeps one connection per peer
 /// address, and retries a request once on a fresh connection when a cached one turns out dead
@@ -59,6 +61,33 @@ type Dial =
 enum DialError {
     Setup(String),
     Unreachable(String),
+}
+
+/// Checks the storage receipt `t` answered a store of `cid` (`size` bytes, root `root`) with.
+fn check_receipt(
+    t: &Target,
+    cid: &Cid,
+    root: Option<&[u8; 32]>,
+    size: u64,
+    receipt: &[u8],
+) -> Result<StorageReceipt, DataError> {
+    let bad = |reason: String| DataError::BadData {
+        peer: t.peer,
+        cid: *cid,
+        reason: format!("its storage receipt {reason}"),
+    };
+    let r = StorageReceipt::from_bytes(receipt).map_err(|e| bad(format!("is invalid: {e}")))?;
+    match crate::keys::node_key(&t.peer) {
+        Some(key) if key == r.node => {}
+        _ => return Err(bad(format!("is signed by another key ({})", r.node))),
+    }
+    if root != Some(&r.shard.0) {
+        return Err(bad(format!("names another shard ({})", r.shard)));
+    }
+    if r.size != size {
+        return Err(bad(format!("says {} bytes, not {size}", r.size)));
+    }
+    Ok(r)
 }
 
 /// A failed read of an answer: a reset with [`RESET_CORRUPT`] is the node saying its copy is
@@ -328,8 +357,20 @@ impl Client {
         }
     }
 
-    /// Stores a shard on `t`; the peer verifies it against `cid` before accepting.
-    pub async fn store(&self, t: &Target, cid: &Cid, data: Bytes) -> Result<(), DataError> {
+    /// Stores a shard on `t`; the peer verifies it against `cid` before accepting, and answers
+    /// with its storage receipt: its signed promise to hold the shard. The receipt is checked
+    /// (signed by `t`'s own key, for this shard at this size, with a lease that can be right),
+    /// and a node whose receipt is not is [`DataError::BadData`], like one that failed the
+    /// store.
+    pub async fn store(
+        &self,
+        t: &Target,
+        cid: &Cid,
+        data: Bytes,
+    ) -> Result<StorageReceipt, DataError> {
+        // Not a shard CID: the node refuses it, and says so.
+        let root = cids::digest(cid, Codec::Raw).ok();
+        let size = data.len() as u64;
         let header = encode(&DataRequest::Store {
             cid: *cid,
             len: data.len() as u64,
@@ -346,7 +387,15 @@ impl Client {
                 };
                 let (written, answer) = tokio::join!(write, Self::response(t, &mut recv));
                 match answer? {
-                    DataResponse::Stored => Ok(()),
+                    DataResponse::StoredShard { receipt } => {
+                        check_receipt(t, cid, root.as_ref().map(|r| r.as_bytes()), size, &receipt)
+                    }
+                    DataResponse::Stored => Err(DataError::BadData {
+                        peer: t.peer,
+                        cid: *cid,
+                        reason: "the node stored the shard but signed no storage receipt for it"
+                            .into(),
+                    }),
                     other => {
                         written?;
                         Err(DataError::Protocol {
@@ -720,6 +769,147 @@ impl Client {
                     envs.push(read_body(&mut recv, n).await.map_err(io)?.to_vec());
                 }
                 Ok((bytes, envs))
+            }
+        })
+        .await
+    }
+
+    /// Stores encoded storage receipts beside `manifest` on `t` (which must hold it), in as
+    /// many requests as the limits need. The node checks every receipt (signature, and that the
+    /// manifest lists its shard at its size) and refuses a request with a bad one whole.
+    /// Returns how many requests were sent.
+    pub async fn put_receipts(
+        &self,
+        t: &Target,
+        manifest: &Cid,
+        receipts: &[Vec<u8>],
+    ) -> Result<usize, DataError> {
+        let mut sent = 0;
+        for batch in receipts.chunks(RECEIPTS_PER_MESSAGE) {
+            let body = encode_receipts(batch);
+            let mut message = encode(&DataRequest::PutReceipts {
+                manifest: *manifest,
+                count: batch.len() as u32,
+                len: body.len() as u64,
+            });
+            message.extend_from_slice(&body);
+            let message = Bytes::from(message);
+            self.request(t, |mut send, mut recv| {
+                let message = message.clone();
+                async move {
+                    send.write_chunk(message).await.map_err(write_err(t.peer))?;
+                    let _ = send.finish();
+                    match Self::response(t, &mut recv).await? {
+                        DataResponse::Stored => Ok(()),
+                        other => Err(DataError::Protocol {
+                            peer: t.peer,
+                            reason: format!("unexpected answer {other:?}"),
+                        }),
+                    }
+                }
+            })
+            .await?;
+            sent += 1;
+        }
+        Ok(sent)
+    }
+
+    /// The storage receipts `t` keeps beside `manifest`, every one decoded and its signature
+    /// verified (a node that sends a bad one is [`DataError::BadData`]), by shard root and node
+    /// key. Asks a page at a time, at most [`MAX_RECEIPT_PAGES`] pages.
+    pub async fn get_receipts(
+        &self,
+        t: &Target,
+        manifest: &Cid,
+    ) -> Result<Vec<StorageReceipt>, DataError> {
+        let mut all: Vec<StorageReceipt> = Vec::new();
+        let mut after = None;
+        for _ in 0..MAX_RECEIPT_PAGES {
+            let (page, more) = self.receipts_page(t, manifest, after).await?;
+            // Each page starts after the last receipt of the one before, in order: a node
+            // cannot send the same receipts again and again.
+            let last = page.last().map(|r| (r.shard, r.node));
+            let ordered = page
+                .iter()
+                .map(|r| (r.shard, r.node))
+                .try_fold(after, |prev, key| match prev {
+                    Some(p) if key <= p => None,
+                    _ => Some(Some(key)),
+                })
+                .is_some();
+            if !ordered {
+                return Err(DataError::Protocol {
+                    peer: t.peer,
+                    reason: "receipts out of order".into(),
+                });
+            }
+            all.extend(page);
+            match (more, last) {
+                (false, _) => return Ok(all),
+                (true, Some(last)) => after = Some(last),
+                (true, None) => {
+                    return Err(DataError::Protocol {
+                        peer: t.peer,
+                        reason: "an empty page of receipts said more follow".into(),
+                    });
+                }
+            }
+        }
+        Err(DataError::Protocol {
+            peer: t.peer,
+            reason: format!("more than {MAX_RECEIPT_PAGES} pages of receipts"),
+        })
+    }
+
+    /// One page of [`Client::get_receipts`], and whether more follow.
+    async fn receipts_page(
+        &self,
+        t: &Target,
+        manifest: &Cid,
+        after: Option<(cairn_proofs::Hash32, cairn_proofs::NodeKey)>,
+    ) -> Result<(Vec<StorageReceipt>, bool), DataError> {
+        let header = encode(&DataRequest::GetReceipts {
+            manifest: *manifest,
+            after,
+        });
+        self.request(t, |mut send, mut recv| {
+            let header = &header;
+            async move {
+                send.write_all(header).await.map_err(write_err(t.peer))?;
+                let _ = send.finish();
+                let proto = |reason: String| DataError::Protocol {
+                    peer: t.peer,
+                    reason,
+                };
+                let answer = Self::response(t, &mut recv).await?;
+                answer.check().map_err(proto)?;
+                let DataResponse::Receipts { count, len, more } = answer else {
+                    return Err(proto(format!("expected receipts, got {answer:?}")));
+                };
+                let body = read_body(&mut recv, len as usize)
+                    .await
+                    .map_err(|e| match e {
+                        FrameFailure::Io(reason) | FrameFailure::Malformed(reason) => proto(reason),
+                        FrameFailure::Stalled(received) => DataError::Stalled {
+                            peer: t.peer,
+                            secs: STALL_TIMEOUT.as_secs(),
+                            received,
+                        },
+                    })?;
+                let mut page = Vec::with_capacity(count as usize);
+                for (i, bytes) in decode_receipts(&body, count)
+                    .map_err(proto)?
+                    .iter()
+                    .enumerate()
+                {
+                    let r = StorageReceipt::from_bytes(bytes).map_err(|e| DataError::BadData {
+                        peer: t.peer,
+                        cid: *manifest,
+                        reason: format!("storage receipt {i} of the page: {e}"),
+                    })?;
+                    page.push(r);
+                }
+                Ok((page, more))
             }
         })
         .await

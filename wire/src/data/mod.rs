@@ -63,6 +63,10 @@ pub const SENDS_AT_ONCE: usize = 256;
 /// node; this bounds what one peer can take of the node's streams and connections
 /// (`max_concurrent_bidi_streams` bounds each connection).
 pub const MAX_CONNECTIONS_PER_PEER: usize = 16;
+/// Most pages of receipts [`Client::get_receipts`] takes for one manifest, each up to
+/// [`RECEIPTS_PER_MESSAGE`](crate::protocol::RECEIPTS_PER_MESSAGE) receipts: about four
+/// million in all, so a node cannot make a reader take receipts without end.
+pub const MAX_RECEIPT_PAGES: usize = 64;
 /// Store writes waiting on the disk at once (the node's data-plane server holds them to this); their bodies are already
 /// bounded by [`MAX_INFLIGHT_BYTES`].
 pub const WRITES_AT_ONCE: usize = 32;

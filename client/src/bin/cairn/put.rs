@@ -82,10 +82,11 @@ pub(crate) async fn run(g: &Global, args: &Args) -> anyhow::Result<()> {
         (
             r.cid,
             json!({"cid": r.cid.to_string(), "kind": "dataset", "files": r.files, "bytes": r.bytes,
-                   "packs": r.packs, "objects": r.objects, "shards": r.shards, "manifest_copies": r.manifest_copies}),
+                   "packs": r.packs, "objects": r.objects, "shards": r.shards, "receipts": r.receipts,
+                   "manifest_copies": r.manifest_copies}),
             format!(
-                "dataset: {} files, {} bytes in {} packs + {} objects, {} shards, manifest on {} nodes",
-                r.files, r.bytes, r.packs, r.objects, r.shards, r.manifest_copies
+                "dataset: {} files, {} bytes in {} packs + {} objects, {} shards ({} storage receipts), manifest on {} nodes",
+                r.files, r.bytes, r.packs, r.objects, r.shards, r.receipts, r.manifest_copies
             ),
             r.md5,
             r.incidents,
@@ -108,14 +109,17 @@ pub(crate) async fn run(g: &Global, args: &Args) -> anyhow::Result<()> {
             r.cid,
             json!({"cid": r.cid.to_string(), "kind": "object", "size": r.manifest.size,
                    "blake3": r.manifest.blake3.to_hex().to_string(), "k": r.manifest.erasure.k,
-                   "m": r.manifest.erasure.m, "shards": r.shards, "manifest_copies": r.manifest_copies}),
+                   "m": r.manifest.erasure.m, "shards": r.shards, "receipts": r.receipts,
+                   "receipt_copies": r.receipt_copies, "manifest_copies": r.manifest_copies}),
             format!(
-                "object: {} bytes, {}+{}, {} shards, manifest on {} nodes",
+                "object: {} bytes, {}+{}, {} shards ({} storage receipts), manifest on {} nodes ({} with the receipts)",
                 r.manifest.size,
                 r.manifest.erasure.k,
                 r.manifest.erasure.m,
                 r.shards,
-                r.manifest_copies
+                r.receipts,
+                r.manifest_copies,
+                r.receipt_copies
             ),
             r.md5.map(|m| (String::new(), m)).into_iter().collect(),
             r.incidents,

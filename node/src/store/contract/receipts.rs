@@ -143,7 +143,12 @@ fn a_bad_receipt_refuses_the_whole_call<S: Subject>() {
     refused(vec![0xa1, 0x01], "storage receipt");
     refused(Vec::new(), "storage receipt");
     // The good one alone is kept.
-    assert_eq!(store.put_receipts(&cid, &[good.clone()]).unwrap(), 1);
+    assert_eq!(
+        store
+            .put_receipts(&cid, std::slice::from_ref(&good))
+            .unwrap(),
+        1
+    );
     assert_eq!(store.receipts_for(&cid).unwrap(), vec![good]);
 }
 
@@ -169,7 +174,12 @@ fn receipts_are_kept_one_per_node_and_a_few_per_shard<S: Subject>() {
     assert_eq!(store.put_receipts(&cid, &many[8..]).unwrap(), 0, "full");
     // One per node: a renewal (a later end) replaces the node's receipt, an older one does not.
     let renewed = receipt(1, s, 9);
-    assert_eq!(store.put_receipts(&cid, &[renewed.clone()]).unwrap(), 1);
+    assert_eq!(
+        store
+            .put_receipts(&cid, std::slice::from_ref(&renewed))
+            .unwrap(),
+        1
+    );
     assert_eq!(store.put_receipts(&cid, &[receipt(1, s, 7)]).unwrap(), 0);
     let kept = store.receipts_for(&cid).unwrap();
     assert_eq!(kept.len(), MAX_RECEIPTS_PER_SHARD);
