@@ -11,7 +11,7 @@ use cairn_client::network::Network;
 use cairn_client::put::PutOptions;
 use clap::{Args, Parser, Subcommand};
 
-use crate::{cid, devnet, get, key, ls, proofs, put, stat, verify};
+use crate::{audit, cid, devnet, get, key, ls, proofs, put, stat, verify};
 
 #[derive(Parser)]
 #[command(
@@ -63,6 +63,9 @@ pub(crate) enum Command {
     Nodes,
     /// Re-fetch and check everything: signature, every shard on every node, parity, BLAKE3.
     Verify(verify::Args),
+    /// Challenge the nodes holding an object's shards to prove, now, that they still hold
+    /// them (the storage receipts kept with its manifest name which node promised which).
+    Audit(audit::Args),
     /// Storage proofs: each node's record (proven epochs, faults, score, shards to repair), as
     /// the other nodes' ledgers keep it.
     Proofs(proofs::Args),

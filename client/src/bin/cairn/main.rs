@@ -16,6 +16,7 @@ use clap::Parser;
 
 use crate::cli::{Cli, Command};
 
+mod audit;
 mod cid;
 mod cli;
 mod devnet;
@@ -45,6 +46,7 @@ async fn run(cli: Cli, partial: Partial) -> anyhow::Result<()> {
         Command::Nodes => nodes::run(g).await,
         Command::Verify(args) => verify::run(g, args).await,
         Command::Proofs(args) => proofs::run(g, args).await,
+        Command::Audit(args) => audit::run(g, args).await,
         Command::Cid(args) => cid::run(g, args).await,
         Command::Devnet(args) => devnet::run(g, args).await,
     }
