@@ -29,7 +29,8 @@ pub struct NodeAudit {
     pub peer_id: String,
     /// Receipts for this object's shards signed by the node.
     pub receipts: usize,
-    /// Those the node can be asked about this epoch (taken before it, lease running).
+    /// Those the node can be asked about by name this epoch (taken two or more epochs ago,
+    /// lease running).
     pub due: usize,
     /// Shards named in the challenge.
     pub named: usize,
@@ -110,7 +111,7 @@ async fn audit_node(
     node: NodeKey,
     receipts: &[StorageReceipt],
 ) -> NodeAudit {
-    let due = receipts.iter().filter(|r| r.due_in(epoch)).count();
+    let due = receipts.iter().filter(|r| r.named_in(epoch)).count();
     let mut out = NodeAudit {
         peer_id: keys::peer_id(&node).map_or_else(|| node.to_string(), |p| p.to_string()),
         receipts: receipts.len(),

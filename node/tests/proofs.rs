@@ -218,7 +218,8 @@ async fn a_shard_left_out_of_the_commitment_is_caught_by_a_targeted_challenge() 
         .into_iter()
         .find_map(|(c, h)| h.into_iter().find(|p| !keepers.contains(p)).map(|p| (c, p)))
         .expect("four holders, three keepers");
-    pass_epochs(1).await;
+    // Shards are named from the second epoch after they were taken.
+    pass_epochs(2).await;
     // The data owner's own audit: every holder proves its named shards.
     let audit = |net: &Net| {
         let out = net.cairn(&["audit", &cid, "--json"]);

@@ -33,7 +33,7 @@ pub(crate) async fn run(g: &Global, args: &Args) -> anyhow::Result<()> {
         for a in &audits {
             let named = if a.due < a.receipts {
                 format!(
-                    "{} of {} shards named ({} taken this epoch: due from the next)",
+                    "{} of {} shards named ({} taken too recently: named from the second epoch after)",
                     a.named,
                     a.receipts,
                     a.receipts - a.due
