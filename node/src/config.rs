@@ -192,7 +192,7 @@ impl fmt::Display for Span {
             (60_000, "m"),
             (1000, "s"),
         ] {
-            if ms >= unit && ms % unit == 0 {
+            if ms >= unit && ms.is_multiple_of(unit) {
                 return write!(f, "{}{name}", ms / unit);
             }
         }
