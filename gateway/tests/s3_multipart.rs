@@ -320,6 +320,25 @@ async fn equal_parts_are_not_read_back_to_hash_the_object() {
             expected,
             "{key}: parts read back"
         );
+        // The parts' storage receipts are kept beside the object's manifest: a data owner's
+        // audit through it finds one for every shard, and every holder proves its shards.
+        let cid = head.metadata().unwrap()["cairn-cid"].clone();
+        let stat: serde_json::Value =
+            serde_json::from_slice(&net.cairn_ok(&["stat", &cid, "--json"]).stdout).unwrap();
+        let shards: usize = stat["stripes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["shards"].as_array().unwrap().len())
+            .sum();
+        if shards > 0 {
+            let audit: serde_json::Value =
+                serde_json::from_slice(&net.cairn_ok(&["audit", &cid, "--json"]).stdout).unwrap();
+            assert!(
+                audit["receipts"].as_u64().unwrap() >= shards as u64,
+                "{key}: {audit}"
+            );
+        }
         assert!(get(&s3, "parts", key, None).await == whole, "{key}");
     }
     net.stop().await;

@@ -28,7 +28,7 @@ mod store;
 pub use dataset::{DatasetReport, put_dir, walk};
 pub use object::{Input, ObjectReport, check_room, put_object};
 pub use options::PutOptions;
-pub use store::publish_manifest;
+pub use store::{publish_manifest, publish_manifest_with_receipts};
 
 /// Files below this size are packed together into pack objects.
 pub const PACK_THRESHOLD: u64 = 256 * 1024;

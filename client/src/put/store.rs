@@ -190,6 +190,31 @@ pub async fn publish_manifest(
         .len())
 }
 
+/// [`publish_manifest`] for a manifest whose shards were stored earlier (an S3 multipart
+/// object made of its parts' stripes): the storage receipts of those shards (encoded) are
+/// given to the nodes that took the manifest, so they are kept beside it as a put keeps them.
+/// A keeper that refuses them is noted in `notes` (or logged); returns how many nodes took the
+/// manifest.
+#[allow(clippy::too_many_arguments)]
+pub async fn publish_manifest_with_receipts(
+    net: &Network,
+    key: &SigningKey,
+    cid: &Cid,
+    kind: ManifestKind,
+    bytes: &[u8],
+    opts: &PutOptions,
+    notes: Option<&Incidents>,
+    receipts: &[Vec<u8>],
+) -> Result<usize, ClientError> {
+    let keepers = publish(net, key, cid, kind, bytes, opts, notes).await?;
+    let own = Incidents::default();
+    crate::receipts::give(net, cid, &keepers, receipts, notes.unwrap_or(&own)).await;
+    for (peer, what) in own.list() {
+        tracing::warn!(%peer, "{what}");
+    }
+    Ok(keepers.len())
+}
+
 /// [`publish_manifest`], returning the nodes that took the manifest: its keepers, which the
 /// put then gives the storage receipts of the manifest's shards.
 pub(super) async fn publish(

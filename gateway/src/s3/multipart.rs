@@ -7,8 +7,9 @@ use std::sync::Arc;
 use cairn_chunker::manifest::{ErasureParams, ObjectManifest, Stripe, hex};
 use cairn_chunker::pieces::{PieceHasher, combine};
 use cairn_chunker::{Cid, cids};
-use cairn_client::put::{PutOptions, publish_manifest};
+use cairn_client::put::{PutOptions, publish_manifest_with_receipts};
 use cairn_wire::protocol::ManifestKind;
+use futures::StreamExt;
 use md5::{Digest, Md5};
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result};
@@ -446,15 +447,38 @@ impl Gateway {
 }
 
 impl Gateway {
-    /// Stores the manifest of a combined (multipart) object and returns its CID.
-    async fn publish(&self, manifest: &ObjectManifest) -> Result<Cid, Error> {
+    /// Stores the manifest of a combined (multipart) object and returns its CID. The storage
+    /// receipts kept beside the parts' manifests are given to its keepers too, so the object's
+    /// shards can be audited by name through it (`cairn audit`) as through any put.
+    async fn publish(&self, manifest: &ObjectManifest, parts: &[Cid]) -> Result<Cid, Error> {
         manifest
             .validate()
             .map_err(|e| Error::Internal(e.to_string()))?;
         let bytes = manifest.to_bytes();
         let cid = cids::dag_cbor(&bytes);
         let net = self.net().await;
-        publish_manifest(
+        let net_ref = &net;
+        let mut receipts: Vec<Vec<u8>> = futures::stream::iter(parts.to_vec())
+            .map(|part: Cid| async move {
+                let got = net_ref.receipts(&part).await;
+                (part, got)
+            })
+            .buffer_unordered(RECEIPT_LOOKUPS)
+            .flat_map(|(part, got)| {
+                let list = match got {
+                    Ok(v) => v.iter().map(|r| r.to_bytes()).collect(),
+                    Err(e) => {
+                        tracing::warn!(%part, "the part's storage receipts were not found: {e}");
+                        Vec::new()
+                    }
+                };
+                futures::stream::iter(list)
+            })
+            .collect()
+            .await;
+        receipts.sort_unstable();
+        receipts.dedup();
+        publish_manifest_with_receipts(
             &net,
             &self.key,
             &cid,
@@ -462,6 +486,7 @@ impl Gateway {
             &bytes,
             &self.opts,
             None,
+            &receipts,
         )
         .await?;
         Ok(cid)
@@ -522,6 +547,9 @@ impl Gateway {
     }
 }
 
+/// Parts whose storage receipts are looked up at once when an upload completes.
+const RECEIPT_LOOKUPS: usize = 16;
+
 /// A checked CompleteMultipartUpload, ready to be turned into an object.
 struct FinishUpload {
     upload: UploadRecord,
@@ -553,7 +581,8 @@ impl Gateway {
             content_type: f.upload.content_type.clone(),
             metadata: f.upload.metadata.clone(),
         };
-        let cid = self.publish(&manifest).await?;
+        let parts: Vec<Cid> = f.parts.iter().map(|(rec, _)| rec.cid).collect();
+        let cid = self.publish(&manifest, &parts).await?;
         let record = ObjectRecord {
             location: Location::Object(cid),
             size: f.size,
