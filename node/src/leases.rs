@@ -6,14 +6,13 @@
 //! is signed, and the receipt names the lease the store then holds, so a receipt never promises
 //! more than the store will commit to.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use cairn_chunker::cids::{self, Cid, Codec};
 use cairn_proofs::epoch::Epochs;
 use cairn_proofs::receipt::StorageReceipt;
 use cairn_proofs::{Hash32, NodeKey};
 use ed25519_dalek::SigningKey;
 
+use crate::proofs::unix_ms;
 use crate::store::{ShardStore, StoreError};
 
 /// Leases shards and signs their receipts with the node's key.
@@ -31,13 +30,6 @@ impl std::fmt::Debug for Leaser {
             .field("lease_epochs", &self.lease_epochs)
             .finish_non_exhaustive()
     }
-}
-
-/// Milliseconds since the Unix epoch, by the system clock.
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Leaser {

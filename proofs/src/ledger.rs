@@ -227,11 +227,6 @@ impl AuditReceipt {
         r.verify()?;
         Ok(r)
     }
-
-    /// A digest naming this receipt (for deduplication).
-    pub fn id(&self) -> Hash32 {
-        codec::digest("cairn-proofs audit receipt id v1", &[&self.to_bytes()])
-    }
 }
 
 /// What the ledger's state says must happen.
