@@ -14,6 +14,8 @@
 //! * [`hedge`]: when a read asks another node beside a slow one.
 //! * [`scrub`]: pacing the node's re-verification of everything it holds.
 //! * [`readahead`]: which bytes to fetch ahead of sequential range readers.
+//! * [`keeper`]: an object's ranking of nodes, its keepers, and the one in charge.
+//! * [`repair`]: stripe health, when and what to rebuild, in which order, how fast.
 //!
 //! No tokio, RocksDB, libp2p, quinn or threads: `cargo tree -p cairn-policy` shows it.
 
@@ -23,8 +25,10 @@
 pub mod capacity;
 pub mod health;
 pub mod hedge;
+pub mod keeper;
 pub mod placement;
 pub mod readahead;
+pub mod repair;
 pub mod scrub;
 pub mod store;
 pub mod time;

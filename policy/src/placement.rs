@@ -93,6 +93,29 @@ pub fn place_stripe(shards: &[Cid], nodes: &[Candidate]) -> Result<Vec<Vec<usize
         .collect())
 }
 
+/// Where a rebuilt (or moved) shard goes: the nodes not in `exclude` (those holding any shard
+/// of its stripe, and any that must not take data), best-scoring first, those whose label the
+/// stripe does not use yet before the others. The same rule as [`place_stripe`], for one
+/// shard of a stripe that is already placed.
+pub fn place_repair(
+    shard: &Cid,
+    nodes: &[Candidate],
+    exclude: &HashSet<usize>,
+    used_labels: &HashSet<Option<String>>,
+) -> Vec<usize> {
+    let order: Vec<usize> = rank(&shard.to_bytes(), nodes)
+        .into_iter()
+        .filter(|i| !exclude.contains(i))
+        .collect();
+    let fresh = |i: &usize| nodes[*i].label.is_some() && !used_labels.contains(&nodes[*i].label);
+    order
+        .iter()
+        .copied()
+        .filter(fresh)
+        .chain(order.iter().copied().filter(|i| !fresh(i)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,6 +134,25 @@ mod tests {
         (0..n)
             .map(|i| cairn_chunker::cids::raw(&[seed, i as u8]))
             .collect()
+    }
+
+    #[test]
+    fn a_repair_avoids_the_stripes_nodes_and_prefers_new_labels() {
+        let ns = nodes(8, Some(4));
+        let shard = cairn_chunker::cids::raw(b"shard");
+        let all = place_repair(&shard, &ns, &HashSet::new(), &HashSet::new());
+        assert_eq!(all, rank(&shard.to_bytes(), &ns));
+        let exclude: HashSet<usize> = all[..3].iter().copied().collect();
+        let used: HashSet<Option<String>> = all[..3].iter().map(|&i| ns[i].label.clone()).collect();
+        let order = place_repair(&shard, &ns, &exclude, &used);
+        assert_eq!(order.len(), 5);
+        assert!(order.iter().all(|i| !exclude.contains(i)));
+        // Labels the stripe does not use come first.
+        let first_used = order.iter().position(|&i| used.contains(&ns[i].label));
+        let last_fresh = order.iter().rposition(|&i| !used.contains(&ns[i].label));
+        if let (Some(u), Some(f)) = (first_used, last_fresh) {
+            assert!(f < u, "{order:?}");
+        }
     }
 
     #[test]

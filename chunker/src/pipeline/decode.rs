@@ -191,6 +191,64 @@ impl StripeDecoder {
     }
 }
 
+impl StripeDecoder {
+    /// Rebuilds every shard of stripe `index`, data and parity, from any `k` of them (`k + m`
+    /// entries, `None` where unavailable; given shards are verified against their CIDs unless
+    /// `verify` is false). Returns all `k + m` shards at their stored lengths (zero-length data
+    /// shards empty); every rebuilt one is checked against its CID, so a repair never stores
+    /// a shard that is not the one the manifest names.
+    pub fn rebuild_all(
+        &mut self,
+        index: usize,
+        stripe: &Stripe,
+        shards: Vec<Option<Bytes>>,
+        verify: bool,
+    ) -> Result<Vec<Bytes>, DecodeError> {
+        let k = stripe.data.len();
+        let given = shards.clone();
+        let data = self.decode(index, stripe, shards, verify)?.data;
+        let plen = stripe.parity_len as usize;
+        let mut out: Vec<Bytes> = data.clone();
+        if stripe.parity.is_empty() {
+            return Ok(out);
+        }
+        let missing_parity = (0..stripe.parity.len()).any(|j| {
+            given
+                .get(k + j)
+                .and_then(Option::as_ref)
+                .is_none_or(|b| b.len() != plen || (verify && cids::raw(b) != stripe.parity[j]))
+        });
+        let parity: Vec<Bytes> = if missing_parity {
+            let padded: Vec<Vec<u8>> = data
+                .iter()
+                .map(|d| {
+                    let mut v = Vec::with_capacity(plen);
+                    v.extend_from_slice(d);
+                    v.resize(plen, 0);
+                    v
+                })
+                .collect();
+            let refs: Vec<&[u8]> = padded.iter().map(Vec::as_slice).collect();
+            let mut parity = vec![Vec::new(); stripe.parity.len()];
+            self.coder.encode(&refs, &mut parity)?;
+            parity.into_iter().map(Bytes::from).collect()
+        } else {
+            given[k..].iter().map(|b| b.clone().unwrap_or_default()).collect()
+        };
+        for (j, p) in parity.iter().enumerate() {
+            if p.len() != plen || cids::raw(p) != stripe.parity[j] {
+                return Err(DecodeError::Inconsistent {
+                    stripe: index,
+                    index: k + j,
+                    cid: Box::new(stripe.parity[j]),
+                });
+            }
+        }
+        out.extend(parity);
+        Ok(out)
+    }
+}
+
 /// Decodes a whole object to `out`: for every stripe, `fetch(stripe, shard_index, shard)` returns
 /// the shard's bytes if available. Shards are verified; missing or corrupt ones are rebuilt from
 /// parity; the object's BLAKE3 is checked at the end. Returns the number of bytes written.
