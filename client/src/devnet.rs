@@ -387,6 +387,15 @@ impl Devnet {
         }
     }
 
+    /// Kills node `index` (SIGKILL: no goodbye, no flush, like a pulled plug) and waits for it;
+    /// its data stays.
+    pub async fn kill_node(&mut self, index: usize) {
+        self.signal(index, rustix::process::Signal::KILL);
+        if let Some(c) = self.children.get_mut(index) {
+            let _ = tokio::time::timeout(Duration::from_secs(10), c.wait()).await;
+        }
+    }
+
     /// Freezes node `index` (SIGSTOP): it keeps its sockets but answers nothing, like a hung host.
     pub fn pause_node(&self, index: usize) {
         self.signal(index, rustix::process::Signal::STOP);

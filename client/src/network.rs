@@ -366,7 +366,10 @@ impl Network {
         let health = self.shared.health();
         let faulty = self.faulty();
         for (c, n) in candidates.iter_mut().zip(&self.nodes) {
-            if !health.takes_writes(&n.peer(), now) || faulty.contains(&n.info.peer_id) {
+            if !health.takes_writes(&n.peer(), now)
+                || faulty.contains(&n.info.peer_id)
+                || n.info.draining
+            {
                 c.free = 0;
             }
         }

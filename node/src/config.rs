@@ -292,6 +292,42 @@ pub struct Config {
     pub admin: AdminConfig,
     /// `[proofs]`
     pub proofs: ProofsSection,
+    /// `[repair]`
+    pub repair: RepairSection,
+}
+
+/// Self-repair: how often this node looks after the objects it keeps, how long a silent peer
+/// is waited for, when a stripe is rebuilt, and how fast.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RepairSection {
+    /// Look after the objects whose manifests this node keeps (repair, manifest copies).
+    pub enabled: bool,
+    /// Time between two passes over the kept objects.
+    pub interval: Span,
+    /// How long a peer may be unreachable before its shards count as lost (a restart is not
+    /// a loss).
+    pub grace: Span,
+    /// A stripe is rebuilt once fewer than `k + margin` of its shards are live; 0 picks
+    /// `m - m/4` (at least 1) for each object's `m`.
+    pub margin: usize,
+    /// Bytes per second the node's repairs may read and write (0: no limit).
+    pub rate: Size,
+    /// Stripes rebuilt at once.
+    pub stripes_at_once: usize,
+}
+
+impl Default for RepairSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: Span(std::time::Duration::from_secs(60)),
+            grace: Span(std::time::Duration::from_secs(600)),
+            margin: 0,
+            rate: Size(64 << 20),
+            stripes_at_once: 2,
+        }
+    }
 }
 
 /// A configuration problem, naming the field and the fix.
@@ -508,6 +544,23 @@ impl Config {
                 "fault_quorum must be at least 1",
             )
         })?;
+        let r = &self.repair;
+        if r.enabled && r.interval.0.is_zero() {
+            return Err(field(
+                "repair.interval",
+                r.interval.to_string(),
+                "a pass needs time between it and the next",
+                "the default is \"60s\"; a few seconds on a devnet",
+            ));
+        }
+        if r.stripes_at_once == 0 {
+            return Err(field(
+                "repair.stripes_at_once",
+                "0",
+                "no stripe could ever be rebuilt",
+                "use 1 or more (the default is 2)",
+            ));
+        }
         if p.lease_epochs == 0 {
             return Err(field(
                 "proofs.lease_epochs",
@@ -621,6 +674,21 @@ lease_epochs = {lease}
 audits_per_epoch = {audits}
 # Distinct auditors whose fault reports (within 3 epochs) make a peer faulty here.
 fault_quorum = {quorum}
+
+[repair]
+# Look after the objects whose manifests this node keeps: the first live keeper of each object
+# rebuilds its lost shards and keeps its manifest at m+1 copies. docs/OPERATIONS.md says more.
+enabled = {repair_on}
+# Time between two passes over the kept objects.
+interval = "{repair_interval}"
+# How long a peer may be unreachable before its shards count as lost (a restart is not a loss).
+grace = "{repair_grace}"
+# Rebuild a stripe once fewer than k + margin shards are live (0: m - m/4, at least 1).
+margin = {repair_margin}
+# Bytes per second repairs may read and write ("0": no limit).
+rate = "{repair_rate}"
+# Stripes rebuilt at once.
+stripes_at_once = {repair_at_once}
 "#,
         log = c.node.log,
         listen = list(&c.network.listen),
@@ -639,6 +707,12 @@ fault_quorum = {quorum}
         lease = c.proofs.lease_epochs,
         audits = c.proofs.audits_per_epoch,
         quorum = c.proofs.fault_quorum,
+        repair_on = c.repair.enabled,
+        repair_interval = c.repair.interval,
+        repair_grace = c.repair.grace,
+        repair_margin = c.repair.margin,
+        repair_rate = c.repair.rate,
+        repair_at_once = c.repair.stripes_at_once,
     )
 }
 
@@ -700,6 +774,8 @@ mod tests {
             ("[node]\nlog = \"loud\"", "node.log"),
             ("[proofs]\nepoch = \"10ms\"", "proofs.epoch"),
             ("[proofs]\nlease_epochs = 0", "proofs.lease_epochs"),
+            ("[repair]\ninterval = \"0s\"", "repair.interval"),
+            ("[repair]\nstripes_at_once = 0", "repair.stripes_at_once"),
             ("[proofs]\nfault_quorum = 0", "proofs"),
         ];
         for (text, name) in cases {

@@ -21,6 +21,8 @@
 //! * [`data`]: the data-plane server (bulk bytes, verified streaming), which answers every
 //!   stored shard with a storage receipt signed by [`leases::Leaser`].
 //! * [`proofs`]: commitments and proofs from the store, audits of peers, the proof ledger.
+//! * [`repair`]: the keeper in charge of an object rebuilds its lost shards and keeps its
+//!   manifest at `m + 1` copies (decisions in `cairn_policy::{keeper, repair}`).
 //! * [`config`], [`identity`], [`admin`], [`metrics`]: operations.
 //! * [`malloc`]: allocator settings for shard-sized buffers, applied first in `main`.
 //! * [`node`]: the composition root that starts and stops all of the above.
@@ -43,6 +45,7 @@ pub mod malloc;
 pub mod metrics;
 pub mod node;
 pub mod proofs;
+pub mod repair;
 pub mod store;
 
 pub use node::RunningNode;

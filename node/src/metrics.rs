@@ -192,6 +192,8 @@ pub struct NodeMetrics {
     pub net: NetMetrics,
     /// Storage-proof metrics.
     pub proofs: ProofMetrics,
+    /// Repair metrics.
+    pub repair: crate::repair::RepairMetrics,
     shards: Gauge,
     bytes: Gauge,
     capacity: Gauge,
@@ -289,11 +291,13 @@ impl NodeMetrics {
             net.busy.clone(),
         );
         let proofs = ProofMetrics::new(&mut registry);
+        let repair = crate::repair::RepairMetrics::register(&mut registry);
         Arc::new(Self {
             registry,
             store,
             net,
             proofs,
+            repair,
             shards,
             bytes,
             capacity,

@@ -112,6 +112,32 @@ fn first_ip(addrs: &[libp2p::Multiaddr]) -> Option<IpAddr> {
     })
 }
 
+/// What the node says of itself now (the control plane's `Info`).
+fn node_info(
+    store: &Store,
+    proofs: Option<&Arc<Proofs>>,
+    peer: PeerId,
+    label: Option<String>,
+    data_addrs: Vec<SocketAddr>,
+    listen: Vec<String>,
+) -> NodeInfo {
+    let s = store.stats();
+    NodeInfo {
+        peer_id: peer.to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        listen,
+        data_addrs,
+        label,
+        capacity: s.capacity,
+        used: s.used,
+        shards: s.shards,
+        disk_room: s.disk_room(),
+        faulty: proofs.map(|p| p.faulty_peers()).unwrap_or_default(),
+        epoch_ms: proofs.map(|p| p.config().epochs.length_ms()),
+        draining: false,
+    }
+}
+
 /// Answers control requests. `listen` is filled once the swarm is listening.
 fn control_handler(
     store: Arc<Store>,
@@ -130,25 +156,14 @@ fn control_handler(
             let failure =
                 |code, message: String| ControlResponse::Error(RemoteError { code, message });
             match req {
-                ControlRequest::Info => {
-                    let s = store.stats();
-                    ControlResponse::Info(NodeInfo {
-                        peer_id: peer.to_string(),
-                        version: env!("CARGO_PKG_VERSION").to_string(),
-                        listen,
-                        data_addrs,
-                        label,
-                        capacity: s.capacity,
-                        used: s.used,
-                        shards: s.shards,
-                        disk_room: s.disk_room(),
-                        faulty: proofs
-                            .as_ref()
-                            .map(|p| p.faulty_peers())
-                            .unwrap_or_default(),
-                        epoch_ms: proofs.as_ref().map(|p| p.config().epochs.length_ms()),
-                    })
-                }
+                ControlRequest::Info => ControlResponse::Info(node_info(
+                    &store,
+                    proofs.as_ref(),
+                    peer,
+                    label,
+                    data_addrs,
+                    listen,
+                )),
                 ControlRequest::Has(cids) if cids.len() > MAX_HAS => failure(
                     ErrorCode::BadRequest,
                     format!("at most {MAX_HAS} CIDs per has request"),
@@ -383,6 +398,33 @@ impl RunningNode {
             what: "the node key for storage receipts".into(),
             source,
         })?;
+        if c.repair.enabled {
+            let info: crate::repair::InfoFn = {
+                let (store, proofs, label) = (store.clone(), proofs.clone(), c.node.label.clone());
+                let listen = listen.clone();
+                Arc::new(move || {
+                    node_info(
+                        &store,
+                        proofs.as_ref(),
+                        peer,
+                        label.clone(),
+                        vec![data_addr],
+                        listen.clone(),
+                    )
+                })
+            };
+            let repairer = crate::repair::Repairer::new(
+                peer,
+                store.clone(),
+                swarm.clone(),
+                data::Client::new(endpoint.clone(), keypair.clone(), 8),
+                leaser.clone(),
+                c.repair.clone(),
+                info,
+                metrics.repair.clone(),
+            );
+            tasks.spawn(repairer.run(cancel.child_token()));
+        }
         let server = Server::new(store.clone(), metrics.clone(), leaser);
         tasks.spawn(server.run(endpoint, cancel.child_token()));
         let state = AdminState {

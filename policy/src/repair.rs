@@ -442,14 +442,28 @@ mod tests {
     #[test]
     fn a_suspect_copy_counts_and_a_second_copy_saves_a_shard() {
         use Replica::*;
-        let s = stripe(&[&[Suspect], &[Lost, Live], &[Live], &[Live], &[Live], &[Live]]);
+        let s = stripe(&[
+            &[Suspect],
+            &[Lost, Live],
+            &[Live],
+            &[Live],
+            &[Live],
+            &[Live],
+        ]);
         assert_eq!(assess(4, &s, 2).health, Health::Healthy);
     }
 
     #[test]
     fn draining_copies_are_moved_whatever_the_health() {
         use Replica::*;
-        let s = stripe(&[&[Draining], &[Live], &[Live, Draining], &[Live], &[Live], &[Live]]);
+        let s = stripe(&[
+            &[Draining],
+            &[Live],
+            &[Live, Draining],
+            &[Live],
+            &[Live],
+            &[Live],
+        ]);
         let a = assess(4, &s, 2);
         assert_eq!(a.health, Health::Healthy);
         assert_eq!(a.moves, vec![0]);
@@ -491,7 +505,10 @@ mod tests {
         assert!(r.take(1, Time::ZERO).is_err());
         assert_eq!(r.take(100, Time::after(10 * S)), Ok(()));
         // Unlimited.
-        assert_eq!(RateLimit::new(0, 0, Time::ZERO).take(u64::MAX, Time::ZERO), Ok(()));
+        assert_eq!(
+            RateLimit::new(0, 0, Time::ZERO).take(u64::MAX, Time::ZERO),
+            Ok(())
+        );
     }
 
     #[test]

@@ -103,6 +103,10 @@ pub struct NodeInfo {
     /// The storage-proof epoch length in milliseconds, when the node takes part in proofs.
     #[serde(default)]
     pub epoch_ms: Option<u64>,
+    /// The node is leaving the network (`cairn-node drain`): it takes no new data, and the
+    /// keepers of the objects it holds shards of copy them elsewhere.
+    #[serde(default)]
+    pub draining: bool,
 }
 
 impl NodeInfo {

@@ -233,7 +233,10 @@ impl StripeDecoder {
             self.coder.encode(&refs, &mut parity)?;
             parity.into_iter().map(Bytes::from).collect()
         } else {
-            given[k..].iter().map(|b| b.clone().unwrap_or_default()).collect()
+            given[k..]
+                .iter()
+                .map(|b| b.clone().unwrap_or_default())
+                .collect()
         };
         for (j, p) in parity.iter().enumerate() {
             if p.len() != plen || cids::raw(p) != stripe.parity[j] {

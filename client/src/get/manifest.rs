@@ -5,7 +5,7 @@ use cairn_chunker::Cid;
 use cairn_chunker::cids::{self, Codec};
 use cairn_chunker::manifest::{DatasetManifest, ObjectManifest, Provenance};
 use cairn_policy::hedge::{self, OneAtATime};
-use cairn_policy::placement;
+use cairn_policy::keeper;
 use futures::StreamExt;
 use libp2p::PeerId;
 
@@ -47,7 +47,8 @@ pub async fn fetch_manifest(net: &Network, cid: &Cid) -> Result<Fetched, ClientE
         source,
     })?;
     // Best-ranked first; nodes that recently failed to answer last.
-    let ranked = placement::rank(&cid.to_bytes(), &net.candidates());
+    let ids: Vec<Vec<u8>> = net.candidates().into_iter().map(|c| c.id).collect();
+    let ranked = keeper::ranking(&cid.to_bytes(), &ids);
     let mut asking_order = OneAtATime::new(hedge::read_order(ranked, |i| net.is_down(i)));
     let ask = |i: usize| async move {
         let node = &net.nodes()[i];

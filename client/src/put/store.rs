@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use cairn_chunker::Cid;
 use cairn_chunker::manifest::Provenance;
-use cairn_policy::placement;
+use cairn_policy::keeper;
 use cairn_policy::store::{self as policy, OnSilence, StoreRun};
 use cairn_proofs::receipt::StorageReceipt;
 use cairn_wire::data::{self, Target};
@@ -227,9 +227,19 @@ pub(super) async fn publish(
     notes: Option<&Incidents>,
 ) -> Result<Vec<Target>, ClientError> {
     let envelope = Provenance::sign(*cid, key, now_ms(), opts.source.clone()).to_bytes();
-    // Nodes that recently failed rank last (`write_candidates` offers them with no room).
-    let targets: Vec<(usize, Target)> = placement::rank(&cid.to_bytes(), &net.write_candidates())
+    // The manifest's keeper ranking (`cairn_policy::keeper`, the order its keepers and readers
+    // use), with nodes that recently failed, are full or leaving last (`write_candidates`
+    // offers them with no room).
+    let candidates = net.write_candidates();
+    let ranked = keeper::ranking(
+        &cid.to_bytes(),
+        &candidates.iter().map(|c| &c.id).collect::<Vec<_>>(),
+    );
+    let (ready, last): (Vec<usize>, Vec<usize>) =
+        ranked.into_iter().partition(|&i| candidates[i].free > 0);
+    let targets: Vec<(usize, Target)> = ready
         .into_iter()
+        .chain(last)
         .map(|i| (i, net.nodes()[i].target))
         .collect();
     let want = opts.copies().min(targets.len());

@@ -86,6 +86,15 @@ struct Overrides {
     /// Peers audited per epoch.
     #[arg(long, env = "CAIRN_AUDITS_PER_EPOCH")]
     audits_per_epoch: Option<usize>,
+    /// Time between two repair passes over the objects this node keeps, e.g. 60s.
+    #[arg(long, env = "CAIRN_REPAIR_INTERVAL")]
+    repair_interval: Option<Span>,
+    /// How long a peer may be unreachable before its shards are rebuilt elsewhere, e.g. 10m.
+    #[arg(long, env = "CAIRN_REPAIR_GRACE")]
+    repair_grace: Option<Span>,
+    /// Rebuild a stripe once fewer than k + this many shards are live (0: m - m/4).
+    #[arg(long, env = "CAIRN_REPAIR_MARGIN")]
+    repair_margin: Option<usize>,
 }
 
 impl Overrides {
@@ -128,6 +137,15 @@ impl Overrides {
         }
         if let Some(v) = self.audits_per_epoch {
             c.proofs.audits_per_epoch = v;
+        }
+        if let Some(v) = self.repair_interval {
+            c.repair.interval = v;
+        }
+        if let Some(v) = self.repair_grace {
+            c.repair.grace = v;
+        }
+        if let Some(v) = self.repair_margin {
+            c.repair.margin = v;
         }
     }
 }

@@ -149,6 +149,38 @@ impl Store {
         Ok(out)
     }
 
+    /// CIDs of the manifests this store keeps, in key order after `after`, at most `limit`
+    /// (the keeper's walk over the objects it looks after; no manifest is read).
+    pub fn manifests_after(
+        &self,
+        after: Option<&Cid>,
+        limit: usize,
+    ) -> Result<Vec<Cid>, StoreError> {
+        // A raw iterator: keys only, no manifest bytes copied.
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_MANIFESTS)?);
+        match after {
+            Some(c) => {
+                let k = c.to_bytes();
+                it.seek(&k);
+                if it.key() == Some(&k[..]) {
+                    it.next();
+                }
+            }
+            None => it.seek_to_first(),
+        }
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let Some(k) = it.key() else { break };
+            match Cid::try_from(k) {
+                Ok(cid) => out.push(cid),
+                Err(e) => tracing::error!(key = ?k, "skipping a damaged manifest key: {e}"),
+            }
+            it.next();
+        }
+        it.status()?;
+        Ok(out)
+    }
+
     /// A stored manifest and its provenance envelopes, re-verified.
     pub fn get_manifest(&self, cid: &Cid) -> Result<(Vec<u8>, Vec<Vec<u8>>), StoreError> {
         let key = cid.to_bytes();

@@ -1,0 +1,241 @@
+//! Self-repair on a devnet of real `cairn-node` processes (repair passes every second, peers
+//! silent for 3 s count as lost):
+//!
+//! * 4+2 on 8 nodes: two nodes are `kill -9`ed; every stripe is back to 6 live shards on 6
+//!   distinct live nodes, the manifest back to 3 copies; they come back (no shard is rebuilt
+//!   again); they and two more are killed and every byte
+//!   still reads, verified. Killed nodes that come back cause no rebuild.
+//! * A node whose shard pieces are flipped on disk finds them corrupt (its scrub quarantines
+//!   them) and the keepers rebuild them elsewhere; restarting it rebuilds nothing twice.
+//!
+//! Needs the `cairn` binary (`cargo build --release --workspace --bins`).
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use cairn_wire::admin::http_get;
+use common::devnet::{Net, open_db};
+use serde_json::Value;
+
+async fn repair_net(nodes: usize) -> Net {
+    let args = [
+        "--repair-interval",
+        "1s",
+        "--repair-grace",
+        "3s",
+        "--scrub-rate",
+        "0",
+    ];
+    Net::start_with(nodes, args.iter().map(|s| s.to_string()).collect()).await
+}
+
+/// Puts `len` bytes with a 4+2 code; returns the CID and the bytes.
+fn put(net: &Net, len: usize, seed: u64) -> (String, Vec<u8>) {
+    let file = net.path(&format!("f{seed}.bin"));
+    let bytes = cairn_testkit::data::bytes(len, seed);
+    std::fs::write(&file, &bytes).unwrap();
+    let cid = net
+        .ok(&["put", "--k", "4", "--m", "2", file.to_str().unwrap()])
+        .trim()
+        .to_string();
+    (cid, bytes)
+}
+
+fn stat(net: &Net, cid: &str) -> Value {
+    serde_json::from_str(&net.ok(&["stat", cid, "--json"])).unwrap()
+}
+
+/// Whether every stripe has all its shards on distinct live nodes (none corrupt counted) and
+/// the manifest has `copies` copies; if not, what is missing.
+fn healthy(stat: &Value, copies: usize) -> Result<(), String> {
+    let keepers = stat["manifest_holders"].as_array().unwrap().len();
+    if keepers < copies {
+        return Err(format!("manifest on {keepers} nodes"));
+    }
+    for stripe in stat["stripes"].as_array().unwrap() {
+        let shards = stripe["shards"].as_array().unwrap();
+        let mut nodes = HashSet::new();
+        for s in shards {
+            let holders = s["holders"].as_array().unwrap();
+            let Some(h) = holders.iter().find(|h| !nodes.contains(*h)) else {
+                return Err(format!(
+                    "stripe {}: shard {} has no holder",
+                    stripe["index"], s["index"]
+                ));
+            };
+            nodes.insert(h.clone());
+        }
+    }
+    Ok(())
+}
+
+async fn wait_healthy(net: &Net, cid: &str, within: Duration) -> Value {
+    let start = Instant::now();
+    loop {
+        let st = stat(net, cid);
+        match healthy(&st, 3) {
+            Ok(()) => return st,
+            Err(why) if start.elapsed() > within => {
+                panic!("not healed within {within:?}: {why}\n{st}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
+/// `cairn get` writes exactly `want`.
+fn reads_back(net: &Net, cid: &str, want: &[u8], name: &str) {
+    let out = net.path(name);
+    net.ok(&["get", cid, "-o", out.to_str().unwrap()]);
+    assert!(std::fs::read(&out).unwrap() == want, "{name}: bytes differ");
+}
+
+/// The sum of a counter over the running nodes' `/metrics`.
+async fn counter(net: &Net, name: &str, skip: &[usize]) -> u64 {
+    let mut sum = 0;
+    for (i, n) in net.devnet.state.nodes.iter().enumerate() {
+        if skip.contains(&i) {
+            continue;
+        }
+        let (_, text) = http_get(n.admin, "/metrics", Duration::from_secs(5))
+            .await
+            .unwrap();
+        sum += text
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .map_or(0, |v| v.trim().parse::<u64>().unwrap());
+    }
+    sum
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_nodes_are_repaired_around_and_two_more_losses_still_read() {
+    let mut net = repair_net(8).await;
+    let (cid, bytes) = put(&net, 10 << 20, 1);
+    let before = stat(&net, &cid);
+    healthy(&before, 3).unwrap();
+    // Kill two nodes that hold shards (the stripe with most of them on one node: any two).
+    let holders: Vec<String> = before["stripes"][0]["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["holders"][0].as_str().unwrap().to_string())
+        .collect();
+    let first: Vec<usize> = holders[..2].iter().map(|p| net.index_of(p)).collect();
+    for &i in &first {
+        net.devnet.kill_node(i).await;
+    }
+    let lost = healthy(&stat(&net, &cid), 3);
+    assert!(lost.is_err(), "killing two holders loses shards");
+    let healed = wait_healthy(&net, &cid, Duration::from_secs(90)).await;
+    // No shard is on a dead node, and each stripe's shards are on 6 distinct nodes.
+    let dead: HashSet<String> = first
+        .iter()
+        .map(|&i| net.devnet.state.nodes[i].peer_id.clone())
+        .collect();
+    for stripe in healed["stripes"].as_array().unwrap() {
+        assert_eq!(stripe["live"], 6, "{stripe}");
+    }
+    let shown = healed.to_string();
+    assert!(dead.iter().all(|d| !shown.contains(d.as_str())), "{shown}");
+    let rebuilt = counter(&net, "cairn_repair_shards_rebuilt_total", &first).await;
+    assert!(rebuilt >= 2, "{rebuilt} shards rebuilt");
+    // The two come back with their old copies: spare copies now, nothing is rebuilt again.
+    for &i in &first {
+        net.devnet.restart_node(i).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let again = counter(&net, "cairn_repair_shards_rebuilt_total", &first).await;
+    assert_eq!(again, rebuilt, "a returning node caused rebuilds");
+    reads_back(&net, &cid, &bytes, "after-return.bin");
+    // The same two and two more die: four of eight nodes gone, every byte still reads.
+    let second: Vec<usize> = (0..8).filter(|i| !first.contains(i)).take(2).collect();
+    for &i in first.iter().chain(&second) {
+        net.devnet.kill_node(i).await;
+    }
+    reads_back(&net, &cid, &bytes, "after-four.bin");
+    net.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flipped_pieces_are_rebuilt_elsewhere_and_a_restart_rebuilds_nothing_twice() {
+    let mut net = repair_net(7).await;
+    let (cid, bytes) = put(&net, 6 << 20, 2);
+    let st = stat(&net, &cid);
+    // A node holding shards but not the manifest.
+    let keepers: HashSet<String> = st["manifest_holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap().to_string())
+        .collect();
+    let victim = st["stripes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["shards"].as_array().unwrap().iter())
+        .map(|s| s["holders"][0].as_str().unwrap().to_string())
+        .find(|p| !keepers.contains(p))
+        .expect("6 holders, 3 keepers");
+    let index = net.index_of(&victim);
+    let data_dir = net.devnet.state.nodes[index].data_dir.clone();
+    let mut flipped = 0;
+    net.with_node_stopped(index, |db_path| {
+        let db = open_db(db_path);
+        let cf = db.cf_handle("shards").unwrap();
+        let pieces: Vec<_> = db
+            .iterator_cf(cf, rocksdb::IteratorMode::Start)
+            .map(|r| r.unwrap())
+            .collect();
+        for (k, v) in pieces {
+            let mut v = v.to_vec();
+            v[0] ^= 0x40;
+            db.put_cf(cf, k, v).unwrap();
+            flipped += 1;
+        }
+        drop(db);
+        // Its scrub starts at once and reads everything within a second.
+        let config = data_dir.join("config.toml");
+        let text = std::fs::read_to_string(&config).unwrap();
+        let text: String = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("scrub_start_secs") {
+                    "scrub_start_secs = 0".to_string()
+                } else if l.starts_with("scrub_rate") {
+                    "scrub_rate = \"1GiB\"".to_string()
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(text.contains("scrub_start_secs = 0"), "{text}");
+        std::fs::write(&config, text).unwrap();
+    })
+    .await;
+    assert!(flipped > 0);
+    let healed = wait_healthy(&net, &cid, Duration::from_secs(60)).await;
+    let corrupt: usize = healed["stripes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["shards"].as_array().unwrap().iter())
+        .filter(|s| !s["corrupt"].as_array().unwrap().is_empty())
+        .count();
+    assert!(corrupt > 0, "the victim's copies are quarantined: {healed}");
+    // The victim's own counters restart with it: count the others.
+    let rebuilt = counter(&net, "cairn_repair_shards_rebuilt_total", &[index]).await;
+    assert!(rebuilt >= 1);
+    // Restarting the victim (its corrupt copies still quarantined) rebuilds nothing twice.
+    net.devnet.restart_node(index).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        counter(&net, "cairn_repair_shards_rebuilt_total", &[index]).await,
+        rebuilt
+    );
+    reads_back(&net, &cid, &bytes, "read.bin");
+    net.stop().await;
+}
