@@ -1,6 +1,7 @@
 //! The node's admin HTTP server: `GET /health`, `GET /metrics` (Prometheus text), `GET /status`
 //! (JSON, [`cairn_wire::admin::Status`]), `GET /proofs` (JSON: this node's commitment and its
-//! ledger's records of its peers).
+//! ledger's records of its peers), `GET /drain` (JSON: how far a drain is,
+//! [`crate::repair::drain::DrainStatus`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,6 +34,8 @@ pub struct AdminState {
     pub label: Option<String>,
     /// Storage proofs, when enabled.
     pub proofs: Option<Arc<crate::proofs::Proofs>>,
+    /// Repair (and drain), when enabled.
+    pub repair: Option<Arc<crate::repair::Repairer>>,
 }
 
 async fn health() -> &'static str {
@@ -109,6 +112,17 @@ async fn proofs(State(s): State<AdminState>) -> Response {
     .into_response()
 }
 
+async fn drain(State(s): State<AdminState>) -> Response {
+    match &s.repair {
+        Some(r) => Json(r.drain_status()).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "repair is off on this node (repair.enabled = false): it cannot count a drain\n",
+        )
+            .into_response(),
+    }
+}
+
 /// Serves the admin API on `listener` until `cancel` fires.
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -120,6 +134,7 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/status", get(status))
         .route("/proofs", get(proofs))
+        .route("/drain", get(drain))
         .with_state(state);
     serve_router(listener, app, cancel).await;
 }

@@ -120,6 +120,7 @@ fn node_info(
     label: Option<String>,
     data_addrs: Vec<SocketAddr>,
     listen: Vec<String>,
+    data_dir: &Path,
 ) -> NodeInfo {
     let s = store.stats();
     NodeInfo {
@@ -134,7 +135,7 @@ fn node_info(
         disk_room: s.disk_room(),
         faulty: proofs.map(|p| p.faulty_peers()).unwrap_or_default(),
         epoch_ms: proofs.map(|p| p.config().epochs.length_ms()),
-        draining: false,
+        draining: crate::repair::drain::is_draining(data_dir),
     }
 }
 
@@ -146,9 +147,11 @@ fn control_handler(
     label: Option<String>,
     data_addrs: Vec<SocketAddr>,
     listen: Arc<std::sync::OnceLock<Vec<String>>>,
+    data_dir: PathBuf,
 ) -> Handler {
     Arc::new(move |from, req| {
         let store = store.clone();
+        let data_dir = data_dir.clone();
         let proofs = proofs.clone();
         let (label, data_addrs) = (label.clone(), data_addrs.clone());
         let listen = listen.get().cloned().unwrap_or_default();
@@ -163,6 +166,7 @@ fn control_handler(
                     label,
                     data_addrs,
                     listen,
+                    &data_dir,
                 )),
                 ControlRequest::Has(cids) if cids.len() > MAX_HAS => failure(
                     ErrorCode::BadRequest,
@@ -369,6 +373,7 @@ impl RunningNode {
             c.node.label.clone(),
             vec![data_addr],
             listen_cell.clone(),
+            data_dir.to_path_buf(),
         );
         let swarm = Swarm::start(
             keypair.clone(),
@@ -398,10 +403,10 @@ impl RunningNode {
             what: "the node key for storage receipts".into(),
             source,
         })?;
-        if c.repair.enabled {
+        let repairer = if c.repair.enabled {
             let info: crate::repair::InfoFn = {
                 let (store, proofs, label) = (store.clone(), proofs.clone(), c.node.label.clone());
-                let listen = listen.clone();
+                let (listen, dir) = (listen.clone(), data_dir.to_path_buf());
                 Arc::new(move || {
                     node_info(
                         &store,
@@ -410,6 +415,7 @@ impl RunningNode {
                         label.clone(),
                         vec![data_addr],
                         listen.clone(),
+                        &dir,
                     )
                 })
             };
@@ -422,9 +428,13 @@ impl RunningNode {
                 c.repair.clone(),
                 info,
                 metrics.repair.clone(),
+                data_dir,
             );
-            tasks.spawn(repairer.run(cancel.child_token()));
-        }
+            tasks.spawn(repairer.clone().run(cancel.child_token()));
+            Some(repairer)
+        } else {
+            None
+        };
         let server = Server::new(store.clone(), metrics.clone(), leaser);
         tasks.spawn(server.run(endpoint, cancel.child_token()));
         let state = AdminState {
@@ -434,6 +444,7 @@ impl RunningNode {
             data_addrs: vec![data_addr],
             label: c.node.label.clone(),
             proofs: proofs.clone(),
+            repair: repairer,
         };
         tasks.spawn(admin::serve(admin_listener, state, cancel.child_token()));
         tasks.spawn(scrub(

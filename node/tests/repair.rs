@@ -239,3 +239,76 @@ async fn flipped_pieces_are_rebuilt_elsewhere_and_a_restart_rebuilds_nothing_twi
     reads_back(&net, &cid, &bytes, "read.bin");
     net.stop().await;
 }
+
+/// `cairn-node drain --json` on a node: its stdout, parsed, once it says it is safe to stop.
+async fn drain(net: &Net, index: usize) -> Value {
+    let dir = net.devnet.state.nodes[index].data_dir.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cairn-node"))
+            .args(["drain", "--json", "--timeout", "90s", "--data-dir"])
+            .arg(&dir)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "drain failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_node_leaves_with_nothing_lost_and_one_killed_mid_drain_loses_nothing() {
+    let mut net = repair_net(8).await;
+    let (cid, bytes) = put(&net, 8 << 20, 3);
+    let st = stat(&net, &cid);
+    // A keeper that also holds shards: its manifest copy must go elsewhere too.
+    let holders: HashSet<String> = st["stripes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["shards"].as_array().unwrap().iter())
+        .flat_map(|s| s["holders"].as_array().unwrap().iter())
+        .map(|h| h.as_str().unwrap().to_string())
+        .collect();
+    let keeper = st["manifest_holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap().to_string())
+        .find(|k| holders.contains(k))
+        .expect("with 8 nodes and 6 shards a stripe, a keeper holds shards");
+    let index = net.index_of(&keeper);
+    let report = drain(&net, index).await;
+    assert_eq!(report["safe"], true, "{report}");
+    assert!(report["shards"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["shards"], report["shards_elsewhere"], "{report}");
+    assert_eq!(
+        report["manifests"], report["manifests_elsewhere"],
+        "{report}"
+    );
+    // The keepers moved every shard; the node pushed none itself.
+    assert_eq!(report["shards_pushed"], 0, "{report}");
+    // Gone at once, before any repair could notice: the object is whole without it.
+    net.devnet.kill_node(index).await;
+    let now = stat(&net, &cid);
+    healthy(&now, 3).unwrap_or_else(|why| panic!("{why}: {now}"));
+    reads_back(&net, &cid, &bytes, "drained.bin");
+    // Another holder starts to drain and is killed a moment later: nothing is lost (what was
+    // not copied yet is repaired like any lost node's shards).
+    let other = holders
+        .iter()
+        .map(|p| net.index_of(p))
+        .find(|&i| i != index)
+        .unwrap();
+    let dir = net.devnet.state.nodes[other].data_dir.clone();
+    std::fs::write(dir.join("draining"), b"").unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    net.devnet.kill_node(other).await;
+    wait_healthy(&net, &cid, Duration::from_secs(60)).await;
+    reads_back(&net, &cid, &bytes, "killed-draining.bin");
+    net.stop().await;
+}

@@ -42,6 +42,23 @@ enum Command {
         #[arg(long, hide = true)]
         watch_pid: Option<u32>,
     },
+    /// Leave the network: the running node takes no new data and the keepers copy everything
+    /// it holds to other nodes; waits until it is safe to stop it. Nothing is deleted, so
+    /// stopping earlier loses nothing either: what is not copied yet is repaired.
+    Drain {
+        /// The data directory of the node (running, or to drain when it next runs).
+        #[arg(long, env = "CAIRN_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Stop draining: the node takes new data again.
+        #[arg(long)]
+        cancel: bool,
+        /// Print the final status as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Stop waiting after this long (the drain goes on in the node), e.g. 30m.
+        #[arg(long)]
+        timeout: Option<Span>,
+    },
 }
 
 /// Settings that override config.toml (flags, or CAIRN_* environment variables).
@@ -213,6 +230,97 @@ async fn run(data_dir: &Path, overrides: Overrides, watch_pid: Option<u32>) -> a
     Ok(())
 }
 
+async fn drain(
+    data_dir: &Path,
+    cancel: bool,
+    json: bool,
+    timeout: Option<Span>,
+) -> anyhow::Result<()> {
+    use cairn_node::repair::drain::{DrainStatus, marker};
+    if !data_dir.join(CONFIG_FILE).exists() {
+        bail!(
+            "{} is not a node's data directory (no {CONFIG_FILE}): pass the --data-dir the node runs with",
+            data_dir.display()
+        );
+    }
+    let mark = marker(data_dir);
+    if cancel {
+        match std::fs::remove_file(&mark) {
+            Ok(()) => println!("drain cancelled: the node takes new data again"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                println!("the node was not draining")
+            }
+            Err(e) => return Err(e).with_context(|| format!("removing {}", mark.display())),
+        }
+        return Ok(());
+    }
+    std::fs::write(&mark, b"draining: written by `cairn-node drain`; remove it (or run `cairn-node drain --cancel`) to take data again\n")
+        .with_context(|| format!("writing {}", mark.display()))?;
+    let info = cairn_wire::admin::read_runtime_info(data_dir).with_context(|| {
+        format!(
+            "the node at {} is not running: it drains once started (`cairn-node run --data-dir {}`)",
+            data_dir.display(),
+            data_dir.display()
+        )
+    })?;
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} draining: {pos}/{len} shards held elsewhere {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    if json {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let started = std::time::Instant::now();
+    loop {
+        let status: Option<DrainStatus> = match cairn_wire::admin::http_get(
+            info.admin,
+            "/drain",
+            std::time::Duration::from_secs(5),
+        )
+        .await
+        {
+            Ok((200, body)) => serde_json::from_str(&body).ok(),
+            Ok((code, body)) => bail!("the node's /drain answered {code}: {}", body.trim()),
+            Err(e) => bail!(
+                "cannot reach the node's admin server at {} ({e}): is it running? The drain goes on when it runs",
+                info.admin
+            ),
+        };
+        if let Some(st) = status.filter(|s| s.draining && s.passes > 0) {
+            bar.set_length(st.shards);
+            bar.set_position(st.shards_elsewhere);
+            bar.set_message(format!(
+                "; {}/{} manifests",
+                st.manifests_elsewhere, st.manifests
+            ));
+            if st.safe {
+                bar.finish_and_clear();
+                if json {
+                    println!("{}", serde_json::to_string(&st)?);
+                } else {
+                    println!(
+                        "drained: all {} shards and {} manifests are held by other nodes; safe to stop this node",
+                        st.shards, st.manifests
+                    );
+                }
+                return Ok(());
+            }
+        }
+        if let Some(t) = timeout
+            && started.elapsed() > t.0
+        {
+            bar.abandon();
+            bail!(
+                "not drained after {t}: the drain goes on in the node; run `cairn-node drain` again to follow it"
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
 fn init_logging(filter: &str) {
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| filter.to_string());
     let _ = tracing_subscriber::fmt()
@@ -237,6 +345,18 @@ fn main() -> ExitCode {
             watch_pid,
         } => match cairn_wire::daemon::runtime() {
             Ok(rt) => rt.block_on(run(&data_dir, overrides, watch_pid)),
+            Err(e) => Err(e.into()),
+        },
+        Command::Drain {
+            data_dir,
+            cancel,
+            json,
+            timeout,
+        } => match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt.block_on(drain(&data_dir, cancel, json, timeout)),
             Err(e) => Err(e.into()),
         },
     };

@@ -42,6 +42,7 @@ use crate::config::RepairSection;
 use crate::leases::Leaser;
 use crate::store::Store;
 
+pub mod drain;
 pub mod metrics;
 pub mod stripe;
 pub mod view;
@@ -99,6 +100,8 @@ pub struct Repairer {
     queue: Mutex<RepairQueue<StripeKey>>,
     jobs: Mutex<HashMap<StripeKey, Job>>,
     rate: Mutex<RateLimit>,
+    data_dir: std::path::PathBuf,
+    drain: Mutex<drain::DrainState>,
 }
 
 impl std::fmt::Debug for Repairer {
@@ -134,6 +137,7 @@ impl Repairer {
         cfg: RepairSection,
         info: InfoFn,
         metrics: RepairMetrics,
+        data_dir: &std::path::Path,
     ) -> Arc<Self> {
         let origin = Instant::now();
         let rate = cfg.rate.0;
@@ -153,6 +157,8 @@ impl Repairer {
             jobs: Mutex::new(HashMap::new()),
             // A second's worth at once, and at least one 64 MiB shard.
             rate: Mutex::new(RateLimit::new(rate, rate.max(64 << 20), Time::ZERO)),
+            data_dir: data_dir.to_path_buf(),
+            drain: Mutex::new(drain::DrainState::default()),
         })
     }
 
@@ -229,6 +235,11 @@ impl Repairer {
             if page.len() < PAGE {
                 break;
             }
+        }
+        if drain::is_draining(&self.data_dir) {
+            self.drain_pass(&view).await;
+        } else if let Ok(mut d) = self.drain.lock() {
+            *d = drain::DrainState::default();
         }
         let counts: Vec<(&str, usize)> = [
             Health::Healthy,
