@@ -121,6 +121,7 @@ fn node_info(
     data_addrs: Vec<SocketAddr>,
     listen: Vec<String>,
     data_dir: &Path,
+    repairs: bool,
 ) -> NodeInfo {
     let s = store.stats();
     NodeInfo {
@@ -136,6 +137,7 @@ fn node_info(
         faulty: proofs.map(|p| p.faulty_peers()).unwrap_or_default(),
         epoch_ms: proofs.map(|p| p.config().epochs.length_ms()),
         draining: crate::repair::drain::is_draining(data_dir),
+        repairs,
     }
 }
 
@@ -148,6 +150,7 @@ fn control_handler(
     data_addrs: Vec<SocketAddr>,
     listen: Arc<std::sync::OnceLock<Vec<String>>>,
     data_dir: PathBuf,
+    repairs: bool,
 ) -> Handler {
     Arc::new(move |from, req| {
         let store = store.clone();
@@ -167,6 +170,7 @@ fn control_handler(
                     data_addrs,
                     listen,
                     &data_dir,
+                    repairs,
                 )),
                 ControlRequest::Has(cids) if cids.len() > MAX_HAS => failure(
                     ErrorCode::BadRequest,
@@ -374,6 +378,7 @@ impl RunningNode {
             vec![data_addr],
             listen_cell.clone(),
             data_dir.to_path_buf(),
+            c.repair.enabled,
         );
         let swarm = Swarm::start(
             keypair.clone(),
@@ -416,6 +421,7 @@ impl RunningNode {
                         vec![data_addr],
                         listen.clone(),
                         &dir,
+                        true,
                     )
                 })
             };

@@ -10,8 +10,9 @@
 //! Among the live keepers, the first in the ranking is *in charge*: it alone repairs the
 //! object's stripes, carries its leases to the shard holders and keeps the manifest at
 //! `copies` copies. A keeper that dies is replaced by the next one in the ranking without a
-//! vote; two keepers that briefly both think they are in charge choose the same repair
-//! targets (placement is deterministic), so their work overlaps instead of conflicting.
+//! vote. Two keepers that briefly both think they are in charge (their views of who is live
+//! differ for a pass) may both rebuild a shard: the second copy is a spare, never a conflict,
+//! since a shard is named by its content.
 //!
 //! The ranking is unweighted on purpose: a node's free space changes by the minute, and the
 //! keeper in charge must not change with it.

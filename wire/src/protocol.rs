@@ -107,6 +107,11 @@ pub struct NodeInfo {
     /// keepers of the objects it holds shards of copy them elsewhere.
     #[serde(default)]
     pub draining: bool,
+    /// The node looks after the objects it keeps (`repair.enabled`): only such a node can be
+    /// the keeper in charge of an object (one that does not, or an older version, would hold
+    /// the charge and never act on it).
+    #[serde(default)]
+    pub repairs: bool,
 }
 
 impl NodeInfo {

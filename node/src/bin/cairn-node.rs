@@ -254,9 +254,21 @@ async fn drain(
         }
         return Ok(());
     }
+    let running = cairn_wire::admin::read_runtime_info(data_dir).ok();
+    // A node that runs without repair could not count its drain: say so before marking it.
+    if let Some(info) = &running
+        && let Ok((404, body)) =
+            cairn_wire::admin::http_get(info.admin, "/drain", std::time::Duration::from_secs(5))
+                .await
+    {
+        bail!(
+            "{}; set repair.enabled = true in its config.toml and restart it",
+            body.trim()
+        );
+    }
     std::fs::write(&mark, b"draining: written by `cairn-node drain`; remove it (or run `cairn-node drain --cancel`) to take data again\n")
         .with_context(|| format!("writing {}", mark.display()))?;
-    let info = cairn_wire::admin::read_runtime_info(data_dir).with_context(|| {
+    let info = running.with_context(|| {
         format!(
             "the node at {} is not running: it drains once started (`cairn-node run --data-dir {}`)",
             data_dir.display(),

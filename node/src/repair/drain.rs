@@ -13,7 +13,7 @@
 //! hedge's spare copy, or an object whose keepers are all gone) is pushed by the draining node
 //! itself to the best-ranked node that takes data.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use cairn_chunker::cids::Cid;
@@ -69,6 +69,16 @@ pub struct DrainState {
     pub status: DrainStatus,
     /// Shards not held elsewhere, and for how many passes.
     waiting: HashMap<Cid, u32>,
+    /// The drain this state counts (the marker file's modification time): a drain cancelled
+    /// and begun again starts from nothing.
+    generation: Option<std::time::SystemTime>,
+}
+
+/// The drain marker's modification time, if the node is draining.
+fn generation(dir: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(marker(dir))
+        .and_then(|m| m.modified())
+        .ok()
 }
 
 impl Repairer {
@@ -81,8 +91,20 @@ impl Repairer {
             draining: true,
             ..DrainStatus::default()
         };
+        let now_generation = generation(&self.data_dir);
+        if let Ok(mut d) = self.drain.lock()
+            && d.generation != now_generation
+        {
+            *d = DrainState {
+                generation: now_generation,
+                ..DrainState::default()
+            };
+        }
+        // A store that could not be read leaves the drain unfinished: never "safe" by
+        // counting nothing.
+        let mut complete = true;
         // Shards.
-        let mut alone = Vec::new();
+        let mut alone = HashSet::new();
         let mut after: Option<Cid> = None;
         loop {
             let store = self.store.clone();
@@ -90,7 +112,10 @@ impl Repairer {
                 .await
                 .ok()
                 .and_then(Result::ok);
-            let Some((entries, more)) = page else { break };
+            let Some((entries, more)) = page else {
+                complete = false;
+                break;
+            };
             let cids: Vec<Cid> = entries
                 .iter()
                 .filter(|(_, _, corrupt)| !corrupt)
@@ -103,7 +128,7 @@ impl Repairer {
                 if held.contains_key(&c) {
                     status.shards_elsewhere += 1;
                 } else {
-                    alone.push(c);
+                    alone.insert(c);
                 }
             }
             if !more || after.is_none() {
@@ -114,12 +139,15 @@ impl Repairer {
         let mut after: Option<Cid> = None;
         loop {
             let store = self.store.clone();
-            let page =
+            let Some(page) =
                 tokio::task::spawn_blocking(move || store.manifests_after(after.as_ref(), PAGE))
                     .await
                     .ok()
                     .and_then(Result::ok)
-                    .unwrap_or_default();
+            else {
+                complete = false;
+                break;
+            };
             after = page.last().copied();
             status.manifests += page.len() as u64;
             let held = self.held_elsewhere(view, &others, &page).await;
@@ -173,7 +201,8 @@ impl Repairer {
                 Err(e) => tracing::info!(%cid, to = %t.peer, "drain: push failed: {e}"),
             }
         }
-        status.safe = status.shards_elsewhere == status.shards
+        status.safe = complete
+            && status.shards_elsewhere == status.shards
             && status.manifests_elsewhere == status.manifests;
         if status.safe {
             tracing::info!(

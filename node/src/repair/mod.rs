@@ -96,12 +96,17 @@ pub struct Repairer {
     metrics: RepairMetrics,
     origin: Instant,
     liveness: Mutex<Liveness<PeerId>>,
+    /// Nodes whose data plane failed a `has` (they may answer `Info` and still serve
+    /// nothing): lost after the grace period like silent ones.
+    data_liveness: Mutex<Liveness<PeerId>>,
     seen: Mutex<BTreeMap<PeerId, ()>>,
     queue: Mutex<RepairQueue<StripeKey>>,
     jobs: Mutex<HashMap<StripeKey, Job>>,
     rate: Mutex<RateLimit>,
     data_dir: std::path::PathBuf,
     drain: Mutex<drain::DrainState>,
+    /// The current pass's view, shared by its jobs.
+    shared_view: Mutex<Option<Arc<View>>>,
 }
 
 impl std::fmt::Debug for Repairer {
@@ -148,6 +153,7 @@ impl Repairer {
             data,
             leaser,
             liveness: Mutex::new(Liveness::new(cfg.grace.0)),
+            data_liveness: Mutex::new(Liveness::new(cfg.grace.0)),
             cfg,
             info,
             metrics,
@@ -159,6 +165,7 @@ impl Repairer {
             rate: Mutex::new(RateLimit::new(rate, rate.max(64 << 20), Time::ZERO)),
             data_dir: data_dir.to_path_buf(),
             drain: Mutex::new(drain::DrainState::default()),
+            shared_view: Mutex::new(None),
         })
     }
 
@@ -216,6 +223,9 @@ impl Repairer {
             }
             v
         };
+        if let Ok(mut g) = self.shared_view.lock() {
+            *g = None;
+        }
         let mut report = PassReport::default();
         let mut after: Option<Cid> = None;
         let mut view = view;
@@ -315,7 +325,7 @@ impl Repairer {
                 .iter()
                 .copied()
                 .take_while(|&i| i != 0)
-                .filter(|&i| live(view, i))
+                .filter(|&i| view.nodes[i].can_lead())
                 .collect();
             names.extend(keeper::wanted(&k.order, |i| live(view, i), k.copies));
             names.remove(&0);
@@ -327,7 +337,8 @@ impl Repairer {
         for k in kept {
             let has =
                 |i: usize| i == 0 || holds.get(&(i, k.cid)).is_some_and(|h| h.intact().is_some());
-            if !keeper::am_in_charge(&k.order, 0, |i| live(view, i) || i == 0, has) {
+            // Only a node that runs repair can hold the charge.
+            if !keeper::am_in_charge(&k.order, 0, |i| i == 0 || view.nodes[i].can_lead(), has) {
                 continue;
             }
             report.in_charge += usize::from(k.object.is_some());
@@ -371,9 +382,15 @@ impl Repairer {
                     }
                     Err(e) => {
                         tracing::debug!(peer = %t.peer, "repair: has failed: {e}");
-                        break;
+                        if let Ok(mut l) = self.data_liveness.lock() {
+                            l.silent(&t.peer, self.now());
+                        }
+                        return out;
                     }
                 }
+            }
+            if let Ok(mut l) = self.data_liveness.lock() {
+                l.answered(&t.peer);
             }
             out
         });
@@ -528,8 +545,19 @@ impl Repairer {
                 }
             }
         }
-        // Assess each stripe.
-        let view_arc = Arc::new(view.clone());
+        // Assess each stripe. The view is shared by every job of the pass while it does not
+        // grow (a holder first met in a receipt adds a node).
+        let cached = self.shared_view.lock().ok().and_then(|g| g.clone());
+        let view_arc = match cached {
+            Some(v) if v.nodes.len() == view.nodes.len() => v,
+            _ => {
+                let v = Arc::new(view.clone());
+                if let Ok(mut g) = self.shared_view.lock() {
+                    *g = Some(v.clone());
+                }
+                v
+            }
+        };
         let margin = match self.cfg.margin {
             0 => RepairParams::default_margin(usize::from(manifest.erasure.m)),
             m => m,
@@ -559,8 +587,14 @@ impl Repairer {
                             Some(Holding::Intact(_)) if node.draining() => Replica::Draining,
                             Some(Holding::Intact(_)) => Replica::Live,
                             Some(_) => Replica::Lost,
-                            // Up but it did not answer about this shard: as if suspect.
-                            None => Replica::Suspect,
+                            // Up, but its data plane did not answer: suspect for the grace
+                            // period, then lost.
+                            None => match self.data_liveness.lock() {
+                                Ok(l) if l.state(&node.peer, now) == NodeState::Lost => {
+                                    Replica::Lost
+                                }
+                                _ => Replica::Suspect,
+                            },
                         },
                     };
                     match state {
@@ -581,15 +615,6 @@ impl Repairer {
             let a = assess(stripe.data.len(), &copies, margin);
             *report.health.entry(a.health.name()).or_default() += 1;
             let key = (object, index);
-            if a.rebuild.is_empty() && a.moves.is_empty() {
-                if let Ok(mut q) = self.queue.lock() {
-                    q.remove(&key);
-                }
-                if let Ok(mut j) = self.jobs.lock() {
-                    j.remove(&key);
-                }
-                continue;
-            }
             if a.health == Health::Lost {
                 tracing::error!(
                     target: "cairn::_events::repair",
@@ -600,6 +625,17 @@ impl Repairer {
                     "a stripe has fewer live shards than it needs to be read: it cannot be \
                      rebuilt until a holder comes back"
                 );
+            }
+            if a.rebuild.is_empty() && a.moves.is_empty() {
+                if let Ok(mut q) = self.queue.lock() {
+                    q.remove(&key);
+                }
+                if let Ok(mut j) = self.jobs.lock() {
+                    j.remove(&key);
+                }
+                continue;
+            }
+            if a.health == Health::Lost {
                 continue;
             }
             let spare = a.live - stripe.data.len();
@@ -639,12 +675,15 @@ impl Repairer {
         }
     }
 
-    /// Works the queue: the most urgent stripes first, a few at a time, within the rate.
+    /// Works the queue: the most urgent stripes first, a few at a time, within the rate. It
+    /// starts no new stripe once `repair.interval` has passed, so the next pass sees new
+    /// failures (and a stripe newly closer to loss goes first) however long the queue is.
     pub async fn work(&self) {
         let at_once = self.cfg.stripes_at_once.max(1);
+        let until = Instant::now() + self.cfg.interval.0.max(Duration::from_secs(1));
         let mut running = tokio::task::JoinSet::new();
         loop {
-            while running.len() < at_once {
+            while running.len() < at_once && Instant::now() < until {
                 let Some(key) = self.queue.lock().ok().and_then(|mut q| q.pop()) else {
                     break;
                 };

@@ -150,9 +150,16 @@ async fn repair_inner(ctx: &Context, job: &Job) -> Result<Done, String> {
             }
         }
     }
+    // A rebuild that cannot be made does not stop the moves already read from being placed.
+    let mut rebuild_failed = None;
     if !job.assessment.rebuild.is_empty() {
+        // Shards on draining nodes are readable too (their copy is still there), last.
         let readable: Vec<usize> = (0..total)
-            .filter(|&i| !job.sources[i].is_empty() || stripe.shard(i).is_some_and(|s| s.len == 0))
+            .filter(|&i| {
+                !job.sources[i].is_empty()
+                    || !job.draining[i].is_empty()
+                    || stripe.shard(i).is_some_and(|s| s.len == 0)
+            })
             .collect();
         let mut fetch = Fetch::new(k, readable);
         let mut given: Vec<Option<Bytes>> = vec![None; total];
@@ -160,11 +167,15 @@ async fn repair_inner(ctx: &Context, job: &Job) -> Result<Done, String> {
         loop {
             for i in fetch.next() {
                 let s = shard(i)?;
+                let moved = bytes[i].clone();
                 running.push(async move {
                     if s.len == 0 {
                         return (i, Some(Bytes::new()));
                     }
-                    for &n in &job.sources[i] {
+                    if moved.is_some() {
+                        return (i, moved);
+                    }
+                    for &n in job.sources[i].iter().chain(&job.draining[i]) {
                         if let Some(b) = read(ctx, job, n, s.cid, u64::from(s.len)).await {
                             return (i, Some(b));
                         }
@@ -180,29 +191,39 @@ async fn repair_inner(ctx: &Context, job: &Job) -> Result<Done, String> {
             };
             fetch.done(i, got.is_some());
             if let Some(b) = got {
-                read_bytes += b.len() as u64;
+                if bytes[i].is_none() {
+                    read_bytes += b.len() as u64;
+                }
                 given[i] = Some(b);
             }
         }
         drop(running);
-        if !fetch.complete() {
-            return Err(format!(
+        if fetch.complete() {
+            let manifest = job.manifest.clone();
+            let index = job.index;
+            let stripe_owned = stripe.clone();
+            let rebuilt = tokio::task::spawn_blocking(move || {
+                let mut decoder =
+                    StripeDecoder::new(&manifest.erasure).map_err(|e| e.to_string())?;
+                decoder
+                    .rebuild_all(index, &stripe_owned, given, false)
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r);
+            match rebuilt {
+                Ok(all) => {
+                    for &i in &job.assessment.rebuild {
+                        bytes[i] = all.get(i).cloned();
+                    }
+                }
+                Err(e) => rebuild_failed = Some(e),
+            }
+        } else {
+            rebuild_failed = Some(format!(
                 "fewer than {k} of its shards could be read from their holders"
             ));
-        }
-        let manifest = job.manifest.clone();
-        let index = job.index;
-        let stripe_owned = stripe.clone();
-        let all = tokio::task::spawn_blocking(move || {
-            let mut decoder = StripeDecoder::new(&manifest.erasure).map_err(|e| e.to_string())?;
-            decoder
-                .rebuild_all(index, &stripe_owned, given, false)
-                .map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|e| e.to_string())??;
-        for &i in &job.assessment.rebuild {
-            bytes[i] = all.get(i).cloned();
         }
     }
     ctx.metrics.bytes_in.inc_by(read_bytes);
@@ -223,9 +244,12 @@ async fn repair_inner(ctx: &Context, job: &Job) -> Result<Done, String> {
     let mut receipts = Vec::new();
     let mut targets = Vec::new();
     let (mut rebuilt, mut moved, mut written) = (0, 0, 0u64);
-    let work: Vec<(usize, bool)> = job
-        .assessment
-        .rebuild
+    let rebuilds: &[usize] = if rebuild_failed.is_some() {
+        &[]
+    } else {
+        &job.assessment.rebuild
+    };
+    let work: Vec<(usize, bool)> = rebuilds
         .iter()
         .map(|&i| (i, true))
         .chain(job.assessment.moves.iter().map(|&i| (i, false)))
@@ -267,6 +291,9 @@ async fn repair_inner(ctx: &Context, job: &Job) -> Result<Done, String> {
     ctx.metrics.shards_rebuilt.inc_by(rebuilt as u64);
     ctx.metrics.shards_moved.inc_by(moved as u64);
     keep_receipts(ctx, job, &receipts).await;
+    if let Some(why) = rebuild_failed {
+        return Err(why);
+    }
     if !failed.is_empty() {
         return Err(format!(
             "shards {failed:?} found no new holder (the network may lack live nodes outside \

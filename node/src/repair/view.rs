@@ -48,6 +48,11 @@ impl Node {
     pub fn takes_data(&self) -> bool {
         self.up() && !self.draining() && !self.faulty
     }
+
+    /// Whether it can be the keeper in charge of an object: it takes data and runs repair.
+    pub fn can_lead(&self) -> bool {
+        self.takes_data() && self.info.as_ref().is_some_and(|i| i.repairs)
+    }
 }
 
 /// Every node of one pass, this node first.
