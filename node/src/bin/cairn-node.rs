@@ -86,6 +86,15 @@ struct Overrides {
     /// Peers audited per epoch.
     #[arg(long, env = "CAIRN_AUDITS_PER_EPOCH")]
     audits_per_epoch: Option<usize>,
+    /// Epochs a stored shard is held on the strength of its upload alone.
+    #[arg(long, env = "CAIRN_LEASE_EPOCHS")]
+    lease_epochs: Option<u64>,
+    /// Time between garbage-collection passes, e.g. 10m.
+    #[arg(long, env = "CAIRN_GC_INTERVAL")]
+    gc_interval: Option<Span>,
+    /// Epochs past a lease's end before what it held is collected.
+    #[arg(long, env = "CAIRN_GRACE_EPOCHS")]
+    grace_epochs: Option<u64>,
 }
 
 impl Overrides {
@@ -128,6 +137,15 @@ impl Overrides {
         }
         if let Some(v) = self.audits_per_epoch {
             c.proofs.audits_per_epoch = v;
+        }
+        if let Some(v) = self.lease_epochs {
+            c.proofs.lease_epochs = v;
+        }
+        if let Some(v) = self.gc_interval {
+            c.leases.gc_interval = v;
+        }
+        if let Some(v) = self.grace_epochs {
+            c.leases.grace_epochs = v;
         }
     }
 }
