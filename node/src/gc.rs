@@ -4,8 +4,8 @@
 //! The decisions are `cairn_policy::lease`'s; the store rechecks each shard and manifest under
 //! its claim before deleting it ([`Store::collect_shards`], [`Store::collect_objects`]), in
 //! batches of [`BATCH`], so a pass never holds the store for long and a renewal that lands
-//! meanwhile is honoured. After a pass that deleted shards the store compacts their column
-//! family so the space goes back to the filesystem ([`Store::reclaim`]).
+//! meanwhile is honoured. After a pass that deleted shards the store gives their space back to
+//! the filesystem, rewriting live shards only when as many dead bytes go ([`Store::reclaim`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

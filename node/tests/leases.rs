@@ -191,7 +191,10 @@ async fn a_tampered_release_is_refused_by_keepers_and_holders_and_ends_nothing()
     assert!(!keepers.is_empty(), "no node keeps the manifest");
     for &i in &keepers {
         let target = client.nodes()[i].target;
-        let answer = client.data().lease(&target, &[tampered.clone()]).await;
+        let answer = client
+            .data()
+            .lease(&target, std::slice::from_ref(&tampered))
+            .await;
         refused(&answer.expect_err("a keeper took a tampered release"));
     }
     let shards = shards_of(&client, &object).await;

@@ -553,26 +553,55 @@ impl Store {
 }
 
 impl Store {
-    /// Gives the space of deleted shards back to the filesystem: flushes the `shards` column
-    /// family and compacts it whole, so the deletes' tombstones meet the keys they delete and
-    /// blob files left with no live shard are dropped (older ones with a few live shards have
-    /// those moved by blob garbage collection). Returns the `shards` blob bytes before and
-    /// after. Slow on a large store: call it after a pass that deleted something.
+    /// Gives the space of deleted shards back to the filesystem, at a cost bounded by what it
+    /// frees. Returns the `shards` blob-file bytes before and after.
+    ///
+    /// 1. Flushes every column family: the write-ahead log holds each shard's bytes until all
+    ///    of them are flushed, and the small ones fill (and so flush) slowly.
+    /// 2. Compacts the `shards` column family with blob garbage collection off, so the
+    ///    deletes' tombstones meet the keys they delete: blob files none of whose shards are
+    ///    left are dropped, and only the small key-and-blob-index tables are rewritten.
+    /// 3. Only if the blob files then hold at least as many dead bytes as live ones, compacts
+    ///    again moving every live shard out of them (so each byte rewritten frees at least one).
+    ///    Below that, RocksDB's own blob garbage collection moves the oldest files' live shards
+    ///    once they are half dead.
     pub fn reclaim(&self) -> Result<(u64, u64), StoreError> {
         let cf = self.cf(super::layout::CF_SHARDS)?;
-        let blobs = || -> Result<u64, StoreError> {
-            Ok(self
-                .db
-                .property_int_value_cf(cf, "rocksdb.total-blob-file-size")?
-                .unwrap_or(0))
+        let int = |name: &str| -> Result<u64, StoreError> {
+            Ok(self.db.property_int_value_cf(cf, name)?.unwrap_or(0))
         };
-        let before = blobs()?;
-        self.db.flush_cf(cf)?;
-        let mut options = rocksdb::CompactOptions::default();
-        options.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
+        let before = int("rocksdb.total-blob-file-size")?;
+        let all = super::layout::ALL_CFS
+            .iter()
+            .map(|name| self.cf(name))
+            .collect::<Result<Vec<_>, _>>()?;
         self.db
-            .compact_range_cf_opt(cf, None::<&[u8]>, None::<&[u8]>, &options);
-        Ok((before, blobs()?))
+            .flush_cfs_opt(&all, &rocksdb::FlushOptions::default())?;
+        let compact = || {
+            let mut options = rocksdb::CompactOptions::default();
+            options.set_bottommost_level_compaction(
+                rocksdb::BottommostLevelCompaction::ForceOptimized,
+            );
+            self.db
+                .compact_range_cf_opt(cf, None::<&[u8]>, None::<&[u8]>, &options);
+        };
+        // Set back even if the compaction failed: compaction itself reports no error.
+        self.db
+            .set_options_cf(cf, &[("enable_blob_garbage_collection", "false")])?;
+        compact();
+        self.db
+            .set_options_cf(cf, &[("enable_blob_garbage_collection", "true")])?;
+        let garbage = int("rocksdb.live-blob-file-garbage-size")?;
+        let total = int("rocksdb.live-blob-file-size")?;
+        if garbage > 0 && garbage.saturating_mul(2) >= total {
+            self.db
+                .set_options_cf(cf, &[("blob_garbage_collection_age_cutoff", "1.0")])?;
+            compact();
+            let cutoff = super::layout::BLOB_GC_AGE_CUTOFF.to_string();
+            self.db
+                .set_options_cf(cf, &[("blob_garbage_collection_age_cutoff", &cutoff)])?;
+        }
+        Ok((before, int("rocksdb.total-blob-file-size")?))
     }
 }
 

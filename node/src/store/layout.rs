@@ -39,6 +39,24 @@ pub(super) const CF_HOLDS: &str = "holds";
 /// Owners' lease statements kept beside manifests: `object CID ‖ owner (32)` -> the encoded
 /// statement (the latest per owner).
 pub(super) const CF_OBJECT_LEASES: &str = "object-leases";
+/// Every column family, in the order the store opens them.
+pub(super) const ALL_CFS: [&str; 12] = [
+    CF_SHARDS,
+    CF_OUTBOARDS,
+    CF_CORRUPT,
+    CF_MANIFESTS,
+    CF_PROVENANCE,
+    CF_META,
+    CF_SIGNED,
+    CF_LEASES,
+    CF_RECEIPTS,
+    CF_RECEIPTS_BY_NODE,
+    CF_HOLDS,
+    CF_OBJECT_LEASES,
+];
+/// The oldest share of `shards` blob files whose live shards compactions move (blob garbage
+/// collection); `Store::reclaim` raises it for a while and puts this back.
+pub(super) const BLOB_GC_AGE_CUTOFF: f64 = 0.25;
 pub(super) const KEY_USED: &[u8] = b"used";
 pub(super) const KEY_COUNT: &[u8] = b"count";
 pub(super) const KEY_FORMAT: &[u8] = b"format";
@@ -161,7 +179,7 @@ impl Store {
         // Garbage collection deletes shards: compactions relocate the live blobs of the oldest
         // quarter of blob files, and a compaction is forced when those are half garbage, so a
         // blob file whose shards are gone is dropped (see `Store::reclaim`).
-        shard_opts.set_blob_gc_age_cutoff(0.25);
+        shard_opts.set_blob_gc_age_cutoff(BLOB_GC_AGE_CUTOFF);
         shard_opts.set_blob_gc_force_threshold(0.5);
         shard_opts.set_write_buffer_size(64 << 20);
 
