@@ -148,6 +148,17 @@ pub enum ClientError {
         /// What each node said.
         problems: Vec<String>,
     },
+    /// No node keeping the manifest took a lease statement for it.
+    #[error("the lease on {cid} was not taken: {}", if problems.is_empty() { "no node holds its manifest".to_string() } else { problems.join("; ") })]
+    LeaseNotTaken {
+        /// The manifest.
+        cid: Box<Cid>,
+        /// What each node said.
+        problems: Vec<String>,
+    },
+    /// The network does not say how long its epochs are.
+    #[error("no node reports its epoch length (are proofs off on every node?)")]
+    NoEpoch,
     /// No node holding the manifest answered with its storage receipts.
     #[error("storage receipts of {cid} not available: {}", if problems.is_empty() { "no node holds the manifest".to_string() } else { problems.join("; ") })]
     ReceiptsUnavailable {

@@ -45,6 +45,7 @@ pub mod devnet;
 pub mod error;
 pub mod get;
 pub mod keys;
+pub mod lease;
 pub mod network;
 pub mod output;
 pub mod put;

@@ -223,7 +223,10 @@ pub struct ProofsSection {
     pub enabled: bool,
     /// Epoch length. Every node of a network must use the same one.
     pub epoch: Span,
-    /// Epochs a stored shard is promised for (its storage receipt's lease).
+    /// Epochs a stored shard is held for on the strength of its upload alone (the upload hold,
+    /// and the lease of the receipt the node signs when it takes the shard); owners' lease
+    /// statements extend (or release) it. A shard no statement claims is collected after it
+    /// ends (plus `leases.grace_epochs`).
     pub lease_epochs: u64,
     /// Peers audited per epoch (beside those held in containment).
     pub audits_per_epoch: usize,
@@ -236,9 +239,31 @@ impl Default for ProofsSection {
         Self {
             enabled: true,
             epoch: Span(std::time::Duration::from_secs(3600)),
-            lease_epochs: 720,
+            lease_epochs: 168,
             audits_per_epoch: 3,
             fault_quorum: 2,
+        }
+    }
+}
+
+/// Leases and garbage collection: how often the node deletes what no lease holds any more.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LeasesSection {
+    /// Collect garbage: shards whose holds all ended, manifests whose statements all ended.
+    pub enabled: bool,
+    /// Time between collection passes.
+    pub gc_interval: Span,
+    /// Epochs past a lease's end before what it held is collected.
+    pub grace_epochs: u64,
+}
+
+impl Default for LeasesSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            gc_interval: Span(std::time::Duration::from_secs(600)),
+            grace_epochs: 24,
         }
     }
 }
@@ -294,6 +319,8 @@ pub struct Config {
     pub proofs: ProofsSection,
     /// `[repair]`
     pub repair: RepairSection,
+    /// `[leases]`
+    pub leases: LeasesSection,
 }
 
 /// Self-repair: how often this node looks after the objects it keeps, how long a silent peer
@@ -566,7 +593,16 @@ impl Config {
                 "proofs.lease_epochs",
                 "0",
                 "a lease of no epochs promises nothing",
-                "the default is 720 (30 days of hour-long epochs)",
+                "the default is 168 (a week of hour-long epochs)",
+            ));
+        }
+        let l = &self.leases;
+        if l.gc_interval.0 < std::time::Duration::from_millis(100) {
+            return Err(field(
+                "leases.gc_interval",
+                l.gc_interval.to_string(),
+                "a collection pass this often would keep the store busy",
+                "the default is \"10m\"; a second or so on a devnet",
             ));
         }
         Ok(Checked {
@@ -668,7 +704,9 @@ listen = {admin:?}
 enabled = {proofs_on}
 # Epoch length; every node of a network must use the same ("1h" in production).
 epoch = "{epoch}"
-# Epochs a stored shard is promised for (the lease in the storage receipt the node signs).
+# Epochs a stored shard is held for on the strength of its upload alone (the lease in the
+# storage receipt the node signs when it takes it). Owners' lease statements (`cairn renew`)
+# hold it longer; a shard none claims is collected after this (plus leases.grace_epochs).
 lease_epochs = {lease}
 # Peers this node audits each epoch.
 audits_per_epoch = {audits}
@@ -689,6 +727,14 @@ margin = {repair_margin}
 rate = "{repair_rate}"
 # Stripes rebuilt at once.
 stripes_at_once = {repair_at_once}
+[leases]
+# Garbage collection: delete shards whose holds (upload and owners' leases) all ended, and
+# manifests whose owners' leases all ended, grace_epochs later. docs/LEASES.md says more.
+enabled = {gc_on}
+# Time between collection passes.
+gc_interval = "{gc_interval}"
+# Epochs past a lease's end before what it held is deleted (a late renewal loses nothing).
+grace_epochs = {grace}
 "#,
         log = c.node.log,
         listen = list(&c.network.listen),
@@ -713,6 +759,9 @@ stripes_at_once = {repair_at_once}
         repair_margin = c.repair.margin,
         repair_rate = c.repair.rate,
         repair_at_once = c.repair.stripes_at_once,
+        gc_on = c.leases.enabled,
+        gc_interval = c.leases.gc_interval,
+        grace = c.leases.grace_epochs,
     )
 }
 
@@ -752,6 +801,15 @@ mod tests {
         c.network.data_advertise = Some("10.0.0.1:4002".into());
         let parsed: Config = toml::from_str(&template(&c)).unwrap();
         assert_eq!(parsed, c);
+        // The lease defaults: an unclaimed upload is held a week of hourly epochs.
+        assert_eq!(Config::default().proofs.lease_epochs, 168);
+        let mut c = Config::default();
+        c.leases.enabled = false;
+        c.leases.gc_interval = "1s".parse().unwrap();
+        c.leases.grace_epochs = 2;
+        let parsed: Config = toml::from_str(&template(&c)).unwrap();
+        assert_eq!(parsed, c);
+        parsed.check().unwrap();
     }
 
     #[test]
@@ -777,6 +835,7 @@ mod tests {
             ("[repair]\ninterval = \"0s\"", "repair.interval"),
             ("[repair]\nstripes_at_once = 0", "repair.stripes_at_once"),
             ("[proofs]\nfault_quorum = 0", "proofs"),
+            ("[leases]\ngc_interval = \"10ms\"", "leases.gc_interval"),
         ];
         for (text, name) in cases {
             let c: Config = toml::from_str(text).unwrap();

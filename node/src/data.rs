@@ -8,18 +8,21 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cairn_chunker::cids::{self, Cid, Codec};
+use cairn_proofs::CodecError;
+use cairn_proofs::lease::{LeaseError, LeaseStatement};
 use cairn_wire::data::frame::{FrameFailure, read_body, read_frame, read_u32};
 use cairn_wire::data::*;
 use cairn_wire::protocol::{
     DataRequest, DataResponse, ErrorCode, MAX_DATA_HEADER, MAX_ENVELOPE_BYTES,
-    RECEIPTS_PER_MESSAGE, RESET_ABORTED, RESET_CORRUPT, RemoteError, decode_receipts, encode_frame,
-    encode_receipts,
+    MAX_LEASE_REASON_BYTES, MAX_LEASE_REASONS, RECEIPTS_PER_MESSAGE, RESET_ABORTED, RESET_CORRUPT,
+    RemoteError, decode_receipts, encode_frame, encode_receipts,
 };
 use libp2p::PeerId;
 use quinn::{Endpoint, RecvStream, SendStream, VarInt};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::holds::Carrier;
 use crate::leases::Leaser;
 use crate::metrics::NodeMetrics;
 use crate::store::{Store, StoreError};
@@ -48,6 +51,9 @@ pub struct Server {
     pub outgoing: Arc<Semaphore>,
     /// Bounds whole-shard sends at once (each holds a blocking thread).
     pub sends: Arc<Semaphore>,
+    /// Carries new lease statements to shard holders at once; set by the node before the
+    /// server runs (without it, statements are kept and carried by the keeper loop only).
+    pub carrier: std::sync::OnceLock<Carrier>,
 }
 
 impl std::fmt::Debug for Server {
@@ -70,6 +76,7 @@ impl Server {
             io: Arc::new(Semaphore::new(WRITES_AT_ONCE)),
             outgoing: Arc::new(Semaphore::new(MAX_OUTGOING_BYTES / 1024)),
             sends: Arc::new(Semaphore::new(SENDS_AT_ONCE)),
+            carrier: std::sync::OnceLock::new(),
         })
     }
 
@@ -357,6 +364,81 @@ impl Server {
                 };
                 respond(send, &header, Some(Bytes::from(body))).await
             }
+            DataRequest::Lease { statements } => {
+                let parsed = statements
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| statement(b).map_err(|m| format!("statement {i}: {m}")))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|m| Failure::answer(ErrorCode::BadRequest, m))?;
+                let store = self.store.clone();
+                let (accepted, refused, new) = self
+                    .writing(move || {
+                        let (mut accepted, mut refused, mut new) = (0u32, Vec::new(), Vec::new());
+                        for s in parsed {
+                            match store.keep_statement(&s) {
+                                Ok(changed) => {
+                                    accepted += 1;
+                                    if changed
+                                        && let Ok(cid) = Cid::try_from(&s.object[..])
+                                        && !new.contains(&cid)
+                                    {
+                                        new.push(cid);
+                                    }
+                                }
+                                Err(StoreError::NotFound { cid }) => refused.push(format!(
+                                    "{cid}: this node does not keep that manifest; send the \
+                                     statement to the nodes that hold it"
+                                )),
+                                Err(e) => refused.push(e.to_string()),
+                            }
+                        }
+                        Ok((accepted, refused, new))
+                    })
+                    .await?;
+                if let Some(carrier) = self.carrier.get() {
+                    for object in new {
+                        let (store, carrier) = (self.store.clone(), carrier.clone());
+                        tokio::spawn(async move {
+                            match crate::holds::carry_kept(&store, &carrier, &object).await {
+                                Ok(n) => {
+                                    tracing::debug!(%object, receipts = n, "carried a lease statement")
+                                }
+                                Err(e) => {
+                                    tracing::warn!(%object, "carrying a lease statement failed: {e}")
+                                }
+                            }
+                        });
+                    }
+                }
+                let reasons = refused
+                    .iter()
+                    .take(MAX_LEASE_REASONS)
+                    .map(|r| r.chars().take(MAX_LEASE_REASON_BYTES / 4).collect())
+                    .collect();
+                let answer = DataResponse::Leased {
+                    accepted,
+                    refused: reasons,
+                };
+                respond(send, &answer, None).await
+            }
+            DataRequest::Hold {
+                statement: bytes,
+                shards,
+            } => {
+                let s = statement(&bytes).map_err(|m| Failure::answer(ErrorCode::BadRequest, m))?;
+                let (store, leaser) = (self.store.clone(), self.leaser.clone());
+                let receipts = self
+                    .writing(move || leaser.hold(&store, &s, &shards))
+                    .await?;
+                let answer = DataResponse::Held {
+                    receipts: receipts
+                        .iter()
+                        .map(|r| serde_bytes::ByteBuf::from(r.to_bytes()))
+                        .collect(),
+                };
+                respond(send, &answer, None).await
+            }
             DataRequest::Has { cids } => {
                 let store = self.store.clone();
                 let held = self.blocking(move || store.has(&cids)).await?;
@@ -612,6 +694,18 @@ fn store_failure(e: StoreError) -> Failure {
     Failure::Answer(RemoteError {
         code,
         message: e.to_string(),
+    })
+}
+
+/// A lease statement from the wire, decoded and verified, or why not (nothing is kept or
+/// applied for a request with one that fails).
+fn statement(bytes: &[u8]) -> Result<LeaseStatement, String> {
+    LeaseStatement::from_bytes(bytes).map_err(|e| match e {
+        LeaseError::Codec(CodecError::BadSignature { signer, .. }) => format!(
+            "the lease statement's signature does not verify under the owner key it names \
+             ({signer}); sign it with that key; nothing was changed"
+        ),
+        other => format!("the lease statement is not valid ({other}); nothing was changed"),
     })
 }
 

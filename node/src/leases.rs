@@ -5,15 +5,19 @@
 //! recorded (or an older one extended, [`ShardStore::extend_lease`]) durably before the receipt
 //! is signed, and the receipt names the lease the store then holds, so a receipt never promises
 //! more than the store will commit to.
+//!
+//! The store-time lease is the shard's *upload hold*; owners' lease statements add holds of
+//! their own ([`Leaser::hold`]), and the lease is the latest end over them.
 
 use cairn_chunker::cids::{self, Cid, Codec};
 use cairn_proofs::epoch::Epochs;
+use cairn_proofs::lease::LeaseStatement;
 use cairn_proofs::receipt::StorageReceipt;
 use cairn_proofs::{Hash32, NodeKey};
 use ed25519_dalek::SigningKey;
 
 use crate::proofs::unix_ms;
-use crate::store::{ShardStore, StoreError};
+use crate::store::{ShardStore, Store, StoreError};
 
 /// Leases shards and signs their receipts with the node's key.
 pub struct Leaser {
@@ -71,7 +75,7 @@ impl Leaser {
         let root = cids::digest(cid, Codec::Raw)?;
         let start = self.epochs.at(unix_ms);
         let end = start.saturating_add(self.lease_epochs);
-        let (start, end) = store.extend_lease(cid, start, end)?;
+        let (start, end) = store.hold_upload(cid, start, end, self.epochs)?;
         Ok(StorageReceipt::sign(
             &self.key,
             Hash32(*root.as_bytes()),
@@ -79,6 +83,34 @@ impl Leaser {
             start,
             end,
         ))
+    }
+
+    /// Applies a verified lease statement to each listed shard the store holds (see
+    /// [`Store::apply_statement`]) and signs a receipt for the lease each is then held under
+    /// (shorter than an earlier receipt's after a release: the release voids that one). Shards
+    /// not held get nothing. Durable before anything is signed.
+    pub fn hold(
+        &self,
+        store: &Store,
+        statement: &LeaseStatement,
+        shards: &[Cid],
+    ) -> Result<Vec<StorageReceipt>, StoreError> {
+        let mut out = Vec::with_capacity(shards.len());
+        for cid in shards {
+            let Ok(root) = cids::digest(cid, Codec::Raw) else {
+                continue;
+            };
+            if let Some(a) = store.apply_statement(cid, statement, self.epochs)? {
+                out.push(StorageReceipt::sign(
+                    &self.key,
+                    Hash32(*root.as_bytes()),
+                    a.size,
+                    a.start,
+                    a.end,
+                ));
+            }
+        }
+        Ok(out)
     }
 
     /// [`Leaser::lease_at`] now, by the system clock.

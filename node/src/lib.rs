@@ -39,6 +39,8 @@
 pub mod admin;
 pub mod config;
 pub mod data;
+pub mod gc;
+pub mod holds;
 pub mod identity;
 pub mod leases;
 pub mod malloc;

@@ -27,6 +27,44 @@ pub struct NetMetrics {
 
 type Labels = Vec<(String, String)>;
 
+/// Metrics of garbage collection.
+#[derive(Debug, Clone, Default)]
+pub struct GcMetrics {
+    /// Shards deleted because no hold covered them any more.
+    pub shards_collected: Counter,
+    /// Shard bytes given back by those deletes.
+    pub bytes_collected: Counter,
+    /// Manifests deleted because their owners' leases all ended.
+    pub manifests_collected: Counter,
+    /// How long the last collection pass took, in milliseconds.
+    pub last_pass_ms: Gauge,
+}
+
+impl GcMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "gc_shards_collected",
+            "Shards deleted because every hold on them ended (plus the grace)",
+            self.shards_collected.clone(),
+        );
+        registry.register(
+            "gc_bytes_collected",
+            "Shard bytes given back by garbage collection",
+            self.bytes_collected.clone(),
+        );
+        registry.register(
+            "gc_manifests_collected",
+            "Manifests deleted because their owners' leases all ended (plus the grace)",
+            self.manifests_collected.clone(),
+        );
+        registry.register(
+            "gc_last_pass_milliseconds",
+            "How long the last garbage-collection pass took",
+            self.last_pass_ms.clone(),
+        );
+    }
+}
+
 /// Metrics of storage proofs: the prover's answers, the auditor's verdicts, the ledger.
 #[derive(Debug, Clone)]
 pub struct ProofMetrics {
@@ -194,6 +232,8 @@ pub struct NodeMetrics {
     pub proofs: ProofMetrics,
     /// Repair metrics.
     pub repair: crate::repair::RepairMetrics,
+    /// Garbage-collection metrics.
+    pub gc: GcMetrics,
     shards: Gauge,
     bytes: Gauge,
     capacity: Gauge,
@@ -292,12 +332,15 @@ impl NodeMetrics {
         );
         let proofs = ProofMetrics::new(&mut registry);
         let repair = crate::repair::RepairMetrics::register(&mut registry);
+        let gc = GcMetrics::default();
+        gc.register(&mut registry);
         Arc::new(Self {
             registry,
             store,
             net,
             proofs,
             repair,
+            gc,
             shards,
             bytes,
             capacity,

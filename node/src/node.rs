@@ -441,8 +441,24 @@ impl RunningNode {
         } else {
             None
         };
-        let server = Server::new(store.clone(), metrics.clone(), leaser);
+        let server = Server::new(store.clone(), metrics.clone(), leaser.clone());
+        // A keeper that takes a new lease statement carries it to the shard holders at once.
+        let _ = server.carrier.set(crate::holds::Carrier {
+            swarm: swarm.clone(),
+            data: data::Client::new(endpoint.clone(), keypair.clone(), 8),
+            leaser,
+        });
         tasks.spawn(server.run(endpoint, cancel.child_token()));
+        if c.leases.enabled {
+            tasks.spawn(crate::gc::run(
+                store.clone(),
+                cfg.proofs.epochs,
+                c.leases.grace_epochs,
+                c.leases.gc_interval.0,
+                metrics.gc.clone(),
+                cancel.child_token(),
+            ));
+        }
         let state = AdminState {
             store: store.clone(),
             swarm: swarm.clone(),

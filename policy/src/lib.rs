@@ -12,6 +12,8 @@
 //! * [`store`]: an upload's store of one item on ranked targets: who next, when to hedge a
 //!   silent node, when it is done.
 //! * [`hedge`]: when a read asks another node beside a slow one.
+//! * [`lease`]: how long shards and manifests are held under owners' leases, and when they
+//!   may be collected.
 //! * [`scrub`]: pacing the node's re-verification of everything it holds.
 //! * [`readahead`]: which bytes to fetch ahead of sequential range readers.
 //! * [`keeper`]: an object's ranking of nodes, its keepers, and the one in charge.
@@ -26,6 +28,7 @@ pub mod capacity;
 pub mod health;
 pub mod hedge;
 pub mod keeper;
+pub mod lease;
 pub mod placement;
 pub mod readahead;
 pub mod repair;

@@ -43,6 +43,7 @@ pub mod chunk;
 mod codec;
 pub mod commitment;
 pub mod epoch;
+pub mod lease;
 pub mod ledger;
 pub mod proof;
 pub mod receipt;

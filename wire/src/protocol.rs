@@ -258,6 +258,19 @@ pub enum ControlResponse {
         /// The records (at most [`MAX_RECORDS`]).
         records: Vec<RecordView>,
     },
+    /// Answer to [`DataRequest::Lease`]: how many statements were taken (kept, or no newer
+    /// than the one kept), and why others were refused (at most [`MAX_LEASE_REASONS`]).
+    Leased {
+        /// Statements taken.
+        accepted: u32,
+        /// Reasons for refusals.
+        refused: Vec<String>,
+    },
+    /// Answer to [`DataRequest::Hold`]: encoded storage receipts, one per shard held.
+    Held {
+        /// The receipts.
+        receipts: Vec<serde_bytes::ByteBuf>,
+    },
     /// The request failed.
     Error(RemoteError),
 }
@@ -392,7 +405,35 @@ pub enum DataRequest {
         #[serde(default)]
         after: Option<(cairn_proofs::Hash32, cairn_proofs::NodeKey)>,
     },
+    /// Keep these owners' lease statements (encoded `cairn_proofs::lease::LeaseStatement`s,
+    /// at most [`MAX_LEASE_STATEMENTS`]) beside the manifests they name: sent to a keeper.
+    /// Each must verify and name a manifest the node holds, or that one is refused (a bad
+    /// signature refuses the whole request). Answered [`DataResponse::Leased`].
+    Lease {
+        /// The encoded statements.
+        statements: Vec<serde_bytes::ByteBuf>,
+    },
+    /// Apply this lease statement to each of these shards the node holds (at most
+    /// [`MAX_HOLD_SHARDS`]), sent by a keeper of the object. Answered [`DataResponse::Held`]:
+    /// a storage receipt for each shard held, for the lease it is held under now.
+    Hold {
+        /// The encoded statement.
+        statement: serde_bytes::ByteBuf,
+        /// The shards.
+        shards: Vec<Cid>,
+    },
 }
+
+/// Most lease statements in one [`DataRequest::Lease`]: a full request, every statement at
+/// its largest, fits [`MAX_DATA_HEADER`].
+pub const MAX_LEASE_STATEMENTS: usize = 200;
+/// Most shards in one [`DataRequest::Hold`]: the answer, a receipt per shard at its largest,
+/// fits [`MAX_DATA_HEADER`].
+pub const MAX_HOLD_SHARDS: usize = 200;
+/// Most refusal reasons a [`DataResponse::Leased`] spells out (the rest are counted only).
+pub const MAX_LEASE_REASONS: usize = 16;
+/// Longest refusal reason sent.
+pub const MAX_LEASE_REASON_BYTES: usize = 300;
 
 /// Most storage receipts a node keeps per shard per manifest: a shard is stored on one node,
 /// and on a few more when its store is retried or hedged.
@@ -517,6 +558,19 @@ pub enum DataResponse {
         #[serde(default)]
         more: bool,
     },
+    /// Answer to [`DataRequest::Lease`]: how many statements were taken (kept, or no newer
+    /// than the one kept), and why others were refused (at most [`MAX_LEASE_REASONS`]).
+    Leased {
+        /// Statements taken.
+        accepted: u32,
+        /// Reasons for refusals.
+        refused: Vec<String>,
+    },
+    /// Answer to [`DataRequest::Hold`]: encoded storage receipts, one per shard held.
+    Held {
+        /// The receipts.
+        receipts: Vec<serde_bytes::ByteBuf>,
+    },
     /// The request failed.
     Error(RemoteError),
 }
@@ -528,6 +582,16 @@ impl DataResponse {
             DataResponse::Receipts { count, len, .. } if !receipts_fit(*count, *len) => Err(
                 format!("{count} receipts in {len} bytes is over the limits or cannot be right"),
             ),
+            DataResponse::Held { receipts } if receipts.len() > MAX_HOLD_SHARDS => Err(format!(
+                "{} receipts for one hold, at most {MAX_HOLD_SHARDS}",
+                receipts.len()
+            )),
+            DataResponse::Leased { refused, .. } if refused.len() > MAX_LEASE_REASONS => {
+                Err(format!(
+                    "{} refusal reasons, at most {MAX_LEASE_REASONS}",
+                    refused.len()
+                ))
+            }
             _ => Ok(()),
         }
     }
@@ -557,6 +621,16 @@ impl DataRequest {
                     "manifest of {len} bytes with {envelopes} envelopes is over the limits ({MAX_MANIFEST_BYTES} bytes, {MAX_ENVELOPES} envelopes)"
                 ))
             }
+            DataRequest::Lease { statements } if statements.len() > MAX_LEASE_STATEMENTS => {
+                bad(format!(
+                    "{} lease statements in one request, at most {MAX_LEASE_STATEMENTS}",
+                    statements.len()
+                ))
+            }
+            DataRequest::Hold { shards, .. } if shards.len() > MAX_HOLD_SHARDS => bad(format!(
+                "{} shards in one hold request, at most {MAX_HOLD_SHARDS}",
+                shards.len()
+            )),
             DataRequest::Has { cids } if cids.len() > MAX_DATA_HAS => bad(format!(
                 "{} CIDs in one has request, at most {MAX_DATA_HAS}",
                 cids.len()
@@ -767,5 +841,44 @@ mod tests {
         long[..4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(decode_receipts(&long, 1).is_err());
         assert_eq!(decode_receipts(&[], 0).unwrap(), Vec::<Vec<u8>>::new());
+    }
+
+    #[test]
+    fn a_full_lease_or_hold_message_fits_a_header() {
+        use cairn_proofs::lease::MAX_LEASE_BYTES;
+        let big = || serde_bytes::ByteBuf::from(vec![0xab; MAX_LEASE_BYTES]);
+        let lease = DataRequest::Lease {
+            statements: (0..MAX_LEASE_STATEMENTS).map(|_| big()).collect(),
+        };
+        assert!(encode_frame(&lease).len() <= MAX_DATA_HEADER);
+        lease.check().unwrap();
+        let over = DataRequest::Lease {
+            statements: (0..=MAX_LEASE_STATEMENTS).map(|_| big()).collect(),
+        };
+        assert!(over.check().is_err());
+        let cid = cairn_chunker::cids::raw(b"x");
+        let hold = DataRequest::Hold {
+            statement: big(),
+            shards: vec![cid; MAX_HOLD_SHARDS],
+        };
+        assert!(encode_frame(&hold).len() <= MAX_DATA_HEADER);
+        hold.check().unwrap();
+        let over = DataRequest::Hold {
+            statement: big(),
+            shards: vec![cid; MAX_HOLD_SHARDS + 1],
+        };
+        assert!(over.check().is_err());
+        let held = DataResponse::Held {
+            receipts: (0..MAX_HOLD_SHARDS)
+                .map(|_| serde_bytes::ByteBuf::from(vec![1; MAX_RECEIPT_BYTES]))
+                .collect(),
+        };
+        assert!(encode_frame(&held).len() <= MAX_DATA_HEADER);
+        held.check().unwrap();
+        let leased = DataResponse::Leased {
+            accepted: u32::MAX,
+            refused: vec!["x".repeat(MAX_LEASE_REASON_BYTES); MAX_LEASE_REASONS],
+        };
+        assert!(encode_frame(&leased).len() <= MAX_DATA_HEADER);
     }
 }

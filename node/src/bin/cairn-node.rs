@@ -112,6 +112,15 @@ struct Overrides {
     /// Rebuild a stripe once fewer than k + this many shards are live (0: m - m/4).
     #[arg(long, env = "CAIRN_REPAIR_MARGIN")]
     repair_margin: Option<usize>,
+    /// Epochs a stored shard is held on the strength of its upload alone.
+    #[arg(long, env = "CAIRN_LEASE_EPOCHS")]
+    lease_epochs: Option<u64>,
+    /// Time between garbage-collection passes, e.g. 10m.
+    #[arg(long, env = "CAIRN_GC_INTERVAL")]
+    gc_interval: Option<Span>,
+    /// Epochs past a lease's end before what it held is collected.
+    #[arg(long, env = "CAIRN_GRACE_EPOCHS")]
+    grace_epochs: Option<u64>,
 }
 
 impl Overrides {
@@ -163,6 +172,15 @@ impl Overrides {
         }
         if let Some(v) = self.repair_margin {
             c.repair.margin = v;
+        }
+        if let Some(v) = self.lease_epochs {
+            c.proofs.lease_epochs = v;
+        }
+        if let Some(v) = self.gc_interval {
+            c.leases.gc_interval = v;
+        }
+        if let Some(v) = self.grace_epochs {
+            c.leases.grace_epochs = v;
         }
     }
 }

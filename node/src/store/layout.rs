@@ -33,6 +33,30 @@ pub(super) const CF_RECEIPTS: &str = "receipts";
 /// The same receipts by signer: `node key (32) ‖ manifest CID ‖ shard root (32)` -> the encoded
 /// receipt (a copy: an auditor's question is answered by one prefix walk).
 pub(super) const CF_RECEIPTS_BY_NODE: &str = "receipts-by-node";
+/// Holds on held shards: `shard CID ‖ u8 object length ‖ object CID ‖ owner (32)` ->
+/// `end ‖ signed_ms` (`u64 LE` each); the upload hold has an empty object and a zero owner.
+pub(super) const CF_HOLDS: &str = "holds";
+/// Owners' lease statements kept beside manifests: `object CID ‖ owner (32)` -> the encoded
+/// statement (the latest per owner).
+pub(super) const CF_OBJECT_LEASES: &str = "object-leases";
+/// Every column family, in the order the store opens them.
+pub(super) const ALL_CFS: [&str; 12] = [
+    CF_SHARDS,
+    CF_OUTBOARDS,
+    CF_CORRUPT,
+    CF_MANIFESTS,
+    CF_PROVENANCE,
+    CF_META,
+    CF_SIGNED,
+    CF_LEASES,
+    CF_RECEIPTS,
+    CF_RECEIPTS_BY_NODE,
+    CF_HOLDS,
+    CF_OBJECT_LEASES,
+];
+/// The oldest share of `shards` blob files whose live shards compactions move (blob garbage
+/// collection); `Store::reclaim` raises it for a while and puts this back.
+pub(super) const BLOB_GC_AGE_CUTOFF: f64 = 0.25;
 pub(super) const KEY_USED: &[u8] = b"used";
 pub(super) const KEY_COUNT: &[u8] = b"count";
 pub(super) const KEY_FORMAT: &[u8] = b"format";
@@ -152,6 +176,11 @@ impl Store {
         shard_opts.set_blob_file_size(256 << 20);
         shard_opts.set_blob_compression_type(DBCompressionType::None);
         shard_opts.set_enable_blob_gc(true);
+        // Garbage collection deletes shards: compactions relocate the live blobs of the oldest
+        // quarter of blob files, and a compaction is forced when those are half garbage, so a
+        // blob file whose shards are gone is dropped (see `Store::reclaim`).
+        shard_opts.set_blob_gc_age_cutoff(BLOB_GC_AGE_CUTOFF);
+        shard_opts.set_blob_gc_force_threshold(0.5);
         shard_opts.set_write_buffer_size(64 << 20);
 
         let plain = || {
@@ -172,6 +201,9 @@ impl Store {
             ColumnFamilyDescriptor::new(CF_LEASES, plain()),
             ColumnFamilyDescriptor::new(CF_RECEIPTS, plain()),
             ColumnFamilyDescriptor::new(CF_RECEIPTS_BY_NODE, plain()),
+            // Added by holds: created on open in a store written by an older build.
+            ColumnFamilyDescriptor::new(CF_HOLDS, plain()),
+            ColumnFamilyDescriptor::new(CF_OBJECT_LEASES, plain()),
         ];
         // Our own lock first, on a file RocksDB does not name (it leaves such files alone): a
         // second process gets a typed answer, not RocksDB's lock error to interpret.
@@ -358,6 +390,8 @@ impl Store {
             CF_LEASES,
             CF_RECEIPTS,
             CF_RECEIPTS_BY_NODE,
+            CF_HOLDS,
+            CF_OBJECT_LEASES,
         ] {
             self.db.flush_cf(self.cf(cf)?)?;
         }

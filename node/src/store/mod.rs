@@ -14,6 +14,8 @@
 //! | `leases` | shard CID | `start ‖ end ‖ size` (`u64 LE` each): the epochs the node holds the shard through |
 //! | `receipts` | manifest CID ‖ shard root (32) ‖ node key (32) | an encoded storage receipt |
 //! | `receipts-by-node` | node key (32) ‖ manifest CID ‖ shard root (32) | the same receipt |
+//! | `holds` | shard CID ‖ u8 object length ‖ object CID ‖ owner (32) | `end ‖ signed_ms` (`u64 LE` each): who the shard is held for until when (`holds`) |
+//! | `object-leases` | object CID ‖ owner (32) | the owner's latest encoded lease statement on a manifest this node keeps |
 //!
 //! Shards are kept in pieces so that a range read loads only the pieces it touches (a 16 KiB
 //! read of a 1 MiB shard reads 128 KiB, not 1 MiB) and a whole-shard send starts once its first
@@ -51,6 +53,7 @@ mod config;
 #[cfg(test)]
 mod contract;
 mod error;
+mod holds;
 mod layout;
 mod leases;
 mod manifests;
@@ -78,6 +81,7 @@ use cairn_wire::protocol::{Holding, ManifestKind};
 
 pub use config::{DEFAULT_DISK_RESERVE, StoreConfig, StoreMetrics};
 pub use error::StoreError;
+pub use holds::{Applied, Collected, Hold, UPLOAD_OWNER};
 pub use layout::PIECE_BYTES;
 pub use leases::Committable;
 pub use memory::MemStore;
@@ -183,6 +187,20 @@ pub trait ShardStore: Send + Sync + std::fmt::Debug {
     /// [`StoreError::NotFound`] if the shard is not held, [`StoreError::BadLease`] if
     /// `end < start`.
     fn extend_lease(&self, cid: &Cid, start: u64, end: u64) -> Result<(u64, u64), StoreError>;
+
+    /// Records the node's own upload hold `(start, end)` on a held shard (see
+    /// [`Store::hold_upload`]) and returns the lease now held, durably. A store without holds
+    /// ([`MemStore`]) extends the lease as [`ShardStore::extend_lease`] does.
+    fn hold_upload(
+        &self,
+        cid: &Cid,
+        start: u64,
+        end: u64,
+        epochs: cairn_proofs::epoch::Epochs,
+    ) -> Result<(u64, u64), StoreError> {
+        let _ = epochs;
+        self.extend_lease(cid, start, end)
+    }
 
     /// A shard's lease; `None` if it is not held, or held under no lease yet.
     fn lease(&self, cid: &Cid) -> Result<Option<(u64, u64)>, StoreError>;
@@ -345,6 +363,16 @@ impl ShardStore for Store {
 
     fn extend_lease(&self, cid: &Cid, start: u64, end: u64) -> Result<(u64, u64), StoreError> {
         Store::extend_lease(self, cid, start, end)
+    }
+
+    fn hold_upload(
+        &self,
+        cid: &Cid,
+        start: u64,
+        end: u64,
+        epochs: cairn_proofs::epoch::Epochs,
+    ) -> Result<(u64, u64), StoreError> {
+        Store::hold_upload(self, cid, start, end, epochs)
     }
 
     fn lease(&self, cid: &Cid) -> Result<Option<(u64, u64)>, StoreError> {

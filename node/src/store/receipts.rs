@@ -87,10 +87,12 @@ struct Kept {
 /// `kept(prefix)` lists the receipts stored under `manifest ‖ shard`. One receipt is kept per
 /// node per shard (a newer one with a later end replaces it), at most
 /// [`MAX_RECEIPTS_PER_SHARD`] per shard (more are dropped); a receipt already kept is not
-/// written again.
+/// written again. `fresh` receipts (just answered by their node, for the lease it holds now)
+/// replace a node's kept one whatever its end: after a release, the shorter lease.
 pub(super) fn plan_writes(
     manifest: &[u8],
     checked: Vec<StorageReceipt>,
+    fresh: bool,
     mut kept: impl FnMut(&[u8]) -> Result<Vec<Vec<u8>>, StoreError>,
 ) -> Result<Writes, StoreError> {
     let mut held: HashMap<[u8; 32], Kept> = HashMap::new();
@@ -114,6 +116,7 @@ pub(super) fn plan_writes(
         };
         let (nodes, damaged) = (&mut shard_kept.ends, shard_kept.damaged);
         let take = match nodes.get(&node) {
+            Some(&end) if fresh => r.end != end,
             Some(&end) => r.end > end,
             None => nodes.len() + damaged < MAX_RECEIPTS_PER_SHARD,
         };
@@ -136,12 +139,33 @@ impl Store {
     /// [`MAX_RECEIPTS_PER_SHARD`] per shard; more are dropped. Idempotent. Returns how many
     /// receipts were written (new or replacing an older one).
     pub fn put_receipts(&self, manifest: &Cid, receipts: &[Vec<u8>]) -> Result<usize, StoreError> {
+        self.keep_receipts(manifest, receipts, false)
+    }
+
+    /// [`Store::put_receipts`] for receipts a keeper was just answered with by the nodes that
+    /// signed them, for the leases they hold now: each replaces its node's kept receipt for the
+    /// shard whatever its end, so after a release the keeper keeps the shorter lease (the
+    /// longer one is void by the owner's release), not the stale longer one.
+    pub fn put_fresh_receipts(
+        &self,
+        manifest: &Cid,
+        receipts: &[Vec<u8>],
+    ) -> Result<usize, StoreError> {
+        self.keep_receipts(manifest, receipts, true)
+    }
+
+    fn keep_receipts(
+        &self,
+        manifest: &Cid,
+        receipts: &[Vec<u8>],
+        fresh: bool,
+    ) -> Result<usize, StoreError> {
         let (bytes, _) = self.get_manifest(manifest)?;
         let checked = check_receipts(manifest, &bytes, receipts)?;
         let key = manifest.to_bytes();
         // Writers of one manifest's receipts take turns, so the per-shard limit holds.
         let _claim = self.claim(&key);
-        let writes = plan_writes(&key, checked, |prefix| self.kept(prefix))?;
+        let writes = plan_writes(&key, checked, fresh, |prefix| self.kept(prefix))?;
         if writes.is_empty() {
             return Ok(0);
         }

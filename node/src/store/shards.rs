@@ -186,8 +186,20 @@ impl Store {
         })
     }
 
-    /// Removes a shard (and its lease) and gives its space back.
+    /// Removes a shard (and its lease and holds) and gives its space back.
     pub fn delete_shard(&self, cid: &Cid) -> Result<bool, StoreError> {
+        let key = cid.to_bytes();
+        let _claim = self.claim(&key);
+        Ok(self.delete_claimed(cid, WriteBatch::default())?.is_some())
+    }
+
+    /// [`Store::delete_shard`] for a caller holding the shard's claim, writing `batch` (more
+    /// deletes) with it: the shard's size if it was held (and so deleted), `None` if not.
+    pub(super) fn delete_claimed(
+        &self,
+        cid: &Cid,
+        mut batch: WriteBatch,
+    ) -> Result<Option<u64>, StoreError> {
         let key = cid.to_bytes();
         let (outboards, shards, corrupt, meta) = (
             self.cf(CF_OUTBOARDS)?,
@@ -195,9 +207,8 @@ impl Store {
             self.cf(CF_CORRUPT)?,
             self.cf(CF_META)?,
         );
-        let _claim = self.claim(&key);
         let Some(ob) = self.db.get_pinned_cf(outboards, &key)? else {
-            return Ok(false);
+            return Ok(None);
         };
         let len = u64_le(&ob)?;
         if len == 0 || len > u64::from(MAX_SHARD_SIZE) {
@@ -206,7 +217,7 @@ impl Store {
                 "shard {cid} has an impossible size ({len} bytes) in its outboard entry"
             )));
         }
-        let mut batch = WriteBatch::default();
+        drop(ob);
         for i in 0..piece_count(len.min(u64::from(MAX_SHARD_SIZE))) {
             batch.delete_cf(shards, piece_key(&key, i));
         }
@@ -214,6 +225,7 @@ impl Store {
         batch.delete_cf(corrupt, &key);
         // The promise goes with the bytes: a shard stored again is leased again.
         batch.delete_cf(self.cf(CF_LEASES)?, &key);
+        self.delete_holds(&key, &mut batch)?;
         batch.merge_cf(meta, KEY_USED, delta(-(len as i64)));
         batch.merge_cf(meta, KEY_COUNT, delta(-1));
         self.db
@@ -226,7 +238,7 @@ impl Store {
         let _ = self
             .count
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, less(1));
-        Ok(true)
+        Ok(Some(len))
     }
 
     pub(super) fn is_corrupt(&self, key: &[u8]) -> Result<bool, StoreError> {

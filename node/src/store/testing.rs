@@ -61,3 +61,16 @@ pub(super) fn drain<S: ShardStore + ?Sized>(
         }
     }
 }
+
+/// An object manifest (a small object, 2+1 shards) as `(CID, bytes)`.
+pub(super) fn manifest(seed: u64) -> (Cid, Vec<u8>) {
+    let mut params = cairn_chunker::pipeline::EncodeParams::with_shape(2, 1);
+    params.threads = 1;
+    let data = bytes::Bytes::from(cairn_testkit::data::bytes(10_000, seed));
+    let mut encoder = cairn_chunker::pipeline::Encoder::from_bytes(data, params).unwrap();
+    for stripe in encoder.by_ref() {
+        stripe.unwrap();
+    }
+    let m = encoder.finish().unwrap();
+    (m.cid(), m.to_bytes())
+}

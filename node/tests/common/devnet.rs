@@ -63,6 +63,16 @@ impl Net {
             .unwrap()
     }
 
+    /// Runs `cairn ARGS` against this devnet signing with the key at `key` (another owner).
+    pub(crate) fn cairn_as(&self, key: &Path, args: &[&str]) -> Output {
+        Command::new(&self.cairn)
+            .args(args)
+            .env("CAIRN_DEVNET", self.path("net"))
+            .env("CAIRN_KEY", key)
+            .output()
+            .unwrap()
+    }
+
     /// Runs `cairn ARGS`, asserts success, returns stdout.
     pub(crate) fn ok(&self, args: &[&str]) -> String {
         let out = self.cairn(args);

@@ -11,7 +11,7 @@ use cairn_client::network::Network;
 use cairn_client::put::PutOptions;
 use clap::{Args, Parser, Subcommand};
 
-use crate::{audit, cid, devnet, get, key, ls, proofs, put, stat, verify};
+use crate::{audit, cid, devnet, get, key, lease, ls, proofs, put, stat, verify};
 
 #[derive(Parser)]
 #[command(
@@ -66,6 +66,10 @@ pub(crate) enum Command {
     /// Challenge the nodes holding an object's shards to prove, now, that they still hold
     /// them (the storage receipts kept with its manifest name which node promised which).
     Audit(audit::Args),
+    /// Hold objects or datasets for a while longer, under your key's lease (--lease 30d).
+    Renew(lease::RenewArgs),
+    /// End your key's lease on objects or datasets: once no lease holds them, nodes delete them.
+    Release(lease::ReleaseArgs),
     /// Storage proofs: each node's record (proven epochs, faults, score, shards to repair), as
     /// the other nodes' ledgers keep it.
     Proofs(proofs::Args),

@@ -47,6 +47,9 @@ pub(crate) fn explain(e: &ClientError) -> String {
         ),
         C::Unsigned { .. } => format!("{e}: it may have been tampered with"),
         C::NotAManifest { .. } => format!("{e}; pass the CID `cairn put` printed"),
+        C::LeaseNotTaken { .. } => {
+            format!("{e}; check the CID with `cairn stat`, and that the nodes holding it run")
+        }
         C::NotUtf8(_) => format!("{e}: rename it"),
         C::Write { to, source } if out_of_space(source) => match to {
             Output::File(_) | Output::Dir(_) => {

@@ -23,6 +23,7 @@ mod devnet;
 mod errors;
 mod get;
 mod key;
+mod lease;
 mod ls;
 mod nodes;
 mod proofs;
@@ -47,6 +48,8 @@ async fn run(cli: Cli, partial: Partial) -> anyhow::Result<()> {
         Command::Verify(args) => verify::run(g, args).await,
         Command::Proofs(args) => proofs::run(g, args).await,
         Command::Audit(args) => audit::run(g, args).await,
+        Command::Renew(args) => lease::renew(g, args).await,
+        Command::Release(args) => lease::release(g, args).await,
         Command::Cid(args) => cid::run(g, args).await,
         Command::Devnet(args) => devnet::run(g, args).await,
     }

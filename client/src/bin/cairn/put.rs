@@ -46,6 +46,10 @@ pub(crate) struct Args {
         requires = "bucket"
     )]
     gateway_token: Option<String>,
+    /// How long the network is to hold it under your key's lease (`30d`, `12h`); `cairn renew`
+    /// extends it, `cairn release` ends it.
+    #[arg(long, default_value = "30d", value_parser = cairn_client::lease::parse_duration)]
+    lease: std::time::Duration,
 }
 
 pub(crate) async fn run(g: &Global, args: &Args) -> anyhow::Result<()> {
@@ -133,6 +137,32 @@ pub(crate) async fn run(g: &Global, args: &Args) -> anyhow::Result<()> {
         }
     }
     report["failed_nodes"] = failed_nodes(&incidents);
+    // The lease: the object is held past the upload's own hold while it runs.
+    // A lease that cannot be taken does not undo the upload: it is held under the upload's
+    // own hold (the nodes' proofs.lease_epochs) and `cairn renew` can take it later.
+    let leased = match cairn_client::lease::end_epoch(&net, args.lease) {
+        Ok(end) => cairn_client::lease::renew(&net, &key, &[cid], end).await,
+        Err(e) => Err(e),
+    };
+    let lease_line = match &leased {
+        Ok(l) => {
+            report["lease"] = json!({"end_epoch": l.end_epoch, "epoch_ms": l.epoch_ms,
+                "manifests": l.objects.len()});
+            format!(
+                "leased through epoch {} ({} manifests; `cairn renew {cid} --lease 30d` extends it)",
+                l.end_epoch,
+                l.objects.len()
+            )
+        }
+        Err(e) => {
+            let text = crate::errors::explain(e);
+            report["lease"] = json!({"error": text});
+            format!(
+                "warning: stored, but not leased ({text}); it is held for the nodes' upload \
+                 lease only: run `cairn renew {cid} --lease 30d`"
+            )
+        }
+    };
     if let Some(target) = target {
         // A single file becomes PREFIX/NAME; a directory's files PREFIX/PATH.
         let name = (!meta.is_dir())
@@ -150,9 +180,13 @@ pub(crate) async fn run(g: &Global, args: &Args) -> anyhow::Result<()> {
         report["s3"] = s3;
     }
     if g.json {
+        if leased.is_err() {
+            eprintln!("{lease_line}");
+        }
         out!("{report}");
     } else {
         eprintln!("{summary}");
+        eprintln!("{lease_line}");
         out!("{cid}");
     }
     Ok(())

@@ -17,7 +17,7 @@ impl MemStore {
         let checked = check_receipts(manifest, &bytes, receipts)?;
         let key = manifest.to_bytes();
         let mut state = self.state();
-        let writes = plan_writes(&key, checked, |prefix| {
+        let writes = plan_writes(&key, checked, false, |prefix| {
             Ok(state
                 .receipts
                 .range(prefix.to_vec()..)

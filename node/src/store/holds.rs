@@ -1,0 +1,848 @@
+//! Holds: who a held shard is kept for, until when, and collecting what no one holds any more.
+//!
+//! A shard holder keeps, per shard, one *hold* per (object, owner) a lease statement named
+//! ([`Store::apply_statement`]), plus the *upload hold* the node took itself when the shard was
+//! stored ([`Store::hold_upload`]: object empty, owner all zero, `signed_ms` 0). The shard's
+//! lease row (`leases`) is kept at the latest end over its holds
+//! ([`cairn_policy::lease::effective_end`], a release counting as ended in the epoch it was
+//! signed), never below the lease's start. Unlike before holds, a lease can shrink: a release
+//! by the shard's only owner brings it down to the release's epoch. A storage receipt signed
+//! for a longer lease before that is void by the owner's own signature (the release), and the
+//! node answers the release with a receipt for the shorter lease.
+//!
+//! A keeper (a node holding an object's manifest) keeps the owners' latest statements on the
+//! object in `object-leases` ([`Store::keep_statement`]).
+//!
+//! Garbage collection ([`Store::collect_shards`], [`Store::collect_objects`]) deletes shards
+//! and manifests whose holds or statements all ended `grace` epochs ago, rechecking each under
+//! its claim, so nothing renewed meanwhile is lost.
+//!
+//! These are inherent methods of the RocksDB [`Store`] only: [`MemStore`](super::MemStore)
+//! keeps leases but no holds, statements or garbage collection (its [`ShardStore::hold_upload`]
+//! is the plain lease extension).
+//!
+//! [`ShardStore::hold_upload`]: super::ShardStore::hold_upload
+
+use std::collections::HashMap;
+
+use cairn_chunker::cids::{self, Cid};
+use cairn_chunker::manifest::Provenance;
+use cairn_policy::lease;
+use cairn_proofs::epoch::Epochs;
+use cairn_proofs::lease::LeaseStatement;
+use rocksdb::{Direction, IteratorMode, WriteBatch};
+
+use super::layout::{
+    CF_HOLDS, CF_LEASES, CF_MANIFESTS, CF_OBJECT_LEASES, CF_OUTBOARDS, CF_PROVENANCE, CF_RECEIPTS,
+    CF_RECEIPTS_BY_NODE, CF_SIGNED, lease_row, parse_lease_row, u64_le,
+};
+use super::leases::checked_size;
+use super::{Store, StoreError};
+
+/// The owner of upload holds: no key (all zero).
+pub const UPLOAD_OWNER: [u8; 32] = [0; 32];
+
+/// One hold on a shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    /// The object it is held for (a manifest CID's bytes); empty for the upload hold.
+    pub object: Vec<u8>,
+    /// Whose hold: the owner's key, [`UPLOAD_OWNER`] for the upload hold.
+    pub owner: [u8; 32],
+    /// The last epoch it runs through; 0 if released.
+    pub end: u64,
+    /// When the statement was signed (unix ms); 0 for the upload hold.
+    pub signed_ms: u64,
+}
+
+impl Hold {
+    /// The epoch it runs through, a release counting as ended in the epoch it was signed.
+    pub fn runs_through(&self, epochs: Epochs) -> u64 {
+        lease::hold_end(self.end, epochs.at(self.signed_ms))
+    }
+}
+
+/// What [`Store::apply_statement`] left on a shard: its lease and size, and whether the
+/// statement changed its hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    /// The lease's first epoch.
+    pub start: u64,
+    /// The lease's last epoch (the latest end over the holds).
+    pub end: u64,
+    /// The shard's size.
+    pub size: u64,
+    /// Whether the hold was written (`false`: the statement was no newer than the kept one).
+    pub changed: bool,
+}
+
+/// What one garbage-collection step deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Collected {
+    /// Shards (or manifests) deleted.
+    pub items: u64,
+    /// Bytes given back (shards only).
+    pub bytes: u64,
+    /// Whether candidates were left for the next step (the batch was full).
+    pub more: bool,
+}
+
+/// The `holds` key: `shard CID ‖ u8 object length ‖ object ‖ owner`.
+fn hold_key(shard: &[u8], object: &[u8], owner: &[u8; 32]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(shard.len() + 1 + object.len() + 32);
+    k.extend_from_slice(shard);
+    k.push(object.len() as u8);
+    k.extend_from_slice(object);
+    k.extend_from_slice(owner);
+    k
+}
+
+/// A hold row: `end ‖ signed_ms`, `u64 LE` each.
+fn hold_row(end: u64, signed_ms: u64) -> [u8; 16] {
+    let mut row = [0u8; 16];
+    row[..8].copy_from_slice(&end.to_le_bytes());
+    row[8..].copy_from_slice(&signed_ms.to_le_bytes());
+    row
+}
+
+/// A hold read back from its key's tail (after the shard CID) and row.
+fn parse_hold(tail: &[u8], row: &[u8]) -> Result<Hold, StoreError> {
+    let damaged = || StoreError::Damaged(format!("a hold of {} + {} bytes", tail.len(), row.len()));
+    let (&len, rest) = tail.split_first().ok_or_else(damaged)?;
+    let len = len as usize;
+    if rest.len() != len + 32 || row.len() != 16 {
+        return Err(damaged());
+    }
+    let mut owner = [0u8; 32];
+    owner.copy_from_slice(&rest[len..]);
+    Ok(Hold {
+        object: rest[..len].to_vec(),
+        owner,
+        end: u64_le(&row[..8])?,
+        signed_ms: u64_le(&row[8..])?,
+    })
+}
+
+/// The `object-leases` key: `object CID ‖ owner`.
+fn statement_key(object: &[u8], owner: &[u8; 32]) -> Vec<u8> {
+    [object, &owner[..]].concat()
+}
+
+impl Store {
+    /// Every hold on the shard keyed `key`, by object and owner.
+    pub(super) fn holds_of_key(&self, key: &[u8]) -> Result<Vec<Hold>, StoreError> {
+        let mut out = Vec::new();
+        let it = self.db.iterator_cf(
+            self.cf(CF_HOLDS)?,
+            IteratorMode::From(key, Direction::Forward),
+        );
+        for item in it {
+            let (k, v) = item?;
+            if !k.starts_with(key) {
+                break;
+            }
+            out.push(parse_hold(&k[key.len()..], &v)?);
+        }
+        Ok(out)
+    }
+
+    /// Every hold on a shard (none if it is not held, or held from before holds).
+    pub fn holds(&self, shard: &Cid) -> Result<Vec<Hold>, StoreError> {
+        self.holds_of_key(&shard.to_bytes())
+    }
+
+    /// Adds deletes of every hold on the shard keyed `key` to `batch`.
+    pub(super) fn delete_holds(
+        &self,
+        key: &[u8],
+        batch: &mut WriteBatch,
+    ) -> Result<(), StoreError> {
+        let holds = self.cf(CF_HOLDS)?;
+        let it = self
+            .db
+            .iterator_cf(holds, IteratorMode::From(key, Direction::Forward));
+        for item in it {
+            let (k, _) = item?;
+            if !k.starts_with(key) {
+                break;
+            }
+            batch.delete_cf(holds, k);
+        }
+        Ok(())
+    }
+
+    /// The holds of a shard about to gain one, its lease row, and its size; the lease row of a
+    /// shard with no hold yet (leased before holds) becomes its upload hold. `None` if the
+    /// shard is not held.
+    #[allow(clippy::type_complexity)]
+    fn holds_for_update(
+        &self,
+        cid: &Cid,
+        key: &[u8],
+    ) -> Result<Option<(Vec<Hold>, Option<(u64, u64)>, u64)>, StoreError> {
+        let Some(ob) = self.db.get_pinned_cf(self.cf(CF_OUTBOARDS)?, key)? else {
+            return Ok(None);
+        };
+        let size = checked_size(cid, u64_le(&ob)?)?;
+        drop(ob);
+        let lease = match self.db.get_pinned_cf(self.cf(CF_LEASES)?, key)? {
+            Some(row) => {
+                let (s, e, _) = parse_lease_row(&row)?;
+                Some((s, e))
+            }
+            None => None,
+        };
+        let mut holds = self.holds_of_key(key)?;
+        if holds.is_empty()
+            && let Some((_, end)) = lease
+        {
+            holds.push(Hold {
+                object: Vec::new(),
+                owner: UPLOAD_OWNER,
+                end,
+                signed_ms: 0,
+            });
+        }
+        Ok(Some((holds, lease, size)))
+    }
+
+    /// Writes `holds` (all of them: unchanged ones are rewritten as they are) and the lease row
+    /// they make: `start`, and the latest end over the holds, never below `start`.
+    fn write_holds(
+        &self,
+        key: &[u8],
+        holds: &[Hold],
+        start: u64,
+        size: u64,
+        epochs: Epochs,
+    ) -> Result<(u64, u64), StoreError> {
+        let end = lease::effective_end(holds.iter().map(|h| h.runs_through(epochs)))
+            .unwrap_or(start)
+            .max(start);
+        let cf = self.cf(CF_HOLDS)?;
+        let mut batch = WriteBatch::default();
+        for h in holds {
+            batch.put_cf(
+                cf,
+                hold_key(key, &h.object, &h.owner),
+                hold_row(h.end, h.signed_ms),
+            );
+        }
+        batch.put_cf(self.cf(CF_LEASES)?, key, lease_row(start, end, size));
+        self.db
+            .write_opt(batch, &self.write_opts())
+            .map_err(|e| self.write_failed(e, 0))?;
+        Ok((start, end))
+    }
+
+    /// Records the upload hold on a held shard: leased from `start` through `end`, or the
+    /// upload hold it has extended to the later end (the lease keeps its earliest start).
+    /// Returns the lease now held, durably. [`StoreError::NotFound`] if the shard is not held,
+    /// [`StoreError::BadLease`] if `end < start`.
+    pub fn hold_upload(
+        &self,
+        cid: &Cid,
+        start: u64,
+        end: u64,
+        epochs: Epochs,
+    ) -> Result<(u64, u64), StoreError> {
+        super::leases::check_lease(cid, start, end)?;
+        let key = cid.to_bytes();
+        let _claim = self.claim(&key);
+        let (mut holds, lease, size) = self
+            .holds_for_update(cid, &key)?
+            .ok_or(StoreError::NotFound { cid: *cid })?;
+        match holds
+            .iter_mut()
+            .find(|h| h.object.is_empty() && h.owner == UPLOAD_OWNER)
+        {
+            Some(h) => h.end = h.end.max(end),
+            None => holds.push(Hold {
+                object: Vec::new(),
+                owner: UPLOAD_OWNER,
+                end,
+                signed_ms: 0,
+            }),
+        }
+        let start = lease.map_or(start, |(s, _)| s.min(start));
+        self.write_holds(&key, &holds, start, size, epochs)
+    }
+
+    /// Applies a verified lease statement to a held shard: its owner's hold for the object is
+    /// set to the statement if the statement supersedes the one kept (nothing is written
+    /// otherwise), and the lease to the latest end over the shard's holds, which a release may
+    /// shrink. `None` if the shard is not held, or not leased yet (nothing to hold it under).
+    pub fn apply_statement(
+        &self,
+        shard: &Cid,
+        statement: &LeaseStatement,
+        epochs: Epochs,
+    ) -> Result<Option<Applied>, StoreError> {
+        let key = shard.to_bytes();
+        let _claim = self.claim(&key);
+        let Some((mut holds, Some((start, end)), size)) = self.holds_for_update(shard, &key)?
+        else {
+            return Ok(None);
+        };
+        let owner = statement.owner.0;
+        let wanted = Hold {
+            object: statement.object.clone(),
+            owner,
+            end: statement.end,
+            signed_ms: statement.signed_ms,
+        };
+        let kept = holds
+            .iter_mut()
+            .find(|h| h.object == statement.object && h.owner == owner);
+        let changed = match kept {
+            Some(h) if (wanted.signed_ms, wanted.end) > (h.signed_ms, h.end) => {
+                *h = wanted;
+                true
+            }
+            Some(_) => false,
+            None => {
+                holds.push(wanted);
+                true
+            }
+        };
+        if !changed {
+            return Ok(Some(Applied {
+                start,
+                end,
+                size,
+                changed,
+            }));
+        }
+        let (start, end) = self.write_holds(&key, &holds, start, size, epochs)?;
+        Ok(Some(Applied {
+            start,
+            end,
+            size,
+            changed,
+        }))
+    }
+
+    /// Keeps a verified statement beside the manifest it names, if it supersedes the one kept
+    /// for its owner (or none is): `true` if written. [`StoreError::NotFound`] if the node does
+    /// not hold that manifest (or the statement names no CID).
+    pub fn keep_statement(&self, statement: &LeaseStatement) -> Result<bool, StoreError> {
+        let object = Cid::try_from(&statement.object[..])
+            .map_err(|e| StoreError::Damaged(format!("a lease statement names no CID ({e})")))?;
+        let key = object.to_bytes();
+        let _claim = self.claim(&key);
+        if self
+            .db
+            .get_pinned_cf(self.cf(CF_MANIFESTS)?, &key)?
+            .is_none()
+        {
+            return Err(StoreError::NotFound { cid: object });
+        }
+        let cf = self.cf(CF_OBJECT_LEASES)?;
+        let skey = statement_key(&key, &statement.owner.0);
+        if let Some(kept) = self.db.get_pinned_cf(cf, &skey)?
+            && let Ok(kept) = LeaseStatement::from_bytes(&kept)
+            && !statement.supersedes(&kept)
+        {
+            return Ok(false);
+        }
+        let bytes = statement.to_bytes();
+        let len = (bytes.len() + skey.len()) as u64;
+        self.with_disk_room(len, || {
+            self.db
+                .put_cf_opt(cf, &skey, &bytes, &self.write_opts())
+                .map_err(|e| self.write_failed(e, len))
+        })?;
+        Ok(true)
+    }
+
+    /// The statements kept for an object, by owner (damaged rows are passed over).
+    pub fn statements(&self, object: &Cid) -> Result<Vec<LeaseStatement>, StoreError> {
+        let key = object.to_bytes();
+        let mut out = Vec::new();
+        let it = self.db.iterator_cf(
+            self.cf(CF_OBJECT_LEASES)?,
+            IteratorMode::From(&key, Direction::Forward),
+        );
+        for item in it {
+            let (k, v) = item?;
+            if !k.starts_with(&key) {
+                break;
+            }
+            if k.len() != key.len() + 32 {
+                continue;
+            }
+            match LeaseStatement::from_bytes(&v) {
+                Ok(s) => out.push(s),
+                Err(e) => tracing::warn!(%object, "a kept lease statement is damaged: {e}"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes at most `limit` held shards whose lease (the latest end over their holds) ended
+    /// `grace` epochs before epoch `now`, each rechecked under its claim; a shard any hold
+    /// still covers is never deleted. Walks the small `leases` rows.
+    pub fn collect_shards(
+        &self,
+        now: u64,
+        grace: u64,
+        epochs: Epochs,
+        limit: usize,
+    ) -> Result<Collected, StoreError> {
+        let mut candidates = Vec::new();
+        let mut more = false;
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_LEASES)?, IteratorMode::Start)
+        {
+            let (key, row) = item?;
+            let Ok((_, end, _)) = parse_lease_row(&row) else {
+                continue;
+            };
+            if lease::collectable(end, now, grace) {
+                if candidates.len() == lease::batch_len(candidates.len() + 1, limit) {
+                    more = true;
+                    break;
+                }
+                candidates.push(key.to_vec());
+            }
+        }
+        let mut out = Collected {
+            more,
+            ..Collected::default()
+        };
+        for key in candidates {
+            let Ok(cid) = cids::from_bytes(&key) else {
+                continue;
+            };
+            let _claim = self.claim(&key);
+            // Again, under the claim: renewed meanwhile, or stored again, it stays.
+            let Some(row) = self.db.get_pinned_cf(self.cf(CF_LEASES)?, &key)? else {
+                continue;
+            };
+            let (_, end, _) = parse_lease_row(&row)?;
+            drop(row);
+            let holds = self.holds_of_key(&key)?;
+            let by_holds = lease::effective_end(holds.iter().map(|h| h.runs_through(epochs)));
+            let live = !lease::collectable(end, now, grace)
+                || by_holds.is_some_and(|e| !lease::collectable(e, now, grace));
+            if live {
+                continue;
+            }
+            if let Some(size) = self.delete_claimed(&cid, WriteBatch::default())? {
+                out.items += 1;
+                out.bytes += size;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes at most `limit` manifests whose owners' statements (at least one) all ended
+    /// `grace` epochs before epoch `now`, with their provenance, receipts and statements. A
+    /// manifest no statement was ever kept for is kept (data from before leases).
+    pub fn collect_objects(
+        &self,
+        now: u64,
+        grace: u64,
+        epochs: Epochs,
+        limit: usize,
+    ) -> Result<Collected, StoreError> {
+        let mut ends: HashMap<Vec<u8>, Vec<u64>> = HashMap::new();
+        let mut order = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_OBJECT_LEASES)?, IteratorMode::Start)
+        {
+            let (k, v) = item?;
+            let Some(object) = k.len().checked_sub(32).map(|n| k[..n].to_vec()) else {
+                continue;
+            };
+            let Ok(s) = LeaseStatement::from_bytes(&v) else {
+                continue;
+            };
+            let entry = ends.entry(object.clone()).or_insert_with(|| {
+                order.push(object);
+                Vec::new()
+            });
+            entry.push(lease::hold_end(s.end, epochs.at(s.signed_ms)));
+        }
+        let mut out = Collected::default();
+        for object in order {
+            if !lease::object_collectable(&ends[&object], now, grace) {
+                continue;
+            }
+            if out.items as usize == limit {
+                out.more = true;
+                break;
+            }
+            let Ok(cid) = Cid::try_from(&object[..]) else {
+                continue;
+            };
+            if self.collect_object(&cid, now, grace, epochs)? {
+                out.items += 1;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes one object's manifest, provenance, signed-by rows, receipts and statements if
+    /// its statements still all ended `grace` epochs before `now` (rechecked under its claim).
+    fn collect_object(
+        &self,
+        cid: &Cid,
+        now: u64,
+        grace: u64,
+        epochs: Epochs,
+    ) -> Result<bool, StoreError> {
+        let key = cid.to_bytes();
+        let _claim = self.claim(&key);
+        let statements = self.statements(cid)?;
+        let ends: Vec<u64> = statements
+            .iter()
+            .map(|s| lease::hold_end(s.end, epochs.at(s.signed_ms)))
+            .collect();
+        if !lease::object_collectable(&ends, now, grace) {
+            return Ok(false);
+        }
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(self.cf(CF_MANIFESTS)?, &key);
+        let prefixed = |cf: &str, batch: &mut WriteBatch, f: &mut dyn FnMut(&[u8], &[u8])| {
+            let handle = self.cf(cf)?;
+            let it = self
+                .db
+                .iterator_cf(handle, IteratorMode::From(&key, Direction::Forward));
+            for item in it {
+                let (k, v) = item?;
+                if !k.starts_with(&key) {
+                    break;
+                }
+                f(&k, &v);
+                batch.delete_cf(handle, &k);
+            }
+            Ok::<(), StoreError>(())
+        };
+        let mut signed = Vec::new();
+        prefixed(CF_PROVENANCE, &mut batch, &mut |_, v| {
+            if let Ok(p) = Provenance::from_bytes(v) {
+                let mut k = p.signer.clone();
+                #[allow(clippy::big_endian_bytes)] // the signed-by key, see put_manifest
+                k.extend_from_slice(&p.time_ms.to_be_bytes());
+                k.extend_from_slice(&key);
+                signed.push(k);
+            }
+        })?;
+        let mut by_node = Vec::new();
+        prefixed(CF_RECEIPTS, &mut batch, &mut |k, _| {
+            let rest = &k[key.len()..];
+            if rest.len() == 64 {
+                by_node.push([&rest[32..], &key[..], &rest[..32]].concat());
+            }
+        })?;
+        prefixed(CF_OBJECT_LEASES, &mut batch, &mut |_, _| {})?;
+        for k in signed {
+            batch.delete_cf(self.cf(CF_SIGNED)?, k);
+        }
+        for k in by_node {
+            batch.delete_cf(self.cf(CF_RECEIPTS_BY_NODE)?, k);
+        }
+        self.db
+            .write_opt(batch, &self.write_opts())
+            .map_err(|e| self.write_failed(e, 0))?;
+        Ok(true)
+    }
+}
+
+impl Store {
+    /// Gives the space of deleted shards back to the filesystem, at a cost bounded by what it
+    /// frees. Returns the `shards` blob-file bytes before and after.
+    ///
+    /// 1. Flushes every column family: the write-ahead log holds each shard's bytes until all
+    ///    of them are flushed, and the small ones fill (and so flush) slowly.
+    /// 2. Compacts the `shards` column family with blob garbage collection off, so the
+    ///    deletes' tombstones meet the keys they delete: blob files none of whose shards are
+    ///    left are dropped, and only the small key-and-blob-index tables are rewritten.
+    /// 3. Only if the blob files then hold at least as many dead bytes as live ones, compacts
+    ///    again moving every live shard out of them (so each byte rewritten frees at least one).
+    ///    Below that, RocksDB's own blob garbage collection moves the oldest files' live shards
+    ///    once they are half dead.
+    pub fn reclaim(&self) -> Result<(u64, u64), StoreError> {
+        let cf = self.cf(super::layout::CF_SHARDS)?;
+        let int = |name: &str| -> Result<u64, StoreError> {
+            Ok(self.db.property_int_value_cf(cf, name)?.unwrap_or(0))
+        };
+        let before = int("rocksdb.total-blob-file-size")?;
+        let all = super::layout::ALL_CFS
+            .iter()
+            .map(|name| self.cf(name))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.db
+            .flush_cfs_opt(&all, &rocksdb::FlushOptions::default())?;
+        let compact = || {
+            let mut options = rocksdb::CompactOptions::default();
+            options.set_bottommost_level_compaction(
+                rocksdb::BottommostLevelCompaction::ForceOptimized,
+            );
+            self.db
+                .compact_range_cf_opt(cf, None::<&[u8]>, None::<&[u8]>, &options);
+        };
+        // Set back even if the compaction failed: compaction itself reports no error.
+        self.db
+            .set_options_cf(cf, &[("enable_blob_garbage_collection", "false")])?;
+        compact();
+        self.db
+            .set_options_cf(cf, &[("enable_blob_garbage_collection", "true")])?;
+        let garbage = int("rocksdb.live-blob-file-garbage-size")?;
+        let total = int("rocksdb.live-blob-file-size")?;
+        if garbage > 0 && garbage.saturating_mul(2) >= total {
+            self.db
+                .set_options_cf(cf, &[("blob_garbage_collection_age_cutoff", "1.0")])?;
+            compact();
+            let cutoff = super::layout::BLOB_GC_AGE_CUTOFF.to_string();
+            self.db
+                .set_options_cf(cf, &[("blob_garbage_collection_age_cutoff", &cutoff)])?;
+        }
+        Ok((before, int("rocksdb.total-blob-file-size")?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use cairn_proofs::NodeKey;
+    use ed25519_dalek::SigningKey;
+
+    use super::*;
+    use crate::store::testing::{open, shard};
+
+    /// Epochs of one second: epoch `e` is signed at `e * 1000` ms.
+    fn epochs() -> Epochs {
+        Epochs::new(Duration::from_secs(1)).unwrap()
+    }
+
+    fn key(b: u8) -> SigningKey {
+        SigningKey::from_bytes(&[b; 32])
+    }
+
+    impl Store {
+        fn has_shard(&self, cid: &Cid) -> bool {
+            matches!(
+                self.has(&[*cid]).unwrap()[0],
+                cairn_wire::protocol::Holding::Intact(_)
+            )
+        }
+    }
+
+    fn object(seed: u8) -> Vec<u8> {
+        cids::dag_cbor(&[seed; 10]).to_bytes()
+    }
+
+    #[test]
+    fn the_lease_is_the_latest_hold_and_a_release_ends_only_its_owners() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 10 << 20);
+        let (cid, data) = shard(30_000, 1);
+        store.put_shard(&cid, &data).unwrap();
+        assert_eq!(store.hold_upload(&cid, 10, 20, epochs()).unwrap(), (10, 20));
+        let (a, b) = (key(1), key(2));
+        let x = object(1);
+        // A renews to 100: the lease grows.
+        let ra = LeaseStatement::sign(&a, &x, 100, 11_000);
+        let got = store.apply_statement(&cid, &ra, epochs()).unwrap().unwrap();
+        assert_eq!(
+            (got.start, got.end, got.size, got.changed),
+            (10, 100, 30_000, true)
+        );
+        // The same statement again changes nothing.
+        let again = store.apply_statement(&cid, &ra, epochs()).unwrap().unwrap();
+        assert!(!again.changed);
+        assert_eq!(again.end, 100);
+        // B holds it for the same object, to 60; then A releases at epoch 30.
+        let rb = LeaseStatement::sign(&b, &x, 60, 12_000);
+        assert_eq!(
+            store
+                .apply_statement(&cid, &rb, epochs())
+                .unwrap()
+                .unwrap()
+                .end,
+            100
+        );
+        let release = LeaseStatement::release(&a, &x, 30_000);
+        let after = store
+            .apply_statement(&cid, &release, epochs())
+            .unwrap()
+            .unwrap();
+        assert_eq!(after.end, 60, "B's hold stands");
+        assert_eq!(store.lease(&cid).unwrap(), Some((10, 60)));
+        // An older statement of A's does not undo the release.
+        let stale = LeaseStatement::sign(&a, &x, 500, 20_000);
+        assert!(
+            !store
+                .apply_statement(&cid, &stale, epochs())
+                .unwrap()
+                .unwrap()
+                .changed
+        );
+        // B releases too: the lease falls to the latest release epoch (the upload hold ended).
+        let rb2 = LeaseStatement::release(&b, &x, 40_000);
+        assert_eq!(
+            store
+                .apply_statement(&cid, &rb2, epochs())
+                .unwrap()
+                .unwrap()
+                .end,
+            40
+        );
+        let holds = store.holds(&cid).unwrap();
+        assert_eq!(holds.len(), 3, "{holds:?}");
+        assert!(holds.iter().any(|h| h.owner == UPLOAD_OWNER && h.end == 20));
+        assert!(
+            holds
+                .iter()
+                .any(|h| h.owner == NodeKey::of(&a).0 && h.end == 0)
+        );
+        // A shard not held takes no hold.
+        let (other, _) = shard(1_000, 9);
+        assert_eq!(store.apply_statement(&other, &ra, epochs()).unwrap(), None);
+    }
+
+    #[test]
+    fn a_release_of_one_object_leaves_another_objects_hold_on_a_shared_shard() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 10 << 20);
+        let (cid, data) = shard(30_000, 2);
+        store.put_shard(&cid, &data).unwrap();
+        store.hold_upload(&cid, 1, 2, epochs()).unwrap();
+        let a = key(1);
+        for (obj, end) in [(object(1), 80), (object(2), 90)] {
+            let s = LeaseStatement::sign(&a, &obj, end, 3_000);
+            store.apply_statement(&cid, &s, epochs()).unwrap();
+        }
+        let rel = LeaseStatement::release(&a, &object(2), 4_000);
+        assert_eq!(
+            store
+                .apply_statement(&cid, &rel, epochs())
+                .unwrap()
+                .unwrap()
+                .end,
+            80
+        );
+        // Nothing collectable while object 1's hold runs; then it is, after the grace.
+        assert_eq!(store.collect_shards(85, 5, epochs(), 100).unwrap().items, 0);
+        assert_eq!(store.collect_shards(86, 5, epochs(), 100).unwrap().items, 1);
+        assert!(!store.has_shard(&cid));
+        assert_eq!(store.stats().used, 0);
+        assert!(
+            store.holds(&cid).unwrap().is_empty(),
+            "holds go with the shard"
+        );
+    }
+
+    #[test]
+    fn collection_is_exact_at_the_grace_boundary_and_bounded_by_the_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 10 << 20);
+        let mut held = Vec::new();
+        for seed in 1..=5u8 {
+            let (cid, data) = shard(20_000, seed);
+            store.put_shard(&cid, &data).unwrap();
+            store.hold_upload(&cid, 1, 10, epochs()).unwrap();
+            held.push(cid);
+        }
+        // One is renewed by an owner.
+        let s = LeaseStatement::sign(&key(3), &object(1), 50, 2_000);
+        store.apply_statement(&held[0], &s, epochs()).unwrap();
+        // A shard held from before leases (open-ended) is never collected.
+        let (old, old_data) = shard(20_000, 9);
+        store.put_shard(&old, &old_data).unwrap();
+        store.extend_lease(&old, 0, u64::MAX).unwrap();
+        assert_eq!(store.collect_shards(13, 3, epochs(), 100).unwrap().items, 0);
+        let first = store.collect_shards(14, 3, epochs(), 3).unwrap();
+        assert_eq!((first.items, first.bytes, first.more), (3, 60_000, true));
+        let second = store.collect_shards(14, 3, epochs(), 3).unwrap();
+        assert_eq!((second.items, second.more), (1, false));
+        assert!(store.has_shard(&held[0]));
+        assert!(store.has_shard(&old));
+        assert_eq!(store.stats().used, 40_000);
+    }
+
+    #[test]
+    fn a_shard_leased_before_holds_keeps_that_lease_as_its_upload_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 10 << 20);
+        let (cid, data) = shard(20_000, 4);
+        store.put_shard(&cid, &data).unwrap();
+        store.extend_lease(&cid, 5, 700).unwrap();
+        let s = LeaseStatement::sign(&key(1), &object(1), 100, 6_000);
+        let got = store.apply_statement(&cid, &s, epochs()).unwrap().unwrap();
+        assert_eq!((got.start, got.end), (5, 700));
+        let rel = LeaseStatement::release(&key(1), &object(1), 7_000);
+        assert_eq!(
+            store
+                .apply_statement(&cid, &rel, epochs())
+                .unwrap()
+                .unwrap()
+                .end,
+            700
+        );
+    }
+
+    #[test]
+    fn keepers_keep_the_latest_statement_per_owner_and_collect_ended_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 10 << 20);
+        let (manifest, bytes) = crate::store::testing::manifest(3);
+        let statement = LeaseStatement::sign(&key(1), &manifest.to_bytes(), 20, 1_000);
+        // Not kept here: refused.
+        assert!(matches!(
+            store.keep_statement(&statement),
+            Err(StoreError::NotFound { .. })
+        ));
+        store
+            .put_manifest(
+                &manifest,
+                cairn_wire::protocol::ManifestKind::Object,
+                &bytes,
+                &[],
+            )
+            .unwrap();
+        assert!(store.keep_statement(&statement).unwrap());
+        assert!(!store.keep_statement(&statement).unwrap(), "idempotent");
+        let older = LeaseStatement::sign(&key(1), &manifest.to_bytes(), 90, 500);
+        assert!(!store.keep_statement(&older).unwrap());
+        let other = LeaseStatement::sign(&key(2), &manifest.to_bytes(), 30, 1_000);
+        assert!(store.keep_statement(&other).unwrap());
+        assert_eq!(store.statements(&manifest).unwrap().len(), 2);
+        // Collected once every statement ended the grace ago.
+        assert_eq!(store.collect_objects(32, 2, epochs(), 10).unwrap().items, 0);
+        assert_eq!(store.collect_objects(33, 2, epochs(), 10).unwrap().items, 1);
+        assert!(matches!(
+            store.get_manifest(&manifest),
+            Err(StoreError::NotFound { .. })
+        ));
+        assert!(store.statements(&manifest).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_manifest_no_statement_names_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 10 << 20);
+        let (manifest, bytes) = crate::store::testing::manifest(4);
+        store
+            .put_manifest(
+                &manifest,
+                cairn_wire::protocol::ManifestKind::Object,
+                &bytes,
+                &[],
+            )
+            .unwrap();
+        assert_eq!(
+            store
+                .collect_objects(u64::MAX, 0, epochs(), 10)
+                .unwrap()
+                .items,
+            0
+        );
+        store.get_manifest(&manifest).unwrap();
+    }
+}
