@@ -545,6 +545,8 @@ impl Repairer {
                 }
             }
         }
+        self.carry_leases(view, object, &receipts, &holds, &keepers)
+            .await;
         // Assess each stripe. The view is shared by every job of the pass while it does not
         // grow (a holder first met in a receipt adds a node).
         let cached = self.shared_view.lock().ok().and_then(|g| g.clone());
@@ -658,6 +660,95 @@ impl Repairer {
                     },
                 );
             }
+        }
+    }
+
+    /// Carries the object's lease statements to the holders of its shards whose kept receipt
+    /// does not reach the latest statement's end (new holders after a repair or a move, ones
+    /// that missed a renewal), and shares the statements with the object's other keepers (a
+    /// manifest copy made by a pass, a keeper that was down). Releases are carried when they
+    /// arrive (`holds::carry_kept`); a holder made since holds nothing for the released owner.
+    async fn carry_leases(
+        &self,
+        view: &View,
+        object: Cid,
+        receipts: &[Vec<u8>],
+        holds: &HashMap<(usize, Cid), Holding>,
+        keepers: &[usize],
+    ) {
+        let store = self.store.clone();
+        let statements = match tokio::task::spawn_blocking(move || store.statements(&object)).await
+        {
+            Ok(Ok(s)) => s,
+            _ => return,
+        };
+        let Some(end) = statements
+            .iter()
+            .filter(|s| !s.is_release())
+            .map(|s| s.end)
+            .max()
+        else {
+            return;
+        };
+        // What each holder's kept receipt promises, by (shard root, node key).
+        let promised: HashMap<([u8; 32], [u8; 32]), u64> = receipts
+            .iter()
+            .filter_map(|b| StorageReceipt::from_bytes(b).ok())
+            .map(|r| ((r.shard.0, r.node.0), r.end))
+            .collect();
+        let mut by_node: HashMap<usize, Vec<Cid>> = HashMap::new();
+        for ((n, cid), h) in holds {
+            if h.intact().is_none() {
+                continue;
+            }
+            let Some(key) = keys::node_key(&view.nodes[*n].peer) else {
+                continue;
+            };
+            let Ok(root) = cids::digest(cid, Codec::Raw) else {
+                continue;
+            };
+            if promised
+                .get(&(*root.as_bytes(), key.0))
+                .is_none_or(|&e| e < end)
+            {
+                by_node.entry(*n).or_default().push(*cid);
+            }
+        }
+        if let Some(mine) = by_node.remove(&0) {
+            let (store, leaser, list) = (self.store.clone(), self.leaser.clone(), statements);
+            let receipts = tokio::task::spawn_blocking(move || {
+                let mut out = Vec::new();
+                for s in &list {
+                    out.extend(
+                        leaser
+                            .hold(&store, s, &mine)?
+                            .iter()
+                            .map(StorageReceipt::to_bytes),
+                    );
+                }
+                let kept = store.put_fresh_receipts(&object, &out)?;
+                Ok::<usize, crate::store::StoreError>(kept)
+            })
+            .await;
+            if let Ok(Err(e)) = receipts {
+                tracing::warn!(%object, "could not apply a lease statement to shards held here: {e}");
+            }
+        }
+        let holders: Vec<(cairn_wire::data::Target, Vec<Cid>)> = by_node
+            .into_iter()
+            .filter_map(|(n, list)| view.nodes[n].target.map(|t| (t, list)))
+            .collect();
+        if !holders.is_empty()
+            && let Err(e) = crate::holds::carry(&self.store, &self.data, &object, &holders).await
+        {
+            tracing::warn!(%object, "could not carry lease statements: {e}");
+        }
+        let targets: Vec<cairn_wire::data::Target> = keepers
+            .iter()
+            .filter_map(|&n| view.nodes[n].target)
+            .collect();
+        if let Err(e) = crate::holds::share(&self.store, &self.data, &object, &targets).await {
+            tracing::warn!(%object, "could not share lease statements: {e}");
         }
     }
 
