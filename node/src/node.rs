@@ -112,32 +112,38 @@ fn first_ip(addrs: &[libp2p::Multiaddr]) -> Option<IpAddr> {
     })
 }
 
+/// What a node says of itself that does not change while it runs.
+#[derive(Debug, Clone)]
+struct Fixed {
+    peer: PeerId,
+    label: Option<String>,
+    data_addrs: Vec<SocketAddr>,
+    data_dir: PathBuf,
+    repairs: bool,
+}
+
 /// What the node says of itself now (the control plane's `Info`).
 fn node_info(
     store: &Store,
     proofs: Option<&Arc<Proofs>>,
-    peer: PeerId,
-    label: Option<String>,
-    data_addrs: Vec<SocketAddr>,
+    fixed: &Fixed,
     listen: Vec<String>,
-    data_dir: &Path,
-    repairs: bool,
 ) -> NodeInfo {
     let s = store.stats();
     NodeInfo {
-        peer_id: peer.to_string(),
+        peer_id: fixed.peer.to_string(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         listen,
-        data_addrs,
-        label,
+        data_addrs: fixed.data_addrs.clone(),
+        label: fixed.label.clone(),
         capacity: s.capacity,
         used: s.used,
         shards: s.shards,
         disk_room: s.disk_room(),
         faulty: proofs.map(|p| p.faulty_peers()).unwrap_or_default(),
         epoch_ms: proofs.map(|p| p.config().epochs.length_ms()),
-        draining: crate::repair::drain::is_draining(data_dir),
-        repairs,
+        draining: crate::repair::drain::is_draining(&fixed.data_dir),
+        repairs: fixed.repairs,
     }
 }
 
@@ -145,33 +151,21 @@ fn node_info(
 fn control_handler(
     store: Arc<Store>,
     proofs: Option<Arc<Proofs>>,
-    peer: PeerId,
-    label: Option<String>,
-    data_addrs: Vec<SocketAddr>,
+    fixed: Arc<Fixed>,
     listen: Arc<std::sync::OnceLock<Vec<String>>>,
-    data_dir: PathBuf,
-    repairs: bool,
 ) -> Handler {
     Arc::new(move |from, req| {
         let store = store.clone();
-        let data_dir = data_dir.clone();
+        let fixed = fixed.clone();
         let proofs = proofs.clone();
-        let (label, data_addrs) = (label.clone(), data_addrs.clone());
         let listen = listen.get().cloned().unwrap_or_default();
         async move {
             let failure =
                 |code, message: String| ControlResponse::Error(RemoteError { code, message });
             match req {
-                ControlRequest::Info => ControlResponse::Info(node_info(
-                    &store,
-                    proofs.as_ref(),
-                    peer,
-                    label,
-                    data_addrs,
-                    listen,
-                    &data_dir,
-                    repairs,
-                )),
+                ControlRequest::Info => {
+                    ControlResponse::Info(node_info(&store, proofs.as_ref(), &fixed, listen))
+                }
                 ControlRequest::Has(cids) if cids.len() > MAX_HAS => failure(
                     ErrorCode::BadRequest,
                     format!("at most {MAX_HAS} CIDs per has request"),
@@ -370,15 +364,18 @@ impl RunningNode {
         // which are only known after: share them through a cell set right after start.
         let listen_cell: Arc<std::sync::OnceLock<Vec<String>>> =
             Arc::new(std::sync::OnceLock::new());
+        let fixed = Arc::new(Fixed {
+            peer,
+            label: c.node.label.clone(),
+            data_addrs: vec![data_addr],
+            data_dir: data_dir.to_path_buf(),
+            repairs: c.repair.enabled,
+        });
         let handler = control_handler(
             store.clone(),
             proofs.clone(),
-            peer,
-            c.node.label.clone(),
-            vec![data_addr],
+            fixed.clone(),
             listen_cell.clone(),
-            data_dir.to_path_buf(),
-            c.repair.enabled,
         );
         let swarm = Swarm::start(
             keypair.clone(),
@@ -410,20 +407,9 @@ impl RunningNode {
         })?;
         let repairer = if c.repair.enabled {
             let info: crate::repair::InfoFn = {
-                let (store, proofs, label) = (store.clone(), proofs.clone(), c.node.label.clone());
-                let (listen, dir) = (listen.clone(), data_dir.to_path_buf());
-                Arc::new(move || {
-                    node_info(
-                        &store,
-                        proofs.as_ref(),
-                        peer,
-                        label.clone(),
-                        vec![data_addr],
-                        listen.clone(),
-                        &dir,
-                        true,
-                    )
-                })
+                let (store, proofs, fixed) = (store.clone(), proofs.clone(), fixed.clone());
+                let listen = listen.clone();
+                Arc::new(move || node_info(&store, proofs.as_ref(), &fixed, listen.clone()))
             };
             let repairer = crate::repair::Repairer::new(
                 peer,

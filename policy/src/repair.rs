@@ -215,7 +215,7 @@ impl Fetch {
     }
 
     /// The shards to fetch now: as many as are still needed beyond those in flight.
-    pub fn next(&mut self) -> Vec<usize> {
+    pub fn start(&mut self) -> Vec<usize> {
         let mut out = Vec::new();
         while self.got.len() + self.in_flight < self.need {
             let Some(i) = self.untried.pop() else { break };
@@ -474,21 +474,21 @@ mod tests {
     fn a_rebuild_fetches_exactly_k_and_replaces_failures() {
         let mut f = Fetch::new(4, vec![5, 0, 2, 3, 4]);
         // Data shards first.
-        assert_eq!(f.next(), vec![0, 2, 3, 4]);
-        assert!(f.next().is_empty(), "nothing beyond k in flight");
+        assert_eq!(f.start(), vec![0, 2, 3, 4]);
+        assert!(f.start().is_empty(), "nothing beyond k in flight");
         f.done(0, true);
         f.done(2, false);
-        assert_eq!(f.next(), vec![5]);
+        assert_eq!(f.start(), vec![5]);
         for i in [3, 4, 5] {
             f.done(i, true);
         }
         assert!(f.complete() && !f.failed());
         let mut f = Fetch::new(2, vec![0, 1]);
-        assert_eq!(f.next(), vec![0, 1]);
+        assert_eq!(f.start(), vec![0, 1]);
         f.done(0, false);
         assert!(!f.failed(), "one still in flight");
         f.done(1, true);
-        assert!(f.next().is_empty());
+        assert!(f.start().is_empty());
         assert!(f.failed());
     }
 

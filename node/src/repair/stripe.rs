@@ -165,7 +165,7 @@ async fn repair_inner(ctx: &Context, job: &Job) -> Result<Done, String> {
         let mut given: Vec<Option<Bytes>> = vec![None; total];
         let mut running = futures::stream::FuturesUnordered::new();
         loop {
-            for i in fetch.next() {
+            for i in fetch.start() {
                 let s = shard(i)?;
                 let moved = bytes[i].clone();
                 running.push(async move {
