@@ -54,6 +54,11 @@ async fn gateway(
             "1",
             "--export-every-secs",
             "0",
+            // No shard cache: every read after the wait goes to the nodes.
+            "--cache-mib",
+            "0",
+            "--readahead-mib",
+            "0",
         ],
     )
     .await;
@@ -87,18 +92,18 @@ async fn objects_written_through_s3_outlive_their_upload_hold() {
     let net = Net::start_nodes(3, NODE_ARGS).await;
     let (_leasing, s3, admin) = gateway(&net, "gw-leasing", "20s", "2s").await;
     let (_off, s3_off, _) = gateway(&net, "gw-off", "0s", "2s").await;
-    s3.create_bucket().bucket("b").send().await.unwrap();
-    s3_off.create_bucket().bucket("b").send().await.unwrap();
+    s3.create_bucket().bucket("bkt").send().await.unwrap();
+    s3_off.create_bucket().bucket("bkt").send().await.unwrap();
 
     let small = bytes(200_000, 1);
     let large = bytes(700_000, 2);
-    put(&s3, "b", "small", small.clone()).await;
-    put(&s3, "b", "large", large.clone()).await;
+    put(&s3, "bkt", "small", small.clone()).await;
+    put(&s3, "bkt", "large", large.clone()).await;
     // A multipart object: its parts' shards are held by the final object's lease.
     let (p1, p2) = (bytes(5 << 20, 3), bytes(300_000, 4));
-    let id = start_upload(&s3, "b", "multi").await;
-    let e1 = upload_part(&s3, ("b", "multi", &id), 1, p1.clone()).await;
-    let e2 = upload_part(&s3, ("b", "multi", &id), 2, p2.clone()).await;
+    let id = start_upload(&s3, "bkt", "multi").await;
+    let e1 = upload_part(&s3, ("bkt", "multi", &id), 1, p1.clone()).await;
+    let e2 = upload_part(&s3, ("bkt", "multi", &id), 2, p2.clone()).await;
     let parts = aws_sdk_s3::types::CompletedMultipartUpload::builder()
         .parts(
             aws_sdk_s3::types::CompletedPart::builder()
@@ -114,7 +119,7 @@ async fn objects_written_through_s3_outlive_their_upload_hold() {
         )
         .build();
     s3.complete_multipart_upload()
-        .bucket("b")
+        .bucket("bkt")
         .key("multi")
         .upload_id(&id)
         .multipart_upload(parts)
@@ -123,20 +128,20 @@ async fn objects_written_through_s3_outlive_their_upload_hold() {
         .unwrap();
     // Other bytes, through the gateway that takes no leases: the control.
     let unleased = bytes(250_000, 5);
-    put(&s3_off, "b", "unleased", unleased.clone()).await;
-    assert!(reads(&s3_off, "b", "unleased", &unleased).await);
+    put(&s3_off, "bkt", "unleased", unleased.clone()).await;
+    assert!(reads(&s3_off, "bkt", "unleased", &unleased).await);
 
     // 40 s: more than six upload holds (6 s) plus grace, and two lease terms (20 s): only
     // renewals keep anything.
     tokio::time::sleep(Duration::from_secs(40)).await;
 
-    assert!(reads(&s3, "b", "small", &small).await, "small was collected");
-    assert!(reads(&s3, "b", "large", &large).await, "large was collected");
+    assert!(reads(&s3, "bkt", "small", &small).await, "small was collected");
+    assert!(reads(&s3, "bkt", "large", &large).await, "large was collected");
     let mut whole = p1.clone();
     whole.extend_from_slice(&p2);
-    assert_eq!(get(&s3, "b", "multi", None).await, whole, "multi");
+    assert_eq!(get(&s3, "bkt", "multi", None).await, whole, "multi");
     assert!(
-        !reads(&s3_off, "b", "unleased", &unleased).await,
+        !reads(&s3_off, "bkt", "unleased", &unleased).await,
         "the unleased object outlived its upload hold: the wait proves nothing"
     );
     let renewed = metric(admin, "cairn_gateway_leases_renewed_total").await;
