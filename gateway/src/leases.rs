@@ -362,7 +362,10 @@ mod tests {
         // Never renewed: due.
         assert_eq!(l.due([cid(1), cid(2), cid(1)], 50).len(), 2);
         l.renewed(&[cid(1)], 60);
-        assert_eq!(l.due([cid(1), cid(2)], 50), vec![cid(2)].into_iter().collect::<Vec<_>>());
+        assert_eq!(
+            l.due([cid(1), cid(2)], 50),
+            vec![cid(2)].into_iter().collect::<Vec<_>>()
+        );
         assert_eq!(l.due([cid(1)], 61), vec![cid(1)]);
         // A later renewal never moves an end back.
         l.renewed(&[cid(1)], 10);

@@ -135,8 +135,14 @@ async fn objects_written_through_s3_outlive_their_upload_hold() {
     // renewals keep anything.
     tokio::time::sleep(Duration::from_secs(40)).await;
 
-    assert!(reads(&s3, "bkt", "small", &small).await, "small was collected");
-    assert!(reads(&s3, "bkt", "large", &large).await, "large was collected");
+    assert!(
+        reads(&s3, "bkt", "small", &small).await,
+        "small was collected"
+    );
+    assert!(
+        reads(&s3, "bkt", "large", &large).await,
+        "large was collected"
+    );
     let mut whole = p1.clone();
     whole.extend_from_slice(&p2);
     assert_eq!(get(&s3, "bkt", "multi", None).await, whole, "multi");
@@ -146,8 +152,5 @@ async fn objects_written_through_s3_outlive_their_upload_hold() {
     );
     let renewed = metric(admin, "cairn_gateway_leases_renewed_total").await;
     assert!(renewed >= 6, "renewed {renewed}");
-    assert_eq!(
-        metric(admin, "cairn_gateway_lease_failures_total").await,
-        0
-    );
+    assert_eq!(metric(admin, "cairn_gateway_lease_failures_total").await, 0);
 }

@@ -154,7 +154,9 @@ impl Gateway {
             readahead: Arc::new(Mutex::new(ReadAhead::new(window))),
             readahead_tasks: Arc::new(tokio::sync::Semaphore::new(READAHEAD_TASKS)),
             last_export: Arc::new(Mutex::new(None)),
-            leases: Arc::new(crate::leases::Leases::new(crate::leases::LeaseSettings::OFF)),
+            leases: Arc::new(crate::leases::Leases::new(
+                crate::leases::LeaseSettings::OFF,
+            )),
         }
     }
 
