@@ -77,6 +77,14 @@ pub struct Config {
     /// changed (0: only on `POST /export`).
     #[serde(default = "default_export_every_secs")]
     pub export_every_secs: u32,
+    /// How long each lease the gateway takes on what its catalog references lasts, as a
+    /// duration (`30d`, `12h`); `"0s"` takes no leases (then the nodes collect the gateway's
+    /// data once its upload hold, `proofs.lease_epochs`, has passed).
+    #[serde(default = "default_lease_term")]
+    pub lease_term: String,
+    /// Time between lease renewal passes (`1h`); each renews what ends within half a term.
+    #[serde(default = "default_lease_renew_every")]
+    pub lease_renew_every: String,
     /// The region SigV4 signatures must be scoped to ([`ANY_REGION`], `"*"`: accept any).
     #[serde(default = "default_region")]
     pub region: String,
@@ -99,6 +107,19 @@ pub const DEFAULT_EXPORT_EVERY_SECS: u32 = 300;
 
 fn default_export_every_secs() -> u32 {
     DEFAULT_EXPORT_EVERY_SECS
+}
+
+/// Default lease term.
+pub const DEFAULT_LEASE_TERM: &str = "30d";
+/// Default time between lease renewal passes.
+pub const DEFAULT_LEASE_RENEW_EVERY: &str = "1h";
+
+fn default_lease_term() -> String {
+    DEFAULT_LEASE_TERM.into()
+}
+
+fn default_lease_renew_every() -> String {
+    DEFAULT_LEASE_RENEW_EVERY.into()
 }
 
 fn default_log() -> String {
@@ -129,6 +150,8 @@ pub struct Checked {
     pub admin: SocketAddr,
     /// Peers.
     pub peers: Vec<libp2p::Multiaddr>,
+    /// Leases on what the catalog references.
+    pub leases: crate::leases::LeaseSettings,
 }
 
 /// Random credentials: a 20-character access key and a 40-character secret, like AWS's.
@@ -165,6 +188,8 @@ impl Config {
             cache_mib: DEFAULT_CACHE_MIB,
             readahead_mib: DEFAULT_READAHEAD_MIB,
             export_every_secs: DEFAULT_EXPORT_EVERY_SECS,
+            lease_term: default_lease_term(),
+            lease_renew_every: default_lease_renew_every(),
             region: default_region(),
             log: default_log(),
         })
@@ -244,6 +269,13 @@ impl Config {
              # keep a copy of config.toml and gateway.key: everything else can be lost.\n\
              export_every_secs = {}\n\
              \n\
+             # The gateway leases everything its catalog references (and its last exports) with its own\n\
+             # key, through lease_term from now, renewing every lease_renew_every what ends within half a\n\
+             # term; deleted or overwritten objects are released. Durations: 30d, 12h, 90m, 45s.\n\
+             # lease_term = \"0s\" takes no leases: nodes then collect the data after its upload hold.\n\
+             lease_term = {}\n\
+             lease_renew_every = {}\n\
+             \n\
              # Log filter, RUST_LOG syntax (error, warn, info, debug, trace).\n\
              log = {}\n",
             q(&self.listen),
@@ -258,6 +290,8 @@ impl Config {
             self.cache_mib,
             self.readahead_mib,
             self.export_every_secs,
+            q(&self.lease_term),
+            q(&self.lease_renew_every),
             q(&self.log),
         )
     }
@@ -333,6 +367,32 @@ impl Config {
                 ),
             });
         }
+        let duration = |field: &'static str, v: &str| {
+            cairn_client::lease::parse_duration(v)
+                .map_err(|message| ConfigError::Field { field, message })
+        };
+        let leases = crate::leases::LeaseSettings {
+            term: duration("lease_term", &self.lease_term)?,
+            every: duration("lease_renew_every", &self.lease_renew_every)?,
+        };
+        if leases.enabled() && leases.every.is_zero() {
+            return Err(ConfigError::Field {
+                field: "lease_renew_every",
+                message: "renewing every 0s is not possible: give a duration like 1h (or set \
+                          lease_term = \"0s\" to take no leases)"
+                    .into(),
+            });
+        }
+        if leases.enabled() && leases.every * 2 > leases.term {
+            return Err(ConfigError::Field {
+                field: "lease_renew_every",
+                message: format!(
+                    "{} is more than half of lease_term ({}): leases would end between \
+                     renewals; renew more often or lease for longer",
+                    self.lease_renew_every, self.lease_term
+                ),
+            });
+        }
         let peers = self
             .peers
             .iter()
@@ -348,6 +408,7 @@ impl Config {
             listen,
             admin,
             peers,
+            leases,
         })
     }
 }

@@ -17,7 +17,9 @@
 //! - [`snapshot`]: import an uploaded dataset as keys, export the whole catalog as signed
 //!   dataset manifests (one, or pieces under an index), restore from them.
 //! - [`stall`]: time limits on clients that stop sending a body or stop reading a response.
-//! - [`server`]: the daemon's start, network refresh and periodic catalog export.
+//! - [`leases`]: the gateway's leases on what its catalog references: renewed periodically and
+//!   after each write, released when S3 deletes or overwrites the last key referencing a CID.
+//! - [`server`]: the daemon's start, network refresh, lease renewal and periodic catalog export.
 //! - [`http`]: S3 over HTTP/1.1 and HTTP/2: the listener and each connection's limits
 //!   ([`http::connections`]), and the repairs made to s3s's answers (`compat`).
 //! - [`auth`]: what every request's signature must cover, checked before s3s verifies it.
@@ -36,6 +38,7 @@ pub mod config;
 pub mod error;
 pub mod host;
 pub mod http;
+pub mod leases;
 pub mod metrics;
 pub mod s3;
 pub mod server;

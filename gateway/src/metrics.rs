@@ -56,6 +56,10 @@ pub struct GatewayMetrics {
     /// S3 connections closed by the gateway after having no request in flight for the idle
     /// limit (HTTP/2, and HTTP/1 ones that had not sent a request head by then).
     pub idle_closed: Counter,
+    /// Objects whose lease the gateway renewed (each CID once per renewal).
+    pub leases_renewed: Counter,
+    /// Lease renewals or releases no keeper took (each CID once per attempt).
+    pub lease_failures: Counter,
 }
 
 impl std::fmt::Debug for GatewayMetrics {
@@ -89,6 +93,8 @@ impl GatewayMetrics {
             connections_refused: Counter::default(),
             connections_evicted: Counter::default(),
             idle_closed: Counter::default(),
+            leases_renewed: Counter::default(),
+            lease_failures: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("requests", "S3 requests handled", m.requests.clone());
@@ -186,6 +192,16 @@ impl GatewayMetrics {
             "idle_closed",
             "S3 connections closed after the idle limit with no request in flight",
             m.idle_closed.clone(),
+        );
+        registry.register(
+            "leases_renewed",
+            "Objects whose lease the gateway renewed",
+            m.leases_renewed.clone(),
+        );
+        registry.register(
+            "lease_failures",
+            "Lease renewals or releases of an object that no keeper took",
+            m.lease_failures.clone(),
         );
         Arc::new(Self { registry, ..m })
     }

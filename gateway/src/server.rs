@@ -194,7 +194,7 @@ impl RunningGateway {
             cache_bytes: u64::from(cfg.config.cache_mib) << 20,
             readahead_bytes: u64::from(cfg.config.readahead_mib) << 20,
         };
-        let gateway = Gateway::new(net, catalog, key, opts, metrics, reads);
+        let gateway = Gateway::new(net, catalog, key, opts, metrics, reads).with_leases(cfg.leases);
         if fresh_catalog
             && kept_key
             && let Err(e) = recover_catalog(&gateway).await
@@ -262,6 +262,18 @@ impl RunningGateway {
         tasks.spawn(refresh(gateway.clone(), cfg.clone(), cancel.child_token()));
         if let Some(pid) = watch {
             tasks.spawn(cairn_wire::daemon::watch_pid(pid, cancel.clone()));
+        }
+        if cfg.leases.enabled() {
+            tasks.spawn(renew_periodically(
+                gateway.clone(),
+                cfg.leases.every,
+                cancel.child_token(),
+            ));
+        } else {
+            tracing::warn!(
+                "lease_term is 0s: the gateway takes no leases, so the nodes collect what it \
+                 stores once its upload hold (proofs.lease_epochs) has passed"
+            );
         }
         if cfg.config.export_every_secs > 0 {
             tasks.spawn(export_periodically(
@@ -368,6 +380,44 @@ async fn export_periodically(gateway: Gateway, every: Duration, cancel: Cancella
                 tracing::warn!("automatic catalog export failed (will retry): {e}");
             }
         }
+    }
+}
+
+/// Renews, at once and then every `every`, the leases on every CID the catalog references
+/// and on its last exports, where they end within half a term (all of them on the first pass,
+/// since a new process knows of no renewal).
+async fn renew_periodically(gateway: Gateway, every: Duration, cancel: CancellationToken) {
+    let mut first = true;
+    loop {
+        if !first {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+        first = false;
+        // After a restart the newest export is known only to the network.
+        if !gateway.leases().knows_an_export() {
+            match gateway.latest_export_cids().await {
+                Ok(Some(cids)) => gateway.leases().note_export(cids),
+                Ok(None) => {}
+                Err(e) => tracing::warn!("looking for the last catalog export to lease: {e}"),
+            }
+        }
+        let cids = match gateway.referenced().await {
+            Ok(c) => c,
+            Err(e) => {
+                gateway.metrics().lease_failures.inc();
+                tracing::warn!("lease renewal could not read the catalog (will retry): {e}");
+                continue;
+            }
+        };
+        let total = cids.len();
+        let renewed = tokio::select! {
+            _ = cancel.cancelled() => return,
+            n = gateway.renew_leases(cids, false) => n,
+        };
+        tracing::info!(referenced = total, renewed, "lease renewal pass");
     }
 }
 

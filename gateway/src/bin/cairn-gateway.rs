@@ -84,6 +84,12 @@ struct Overrides {
     /// Seconds between automatic catalog exports (0: only on POST /export).
     #[arg(long, env = "CAIRN_GW_EXPORT_EVERY_SECS")]
     export_every_secs: Option<u32>,
+    /// How long each lease on the catalog's objects lasts, e.g. 30d ("0s": take no leases).
+    #[arg(long, env = "CAIRN_GW_LEASE_TERM")]
+    lease_term: Option<String>,
+    /// Time between lease renewal passes, e.g. 1h.
+    #[arg(long, env = "CAIRN_GW_LEASE_RENEW_EVERY")]
+    lease_renew_every: Option<String>,
     /// Log filter, e.g. info or cairn_gateway=debug.
     #[arg(long, env = "CAIRN_GW_LOG")]
     log: Option<String>,
@@ -136,6 +142,12 @@ impl Overrides {
         }
         if let Some(v) = self.export_every_secs {
             c.export_every_secs = v;
+        }
+        if let Some(v) = self.lease_term {
+            c.lease_term = v;
+        }
+        if let Some(v) = self.lease_renew_every {
+            c.lease_renew_every = v;
         }
         if let Some(v) = self.log {
             c.log = v;

@@ -3,8 +3,10 @@
 
 use rocksdb::{IteratorMode, WriteBatch};
 
-use super::keys::{CF_BUCKETS, CF_OBJECTS, dec, enc, object_key};
-use super::{BucketRecord, Catalog, CatalogError, ObjectRecord, WriteCondition};
+use cairn_chunker::Cid;
+
+use super::keys::{CF_BUCKETS, CF_OBJECTS, CF_PARTS, dec, enc, object_key};
+use super::{BucketRecord, Catalog, CatalogError, ObjectRecord, PartRecord, WriteCondition};
 
 impl Catalog {
     /// An object's record.
@@ -108,6 +110,26 @@ impl Catalog {
             ));
         }
         Ok(out)
+    }
+
+    /// Every manifest CID a record references: objects and packs of every key, and the parts
+    /// of open multipart uploads (what the gateway keeps leased). Read a record at a time.
+    pub fn referenced_cids(&self) -> Result<Vec<Cid>, CatalogError> {
+        let mut out = std::collections::BTreeSet::new();
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_OBJECTS)?, IteratorMode::Start)
+        {
+            let (_, v) = item?;
+            let r: ObjectRecord = dec(&v)?;
+            out.extend(r.location.cid().copied());
+        }
+        for item in self.db.iterator_cf(self.cf(CF_PARTS)?, IteratorMode::Start) {
+            let (_, v) = item?;
+            let p: PartRecord = dec(&v)?;
+            out.insert(p.cid);
+        }
+        Ok(out.into_iter().collect())
     }
 
     /// Stores `(bucket, key, record)`s of several buckets in one atomic batch, creating the

@@ -107,6 +107,7 @@ pub struct Gateway {
     readahead: Arc<Mutex<ReadAhead>>,
     readahead_tasks: Arc<tokio::sync::Semaphore>,
     last_export: Arc<Mutex<Option<ExportStatus>>>,
+    leases: Arc<crate::leases::Leases>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -153,7 +154,50 @@ impl Gateway {
             readahead: Arc::new(Mutex::new(ReadAhead::new(window))),
             readahead_tasks: Arc::new(tokio::sync::Semaphore::new(READAHEAD_TASKS)),
             last_export: Arc::new(Mutex::new(None)),
+            leases: Arc::new(crate::leases::Leases::new(
+                crate::leases::LeaseSettings::OFF,
+            )),
         }
+    }
+
+    /// This gateway taking leases under `settings` (a new gateway takes none).
+    pub fn with_leases(mut self, settings: crate::leases::LeaseSettings) -> Self {
+        self.leases = Arc::new(crate::leases::Leases::new(settings));
+        self
+    }
+
+    /// The gateway's lease bookkeeping.
+    pub fn leases(&self) -> &Arc<crate::leases::Leases> {
+        &self.leases
+    }
+
+    /// Every CID the catalog references, and the remembered exports: what the renewal loop
+    /// keeps leased.
+    pub async fn referenced(&self) -> Result<Vec<Cid>, Error> {
+        let c = self.catalog.clone();
+        let mut cids = blocking(move || Ok(c.referenced_cids()?)).await?;
+        cids.extend(self.leases.export_cids());
+        Ok(cids)
+    }
+
+    /// Renews the leases on `cids` that are due (all of them if `force`); how many it renewed.
+    pub async fn renew_leases(&self, cids: Vec<Cid>, force: bool) -> usize {
+        let net = self.net().await;
+        self.leases
+            .renew(&net, &self.key, &self.metrics, cids, force)
+            .await
+    }
+
+    /// Renews `cids` in the background (after a write: the S3 answer never waits for it; a
+    /// failure is logged, counted, and left to the renewal loop).
+    pub(crate) fn renew_soon(&self, cids: Vec<Cid>) {
+        if !self.leases.settings().enabled() || cids.is_empty() {
+            return;
+        }
+        let gw = self.clone();
+        tokio::spawn(async move {
+            gw.renew_leases(cids, true).await;
+        });
     }
 
     /// The last catalog export made (or restored) by this process.

@@ -442,7 +442,10 @@ impl Gateway {
             nodes: stored.nodes.clone().map(|(_, n)| n).unwrap_or_default(),
         };
         let (c, i) = (self.catalog.clone(), id.to_string());
-        blocking(move || Ok(c.put_part(&i, number, &rec)?)).await
+        blocking(move || Ok(c.put_part(&i, number, &rec)?)).await?;
+        // A part is held by its own lease until Complete (or Abort) ends the upload.
+        self.renew_soon(vec![stored.cid]);
+        Ok(())
     }
 }
 
@@ -597,6 +600,7 @@ impl Gateway {
         let (c, i, b, k) = (self.catalog.clone(), f.id, f.bucket.clone(), f.key.clone());
         let cond = f.condition;
         blocking(move || Ok(c.finish_upload_if(&i, Some((&b, &k, &record)), &cond)?)).await?;
+        self.renew_soon(vec![cid]);
         Ok(CompleteMultipartUploadOutput {
             bucket: Some(f.bucket),
             key: Some(f.key),

@@ -117,6 +117,7 @@ impl Gateway {
         };
         let (c, b, k) = (self.catalog.clone(), input.bucket, input.key);
         blocking(move || Ok(c.put_object_if(&b, &k, &record, &cond)?)).await?;
+        self.renew_soon(vec![stored.cid]);
         Ok(S3Response::new(PutObjectOutput {
             e_tag: Some(ETag::Strong(stored.md5)),
             checksum_crc32: stored.checksum.checksum_crc32,

@@ -399,6 +399,11 @@ impl Gateway {
             (self.publish_dataset(&net, d).await?, published.len())
         };
         tracing::info!(%cid, buckets = buckets.len(), objects, pieces, "catalog exported");
+        // The export is what a lost disk is rebuilt from: leased at once, like any write.
+        let mut leased = vec![cid];
+        leased.extend(published.iter().map(|p| p.cid));
+        self.leases().note_export(leased.clone());
+        self.renew_soon(leased);
         self.note_export(ExportStatus {
             cid: cid.to_string(),
             time_ms: now_ms(),
@@ -480,6 +485,22 @@ impl Gateway {
             }
         }
         Ok(None)
+    }
+
+    /// [`Gateway::latest_export`] and, for an export in pieces, its pieces: what the renewal
+    /// loop leases after a restart, when this process has made no export yet.
+    pub async fn latest_export_cids(&self) -> Result<Option<Vec<Cid>>, Error> {
+        let Some(cid) = self.latest_export().await? else {
+            return Ok(None);
+        };
+        let net = self.net().await;
+        let mut cids = vec![cid];
+        if let Manifest::Dataset(d) = fetch_manifest(&net, &cid).await?.manifest
+            && let Ok((_, Shape::Index(refs))) = pieces::read_top(&cid, &d)
+        {
+            cids.extend(refs.iter().map(|r| r.cid));
+        }
+        Ok(Some(cids))
     }
 
     /// Rebuilds catalog entries from an export (merging into what is there): every manifest of

@@ -39,6 +39,30 @@ impl Net {
         Self::start_with(nodes, "8GiB").await
     }
 
+    /// `nodes` storage nodes run with `node_args`, and no gateway (tests run their own with
+    /// [`init_gateway`] and [`run_gateway`]).
+    pub(crate) async fn start_nodes(nodes: usize, node_args: &[&str]) -> Net {
+        let dir = tempfile::tempdir().unwrap();
+        let cleanup = KillOnDrop::mentioning(dir.path());
+        let bin = gateway_bin();
+        let devnet = Devnet::start(DevnetConfig {
+            nodes,
+            dir: dir.path().join("net"),
+            node_binary: bin.with_file_name("cairn-node"),
+            capacity: "8GiB".into(),
+            converge_timeout: Duration::from_secs(60),
+            gateway: None,
+            node_args: node_args.iter().map(|s| s.to_string()).collect(),
+        })
+        .await
+        .unwrap();
+        Net {
+            cleanup,
+            devnet,
+            dir,
+        }
+    }
+
     /// Like [`Net::start`], each node with `capacity`.
     pub(crate) async fn start_with(nodes: usize, capacity: &str) -> Net {
         let dir = tempfile::tempdir().unwrap();

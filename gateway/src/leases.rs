@@ -1,0 +1,389 @@
+//! The gateway's leases on what its catalog references.
+//!
+//! Nodes hold a shard for `proofs.lease_epochs` after its upload, and after that only while
+//! an owner's lease statement holds its object (`docs/LEASES.md`). The gateway is the owner of
+//! everything its catalog references, so it signs statements with its own key (the one it
+//! signs manifests and exports with): every `lease_renew_every` it renews, through
+//! `lease_term` from now, each CID the catalog references (objects, packs, parts of open
+//! multipart uploads) and its last few catalog exports, but only those whose last renewal by
+//! this process ends within half a term (after a restart, every one once). A write renews its
+//! object at once, in the background; a delete or an overwrite releases the CID the key held
+//! once no catalog record references it any more (see `catalog::refs`).
+//!
+//! Statements go out in batches: one `locate` for a batch of CIDs, then one `Lease` request per
+//! keeper carrying every statement it should keep. A CID counts as renewed when a keeper took
+//! every statement of its request (a keeper's answer does not say which ones it refused).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use cairn_chunker::Cid;
+use cairn_client::error::ClientError;
+use cairn_client::network::Network;
+use cairn_proofs::lease::LeaseStatement;
+use ed25519_dalek::SigningKey;
+use futures::StreamExt;
+
+use crate::metrics::GatewayMetrics;
+
+/// CIDs located and leased at a time.
+const BATCH: usize = 1000;
+/// Keepers sent statements at once.
+const KEEPERS_AT_ONCE: usize = 8;
+/// Catalog exports kept under lease (the newest, and a few before it in case it is damaged).
+pub const EXPORTS_KEPT: usize = 3;
+
+/// How long the gateway leases what it references, and how often it renews.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseSettings {
+    /// Each renewal holds through now + this (zero: the gateway takes no leases at all).
+    pub term: Duration,
+    /// Time between renewal passes.
+    pub every: Duration,
+}
+
+impl LeaseSettings {
+    /// No leases: nothing renewed or released.
+    pub const OFF: Self = Self {
+        term: Duration::ZERO,
+        every: Duration::from_secs(3600),
+    };
+
+    /// Whether the gateway takes leases.
+    pub fn enabled(&self) -> bool {
+        !self.term.is_zero()
+    }
+}
+
+/// Why a batch of statements could not be sent at all.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LeaseError {
+    /// The network reports no epoch length (its nodes run with proofs off): leases mean
+    /// nothing there.
+    #[error("the network has no epochs (its nodes run with proofs disabled): no leases taken")]
+    NoEpoch,
+    /// The network failed otherwise.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+}
+
+/// What one batch of statements achieved.
+#[derive(Debug, Default)]
+pub struct Sent {
+    /// CIDs some keeper took the statement for.
+    pub taken: Vec<Cid>,
+    /// CIDs no keeper took it for, with what the keepers said.
+    pub failed: Vec<(Cid, String)>,
+}
+
+/// The gateway's lease bookkeeping (shared by its clones).
+#[derive(Debug)]
+pub struct Leases {
+    settings: LeaseSettings,
+    /// The end epoch of this process's last renewal of each CID.
+    ends: Mutex<HashMap<Cid, u64>>,
+    /// The last few catalog exports, newest last: each its index (or only manifest) and pieces.
+    exports: Mutex<VecDeque<Vec<Cid>>>,
+    /// Whether "the network has no epochs" was logged already.
+    warned_no_epoch: AtomicBool,
+}
+
+impl Leases {
+    /// Bookkeeping under `settings`.
+    pub fn new(settings: LeaseSettings) -> Self {
+        Self {
+            settings,
+            ends: Mutex::new(HashMap::new()),
+            exports: Mutex::new(VecDeque::new()),
+            warned_no_epoch: AtomicBool::new(false),
+        }
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> LeaseSettings {
+        self.settings
+    }
+
+    /// Remembers an export (its index or only manifest first, then its pieces).
+    pub fn note_export(&self, cids: Vec<Cid>) {
+        let mut e = self.exports.lock().unwrap_or_else(|p| p.into_inner());
+        if e.back() == Some(&cids) {
+            return;
+        }
+        e.push_back(cids);
+        while e.len() > EXPORTS_KEPT {
+            e.pop_front();
+        }
+    }
+
+    /// Every CID of the remembered exports.
+    pub fn export_cids(&self) -> Vec<Cid> {
+        let e = self.exports.lock().unwrap_or_else(|p| p.into_inner());
+        e.iter().flatten().copied().collect()
+    }
+
+    /// Whether any export is remembered.
+    pub fn knows_an_export(&self) -> bool {
+        !self
+            .exports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
+    /// Of `cids`, those whose last renewal here ends before `due_before` (or never was).
+    fn due(&self, cids: impl IntoIterator<Item = Cid>, due_before: u64) -> Vec<Cid> {
+        let ends = self.ends.lock().unwrap_or_else(|p| p.into_inner());
+        let set: BTreeSet<Cid> = cids
+            .into_iter()
+            .filter(|c| ends.get(c).is_none_or(|&e| e < due_before))
+            .collect();
+        set.into_iter().collect()
+    }
+
+    fn renewed(&self, cids: &[Cid], end: u64) {
+        let mut ends = self.ends.lock().unwrap_or_else(|p| p.into_inner());
+        for c in cids {
+            let e = ends.entry(*c).or_insert(end);
+            *e = (*e).max(end);
+        }
+    }
+
+    /// Forgets the renewals of `cids` (released: the next pass renews them again if the
+    /// catalog references them once more).
+    pub fn forget(&self, cids: &[Cid]) {
+        let mut ends = self.ends.lock().unwrap_or_else(|p| p.into_inner());
+        for c in cids {
+            ends.remove(c);
+        }
+    }
+
+    /// Logs the missing epoch once, at warn; `true` the first time.
+    fn warn_no_epoch(&self) {
+        if !self.warned_no_epoch.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "the storage nodes report no epoch length (proofs disabled): the gateway takes \
+                 no leases; nodes without proofs do not collect garbage either"
+            );
+        }
+    }
+
+    /// Renews those of `cids` that are due (all of them if `force`) through `term` from now,
+    /// signed by `key`. Returns how many were renewed; failures are logged and counted.
+    pub async fn renew(
+        &self,
+        net: &Network,
+        key: &SigningKey,
+        metrics: &GatewayMetrics,
+        cids: impl IntoIterator<Item = Cid>,
+        force: bool,
+    ) -> usize {
+        if !self.settings.enabled() {
+            return 0;
+        }
+        let (epoch_ms, end) = match lease_end(net, self.settings.term) {
+            Ok(v) => v,
+            Err(LeaseError::NoEpoch) => {
+                self.warn_no_epoch();
+                return 0;
+            }
+            Err(e) => {
+                tracing::warn!("leases not renewed: {e}");
+                return 0;
+            }
+        };
+        let term_epochs = duration_epochs(self.settings.term, epoch_ms);
+        let due = if force {
+            self.due(cids, u64::MAX)
+        } else {
+            self.due(cids, end.saturating_sub(term_epochs / 2))
+        };
+        let mut renewed = 0;
+        for batch in due.chunks(BATCH) {
+            let sent = send(net, key, batch, end).await;
+            self.renewed(&sent.taken, end);
+            renewed += sent.taken.len();
+            metrics.leases_renewed.inc_by(sent.taken.len() as u64);
+            report_failures(metrics, "renewing", &sent.failed);
+        }
+        renewed
+    }
+
+    /// Ends this gateway's hold on `cids` now. Failures are logged and counted.
+    pub async fn release(
+        &self,
+        net: &Network,
+        key: &SigningKey,
+        metrics: &GatewayMetrics,
+        cids: &[Cid],
+    ) -> Sent {
+        let mut all = Sent::default();
+        if !self.settings.enabled() || cids.is_empty() {
+            return all;
+        }
+        if epoch_of(net).is_err() {
+            self.warn_no_epoch();
+            return all;
+        }
+        self.forget(cids);
+        for batch in cids.chunks(BATCH) {
+            let sent = send(net, key, batch, 0).await;
+            report_failures(metrics, "releasing", &sent.failed);
+            all.taken.extend(sent.taken);
+            all.failed.extend(sent.failed);
+        }
+        all
+    }
+}
+
+fn epoch_of(net: &Network) -> Result<u64, LeaseError> {
+    match cairn_client::lease::epoch_ms(net) {
+        Ok(ms) => Ok(ms),
+        Err(ClientError::NoEpoch) => Err(LeaseError::NoEpoch),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The network's epoch length and the end epoch of a lease of `term` from now.
+fn lease_end(net: &Network, term: Duration) -> Result<(u64, u64), LeaseError> {
+    let epoch_ms = epoch_of(net)?;
+    let end = cairn_client::lease::end_epoch(net, term).map_err(|e| match e {
+        ClientError::NoEpoch => LeaseError::NoEpoch,
+        e => LeaseError::Client(e),
+    })?;
+    Ok((epoch_ms, end))
+}
+
+/// Whole epochs (rounded up) in `d`.
+fn duration_epochs(d: Duration, epoch_ms: u64) -> u64 {
+    let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    ms.div_ceil(epoch_ms.max(1))
+}
+
+fn report_failures(metrics: &GatewayMetrics, what: &str, failed: &[(Cid, String)]) {
+    if failed.is_empty() {
+        return;
+    }
+    metrics.lease_failures.inc_by(failed.len() as u64);
+    let (cid, why) = &failed[0];
+    tracing::warn!(
+        failed = failed.len(),
+        first = %cid,
+        "{what} leases failed for {} objects ({why}); the renewal loop retries every \
+         lease_renew_every: check that the storage nodes keeping these manifests are up \
+         (`cairn nodes`), since what no lease holds is collected after its upload hold",
+        failed.len()
+    );
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Signs a statement "hold through `end`" (0: release) for each of `cids` and gives each to
+/// the nodes keeping its manifest: one `Lease` request per keeper for the whole batch.
+pub async fn send(net: &Network, key: &SigningKey, cids: &[Cid], end: u64) -> Sent {
+    let signed_ms = unix_ms();
+    let holders = net.locate(cids).await;
+    // Keeper -> (CIDs, statements) it should keep.
+    let mut per_keeper: BTreeMap<usize, (Vec<Cid>, Vec<Vec<u8>>)> = BTreeMap::new();
+    let mut out = Sent::default();
+    for cid in cids {
+        let keepers = holders.intact(cid);
+        if keepers.is_empty() {
+            out.failed.push((*cid, "no node keeps its manifest".into()));
+            continue;
+        }
+        let statement = LeaseStatement::sign(key, &cid.to_bytes(), end, signed_ms).to_bytes();
+        for &k in keepers {
+            let e = per_keeper.entry(k).or_default();
+            e.0.push(*cid);
+            e.1.push(statement.clone());
+        }
+    }
+    let answers: Vec<(Vec<Cid>, Result<(), String>)> = futures::stream::iter(per_keeper)
+        .map(|(k, (cids, statements))| async move {
+            let node = &net.nodes()[k];
+            let answer = match net.data().lease(&node.target, &statements).await {
+                Ok((accepted, _)) if accepted as usize == statements.len() => Ok(()),
+                Ok((accepted, refused)) => Err(format!(
+                    "{} took {accepted} of {}: {}",
+                    node.target.peer,
+                    statements.len(),
+                    refused.join("; ")
+                )),
+                Err(e) => Err(format!("{}: {e}", node.target.peer)),
+            };
+            (cids, answer)
+        })
+        .buffer_unordered(KEEPERS_AT_ONCE)
+        .collect()
+        .await;
+    let mut taken: BTreeSet<Cid> = BTreeSet::new();
+    let mut problems: HashMap<Cid, String> = HashMap::new();
+    for (cids, answer) in answers {
+        match answer {
+            Ok(()) => taken.extend(cids),
+            Err(why) => {
+                for c in cids {
+                    problems.entry(c).or_insert_with(|| why.clone());
+                }
+            }
+        }
+    }
+    for (c, why) in problems {
+        if !taken.contains(&c) {
+            out.failed.push((c, why));
+        }
+    }
+    out.taken = taken.into_iter().collect();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cid(n: u8) -> Cid {
+        cairn_chunker::cids::dag_cbor(&[n])
+    }
+
+    #[test]
+    fn only_what_ends_within_half_a_term_is_due() {
+        let l = Leases::new(LeaseSettings {
+            term: Duration::from_secs(100),
+            every: Duration::from_secs(1),
+        });
+        // Never renewed: due.
+        assert_eq!(l.due([cid(1), cid(2), cid(1)], 50).len(), 2);
+        l.renewed(&[cid(1)], 60);
+        assert_eq!(
+            l.due([cid(1), cid(2)], 50),
+            vec![cid(2)].into_iter().collect::<Vec<_>>()
+        );
+        assert_eq!(l.due([cid(1)], 61), vec![cid(1)]);
+        // A later renewal never moves an end back.
+        l.renewed(&[cid(1)], 10);
+        assert!(l.due([cid(1)], 60).is_empty());
+        l.forget(&[cid(1)]);
+        assert_eq!(l.due([cid(1)], 0), vec![cid(1)]);
+        assert_eq!(duration_epochs(Duration::from_secs(5), 2000), 3);
+    }
+
+    #[test]
+    fn a_few_exports_are_remembered() {
+        let l = Leases::new(LeaseSettings::OFF);
+        assert!(!l.knows_an_export());
+        for n in 0..5 {
+            l.note_export(vec![cid(n), cid(100 + n)]);
+        }
+        l.note_export(vec![cid(4), cid(104)]);
+        assert_eq!(l.export_cids().len(), 2 * EXPORTS_KEPT);
+        assert_eq!(l.export_cids()[0], cid(2));
+    }
+}
