@@ -545,8 +545,7 @@ impl Repairer {
                 }
             }
         }
-        self.carry_leases(view, object, &receipts, &holds, &keepers)
-            .await;
+        self.carry_leases(view, object, &holds, &keepers).await;
         // Assess each stripe. The view is shared by every job of the pass while it does not
         // grow (a holder first met in a receipt adds a node).
         let cached = self.shared_view.lock().ok().and_then(|g| g.clone());
@@ -663,16 +662,15 @@ impl Repairer {
         }
     }
 
-    /// Carries the object's lease statements to the holders of its shards whose kept receipt
-    /// does not reach the latest statement's end (new holders after a repair or a move, ones
-    /// that missed a renewal), and shares the statements with the object's other keepers (a
-    /// manifest copy made by a pass, a keeper that was down). Releases are carried when they
-    /// arrive (`holds::carry_kept`); a holder made since holds nothing for the released owner.
+    /// Carries the object's lease statements to every holder of its shards (new holders after
+    /// a repair or a move, ones that missed a renewal), and shares the statements with the
+    /// object's other keepers (a manifest copy made by a pass, a keeper that was down).
+    /// Releases are carried when they arrive (`holds::carry_kept`); a holder made since holds
+    /// nothing for the released owner.
     async fn carry_leases(
         &self,
         view: &View,
         object: Cid,
-        receipts: &[Vec<u8>],
         holds: &HashMap<(usize, Cid), Holding>,
         keepers: &[usize],
     ) {
@@ -682,35 +680,15 @@ impl Repairer {
             Ok(Ok(s)) => s,
             _ => return,
         };
-        let Some(end) = statements
-            .iter()
-            .filter(|s| !s.is_release())
-            .map(|s| s.end)
-            .max()
-        else {
+        if statements.iter().all(|s| s.is_release()) {
             return;
-        };
-        // What each holder's kept receipt promises, by (shard root, node key).
-        let promised: HashMap<([u8; 32], [u8; 32]), u64> = receipts
-            .iter()
-            .filter_map(|b| StorageReceipt::from_bytes(b).ok())
-            .map(|r| ((r.shard.0, r.node.0), r.end))
-            .collect();
+        }
+        // Every holder, every pass: a receipt names a shard's whole lease (the latest end over
+        // all its holds, anyone's), not this object's hold, so it cannot say the statement
+        // arrived; a `Hold` that changes nothing writes nothing.
         let mut by_node: HashMap<usize, Vec<Cid>> = HashMap::new();
         for ((n, cid), h) in holds {
-            if h.intact().is_none() {
-                continue;
-            }
-            let Some(key) = keys::node_key(&view.nodes[*n].peer) else {
-                continue;
-            };
-            let Ok(root) = cids::digest(cid, Codec::Raw) else {
-                continue;
-            };
-            if promised
-                .get(&(*root.as_bytes(), key.0))
-                .is_none_or(|&e| e < end)
-            {
+            if h.intact().is_some() {
                 by_node.entry(*n).or_default().push(*cid);
             }
         }

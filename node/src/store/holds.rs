@@ -193,13 +193,14 @@ impl Store {
             None => None,
         };
         let mut holds = self.holds_of_key(key)?;
-        if holds.is_empty()
-            && let Some((_, end)) = lease
-        {
+        // A shard with a lease but no hold was stored before holds existed: its owners could
+        // not have signed a statement, so it is held open-ended (never collected on its own),
+        // like data from before leases. An upgrade deletes nothing.
+        if holds.is_empty() && lease.is_some() {
             holds.push(Hold {
                 object: Vec::new(),
                 owner: UPLOAD_OWNER,
-                end,
+                end: u64::MAX,
                 signed_ms: 0,
             });
         }
@@ -504,6 +505,21 @@ impl Store {
         if !lease::object_collectable(&ends, now, grace) {
             return Ok(false);
         }
+        // Anyone may sign a statement: a stranger's can keep a manifest, never end it. It
+        // goes only when one of its own signers (a provenance envelope's key) has said so.
+        let signers: Vec<Vec<u8>> = self
+            .envelopes(&key)?
+            .iter()
+            .filter_map(|e| Provenance::from_bytes(e).ok())
+            .filter(|p| p.manifest == *cid)
+            .map(|p| p.signer)
+            .collect();
+        if !statements
+            .iter()
+            .any(|s| signers.iter().any(|k| k[..] == s.owner.0[..]))
+        {
+            return Ok(false);
+        }
         let mut batch = WriteBatch::default();
         batch.delete_cf(self.cf(CF_MANIFESTS)?, &key);
         let prefixed = |cf: &str, batch: &mut WriteBatch, f: &mut dyn FnMut(&[u8], &[u8])| {
@@ -775,7 +791,8 @@ mod tests {
         store.extend_lease(&cid, 5, 700).unwrap();
         let s = LeaseStatement::sign(&key(1), &object(1), 100, 6_000);
         let got = store.apply_statement(&cid, &s, epochs()).unwrap().unwrap();
-        assert_eq!((got.start, got.end), (5, 700));
+        // Held open-ended: an upgrade never collects what was stored before holds.
+        assert_eq!((got.start, got.end), (5, u64::MAX));
         let rel = LeaseStatement::release(&key(1), &object(1), 7_000);
         assert_eq!(
             store
@@ -783,7 +800,7 @@ mod tests {
                 .unwrap()
                 .unwrap()
                 .end,
-            700
+            u64::MAX
         );
     }
 
@@ -798,12 +815,14 @@ mod tests {
             store.keep_statement(&statement),
             Err(StoreError::NotFound { .. })
         ));
+        // Its uploader (the envelope's signer) is key 1.
+        let envelope = Provenance::sign(manifest, &key(1), 1_000, None).to_bytes();
         store
             .put_manifest(
                 &manifest,
                 cairn_wire::protocol::ManifestKind::Object,
                 &bytes,
-                &[],
+                &[envelope],
             )
             .unwrap();
         assert!(store.keep_statement(&statement).unwrap());
@@ -813,7 +832,21 @@ mod tests {
         let other = LeaseStatement::sign(&key(2), &manifest.to_bytes(), 30, 1_000);
         assert!(store.keep_statement(&other).unwrap());
         assert_eq!(store.statements(&manifest).unwrap().len(), 2);
-        // Collected once every statement ended the grace ago.
+        // A stranger's ended statement alone never makes a manifest collectable.
+        let (lone, lone_bytes) = crate::store::testing::manifest(5);
+        let envelope = Provenance::sign(lone, &key(1), 1_000, None).to_bytes();
+        store
+            .put_manifest(
+                &lone,
+                cairn_wire::protocol::ManifestKind::Object,
+                &lone_bytes,
+                &[envelope],
+            )
+            .unwrap();
+        let stranger = LeaseStatement::release(&key(3), &lone.to_bytes(), 1_000);
+        assert!(store.keep_statement(&stranger).unwrap());
+        // Collected once every statement ended the grace ago (the stranger's lone release
+        // collects nothing).
         assert_eq!(store.collect_objects(32, 2, epochs(), 10).unwrap().items, 0);
         assert_eq!(store.collect_objects(33, 2, epochs(), 10).unwrap().items, 1);
         assert!(matches!(
@@ -821,6 +854,7 @@ mod tests {
             Err(StoreError::NotFound { .. })
         ));
         assert!(store.statements(&manifest).unwrap().is_empty());
+        store.get_manifest(&lone).unwrap();
     }
 
     #[test]

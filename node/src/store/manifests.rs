@@ -97,7 +97,7 @@ impl Store {
 
     /// The provenance envelopes stored for the manifest keyed `key`, at most
     /// [`MAX_ENVELOPES`].
-    fn envelopes(&self, key: &[u8]) -> Result<Vec<Vec<u8>>, StoreError> {
+    pub(super) fn envelopes(&self, key: &[u8]) -> Result<Vec<Vec<u8>>, StoreError> {
         let mut envelopes = Vec::new();
         for item in self.db.prefix_iterator_cf(self.cf(CF_PROVENANCE)?, key) {
             let (k, v) = item?;
