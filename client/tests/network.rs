@@ -11,7 +11,6 @@ use cairn_client::get::{
 };
 use cairn_client::network::Network;
 use cairn_client::put::{Input, ObjectReport, PutOptions, put_object};
-use cairn_policy::placement;
 use common::{Net, noise};
 use libp2p::Multiaddr;
 use std::sync::Arc;
@@ -91,6 +90,12 @@ async fn refreshed_views_keep_the_connection_and_follow_nodes_leaving_and_return
     assert!(read(&fourth, &manifest).await.unwrap() == data);
     drop((third, fourth));
     net.stop().await;
+}
+
+/// Where a manifest goes: its keeper ranking over the network's nodes.
+fn manifest_rank(cid: &cairn_chunker::Cid, view: &Network) -> Vec<usize> {
+    let ids: Vec<Vec<u8>> = view.candidates().into_iter().map(|c| c.id).collect();
+    cairn_policy::keeper::ranking(&cid.to_bytes(), &ids)
 }
 
 /// Readers do not ask every node where shards are before a read: they ask the node placement
@@ -188,7 +193,7 @@ async fn manifests_reach_enough_nodes_when_ranked_ones_are_down() {
             Arc::new(|_| {}),
         );
         let cid = offline.await.unwrap().cid;
-        let ranked = placement::rank(&cid.to_bytes(), &six.candidates());
+        let ranked = manifest_rank(&cid, &six);
         if ranked[..copies].iter().any(|&i| down(i)) {
             found = Some((data, cid));
             break;
@@ -197,7 +202,7 @@ async fn manifests_reach_enough_nodes_when_ranked_ones_are_down() {
     let (data, cid) = found.expect("some object ranks a stopped node first");
     let report = put(&six, &key, data, &opts).await.unwrap();
     assert_eq!(report.cid, cid);
-    let live: Vec<usize> = placement::rank(&cid.to_bytes(), &six.candidates())
+    let live: Vec<usize> = manifest_rank(&cid, &six)
         .into_iter()
         .filter(|&i| !down(i))
         .collect();
@@ -664,7 +669,7 @@ async fn a_node_that_goes_silent_mid_upload_is_stored_around() {
         assert_eq!(warm.incidents, vec![], "healthy nodes were noted");
         view
     };
-    // The node placement ranks first for `data`'s manifest (the dry run gives its CID).
+    // The node first in `data`'s manifest ranking (the dry run gives its CID).
     let first_for = |view: &Network, data: &[u8]| {
         let dry = futures::executor::block_on(put_object(
             None,
@@ -674,7 +679,7 @@ async fn a_node_that_goes_silent_mid_upload_is_stored_around() {
             Arc::new(|_| {}),
         ))
         .unwrap();
-        let first = placement::rank(&dry.cid.to_bytes(), &view.candidates())[0];
+        let first = manifest_rank(&dry.cid, view)[0];
         let peer = view.nodes()[first].peer();
         let nodes = &net.devnet().state.nodes;
         let index = nodes.iter().position(|n| n.peer_id == peer.to_string());
@@ -842,7 +847,7 @@ async fn every_keeper_of_a_manifest_holds_the_receipts_of_every_stored_shard() {
                 r.verify().unwrap();
                 assert_eq!(r.size, *len, "{whose}: {cid}");
                 assert!((before..=after).contains(&r.start), "{whose}: {r:?}");
-                assert_eq!(r.end, r.start + 720, "{whose}: {r:?}");
+                assert_eq!(r.end, r.start + 168, "{whose}: {r:?}");
                 // Signed by a node that holds the shard.
                 let signer = cairn_wire::keys::peer_id(&r.node).unwrap();
                 let holding: Vec<_> = holders

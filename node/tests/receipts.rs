@@ -78,12 +78,12 @@ async fn a_stored_shard_is_answered_with_the_nodes_receipt_for_the_lease_it_hold
     assert_eq!(Some(receipt.node), keys::node_key(&t.peer));
     assert_eq!(receipt.shard, root(&cid));
     assert_eq!(receipt.size, 300_000);
-    // Leased from this epoch for 720 more, and the store holds that lease.
+    // Leased from this epoch for 168 more (the upload hold), and the store holds that lease.
     assert!(
         (before..=epoch_now()).contains(&receipt.start),
         "{receipt:?}"
     );
-    assert_eq!(receipt.end, receipt.start + 720);
+    assert_eq!(receipt.end, receipt.start + 168);
     assert_eq!(
         node.store.lease(&cid).unwrap(),
         Some((receipt.start, receipt.end))

@@ -261,9 +261,26 @@ async fn repair_inner(ctx: &Context, job: &Job) -> Result<Done, String> {
             failed.push(i);
             continue;
         };
-        let order = placement::place_repair(&s.cid, &candidates, &exclude, &used_labels);
+        // Nodes holding nothing of the stripe first; when none takes it, any live node not
+        // holding this very shard (two shards on one node beat a shard left missing: a spare
+        // copy of another shard, say from a hedged upload, must not stop a repair).
+        let mut order = placement::place_repair(&s.cid, &candidates, &exclude, &used_labels);
+        order.truncate(TARGET_TRIES);
+        let relaxed: HashSet<usize> = job.sources[i]
+            .iter()
+            .chain(&job.draining[i])
+            .copied()
+            .chain((0..candidates.len()).filter(|&n| candidates[n].free == 0))
+            .chain(exclude.iter().copied().filter(|n| !job.holders.contains(n)))
+            .collect();
+        let more: Vec<usize> = placement::place_repair(&s.cid, &candidates, &relaxed, &used_labels)
+            .into_iter()
+            .filter(|n| !order.contains(n))
+            .take(TARGET_TRIES)
+            .collect();
+        order.extend(more);
         let mut placed = false;
-        for n in order.into_iter().take(TARGET_TRIES) {
+        for n in order {
             if candidates[n].free < u64::from(s.len) {
                 continue;
             }
