@@ -7,14 +7,16 @@
 //! `lease_term` from now, each CID the catalog references (objects, packs, parts of open
 //! multipart uploads) and its last few catalog exports, but only those whose last renewal by
 //! this process ends within half a term (after a restart, every one once). A write renews its
-//! object at once, in the background; a delete or an overwrite releases the CID the key held
-//! once no catalog record references it any more (see `catalog::refs`).
+//! object at once, in the background. A change that drops a reference (a delete, an overwrite,
+//! an ended multipart upload's parts, an export pushed out of the last few) notes the CID in the
+//! catalog; the release sweep (`Gateway::release_unreferenced`) releases it once no record
+//! references it any more.
 //!
 //! Statements go out in batches: one `locate` for a batch of CIDs, then one `Lease` request per
 //! keeper carrying every statement it should keep. A CID counts as renewed when a keeper took
 //! every statement of its request (a keeper's answer does not say which ones it refused).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -89,6 +91,10 @@ pub struct Leases {
     exports: Mutex<VecDeque<Vec<Cid>>>,
     /// Whether "the network has no epochs" was logged already.
     warned_no_epoch: AtomicBool,
+    /// While a release sweep runs, the CIDs writes renewed meanwhile (`None` otherwise).
+    watched: Mutex<Option<HashSet<Cid>>>,
+    /// CIDs a write's renewal is under way for, with how many such renewals.
+    in_flight: Mutex<HashMap<Cid, u32>>,
 }
 
 impl Leases {
@@ -99,6 +105,8 @@ impl Leases {
             ends: Mutex::new(HashMap::new()),
             exports: Mutex::new(VecDeque::new()),
             warned_no_epoch: AtomicBool::new(false),
+            watched: Mutex::new(None),
+            in_flight: Mutex::new(HashMap::new()),
         }
     }
 
@@ -107,16 +115,72 @@ impl Leases {
         self.settings
     }
 
-    /// Remembers an export (its index or only manifest first, then its pieces).
-    pub fn note_export(&self, cids: Vec<Cid>) {
+    /// Remembers an export (its index or only manifest first, then its pieces); returns the
+    /// CIDs of the exports this one pushes out of the last [`EXPORTS_KEPT`].
+    pub fn note_export(&self, cids: Vec<Cid>) -> Vec<Cid> {
         let mut e = self.exports.lock().unwrap_or_else(|p| p.into_inner());
         if e.back() == Some(&cids) {
-            return;
+            return Vec::new();
         }
         e.push_back(cids);
+        let mut dropped = Vec::new();
         while e.len() > EXPORTS_KEPT {
-            e.pop_front();
+            dropped.extend(e.pop_front().unwrap_or_default());
         }
+        dropped
+    }
+
+    /// Starts noting the CIDs writes renew (a release sweep begins).
+    pub fn watch(&self) {
+        *self.watched.lock().unwrap_or_else(|p| p.into_inner()) = Some(HashSet::new());
+    }
+
+    /// Stops noting; the CIDs writes renewed since [`Leases::watch`].
+    pub fn unwatch(&self) -> HashSet<Cid> {
+        self.watched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or_default()
+    }
+
+    /// A write is about to renew `cids`: a sweep neither releases them until
+    /// [`Leases::renewed_after_write`] (the release would be signed first and lose), nor,
+    /// when it started meanwhile, leaves them released without renewing them again.
+    pub fn renewing_after_write(&self, cids: &[Cid]) {
+        if let Some(w) = self
+            .watched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
+            w.extend(cids.iter().copied());
+        }
+        let mut f = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        for c in cids {
+            *f.entry(*c).or_default() += 1;
+        }
+    }
+
+    /// The renewal [`Leases::renewing_after_write`] announced is over.
+    pub fn renewed_after_write(&self, cids: &[Cid]) {
+        let mut f = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        for c in cids {
+            if let Some(n) = f.get_mut(c) {
+                *n -= 1;
+                if *n == 0 {
+                    f.remove(c);
+                }
+            }
+        }
+    }
+
+    /// Whether a write's renewal of `cid` is under way.
+    pub fn renewal_in_flight(&self, cid: &Cid) -> bool {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(cid)
     }
 
     /// Every CID of the remembered exports.
@@ -212,30 +276,34 @@ impl Leases {
         renewed
     }
 
-    /// Ends this gateway's hold on `cids` now. Failures are logged and counted.
+    /// Ends this gateway's hold on `cids` now (nothing when it takes no leases). Failures are
+    /// logged and counted; [`LeaseError::NoEpoch`] when the network has no epochs.
     pub async fn release(
         &self,
         net: &Network,
         key: &SigningKey,
         metrics: &GatewayMetrics,
         cids: &[Cid],
-    ) -> Sent {
+    ) -> Result<Sent, LeaseError> {
         let mut all = Sent::default();
         if !self.settings.enabled() || cids.is_empty() {
-            return all;
+            return Ok(all);
         }
-        if epoch_of(net).is_err() {
-            self.warn_no_epoch();
-            return all;
+        if let Err(e) = epoch_of(net) {
+            if matches!(e, LeaseError::NoEpoch) {
+                self.warn_no_epoch();
+            }
+            return Err(e);
         }
         self.forget(cids);
         for batch in cids.chunks(BATCH) {
             let sent = send(net, key, batch, 0).await;
             report_failures(metrics, "releasing", &sent.failed);
+            metrics.leases_released.inc_by(sent.taken.len() as u64);
             all.taken.extend(sent.taken);
             all.failed.extend(sent.failed);
         }
-        all
+        Ok(all)
     }
 }
 
@@ -379,11 +447,29 @@ mod tests {
     fn a_few_exports_are_remembered() {
         let l = Leases::new(LeaseSettings::OFF);
         assert!(!l.knows_an_export());
+        let mut dropped = Vec::new();
         for n in 0..5 {
-            l.note_export(vec![cid(n), cid(100 + n)]);
+            dropped.extend(l.note_export(vec![cid(n), cid(100 + n)]));
         }
-        l.note_export(vec![cid(4), cid(104)]);
+        assert!(l.note_export(vec![cid(4), cid(104)]).is_empty());
+        assert_eq!(dropped, vec![cid(0), cid(100), cid(1), cid(101)]);
         assert_eq!(l.export_cids().len(), 2 * EXPORTS_KEPT);
         assert_eq!(l.export_cids()[0], cid(2));
+    }
+
+    #[test]
+    fn renewals_after_writes_are_watched_and_counted() {
+        let l = Leases::new(LeaseSettings::OFF);
+        l.renewing_after_write(&[cid(1)]);
+        assert!(l.unwatch().is_empty(), "no sweep ran");
+        l.watch();
+        l.renewing_after_write(&[cid(1), cid(2)]);
+        assert!(l.renewal_in_flight(&cid(1)) && l.renewal_in_flight(&cid(2)));
+        l.renewed_after_write(&[cid(1), cid(2)]);
+        assert!(l.renewal_in_flight(&cid(1)), "one renewal of it is left");
+        assert!(!l.renewal_in_flight(&cid(2)));
+        l.renewed_after_write(&[cid(1), cid(1)]);
+        assert!(!l.renewal_in_flight(&cid(1)));
+        assert_eq!(l.unwatch(), [cid(1), cid(2)].into_iter().collect());
     }
 }

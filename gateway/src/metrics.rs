@@ -60,6 +60,11 @@ pub struct GatewayMetrics {
     pub leases_renewed: Counter,
     /// Lease renewals or releases no keeper took (each CID once per attempt).
     pub lease_failures: Counter,
+    /// Objects whose lease the gateway released because no catalog record references them
+    /// any more (deleted, overwritten, aborted or completed parts).
+    pub leases_released: Counter,
+    /// CIDs a catalog change stopped referencing that the release sweep has not dealt with.
+    pub release_pending: Gauge,
 }
 
 impl std::fmt::Debug for GatewayMetrics {
@@ -95,6 +100,8 @@ impl GatewayMetrics {
             idle_closed: Counter::default(),
             leases_renewed: Counter::default(),
             lease_failures: Counter::default(),
+            leases_released: Counter::default(),
+            release_pending: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("requests", "S3 requests handled", m.requests.clone());
@@ -202,6 +209,16 @@ impl GatewayMetrics {
             "lease_failures",
             "Lease renewals or releases of an object that no keeper took",
             m.lease_failures.clone(),
+        );
+        registry.register(
+            "leases_released",
+            "Objects whose lease the gateway released because no catalog record references them",
+            m.leases_released.clone(),
+        );
+        registry.register(
+            "release_pending",
+            "CIDs a catalog change stopped referencing, waiting for the release sweep",
+            m.release_pending.clone(),
         );
         Arc::new(Self { registry, ..m })
     }

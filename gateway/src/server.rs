@@ -263,6 +263,12 @@ impl RunningGateway {
         if let Some(pid) = watch {
             tasks.spawn(cairn_wire::daemon::watch_pid(pid, cancel.clone()));
         }
+        // Runs with leases off too: it then only clears the catalog's notes.
+        tasks.spawn(release_periodically(
+            gateway.clone(),
+            cfg.leases.every,
+            cancel.child_token(),
+        ));
         if cfg.leases.enabled() {
             tasks.spawn(renew_periodically(
                 gateway.clone(),
@@ -399,7 +405,9 @@ async fn renew_periodically(gateway: Gateway, every: Duration, cancel: Cancellat
         // After a restart the newest export is known only to the network.
         if !gateway.leases().knows_an_export() {
             match gateway.latest_export_cids().await {
-                Ok(Some(cids)) => gateway.leases().note_export(cids),
+                Ok(Some(cids)) => {
+                    gateway.leases().note_export(cids);
+                }
                 Ok(None) => {}
                 Err(e) => tracing::warn!("looking for the last catalog export to lease: {e}"),
             }
@@ -418,6 +426,37 @@ async fn renew_periodically(gateway: Gateway, every: Duration, cancel: Cancellat
             n = gateway.renew_leases(cids, false) => n,
         };
         tracing::info!(referenced = total, renewed, "lease renewal pass");
+    }
+}
+
+/// Releases what the catalog stopped referencing, in sweeps (see `s3::release`).
+async fn release_periodically(gateway: Gateway, every: Duration, cancel: CancellationToken) {
+    let mut pause = crate::s3::release_pause(every, Duration::ZERO);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(pause) => {}
+        }
+        let started = std::time::Instant::now();
+        let swept = tokio::select! {
+            _ = cancel.cancelled() => return,
+            s = gateway.release_unreferenced() => s,
+        };
+        match swept {
+            Ok(s) if s.released + s.referenced + s.dropped + s.failed > 0 => tracing::info!(
+                target: "cairn::_events::release",
+                released = s.released,
+                referenced_again = s.referenced,
+                dropped = s.dropped,
+                failed = s.failed,
+                deferred = s.deferred,
+                pending = s.pending,
+                "release sweep: leases on deleted and overwritten objects ended"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("release sweep failed (will retry): {e}"),
+        }
+        pause = crate::s3::release_pause(every, started.elapsed());
     }
 }
 

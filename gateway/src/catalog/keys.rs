@@ -10,6 +10,7 @@ pub(super) const CF_BUCKETS: &str = "buckets";
 pub(super) const CF_OBJECTS: &str = "objects";
 pub(super) const CF_UPLOADS: &str = "uploads";
 pub(super) const CF_PARTS: &str = "parts";
+pub(super) const CF_UNREFERENCED: &str = "unreferenced";
 
 pub(super) fn enc<T: Serialize>(v: &T) -> Vec<u8> {
     // Records hold strings, integers, maps and CIDs only.

@@ -7,6 +7,7 @@
 //! | `objects` | bucket ‖ 0x00 ‖ key | [`ObjectRecord`] |
 //! | `uploads` | upload id | [`UploadRecord`] |
 //! | `parts` | upload id ‖ 0x00 ‖ part number (5 decimal digits) | [`PartRecord`] |
+//! | `unreferenced` | CID | ms when a record stopped referencing it (`u64` LE) |
 //!
 //! Keys sort as S3 lists them (UTF-8 byte order), so listing is a range scan. Every method
 //! blocks: call from a blocking thread.
@@ -14,13 +15,15 @@
 //! The code is split by concern: `records` (what is stored, and the condition a conditional
 //! write asks), `keys` (column families, key layout, record encoding), `buckets`, `objects`
 //! (one key, and many at once for import, export and restore), `listing`, and `uploads`
-//! (multipart uploads and their parts). Here: opening the database, and the locks writes take.
+//! (multipart uploads and their parts), `unreferenced` (CIDs a change stopped referencing, for
+//! the gateway to release). Here: opening the database, and the locks writes take.
 
 mod buckets;
 mod keys;
 mod listing;
 mod objects;
 mod records;
+mod unreferenced;
 mod uploads;
 
 use std::hash::BuildHasher;
@@ -30,7 +33,7 @@ use std::sync::{Mutex, MutexGuard, RwLock};
 
 use rocksdb::{ColumnFamilyDescriptor, DB, Options, WriteOptions};
 
-use keys::{CF_BUCKETS, CF_OBJECTS, CF_PARTS, CF_UPLOADS, dec};
+use keys::{CF_BUCKETS, CF_OBJECTS, CF_PARTS, CF_UNREFERENCED, CF_UPLOADS, dec};
 pub use listing::Listing;
 pub use records::{
     BucketRecord, ETagMatch, Location, ObjectRecord, PartRecord, UploadRecord, WriteCondition,
@@ -118,8 +121,14 @@ impl Catalog {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
-        let cfs = [CF_BUCKETS, CF_OBJECTS, CF_UPLOADS, CF_PARTS]
-            .map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
+        let cfs = [
+            CF_BUCKETS,
+            CF_OBJECTS,
+            CF_UPLOADS,
+            CF_PARTS,
+            CF_UNREFERENCED,
+        ]
+        .map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
         let locked = || CatalogError::Locked(path.display().to_string());
         // Our own lock file in the database's directory (RocksDB leaves files it does not
         // name alone).

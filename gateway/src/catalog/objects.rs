@@ -43,8 +43,11 @@ impl Catalog {
         self.require_bucket(bucket)?;
         let _key = self.lock_key(&k);
         self.check_condition(&k, cond)?;
+        let mut batch = WriteBatch::default();
+        self.note_replaced(&mut batch, &k, record.location.cid())?;
+        batch.put_cf(self.cf(CF_OBJECTS)?, k, enc(record));
         self.db
-            .put_cf_opt(self.cf(CF_OBJECTS)?, k, enc(record), &Self::wo())
+            .write_opt(batch, &Self::wo())
             .map_err(|e| self.write_failed(e))?;
         self.changed();
         Ok(())
@@ -65,10 +68,11 @@ impl Catalog {
         }
         let objects = self.cf(CF_OBJECTS)?;
         let keys: Vec<Vec<u8>> = records.iter().map(|(k, _)| object_key(bucket, k)).collect();
+        let _keys = self.lock_keys(&keys.iter().map(Vec::as_slice).collect::<Vec<_>>());
         for (k, (_, record)) in keys.iter().zip(records) {
+            self.note_replaced(&mut batch, k, record.location.cid())?;
             batch.put_cf(objects, k, enc(record));
         }
-        let _keys = self.lock_keys(&keys.iter().map(Vec::as_slice).collect::<Vec<_>>());
         self.db
             .write_opt(batch, &Self::wo())
             .map_err(|e| self.write_failed(e))?;
@@ -81,9 +85,11 @@ impl Catalog {
         let cf = self.cf(CF_OBJECTS)?;
         let k = object_key(bucket, key);
         let _key = self.lock_key(&k);
-        let existed = self.db.get_pinned_cf(cf, &k)?.is_some();
+        let mut batch = WriteBatch::default();
+        let existed = self.note_replaced(&mut batch, &k, None)?;
+        batch.delete_cf(cf, k);
         self.db
-            .delete_cf_opt(cf, k, &Self::wo())
+            .write_opt(batch, &Self::wo())
             .map_err(|e| self.write_failed(e))?;
         if existed {
             self.changed();
@@ -160,10 +166,11 @@ impl Catalog {
             }
         }
         let keys: Vec<Vec<u8>> = records.iter().map(|(b, k, _)| object_key(b, k)).collect();
+        let _keys = self.lock_keys(&keys.iter().map(Vec::as_slice).collect::<Vec<_>>());
         for (k, (_, _, record)) in keys.iter().zip(records) {
+            self.note_replaced(&mut batch, k, record.location.cid())?;
             batch.put_cf(objects, k, enc(record));
         }
-        let _keys = self.lock_keys(&keys.iter().map(Vec::as_slice).collect::<Vec<_>>());
         self.db
             .write_opt(batch, &Self::wo())
             .map_err(|e| self.write_failed(e))?;

@@ -51,13 +51,19 @@ impl Catalog {
         if self.upload(id)?.is_none() {
             return Err(CatalogError::NoSuchUpload(id.to_string()));
         }
+        let (cf, k) = (self.cf(CF_PARTS)?, part_key(id, number));
+        let mut batch = WriteBatch::default();
+        // A part uploaded again under its number drops the one before (a record that does not
+        // decode is replaced without a note, as an object's is).
+        if let Some(old) = self.db.get_pinned_cf(cf, &k)?
+            && let Ok(old) = dec::<PartRecord>(&old)
+            && old.cid != record.cid
+        {
+            self.note_unreferenced(&mut batch, &old.cid)?;
+        }
+        batch.put_cf(cf, k, enc(record));
         self.db
-            .put_cf_opt(
-                self.cf(CF_PARTS)?,
-                part_key(id, number),
-                enc(record),
-                &Self::wo(),
-            )
+            .write_opt(batch, &Self::wo())
             .map_err(|e| self.write_failed(e))?;
         Ok(())
     }
@@ -115,12 +121,17 @@ impl Catalog {
         }
         let mut batch = WriteBatch::default();
         batch.delete_cf(self.cf(CF_UPLOADS)?, id);
-        for (n, _) in self.parts(id)? {
+        // Every part's manifest loses its reference, completed or not: a completed object's
+        // manifest names the parts' stripes themselves (the sweep keeps any that a record
+        // still names, such as a one-part object's).
+        for (n, part) in self.parts(id)? {
             batch.delete_cf(self.cf(CF_PARTS)?, part_key(id, n));
+            self.note_unreferenced(&mut batch, &part.cid)?;
         }
         if let (Some((bucket, _, record)), Some(k)) = (object, target) {
             self.require_bucket(bucket)?;
             self.check_condition(&k, cond)?;
+            self.note_replaced(&mut batch, &k, record.location.cid())?;
             batch.put_cf(self.cf(CF_OBJECTS)?, k, enc(record));
         }
         self.db

@@ -20,6 +20,7 @@ mod headers;
 mod listing;
 mod multipart;
 mod read;
+mod release;
 mod write;
 
 use std::collections::HashMap;
@@ -43,6 +44,7 @@ use cairn_policy::readahead::ReadAhead;
 
 pub use buckets::check_bucket_name;
 pub use headers::MAX_USER_METADATA;
+pub use release::{Swept, release_pause};
 
 /// Largest single PUT (as S3).
 pub const MAX_PUT: u64 = 5 << 30;
@@ -194,9 +196,11 @@ impl Gateway {
         if !self.leases.settings().enabled() || cids.is_empty() {
             return;
         }
+        self.leases.renewing_after_write(&cids);
         let gw = self.clone();
         tokio::spawn(async move {
-            gw.renew_leases(cids, true).await;
+            gw.renew_leases(cids.clone(), true).await;
+            gw.leases.renewed_after_write(&cids);
         });
     }
 

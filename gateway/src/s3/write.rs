@@ -178,7 +178,9 @@ impl Gateway {
         let out_etag = record.etag.clone();
         let modified = record.modified_ms;
         let (c, b, k) = (self.catalog.clone(), input.bucket, input.key);
+        let cid = record.location.cid().copied();
         blocking(move || Ok(c.put_object(&b, &k, &record)?)).await?;
+        self.renew_soon(cid.into_iter().collect());
         Ok(S3Response::new(CopyObjectOutput {
             copy_object_result: Some(CopyObjectResult {
                 e_tag: Some(ETag::Strong(out_etag)),

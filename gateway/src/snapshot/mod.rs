@@ -325,9 +325,14 @@ impl Gateway {
         }
         let bytes = records.iter().map(|(_, r)| r.size).sum();
         let (c, b, n) = (self.catalog().clone(), bucket.to_string(), records.len());
+        let leased: BTreeSet<Cid> = records
+            .iter()
+            .filter_map(|(_, r)| r.location.cid().copied())
+            .collect();
         tokio::task::spawn_blocking(move || c.put_objects(&b, now, &records))
             .await
             .map_err(|e| Error::Internal(e.to_string()))??;
+        self.renew_soon(leased.into_iter().collect());
         tracing::info!(%cid, bucket, prefix, objects = n, "imported");
         Ok(ImportReport {
             buckets: vec![bucket.to_string()],
@@ -402,8 +407,15 @@ impl Gateway {
         // The export is what a lost disk is rebuilt from: leased at once, like any write.
         let mut leased = vec![cid];
         leased.extend(published.iter().map(|p| p.cid));
-        self.leases().note_export(leased.clone());
+        let dropped = self.leases().note_export(leased.clone());
         self.renew_soon(leased);
+        if !dropped.is_empty() {
+            // Older exports than the last few are released by the next sweep.
+            let c = self.catalog().clone();
+            if let Err(e) = blocking(move || c.unreference(&dropped)).await {
+                tracing::warn!("older exports were not noted for release: {e}");
+            }
+        }
         self.note_export(ExportStatus {
             cid: cid.to_string(),
             time_ms: now_ms(),
@@ -551,7 +563,12 @@ impl Gateway {
         let (list, records, bytes) = restored.finish();
         let objects = records.len();
         let c = self.catalog().clone();
+        let leased: BTreeSet<Cid> = records
+            .iter()
+            .filter_map(|(_, _, r)| r.location.cid().copied())
+            .collect();
         blocking(move || c.put_objects_in_buckets(&list, &records)).await?;
+        self.renew_soon(leased.into_iter().collect());
         tracing::info!(%cid, objects, pieces, "catalog restored");
         Ok(ImportReport {
             buckets,
