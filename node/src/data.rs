@@ -54,6 +54,9 @@ pub struct Server {
     /// Carries new lease statements to shard holders at once; set by the node before the
     /// server runs (without it, statements are kept and carried by the keeper loop only).
     pub carrier: std::sync::OnceLock<Carrier>,
+    /// The node's data directory, where `cairn-node drain` leaves its marker: a draining node
+    /// takes no new shards (set by the node before the server runs).
+    pub data_dir: std::sync::OnceLock<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Server {
@@ -77,6 +80,7 @@ impl Server {
             outgoing: Arc::new(Semaphore::new(MAX_OUTGOING_BYTES / 1024)),
             sends: Arc::new(Semaphore::new(SENDS_AT_ONCE)),
             carrier: std::sync::OnceLock::new(),
+            data_dir: std::sync::OnceLock::new(),
         })
     }
 
@@ -189,6 +193,17 @@ impl Server {
             DataRequest::Store { cid, len } => {
                 cids::digest(&cid, Codec::Raw)
                     .map_err(|e| Failure::answer(ErrorCode::BadRequest, e.to_string()))?;
+                if self
+                    .data_dir
+                    .get()
+                    .is_some_and(|d| crate::repair::drain::is_draining(d))
+                {
+                    // No room, as a full node says it: writers move on to the next node.
+                    return Err(Failure::answer(
+                        ErrorCode::NoSpace,
+                        "this node is draining (leaving the network) and takes no new shards:                          store on another node",
+                    ));
+                }
                 self.store.check_space(len).map_err(store_failure)?;
                 let _permit = self.reserve(len).await?;
                 let body = read_body(recv, len as usize).await?;

@@ -434,6 +434,7 @@ impl RunningNode {
             data: data::Client::new(endpoint.clone(), keypair.clone(), 8),
             leaser,
         });
+        let _ = server.data_dir.set(fixed.data_dir.clone());
         tasks.spawn(server.run(endpoint, cancel.child_token()));
         if c.leases.enabled {
             tasks.spawn(crate::gc::run(

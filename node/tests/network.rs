@@ -268,6 +268,28 @@ async fn a_node_whose_disk_is_full_refuses_shards_and_offers_no_room() {
     n.shutdown().await.unwrap();
 }
 
+/// A draining node is leaving: it refuses new shards as a full one does (writers move on),
+/// and takes them again once the drain is cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_node_takes_no_new_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = start(dir.path(), None, 1 << 30).await;
+    std::fs::write(cairn_node::repair::drain::marker(dir.path()), b"").unwrap();
+    let (cid, data) = shard(300_000, 9);
+    match client().store(&target(&n), &cid, data.clone()).await {
+        Err(DataError::Remote { error, .. }) => {
+            assert_eq!(error.code, ErrorCode::NoSpace, "{error}");
+            assert!(error.message.contains("draining"), "{}", error.message);
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(n.store.stats().shards, 0);
+    std::fs::remove_file(cairn_node::repair::drain::marker(dir.path())).unwrap();
+    client().store(&target(&n), &cid, data).await.unwrap();
+    assert_eq!(n.store.stats().shards, 1);
+    n.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_and_oversized_frames_are_rejected_without_harm() {
     let dir = tempfile::tempdir().unwrap();
