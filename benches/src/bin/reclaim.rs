@@ -171,7 +171,9 @@ async fn main() -> anyhow::Result<()> {
         let out = work.join("back.bin");
         run(&["get", cid, "-o", out.to_str().context("path")?])?;
         let want = cairn_testkit::data::bytes(each, 100 + released + n as u64);
-        if std::fs::read(&out)? != want {
+        let got = std::fs::read(&out)?;
+        std::fs::remove_file(&out)?;
+        if got != want {
             bail!("kept object {cid} did not read back whole");
         }
     }
