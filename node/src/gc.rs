@@ -4,7 +4,8 @@
 //! The decisions are `cairn_policy::lease`'s; the store rechecks each shard and manifest under
 //! its claim before deleting it ([`Store::collect_shards`], [`Store::collect_objects`]), in
 //! batches of [`BATCH`], so a pass never holds the store for long and a renewal that lands
-//! meanwhile is honoured. After a pass that deleted shards the store gives their space back to
+//! meanwhile is honoured; the walk over shards goes on from where a batch stopped, and a row
+//! that does not parse keeps what it describes (counted in `cairn_gc_damaged_rows`). After a pass that deleted shards the store gives their space back to
 //! the filesystem, rewriting live shards only when as many dead bytes go ([`Store::reclaim`]).
 
 use std::sync::Arc;
@@ -30,22 +31,28 @@ pub struct Pass {
     pub manifests: u64,
     /// `shards` blob-file bytes before and after the compaction (when shards were deleted).
     pub blobs: Option<(u64, u64)>,
+    /// Rows that did not parse (what they describe was kept, and logged).
+    pub damaged: u64,
 }
 
 /// One collection pass at epoch `now` (blocking: call from a blocking thread).
 pub fn pass(store: &Store, now: u64, grace: u64, epochs: Epochs) -> Result<Pass, StoreError> {
     let mut out = Pass::default();
+    let mut after: Option<Vec<u8>> = None;
     loop {
-        let Collected { items, bytes, more } = store.collect_shards(now, grace, epochs, BATCH)?;
-        out.shards += items;
-        out.bytes += bytes;
-        if !more {
-            break;
+        let c: Collected = store.collect_shards(now, grace, epochs, BATCH, after.as_deref())?;
+        out.shards += c.items;
+        out.bytes += c.bytes;
+        out.damaged += c.damaged;
+        match c.next {
+            Some(next) if c.more => after = Some(next),
+            _ => break,
         }
     }
     loop {
         let c = store.collect_objects(now, grace, epochs, BATCH)?;
         out.manifests += c.items;
+        out.damaged += c.damaged;
         if !c.more {
             break;
         }
@@ -79,6 +86,9 @@ pub async fn run(
                 metrics.shards_collected.inc_by(p.shards);
                 metrics.bytes_collected.inc_by(p.bytes);
                 metrics.manifests_collected.inc_by(p.manifests);
+                metrics
+                    .damaged_rows
+                    .set(i64::try_from(p.damaged).unwrap_or(i64::MAX));
                 if p.shards > 0 || p.manifests > 0 {
                     let (blobs_before, blobs_after) = p.blobs.unwrap_or_default();
                     tracing::info!(

@@ -38,6 +38,8 @@ pub struct GcMetrics {
     pub manifests_collected: Counter,
     /// How long the last collection pass took, in milliseconds.
     pub last_pass_ms: Gauge,
+    /// Rows the last pass found damaged (what they describe is kept).
+    pub damaged_rows: Gauge,
 }
 
 impl GcMetrics {
@@ -61,6 +63,11 @@ impl GcMetrics {
             "gc_last_pass_milliseconds",
             "How long the last garbage-collection pass took",
             self.last_pass_ms.clone(),
+        );
+        registry.register(
+            "gc_damaged_rows",
+            "Lease, hold or statement rows the last garbage-collection pass could not parse (kept)",
+            self.damaged_rows.clone(),
         );
     }
 }

@@ -97,12 +97,15 @@ fn run(dir: &Path, count: u64, size: usize, keep: u64) -> Run {
     let (dir_before, blobs_before) = (dir_bytes(dir), blob_bytes(&store));
 
     let started = Instant::now();
-    let mut collected = 0;
+    let (mut collected, mut from) = (0, None::<Vec<u8>>);
     loop {
-        let c = store.collect_shards(100, 2, epochs(), 1_000).unwrap();
+        let c = store
+            .collect_shards(100, 2, epochs(), 1_000, from.as_deref())
+            .unwrap();
         collected += c.bytes;
-        if !c.more {
-            break;
+        match c.next {
+            Some(next) if c.more => from = Some(next),
+            _ => break,
         }
     }
     let collect = started.elapsed();

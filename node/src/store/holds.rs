@@ -1,4 +1,4 @@
-//! Holds: who a held shard is kept for, until when, and collecting what no one holds any more.
+//! Holds: who a held shard is kept for, and until when.
 //!
 //! A shard holder keeps, per shard, one *hold* per (object, owner) a lease statement named
 //! ([`Store::apply_statement`]), plus the *upload hold* the node took itself when the shard was
@@ -13,9 +13,8 @@
 //! A keeper (a node holding an object's manifest) keeps the owners' latest statements on the
 //! object in `object-leases` ([`Store::keep_statement`]).
 //!
-//! Garbage collection ([`Store::collect_shards`], [`Store::collect_objects`]) deletes shards
-//! and manifests whose holds or statements all ended `grace` epochs ago, rechecking each under
-//! its claim, so nothing renewed meanwhile is lost.
+//! Garbage collection (`collect.rs`: [`Store::collect_shards`], [`Store::collect_objects`])
+//! deletes shards and manifests whose holds or statements all ended `grace` epochs ago.
 //!
 //! These are inherent methods of the RocksDB [`Store`] only: [`MemStore`](super::MemStore)
 //! keeps leases but no holds, statements or garbage collection (its [`ShardStore::hold_upload`]
@@ -23,18 +22,15 @@
 //!
 //! [`ShardStore::hold_upload`]: super::ShardStore::hold_upload
 
-use std::collections::HashMap;
-
-use cairn_chunker::cids::{self, Cid};
-use cairn_chunker::manifest::Provenance;
+use cairn_chunker::cids::Cid;
 use cairn_policy::lease;
 use cairn_proofs::epoch::Epochs;
 use cairn_proofs::lease::LeaseStatement;
 use rocksdb::{Direction, IteratorMode, WriteBatch};
 
 use super::layout::{
-    CF_HOLDS, CF_LEASES, CF_MANIFESTS, CF_OBJECT_LEASES, CF_OUTBOARDS, CF_PROVENANCE, CF_RECEIPTS,
-    CF_RECEIPTS_BY_NODE, CF_SIGNED, lease_row, parse_lease_row, u64_le,
+    CF_HOLDS, CF_LEASES, CF_MANIFESTS, CF_OBJECT_LEASES, CF_OUTBOARDS, lease_row, parse_lease_row,
+    u64_le,
 };
 use super::leases::checked_size;
 use super::{Store, StoreError};
@@ -74,17 +70,6 @@ pub struct Applied {
     pub size: u64,
     /// Whether the hold was written (`false`: the statement was no newer than the kept one).
     pub changed: bool,
-}
-
-/// What one garbage-collection step deleted.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Collected {
-    /// Shards (or manifests) deleted.
-    pub items: u64,
-    /// Bytes given back (shards only).
-    pub bytes: u64,
-    /// Whether candidates were left for the next step (the batch was full).
-    pub more: bool,
 }
 
 /// The `holds` key: `shard CID ‖ u8 object length ‖ object ‖ owner`.
@@ -379,252 +364,14 @@ impl Store {
         }
         Ok(out)
     }
-
-    /// Deletes at most `limit` held shards whose lease (the latest end over their holds) ended
-    /// `grace` epochs before epoch `now`, each rechecked under its claim; a shard any hold
-    /// still covers is never deleted. Walks the small `leases` rows.
-    pub fn collect_shards(
-        &self,
-        now: u64,
-        grace: u64,
-        epochs: Epochs,
-        limit: usize,
-    ) -> Result<Collected, StoreError> {
-        let mut candidates = Vec::new();
-        let mut more = false;
-        for item in self
-            .db
-            .iterator_cf(self.cf(CF_LEASES)?, IteratorMode::Start)
-        {
-            let (key, row) = item?;
-            let Ok((_, end, _)) = parse_lease_row(&row) else {
-                continue;
-            };
-            if lease::collectable(end, now, grace) {
-                if candidates.len() == lease::batch_len(candidates.len() + 1, limit) {
-                    more = true;
-                    break;
-                }
-                candidates.push(key.to_vec());
-            }
-        }
-        let mut out = Collected {
-            more,
-            ..Collected::default()
-        };
-        for key in candidates {
-            let Ok(cid) = cids::from_bytes(&key) else {
-                continue;
-            };
-            let _claim = self.claim(&key);
-            // Again, under the claim: renewed meanwhile, or stored again, it stays.
-            let Some(row) = self.db.get_pinned_cf(self.cf(CF_LEASES)?, &key)? else {
-                continue;
-            };
-            let (_, end, _) = parse_lease_row(&row)?;
-            drop(row);
-            let holds = self.holds_of_key(&key)?;
-            let by_holds = lease::effective_end(holds.iter().map(|h| h.runs_through(epochs)));
-            let live = !lease::collectable(end, now, grace)
-                || by_holds.is_some_and(|e| !lease::collectable(e, now, grace));
-            if live {
-                continue;
-            }
-            if let Some(size) = self.delete_claimed(&cid, WriteBatch::default())? {
-                out.items += 1;
-                out.bytes += size;
-            }
-        }
-        Ok(out)
-    }
-
-    /// Deletes at most `limit` manifests whose owners' statements (at least one) all ended
-    /// `grace` epochs before epoch `now`, with their provenance, receipts and statements. A
-    /// manifest no statement was ever kept for is kept (data from before leases).
-    pub fn collect_objects(
-        &self,
-        now: u64,
-        grace: u64,
-        epochs: Epochs,
-        limit: usize,
-    ) -> Result<Collected, StoreError> {
-        let mut ends: HashMap<Vec<u8>, Vec<u64>> = HashMap::new();
-        let mut order = Vec::new();
-        for item in self
-            .db
-            .iterator_cf(self.cf(CF_OBJECT_LEASES)?, IteratorMode::Start)
-        {
-            let (k, v) = item?;
-            let Some(object) = k.len().checked_sub(32).map(|n| k[..n].to_vec()) else {
-                continue;
-            };
-            let Ok(s) = LeaseStatement::from_bytes(&v) else {
-                continue;
-            };
-            let entry = ends.entry(object.clone()).or_insert_with(|| {
-                order.push(object);
-                Vec::new()
-            });
-            entry.push(lease::hold_end(s.end, epochs.at(s.signed_ms)));
-        }
-        let mut out = Collected::default();
-        for object in order {
-            if !lease::object_collectable(&ends[&object], now, grace) {
-                continue;
-            }
-            if out.items as usize == limit {
-                out.more = true;
-                break;
-            }
-            let Ok(cid) = Cid::try_from(&object[..]) else {
-                continue;
-            };
-            if self.collect_object(&cid, now, grace, epochs)? {
-                out.items += 1;
-            }
-        }
-        Ok(out)
-    }
-
-    /// Deletes one object's manifest, provenance, signed-by rows, receipts and statements if
-    /// its statements still all ended `grace` epochs before `now` (rechecked under its claim).
-    fn collect_object(
-        &self,
-        cid: &Cid,
-        now: u64,
-        grace: u64,
-        epochs: Epochs,
-    ) -> Result<bool, StoreError> {
-        let key = cid.to_bytes();
-        let _claim = self.claim(&key);
-        let statements = self.statements(cid)?;
-        let ends: Vec<u64> = statements
-            .iter()
-            .map(|s| lease::hold_end(s.end, epochs.at(s.signed_ms)))
-            .collect();
-        if !lease::object_collectable(&ends, now, grace) {
-            return Ok(false);
-        }
-        // Anyone may sign a statement: a stranger's can keep a manifest, never end it. It
-        // goes only when one of its own signers (a provenance envelope's key) has said so.
-        let signers: Vec<Vec<u8>> = self
-            .envelopes(&key)?
-            .iter()
-            .filter_map(|e| Provenance::from_bytes(e).ok())
-            .filter(|p| p.manifest == *cid)
-            .map(|p| p.signer)
-            .collect();
-        if !statements
-            .iter()
-            .any(|s| signers.iter().any(|k| k[..] == s.owner.0[..]))
-        {
-            return Ok(false);
-        }
-        let mut batch = WriteBatch::default();
-        batch.delete_cf(self.cf(CF_MANIFESTS)?, &key);
-        let prefixed = |cf: &str, batch: &mut WriteBatch, f: &mut dyn FnMut(&[u8], &[u8])| {
-            let handle = self.cf(cf)?;
-            let it = self
-                .db
-                .iterator_cf(handle, IteratorMode::From(&key, Direction::Forward));
-            for item in it {
-                let (k, v) = item?;
-                if !k.starts_with(&key) {
-                    break;
-                }
-                f(&k, &v);
-                batch.delete_cf(handle, &k);
-            }
-            Ok::<(), StoreError>(())
-        };
-        let mut signed = Vec::new();
-        prefixed(CF_PROVENANCE, &mut batch, &mut |_, v| {
-            if let Ok(p) = Provenance::from_bytes(v) {
-                let mut k = p.signer.clone();
-                #[allow(clippy::big_endian_bytes)] // the signed-by key, see put_manifest
-                k.extend_from_slice(&p.time_ms.to_be_bytes());
-                k.extend_from_slice(&key);
-                signed.push(k);
-            }
-        })?;
-        let mut by_node = Vec::new();
-        prefixed(CF_RECEIPTS, &mut batch, &mut |k, _| {
-            let rest = &k[key.len()..];
-            if rest.len() == 64 {
-                by_node.push([&rest[32..], &key[..], &rest[..32]].concat());
-            }
-        })?;
-        prefixed(CF_OBJECT_LEASES, &mut batch, &mut |_, _| {})?;
-        for k in signed {
-            batch.delete_cf(self.cf(CF_SIGNED)?, k);
-        }
-        for k in by_node {
-            batch.delete_cf(self.cf(CF_RECEIPTS_BY_NODE)?, k);
-        }
-        self.db
-            .write_opt(batch, &self.write_opts())
-            .map_err(|e| self.write_failed(e, 0))?;
-        Ok(true)
-    }
-}
-
-impl Store {
-    /// Gives the space of deleted shards back to the filesystem, at a cost bounded by what it
-    /// frees. Returns the `shards` blob-file bytes before and after.
-    ///
-    /// 1. Flushes every column family: the write-ahead log holds each shard's bytes until all
-    ///    of them are flushed, and the small ones fill (and so flush) slowly.
-    /// 2. Compacts the `shards` column family with blob garbage collection off, so the
-    ///    deletes' tombstones meet the keys they delete: blob files none of whose shards are
-    ///    left are dropped, and only the small key-and-blob-index tables are rewritten.
-    /// 3. Only if the blob files then hold at least as many dead bytes as live ones, compacts
-    ///    again moving every live shard out of them (so each byte rewritten frees at least one).
-    ///    Below that, RocksDB's own blob garbage collection moves the oldest files' live shards
-    ///    once they are half dead.
-    pub fn reclaim(&self) -> Result<(u64, u64), StoreError> {
-        let cf = self.cf(super::layout::CF_SHARDS)?;
-        let int = |name: &str| -> Result<u64, StoreError> {
-            Ok(self.db.property_int_value_cf(cf, name)?.unwrap_or(0))
-        };
-        let before = int("rocksdb.total-blob-file-size")?;
-        let all = super::layout::ALL_CFS
-            .iter()
-            .map(|name| self.cf(name))
-            .collect::<Result<Vec<_>, _>>()?;
-        self.db
-            .flush_cfs_opt(&all, &rocksdb::FlushOptions::default())?;
-        let compact = || {
-            let mut options = rocksdb::CompactOptions::default();
-            options.set_bottommost_level_compaction(
-                rocksdb::BottommostLevelCompaction::ForceOptimized,
-            );
-            self.db
-                .compact_range_cf_opt(cf, None::<&[u8]>, None::<&[u8]>, &options);
-        };
-        // Set back even if the compaction failed: compaction itself reports no error.
-        self.db
-            .set_options_cf(cf, &[("enable_blob_garbage_collection", "false")])?;
-        compact();
-        self.db
-            .set_options_cf(cf, &[("enable_blob_garbage_collection", "true")])?;
-        let garbage = int("rocksdb.live-blob-file-garbage-size")?;
-        let total = int("rocksdb.live-blob-file-size")?;
-        if garbage > 0 && garbage.saturating_mul(2) >= total {
-            self.db
-                .set_options_cf(cf, &[("blob_garbage_collection_age_cutoff", "1.0")])?;
-            compact();
-            let cutoff = super::layout::BLOB_GC_AGE_CUTOFF.to_string();
-            self.db
-                .set_options_cf(cf, &[("blob_garbage_collection_age_cutoff", &cutoff)])?;
-        }
-        Ok((before, int("rocksdb.total-blob-file-size")?))
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
+    use cairn_chunker::cids;
+    use cairn_chunker::manifest::Provenance;
     use cairn_proofs::NodeKey;
     use ed25519_dalek::SigningKey;
 
@@ -641,7 +388,7 @@ mod tests {
     }
 
     impl Store {
-        fn has_shard(&self, cid: &Cid) -> bool {
+        pub(in crate::store) fn has_shard(&self, cid: &Cid) -> bool {
             matches!(
                 self.has(&[*cid]).unwrap()[0],
                 cairn_wire::protocol::Holding::Intact(_)
@@ -744,8 +491,20 @@ mod tests {
             80
         );
         // Nothing collectable while object 1's hold runs; then it is, after the grace.
-        assert_eq!(store.collect_shards(85, 5, epochs(), 100).unwrap().items, 0);
-        assert_eq!(store.collect_shards(86, 5, epochs(), 100).unwrap().items, 1);
+        assert_eq!(
+            store
+                .collect_shards(85, 5, epochs(), 100, None)
+                .unwrap()
+                .items,
+            0
+        );
+        assert_eq!(
+            store
+                .collect_shards(86, 5, epochs(), 100, None)
+                .unwrap()
+                .items,
+            1
+        );
         assert!(!store.has_shard(&cid));
         assert_eq!(store.stats().used, 0);
         assert!(
@@ -772,10 +531,18 @@ mod tests {
         let (old, old_data) = shard(20_000, 9);
         store.put_shard(&old, &old_data).unwrap();
         store.extend_lease(&old, 0, u64::MAX).unwrap();
-        assert_eq!(store.collect_shards(13, 3, epochs(), 100).unwrap().items, 0);
-        let first = store.collect_shards(14, 3, epochs(), 3).unwrap();
+        assert_eq!(
+            store
+                .collect_shards(13, 3, epochs(), 100, None)
+                .unwrap()
+                .items,
+            0
+        );
+        let first = store.collect_shards(14, 3, epochs(), 3, None).unwrap();
         assert_eq!((first.items, first.bytes, first.more), (3, 60_000, true));
-        let second = store.collect_shards(14, 3, epochs(), 3).unwrap();
+        let second = store
+            .collect_shards(14, 3, epochs(), 3, first.next.as_deref())
+            .unwrap();
         assert_eq!((second.items, second.more), (1, false));
         assert!(store.has_shard(&held[0]));
         assert!(store.has_shard(&old));

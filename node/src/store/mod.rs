@@ -49,6 +49,7 @@
 //! quarantine storage proofs use), `receipts` (storage receipts beside manifests), `scrub`,
 //! `config`, `error`, and `memory` ([`MemStore`]).
 
+mod collect;
 mod config;
 #[cfg(test)]
 mod contract;
@@ -79,9 +80,10 @@ use rocksdb::DB;
 
 use cairn_wire::protocol::{Holding, ManifestKind};
 
+pub use collect::Collected;
 pub use config::{DEFAULT_DISK_RESERVE, StoreConfig, StoreMetrics};
 pub use error::StoreError;
-pub use holds::{Applied, Collected, Hold, UPLOAD_OWNER};
+pub use holds::{Applied, Hold, UPLOAD_OWNER};
 pub use layout::PIECE_BYTES;
 pub use leases::Committable;
 pub use memory::MemStore;
