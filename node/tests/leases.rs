@@ -8,6 +8,9 @@
 //!   alike, saying why, and ends nothing; the same release untampered then does.
 //! * Shards stored with no manifest (no one ever leased them) go when their upload hold and
 //!   the grace have passed, and not before.
+//! * A spare copy of a leased object's shard (a hedge's loser: stored, its receipt dropped) goes
+//!   after its upload hold and the grace, while keepers run repair passes every second and
+//!   carry the lease to the shard's holders; the object's own copies stay.
 //! * A release speaks for its object and its owner only: an object sharing every shard with
 //!   the released one (the same bytes under other metadata) stays readable, and so does an
 //!   object another owner renewed.
@@ -272,6 +275,70 @@ async fn shards_no_lease_claims_go_after_their_upload_hold_and_the_grace() {
             .all(|h| *h == cairn_wire::protocol::Holding::Absent),
         "{held:?}"
     );
+    net.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hedges_spare_copy_goes_and_the_leased_copies_stay() {
+    let args = [
+        "--epoch",
+        "2s",
+        "--lease-epochs",
+        "3",
+        "--grace-epochs",
+        "1",
+        "--gc-interval",
+        "1s",
+        "--scrub-rate",
+        "0",
+        "--repair-interval",
+        "1s",
+    ];
+    let net = Net::start_with(4, args.iter().map(|s| s.to_string()).collect()).await;
+    let kept = put(&net, 300_000, 7, "10m");
+    let client = network(&net).await;
+    let shards = shards_of(&client, &kept.parse().unwrap()).await;
+    // A node that does not hold the first shard takes a copy of it, as a hedge that lost the
+    // race leaves one: its receipt goes nowhere.
+    let (mut spare, mut holder) = (None, None);
+    for node in client.nodes() {
+        let held = client.data().has(&node.target, &shards[..1]).await.unwrap();
+        match held[0] {
+            cairn_wire::protocol::Holding::Absent => spare = Some(node.target),
+            cairn_wire::protocol::Holding::Intact(_) => holder = Some(node.target),
+            _ => {}
+        }
+    }
+    let spare = spare.expect("4 nodes, 3 shards a stripe: one node lacks the first shard");
+    let bytes = (client.data())
+        .fetch(&holder.unwrap(), &shards[0], None, None)
+        .await
+        .unwrap();
+    client
+        .data()
+        .store(&spare, &shards[0], bytes)
+        .await
+        .unwrap();
+    // Past the upload hold and the grace, with repair passes (and their lease carrying) every
+    // second: the spare copy went, the leased object reads.
+    let started = Instant::now();
+    loop {
+        let held = client.data().has(&spare, &shards[..1]).await.unwrap();
+        if held[0] == cairn_wire::protocol::Holding::Absent {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the spare copy was kept: {held:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        started.elapsed() > Duration::from_secs(4),
+        "gone within its upload hold"
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(reads(&net, &kept, 300_000, 7), "the leased object");
     net.stop().await;
 }
 
