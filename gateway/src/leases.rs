@@ -95,6 +95,11 @@ pub struct Leases {
     watched: Mutex<Option<HashSet<Cid>>>,
     /// CIDs a write's renewal is under way for, with how many such renewals.
     in_flight: Mutex<HashMap<Cid, u32>>,
+    /// CIDs released lately, with when (ms): a renewal pass that read the catalog before a
+    /// release must not undo it.
+    released: Mutex<HashMap<Cid, u64>>,
+    /// Where the next release sweep reads the catalog's notes from.
+    release_cursor: Mutex<Option<Vec<u8>>>,
 }
 
 impl Leases {
@@ -107,6 +112,8 @@ impl Leases {
             warned_no_epoch: AtomicBool::new(false),
             watched: Mutex::new(None),
             in_flight: Mutex::new(HashMap::new()),
+            released: Mutex::new(HashMap::new()),
+            release_cursor: Mutex::new(None),
         }
     }
 
@@ -175,6 +182,34 @@ impl Leases {
         }
     }
 
+    /// Where the next release sweep starts in the catalog's notes.
+    pub fn release_cursor(&self) -> Option<Vec<u8>> {
+        self.release_cursor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Sets where the next release sweep starts (`None`: from the first note).
+    pub fn set_release_cursor(&self, next: Option<Vec<u8>>) {
+        *self
+            .release_cursor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = next;
+    }
+
+    /// Of `cids`, those not released at or after `since_ms` (what a renewal pass that read the
+    /// catalog at `since_ms` may still renew). Forgets releases older than a day.
+    fn not_released_since(&self, cids: &[Cid], since_ms: u64) -> Vec<Cid> {
+        let mut released = self.released.lock().unwrap_or_else(|p| p.into_inner());
+        let day_ago = unix_ms().saturating_sub(24 * 3600 * 1000);
+        released.retain(|_, at| *at >= day_ago);
+        cids.iter()
+            .filter(|c| released.get(c).is_none_or(|&at| at < since_ms))
+            .copied()
+            .collect()
+    }
+
     /// Whether a write's renewal of `cid` is under way.
     pub fn renewal_in_flight(&self, cid: &Cid) -> bool {
         self.in_flight
@@ -237,6 +272,8 @@ impl Leases {
 
     /// Renews those of `cids` that are due (all of them if `force`) through `term` from now,
     /// signed by `key`. Returns how many were renewed; failures are logged and counted.
+    /// `read_at_ms`: when the catalog was read for `cids` (a renewal pass): what was released
+    /// since is left alone. `None` for a write's own renewal, which must win.
     pub async fn renew(
         &self,
         net: &Network,
@@ -244,6 +281,7 @@ impl Leases {
         metrics: &GatewayMetrics,
         cids: impl IntoIterator<Item = Cid>,
         force: bool,
+        read_at_ms: Option<u64>,
     ) -> usize {
         if !self.settings.enabled() {
             return 0;
@@ -267,7 +305,12 @@ impl Leases {
         };
         let mut renewed = 0;
         for batch in due.chunks(BATCH) {
-            let sent = send(net, key, batch, end).await;
+            // Checked just before signing: a release signed after this cannot lose to it.
+            let batch = match read_at_ms {
+                Some(at) => self.not_released_since(batch, at),
+                None => batch.to_vec(),
+            };
+            let sent = send(net, key, &batch, end).await;
             self.renewed(&sent.taken, end);
             renewed += sent.taken.len();
             metrics.leases_renewed.inc_by(sent.taken.len() as u64);
@@ -296,6 +339,13 @@ impl Leases {
             return Err(e);
         }
         self.forget(cids);
+        {
+            let now = unix_ms();
+            let mut released = self.released.lock().unwrap_or_else(|p| p.into_inner());
+            for c in cids {
+                released.insert(*c, now);
+            }
+        }
         for batch in cids.chunks(BATCH) {
             let sent = send(net, key, batch, 0).await;
             report_failures(metrics, "releasing", &sent.failed);
@@ -455,6 +505,24 @@ mod tests {
         assert_eq!(dropped, vec![cid(0), cid(100), cid(1), cid(101)]);
         assert_eq!(l.export_cids().len(), 2 * EXPORTS_KEPT);
         assert_eq!(l.export_cids()[0], cid(2));
+    }
+
+    #[test]
+    fn a_renewal_pass_leaves_what_was_released_after_it_read_the_catalog() {
+        let l = Leases::new(LeaseSettings::OFF);
+        let now = unix_ms();
+        for (n, at) in [(1, now - 5_000), (2, now - 1_000), (3, now), (5, 1_000)] {
+            l.released.lock().unwrap().insert(cid(n), at);
+        }
+        let all = [cid(1), cid(2), cid(3), cid(4), cid(5)];
+        // Read 2 s ago: cid(2) and cid(3) were released since; cid(5)'s release is more than a
+        // day old and forgotten.
+        assert_eq!(
+            l.not_released_since(&all, now - 2_000),
+            vec![cid(1), cid(4), cid(5)]
+        );
+        assert_eq!(l.not_released_since(&all, now + 1), all.to_vec());
+        assert_eq!(l.released.lock().unwrap().len(), 3);
     }
 
     #[test]

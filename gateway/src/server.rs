@@ -403,15 +403,8 @@ async fn renew_periodically(gateway: Gateway, every: Duration, cancel: Cancellat
         }
         first = false;
         // After a restart the newest export is known only to the network.
-        if !gateway.leases().knows_an_export() {
-            match gateway.latest_export_cids().await {
-                Ok(Some(cids)) => {
-                    gateway.leases().note_export(cids);
-                }
-                Ok(None) => {}
-                Err(e) => tracing::warn!("looking for the last catalog export to lease: {e}"),
-            }
-        }
+        gateway.know_latest_export().await;
+        let read_at = crate::s3::now_ms();
         let cids = match gateway.referenced().await {
             Ok(c) => c,
             Err(e) => {
@@ -423,7 +416,7 @@ async fn renew_periodically(gateway: Gateway, every: Duration, cancel: Cancellat
         let total = cids.len();
         let renewed = tokio::select! {
             _ = cancel.cancelled() => return,
-            n = gateway.renew_leases(cids, false) => n,
+            n = gateway.renew_leases(cids, false, Some(read_at)) => n,
         };
         tracing::info!(referenced = total, renewed, "lease renewal pass");
     }
@@ -454,7 +447,10 @@ async fn release_periodically(gateway: Gateway, every: Duration, cancel: Cancell
                 "release sweep: leases on deleted and overwritten objects ended"
             ),
             Ok(_) => {}
-            Err(e) => tracing::warn!("release sweep failed (will retry): {e}"),
+            Err(e) => tracing::error!(
+                "the release sweep failed (deleted objects stay leased until it works; it \
+                 retries): {e}"
+            ),
         }
         pause = crate::s3::release_pause(every, started.elapsed());
     }

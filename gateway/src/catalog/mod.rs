@@ -7,7 +7,7 @@
 //! | `objects` | bucket ‖ 0x00 ‖ key | [`ObjectRecord`] |
 //! | `uploads` | upload id | [`UploadRecord`] |
 //! | `parts` | upload id ‖ 0x00 ‖ part number (5 decimal digits) | [`PartRecord`] |
-//! | `unreferenced` | CID | ms when a record stopped referencing it (`u64` LE) |
+//! | `unreferenced` | CID ‖ sequence number (`u64` LE) | ms when a record stopped referencing it (`u64` LE) |
 //!
 //! Keys sort as S3 lists them (UTF-8 byte order), so listing is a range scan. Every method
 //! blocks: call from a blocking thread.
@@ -38,6 +38,7 @@ pub use listing::Listing;
 pub use records::{
     BucketRecord, ETagMatch, Location, ObjectRecord, PartRecord, UploadRecord, WriteCondition,
 };
+pub use unreferenced::Note;
 
 /// Free bytes below which a write that failed with an I/O error is taken for a full disk
 /// (RocksDB needs room for its log, memtable flushes and compactions, and fails them first).
@@ -103,6 +104,9 @@ pub struct Catalog {
     key_hasher: std::collections::hash_map::RandomState,
     /// Bumped by every change to buckets or objects (what an export holds).
     generation: AtomicU64,
+    /// The next note's sequence number (`unreferenced`), from the clock at open so that it
+    /// grows across restarts.
+    note_seq: AtomicU64,
     /// Where the database is.
     path: PathBuf,
     /// Keeps other gateways out; released after the database closes (fields drop in order).
@@ -146,6 +150,7 @@ impl Catalog {
             key_locks: (0..KEY_LOCKS).map(|_| Mutex::new(())).collect(),
             key_hasher: Default::default(),
             generation: AtomicU64::new(0),
+            note_seq: AtomicU64::new(crate::s3::now_ms().saturating_mul(1000)),
             path: path.to_path_buf(),
             _lock: lock,
         })

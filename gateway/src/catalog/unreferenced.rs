@@ -4,14 +4,31 @@
 //! as the change that dropped it, so a crash loses none; the gateway's release sweep later
 //! releases those that no record references any more (the same bytes may be under another
 //! key) and forgets the rest (`crate::leases`).
+//!
+//! Each note is a row of its own, `CID ‖ sequence number`, so a note written while a sweep
+//! deals with an older one for the same CID is never forgotten with it.
 
-use rocksdb::{IteratorMode, WriteBatch};
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+
+use rocksdb::{Direction, IteratorMode, WriteBatch};
 
 use cairn_chunker::Cid;
 
-use super::keys::{CF_OBJECTS, CF_UNREFERENCED, dec};
-use super::{Catalog, CatalogError, ObjectRecord};
+use super::keys::{CF_OBJECTS, CF_PARTS, CF_UNREFERENCED, dec};
+use super::{Catalog, CatalogError, ObjectRecord, PartRecord};
 use crate::s3::now_ms;
+
+/// A CID that lost a reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    /// The CID.
+    pub cid: Cid,
+    /// When, ms since the epoch.
+    pub at_ms: u64,
+    /// Its row, for [`Catalog::forget_unreferenced`].
+    pub key: Vec<u8>,
+}
 
 impl Catalog {
     /// Notes in `batch` that `cid` lost a reference.
@@ -20,11 +37,10 @@ impl Catalog {
         batch: &mut WriteBatch,
         cid: &Cid,
     ) -> Result<(), CatalogError> {
-        batch.put_cf(
-            self.cf(CF_UNREFERENCED)?,
-            cid.to_bytes(),
-            now_ms().to_le_bytes(),
-        );
+        let seq = self.note_seq.fetch_add(1, Ordering::Relaxed);
+        let mut key = cid.to_bytes();
+        key.extend_from_slice(&seq.to_le_bytes());
+        batch.put_cf(self.cf(CF_UNREFERENCED)?, key, now_ms().to_le_bytes());
         Ok(())
     }
 
@@ -70,33 +86,82 @@ impl Catalog {
             .map_err(|e| self.write_failed(e))
     }
 
-    /// Up to `limit` CIDs that lost a reference, with when (ms since the epoch), oldest noted
-    /// first within the CID order RocksDB keeps. Rows that do not decode are dropped.
-    pub fn unreferenced(&self, limit: usize) -> Result<Vec<(Cid, u64)>, CatalogError> {
+    /// Up to `limit` notes, in row order from `from` (inclusive; `None`: the first), and the
+    /// row to go on from next time (`None`: these were the last). Rows that do not decode are
+    /// dropped.
+    pub fn unreferenced(
+        &self,
+        from: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<(Vec<Note>, Option<Vec<u8>>), CatalogError> {
         let cf = self.cf(CF_UNREFERENCED)?;
+        let mode = match from {
+            Some(k) => IteratorMode::From(k, Direction::Forward),
+            None => IteratorMode::Start,
+        };
         let mut out = Vec::new();
         let mut damaged = Vec::new();
-        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+        let mut next = None;
+        for item in self.db.iterator_cf(cf, mode) {
+            let (k, v) = item?;
             if out.len() >= limit {
+                next = Some(k.to_vec());
                 break;
             }
-            let (k, v) = item?;
-            let at = v
+            let at_ms = v
                 .get(..8)
                 .and_then(|b| b.try_into().ok())
                 .map_or(0, u64::from_le_bytes);
-            match Cid::try_from(&k[..]) {
-                Ok(cid) => out.push((cid, at)),
-                Err(_) => damaged.push(k),
+            match k
+                .len()
+                .checked_sub(8)
+                .and_then(|n| Cid::try_from(&k[..n]).ok())
+            {
+                Some(cid) => out.push(Note {
+                    cid,
+                    at_ms,
+                    key: k.to_vec(),
+                }),
+                None => damaged.push(k),
             }
         }
         for k in damaged {
             self.db.delete_cf(cf, k)?;
         }
-        Ok(out)
+        Ok((out, next))
     }
 
-    /// How many CIDs wait for the release sweep.
+    /// Which of `cids` a record references (objects, packs, parts of open uploads): one read
+    /// of the catalog, a record at a time. A record that does not decode fails it (it might
+    /// reference any of them).
+    pub fn which_referenced(&self, cids: &HashSet<Cid>) -> Result<HashSet<Cid>, CatalogError> {
+        let mut found = HashSet::new();
+        if cids.is_empty() {
+            return Ok(found);
+        }
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_OBJECTS)?, IteratorMode::Start)
+        {
+            let (_, v) = item?;
+            let r: ObjectRecord = dec(&v)?;
+            if let Some(c) = r.location.cid()
+                && cids.contains(c)
+            {
+                found.insert(*c);
+            }
+        }
+        for item in self.db.iterator_cf(self.cf(CF_PARTS)?, IteratorMode::Start) {
+            let (_, v) = item?;
+            let p: PartRecord = dec(&v)?;
+            if cids.contains(&p.cid) {
+                found.insert(p.cid);
+            }
+        }
+        Ok(found)
+    }
+
+    /// How many notes wait for the release sweep.
     pub fn unreferenced_count(&self) -> Result<u64, CatalogError> {
         let cf = self.cf(CF_UNREFERENCED)?;
         let mut n = 0;
@@ -107,22 +172,12 @@ impl Catalog {
         Ok(n)
     }
 
-    /// Forgets each `(cid, noted)` (released, or referenced again) unless it was noted again
-    /// after `noted` (ms, as [`Catalog::unreferenced`] gave it): that newer note waits for the
-    /// next sweep.
-    pub fn forget_unreferenced(&self, cids: &[(Cid, u64)]) -> Result<(), CatalogError> {
+    /// Forgets these notes (by [`Note::key`]): released, referenced again, or stale.
+    pub fn forget_unreferenced(&self, keys: &[Vec<u8>]) -> Result<(), CatalogError> {
         let cf = self.cf(CF_UNREFERENCED)?;
         let mut batch = WriteBatch::default();
-        for (cid, since) in cids {
-            let k = cid.to_bytes();
-            let noted = self.db.get_pinned_cf(cf, &k)?.and_then(|v| {
-                v.get(..8)
-                    .and_then(|b| b.try_into().ok())
-                    .map(u64::from_le_bytes)
-            });
-            if noted.is_some_and(|at| at <= *since) {
-                batch.delete_cf(cf, k);
-            }
+        for k in keys {
+            batch.delete_cf(cf, k);
         }
         self.db
             .write_opt(batch, &Self::wo())
@@ -160,10 +215,11 @@ mod tests {
 
     fn noted(c: &Catalog) -> Vec<Cid> {
         let mut v: Vec<Cid> = c
-            .unreferenced(100)
+            .unreferenced(None, 100)
             .unwrap()
+            .0
             .into_iter()
-            .map(|x| x.0)
+            .map(|n| n.cid)
             .collect();
         v.sort();
         v
@@ -172,6 +228,20 @@ mod tests {
     fn sorted(mut v: Vec<Cid>) -> Vec<Cid> {
         v.sort();
         v
+    }
+
+    #[test]
+    fn only_what_a_record_references_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Catalog::open(dir.path()).unwrap();
+        c.create_bucket("b", &BucketRecord { created_ms: 1 })
+            .unwrap();
+        c.put_object("b", "k", &rec(1)).unwrap();
+        c.create_upload("u", &upload_of("m")).unwrap();
+        c.put_part("u", 1, &part(cid(2))).unwrap();
+        let asked: std::collections::HashSet<Cid> = [cid(1), cid(2), cid(3)].into();
+        assert_eq!(c.which_referenced(&asked).unwrap(), [cid(1), cid(2)].into());
+        assert!(c.which_referenced(&Default::default()).unwrap().is_empty());
     }
 
     #[test]
@@ -244,21 +314,20 @@ mod tests {
         assert_eq!(noted(&c).len(), before + 5);
         assert!(noted(&c).contains(&cid(23)) && noted(&c).contains(&cid(4)));
 
-        // Forgetting skips a CID noted again since it was read.
-        let all = c.unreferenced(100).unwrap();
-        let earlier: Vec<(Cid, u64)> = all.iter().map(|&(c, at)| (c, at - 1)).collect();
-        c.forget_unreferenced(&earlier).unwrap();
-        assert_eq!(
-            c.unreferenced(100).unwrap(),
-            all,
-            "each was noted after `at - 1`"
-        );
-        c.forget_unreferenced(&all[1..]).unwrap();
-        assert_eq!(noted(&c), vec![all[0].0]);
-        c.unreference(&[cid(99)]).unwrap();
-        c.forget_unreferenced(&[(all[0].0, u64::MAX)]).unwrap();
-        assert_eq!(noted(&c), vec![cid(99)]);
-        c.forget_unreferenced(&[(cid(99), u64::MAX)]).unwrap();
+        // A CID noted again while its older note is dealt with keeps the newer one.
+        let (all, next) = c.unreferenced(None, 100).unwrap();
+        assert_eq!(next, None);
+        c.unreference(&[all[0].cid]).unwrap();
+        let keys: Vec<Vec<u8>> = all.iter().map(|n| n.key.clone()).collect();
+        c.forget_unreferenced(&keys).unwrap();
+        assert_eq!(noted(&c), vec![all[0].cid]);
+        // Pages go on from where the last stopped.
+        c.unreference(&[cid(98), cid(99)]).unwrap();
+        let (first, next) = c.unreferenced(None, 2).unwrap();
+        let (rest, end) = c.unreferenced(next.as_deref(), 2).unwrap();
+        assert_eq!((first.len(), rest.len(), end), (2, 1, None));
+        let keys: Vec<Vec<u8>> = first.iter().chain(&rest).map(|n| n.key.clone()).collect();
+        c.forget_unreferenced(&keys).unwrap();
         assert_eq!(noted(&c), vec![]);
         assert_eq!(c.unreferenced_count().unwrap(), 0);
     }

@@ -183,11 +183,37 @@ impl Gateway {
     }
 
     /// Renews the leases on `cids` that are due (all of them if `force`); how many it renewed.
-    pub async fn renew_leases(&self, cids: Vec<Cid>, force: bool) -> usize {
+    /// `read_at_ms`: when the catalog was read for them (see [`crate::leases::Leases::renew`]).
+    pub async fn renew_leases(
+        &self,
+        cids: Vec<Cid>,
+        force: bool,
+        read_at_ms: Option<u64>,
+    ) -> usize {
         let net = self.net().await;
         self.leases
-            .renew(&net, &self.key, &self.metrics, cids, force)
+            .renew(&net, &self.key, &self.metrics, cids, force, read_at_ms)
             .await
+    }
+
+    /// Makes sure the newest catalog export is known after a restart (it is leased with the
+    /// catalog, and its pieces may be shared with older exports): `false` if it could not be
+    /// looked up.
+    pub async fn know_latest_export(&self) -> bool {
+        if self.leases.knows_an_export() {
+            return true;
+        }
+        match self.latest_export_cids().await {
+            Ok(Some(cids)) => {
+                self.leases.note_export(cids);
+                true
+            }
+            Ok(None) => true,
+            Err(e) => {
+                tracing::warn!("looking for the last catalog export to lease: {e}");
+                false
+            }
+        }
     }
 
     /// Renews `cids` in the background (after a write: the S3 answer never waits for it; a
@@ -199,7 +225,7 @@ impl Gateway {
         self.leases.renewing_after_write(&cids);
         let gw = self.clone();
         tokio::spawn(async move {
-            gw.renew_leases(cids.clone(), true).await;
+            gw.renew_leases(cids.clone(), true, None).await;
             gw.leases.renewed_after_write(&cids);
         });
     }
