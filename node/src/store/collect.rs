@@ -102,9 +102,17 @@ impl Store {
             if live {
                 continue;
             }
-            if let Some(size) = self.delete_claimed(&cid, WriteBatch::default())? {
-                out.items += 1;
-                out.bytes += size;
+            match self.delete_claimed(&cid, WriteBatch::default()) {
+                Ok(Some(size)) => {
+                    out.items += 1;
+                    out.bytes += size;
+                }
+                Ok(None) => {}
+                Err(StoreError::Damaged(why)) => {
+                    out.damaged += 1;
+                    damaged(&format!("its outboard or size ({why})"), &key);
+                }
+                Err(e) => return Err(e),
             }
         }
         Ok(out)
@@ -177,7 +185,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let key = cid.to_bytes();
         let _claim = self.claim(&key);
-        let statements = self.statements(cid)?;
+        let statements = self.statements_of(cid, true)?;
         let ends: Vec<u64> = statements
             .iter()
             .map(|s| lease::hold_end(s.end, epochs.at(s.signed_ms)))
@@ -359,5 +367,47 @@ mod tests {
         for (i, cid) in held.iter().enumerate() {
             assert_eq!(store.has_shard(cid), i == 1 || i == 3, "shard {i}");
         }
+    }
+
+    /// A statement that does not parse might be the live one: its manifest stays, however
+    /// ended the others are.
+    #[test]
+    fn a_damaged_statement_keeps_its_manifest() {
+        use cairn_chunker::manifest::Provenance;
+        use cairn_proofs::lease::LeaseStatement;
+        use ed25519_dalek::SigningKey;
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 10 << 20);
+        let signer = SigningKey::from_bytes(&[1; 32]);
+        let mut manifests = Vec::new();
+        for seed in [3, 4] {
+            let (manifest, bytes) = crate::store::testing::manifest(seed);
+            let envelope = Provenance::sign(manifest, &signer, 1_000, None).to_bytes();
+            store
+                .put_manifest(
+                    &manifest,
+                    cairn_wire::protocol::ManifestKind::Object,
+                    &bytes,
+                    &[envelope],
+                )
+                .unwrap();
+            let ended = LeaseStatement::release(&signer, &manifest.to_bytes(), 1_000);
+            assert!(store.keep_statement(&ended).unwrap());
+            manifests.push(manifest);
+        }
+        // Another owner's statement on the first, damaged on disk.
+        let row = [manifests[0].to_bytes(), vec![9; 32]].concat();
+        store
+            .db
+            .put_cf(store.cf(CF_OBJECT_LEASES).unwrap(), row, b"garbage")
+            .unwrap();
+        let c = store.collect_objects(100, 2, epochs(), 10).unwrap();
+        assert_eq!((c.items, c.damaged), (1, 1));
+        store.get_manifest(&manifests[0]).unwrap();
+        assert!(matches!(
+            store.get_manifest(&manifests[1]),
+            Err(StoreError::NotFound { .. })
+        ));
     }
 }

@@ -343,6 +343,16 @@ impl Store {
 
     /// The statements kept for an object, by owner (damaged rows are passed over).
     pub fn statements(&self, object: &Cid) -> Result<Vec<LeaseStatement>, StoreError> {
+        self.statements_of(object, false)
+    }
+
+    /// [`Store::statements`]; `strict`: a statement that does not parse is
+    /// [`StoreError::Damaged`] (garbage collection: it might be the one that keeps the object).
+    pub(super) fn statements_of(
+        &self,
+        object: &Cid,
+        strict: bool,
+    ) -> Result<Vec<LeaseStatement>, StoreError> {
         let key = object.to_bytes();
         let mut out = Vec::new();
         let it = self.db.iterator_cf(
@@ -359,6 +369,9 @@ impl Store {
             }
             match LeaseStatement::from_bytes(&v) {
                 Ok(s) => out.push(s),
+                Err(e) if strict => {
+                    return Err(StoreError::Damaged(format!("a kept lease statement: {e}")));
+                }
                 Err(e) => tracing::warn!(%object, "a kept lease statement is damaged: {e}"),
             }
         }
