@@ -529,3 +529,48 @@ async fn a_node_must_prove_the_peer_id_that_was_dialled() {
     assert!(matches!(err, DataError::Unreachable { .. }), "{err}");
     n.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connected_client_is_not_in_the_routing_table() {
+    // Storage proofs audit, and gossip to, the peers in the routing table only: a client (a
+    // CLI run, a gateway, a trainer) is connected for a while but is no storage node.
+    let dir = tempfile::tempdir().unwrap();
+    let a = start(&dir.path().join("a"), None, 1 << 30).await;
+    let boot = a.info.listen[0].clone();
+    let b = start(&dir.path().join("b"), Some(&boot), 1 << 30).await;
+    wait_for_peers(&[&a, &b], 1).await;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let key = libp2p::identity::Keypair::generate_ed25519();
+    let me = key.public().to_peer_id();
+    let swarm = cairn_wire::swarm::Swarm::start(
+        key,
+        cairn_wire::swarm::Role::Client,
+        &[],
+        &[boot.parse().unwrap()],
+        None,
+        "test-client".into(),
+        cancel.clone(),
+    )
+    .await
+    .unwrap();
+    let a_peer: PeerId = a.info.peer_id.parse().unwrap();
+    let ControlResponse::Info(_) = swarm.request(a_peer, ControlRequest::Info).await.unwrap()
+    else {
+        panic!()
+    };
+    // Long enough for identify to have told node a what the client speaks.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let peers = a.swarm.peers().await.unwrap();
+    let client = peers.iter().find(|p| p.peer_id == me.to_string());
+    assert!(
+        client.is_some_and(|p| p.connected && !p.in_routing_table()),
+        "{peers:?}"
+    );
+    let node = peers.iter().find(|p| p.peer_id == b.info.peer_id);
+    assert!(node.is_some_and(|p| p.in_routing_table()), "{peers:?}");
+    swarm.shutdown();
+    cancel.cancel();
+    for n in [a, b] {
+        n.shutdown().await.unwrap();
+    }
+}

@@ -155,6 +155,15 @@ pub struct KnownPeer {
     pub connected: bool,
 }
 
+impl KnownPeer {
+    /// Whether the peer is in the routing table, that is, a storage node: only peers that
+    /// serve Kademlia go in it, and clients run it in client mode. A peer that is only
+    /// connected (a CLI, a gateway, a trainer reading shards) has no addresses here.
+    pub fn in_routing_table(&self) -> bool {
+        !self.addrs.is_empty()
+    }
+}
+
 enum Command {
     Request {
         peer: PeerId,

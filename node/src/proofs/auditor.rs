@@ -81,9 +81,12 @@ pub async fn audit_loop(
 }
 
 async fn audit_round(proofs: &Arc<Proofs>, swarm: &Swarm, data: &Client, epoch: u64) {
+    // Storage nodes only: clients connected right now (or gone without a goodbye, until their
+    // connection times out) are neither audited nor auditors.
     let peers: Vec<(NodeKey, PeerId)> = match swarm.peers().await {
         Ok(p) => p
             .iter()
+            .filter(|k| k.in_routing_table())
             .filter_map(|k| k.peer_id.parse::<PeerId>().ok())
             .filter_map(|p| keys::node_key(&p).map(|k| (k, p)))
             .collect(),
@@ -377,8 +380,11 @@ pub async fn gossip(
         let Ok(peers) = swarm.peers().await else {
             return;
         };
+        // To storage nodes: a client keeps no ledger, and a send to one that left waits for
+        // its connection to time out, holding up every batch behind it.
         let mut peers: Vec<(blake3::Hash, PeerId)> = peers
             .iter()
+            .filter(|p| p.in_routing_table())
             .filter_map(|p| p.peer_id.parse::<PeerId>().ok())
             .filter(|p| keys::node_key(p).is_some_and(|k| k != proofs.me))
             .map(|p| {
