@@ -177,15 +177,39 @@ pub async fn holders_by_receipts(
     Ok(by_node)
 }
 
-/// Carries the object's statements to the holders its kept receipts name: itself directly,
-/// others through their data planes (found by asking each for its `Info`). Returns receipts
-/// kept.
+/// Of each shard's holders, the first in the order `cairn_policy::keeper::ranking` gives their
+/// peer ids for the shard: the copy the keeper in charge keeps leased when it is live
+/// (`cairn_policy::repair::designate`), so a statement carried at once extends the same copy
+/// and spare ones lapse.
+fn first_holders(by_node: BTreeMap<NodeKey, Vec<Cid>>) -> BTreeMap<NodeKey, Vec<Cid>> {
+    let mut by_shard: BTreeMap<Cid, Vec<NodeKey>> = BTreeMap::new();
+    for (node, shards) in by_node {
+        for s in shards {
+            by_shard.entry(s).or_default().push(node);
+        }
+    }
+    let mut out: BTreeMap<NodeKey, Vec<Cid>> = BTreeMap::new();
+    for (shard, nodes) in by_shard {
+        let ids: Vec<Vec<u8>> = nodes
+            .iter()
+            .map(|n| keys::peer_id(n).map(|p| p.to_bytes()).unwrap_or_default())
+            .collect();
+        if let Some(&first) = cairn_policy::keeper::ranking(&shard.to_bytes(), &ids).first() {
+            out.entry(nodes[first]).or_default().push(shard);
+        }
+    }
+    out
+}
+
+/// Carries the object's statements to the holders its kept receipts name (one per shard, see
+/// [`first_holders`]): itself directly, others through their data planes (found by asking
+/// each for its `Info`). Returns receipts kept.
 pub async fn carry_kept(
     store: &Arc<Store>,
     carrier: &Carrier,
     object: &Cid,
 ) -> Result<usize, CarryError> {
-    let by_node = holders_by_receipts(store, object).await?;
+    let by_node = first_holders(holders_by_receipts(store, object).await?);
     let own = carrier.leaser.node_key();
     let mut holders = Vec::new();
     let mut kept = 0;

@@ -7,6 +7,9 @@
 //!   still reads, verified. Killed nodes that come back cause no rebuild.
 //! * A node whose shard pieces are flipped on disk finds them corrupt (its scrub quarantines
 //!   them) and the keepers rebuild them elsewhere; restarting it rebuilds nothing twice.
+//! * A node that comes back after its shards were rebuilt elsewhere holds spare copies: the
+//!   owner's next renewal is carried to one copy of each shard, the others lapse when their
+//!   lease ends, and the nodes' `used` is back to one copy of each shard.
 //!
 //! Needs the `cairn` binary (`cargo build --release --workspace --bins`).
 
@@ -83,10 +86,15 @@ fn healthy(stat: &Value, copies: usize) -> Result<(), String> {
 }
 
 async fn wait_healthy(net: &Net, cid: &str, within: Duration) -> Value {
+    wait_healthy_with(net, cid, within, 3).await
+}
+
+/// [`wait_healthy`] for a manifest kept on `copies` nodes (`m + 1`).
+async fn wait_healthy_with(net: &Net, cid: &str, within: Duration, copies: usize) -> Value {
     let start = Instant::now();
     loop {
         let st = stat(net, cid);
-        match healthy(&st, 3) {
+        match healthy(&st, copies) {
             Ok(()) => return st,
             Err(why) if start.elapsed() > within => {
                 panic!("not healed within {within:?}: {why}\n{st}")
@@ -332,5 +340,83 @@ async fn a_drained_node_leaves_with_nothing_lost_and_one_killed_mid_drain_loses_
     net.devnet.kill_node(other).await;
     wait_healthy(&net, &cid, Duration::from_secs(60)).await;
     reads_back(&net, &cid, &bytes, "killed-draining.bin");
+    net.stop().await;
+}
+
+/// The bytes the running nodes hold, summed (`cairn nodes --json`).
+fn used(net: &Net) -> u64 {
+    let v: Value = serde_json::from_str(&net.ok(&["nodes", "--json"])).unwrap();
+    v["used"].as_u64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_back_after_its_shards_were_rebuilt_gives_the_spare_copies_back() {
+    let mut net = repair_net(5).await;
+    let file = net.path("spares.bin");
+    let bytes = cairn_testkit::data::bytes(3 << 20, 5);
+    std::fs::write(&file, &bytes).unwrap();
+    // Leased for 40 s (20 epochs) by its owner.
+    let cid = net
+        .ok(&[
+            "put",
+            "--k",
+            "2",
+            "--m",
+            "1",
+            "--lease",
+            "40s",
+            file.to_str().unwrap(),
+        ])
+        .trim()
+        .to_string();
+    let st = wait_healthy_with(&net, &cid, Duration::from_secs(30), 2).await;
+    let one_copy = used(&net);
+    // A holder that keeps no manifest goes away; its shards are rebuilt elsewhere.
+    let keepers: HashSet<String> = st["manifest_holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap().to_string())
+        .collect();
+    let victim = st["stripes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["shards"].as_array().unwrap().iter())
+        .map(|s| s["holders"][0].as_str().unwrap().to_string())
+        .find(|p| !keepers.contains(p))
+        .expect("5 holders, 2 keepers");
+    let index = net.index_of(&victim);
+    net.devnet.stop_node(index).await;
+    wait_healthy_with(&net, &cid, Duration::from_secs(60), 2).await;
+    // Back, with its old copies beside the rebuilt ones.
+    net.devnet.restart_node(index).await.unwrap();
+    let start = Instant::now();
+    while used(&net) <= one_copy {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the node is not back"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let with_spares = used(&net);
+    // The owner renews; once the first lease and the grace have passed, only the copies the
+    // keeper carried the renewal to are left: one of each shard.
+    net.ok(&["renew", &cid, "--lease", "3m"]);
+    let start = Instant::now();
+    let mut now = with_spares;
+    while now != one_copy && start.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        now = used(&net);
+    }
+    assert_eq!(
+        now, one_copy,
+        "used with one copy of each shard (with spares: {with_spares})"
+    );
+    reads_back(&net, &cid, &bytes, "spares-back.bin");
+    // And it stays so: the renewed copies are not collected.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(used(&net), one_copy);
+    reads_back(&net, &cid, &bytes, "spares-later.bin");
     net.stop().await;
 }

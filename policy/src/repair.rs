@@ -188,6 +188,30 @@ pub fn assess(k: usize, copies: &[Vec<Replica>], margin: usize) -> Assessment {
     }
 }
 
+/// Which copies of a stripe's shards the keeper in charge keeps leased: the ones it carries
+/// the owners' statements to. `copies[i]` lists shard `i`'s copies as (node, state) in the
+/// stable order [`crate::keeper::ranking`] gives their node ids for the shard's CID, the order a
+/// keeper also carries a new statement in at once (to the first holder its receipts name), so
+/// that both keep the same copy. Each shard keeps its first live copy. Every other copy (a
+/// hedge's spare, the old holder's once a repaired-around node is back, a draining node's once
+/// moved) is left to lapse when its current holds end: nothing is deleted early (a node never
+/// deletes under a live hold), and repair counts only live copies anyway. A shard with no live
+/// copy keeps every suspect or draining copy leased: which of them comes back is not known.
+/// Lost copies (absent, corrupt, on lost or faulty nodes) get nothing.
+pub fn designate<N: Copy>(copies: &[Vec<(N, Replica)>]) -> Vec<Vec<N>> {
+    copies
+        .iter()
+        .map(|cs| match cs.iter().find(|(_, r)| *r == Replica::Live) {
+            Some((n, _)) => vec![*n],
+            None => cs
+                .iter()
+                .filter(|(_, r)| matches!(r, Replica::Suspect | Replica::Draining))
+                .map(|(n, _)| *n)
+                .collect(),
+        })
+        .collect()
+}
+
 /// Which shards a rebuild reads: `k` of those with a live copy, data shards first (a stripe
 /// whose data shards are all there needs no decoding for them), the next one when a fetch
 /// fails. Every fetch started is one the rebuild needs, so it reads `k` shards' bytes when
@@ -530,5 +554,22 @@ mod tests {
         q.remove(&"b");
         assert_eq!(q.pop(), None);
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn one_live_copy_per_shard_is_kept_leased() {
+        use Replica::*;
+        // Shard 0: two live copies (a hedge's spare on 9); shard 1: its first copy is suspect;
+        // shard 2: no live copy, suspect and draining ones kept, the lost one not.
+        let copies = vec![
+            vec![(1, Live), (9, Live)],
+            vec![(6, Suspect), (2, Live)],
+            vec![(3, Suspect), (4, Draining), (5, Lost)],
+            vec![(7, Lost)],
+        ];
+        assert_eq!(
+            designate(&copies),
+            vec![vec![1], vec![2], vec![3, 4], vec![]]
+        );
     }
 }

@@ -28,6 +28,7 @@ use cairn_chunker::manifest::ObjectManifest;
 use cairn_policy::keeper;
 use cairn_policy::repair::{
     Assessment, Health, Liveness, NodeState, RateLimit, RepairParams, RepairQueue, Replica, assess,
+    designate,
 };
 use cairn_policy::time::Time;
 use cairn_proofs::receipt::StorageReceipt;
@@ -545,7 +546,8 @@ impl Repairer {
                 }
             }
         }
-        self.carry_leases(view, object, &holds, &keepers).await;
+        // Which copies keep the owners' leases: chosen stripe by stripe below, carried after.
+        let mut carry: HashSet<(usize, Cid)> = HashSet::new();
         // Assess each stripe. The view is shared by every job of the pass while it does not
         // grow (a holder first met in a receipt adds a node).
         let cached = self.shared_view.lock().ok().and_then(|g| g.clone());
@@ -569,6 +571,7 @@ impl Repairer {
             let mut sources = vec![Vec::new(); total];
             let mut draining = vec![Vec::new(); total];
             let mut holders = HashSet::new();
+            let mut placed: Vec<Vec<(usize, Replica)>> = vec![Vec::new(); total];
             let mut stored = 0;
             for (i, shard) in stripe.stored_shards() {
                 stored += 1;
@@ -577,6 +580,16 @@ impl Repairer {
                 nodes.extend(extra.get(&r).cloned().unwrap_or_default());
                 nodes.sort_unstable();
                 nodes.dedup();
+                // A stable order of preference among the copies (node ids ranked for the
+                // shard), so the copy chosen to keep the lease is the same every pass.
+                let ids: Vec<Vec<u8>> = nodes
+                    .iter()
+                    .map(|&n| view.nodes[n].peer.to_bytes())
+                    .collect();
+                let nodes: Vec<usize> = keeper::ranking(&shard.cid.to_bytes(), &ids)
+                    .into_iter()
+                    .map(|j| nodes[j])
+                    .collect();
                 for n in nodes {
                     holders.insert(n);
                     let node = &view.nodes[n];
@@ -604,6 +617,12 @@ impl Repairer {
                         _ => {}
                     }
                     copies[i].push(state);
+                    placed[i].push((n, state));
+                }
+            }
+            for (i, nodes) in designate(&placed).into_iter().enumerate() {
+                if let Some(s) = stripe.shard(i) {
+                    carry.extend(nodes.into_iter().map(|n| (n, s.cid)));
                 }
             }
             // Zero-length data shards are not stored: they are always there.
@@ -660,12 +679,15 @@ impl Repairer {
                 );
             }
         }
+        holds.retain(|k, _| carry.contains(k));
+        self.carry_leases(view, object, &holds, &keepers).await;
     }
 
-    /// Carries the object's lease statements to every holder of its shards (new holders after
-    /// a repair or a move, ones that missed a renewal), and shares the statements with the
-    /// object's other keepers (a manifest copy made by a pass, a keeper that was down).
-    /// Releases are carried when they arrive (`holds::carry_kept`); a holder made since holds
+    /// Carries the object's lease statements to the copies in `holds` (those
+    /// `cairn_policy::repair::designate` chose: the first live copy of each shard in a stable
+    /// order, such as the new holder after a repair or a move; spare copies are left to lapse),
+    /// and shares the statements with the object's other keepers (a manifest copy made by a
+    /// pass, a keeper that was down). Releases are carried when they arrive (`holds::carry_kept`); a holder made since holds
     /// nothing for the released owner.
     async fn carry_leases(
         &self,
@@ -683,7 +705,7 @@ impl Repairer {
         if statements.iter().all(|s| s.is_release()) {
             return;
         }
-        // Every holder, every pass: a receipt names a shard's whole lease (the latest end over
+        // Every chosen copy, every pass: a receipt names a shard's whole lease (the latest end over
         // all its holds, anyone's), not this object's hold, so it cannot say the statement
         // arrived; a `Hold` that changes nothing writes nothing.
         let mut by_node: HashMap<usize, Vec<Cid>> = HashMap::new();
