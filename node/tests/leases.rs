@@ -29,6 +29,11 @@ use common::devnet::Net;
 use serde_json::Value;
 
 async fn lease_net(nodes: usize) -> Net {
+    lease_net_with(nodes, &[]).await
+}
+
+/// [`lease_net`] with `extra` node arguments.
+async fn lease_net_with(nodes: usize, extra: &[&str]) -> Net {
     let args = [
         "--epoch",
         "2s",
@@ -41,7 +46,8 @@ async fn lease_net(nodes: usize) -> Net {
         "--scrub-rate",
         "0",
     ];
-    Net::start_with(nodes, args.iter().map(|s| s.to_string()).collect()).await
+    let args = args.iter().chain(extra).map(|s| s.to_string()).collect();
+    Net::start_with(nodes, args).await
 }
 
 fn used(net: &Net) -> u64 {
@@ -280,21 +286,7 @@ async fn shards_no_lease_claims_go_after_their_upload_hold_and_the_grace() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hedges_spare_copy_goes_and_the_leased_copies_stay() {
-    let args = [
-        "--epoch",
-        "2s",
-        "--lease-epochs",
-        "3",
-        "--grace-epochs",
-        "1",
-        "--gc-interval",
-        "1s",
-        "--scrub-rate",
-        "0",
-        "--repair-interval",
-        "1s",
-    ];
-    let net = Net::start_with(4, args.iter().map(|s| s.to_string()).collect()).await;
+    let net = lease_net_with(4, &["--repair-interval", "1s"]).await;
     let kept = put(&net, 300_000, 7, "10m");
     let client = network(&net).await;
     let shards = shards_of(&client, &kept.parse().unwrap()).await;

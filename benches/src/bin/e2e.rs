@@ -12,6 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use cairn_benches::arg;
 use cairn_client::devnet::{Devnet, DevnetConfig};
 
 const TICKS: f64 = 100.0; // USER_HZ
@@ -164,15 +165,6 @@ fn dataset_round(
     )?;
     runs.push(r);
     same_tree(tree, &out)
-}
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

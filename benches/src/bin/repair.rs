@@ -17,16 +17,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use cairn_benches::arg;
 use cairn_client::devnet::{Devnet, DevnetConfig};
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// A counter summed over the nodes' `/metrics`, skipping the dead.
 async fn counter(net: &Devnet, name: &str, skip: &[usize]) -> u64 {
