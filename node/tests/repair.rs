@@ -104,6 +104,24 @@ async fn wait_healthy_with(net: &Net, cid: &str, within: Duration, copies: usize
     }
 }
 
+/// A node (peer id) holding shards of the object `stat` describes but not its manifest.
+fn holder_not_keeping(stat: &Value) -> String {
+    let keepers: HashSet<String> = stat["manifest_holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap().to_string())
+        .collect();
+    stat["stripes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["shards"].as_array().unwrap().iter())
+        .map(|s| s["holders"][0].as_str().unwrap().to_string())
+        .find(|p| !keepers.contains(p))
+        .expect("more holders than keepers")
+}
+
 /// `cairn get` writes exactly `want`.
 fn reads_back(net: &Net, cid: &str, want: &[u8], name: &str) {
     let out = net.path(name);
@@ -195,20 +213,7 @@ async fn flipped_pieces_are_rebuilt_elsewhere_and_a_restart_rebuilds_nothing_twi
     let (cid, bytes) = put(&net, 6 << 20, 2);
     let st = stat(&net, &cid);
     // A node holding shards but not the manifest.
-    let keepers: HashSet<String> = st["manifest_holders"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h.as_str().unwrap().to_string())
-        .collect();
-    let victim = st["stripes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|s| s["shards"].as_array().unwrap().iter())
-        .map(|s| s["holders"][0].as_str().unwrap().to_string())
-        .find(|p| !keepers.contains(p))
-        .expect("6 holders, 3 keepers");
+    let victim = holder_not_keeping(&st);
     let index = net.index_of(&victim);
     let data_dir = net.devnet.state.nodes[index].data_dir.clone();
     let mut flipped = 0;
@@ -372,20 +377,7 @@ async fn a_node_back_after_its_shards_were_rebuilt_gives_the_spare_copies_back()
     let st = wait_healthy_with(&net, &cid, Duration::from_secs(30), 2).await;
     let one_copy = used(&net);
     // A holder that keeps no manifest goes away; its shards are rebuilt elsewhere.
-    let keepers: HashSet<String> = st["manifest_holders"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h.as_str().unwrap().to_string())
-        .collect();
-    let victim = st["stripes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|s| s["shards"].as_array().unwrap().iter())
-        .map(|s| s["holders"][0].as_str().unwrap().to_string())
-        .find(|p| !keepers.contains(p))
-        .expect("5 holders, 2 keepers");
+    let victim = holder_not_keeping(&st);
     let index = net.index_of(&victim);
     net.devnet.stop_node(index).await;
     wait_healthy_with(&net, &cid, Duration::from_secs(60), 2).await;
