@@ -177,71 +177,149 @@ pub async fn holders_by_receipts(
     Ok(by_node)
 }
 
-/// Of each shard's holders, the first in the order `cairn_policy::keeper::ranking` gives their
-/// peer ids for the shard: the copy the keeper in charge keeps leased when it is live
-/// (`cairn_policy::repair::designate`), so a statement carried at once extends the same copy
+/// Each shard's holders, in the order `cairn_policy::keeper::ranking` gives their peer ids for
+/// the shard: the order in which the keeper in charge looks for the live copy it keeps leased
+/// (`cairn_policy::repair::designate`), so a statement carried at once extends that same copy
 /// and spare ones lapse.
-fn first_holders(by_node: BTreeMap<NodeKey, Vec<Cid>>) -> BTreeMap<NodeKey, Vec<Cid>> {
+fn ranked_holders(by_node: BTreeMap<NodeKey, Vec<Cid>>) -> BTreeMap<Cid, Vec<NodeKey>> {
     let mut by_shard: BTreeMap<Cid, Vec<NodeKey>> = BTreeMap::new();
     for (node, shards) in by_node {
         for s in shards {
             by_shard.entry(s).or_default().push(node);
         }
     }
-    let mut out: BTreeMap<NodeKey, Vec<Cid>> = BTreeMap::new();
-    for (shard, nodes) in by_shard {
+    for (shard, nodes) in by_shard.iter_mut() {
         let ids: Vec<Vec<u8>> = nodes
             .iter()
             .map(|n| keys::peer_id(n).map(|p| p.to_bytes()).unwrap_or_default())
             .collect();
-        if let Some(&first) = cairn_policy::keeper::ranking(&shard.to_bytes(), &ids).first() {
-            out.entry(nodes[first]).or_default().push(shard);
+        let order = cairn_policy::keeper::ranking(&shard.to_bytes(), &ids);
+        *nodes = order.into_iter().map(|i| nodes[i]).collect();
+    }
+    by_shard
+}
+
+/// The holders to try in round `round`: each pending shard's `round`-th ranked holder.
+fn round_of(
+    ranked: &BTreeMap<Cid, Vec<NodeKey>>,
+    pending: &std::collections::BTreeSet<Cid>,
+    round: usize,
+) -> BTreeMap<NodeKey, Vec<Cid>> {
+    let mut out: BTreeMap<NodeKey, Vec<Cid>> = BTreeMap::new();
+    for shard in pending {
+        if let Some(node) = ranked.get(shard).and_then(|n| n.get(round)) {
+            out.entry(*node).or_default().push(*shard);
         }
     }
     out
 }
 
-/// Carries the object's statements to the holders its kept receipts name (one per shard, see
-/// [`first_holders`]): itself directly, others through their data planes (found by asking
-/// each for its `Info`). Returns receipts kept.
+/// Carries the object's kept statements to the holders its kept receipts name, itself
+/// directly and others through their data planes (found by asking each for its `Info`), and
+/// keeps the receipts they answer with. A release goes to every holder (every copy must stop
+/// holding for that owner); a renewal to one copy of each shard: its holders are tried in
+/// ranked order ([`ranked_holders`]) until one answers with a receipt for the new lease. Returns
+/// receipts kept.
 pub async fn carry_kept(
     store: &Arc<Store>,
     carrier: &Carrier,
     object: &Cid,
 ) -> Result<usize, CarryError> {
-    let by_node = first_holders(holders_by_receipts(store, object).await?);
+    let by_node = holders_by_receipts(store, object).await?;
+    let statements = {
+        let (store, object) = (store.clone(), *object);
+        blocking(move || store.statements(&object)).await?
+    };
+    if statements.is_empty() {
+        return Ok(0);
+    }
+    if statements.iter().any(LeaseStatement::is_release) {
+        let receipts = carry_to_nodes(store, carrier, object, &statements, by_node).await?;
+        return keep_receipts(
+            store,
+            object,
+            receipts.iter().map(|r| r.to_bytes()).collect(),
+        )
+        .await;
+    }
+    let ranked = ranked_holders(by_node);
+    let mut pending: std::collections::BTreeSet<Cid> = ranked.keys().copied().collect();
+    let mut kept = Vec::new();
+    for round in 0.. {
+        let nodes = round_of(&ranked, &pending, round);
+        if nodes.is_empty() {
+            break;
+        }
+        for r in carry_to_nodes(store, carrier, object, &statements, nodes).await? {
+            pending.remove(&cids::from_hash(
+                Codec::Raw,
+                &blake3::Hash::from_bytes(r.shard.0),
+            ));
+            kept.push(r.to_bytes());
+        }
+    }
+    keep_receipts(store, object, kept).await
+}
+
+/// Sends `statements` to each node for its shards (this node through its own leaser) and
+/// returns the receipts that answer them ([`answers`]). A node that cannot be reached is
+/// logged and passed over.
+async fn carry_to_nodes(
+    store: &Arc<Store>,
+    carrier: &Carrier,
+    object: &Cid,
+    statements: &[LeaseStatement],
+    nodes: BTreeMap<NodeKey, Vec<Cid>>,
+) -> Result<Vec<StorageReceipt>, CarryError> {
     let own = carrier.leaser.node_key();
-    let mut holders = Vec::new();
-    let mut kept = 0;
-    for (node, shards) in by_node {
+    let mut out = Vec::new();
+    for (node, shards) in nodes {
         if node == own {
-            let statements = {
-                let (store, object) = (store.clone(), *object);
-                blocking(move || store.statements(&object)).await?
-            };
-            let (s2, l2, sh) = (store.clone(), carrier.leaser.clone(), shards.clone());
+            let (s2, l2, sh, list) = (
+                store.clone(),
+                carrier.leaser.clone(),
+                shards.clone(),
+                statements.to_vec(),
+            );
             let receipts = blocking(move || {
                 let mut out = Vec::new();
-                for s in &statements {
-                    out.extend(l2.hold(&s2, s, &sh)?.iter().map(StorageReceipt::to_bytes));
+                for s in &list {
+                    out.extend(l2.hold(&s2, s, &sh)?.into_iter().filter(|r| answers(s, r)));
                 }
                 Ok(out)
             })
             .await?;
-            kept += keep_receipts(store, object, receipts).await?;
+            out.extend(receipts);
             continue;
         }
         let Some(peer) = keys::peer_id(&node) else {
             continue;
         };
-        match carrier.swarm.request(peer, ControlRequest::Info).await {
+        let target = match carrier.swarm.request(peer, ControlRequest::Info).await {
             Ok(ControlResponse::Info(info)) => match info.data_addrs.first() {
-                Some(addr) => holders.push((Target { peer, addr: *addr }, shards)),
-                None => tracing::debug!(%peer, "a holder has no data-plane address"),
+                Some(addr) => Target { peer, addr: *addr },
+                None => {
+                    tracing::debug!(%peer, "a holder has no data-plane address");
+                    continue;
+                }
             },
-            Ok(other) => tracing::debug!(%peer, "unexpected answer to info: {other:?}"),
-            Err(e) => tracing::debug!(%peer, "a holder did not answer info: {e}"),
+            Ok(other) => {
+                tracing::debug!(%peer, "unexpected answer to info: {other:?}");
+                continue;
+            }
+            Err(e) => {
+                tracing::debug!(%peer, "a holder did not answer info: {e}");
+                continue;
+            }
+        };
+        for s in statements {
+            match carrier.data.hold(&target, &s.to_bytes(), &shards).await {
+                Ok(receipts) => out.extend(receipts.into_iter().filter(|r| answers(s, r))),
+                Err(e) => {
+                    tracing::warn!(%object, %peer, "could not carry a lease statement: {e}");
+                }
+            }
         }
     }
-    Ok(kept + carry(store, &carrier.data, object, &holders).await?)
+    Ok(out)
 }

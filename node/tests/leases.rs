@@ -11,6 +11,8 @@
 //! * A spare copy of a leased object's shard (a hedge's loser: stored, its receipt dropped) goes
 //!   after its upload hold and the grace, while keepers run repair passes every second and
 //!   carry the lease to the shard's holders; the object's own copies stay.
+//! * With no repair pass to fall back on, a renewal a keeper carries at once reaches a live copy
+//!   of each shard: when the first holder in rank is down, the next one takes it.
 //! * A release speaks for its object and its owner only: an object sharing every shard with
 //!   the released one (the same bytes under other metadata) stays readable, and so does an
 //!   object another owner renewed.
@@ -331,6 +333,65 @@ async fn a_hedges_spare_copy_goes_and_the_leased_copies_stay() {
     );
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(reads(&net, &kept, 300_000, 7), "the leased object");
+    net.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_renewal_carried_at_once_reaches_the_next_holder_when_the_first_is_down() {
+    // Repair passes an hour apart: only the keepers' at-once carrying renews anything.
+    let mut net = lease_net_with(4, &["--repair-interval", "1h"]).await;
+    let cid = put(&net, 300_000, 8, "20s");
+    let object: Cid = cid.parse().unwrap();
+    let client = network(&net).await;
+    let shard = shards_of(&client, &object).await[0];
+    let st: Value = serde_json::from_str(&net.ok(&["stat", &cid, "--json"])).unwrap();
+    let keepers: Vec<String> = (st["manifest_holders"].as_array().unwrap().iter())
+        .map(|h| h.as_str().unwrap().to_string())
+        .collect();
+    // A second copy of the shard, on a node that lacks it, with its receipt kept by the
+    // keepers: the shard now has two holders the keepers know.
+    let (mut holder, mut spare) = (None, None);
+    for node in client.nodes() {
+        match client.data().has(&node.target, &[shard]).await.unwrap()[0] {
+            cairn_wire::protocol::Holding::Absent => spare = Some(node.target),
+            cairn_wire::protocol::Holding::Intact(_) => holder = Some(node.target),
+            _ => {}
+        }
+    }
+    let (holder, spare) = (holder.unwrap(), spare.unwrap());
+    let bytes = client
+        .data()
+        .fetch(&holder, &shard, None, None)
+        .await
+        .unwrap();
+    let receipt = client.data().store(&spare, &shard, bytes).await.unwrap();
+    for node in client.nodes() {
+        if keepers.contains(&node.peer().to_string()) {
+            (client.data())
+                .put_receipts(&node.target, &object, &[receipt.to_bytes()])
+                .await
+                .unwrap();
+        }
+    }
+    // The first of the two in rank goes down; the renewal must reach the other.
+    let ids = [holder.peer.to_bytes(), spare.peer.to_bytes()];
+    let order = cairn_policy::keeper::ranking(&shard.to_bytes(), &ids);
+    let (down, survivor) = if order[0] == 0 {
+        (holder, spare)
+    } else {
+        (spare, holder)
+    };
+    net.devnet
+        .stop_node(net.index_of(&down.peer.to_string()))
+        .await;
+    net.ok(&["renew", &cid, "--lease", "2m"]);
+    // Past the first lease (20 s), the spare's upload hold and the grace: the survivor holds it.
+    tokio::time::sleep(Duration::from_secs(26)).await;
+    let held = client.data().has(&survivor, &[shard]).await.unwrap();
+    assert!(
+        matches!(held[0], cairn_wire::protocol::Holding::Intact(_)),
+        "the renewal did not reach the next holder: {held:?}"
+    );
     net.stop().await;
 }
 

@@ -196,8 +196,9 @@ pub fn assess(k: usize, copies: &[Vec<Replica>], margin: usize) -> Assessment {
 /// hedge's spare, the old holder's once a repaired-around node is back, a draining node's once
 /// moved) is left to lapse when its current holds end: nothing is deleted early (a node never
 /// deletes under a live hold), and repair counts only live copies anyway. A shard with no live
-/// copy keeps every suspect or draining copy leased: which of them comes back is not known.
-/// Lost copies (absent, corrupt, on lost or faulty nodes) get nothing.
+/// copy keeps every suspect or draining copy leased (where they can be reached): which of them
+/// comes back is not known; the caller passes a copy that must not count for repair but may be
+/// the last (an intact copy on a faulty node) as suspect. Lost copies get nothing.
 pub fn designate<N: Copy>(copies: &[Vec<(N, Replica)>]) -> Vec<Vec<N>> {
     copies
         .iter()

@@ -617,7 +617,13 @@ impl Repairer {
                         _ => {}
                     }
                     copies[i].push(state);
-                    placed[i].push((n, state));
+                    // A faulty node's intact copy does not count for repair, but while a shard
+                    // has no live copy it stays leased like a silent one: it may be the last.
+                    let kept_as = match holds.get(&(n, shard.cid)) {
+                        Some(Holding::Intact(_)) if node.faulty => Replica::Suspect,
+                        _ => state,
+                    };
+                    placed[i].push((n, kept_as));
                 }
             }
             for (i, nodes) in designate(&placed).into_iter().enumerate() {
