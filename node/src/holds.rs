@@ -218,7 +218,7 @@ fn round_of(
 /// directly and others through their data planes (found by asking each for its `Info`), and
 /// keeps the receipts they answer with. A release goes to every holder (every copy must stop
 /// holding for that owner); a renewal to one copy of each shard: its holders are tried in
-/// ranked order ([`ranked_holders`]) until one answers with a receipt for the new lease. Returns
+/// ranked order (`ranked_holders`) until one answers with a receipt for the new lease. Returns
 /// receipts kept.
 pub async fn carry_kept(
     store: &Arc<Store>,
