@@ -29,6 +29,7 @@ use ed25519_dalek::SigningKey;
 use futures::StreamExt;
 
 use crate::metrics::GatewayMetrics;
+use crate::s3::now_ms;
 
 /// CIDs located and leased at a time.
 const BATCH: usize = 1000;
@@ -202,7 +203,7 @@ impl Leases {
     /// catalog at `since_ms` may still renew). Forgets releases older than a day.
     fn not_released_since(&self, cids: &[Cid], since_ms: u64) -> Vec<Cid> {
         let mut released = self.released.lock().unwrap_or_else(|p| p.into_inner());
-        let day_ago = unix_ms().saturating_sub(24 * 3600 * 1000);
+        let day_ago = now_ms().saturating_sub(24 * 3600 * 1000);
         released.retain(|_, at| *at >= day_ago);
         cids.iter()
             .filter(|c| released.get(c).is_none_or(|&at| at < since_ms))
@@ -340,7 +341,7 @@ impl Leases {
         }
         self.forget(cids);
         {
-            let now = unix_ms();
+            let now = now_ms();
             let mut released = self.released.lock().unwrap_or_else(|p| p.into_inner());
             for c in cids {
                 released.insert(*c, now);
@@ -397,16 +398,10 @@ fn report_failures(metrics: &GatewayMetrics, what: &str, failed: &[(Cid, String)
     );
 }
 
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// Signs a statement "hold through `end`" (0: release) for each of `cids` and gives each to
 /// the nodes keeping its manifest: one `Lease` request per keeper for the whole batch.
 pub async fn send(net: &Network, key: &SigningKey, cids: &[Cid], end: u64) -> Sent {
-    let signed_ms = unix_ms();
+    let signed_ms = now_ms();
     let holders = net.locate(cids).await;
     // Keeper -> (CIDs, statements) it should keep.
     let mut per_keeper: BTreeMap<usize, (Vec<Cid>, Vec<Vec<u8>>)> = BTreeMap::new();
@@ -510,7 +505,7 @@ mod tests {
     #[test]
     fn a_renewal_pass_leaves_what_was_released_after_it_read_the_catalog() {
         let l = Leases::new(LeaseSettings::OFF);
-        let now = unix_ms();
+        let now = now_ms();
         for (n, at) in [(1, now - 5_000), (2, now - 1_000), (3, now), (5, 1_000)] {
             l.released.lock().unwrap().insert(cid(n), at);
         }

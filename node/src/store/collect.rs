@@ -322,11 +322,7 @@ fn damaged(what: &str, key: &[u8]) {
 mod tests {
     use super::*;
     use crate::store::layout::CF_HOLDS;
-    use crate::store::testing::{open, shard};
-
-    fn epochs() -> Epochs {
-        Epochs::new(std::time::Duration::from_secs(1)).unwrap()
-    }
+    use crate::store::testing::{epochs, open, shard};
 
     /// A damaged row keeps its shard and is counted once; the walk goes on past it and past
     /// every batch, so one bad row never stops collection.

@@ -381,20 +381,13 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use cairn_chunker::cids;
     use cairn_chunker::manifest::Provenance;
     use cairn_proofs::NodeKey;
     use ed25519_dalek::SigningKey;
 
     use super::*;
-    use crate::store::testing::{open, shard};
-
-    /// Epochs of one second: epoch `e` is signed at `e * 1000` ms.
-    fn epochs() -> Epochs {
-        Epochs::new(Duration::from_secs(1)).unwrap()
-    }
+    use crate::store::testing::{epochs, open, shard};
 
     fn key(b: u8) -> SigningKey {
         SigningKey::from_bytes(&[b; 32])

@@ -21,6 +21,11 @@ pub(super) fn open(dir: &Path, capacity: u64) -> Store {
     .unwrap()
 }
 
+/// Epochs of one second: epoch `e` is signed at `e * 1000` ms.
+pub(super) fn epochs() -> cairn_proofs::epoch::Epochs {
+    cairn_proofs::epoch::Epochs::new(std::time::Duration::from_secs(1)).unwrap()
+}
+
 pub(super) fn shard(len: usize, seed: u8) -> (Cid, Vec<u8>) {
     let data: Vec<u8> = (0..len)
         .map(|i| (i as u8).wrapping_mul(seed) ^ seed)
