@@ -342,6 +342,12 @@ pub struct RepairSection {
     pub rate: Size,
     /// Stripes rebuilt at once.
     pub stripes_at_once: usize,
+    /// Rebalancing: a node whose fill (held bytes, spare copies left out, over capacity) is
+    /// more than this fraction of capacity above the network's mean gives shards to nodes as
+    /// far below it (0: no rebalancing).
+    pub rebalance_spread: f64,
+    /// Bytes per second this node's rebalancing moves at most (within `rate`, after repairs).
+    pub rebalance_rate: Size,
 }
 
 impl Default for RepairSection {
@@ -353,6 +359,8 @@ impl Default for RepairSection {
             margin: 0,
             rate: Size(64 << 20),
             stripes_at_once: 2,
+            rebalance_spread: 0.05,
+            rebalance_rate: Size(16 << 20),
         }
     }
 }
@@ -588,6 +596,14 @@ impl Config {
                 "use 1 or more (the default is 2)",
             ));
         }
+        if !(0.0..=0.5).contains(&r.rebalance_spread) {
+            return Err(field(
+                "repair.rebalance_spread",
+                r.rebalance_spread.to_string(),
+                "it is a fraction of capacity: nodes within it of the mean fill are left alone",
+                "use a value from 0 (no rebalancing) to 0.5; the default is 0.05",
+            ));
+        }
         if p.lease_epochs == 0 {
             return Err(field(
                 "proofs.lease_epochs",
@@ -727,6 +743,11 @@ margin = {repair_margin}
 rate = "{repair_rate}"
 # Stripes rebuilt at once.
 stripes_at_once = {repair_at_once}
+# Rebalancing: a node more than this fraction of capacity above the network's mean fill gives
+# shards to nodes as far below it, such as a node that just joined (0: never).
+rebalance_spread = {rebalance_spread}
+# Bytes per second rebalancing moves at most, within `rate` and after repairs.
+rebalance_rate = "{rebalance_rate}"
 [leases]
 # Garbage collection: delete shards whose holds (upload and owners' leases) all ended, and
 # manifests whose owners' leases all ended, grace_epochs later. docs/LEASES.md says more.
@@ -759,6 +780,8 @@ grace_epochs = {grace}
         repair_margin = c.repair.margin,
         repair_rate = c.repair.rate,
         repair_at_once = c.repair.stripes_at_once,
+        rebalance_spread = c.repair.rebalance_spread,
+        rebalance_rate = c.repair.rebalance_rate,
         gc_on = c.leases.enabled,
         gc_interval = c.leases.gc_interval,
         grace = c.leases.grace_epochs,
@@ -834,6 +857,10 @@ mod tests {
             ("[proofs]\nlease_epochs = 0", "proofs.lease_epochs"),
             ("[repair]\ninterval = \"0s\"", "repair.interval"),
             ("[repair]\nstripes_at_once = 0", "repair.stripes_at_once"),
+            (
+                "[repair]\nrebalance_spread = 0.9",
+                "repair.rebalance_spread",
+            ),
             ("[proofs]\nfault_quorum = 0", "proofs"),
             ("[leases]\ngc_interval = \"10ms\"", "leases.gc_interval"),
         ];

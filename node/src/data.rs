@@ -10,6 +10,7 @@ use bytes::Bytes;
 use cairn_chunker::cids::{self, Cid, Codec};
 use cairn_proofs::CodecError;
 use cairn_proofs::lease::{LeaseError, LeaseStatement};
+use cairn_proofs::receipt::StorageReceipt;
 use cairn_wire::data::frame::{FrameFailure, read_body, read_frame, read_u32};
 use cairn_wire::data::*;
 use cairn_wire::protocol::{
@@ -434,6 +435,36 @@ impl Server {
                 let answer = DataResponse::Leased {
                     accepted,
                     refused: reasons,
+                };
+                respond(send, &answer, None).await
+            }
+            DataRequest::Spare { shards, receipts } => {
+                let (store, me) = (self.store.clone(), self.leaser.node_key());
+                let (accepted, refused) = self
+                    .blocking(move || {
+                        let (mut accepted, mut refused) = (0u32, Vec::new());
+                        for (cid, bytes) in shards.iter().zip(&receipts) {
+                            let marked = StorageReceipt::from_bytes(bytes)
+                                .map_err(|e| format!("{cid}: the receipt is not valid: {e}"))
+                                .and_then(|r| store.mark_spare(cid, &r, &me.0));
+                            match marked {
+                                Ok(()) => accepted += 1,
+                                Err(why) => refused.push(why),
+                            }
+                        }
+                        Ok((accepted, refused))
+                    })
+                    .await?;
+                if !refused.is_empty() {
+                    tracing::debug!(accepted, refused = refused.len(), first = %refused[0], "spare copies refused");
+                }
+                let answer = DataResponse::Leased {
+                    accepted,
+                    refused: refused
+                        .iter()
+                        .take(MAX_LEASE_REASONS)
+                        .map(|r| r.chars().take(MAX_LEASE_REASON_BYTES / 4).collect())
+                        .collect(),
                 };
                 respond(send, &answer, None).await
             }

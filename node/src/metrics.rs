@@ -243,6 +243,7 @@ pub struct NodeMetrics {
     pub gc: GcMetrics,
     shards: Gauge,
     bytes: Gauge,
+    spare: Gauge,
     capacity: Gauge,
     disk_available: Gauge,
     peers: Gauge,
@@ -273,6 +274,13 @@ impl NodeMetrics {
             "shard_bytes_stored",
             "Shard bytes held by this node",
             bytes.clone(),
+        );
+        let spare = Gauge::default();
+        registry.register(
+            "spare_bytes",
+            "Of the shard bytes held, copies other nodes now hold for the network: kept until \
+             their holds end, then collected",
+            spare.clone(),
         );
         registry.register(
             "capacity_bytes",
@@ -350,6 +358,7 @@ impl NodeMetrics {
             gc,
             shards,
             bytes,
+            spare,
             capacity,
             disk_available,
             peers,
@@ -361,6 +370,7 @@ impl NodeMetrics {
     pub fn render(&self, stats: StoreStats, connected: usize, known: usize) -> String {
         self.shards.set(stats.shards as i64);
         self.bytes.set(stats.used as i64);
+        self.spare.set(stats.spare as i64);
         self.capacity.set(stats.capacity as i64);
         self.disk_available.set(
             stats

@@ -144,6 +144,7 @@ fn node_info(
         epoch_ms: proofs.map(|p| p.config().epochs.length_ms()),
         draining: crate::repair::drain::is_draining(&fixed.data_dir),
         repairs: fixed.repairs,
+        spare: s.spare,
     }
 }
 

@@ -11,6 +11,11 @@
 //!   owner's next renewal is carried to one copy of each shard, the others lapse when their
 //!   lease ends, and the nodes' `used` is back to one copy of each shard.
 //!
+//! * Two nodes join a network of six that holds an object: rebalancing copies shards from the
+//!   full nodes to them (each to a node ranked above its old holder, so the new copy is the
+//!   one kept leased), the old copies are named spare, the nodes' net fill is unchanged, and
+//!   the moves stop once the fills are within the spread of the mean.
+//!
 //! Needs the `cairn` binary (`cargo build --release --workspace --bins`).
 
 mod common;
@@ -26,6 +31,11 @@ use serde_json::Value;
 /// claims held 4 epochs (+1 of grace), collected every second: a rebuilt shard the keeper did
 /// not carry the object's lease to is gone 10 s later.
 async fn repair_net(nodes: usize) -> Net {
+    Net::start_with(nodes, repair_args(&["--lease-epochs", "4"])).await
+}
+
+/// The devnet flags of [`repair_net`] but the upload hold, and `more`.
+fn repair_args(more: &[&str]) -> Vec<String> {
     let args = [
         "--repair-interval",
         "1s",
@@ -35,14 +45,12 @@ async fn repair_net(nodes: usize) -> Net {
         "0",
         "--epoch",
         "2s",
-        "--lease-epochs",
-        "4",
         "--grace-epochs",
         "1",
         "--gc-interval",
         "1s",
     ];
-    Net::start_with(nodes, args.iter().map(|s| s.to_string()).collect()).await
+    args.iter().chain(more).map(|s| s.to_string()).collect()
 }
 
 /// Puts `len` bytes with a 4+2 code; returns the CID and the bytes.
@@ -392,6 +400,19 @@ async fn a_node_back_after_its_shards_were_rebuilt_gives_the_spare_copies_back()
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let with_spares = used(&net);
+    // The keeper names the old copies spare to their holder, with the new copies' receipts:
+    // the nodes count exactly the second copies out of their fill.
+    let start = Instant::now();
+    let mut spare = 0;
+    while spare != with_spares - one_copy {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "spare bytes {spare}, second copies {}",
+            with_spares - one_copy
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        spare = counter(&net, "cairn_spare_bytes", &[]).await;
+    }
     // The owner renews; once the first lease and the grace have passed, only the copies the
     // keeper carried the renewal to are left: one of each shard.
     net.ok(&["renew", &cid, "--lease", "3m"]);
@@ -410,5 +431,108 @@ async fn a_node_back_after_its_shards_were_rebuilt_gives_the_spare_copies_back()
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(used(&net), one_copy);
     reads_back(&net, &cid, &bytes, "spares-later.bin");
+    net.stop().await;
+}
+
+/// The per-node value of a gauge or counter, by node index (`None` for a node not answering).
+async fn per_node(net: &Net, name: &str) -> Vec<Option<u64>> {
+    let mut out = Vec::new();
+    for n in &net.devnet.state.nodes {
+        let v = match http_get(n.admin, "/metrics", Duration::from_secs(5)).await {
+            Ok((_, text)) => text
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{name} ")))
+                .and_then(|v| v.trim().parse::<u64>().ok()),
+            Err(_) => None,
+        };
+        out.push(v);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_that_join_take_shards_from_full_ones_and_the_old_copies_become_spare() {
+    // 32 MiB nodes; nodes more than 2 % of capacity away from the mean fill rebalance.
+    // Upload holds of 200 s: nothing (a hedge's spare copy, say) is collected meanwhile.
+    let args = repair_args(&["--rebalance-spread", "0.02", "--lease-epochs", "100"]);
+    let mut net = Net::start_sized(8, "32MiB", args).await;
+    // Two nodes are not there yet: the object goes to the other six.
+    net.devnet.stop_node(7).await;
+    net.devnet.stop_node(6).await;
+    let file = net.path("joined.bin");
+    let bytes = cairn_testkit::data::bytes(24 << 20, 21);
+    std::fs::write(&file, &bytes).unwrap();
+    let cid = net
+        .ok(&[
+            "put",
+            "--k",
+            "4",
+            "--m",
+            "2",
+            "--lease",
+            "10m",
+            file.to_str().unwrap(),
+        ])
+        .trim()
+        .to_string();
+    wait_healthy(&net, &cid, Duration::from_secs(30)).await;
+    let used_before = counter(&net, "cairn_shard_bytes_stored", &[6, 7]).await;
+    let spare_before = counter(&net, "cairn_spare_bytes", &[6, 7]).await;
+    assert_eq!(
+        counter(&net, "cairn_rebalance_shards_total", &[6, 7]).await,
+        0
+    );
+    // They join, empty.
+    net.devnet.restart_node(6).await.unwrap();
+    net.devnet.restart_node(7).await.unwrap();
+    // Net fills (spare copies left out) until no node is above the band and both new nodes
+    // hold shards.
+    let fills = |stored: &[Option<u64>], spare: &[Option<u64>]| -> Vec<f64> {
+        stored
+            .iter()
+            .zip(spare)
+            .map(|(u, s)| (u.unwrap_or(0) - s.unwrap_or(0)) as f64 / (32u64 << 20) as f64)
+            .collect()
+    };
+    let start = Instant::now();
+    loop {
+        let stored = per_node(&net, "cairn_shard_bytes_stored").await;
+        let spare = per_node(&net, "cairn_spare_bytes").await;
+        let f = fills(&stored, &spare);
+        let mean = f.iter().sum::<f64>() / f.len() as f64;
+        if f[6] > 0.0 && f[7] > 0.0 && f.iter().all(|x| *x <= mean + 0.02 + 1e-9) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "rebalancing did not bring the fills into the band: {f:?} (mean {mean})"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // And it stays so: nothing moves for 5 passes (no shard goes back and forth).
+    let moved = counter(&net, "cairn_rebalance_shards_total", &[]).await;
+    assert!(moved > 0);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        counter(&net, "cairn_rebalance_shards_total", &[]).await,
+        moved,
+        "moves went on after the fills were in the band"
+    );
+    // No copy was dropped: each move added one, and each old copy is named spare.
+    let rebalanced = counter(&net, "cairn_rebalance_bytes_total", &[]).await;
+    let used = counter(&net, "cairn_shard_bytes_stored", &[]).await;
+    let spare = counter(&net, "cairn_spare_bytes", &[]).await;
+    assert_eq!(
+        used - used_before,
+        rebalanced,
+        "used grew by the copies made"
+    );
+    assert!(
+        spare >= spare_before + rebalanced,
+        "spare {spare} (before {spare_before}), rebalanced {rebalanced}"
+    );
+    // Every stripe still has 6 shards on 6 nodes, and every byte reads back.
+    wait_healthy(&net, &cid, Duration::from_secs(10)).await;
+    reads_back(&net, &cid, &bytes, "joined-back.bin");
     net.stop().await;
 }

@@ -18,6 +18,7 @@
 //! * [`readahead`]: which bytes to fetch ahead of sequential range readers.
 //! * [`keeper`]: an object's ranking of nodes, its keepers, and the one in charge.
 //! * [`repair`]: stripe health, when and what to rebuild, in which order, how fast.
+//! * [`rebalance`]: which shards move from the fullest nodes to the emptiest.
 //!
 //! No tokio, RocksDB, libp2p, quinn or threads: `cargo tree -p cairn-policy` shows it.
 
@@ -31,6 +32,7 @@ pub mod keeper;
 pub mod lease;
 pub mod placement;
 pub mod readahead;
+pub mod rebalance;
 pub mod repair;
 pub mod scrub;
 pub mod store;

@@ -112,6 +112,11 @@ pub struct NodeInfo {
     /// the charge and never act on it).
     #[serde(default)]
     pub repairs: bool,
+    /// Of `used`, bytes of spare copies: shards other nodes hold for the network now (keepers
+    /// said so with their receipts), kept only until their holds end. Rebalancing counts them
+    /// out of the node's fill.
+    #[serde(default)]
+    pub spare: u64,
 }
 
 impl NodeInfo {
@@ -422,7 +427,24 @@ pub enum DataRequest {
         /// The shards.
         shards: Vec<Cid>,
     },
+    /// These copies of shards the node holds are spare: for each shard, the storage receipt
+    /// of the node that holds it for the network now (sent by a keeper of an object once a
+    /// rebalancing move, a repair or a hedge left two copies). The node keeps the copies until
+    /// their holds end (it never deletes under a live hold), and counts them out of the fill
+    /// it reports ([`NodeInfo::spare`]) until a hold renews one. Each pair is checked: the
+    /// receipt verifies, names the shard and another node, and runs at least as long as this
+    /// node's lease. Answered [`DataResponse::Leased`] (pairs taken, reasons for the others).
+    Spare {
+        /// The shards (at most [`MAX_SPARE_SHARDS`]).
+        shards: Vec<Cid>,
+        /// The encoded receipts, one per shard, in the same order.
+        receipts: Vec<serde_bytes::ByteBuf>,
+    },
 }
+
+/// Most shards in one [`DataRequest::Spare`]: a full request, every receipt at its largest,
+/// fits [`MAX_DATA_HEADER`].
+pub const MAX_SPARE_SHARDS: usize = 200;
 
 /// Most lease statements in one [`DataRequest::Lease`]: a full request, every statement at
 /// its largest, fits [`MAX_DATA_HEADER`].
@@ -631,6 +653,16 @@ impl DataRequest {
                 "{} shards in one hold request, at most {MAX_HOLD_SHARDS}",
                 shards.len()
             )),
+            DataRequest::Spare { shards, receipts }
+                if shards.len() > MAX_SPARE_SHARDS || receipts.len() != shards.len() =>
+            {
+                bad(format!(
+                    "{} shards and {} receipts in one spare request: one receipt per shard, at \
+                     most {MAX_SPARE_SHARDS}",
+                    shards.len(),
+                    receipts.len()
+                ))
+            }
             DataRequest::Has { cids } if cids.len() > MAX_DATA_HAS => bad(format!(
                 "{} CIDs in one has request, at most {MAX_DATA_HAS}",
                 cids.len()
@@ -844,7 +876,7 @@ mod tests {
     }
 
     #[test]
-    fn a_full_lease_or_hold_message_fits_a_header() {
+    fn a_full_lease_hold_or_spare_message_fits_a_header() {
         use cairn_proofs::lease::MAX_LEASE_BYTES;
         let big = || serde_bytes::ByteBuf::from(vec![0xab; MAX_LEASE_BYTES]);
         let lease = DataRequest::Lease {
@@ -875,6 +907,23 @@ mod tests {
         };
         assert!(encode_frame(&held).len() <= MAX_DATA_HEADER);
         held.check().unwrap();
+        let receipt = || serde_bytes::ByteBuf::from(vec![1; MAX_RECEIPT_BYTES]);
+        let spare = DataRequest::Spare {
+            shards: vec![cid; MAX_SPARE_SHARDS],
+            receipts: (0..MAX_SPARE_SHARDS).map(|_| receipt()).collect(),
+        };
+        assert!(encode_frame(&spare).len() <= MAX_DATA_HEADER);
+        spare.check().unwrap();
+        let over = DataRequest::Spare {
+            shards: vec![cid; MAX_SPARE_SHARDS + 1],
+            receipts: (0..=MAX_SPARE_SHARDS).map(|_| receipt()).collect(),
+        };
+        assert!(over.check().is_err());
+        let unpaired = DataRequest::Spare {
+            shards: vec![cid; 2],
+            receipts: vec![receipt()],
+        };
+        assert!(unpaired.check().is_err(), "one receipt per shard");
         let leased = DataResponse::Leased {
             accepted: u32::MAX,
             refused: vec!["x".repeat(MAX_LEASE_REASON_BYTES); MAX_LEASE_REASONS],

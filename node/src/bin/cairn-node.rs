@@ -112,6 +112,10 @@ struct Overrides {
     /// Rebuild a stripe once fewer than k + this many shards are live (0: m - m/4).
     #[arg(long, env = "CAIRN_REPAIR_MARGIN")]
     repair_margin: Option<usize>,
+    /// Rebalancing: nodes more than this fraction of capacity above the mean fill give shards
+    /// to nodes as far below it (0: never), e.g. 0.05.
+    #[arg(long, env = "CAIRN_REBALANCE_SPREAD")]
+    rebalance_spread: Option<f64>,
     /// Epochs a stored shard is held on the strength of its upload alone.
     #[arg(long, env = "CAIRN_LEASE_EPOCHS")]
     lease_epochs: Option<u64>,
@@ -172,6 +176,9 @@ impl Overrides {
         }
         if let Some(v) = self.repair_margin {
             c.repair.margin = v;
+        }
+        if let Some(v) = self.rebalance_spread {
+            c.repair.rebalance_spread = v;
         }
         if let Some(v) = self.lease_epochs {
             c.proofs.lease_epochs = v;

@@ -36,6 +36,12 @@ pub struct RepairMetrics {
     pub manifest_copies: Counter,
     /// Peers whose shards count as lost (silent beyond the grace period).
     pub lost_peers: Gauge,
+    /// Shards copied to emptier nodes by rebalancing.
+    pub shards_rebalanced: Counter,
+    /// Bytes of those shards.
+    pub rebalance_bytes: Counter,
+    /// Copies named spare to their holders (another node holds the shard for the network).
+    pub spares_named: Counter,
 }
 
 impl RepairMetrics {
@@ -107,6 +113,22 @@ impl RepairMetrics {
             "repair_lost_peers",
             "Peers silent beyond the repair grace period, whose shards count as lost",
             m.lost_peers.clone(),
+        );
+        r.register(
+            "rebalance_shards",
+            "Shards this node copied from a node above the network's mean fill to one below it",
+            m.shards_rebalanced.clone(),
+        );
+        r.register(
+            "rebalance_bytes",
+            "Bytes of the shards this node's rebalancing copied",
+            m.rebalance_bytes.clone(),
+        );
+        r.register(
+            "repair_spares_named",
+            "Copies this node told their holders are spare (another copy is kept leased); \
+             each pass names them again",
+            m.spares_named.clone(),
         );
         m
     }

@@ -13,7 +13,9 @@
 //! 3. In charge: copy the manifest (and its receipts) to the first `m + 1` live nodes of the
 //!    ranking that lack it; find every shard's copies (the storage receipts kept beside the
 //!    manifest name the holders; a shard none of them holds is looked for on every live node),
-//!    assess each stripe (`cairn_policy::repair::assess`) and queue those to rebuild or move.
+//!    assess each stripe (`cairn_policy::repair::assess`) and queue those to rebuild or move;
+//!    a healthy stripe may give a shard to an emptier node ([`rebalance`]). The copies not kept
+//!    leased are named spare to their holders.
 //! 4. Work the queue, the stripes closest to loss first, at most `repair.stripes_at_once` at a
 //!    time and `repair.rate` bytes per second ([`stripe`]).
 //!
@@ -26,6 +28,7 @@ use std::time::{Duration, Instant};
 use cairn_chunker::cids::{self, Cid, Codec};
 use cairn_chunker::manifest::ObjectManifest;
 use cairn_policy::keeper;
+use cairn_policy::rebalance::Balancer;
 use cairn_policy::repair::{
     Assessment, Health, Liveness, NodeState, RateLimit, RepairParams, RepairQueue, Replica, assess,
     designate,
@@ -45,6 +48,7 @@ use crate::store::Store;
 
 pub mod drain;
 pub mod metrics;
+pub mod rebalance;
 pub mod stripe;
 pub mod view;
 
@@ -83,6 +87,18 @@ pub struct Job {
     pub view: Arc<View>,
     /// The object's other keepers (view indices), which get the new receipts too.
     pub keepers: Vec<usize>,
+    /// A healthy stripe's shard to copy onto an emptier node, instead of a repair.
+    pub rebalance: Option<rebalance::Move>,
+}
+
+/// The storage receipts kept beside `object` here (none if they cannot be read).
+pub(crate) async fn receipts_for(store: &Arc<Store>, object: Cid) -> Vec<Vec<u8>> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || store.receipts_for(&object))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default()
 }
 
 /// The node's repair state.
@@ -108,6 +124,10 @@ pub struct Repairer {
     drain: Mutex<drain::DrainState>,
     /// The current pass's view, shared by its jobs.
     shared_view: Mutex<Option<Arc<View>>>,
+    /// The current pass's rebalancing moves.
+    balancer: Mutex<Option<Balancer>>,
+    /// Passes made.
+    passes: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Repairer {
@@ -167,6 +187,8 @@ impl Repairer {
             data_dir: data_dir.to_path_buf(),
             drain: Mutex::new(drain::DrainState::default()),
             shared_view: Mutex::new(None),
+            balancer: Mutex::new(None),
+            passes: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -226,6 +248,28 @@ impl Repairer {
         };
         if let Ok(mut g) = self.shared_view.lock() {
             *g = None;
+        }
+        // Moves planned by an earlier pass are planned afresh (or not: this node may no longer
+        // be in charge, or the fills changed).
+        if let (Ok(mut jobs), Ok(mut q)) = (self.jobs.lock(), self.queue.lock()) {
+            jobs.retain(|key, job| {
+                let keep = job.rebalance.is_none();
+                if !keep {
+                    q.remove(key);
+                }
+                keep
+            });
+        }
+        self.passes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut b) = self.balancer.lock() {
+            let budget =
+                (self.cfg.rebalance_rate.0 as f64 * self.cfg.interval.0.as_secs_f64()) as u64;
+            *b = Some(rebalance::balancer(
+                &view,
+                self.cfg.rebalance_spread,
+                budget,
+            ));
         }
         let mut report = PassReport::default();
         let mut after: Option<Cid> = None;
@@ -462,12 +506,7 @@ impl Repairer {
         report: &mut PassReport,
     ) {
         // Holders by receipt: shard root -> nodes.
-        let store = self.store.clone();
-        let receipts = tokio::task::spawn_blocking(move || store.receipts_for(&object))
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or_default();
+        let receipts = receipts_for(&self.store, object).await;
         let mut named: HashMap<[u8; 32], Vec<usize>> = HashMap::new();
         {
             let mut liveness = match self.liveness.lock() {
@@ -546,8 +585,10 @@ impl Repairer {
                 }
             }
         }
-        // Which copies keep the owners' leases: chosen stripe by stripe below, carried after.
+        // Which copies keep the owners' leases: chosen stripe by stripe below, carried after;
+        // the other live copies are named spare to their holders: (holder, shard, kept on).
         let mut carry: HashSet<(usize, Cid)> = HashSet::new();
+        let mut spares: Vec<(usize, Cid, usize)> = Vec::new();
         // Assess each stripe. The view is shared by every job of the pass while it does not
         // grow (a holder first met in a receipt adds a node).
         let cached = self.shared_view.lock().ok().and_then(|g| g.clone());
@@ -572,11 +613,14 @@ impl Repairer {
             let mut draining = vec![Vec::new(); total];
             let mut holders = HashSet::new();
             let mut placed: Vec<Vec<(usize, Replica)>> = vec![Vec::new(); total];
+            // Shards whose receipts are at the limit kept per shard (a move would not be known).
+            let mut full = vec![false; total];
             let mut stored = 0;
             for (i, shard) in stripe.stored_shards() {
                 stored += 1;
                 let Some(r) = root(&shard.cid) else { continue };
                 let mut nodes: Vec<usize> = named.get(&r).cloned().unwrap_or_default();
+                full[i] = nodes.len() + 1 >= cairn_wire::protocol::MAX_RECEIPTS_PER_SHARD;
                 nodes.extend(extra.get(&r).cloned().unwrap_or_default());
                 nodes.sort_unstable();
                 nodes.dedup();
@@ -626,10 +670,22 @@ impl Repairer {
                     placed[i].push((n, kept_as));
                 }
             }
+            // Each shard's copy kept leased, when it is a live one.
+            let mut kept: Vec<Option<usize>> = vec![None; total];
             for (i, nodes) in designate(&placed).into_iter().enumerate() {
-                if let Some(s) = stripe.shard(i) {
-                    carry.extend(nodes.into_iter().map(|n| (n, s.cid)));
+                let Some(s) = stripe.shard(i) else { continue };
+                if let [n] = nodes[..]
+                    && placed[i].contains(&(n, Replica::Live))
+                {
+                    kept[i] = Some(n);
+                    spares.extend(
+                        placed[i]
+                            .iter()
+                            .filter(|(o, r)| *o != n && *r == Replica::Live)
+                            .map(|(o, _)| (*o, s.cid, n)),
+                    );
                 }
+                carry.extend(nodes.into_iter().map(|n| (n, s.cid)));
             }
             // Zero-length data shards are not stored: they are always there.
             for (i, c) in copies.iter_mut().enumerate() {
@@ -652,7 +708,17 @@ impl Repairer {
                      rebuilt until a holder comes back"
                 );
             }
-            if a.rebuild.is_empty() && a.moves.is_empty() {
+            // A stripe with nothing to rebuild or move may give a shard to an emptier node
+            // when it is healthy.
+            let idle = a.rebuild.is_empty() && a.moves.is_empty();
+            let planned = match (idle && a.health == Health::Healthy, self.balancer.lock()) {
+                (true, Ok(mut b)) => b.as_mut().and_then(|b| {
+                    let pass = self.passes.load(std::sync::atomic::Ordering::Relaxed);
+                    rebalance::plan(b, &view_arc, stripe, &kept, &full, &holders, pass)
+                }),
+                _ => None,
+            };
+            if idle && planned.is_none() {
                 if let Ok(mut q) = self.queue.lock() {
                     q.remove(&key);
                 }
@@ -664,9 +730,13 @@ impl Repairer {
             if a.health == Health::Lost {
                 continue;
             }
-            let spare = a.live - stripe.data.len();
+            // The fewest spare shards first; a rebalancing move after every repair.
+            let urgency = match planned {
+                Some(_) => usize::MAX,
+                None => a.live - stripe.data.len(),
+            };
             if let Ok(mut q) = self.queue.lock() {
-                q.push(key, spare, now);
+                q.push(key, urgency, now);
             }
             if let Ok(mut j) = self.jobs.lock() {
                 j.insert(
@@ -681,12 +751,26 @@ impl Repairer {
                         holders,
                         view: view_arc.clone(),
                         keepers: keepers.clone(),
+                        rebalance: planned,
                     },
                 );
             }
         }
         holds.retain(|k, _| carry.contains(k));
         self.carry_leases(view, object, &holds, &keepers).await;
+        if !spares.is_empty() {
+            let receipts = receipts_for(&self.store, object).await;
+            rebalance::name_spares(
+                &self.store,
+                &self.data,
+                &self.metrics,
+                view,
+                self.leaser.node_key().0,
+                &spares,
+                &receipts,
+            )
+            .await;
+        }
     }
 
     /// Carries the object's lease statements to the copies in `holds` (those

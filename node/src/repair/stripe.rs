@@ -47,11 +47,12 @@ pub fn cost(job: &Job) -> u64 {
     } else {
         k * widest + job.assessment.rebuild.iter().map(|&i| len(i)).sum::<u64>()
     };
-    rebuild + 2 * job.assessment.moves.iter().map(|&i| len(i)).sum::<u64>()
+    let rebalance = job.rebalance.map_or(0, |m| 2 * len(m.shard));
+    rebuild + 2 * job.assessment.moves.iter().map(|&i| len(i)).sum::<u64>() + rebalance
 }
 
 /// Reads shard `cid` (`len` bytes) from node `n` of the job's view, verified.
-async fn read(ctx: &Context, job: &Job, n: usize, cid: Cid, len: u64) -> Option<Bytes> {
+pub(super) async fn read(ctx: &Context, job: &Job, n: usize, cid: Cid, len: u64) -> Option<Bytes> {
     if n == 0 {
         let store = ctx.store.clone();
         return match tokio::task::spawn_blocking(move || store.read_shard(&cid)).await {
@@ -70,7 +71,13 @@ async fn read(ctx: &Context, job: &Job, n: usize, cid: Cid, len: u64) -> Option<
 }
 
 /// Stores `bytes` as `cid` on node `n` (this node: its own store), returning the receipt.
-async fn write(ctx: &Context, job: &Job, n: usize, cid: Cid, bytes: Bytes) -> Option<Vec<u8>> {
+pub(super) async fn write(
+    ctx: &Context,
+    job: &Job,
+    n: usize,
+    cid: Cid,
+    bytes: Bytes,
+) -> Option<Vec<u8>> {
     if n == 0 {
         let (store, leaser) = (ctx.store.clone(), ctx.leaser.clone());
         let len = bytes.len() as u64;
@@ -101,6 +108,33 @@ async fn write(ctx: &Context, job: &Job, n: usize, cid: Cid, bytes: Bytes) -> Op
 /// Repairs one stripe; failures are counted and logged, and the next pass finds the stripe
 /// again.
 pub async fn repair(ctx: &Context, job: Job) {
+    if let Some(m) = job.rebalance {
+        let (from, to) = (job.view.nodes[m.from].peer, job.view.nodes[m.to].peer);
+        match super::rebalance::run(ctx, &job, m).await {
+            Ok(bytes) => tracing::info!(
+                target: "cairn::_events::repair",
+                object = %job.object,
+                stripe = job.index,
+                shard = m.shard,
+                %from,
+                %to,
+                mib = bytes as f64 / (1 << 20) as f64,
+                "rebalanced a shard onto an emptier node (the old copy lapses when its holds end)"
+            ),
+            // Not a repair failure: nothing is at risk, and a later pass plans afresh.
+            Err(why) => {
+                tracing::info!(
+                    target: "cairn::_events::repair",
+                    object = %job.object,
+                    stripe = job.index,
+                    %from,
+                    %to,
+                    "could not rebalance a shard (a later pass may): {why}"
+                );
+            }
+        }
+        return;
+    }
     match repair_inner(ctx, &job).await {
         Ok((rebuilt, moved, read_bytes, written, targets)) => {
             ctx.metrics.stripes_repaired.inc();
@@ -322,7 +356,7 @@ async fn repair_inner(ctx: &Context, job: &Job) -> Result<Done, String> {
 
 /// Keeps new receipts beside the manifest here and on the object's other keepers, so
 /// auditors and the next pass know the new holders.
-async fn keep_receipts(ctx: &Context, job: &Job, receipts: &[Vec<u8>]) {
+pub(super) async fn keep_receipts(ctx: &Context, job: &Job, receipts: &[Vec<u8>]) {
     if receipts.is_empty() {
         return;
     }

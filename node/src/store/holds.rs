@@ -270,6 +270,10 @@ impl Store {
         else {
             return Ok(None);
         };
+        // A renewal means a keeper keeps this very copy: it is not spare (any more).
+        if !statement.is_release() {
+            self.unspare(&key);
+        }
         let owner = statement.owner.0;
         let wanted = Hold {
             object: statement.object.clone(),

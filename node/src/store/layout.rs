@@ -232,6 +232,7 @@ impl Store {
             config,
             metrics,
             disk_full: std::sync::atomic::AtomicBool::new(false),
+            spare: Default::default(),
             _lock: lock,
         };
         let meta = store.cf(CF_META)?;

@@ -65,6 +65,7 @@ mod receipts;
 mod scrub;
 mod shards;
 mod space;
+mod spare;
 #[cfg(test)]
 mod testing;
 
@@ -266,6 +267,8 @@ pub struct Store {
     metrics: StoreMetrics,
     /// Whether the last look at the disk found it full (logged once per change).
     disk_full: std::sync::atomic::AtomicBool,
+    /// Copies marked spare ([`Store::mark_spare`]), in memory only.
+    spare: spare::Spares,
     /// Keeps other processes out of the directory; released after the database closes (fields
     /// drop in order).
     _lock: cairn_wire::daemon::DataLock,

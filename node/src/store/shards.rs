@@ -126,6 +126,7 @@ impl Store {
             self.cf(CF_META)?,
         );
         let _claim = self.claim(&key);
+        self.unspare(&key);
         let held = self.db.get_pinned_cf(outboards, &key)?.is_some();
         let was_corrupt = held && self.db.get_pinned_cf(corrupt, &key)?.is_some();
         if held && !was_corrupt {
@@ -210,6 +211,7 @@ impl Store {
         let Some(ob) = self.db.get_pinned_cf(outboards, &key)? else {
             return Ok(None);
         };
+        self.unspare(&key);
         let len = u64_le(&ob)?;
         if len == 0 || len > u64::from(MAX_SHARD_SIZE) {
             // A damaged size would throw the counters off for good: leave it to the operator.

@@ -13,6 +13,8 @@ pub struct StoreStats {
     pub shards: u64,
     /// Shard bytes stored.
     pub used: u64,
+    /// Of those, bytes of copies marked spare ([`Store::mark_spare`]).
+    pub spare: u64,
     /// Capacity limit.
     pub capacity: u64,
     /// Bytes free on the filesystem holding the store (`None`: it could not be asked).
@@ -59,6 +61,7 @@ impl Store {
         StoreStats {
             shards: self.count.load(Ordering::SeqCst),
             used: self.used.load(Ordering::SeqCst),
+            spare: self.spare_bytes(),
             capacity: self.config.capacity,
             disk_available: self.disk_available(),
             disk_reserve: self.config.disk_reserve,
@@ -178,6 +181,7 @@ mod tests {
         let stats = StoreStats {
             shards: 1,
             used: 30,
+            spare: 0,
             capacity: 100,
             disk_available: Some(60),
             disk_reserve: 20,

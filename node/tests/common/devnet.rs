@@ -25,6 +25,11 @@ impl Net {
 
     /// A devnet whose nodes are made with more `cairn-node init` flags.
     pub(crate) async fn start_with(nodes: usize, node_args: Vec<String>) -> Net {
+        Self::start_sized(nodes, "4GiB", node_args).await
+    }
+
+    /// [`Net::start_with`] with every node's capacity set to `capacity` (such as "32MiB").
+    pub(crate) async fn start_sized(nodes: usize, capacity: &str, node_args: Vec<String>) -> Net {
         let cairn = cairn_testkit::bins::sibling("cairn");
         let dir = tempfile::tempdir().unwrap();
         let cleanup = KillOnDrop::mentioning(dir.path());
@@ -32,7 +37,7 @@ impl Net {
             nodes,
             dir: dir.path().join("net"),
             node_binary: env!("CARGO_BIN_EXE_cairn-node").into(),
-            capacity: "4GiB".into(),
+            capacity: capacity.into(),
             converge_timeout: Duration::from_secs(60),
             gateway: None,
             node_args,

@@ -20,8 +20,8 @@ use super::frame::{FrameFailure, encode, read_body, read_frame, read_u32};
 use super::*;
 use crate::protocol::{
     DATA_ALPN, DataRequest, DataResponse, ErrorCode, Holding, MAX_DATA_HEADER, MAX_ENVELOPE_BYTES,
-    MAX_HOLD_SHARDS, MAX_LEASE_STATEMENTS, ManifestKind, RECEIPTS_PER_MESSAGE, RESET_CORRUPT,
-    RemoteError, decode_receipts, encode_receipts,
+    ManifestKind, RECEIPTS_PER_MESSAGE, RESET_CORRUPT, RemoteError, decode_receipts,
+    encode_receipts,
 };
 use cairn_proofs::receipt::StorageReceipt;
 
@@ -64,7 +64,7 @@ enum DialError {
 }
 
 /// Checks the storage receipt `t` answered a store of `cid` (`size` bytes, root `root`) with.
-fn check_receipt(
+pub(super) fn check_receipt(
     t: &Target,
     cid: &Cid,
     root: Option<&[u8; 32]>,
@@ -111,7 +111,7 @@ fn read_failed(peer: PeerId, e: quinn::ReadError) -> DataError {
     }
 }
 
-fn write_err(peer: PeerId) -> impl Fn(quinn::WriteError) -> DataError {
+pub(super) fn write_err(peer: PeerId) -> impl Fn(quinn::WriteError) -> DataError {
     move |e| DataError::Protocol {
         peer,
         reason: e.to_string(),
@@ -265,7 +265,7 @@ impl Client {
 
     /// Runs `op` on a stream of a (cached) connection to `t`, within [`REQUEST_TIMEOUT`]; if the
     /// connection was dead, runs it once more on a fresh one.
-    async fn request<T, F, Fut>(&self, t: &Target, op: F) -> Result<T, DataError>
+    pub(super) async fn request<T, F, Fut>(&self, t: &Target, op: F) -> Result<T, DataError>
     where
         F: Fn(SendStream, RecvStream) -> Fut,
         Fut: std::future::Future<Output = Result<T, DataError>>,
@@ -332,7 +332,10 @@ impl Client {
             })?
     }
 
-    async fn response(t: &Target, recv: &mut RecvStream) -> Result<DataResponse, DataError> {
+    pub(super) async fn response(
+        t: &Target,
+        recv: &mut RecvStream,
+    ) -> Result<DataResponse, DataError> {
         match tokio::time::timeout(
             FIRST_BYTE_TIMEOUT,
             read_frame::<DataResponse>(recv, MAX_DATA_HEADER),
@@ -812,101 +815,6 @@ impl Client {
             sent += 1;
         }
         Ok(sent)
-    }
-
-    /// Sends owners' lease statements (encoded) to a keeper `t`, [`MAX_LEASE_STATEMENTS`] to a
-    /// request: how many it took, and why it refused others (a few reasons per request).
-    pub async fn lease(
-        &self,
-        t: &Target,
-        statements: &[Vec<u8>],
-    ) -> Result<(u32, Vec<String>), DataError> {
-        let (mut accepted, mut refused) = (0u32, Vec::new());
-        for batch in statements.chunks(MAX_LEASE_STATEMENTS) {
-            let message = Bytes::from(encode(&DataRequest::Lease {
-                statements: batch
-                    .iter()
-                    .map(|s| serde_bytes::ByteBuf::from(s.clone()))
-                    .collect(),
-            }));
-            let (n, why) = self
-                .request(t, |mut send, mut recv| {
-                    let message = message.clone();
-                    async move {
-                        send.write_chunk(message).await.map_err(write_err(t.peer))?;
-                        let _ = send.finish();
-                        match Self::response(t, &mut recv).await? {
-                            DataResponse::Leased { accepted, refused } => Ok((accepted, refused)),
-                            other => Err(DataError::Protocol {
-                                peer: t.peer,
-                                reason: format!("unexpected answer {other:?}"),
-                            }),
-                        }
-                    }
-                })
-                .await?;
-            accepted = accepted.saturating_add(n);
-            refused.extend(why);
-        }
-        Ok((accepted, refused))
-    }
-
-    /// Asks a shard holder `t` to apply a lease statement (encoded) to the listed shards it
-    /// holds, [`MAX_HOLD_SHARDS`] to a request: the storage receipts it answers with, each
-    /// checked to be signed by `t` and to name one of the listed shards.
-    pub async fn hold(
-        &self,
-        t: &Target,
-        statement: &[u8],
-        shards: &[Cid],
-    ) -> Result<Vec<StorageReceipt>, DataError> {
-        let mut out = Vec::new();
-        for batch in shards.chunks(MAX_HOLD_SHARDS) {
-            let message = Bytes::from(encode(&DataRequest::Hold {
-                statement: serde_bytes::ByteBuf::from(statement.to_vec()),
-                shards: batch.to_vec(),
-            }));
-            let receipts = self
-                .request(t, |mut send, mut recv| {
-                    let message = message.clone();
-                    async move {
-                        send.write_chunk(message).await.map_err(write_err(t.peer))?;
-                        let _ = send.finish();
-                        match Self::response(t, &mut recv).await? {
-                            DataResponse::Held { receipts } => Ok(receipts),
-                            other => Err(DataError::Protocol {
-                                peer: t.peer,
-                                reason: format!("unexpected answer {other:?}"),
-                            }),
-                        }
-                    }
-                })
-                .await?;
-            let roots: HashMap<[u8; 32], Cid> = batch
-                .iter()
-                .filter_map(|c| Some((*cids::digest(c, Codec::Raw).ok()?.as_bytes(), *c)))
-                .collect();
-            for bytes in receipts {
-                let named = StorageReceipt::from_bytes(&bytes)
-                    .ok()
-                    .and_then(|r| roots.get(&r.shard.0).map(|c| (*c, r.size)));
-                let Some((cid, size)) = named else {
-                    return Err(DataError::Protocol {
-                        peer: t.peer,
-                        reason: "a hold was answered with a receipt for a shard not asked about"
-                            .into(),
-                    });
-                };
-                let root = *cids::digest(&cid, Codec::Raw)
-                    .map_err(|e| DataError::Protocol {
-                        peer: t.peer,
-                        reason: e.to_string(),
-                    })?
-                    .as_bytes();
-                out.push(check_receipt(t, &cid, Some(&root), size, &bytes)?);
-            }
-        }
-        Ok(out)
     }
 
     /// The storage receipts `t` keeps beside `manifest`, every one decoded and its signature

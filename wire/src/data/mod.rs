@@ -252,5 +252,6 @@ pub fn remote_peer(conn: &Connection) -> Option<PeerId> {
 
 mod client;
 pub mod frame;
+mod leases;
 
 pub use client::Client;

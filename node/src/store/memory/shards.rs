@@ -19,6 +19,7 @@ impl MemStore {
         StoreStats {
             shards: state.count,
             used: state.used,
+            spare: 0,
             capacity: self.config.capacity,
             disk_available: state.disk_available,
             disk_reserve: self.config.disk_reserve,
