@@ -389,6 +389,22 @@ impl<K: Ord + Clone> RepairQueue<K> {
         None
     }
 
+    /// The most urgent stripe, left on the queue: for a caller that must first see whether it
+    /// can afford to repair it now (it keeps its place and its age when it cannot).
+    pub fn peek(&mut self) -> Option<&K> {
+        loop {
+            let current = match self.heap.peek() {
+                None => return None,
+                Some(w) => self.queued.get(&w.key) == Some(&(w.spare, w.since)),
+            };
+            if current {
+                break;
+            }
+            self.heap.pop();
+        }
+        self.heap.peek().map(|w| &w.key)
+    }
+
     /// Removes `key` (it healed, or its object is gone).
     pub fn remove(&mut self, key: &K) {
         self.queued.remove(key);
@@ -549,10 +565,15 @@ mod tests {
         assert_eq!(q.oldest(Time::from_millis(100)), Duration::from_millis(100));
         // "a" lost another shard: now as urgent as "d", and older.
         q.push("a", 0, Time::from_millis(40));
+        // Peeking passes over the stale entry of "a" and leaves the queue as it was.
+        assert_eq!(q.peek(), Some(&"a"));
+        assert_eq!(q.peek(), Some(&"a"));
+        assert_eq!(q.len(), 4);
         assert_eq!(q.pop(), Some("a"));
         assert_eq!(q.pop(), Some("d"));
         assert_eq!(q.pop(), Some("c"));
         q.remove(&"b");
+        assert_eq!(q.peek(), None);
         assert_eq!(q.pop(), None);
         assert!(q.is_empty());
     }
