@@ -12,15 +12,17 @@
 //!
 //! * [`scenario`]: the TOML a run is described in.
 //! * [`world`]: the nodes, shards and events.
+//! * [`proofs`]: audits with the proofs crate's challenge sampling, and cheaters.
 //! * [`report`]: what a run found.
 //!
-//! What it does not simulate yet: storage proofs, audits and the ledger; adversaries;
-//! leases and garbage collection; bandwidth per node; economics. `docs/SIMULATION.md` says
+//! What it does not simulate yet: adversaries other than nodes deleting data; leases and
+//! garbage collection; bandwidth per node; economics. `docs/SIMULATION.md` says
 //! what each run measures.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![deny(rustdoc::broken_intra_doc_links)]
 
+pub mod proofs;
 pub mod report;
 pub mod rng;
 pub mod scenario;

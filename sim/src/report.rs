@@ -73,6 +73,23 @@ pub struct Report {
     pub losses: u64,
     /// Events simulated.
     pub events: u64,
+    /// Audits made (storage proofs).
+    pub audits: u64,
+    /// Audits that failed.
+    pub audit_failures: u64,
+    /// What the closed form says should fail: the sum over cheaters' audits of
+    /// `1 - (1 - f)^c`, `f` the share of its committed bytes the cheater deleted.
+    pub audit_failures_expected: f64,
+    /// Nodes that cheat.
+    pub cheaters: usize,
+    /// Cheaters found faulty.
+    pub cheaters_detected: usize,
+    /// Honest nodes ever found faulty.
+    pub honest_faulty: usize,
+    /// Epochs (hours) from the start to each cheater's detection: the mean and the longest.
+    pub detection_epochs_mean: f64,
+    /// The longest.
+    pub detection_epochs_max: u64,
     /// A line per day.
     pub daily: Vec<Day>,
 }
@@ -102,6 +119,14 @@ impl Report {
             outages: 0,
             losses: 0,
             events: 0,
+            audits: 0,
+            audit_failures: 0,
+            audit_failures_expected: 0.0,
+            cheaters: 0,
+            cheaters_detected: 0,
+            honest_faulty: 0,
+            detection_epochs_mean: 0.0,
+            detection_epochs_max: 0,
             daily: Vec::new(),
         }
     }
@@ -163,6 +188,25 @@ impl Report {
             (
                 "fewest live shards",
                 format!("{} of {}", self.fewest_live_shards, self.k + self.m),
+            ),
+            (
+                "audits",
+                format!(
+                    "{} ({} failed; {:.1} expected from 1-(1-f)^c)",
+                    self.audits, self.audit_failures, self.audit_failures_expected
+                ),
+            ),
+            (
+                "cheaters",
+                format!(
+                    "{} detected of {} (after {:.1} epochs on average, {} at most); {} honest \
+                     nodes found faulty",
+                    self.cheaters_detected,
+                    self.cheaters,
+                    self.detection_epochs_mean,
+                    self.detection_epochs_max,
+                    self.honest_faulty
+                ),
             ),
             (
                 "repair traffic",

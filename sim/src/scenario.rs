@@ -51,6 +51,26 @@ pub struct Scenario {
     /// How the network repairs itself.
     #[serde(default)]
     pub repair: Repair,
+    /// Storage proofs and cheaters.
+    #[serde(default)]
+    pub proofs: Proofs,
+}
+
+/// Storage proofs, with the production parameters (hour-long epochs, `c` = 32, 3 audits a
+/// node an epoch, faulty on faults from 2 auditors within 3 epochs), and cheaters.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Proofs {
+    /// Whether nodes are audited.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Share of the starting nodes that cheat.
+    #[serde(default)]
+    pub cheaters: f64,
+    /// Share of its shards each cheater deletes at the start, at least one (it goes on claiming
+    /// them).
+    #[serde(default)]
+    pub deleted: f64,
 }
 
 /// The nodes at the start.
@@ -203,6 +223,10 @@ impl Scenario {
         }
         if c.outages_per_node_year > 0.0 && c.outage_hours <= 0.0 {
             return bad("churn.outage_hours", "outages need a length above 0");
+        }
+        let p = &self.proofs;
+        if !(0.0..=1.0).contains(&p.cheaters) || !(0.0..=1.0).contains(&p.deleted) {
+            return bad("proofs.cheaters", "shares are from 0 to 1");
         }
         let r = &self.repair;
         if r.enabled && !(r.interval_hours >= 1.0 / 3600.0 && r.interval_hours <= 8760.0) {

@@ -17,6 +17,7 @@ use cairn_policy::repair::{
 };
 use cairn_policy::time::Time;
 
+use crate::proofs::Audits;
 use crate::report::{Day, Report};
 use crate::rng::Rng;
 use crate::scenario::Scenario;
@@ -39,6 +40,8 @@ enum Event {
     DomainLoss,
     /// The keepers' repair pass.
     RepairPass,
+    /// A storage-proof epoch: every node answering is audited.
+    Epoch,
     /// A line of the daily report.
     Sample,
 }
@@ -99,6 +102,13 @@ pub struct World {
     seen: Vec<Replica>,
     margin: usize,
     objects_lost: HashSet<usize>,
+    audits: Audits,
+    epoch: u64,
+    /// Per node: the copies (stripe, shard) it deleted but still claims.
+    deleted: Vec<HashSet<(usize, usize)>>,
+    cheater: Vec<bool>,
+    faulty: Vec<bool>,
+    detected: Vec<Option<u64>>,
     /// Events handled so far.
     pub events_handled: u64,
     report: Report,
@@ -128,6 +138,12 @@ impl World {
             seen: Vec::new(),
             margin,
             objects_lost: HashSet::new(),
+            audits: Audits::new(),
+            epoch: 0,
+            deleted: Vec::new(),
+            cheater: Vec::new(),
+            faulty: Vec::new(),
+            detected: Vec::new(),
             events_handled: 0,
             report: Report::new(&scenario, seed),
             scenario,
@@ -136,6 +152,10 @@ impl World {
             w.add_node();
         }
         w.upload();
+        if w.scenario.proofs.enabled {
+            w.cheat();
+            w.at(HOUR_MS as u64, Event::Epoch);
+        }
         if let Some(day) = w.scenario.churn.domain_loss_day {
             w.at((day * DAY_MS) as u64, Event::DomainLoss);
         }
@@ -167,6 +187,10 @@ impl World {
         let i = self.nodes.len();
         let id = self.rng.next_u64().to_le_bytes().to_vec();
         let labels = self.scenario.network.labels;
+        self.deleted.push(HashSet::new());
+        self.cheater.push(false);
+        self.faulty.push(false);
+        self.detected.push(None);
         self.nodes.push(Node {
             id,
             label: (labels > 0).then(|| format!("d{}", i % labels)),
@@ -281,6 +305,23 @@ impl World {
         self.report.nodes_end = self.nodes.iter().filter(|n| n.life != Life::Gone).count();
         self.report.objects_lost = self.objects_lost.len();
         self.report.events = self.events_handled;
+        self.report.audits = self.audits.audits;
+        self.report.audit_failures = self.audits.failures;
+        self.report.audit_failures_expected = self.audits.expected_failures;
+        let found: Vec<u64> = (0..self.nodes.len())
+            .filter(|&n| self.cheater[n])
+            .filter_map(|n| self.detected[n])
+            .collect();
+        self.report.cheaters_detected = found.len();
+        self.report.detection_epochs_max = found.iter().copied().max().unwrap_or(0);
+        self.report.detection_epochs_mean = if found.is_empty() {
+            0.0
+        } else {
+            found.iter().sum::<u64>() as f64 / found.len() as f64
+        };
+        self.report.honest_faulty = (0..self.nodes.len())
+            .filter(|&n| !self.cheater[n] && self.detected[n].is_some())
+            .count();
         self.report.finish();
         self.report
     }
@@ -319,6 +360,11 @@ impl World {
                 let next = self.now_ms.saturating_add(every.max(1));
                 self.at(next, Event::RepairPass);
             }
+            Event::Epoch => {
+                self.epoch += 1;
+                self.audit_all();
+                self.at(self.now_ms.saturating_add(HOUR_MS as u64), Event::Epoch);
+            }
             Event::Sample => {
                 self.sample();
                 let next = self.now_ms.saturating_add(DAY_MS as u64);
@@ -345,10 +391,12 @@ impl World {
             if stripe.lost {
                 continue;
             }
-            let surviving = stripe
-                .shards
-                .iter()
-                .filter(|sh| sh.holders.iter().any(|&h| self.nodes[h].life != Life::Gone))
+            let surviving = (0..stripe.shards.len())
+                .filter(|&i| {
+                    stripe.shards[i].holders.iter().any(|&h| {
+                        self.nodes[h].life != Life::Gone && !self.deleted[h].contains(&(s, i))
+                    })
+                })
                 .count();
             if surviving < k {
                 stripe.lost = true;
@@ -370,22 +418,127 @@ impl World {
     fn touch(&mut self, n: usize) {
         let mut fewest = self.report.fewest_live_shards;
         for &(s, _) in &self.nodes[n].holds {
-            let st = &self.stripes[s];
-            if st.lost {
+            if self.stripes[s].lost {
                 continue;
             }
-            let live = self.readable(st);
+            let live = self.readable(s);
             fewest = fewest.min(live);
         }
         self.report.fewest_live_shards = fewest;
     }
 
     /// Shards of `st` with a copy on a node that answers now.
-    fn readable(&self, st: &Stripe) -> usize {
-        st.shards
-            .iter()
-            .filter(|sh| sh.holders.iter().any(|&h| self.nodes[h].life == Life::Up))
+    fn readable(&self, s: usize) -> usize {
+        (0..self.stripes[s].shards.len())
+            .filter(|&i| self.serves(s, i))
             .count()
+    }
+
+    /// Whether some node answering holds shard `i` of stripe `s` (a cheater's deleted copy
+    /// does not count).
+    fn serves(&self, s: usize, i: usize) -> bool {
+        self.stripes[s].shards[i]
+            .holders
+            .iter()
+            .any(|&h| self.nodes[h].life == Life::Up && !self.deleted[h].contains(&(s, i)))
+    }
+
+    /// Picks the cheaters among the nodes and deletes their share of copies (they go on
+    /// claiming them). A stripe whose deleted copies leave fewer than `k` is lost.
+    fn cheat(&mut self) {
+        let (share, deleted) = (self.scenario.proofs.cheaters, self.scenario.proofs.deleted);
+        for n in 0..self.nodes.len() {
+            if self.rng.unit() >= share {
+                continue;
+            }
+            self.cheater[n] = true;
+            self.report.cheaters += 1;
+            // That share of its copies, at least one, chosen at random.
+            let mut holds = self.nodes[n].holds.clone();
+            let count = ((holds.len() as f64 * deleted).round() as usize)
+                .max(1)
+                .min(holds.len());
+            for j in 0..count {
+                let pick = j + (self.rng.next_u64() % (holds.len() - j) as u64) as usize;
+                holds.swap(j, pick);
+                self.deleted[n].insert(holds[j]);
+            }
+        }
+        let k = self.scenario.data.k;
+        for s in 0..self.stripes.len() {
+            let kept = (0..self.stripes[s].shards.len())
+                .filter(|&i| {
+                    self.stripes[s].shards[i]
+                        .holders
+                        .iter()
+                        .any(|&h| !self.deleted[h].contains(&(s, i)))
+                })
+                .count();
+            if kept < k && !self.stripes[s].lost {
+                self.stripes[s].lost = true;
+                self.report.stripes_lost += 1;
+                if self.objects_lost.insert(self.stripes[s].object) {
+                    self.report.first_loss_day.get_or_insert(0.0);
+                }
+            }
+        }
+    }
+
+    /// One epoch of audits: each node answering is audited `audits_per_epoch` times by
+    /// others answering. An honest node's audit always passes (judged by its verdict);
+    /// a cheater's is sampled with the proofs crate's challenge. A node faulted by a quorum
+    /// of auditors within the window is faulty: the keepers count its copies lost.
+    fn audit_all(&mut self) {
+        let up: Vec<usize> = (0..self.nodes.len())
+            .filter(|&n| self.nodes[n].life == Life::Up)
+            .collect();
+        if up.len() < 2 {
+            return;
+        }
+        for &p in &up {
+            let per = self.audits.per_epoch();
+            if self.deleted[p].is_empty() {
+                self.audits.audits += per as u64;
+                continue;
+            }
+            let sizes: Vec<u64> = self.nodes[p]
+                .holds
+                .iter()
+                .map(|&(s, i)| self.stripes[s].shards[i].size)
+                .collect();
+            let gone: HashSet<usize> = self.nodes[p]
+                .holds
+                .iter()
+                .enumerate()
+                .filter(|(_, h)| self.deleted[p].contains(h))
+                .map(|(j, _)| j)
+                .collect();
+            for _ in 0..per {
+                let mut a = up[(self.rng.next_u64() % up.len() as u64) as usize];
+                if a == p {
+                    a = up[(up.iter().position(|&x| x == p).unwrap_or(0) + 1) % up.len()];
+                }
+                let (aid, pid) = (self.nodes[a].id.clone(), self.nodes[p].id.clone());
+                self.audits.audit(
+                    &mut self.rng,
+                    self.epoch,
+                    (a, &aid),
+                    (p, &pid),
+                    &sizes,
+                    &gone,
+                );
+            }
+        }
+        for n in 0..self.nodes.len() {
+            if !self.cheater[n] && self.deleted[n].is_empty() && !self.faulty[n] {
+                continue;
+            }
+            let faulty = self.audits.faulty(n, self.epoch);
+            if faulty && self.detected[n].is_none() {
+                self.detected[n] = Some(self.epoch);
+            }
+            self.faulty[n] = faulty;
+        }
     }
 
     /// Asks every node, as each node's view refresh does at a pass: one that does not answer
@@ -398,7 +551,12 @@ impl World {
             .map(|n| {
                 if self.nodes[n].life == Life::Up {
                     self.liveness.answered(&n);
-                    return Replica::Live;
+                    // A node the ledger holds faulty answers, but its copies count as lost.
+                    return if self.faulty[n] {
+                        Replica::Lost
+                    } else {
+                        Replica::Live
+                    };
                 }
                 self.liveness.silent(&n, now);
                 match self.liveness.state(&n, now) {
@@ -486,12 +644,7 @@ impl World {
     fn rebuild(&mut self, s: usize, a: &Assessment, cands: &mut [Candidate]) {
         let k = self.scenario.data.k;
         let readable: Vec<usize> = (0..self.stripes[s].shards.len())
-            .filter(|&i| {
-                self.stripes[s].shards[i]
-                    .holders
-                    .iter()
-                    .any(|&h| self.nodes[h].life == Life::Up)
-            })
+            .filter(|&i| self.serves(s, i))
             .collect();
         let mut fetch = Fetch::new(k, readable);
         let mut read = 0;
@@ -539,8 +692,8 @@ impl World {
         let k = self.scenario.data.k;
         let mut fewest = usize::MAX;
         let mut unreadable = 0;
-        for st in self.stripes.iter().filter(|s| !s.lost) {
-            let live = self.readable(st);
+        for s in (0..self.stripes.len()).filter(|&s| !self.stripes[s].lost) {
+            let live = self.readable(s);
             fewest = fewest.min(live);
             if live < k {
                 unreadable += 1;

@@ -162,3 +162,36 @@ m = 2
     }
     assert!(Scenario::from_toml("name = 1").is_err());
 }
+
+#[test]
+fn cheaters_fail_audits_as_the_closed_form_says_and_are_all_found() {
+    let r = quiet(scenario("cheaters.toml"), 11);
+    assert!(r.cheaters > 10, "{}", r.table());
+    // Failed audits against the sum of 1-(1-f)^c over cheaters' audits: a sum of independent
+    // Bernoulli trials, so within a few of its standard deviations.
+    let want = r.audit_failures_expected;
+    let sigma = want.sqrt();
+    assert!(
+        (r.audit_failures as f64 - want).abs() < 4.0 * sigma + 2.0,
+        "{} failed, {want:.1} expected",
+        r.audit_failures
+    );
+    assert_eq!(r.honest_faulty, 0, "{}", r.table());
+    assert_eq!(r.cheaters_detected, r.cheaters, "{}", r.table());
+    // With c = 32 and f = 1 %, an audit fails 27.5 % of the time, three a node an epoch: found
+    // within a day.
+    assert!(r.detection_epochs_max <= 24, "{}", r.table());
+    // Their copies were rebuilt elsewhere, and nothing was lost.
+    assert_eq!(r.objects_lost, 0, "{}", r.table());
+    assert!(r.shards_rebuilt > 0);
+}
+
+#[test]
+fn without_cheaters_no_audit_fails() {
+    let mut s = scenario("cheaters.toml");
+    s.proofs.cheaters = 0.0;
+    s.days = 5.0;
+    let r = quiet(s, 2);
+    assert!(r.audits > 0);
+    assert_eq!((r.audit_failures, r.cheaters, r.honest_faulty), (0, 0, 0));
+}
