@@ -159,7 +159,18 @@ mod tests {
         let mut inside = follow(dir.join("node-0"));
         let mut outside = follow(dir.with_extension("other"));
         let guard = KillOnDrop::mentioning(&dir);
-        assert_eq!(pids_mentioning(&dir), vec![inside.id()]);
+        // A child shows its own command line only once it has exec'd `tail`: until then
+        // /proc has the test's. Wait for that, not for anything else: the other child must
+        // never be named.
+        let started = Deadline::after(Duration::from_secs(10), "the children exec `tail`");
+        loop {
+            let named = pids_mentioning(&dir);
+            if named == vec![inside.id()] {
+                break;
+            }
+            started.check_with(format!("named {named:?}, want only {}", inside.id()));
+            std::thread::sleep(Duration::from_millis(10));
+        }
         drop(guard);
         let deadline = Deadline::after(Duration::from_secs(10), "the killed child exits");
         while inside.try_wait().unwrap().is_none() {
