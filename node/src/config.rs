@@ -346,7 +346,8 @@ pub struct RepairSection {
     /// more than this fraction of capacity above the network's mean gives shards to nodes as
     /// far below it (0: no rebalancing).
     pub rebalance_spread: f64,
-    /// Bytes per second this node's rebalancing moves at most (within `rate`, after repairs).
+    /// Bytes per second this node's rebalancing moves at most (within `rate`, after repairs;
+    /// 0: none, unlike `rate`, where 0 means no limit).
     pub rebalance_rate: Size,
 }
 
@@ -746,7 +747,7 @@ stripes_at_once = {repair_at_once}
 # Rebalancing: a node more than this fraction of capacity above the network's mean fill gives
 # shards to nodes as far below it, such as a node that just joined (0: never).
 rebalance_spread = {rebalance_spread}
-# Bytes per second rebalancing moves at most, within `rate` and after repairs.
+# Bytes per second rebalancing moves at most, within `rate` and after repairs ("0": none).
 rebalance_rate = "{rebalance_rate}"
 [leases]
 # Garbage collection: delete shards whose holds (upload and owners' leases) all ended, and
