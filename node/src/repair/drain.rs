@@ -9,9 +9,11 @@
 //! killed half-way loses nothing: what was copied is copied, the rest is repaired like any
 //! lost node's.
 //!
-//! A shard no keeper moves within a few passes (one no manifest names: an unfinished upload, a
-//! hedge's spare copy, or an object whose keepers are all gone) is pushed by the draining node
-//! itself to the best-ranked node that takes data.
+//! A shard no keeper moves while the keepers make no progress for a few passes (one no manifest
+//! names: an unfinished upload, a hedge's spare copy, or an object whose keepers are all gone)
+//! is pushed by the draining node itself to the best-ranked node that takes data. While the
+//! keepers are still moving shards (a large node takes them many passes, at their rate), the
+//! node waits: pushing then would only copy what a keeper is about to move.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -26,8 +28,9 @@ use super::view::View;
 
 /// The file that marks a node as draining.
 pub const DRAIN_FILE: &str = "draining";
-/// Passes a shard may wait for a keeper to move it before the draining node pushes it itself.
-pub const PUSH_AFTER_PASSES: u32 = 4;
+/// Passes without progress (no more shards held elsewhere than at the pass before) a shard may
+/// wait for a keeper to move it before the draining node pushes it itself.
+pub const PUSH_AFTER_PASSES: u32 = 8;
 /// Entries listed per store read.
 const PAGE: usize = 1024;
 
@@ -67,7 +70,7 @@ pub struct DrainStatus {
 pub struct DrainState {
     /// The last status.
     pub status: DrainStatus,
-    /// Shards not held elsewhere, and for how many passes.
+    /// Shards not held elsewhere, and for how many passes without progress.
     waiting: HashMap<Cid, u32>,
     /// The drain this state counts (the marker file's modification time): a drain cancelled
     /// and begun again starts from nothing.
@@ -160,10 +163,14 @@ impl Repairer {
         let push: Vec<Cid> = match self.drain.lock() {
             Ok(mut d) => {
                 d.waiting.retain(|c, _| alone.contains(c));
+                // Keepers moved something since the last pass: they are at work, wait for them.
+                let progress = status.shards_elsewhere > d.status.shards_elsewhere;
                 let mut push = Vec::new();
                 for c in &alone {
                     let n = d.waiting.entry(*c).or_insert(0);
-                    *n += 1;
+                    if !progress {
+                        *n += 1;
+                    }
                     if *n > PUSH_AFTER_PASSES {
                         push.push(*c);
                     }
