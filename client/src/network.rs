@@ -339,11 +339,7 @@ impl Network {
     pub fn candidates(&self) -> Vec<Candidate> {
         self.nodes
             .iter()
-            .map(|n| Candidate {
-                id: n.peer().to_bytes(),
-                free: n.info.free(),
-                label: n.info.label.clone(),
-            })
+            .map(|n| Candidate::new(n.peer().to_bytes(), n.info.free(), n.info.label.clone()))
             .collect()
     }
 

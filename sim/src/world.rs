@@ -26,6 +26,9 @@ const HOUR_MS: f64 = 3_600_000.0;
 const DAY_MS: f64 = 24.0 * HOUR_MS;
 const YEAR_MS: f64 = 365.0 * DAY_MS;
 const MIB: u64 = 1 << 20;
+/// Nodes an upload tries per shard after its first choice (the client tries them all; past
+/// the first few, every node of a simulated network with room has been reached).
+const UPLOAD_TRIES: usize = 32;
 
 /// What happens, in order of time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -89,6 +92,9 @@ pub struct World {
     events: BinaryHeap<Reverse<(u64, u64, Event)>>,
     seq: u64,
     nodes: Vec<Node>,
+    /// Placement's view of the nodes, kept in step with them: free space for the ones up,
+    /// none for the others.
+    cands: Vec<Candidate>,
     stripes: Vec<Stripe>,
     liveness: Liveness<usize>,
     queue: RepairQueue<usize>,
@@ -130,6 +136,7 @@ impl World {
             events: BinaryHeap::new(),
             seq: 0,
             nodes: Vec::new(),
+            cands: Vec::new(),
             stripes: Vec::new(),
             liveness: Liveness::new(grace),
             queue: RepairQueue::default(),
@@ -191,10 +198,14 @@ impl World {
         self.cheater.push(false);
         self.faulty.push(false);
         self.detected.push(None);
+        let label = (labels > 0).then(|| format!("d{}", i % labels));
+        let capacity = self.scenario.network.capacity_gib << 30;
+        self.cands
+            .push(Candidate::new(id.clone(), capacity, label.clone()));
         self.nodes.push(Node {
             id,
-            label: (labels > 0).then(|| format!("d{}", i % labels)),
-            capacity: self.scenario.network.capacity_gib << 30,
+            label,
+            capacity,
             used: 0,
             life: Life::Up,
             holds: Vec::new(),
@@ -219,26 +230,19 @@ impl World {
         }
     }
 
-    /// Placement's view of the nodes: free space for the ones up, none for the others.
-    fn candidates(&self) -> Vec<Candidate> {
-        self.nodes
-            .iter()
-            .map(|n| Candidate {
-                id: n.id.clone(),
-                free: match n.life {
-                    Life::Up => n.capacity.saturating_sub(n.used),
-                    _ => 0,
-                },
-                label: n.label.clone(),
-            })
-            .collect()
+    /// Brings placement's view of node `n` up to date with its state and use.
+    fn refresh(&mut self, n: usize) {
+        let node = &self.nodes[n];
+        self.cands[n].free = match node.life {
+            Life::Up => node.capacity.saturating_sub(node.used),
+            _ => 0,
+        };
     }
 
     /// Stores every object at the start, placed as a client places them.
     fn upload(&mut self) {
         let d = self.scenario.data.clone();
         let size = d.shard_mib * MIB;
-        let mut cands = self.candidates();
         for object in 0..d.objects {
             for s in 0..d.stripes_per_object {
                 let cids: Vec<Cid> = (0..d.k + d.m)
@@ -250,9 +254,14 @@ impl World {
                         cids::raw(&key)
                     })
                     .collect();
-                let Ok(placed) = placement::place_stripe(&cids, &cands) else {
+                // The choices alone, unless one has no room: then with retries.
+                let Ok(mut placed) = placement::place_stripe_with(&cids, &self.cands, 0) else {
                     continue;
                 };
+                if placed.iter().any(|o| self.cands[o[0]].free < size) {
+                    placed = placement::place_stripe_with(&cids, &self.cands, UPLOAD_TRIES)
+                        .unwrap_or(placed);
+                }
                 let index = self.stripes.len();
                 let mut shards = Vec::with_capacity(cids.len());
                 let mut used = HashSet::new();
@@ -262,11 +271,11 @@ impl World {
                     let mut holders = Vec::new();
                     if let Some(&n) = order
                         .iter()
-                        .find(|&&n| cands[n].free >= size && !used.contains(&n))
+                        .find(|&&n| self.cands[n].free >= size && !used.contains(&n))
                     {
                         used.insert(n);
-                        cands[n].free -= size;
                         self.nodes[n].used += size;
+                        self.refresh(n);
                         self.nodes[n].holds.push((index, i));
                         holders.push(n);
                     } else {
@@ -334,6 +343,7 @@ impl World {
         match e {
             Event::Outage(n) if self.nodes[n].life == Life::Up => {
                 self.nodes[n].life = Life::Down;
+                self.refresh(n);
                 self.report.outages += 1;
                 self.touch(n);
                 let back = self.after_hours(self.scenario.churn.outage_hours);
@@ -341,6 +351,7 @@ impl World {
             }
             Event::Return(n) if self.nodes[n].life == Life::Down => {
                 self.nodes[n].life = Life::Up;
+                self.refresh(n);
                 self.touch(n);
                 self.schedule_outage(n);
             }
@@ -383,6 +394,7 @@ impl World {
         }
         self.nodes[n].life = Life::Gone;
         self.nodes[n].used = 0;
+        self.refresh(n);
         self.report.losses += 1;
         let holds = self.nodes[n].holds.clone();
         let k = self.scenario.data.k;
@@ -611,7 +623,6 @@ impl World {
             .saturating_mul(up.max(1));
         let burst = (rate as f64 * self.scenario.repair.interval_hours * 3600.0) as u64;
         let mut limit = RateLimit::new(rate, burst.max(1), now);
-        let mut cands = self.candidates();
         while let Some(&s) = self.queue.peek() {
             let Some(a) = self.queued.get(&s) else {
                 self.queue.remove(&s);
@@ -633,7 +644,7 @@ impl World {
             let Some(a) = self.queued.remove(&s) else {
                 continue;
             };
-            self.rebuild(s, &a, &mut cands);
+            self.rebuild(s, &a);
             // Assessed again next pass: a shard that found no room is queued again.
             self.dirty.insert(s);
         }
@@ -641,7 +652,7 @@ impl World {
 
     /// Rebuilds the missing shards of stripe `s` from `k` live ones onto the best nodes that
     /// hold nothing of it.
-    fn rebuild(&mut self, s: usize, a: &Assessment, cands: &mut [Candidate]) {
+    fn rebuild(&mut self, s: usize, a: &Assessment) {
         let k = self.scenario.data.k;
         let readable: Vec<usize> = (0..self.stripes[s].shards.len())
             .filter(|&i| self.serves(s, i))
@@ -671,14 +682,16 @@ impl World {
                 let sh = &self.stripes[s].shards[i];
                 (sh.cid, sh.size)
             };
-            let order = placement::place_repair(&cid, cands, &exclude, &labels);
-            let Some(&n) = order.iter().find(|&&n| cands[n].free >= size) else {
+            let cands = &self.cands;
+            let fits = |n: usize| cands[n].free >= size;
+            let Some(n) = placement::place_repair_first(&cid, cands, &exclude, &labels, fits)
+            else {
                 continue;
             };
-            cands[n].free -= size;
             exclude.insert(n);
             labels.insert(self.nodes[n].label.clone());
             self.nodes[n].used += size;
+            self.refresh(n);
             self.nodes[n].holds.push((s, i));
             self.stripes[s].shards[i].holders.push(n);
             self.report.repair_written_bytes += size;

@@ -233,7 +233,7 @@ pub(super) async fn publish(
     let candidates = net.write_candidates();
     let ranked = keeper::ranking(
         &cid.to_bytes(),
-        &candidates.iter().map(|c| &c.id).collect::<Vec<_>>(),
+        &candidates.iter().map(|c| c.id()).collect::<Vec<_>>(),
     );
     let (ready, last): (Vec<usize>, Vec<usize>) =
         ranked.into_iter().partition(|&i| candidates[i].free > 0);

@@ -109,12 +109,12 @@ pub fn plan(
             .filter_map(|(_, n)| n.map(|n| candidates[n].label.clone()))
             .collect();
         let key = s.cid.to_bytes();
-        let above = keeper::score(&key, &candidates[from].id);
+        let above = keeper::score(&key, candidates[from].id());
         let targets: Vec<usize> =
             placement::place_repair(&s.cid, &candidates, &exclude, &HashSet::new())
                 .into_iter()
                 .filter(|&t| {
-                    keeper::score(&key, &candidates[t].id) > above
+                    keeper::score(&key, candidates[t].id()) > above
                         && candidates[t].free >= u64::from(s.len)
                         && (candidates[t].label.is_none() || !others.contains(&candidates[t].label))
                 })

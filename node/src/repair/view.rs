@@ -103,14 +103,16 @@ impl View {
     pub fn candidates(&self) -> Vec<Candidate> {
         self.nodes
             .iter()
-            .map(|n| Candidate {
-                id: n.peer.to_bytes(),
-                free: if n.takes_data() {
-                    n.info.as_ref().map_or(0, NodeInfo::free)
-                } else {
-                    0
-                },
-                label: n.info.as_ref().and_then(|i| i.label.clone()),
+            .map(|n| {
+                Candidate::new(
+                    n.peer.to_bytes(),
+                    if n.takes_data() {
+                        n.info.as_ref().map_or(0, NodeInfo::free)
+                    } else {
+                        0
+                    },
+                    n.info.as_ref().and_then(|i| i.label.clone()),
+                )
             })
             .collect()
     }
