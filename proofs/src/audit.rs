@@ -26,7 +26,7 @@ use crate::challenge::{self, Challenge};
 use crate::commitment::Commitment;
 use crate::epoch::ProofConfig;
 use crate::ledger::{AuditReceipt, Verdict};
-use crate::proof::{EpochProof, Fault, FaultKind, Params};
+use crate::proof::{EpochProof, Fault, FaultKind, Params, Proven};
 use crate::receipt::StorageReceipt;
 use crate::{Hash32, NodeKey, codec};
 
@@ -72,6 +72,28 @@ pub enum Answer {
     },
     /// The prover refused for another reason (busy, an internal error).
     Refused(String),
+    /// Nothing came back by deadline + grace.
+    TimedOut,
+    /// The prover could not be reached.
+    Unreachable,
+}
+
+/// An answer after its proof was checked: what [`Auditor::judge_checked`] judges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Checked {
+    /// A proof that verified.
+    Proven(Proven),
+    /// A proof that did not.
+    Failed(Fault),
+    /// The prover said it lost these shards.
+    Lost {
+        /// The shards.
+        shards: Vec<Hash32>,
+        /// Its words.
+        reason: String,
+    },
+    /// The prover refused.
+    Refused,
     /// Nothing came back by deadline + grace.
     TimedOut,
     /// The prover could not be reached.
@@ -293,70 +315,90 @@ impl Auditor {
     /// Judges `answer` to `question`, which took `latency` (for a timeout: how long the
     /// auditor waited).
     pub fn judge(&mut self, question: &Question, answer: Answer, latency: Duration) -> Judgement {
+        let too_late = latency > self.config.deadline + self.config.grace;
+        let checked = match answer {
+            Answer::Proof(_) if too_late => Checked::TimedOut,
+            Answer::Proof(proof) => match proof.verify(
+                &question.challenge,
+                &question.commitment,
+                &question.receipts,
+                Params::from(&self.config),
+            ) {
+                Ok(proven) => Checked::Proven(proven),
+                Err(fault) => Checked::Failed(fault),
+            },
+            Answer::Lost { shards, reason } => Checked::Lost { shards, reason },
+            Answer::Refused(_) => Checked::Refused,
+            Answer::TimedOut => Checked::TimedOut,
+            Answer::Unreachable => Checked::Unreachable,
+        };
+        self.judge_checked(question, checked, latency)
+    }
+
+    /// Judges an answer whose proof (if any) has been checked already: the auditor's rules
+    /// for deadlines, containment and misses, apart from verification. [`Auditor::judge`]
+    /// calls it after verifying; the simulator calls it with the verdict a proof would get.
+    pub fn judge_checked(
+        &mut self,
+        question: &Question,
+        checked: Checked,
+        latency: Duration,
+    ) -> Judgement {
         let prover = question.challenge.prover;
         let late = latency > self.config.deadline;
         let too_late = latency > self.config.deadline + self.config.grace;
-        let answer = match answer {
-            Answer::Proof(_) if too_late => Answer::TimedOut,
-            a => a,
+        let checked = match checked {
+            Checked::Proven(_) | Checked::Failed(_) if too_late => Checked::TimedOut,
+            c => c,
         };
         let judgement = |verdict, shards| Judgement {
             verdict,
             shards,
             recovered: 0,
         };
-        match answer {
-            Answer::Unreachable => judgement(Verdict::Offline, Vec::new()),
-            Answer::TimedOut | Answer::Refused(_) => self.miss(question),
-            Answer::Lost { shards, reason } => {
+        match checked {
+            Checked::Unreachable => judgement(Verdict::Offline, Vec::new()),
+            Checked::TimedOut | Checked::Refused => self.miss(question),
+            Checked::Lost { shards, reason } => {
                 self.contained.remove(&prover);
                 judgement(Verdict::Fault(FaultKind::Lost(clip(reason))), shards)
             }
-            Answer::Proof(proof) => {
-                match proof.verify(
-                    &question.challenge,
-                    &question.commitment,
-                    &question.receipts,
-                    Params::from(&self.config),
-                ) {
-                    Err(fault) => {
-                        self.contained.remove(&prover);
-                        judgement(Verdict::Fault(fault.kind.clipped()), fault.shards)
+            Checked::Failed(fault) => {
+                self.contained.remove(&prover);
+                judgement(Verdict::Fault(fault.kind.clipped()), fault.shards)
+            }
+            // Valid but late: nothing earned, asked again (a late answer counts toward
+            // `max_contained` like no answer).
+            Checked::Proven(_) if late => {
+                let mut j = self.miss(question);
+                if matches!(j.verdict, Verdict::Contained { .. }) {
+                    j.verdict = Verdict::Late;
+                }
+                j
+            }
+            Checked::Proven(proven) => {
+                self.contained.remove(&prover);
+                if !question.again {
+                    self.misses.remove(&prover);
+                }
+                let recovered = question
+                    .commitment
+                    .recovered
+                    .iter()
+                    .filter(|r| proven.shards.binary_search(r).is_ok())
+                    .count() as u64;
+                let verdict = if question.again {
+                    Verdict::Cleared
+                } else {
+                    Verdict::Pass {
+                        bytes: proven.bytes,
+                        declared: proven.declared.len() as u32,
                     }
-                    // Valid but late: nothing earned, asked again (a late answer counts
-                    // toward `max_contained` like no answer).
-                    Ok(_) if late => {
-                        let mut j = self.miss(question);
-                        if matches!(j.verdict, Verdict::Contained { .. }) {
-                            j.verdict = Verdict::Late;
-                        }
-                        j
-                    }
-                    Ok(proven) => {
-                        self.contained.remove(&prover);
-                        if !question.again {
-                            self.misses.remove(&prover);
-                        }
-                        let recovered = question
-                            .commitment
-                            .recovered
-                            .iter()
-                            .filter(|r| proven.shards.binary_search(r).is_ok())
-                            .count() as u64;
-                        let verdict = if question.again {
-                            Verdict::Cleared
-                        } else {
-                            Verdict::Pass {
-                                bytes: proven.bytes,
-                                declared: proven.declared.len() as u32,
-                            }
-                        };
-                        Judgement {
-                            verdict,
-                            shards: proven.declared,
-                            recovered,
-                        }
-                    }
+                };
+                Judgement {
+                    verdict,
+                    shards: proven.declared,
+                    recovered,
                 }
             }
         }
