@@ -17,27 +17,74 @@
 //! The ranking is unweighted on purpose: a node's free space changes by the minute, and the
 //! keeper in charge must not change with it.
 
+use crate::tag::{mix, tag};
+
+/// A node's half of every keeper score: compute it once per node when ranking many objects.
+pub fn node_tag(node: &[u8]) -> u64 {
+    tag("cairn keepers node v2", node)
+}
+
+/// An object's half of every keeper score.
+pub fn object_tag(object: &[u8]) -> u64 {
+    tag("cairn keepers object v2", object)
+}
+
+/// A node's rank key for an object from their tags: higher ranks first.
+pub fn score_tagged(object: u64, node: u64) -> u64 {
+    mix(object ^ node)
+}
+
 /// A node's rank key for an object: higher ranks first.
 pub fn score(object: &[u8], node: &[u8]) -> u64 {
-    let mut h = blake3::Hasher::new_derive_key("cairn keepers v1");
-    h.update(&(object.len() as u64).to_le_bytes());
-    h.update(object);
-    h.update(node);
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&h.finalize().as_bytes()[..8]);
-    u64::from_le_bytes(first)
+    score_tagged(object_tag(object), node_tag(node))
 }
 
 /// Indices of `nodes` (their ids) in the object's ranking, first first. Ties (equal ids) keep
 /// their input order.
 pub fn ranking<I: AsRef<[u8]>>(object: &[u8], nodes: &[I]) -> Vec<usize> {
-    let mut scored: Vec<(u64, usize)> = nodes
+    let tags: Vec<u64> = nodes.iter().map(|n| node_tag(n.as_ref())).collect();
+    ranking_tagged(object, &tags)
+}
+
+/// [`ranking`] for nodes given by their [`node_tag`]s.
+pub fn ranking_tagged(object: &[u8], tags: &[u64]) -> Vec<usize> {
+    let o = object_tag(object);
+    let mut scored: Vec<(u64, usize)> = tags
         .iter()
         .enumerate()
-        .map(|(i, n)| (score(object, n.as_ref()), i))
+        .map(|(i, &t)| (score_tagged(o, t), i))
         .collect();
     scored.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
     scored.into_iter().map(|(_, i)| i).collect()
+}
+
+/// [`wanted`] over the object's ranking of nodes given by their tags, in one scan instead of a
+/// sort: the first `copies` nodes of the ranking that are `live`, in ranking order.
+pub fn wanted_tagged(
+    object: &[u8],
+    tags: &[u64],
+    live: impl Fn(usize) -> bool,
+    copies: usize,
+) -> Vec<usize> {
+    let o = object_tag(object);
+    let mut best: Vec<(u64, usize)> = Vec::with_capacity(copies + 1);
+    for (i, &t) in tags.iter().enumerate() {
+        if copies == 0 {
+            break;
+        }
+        let s = score_tagged(o, t);
+        // Ranked after the last kept (a lower score, or a tie with a higher index): not wanted.
+        if best.len() == copies && best.last().is_some_and(|w| w.0 >= s) {
+            continue;
+        }
+        if !live(i) {
+            continue;
+        }
+        let at = best.partition_point(|w| w.0 > s || (w.0 == s && w.1 < i));
+        best.insert(at, (s, i));
+        best.truncate(copies);
+    }
+    best.into_iter().map(|(_, i)| i).collect()
 }
 
 /// The keeper in charge: the first node in `order` that is live and holds the manifest.
@@ -153,6 +200,31 @@ mod tests {
         assert_eq!(in_charge(&order, live, |_| false), None);
         // A node not in the order is never in charge.
         assert!(!am_in_charge(&order, 9, live, holds));
+    }
+
+    #[test]
+    fn wanted_in_one_scan_is_wanted_over_the_ranking() {
+        let nodes = ids(200);
+        let tags: Vec<u64> = nodes.iter().map(|n| node_tag(n)).collect();
+        for (obj, copies) in [
+            (b"a".as_slice(), 3),
+            (b"b", 5),
+            (b"c", 1),
+            (b"d", 0),
+            (b"e", 300),
+        ] {
+            let order = ranking(obj, &nodes);
+            assert_eq!(order, ranking_tagged(obj, &tags));
+            let live = |i: usize| i % 3 != 1;
+            assert_eq!(
+                wanted_tagged(obj, &tags, live, copies),
+                wanted(&order, live, copies),
+                "{copies}"
+            );
+        }
+        // Equal ids (equal tags): the lower index first, as the ranking has it.
+        let same = vec![7u64; 5];
+        assert_eq!(wanted_tagged(b"x", &same, |_| true, 3), vec![0, 1, 2]);
     }
 
     #[test]

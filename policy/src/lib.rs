@@ -36,4 +36,5 @@ pub mod rebalance;
 pub mod repair;
 pub mod scrub;
 pub mod store;
+pub mod tag;
 pub mod time;

@@ -18,6 +18,8 @@ use std::collections::HashSet;
 
 use cairn_chunker::Cid;
 
+use crate::tag::{mix, tag};
+
 /// A node as placement sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate {
@@ -47,29 +49,9 @@ impl Candidate {
     }
 }
 
-fn tag(context: &str, bytes: &[u8]) -> u64 {
-    let mut h = blake3::Hasher::new_derive_key(context);
-    h.update(&(bytes.len() as u64).to_le_bytes());
-    h.update(bytes);
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&h.finalize().as_bytes()[..8]);
-    u64::from_le_bytes(first)
-}
-
 /// The key's half of every score.
 fn key_tag(key: &[u8]) -> u64 {
     tag("cairn placement key v2", key)
-}
-
-/// A bijective 64-bit mix with full avalanche (every input bit flips each output bit with
-/// probability one half), so the scores of two nodes for one key, or of one node for two keys,
-/// are as good as independent.
-fn mix(mut x: u64) -> u64 {
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    x ^ (x >> 33)
 }
 
 /// `u` in (0, 1) for a key and a node: 53 random bits, never 0 or 1.
