@@ -176,6 +176,9 @@ pub struct DevnetConfig {
     pub node_args: Vec<String>,
 }
 
+/// How long a devnet node waits for a silent peer before rebuilding its shards.
+pub const DEVNET_REPAIR_GRACE: &str = "1m";
+
 /// A running devnet: its processes and state.
 pub struct Devnet {
     /// What `devnet.json` says.
@@ -220,6 +223,17 @@ async fn spawn_node(
                 "--label",
                 &format!("devnet-{index}"),
             ])
+            // A devnet is where nodes are stopped to watch the network heal: a minute of grace
+            // (the production default, 4 hours, waits out restarts), unless the caller set one.
+            .args(
+                (!cfg
+                    .node_args
+                    .iter()
+                    .any(|a| a.starts_with("--repair-grace")))
+                .then_some(["--repair-grace", DEVNET_REPAIR_GRACE])
+                .into_iter()
+                .flatten(),
+            )
             .args(&cfg.node_args)
             .output()
             .await

@@ -57,6 +57,9 @@ async fn devnet_starts_converges_and_stops_cleanly() {
             n.multiaddr.starts_with("/ip4/127.0.0.1/udp/") && n.multiaddr.ends_with(&n.peer_id)
         );
         assert!(n.data_dir.join("identity.key").is_file());
+        // A devnet waits a minute for a silent node (the production default is 4 hours).
+        let config = std::fs::read_to_string(n.data_dir.join("config.toml")).unwrap();
+        assert!(config.contains("grace = \"1m\""), "{config}");
         let s = status(n.admin).await.unwrap();
         assert_eq!(s.peer_id, n.peer_id);
         // Nodes also see clients (the gateway); every other node must be among the peers.

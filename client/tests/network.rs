@@ -94,7 +94,11 @@ async fn refreshed_views_keep_the_connection_and_follow_nodes_leaving_and_return
 
 /// Where a manifest goes: its keeper ranking over the network's nodes.
 fn manifest_rank(cid: &cairn_chunker::Cid, view: &Network) -> Vec<usize> {
-    let ids: Vec<Vec<u8>> = view.candidates().into_iter().map(|c| c.id).collect();
+    let ids: Vec<Vec<u8>> = view
+        .candidates()
+        .into_iter()
+        .map(|c| c.id().to_vec())
+        .collect();
     cairn_policy::keeper::ranking(&cid.to_bytes(), &ids)
 }
 

@@ -47,7 +47,11 @@ pub async fn fetch_manifest(net: &Network, cid: &Cid) -> Result<Fetched, ClientE
         source,
     })?;
     // Best-ranked first; nodes that recently failed to answer last.
-    let ids: Vec<Vec<u8>> = net.candidates().into_iter().map(|c| c.id().to_vec()).collect();
+    let ids: Vec<Vec<u8>> = net
+        .candidates()
+        .into_iter()
+        .map(|c| c.id().to_vec())
+        .collect();
     let ranked = keeper::ranking(&cid.to_bytes(), &ids);
     let mut asking_order = OneAtATime::new(hedge::read_order(ranked, |i| net.is_down(i)));
     let ask = |i: usize| async move {

@@ -106,7 +106,7 @@ struct Overrides {
     /// Time between two repair passes over the objects this node keeps, e.g. 60s.
     #[arg(long, env = "CAIRN_REPAIR_INTERVAL")]
     repair_interval: Option<Span>,
-    /// How long a peer may be unreachable before its shards are rebuilt elsewhere, e.g. 10m.
+    /// How long a peer may be unreachable before its shards are rebuilt elsewhere (default 4h).
     #[arg(long, env = "CAIRN_REPAIR_GRACE")]
     repair_grace: Option<Span>,
     /// Rebuild a stripe once fewer than k + this many shards are live (0: m - m/4).
