@@ -12,17 +12,22 @@
 //!
 //! * [`scenario`]: the TOML a run is described in.
 //! * [`world`]: the nodes, shards and events.
-//! * [`proofs`]: audits with the proofs crate's challenge sampling, and cheaters.
+//! * [`repair`]: keepers in charge, their queues and rates, and rebuilds.
+//! * [`proofs`]: audits judged by the proofs crate's auditor and folded into its ledger.
+//! * [`epoch`]: the adversaries, what each answers, and what every judged node earns.
 //! * [`report`]: what a run found.
+//! * [`plot`]: its charts, as SVG.
 //!
-//! What it does not simulate yet: adversaries other than nodes deleting data; leases and
-//! garbage collection; bandwidth per node; economics. `docs/SIMULATION.md` says
-//! what each run measures.
+//! What it does not simulate yet is listed in `docs/SIMULATION.md`, with what each run
+//! measures.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![deny(rustdoc::broken_intra_doc_links)]
 
+pub mod epoch;
+pub mod plot;
 pub mod proofs;
+pub mod repair;
 pub mod report;
 pub mod rng;
 pub mod scenario;

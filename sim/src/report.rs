@@ -2,6 +2,8 @@
 //! Nothing in it depends on the machine or the wall clock, so the same seed and scenario give
 //! the same bytes.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use crate::scenario::Scenario;
@@ -13,6 +15,8 @@ pub struct Day {
     pub day: f64,
     /// Nodes answering.
     pub nodes_up: usize,
+    /// Stripes uploaded so far.
+    pub stripes: usize,
     /// Fewest shards any stripe (not lost) can be read from now.
     pub fewest_live_shards: usize,
     /// Stripes with fewer than `k` shards readable now (not lost: a holder may come back).
@@ -23,6 +27,31 @@ pub struct Day {
     pub objects_lost: usize,
     /// Bytes repair has read and written so far.
     pub repair_bytes: u64,
+    /// Mean earnings so far of each kind of judged node, per disk.
+    pub earnings: BTreeMap<String, f64>,
+}
+
+/// What one kind of node (honest, or an adversary of the scenario) did and earned.
+#[derive(Debug, Clone, Serialize)]
+pub struct Kind {
+    /// "honest" (the judged sample), "deleter", "late", "dark", "fetcher" or "sybil".
+    pub name: String,
+    /// Identities of this kind judged.
+    pub nodes: usize,
+    /// Disks they run on (a sybil's identities share one).
+    pub disks: usize,
+    /// Identities the ledger held faulty at some point.
+    pub detected: usize,
+    /// Epochs (hours) from the start to each one's first fault: the mean.
+    pub detection_epochs_mean: f64,
+    /// The longest.
+    pub detection_epochs_max: u64,
+    /// Mean earnings per disk at the end, net of costs.
+    pub earnings_per_disk: f64,
+    /// Mean TiB-months really on each disk.
+    pub disk_tib_months: f64,
+    /// Whether this adversary earned at least what an honest disk did: cheating paid.
+    pub pays: bool,
 }
 
 /// A run's results.
@@ -67,6 +96,23 @@ pub struct Report {
     pub repair_per_stored_byte: f64,
     /// Shards rebuilt.
     pub shards_rebuilt: u64,
+    /// Copies collected when their lease ran out (a rebuilt shard's old copy).
+    pub copies_collected: u64,
+    /// Copies that rotted.
+    pub copies_rotted: u64,
+    /// Rotten copies their node found (by its scrub, or proving a challenge that sampled
+    /// them) and quarantined before anything else removed them.
+    pub rot_found: u64,
+    /// Audits of honest nodes that failed on a rotten copy their scrub had not reached yet.
+    pub audits_failed_on_rot: u64,
+    /// Rebuilds put off to a later pass because no holder had the bandwidth left to send.
+    pub rebuilds_short_of_bandwidth: u64,
+    /// Objects every copy of whose manifest was lost (so no one knows their shards).
+    pub manifests_lost: u64,
+    /// Manifest copies keepers in charge wrote to replace keepers lost or silent.
+    pub manifest_copies_made: u64,
+    /// Times a stripe needing repair was assessed while none of its object's keepers answered.
+    pub stripes_without_keeper: u64,
     /// Transient outages.
     pub outages: u64,
     /// Nodes lost for good.
@@ -75,21 +121,17 @@ pub struct Report {
     pub events: u64,
     /// Audits made (storage proofs).
     pub audits: u64,
-    /// Audits that failed.
+    /// Audits whose proof failed (a deleter's, over a byte it deleted).
     pub audit_failures: u64,
-    /// What the closed form says should fail: the sum over cheaters' audits of
-    /// `1 - (1 - f)^c`, `f` the share of its committed bytes the cheater deleted.
+    /// What the closed form says should fail: the sum over deleters' audits of
+    /// `1 - (1 - f)^c`, `f` the share of its committed bytes the deleter deleted.
     pub audit_failures_expected: f64,
-    /// Nodes that cheat.
-    pub cheaters: usize,
-    /// Cheaters found faulty.
-    pub cheaters_detected: usize,
+    /// The auditors' verdicts, by kind.
+    pub verdicts: BTreeMap<String, u64>,
     /// Honest nodes ever found faulty.
     pub honest_faulty: usize,
-    /// Epochs (hours) from the start to each cheater's detection: the mean and the longest.
-    pub detection_epochs_mean: f64,
-    /// The longest.
-    pub detection_epochs_max: u64,
+    /// Each kind of judged node: detection and earnings.
+    pub kinds: Vec<Kind>,
     /// A line per day.
     pub daily: Vec<Day>,
 }
@@ -116,17 +158,23 @@ impl Report {
             repair_written_bytes: 0,
             repair_per_stored_byte: 0.0,
             shards_rebuilt: 0,
+            copies_collected: 0,
+            copies_rotted: 0,
+            rot_found: 0,
+            audits_failed_on_rot: 0,
+            rebuilds_short_of_bandwidth: 0,
+            manifests_lost: 0,
+            manifest_copies_made: 0,
+            stripes_without_keeper: 0,
             outages: 0,
             losses: 0,
             events: 0,
             audits: 0,
             audit_failures: 0,
             audit_failures_expected: 0.0,
-            cheaters: 0,
-            cheaters_detected: 0,
+            verdicts: BTreeMap::new(),
             honest_faulty: 0,
-            detection_epochs_mean: 0.0,
-            detection_epochs_max: 0,
+            kinds: Vec::new(),
             daily: Vec::new(),
         }
     }
@@ -145,7 +193,7 @@ impl Report {
     /// The summary as a table for a terminal.
     pub fn table(&self) -> String {
         let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
-        let rows: Vec<(&str, String)> = vec![
+        let mut rows: Vec<(&str, String)> = vec![
             (
                 "scenario",
                 format!("{} (seed {})", self.scenario, self.seed),
@@ -190,38 +238,104 @@ impl Report {
                 format!("{} of {}", self.fewest_live_shards, self.k + self.m),
             ),
             (
-                "audits",
-                format!(
-                    "{} ({} failed; {:.1} expected from 1-(1-f)^c)",
-                    self.audits, self.audit_failures, self.audit_failures_expected
-                ),
-            ),
-            (
-                "cheaters",
-                format!(
-                    "{} detected of {} (after {:.1} epochs on average, {} at most); {} honest \
-                     nodes found faulty",
-                    self.cheaters_detected,
-                    self.cheaters,
-                    self.detection_epochs_mean,
-                    self.detection_epochs_max,
-                    self.honest_faulty
-                ),
-            ),
-            (
                 "repair traffic",
                 format!(
-                    "{:.1} GiB read, {:.1} GiB written, {:.3} bytes per byte stored ({} shards rebuilt)",
+                    "{:.1} GiB read, {:.1} GiB written, {:.3} bytes per byte stored ({} shards \
+                     rebuilt, {} old copies collected)",
                     gib(self.repair_read_bytes),
                     gib(self.repair_written_bytes),
                     self.repair_per_stored_byte,
-                    self.shards_rebuilt
+                    self.shards_rebuilt,
+                    self.copies_collected
                 ),
             ),
         ];
+        if self.audits > 0 {
+            let proofs: Vec<(&str, String)> = vec![
+                (
+                    "audits",
+                    format!(
+                        "{} ({} failed; {:.1} expected from 1-(1-f)^c)",
+                        self.audits, self.audit_failures, self.audit_failures_expected
+                    ),
+                ),
+                (
+                    "verdicts",
+                    self.verdicts
+                        .iter()
+                        .map(|(k, v)| format!("{k} {v}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                ),
+                ("honest found faulty", self.honest_faulty.to_string()),
+            ];
+            rows.extend(proofs);
+        }
+        if self.copies_rotted > 0 {
+            rows.push((
+                "rot",
+                format!(
+                    "{} copies rotted, {} found by their node, {} audits failed on rot",
+                    self.copies_rotted, self.rot_found, self.audits_failed_on_rot
+                ),
+            ));
+        }
+        if self.manifest_copies_made + self.manifests_lost + self.stripes_without_keeper > 0 {
+            rows.push((
+                "keepers",
+                format!(
+                    "{} manifest copies made, {} manifests lost, {} stripes waited for a keeper",
+                    self.manifest_copies_made, self.manifests_lost, self.stripes_without_keeper
+                ),
+            ));
+        }
+        if self.rebuilds_short_of_bandwidth > 0 {
+            rows.push((
+                "short of bandwidth",
+                format!(
+                    "{} rebuilds put off to a later pass",
+                    self.rebuilds_short_of_bandwidth
+                ),
+            ));
+        }
         let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-        rows.iter()
+        let mut out: String = rows
+            .iter()
             .map(|(k, v)| format!("{k:>width$}  {v}\n"))
-            .collect()
+            .collect();
+        if !self.kinds.is_empty() {
+            out.push_str(&format!(
+                "\n{:<8} {:>6} {:>6} {:>9} {:>14} {:>12} {:>12}  pays\n",
+                "kind", "nodes", "disks", "detected", "epochs to find", "TiB-months", "earned/disk"
+            ));
+            for k in &self.kinds {
+                let find = if k.detected == 0 {
+                    "-".to_string()
+                } else {
+                    format!(
+                        "{:.1} ({} max)",
+                        k.detection_epochs_mean, k.detection_epochs_max
+                    )
+                };
+                out.push_str(&format!(
+                    "{:<8} {:>6} {:>6} {:>9} {:>14} {:>12.2} {:>12.2}  {}\n",
+                    k.name,
+                    k.nodes,
+                    k.disks,
+                    k.detected,
+                    find,
+                    k.disk_tib_months,
+                    k.earnings_per_disk,
+                    if k.name == "honest" {
+                        ""
+                    } else if k.pays {
+                        "YES"
+                    } else {
+                        "no"
+                    }
+                ));
+            }
+        }
+        out
     }
 }

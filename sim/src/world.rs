@@ -3,40 +3,51 @@
 //! silent node's copies count as lost (`cairn_policy::repair::Liveness`), how healthy a stripe
 //! is and what to rebuild (`assess`), in which order (`RepairQueue`), within which rate
 //! (`RateLimit`), and which shards a rebuild reads (`Fetch`). Shards are modelled, not stored:
-//! a CID, a size and the nodes holding a copy.
+//! a CID, a size and the nodes holding a copy. Audits, adversaries and earnings are in
+//! [`crate::epoch`].
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::time::Duration;
 
 use cairn_chunker::cids::{self, Cid};
 use cairn_policy::placement::{self, Candidate};
-use cairn_policy::repair::{
-    Assessment, Fetch, Health, Liveness, NodeState, RateLimit, RepairParams, RepairQueue, Replica,
-    assess,
-};
+use cairn_policy::repair::{Assessment, Liveness, RepairParams, RepairQueue, Replica, designate};
 use cairn_policy::time::Time;
+use cairn_proofs::NodeKey;
 
+use crate::epoch::Account;
 use crate::proofs::Audits;
+use crate::repair::Object;
 use crate::report::{Day, Report};
 use crate::rng::Rng;
-use crate::scenario::Scenario;
+use crate::scenario::{Adversary, Scenario};
 
-const HOUR_MS: f64 = 3_600_000.0;
-const DAY_MS: f64 = 24.0 * HOUR_MS;
+pub(crate) const HOUR_MS: f64 = 3_600_000.0;
+pub(crate) const DAY_MS: f64 = 24.0 * HOUR_MS;
 const YEAR_MS: f64 = 365.0 * DAY_MS;
-const MIB: u64 = 1 << 20;
+pub(crate) const MIB: u64 = 1 << 20;
 /// Nodes an upload tries per shard after its first choice (the client tries them all; past
 /// the first few, every node of a simulated network with room has been reached).
 const UPLOAD_TRIES: usize = 32;
 
 /// What happens, in order of time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Event {
+pub(crate) enum Event {
     /// A node goes silent for a while, keeping its data.
     Outage(usize),
-    /// It answers again.
-    Return(usize),
+    /// A dark adversary goes dark for a while, keeping its data.
+    Dark(usize),
+    /// It answers again (after an outage, or after going dark).
+    Return(usize, bool),
+    /// A copy no keeper holds any more (node, stripe, shard) reaches the end of its lease.
+    Lapse(usize, usize, usize),
+    /// An object is uploaded.
+    Upload(usize),
+    /// A copy on node `n` rots (a bit flips on its disk).
+    Rot(usize),
+    /// Node `n`'s scrub reaches a rotten copy (stripe, shard) and quarantines it.
+    Scrubbed(usize, usize, usize),
     /// A node's disk is lost for good.
     Loss(usize),
     /// Every node of failure domain 0 is lost.
@@ -51,73 +62,107 @@ enum Event {
 
 /// A node's true state (what the keepers know comes from `Liveness`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Life {
+pub(crate) enum Life {
     Up,
     Down,
     Gone,
 }
 
 #[derive(Debug, Clone)]
-struct Node {
-    id: Vec<u8>,
-    label: Option<String>,
-    capacity: u64,
-    used: u64,
-    life: Life,
+pub(crate) struct Node {
+    pub(crate) id: Vec<u8>,
+    pub(crate) label: Option<String>,
+    pub(crate) capacity: u64,
+    /// Bytes committed (what it claims to hold, deleted copies included).
+    pub(crate) used: u64,
+    pub(crate) life: Life,
     /// The stripes it holds copies of, as (stripe, shard).
-    holds: Vec<(usize, usize)>,
+    pub(crate) holds: Vec<(usize, usize)>,
+    /// Which adversary of the scenario it is, if any.
+    pub(crate) adversary: Option<usize>,
+    /// The node whose disk it runs on: itself, or a sybil group's first identity.
+    pub(crate) disk: usize,
 }
 
 #[derive(Debug, Clone)]
-struct Shard {
-    cid: Cid,
-    size: u64,
+pub(crate) struct Shard {
+    pub(crate) cid: Cid,
+    pub(crate) size: u64,
     /// Nodes a copy was stored on (a gone node's copy is gone, a down node's comes back).
-    holders: Vec<usize>,
+    pub(crate) holders: Vec<usize>,
 }
 
 #[derive(Debug, Clone)]
-struct Stripe {
-    object: usize,
-    shards: Vec<Shard>,
-    lost: bool,
+pub(crate) struct Stripe {
+    pub(crate) object: usize,
+    pub(crate) shards: Vec<Shard>,
+    pub(crate) lost: bool,
 }
 
 /// A running simulation.
 pub struct World {
-    scenario: Scenario,
-    rng: Rng,
-    now_ms: u64,
-    end_ms: u64,
+    pub(crate) scenario: Scenario,
+    pub(crate) rng: Rng,
+    pub(crate) now_ms: u64,
+    pub(crate) end_ms: u64,
     events: BinaryHeap<Reverse<(u64, u64, Event)>>,
     seq: u64,
-    nodes: Vec<Node>,
+    pub(crate) nodes: Vec<Node>,
     /// Placement's view of the nodes, kept in step with them: free space for the ones up,
     /// none for the others.
-    cands: Vec<Candidate>,
-    stripes: Vec<Stripe>,
-    liveness: Liveness<usize>,
-    queue: RepairQueue<usize>,
+    pub(crate) cands: Vec<Candidate>,
+    pub(crate) stripes: Vec<Stripe>,
+    pub(crate) liveness: Liveness<usize>,
+    /// The objects, with their keepers.
+    pub(crate) objects: Vec<Object>,
+    /// Per stripe: shards that can be read now (kept by `recount`).
+    pub(crate) live: Vec<u8>,
+    /// Per node: whether it answers now (`life == Up`, kept by `refresh`), packed for the
+    /// scans that ask it for every copy.
+    pub(crate) up: Vec<bool>,
+    /// Per node: its tag in keeper rankings (`keeper::node_tag`).
+    pub(crate) keeper_tags: Vec<u64>,
+    /// Per node: the objects whose manifest it holds.
+    pub(crate) keeps: Vec<Vec<usize>>,
+    /// Each keeper's repair queue (stripes of the objects it is in charge of).
+    pub(crate) queues: BTreeMap<usize, RepairQueue<usize>>,
+    /// The keeper whose queue holds each queued stripe.
+    pub(crate) queued_by: HashMap<usize, usize>,
     /// What the last assessment of each queued stripe said.
-    queued: HashMap<usize, Assessment>,
+    pub(crate) assessed: HashMap<usize, Assessment>,
     /// Stripes whose copies changed (a holder's state as the keepers see it, or a new copy)
     /// since the last pass: only these are assessed again, since an assessment depends on
     /// nothing else.
-    dirty: HashSet<usize>,
+    pub(crate) dirty: HashSet<usize>,
     /// Each node's copies as the last pass saw them.
-    seen: Vec<Replica>,
-    margin: usize,
-    objects_lost: HashSet<usize>,
-    audits: Audits,
-    epoch: u64,
+    pub(crate) seen: Vec<Replica>,
+    pub(crate) margin: usize,
+    pub(crate) objects_lost: HashSet<usize>,
+    pub(crate) audits: Audits,
+    pub(crate) epoch: u64,
     /// Per node: the copies (stripe, shard) it deleted but still claims.
-    deleted: Vec<HashSet<(usize, usize)>>,
-    cheater: Vec<bool>,
-    faulty: Vec<bool>,
-    detected: Vec<Option<u64>>,
+    pub(crate) deleted: Vec<HashSet<(usize, usize)>>,
+    /// Whether the ledger holds it faulty now.
+    pub(crate) faulty: Vec<bool>,
+    /// The epoch the ledger first held it faulty.
+    pub(crate) detected: Vec<Option<u64>>,
+    /// Per node: its copies that rotted and that its scrub has not reached yet (they are in
+    /// `deleted` too: unreadable, and failing the audits that sample them).
+    pub(crate) rotten: Vec<HashSet<(usize, usize)>>,
+    /// What each node may still send and receive in this repair pass (`bandwidth_mib_s`).
+    pub(crate) outbound: Vec<u64>,
+    /// What each node may still receive in this repair pass.
+    pub(crate) inbound: Vec<u64>,
+    /// Whether its audits are judged and folded into the ledger (every adversary, and a
+    /// sample of honest nodes), and what it earned and spent.
+    pub(crate) accounts: Vec<Option<Account>>,
+    /// Sybil groups: the identities on each shared disk, by the first one's index.
+    pub(crate) groups: HashMap<usize, Vec<usize>>,
+    /// Nodes by their key in the ledger.
+    pub(crate) keys: HashMap<NodeKey, usize>,
     /// Events handled so far.
     pub events_handled: u64,
-    report: Report,
+    pub(crate) report: Report,
 }
 
 impl World {
@@ -139,18 +184,32 @@ impl World {
             cands: Vec::new(),
             stripes: Vec::new(),
             liveness: Liveness::new(grace),
-            queue: RepairQueue::default(),
-            queued: HashMap::new(),
+            objects: Vec::new(),
+            up: Vec::new(),
+            live: Vec::new(),
+            keeper_tags: Vec::new(),
+            keeps: Vec::new(),
+            queues: BTreeMap::new(),
+            queued_by: HashMap::new(),
+            assessed: HashMap::new(),
             dirty: HashSet::new(),
             seen: Vec::new(),
             margin,
             objects_lost: HashSet::new(),
-            audits: Audits::new(),
+            audits: Audits::new(
+                Duration::from_secs_f64(scenario.proofs.deadline_seconds),
+                scenario.proofs.challenges,
+            ),
             epoch: 0,
             deleted: Vec::new(),
-            cheater: Vec::new(),
             faulty: Vec::new(),
             detected: Vec::new(),
+            accounts: Vec::new(),
+            rotten: Vec::new(),
+            outbound: Vec::new(),
+            inbound: Vec::new(),
+            groups: HashMap::new(),
+            keys: HashMap::new(),
             events_handled: 0,
             report: Report::new(&scenario, seed),
             scenario,
@@ -158,9 +217,12 @@ impl World {
         for _ in 0..w.scenario.network.nodes {
             w.add_node();
         }
+        if w.scenario.proofs.enabled {
+            w.recruit();
+        }
         w.upload();
         if w.scenario.proofs.enabled {
-            w.cheat();
+            w.delete();
             w.at(HOUR_MS as u64, Event::Epoch);
         }
         if let Some(day) = w.scenario.churn.domain_loss_day {
@@ -177,14 +239,14 @@ impl World {
         w
     }
 
-    fn at(&mut self, ms: u64, e: Event) {
+    pub(crate) fn at(&mut self, ms: u64, e: Event) {
         if ms <= self.end_ms {
             self.seq += 1;
             self.events.push(Reverse((ms, self.seq, e)));
         }
     }
 
-    fn after_hours(&mut self, mean_hours: f64) -> u64 {
+    pub(crate) fn after_hours(&mut self, mean_hours: f64) -> u64 {
         self.now_ms
             .saturating_add((self.rng.exp(mean_hours) * HOUR_MS) as u64)
     }
@@ -195,9 +257,16 @@ impl World {
         let id = self.rng.next_u64().to_le_bytes().to_vec();
         let labels = self.scenario.network.labels;
         self.deleted.push(HashSet::new());
-        self.cheater.push(false);
         self.faulty.push(false);
         self.detected.push(None);
+        self.accounts.push(None);
+        self.rotten.push(HashSet::new());
+        self.keeps.push(Vec::new());
+        self.up.push(true);
+        self.keeper_tags.push(cairn_policy::keeper::node_tag(&id));
+        self.outbound.push(u64::MAX);
+        self.inbound.push(u64::MAX);
+        self.keys.insert(crate::proofs::key(&id), i);
         let label = (labels > 0).then(|| format!("d{}", i % labels));
         let capacity = self.scenario.network.capacity_gib << 30;
         self.cands
@@ -209,41 +278,138 @@ impl World {
             used: 0,
             life: Life::Up,
             holds: Vec::new(),
+            adversary: None,
+            disk: i,
         });
         self.schedule_outage(i);
+        self.schedule_rot(i);
         let losses = self.scenario.churn.losses_per_node_year;
-        if losses > 0.0 {
+        self.poisson(losses, Event::Loss(i));
+    }
+
+    /// Schedules `e` after an exponential wait at `per_year` events a year (none at 0).
+    fn poisson(&mut self, per_year: f64, e: Event) {
+        if per_year > 0.0 {
             let at = self
                 .now_ms
-                .saturating_add((self.rng.exp(1.0 / losses) * YEAR_MS) as u64);
-            self.at(at, Event::Loss(i));
+                .saturating_add((self.rng.exp(1.0 / per_year) * YEAR_MS) as u64);
+            self.at(at, e);
         }
+    }
+
+    /// The next copy to rot on node `i`: rot strikes bytes, so a fuller disk rots more often;
+    /// the draw is taken at a full disk's rate and kept at the share of it in use.
+    fn schedule_rot(&mut self, i: usize) {
+        let rate = self.scenario.churn.bitrot_per_tib_year * self.nodes[i].capacity as f64
+            / (1u64 << 40) as f64;
+        self.poisson(rate, Event::Rot(i));
+    }
+
+    /// A byte of a copy on node `n` rots (when the draw falls in its used share): the copy
+    /// can be read no more (reads verify), an audit that samples it fails, and the node's
+    /// scrub finds it within a pass over its disk at `scrub_mib_s`.
+    fn rot(&mut self, n: usize) {
+        if self.nodes[n].life == Life::Gone {
+            return;
+        }
+        self.schedule_rot(n);
+        let node = &self.nodes[n];
+        if node.holds.is_empty() || self.rng.unit() * node.capacity as f64 >= node.used as f64 {
+            return;
+        }
+        let pick = node.holds[(self.rng.next_u64() % node.holds.len() as u64) as usize];
+        if !self.deleted[n].insert(pick) {
+            return;
+        }
+        self.rotten[n].insert(pick);
+        self.report.copies_rotted += 1;
+        self.dirty.insert(pick.0);
+        self.recount(pick.0);
+        self.check_lost(pick.0);
+        // The scrub reads the disk front to back at its rate: it reaches the rot somewhere in
+        // its pass.
+        let pass_hours =
+            self.nodes[n].used as f64 / (self.scenario.churn.scrub_mib_s * MIB as f64) / 3600.0;
+        let found = self
+            .now_ms
+            .saturating_add((self.rng.unit() * pass_hours * HOUR_MS) as u64);
+        self.at(found, Event::Scrubbed(n, pick.0, pick.1));
+    }
+
+    /// Node `n` found rotten copy (s, i), by its scrub or while proving: quarantined and
+    /// deleted, and declared in its next commitment (a declared shard is no fault; an audit
+    /// that met the rot before the node knew was one); the keepers see the shard gone
+    /// and rebuild it.
+    fn scrubbed(&mut self, n: usize, s: usize, i: usize) {
+        if !self.rotten[n].remove(&(s, i)) {
+            return;
+        }
+        self.report.rot_found += 1;
+        let size = self.stripes[s].shards[i].size;
+        self.stripes[s].shards[i].holders.retain(|&h| h != n);
+        self.nodes[n].holds.retain(|&h| h != (s, i));
+        self.nodes[n].used = self.nodes[n].used.saturating_sub(size);
+        self.deleted[n].remove(&(s, i));
+        self.dirty.insert(s);
+        self.recount(s);
+        self.refresh(n);
     }
 
     fn schedule_outage(&mut self, i: usize) {
         let rate = self.scenario.churn.outages_per_node_year;
-        if rate > 0.0 {
-            let at = self
-                .now_ms
-                .saturating_add((self.rng.exp(1.0 / rate) * YEAR_MS) as u64);
-            self.at(at, Event::Outage(i));
-        }
+        self.poisson(rate, Event::Outage(i));
     }
 
-    /// Brings placement's view of node `n` up to date with its state and use.
-    fn refresh(&mut self, n: usize) {
+    /// Brings placement's view of node `n` up to date with its state and use (a node the
+    /// ledger holds faulty is offered nothing, as `StopPlacing` says).
+    pub(crate) fn refresh(&mut self, n: usize) {
         let node = &self.nodes[n];
+        self.up[n] = node.life == Life::Up;
         self.cands[n].free = match node.life {
-            Life::Up => node.capacity.saturating_sub(node.used),
+            Life::Up if !self.faulty[n] => node.capacity.saturating_sub(node.used),
             _ => 0,
         };
     }
 
+    /// The identities on node `n`'s disk: a sybil group, or the node alone.
+    pub(crate) fn group(&self, n: usize) -> Vec<usize> {
+        self.groups
+            .get(&self.nodes[n].disk)
+            .cloned()
+            .unwrap_or_else(|| vec![n])
+    }
+
     /// Stores every object at the start, placed as a client places them.
+    /// Stores the objects due at the start, and schedules the others over `upload_days`.
     fn upload(&mut self) {
+        let d = &self.scenario.data;
+        let (objects, spread) = (d.objects, d.upload_days * DAY_MS);
+        for object in 0..objects {
+            let at = (spread * object as f64 / objects as f64) as u64;
+            if at == 0 {
+                self.upload_object(object);
+            } else {
+                self.at(at, Event::Upload(object));
+            }
+        }
+        self.report.objects = objects;
+    }
+
+    /// Stores one object's stripes, placed as a client places them.
+    fn upload_object(&mut self, object: usize) {
         let d = self.scenario.data.clone();
         let size = d.shard_mib * MIB;
-        for object in 0..d.objects {
+        let o = self.objects.len();
+        let key = cids::raw(format!("manifest {object}").as_bytes()).to_bytes();
+        let keepers = self.keepers_for(&key, &[], d.m + 1);
+        self.objects.push(Object {
+            key,
+            stripes: Vec::new(),
+            keepers: Vec::new(),
+            lost: false,
+        });
+        self.set_keepers(o, keepers);
+        {
             for s in 0..d.stripes_per_object {
                 let cids: Vec<Cid> = (0..d.k + d.m)
                     .map(|i| {
@@ -265,6 +431,7 @@ impl World {
                 let index = self.stripes.len();
                 let mut shards = Vec::with_capacity(cids.len());
                 let mut used = HashSet::new();
+                let mut taken = Vec::new();
                 for (i, (cid, order)) in cids.into_iter().zip(placed).enumerate() {
                     // A shard no node has room for is kept with no copy: repair sees it
                     // missing, as it would after a failed upload.
@@ -278,6 +445,7 @@ impl World {
                         self.refresh(n);
                         self.nodes[n].holds.push((index, i));
                         holders.push(n);
+                        taken.push((n, (index, i)));
                     } else {
                         self.report.shards_unplaced += 1;
                     }
@@ -285,14 +453,19 @@ impl World {
                 }
                 self.report.stored_bytes +=
                     size * shards.iter().filter(|sh| !sh.holders.is_empty()).count() as u64;
+                self.objects[o].stripes.push(index);
                 self.stripes.push(Stripe {
-                    object,
+                    object: o,
                     shards,
                     lost: false,
                 });
+                self.live.push(0);
+                self.recount(index);
+                for (n, copy) in taken {
+                    self.received(n, copy);
+                }
             }
         }
-        self.report.objects = d.objects;
         self.report.stripes = self.stripes.len();
     }
 
@@ -314,55 +487,77 @@ impl World {
         self.report.nodes_end = self.nodes.iter().filter(|n| n.life != Life::Gone).count();
         self.report.objects_lost = self.objects_lost.len();
         self.report.events = self.events_handled;
-        self.report.audits = self.audits.audits;
-        self.report.audit_failures = self.audits.failures;
-        self.report.audit_failures_expected = self.audits.expected_failures;
-        let found: Vec<u64> = (0..self.nodes.len())
-            .filter(|&n| self.cheater[n])
-            .filter_map(|n| self.detected[n])
-            .collect();
-        self.report.cheaters_detected = found.len();
-        self.report.detection_epochs_max = found.iter().copied().max().unwrap_or(0);
-        self.report.detection_epochs_mean = if found.is_empty() {
-            0.0
-        } else {
-            found.iter().sum::<u64>() as f64 / found.len() as f64
-        };
-        self.report.honest_faulty = (0..self.nodes.len())
-            .filter(|&n| !self.cheater[n] && self.detected[n].is_some())
-            .count();
+        self.finish_proofs();
         self.report.finish();
         self.report
     }
 
-    fn now(&self) -> Time {
+    pub(crate) fn now(&self) -> Time {
         Time::from_millis(self.now_ms)
     }
 
     fn handle(&mut self, e: Event) {
         match e {
-            Event::Outage(n) if self.nodes[n].life == Life::Up => {
-                self.nodes[n].life = Life::Down;
-                self.refresh(n);
-                self.report.outages += 1;
-                self.touch(n);
-                let back = self.after_hours(self.scenario.churn.outage_hours);
-                self.at(back, Event::Return(n));
+            // A sybil group's disk fails as one: its first identity's events stand for all.
+            Event::Outage(n) | Event::Dark(n) | Event::Loss(n) if self.nodes[n].disk != n => {}
+            Event::Outage(n) => {
+                if self.nodes[n].life == Life::Up {
+                    self.down(n);
+                    let back = self.after_hours(self.scenario.churn.outage_hours);
+                    self.at(back, Event::Return(n, true));
+                } else if self.nodes[n].life == Life::Down {
+                    // Dark already: this outage is over before it could start.
+                    self.schedule_outage(n);
+                }
             }
-            Event::Return(n) if self.nodes[n].life == Life::Down => {
-                self.nodes[n].life = Life::Up;
-                self.refresh(n);
-                self.touch(n);
-                self.schedule_outage(n);
+            Event::Dark(n) => {
+                let Some(Adversary::Dark {
+                    dark_per_year,
+                    dark_hours,
+                    ..
+                }) = self.nodes[n]
+                    .adversary
+                    .map(|a| self.scenario.proofs.adversaries[a].clone())
+                else {
+                    return;
+                };
+                if self.nodes[n].life == Life::Up {
+                    self.down(n);
+                    let back = self.after_hours(dark_hours);
+                    self.at(back, Event::Return(n, false));
+                }
+                if self.nodes[n].life != Life::Gone && dark_per_year > 0.0 {
+                    let next = self.after_hours(8760.0 / dark_per_year);
+                    self.at(next, Event::Dark(n));
+                }
             }
-            Event::Loss(n) => self.lose(n),
+            Event::Return(n, outage) => {
+                for g in self.group(n) {
+                    if self.nodes[g].life == Life::Down {
+                        self.nodes[g].life = Life::Up;
+                        self.refresh(g);
+                        self.touch(g);
+                    }
+                }
+                if outage && self.nodes[n].life != Life::Gone {
+                    self.schedule_outage(n);
+                }
+            }
+            Event::Lapse(n, s, i) => self.lapse(n, s, i),
+            Event::Upload(object) => self.upload_object(object),
+            Event::Rot(n) => self.rot(n),
+            Event::Scrubbed(n, s, i) => self.scrubbed(n, s, i),
+            Event::Loss(n) => self.lose_disk(n),
             Event::DomainLoss => {
+                // Every disk with an identity in the domain (a sybil's others go with it).
                 let domain = Some("d0".to_string());
-                let all: Vec<usize> = (0..self.nodes.len())
+                let mut disks: Vec<usize> = (0..self.nodes.len())
                     .filter(|&n| self.nodes[n].label == domain)
+                    .map(|n| self.nodes[n].disk)
                     .collect();
-                for n in all {
-                    self.lose(n);
+                disks.dedup();
+                for d in disks {
+                    self.lose_disk(d);
                 }
             }
             Event::RepairPass => {
@@ -376,6 +571,7 @@ impl World {
                 self.audit_all();
                 self.at(self.now_ms.saturating_add(HOUR_MS as u64), Event::Epoch);
             }
+
             Event::Sample => {
                 self.sample();
                 let next = self.now_ms.saturating_add(DAY_MS as u64);
@@ -383,11 +579,73 @@ impl World {
                     self.at(next, Event::Sample);
                 }
             }
-            _ => {}
         }
     }
 
-    /// Node `n`'s disk is gone: every copy on it, for good.
+    /// Node `n` (and every identity on its disk) stops answering, keeping its data.
+    fn down(&mut self, n: usize) {
+        self.report.outages += 1;
+        for g in self.group(n) {
+            if self.nodes[g].life == Life::Up {
+                self.nodes[g].life = Life::Down;
+                self.refresh(g);
+                self.touch(g);
+            }
+        }
+    }
+
+    /// A copy whose lease ran out is collected, unless the keepers hold it again: each shard
+    /// keeps the copy `repair::designate` picks (its first live one, or every suspect one when
+    /// none is live), and that copy's lease is carried another term.
+    fn lapse(&mut self, n: usize, s: usize, i: usize) {
+        let shard = &self.stripes[s].shards[i];
+        if !shard.holders.contains(&n) {
+            return;
+        }
+        let copies: Vec<(usize, Replica)> = shard
+            .holders
+            .iter()
+            .map(|&h| (h, self.seen.get(h).copied().unwrap_or(Replica::Live)))
+            .collect();
+        let kept = designate(&[copies]).pop().unwrap_or_default();
+        if kept.contains(&n) {
+            let term = (self.scenario.leases.term_hours * HOUR_MS) as u64;
+            self.at(
+                self.now_ms.saturating_add(term.max(1)),
+                Event::Lapse(n, s, i),
+            );
+            return;
+        }
+        let size = shard.size;
+        self.stripes[s].shards[i].holders.retain(|&h| h != n);
+        self.nodes[n].holds.retain(|&h| h != (s, i));
+        self.nodes[n].used = self.nodes[n].used.saturating_sub(size);
+        self.deleted[n].remove(&(s, i));
+        self.rotten[n].remove(&(s, i));
+        self.report.copies_collected += 1;
+        self.dirty.insert(s);
+        self.recount(s);
+        self.refresh(n);
+        // The copy kept may have been a deleter's (gone in truth): the stripe may be below k.
+        self.check_lost(s);
+    }
+
+    /// Node `n`'s disk is lost, with every identity on it; a new node replaces it if the
+    /// scenario says so.
+    fn lose_disk(&mut self, n: usize) {
+        if self.nodes[n].life == Life::Gone {
+            return;
+        }
+        self.report.losses += 1;
+        for g in self.group(n) {
+            self.lose(g);
+        }
+        if self.scenario.churn.replace_lost {
+            self.add_node();
+        }
+    }
+
+    /// Node `n`'s copies are gone, for good.
     fn lose(&mut self, n: usize) {
         if self.nodes[n].life == Life::Gone {
             return;
@@ -395,33 +653,44 @@ impl World {
         self.nodes[n].life = Life::Gone;
         self.nodes[n].used = 0;
         self.refresh(n);
-        self.report.losses += 1;
         let holds = self.nodes[n].holds.clone();
-        let k = self.scenario.data.k;
         for (s, _) in holds {
-            let stripe = &mut self.stripes[s];
-            if stripe.lost {
-                continue;
-            }
-            let surviving = (0..stripe.shards.len())
-                .filter(|&i| {
-                    stripe.shards[i].holders.iter().any(|&h| {
-                        self.nodes[h].life != Life::Gone && !self.deleted[h].contains(&(s, i))
-                    })
-                })
-                .count();
-            if surviving < k {
-                stripe.lost = true;
-                self.report.stripes_lost += 1;
-                if self.objects_lost.insert(stripe.object) && self.report.first_loss_day.is_none() {
-                    self.report.first_loss_day = Some(self.now_ms as f64 / DAY_MS);
-                }
-            }
+            self.check_lost(s);
         }
         // After the lost stripes are marked: the fewest live shards counts the others.
         self.touch(n);
-        if self.scenario.churn.replace_lost {
-            self.add_node();
+    }
+
+    /// Marks stripe `s` lost if fewer than `k` of its shards have a good copy on a node not
+    /// gone.
+    pub(crate) fn check_lost(&mut self, s: usize) {
+        let stripe = &self.stripes[s];
+        if stripe.lost {
+            return;
+        }
+        let surviving = (0..stripe.shards.len())
+            .filter(|&i| {
+                stripe.shards[i].holders.iter().any(|&h| {
+                    self.nodes[h].life != Life::Gone && !self.deleted[h].contains(&(s, i))
+                })
+            })
+            .count();
+        if surviving < self.scenario.data.k {
+            self.mark_lost(s);
+        }
+    }
+
+    /// Stripe `s` has fewer than `k` shards left anywhere: lost for good, and its object.
+    pub(crate) fn mark_lost(&mut self, s: usize) {
+        self.stripes[s].lost = true;
+        self.report.stripes_lost += 1;
+        self.lose_object(self.stripes[s].object);
+    }
+
+    /// Object `o` is lost for good (a stripe of it, or every copy of its manifest).
+    pub(crate) fn lose_object(&mut self, o: usize) {
+        if self.objects_lost.insert(o) && self.report.first_loss_day.is_none() {
+            self.report.first_loss_day = Some(self.now_ms as f64 / DAY_MS);
         }
     }
 
@@ -429,18 +698,24 @@ impl World {
     /// has is updated.
     fn touch(&mut self, n: usize) {
         let mut fewest = self.report.fewest_live_shards;
-        for &(s, _) in &self.nodes[n].holds {
-            if self.stripes[s].lost {
-                continue;
+        for j in 0..self.nodes[n].holds.len() {
+            let s = self.nodes[n].holds[j].0;
+            self.recount(s);
+            if !self.stripes[s].lost {
+                fewest = fewest.min(usize::from(self.live[s]));
             }
-            let live = self.readable(s);
-            fewest = fewest.min(live);
         }
         self.report.fewest_live_shards = fewest;
     }
 
+    /// Counts again the shards of stripe `s` that can be read now: after any change to its
+    /// copies or to the state of a node holding one.
+    pub(crate) fn recount(&mut self, s: usize) {
+        self.live[s] = self.readable(s).min(255) as u8;
+    }
+
     /// Shards of `st` with a copy on a node that answers now.
-    fn readable(&self, s: usize) -> usize {
+    pub(crate) fn readable(&self, s: usize) -> usize {
         (0..self.stripes[s].shards.len())
             .filter(|&i| self.serves(s, i))
             .count()
@@ -448,255 +723,10 @@ impl World {
 
     /// Whether some node answering holds shard `i` of stripe `s` (a cheater's deleted copy
     /// does not count).
-    fn serves(&self, s: usize, i: usize) -> bool {
-        self.stripes[s].shards[i]
-            .holders
-            .iter()
-            .any(|&h| self.nodes[h].life == Life::Up && !self.deleted[h].contains(&(s, i)))
-    }
-
-    /// Picks the cheaters among the nodes and deletes their share of copies (they go on
-    /// claiming them). A stripe whose deleted copies leave fewer than `k` is lost.
-    fn cheat(&mut self) {
-        let (share, deleted) = (self.scenario.proofs.cheaters, self.scenario.proofs.deleted);
-        for n in 0..self.nodes.len() {
-            if self.rng.unit() >= share {
-                continue;
-            }
-            self.cheater[n] = true;
-            self.report.cheaters += 1;
-            // That share of its copies, at least one, chosen at random.
-            let mut holds = self.nodes[n].holds.clone();
-            let count = ((holds.len() as f64 * deleted).round() as usize)
-                .max(1)
-                .min(holds.len());
-            for j in 0..count {
-                let pick = j + (self.rng.next_u64() % (holds.len() - j) as u64) as usize;
-                holds.swap(j, pick);
-                self.deleted[n].insert(holds[j]);
-            }
-        }
-        let k = self.scenario.data.k;
-        for s in 0..self.stripes.len() {
-            let kept = (0..self.stripes[s].shards.len())
-                .filter(|&i| {
-                    self.stripes[s].shards[i]
-                        .holders
-                        .iter()
-                        .any(|&h| !self.deleted[h].contains(&(s, i)))
-                })
-                .count();
-            if kept < k && !self.stripes[s].lost {
-                self.stripes[s].lost = true;
-                self.report.stripes_lost += 1;
-                if self.objects_lost.insert(self.stripes[s].object) {
-                    self.report.first_loss_day.get_or_insert(0.0);
-                }
-            }
-        }
-    }
-
-    /// One epoch of audits: each node answering is audited `audits_per_epoch` times by
-    /// others answering. An honest node's audit always passes (judged by its verdict);
-    /// a cheater's is sampled with the proofs crate's challenge. A node faulted by a quorum
-    /// of auditors within the window is faulty: the keepers count its copies lost.
-    fn audit_all(&mut self) {
-        let up: Vec<usize> = (0..self.nodes.len())
-            .filter(|&n| self.nodes[n].life == Life::Up)
-            .collect();
-        if up.len() < 2 {
-            return;
-        }
-        for &p in &up {
-            let per = self.audits.per_epoch();
-            if self.deleted[p].is_empty() {
-                self.audits.audits += per as u64;
-                continue;
-            }
-            let sizes: Vec<u64> = self.nodes[p]
-                .holds
-                .iter()
-                .map(|&(s, i)| self.stripes[s].shards[i].size)
-                .collect();
-            let gone: HashSet<usize> = self.nodes[p]
-                .holds
-                .iter()
-                .enumerate()
-                .filter(|(_, h)| self.deleted[p].contains(h))
-                .map(|(j, _)| j)
-                .collect();
-            for _ in 0..per {
-                let mut a = up[(self.rng.next_u64() % up.len() as u64) as usize];
-                if a == p {
-                    a = up[(up.iter().position(|&x| x == p).unwrap_or(0) + 1) % up.len()];
-                }
-                let (aid, pid) = (self.nodes[a].id.clone(), self.nodes[p].id.clone());
-                self.audits.audit(
-                    &mut self.rng,
-                    self.epoch,
-                    (a, &aid),
-                    (p, &pid),
-                    &sizes,
-                    &gone,
-                );
-            }
-        }
-        for n in 0..self.nodes.len() {
-            if !self.cheater[n] && self.deleted[n].is_empty() && !self.faulty[n] {
-                continue;
-            }
-            let faulty = self.audits.faulty(n, self.epoch);
-            if faulty && self.detected[n].is_none() {
-                self.detected[n] = Some(self.epoch);
-            }
-            self.faulty[n] = faulty;
-        }
-    }
-
-    /// Asks every node, as each node's view refresh does at a pass: one that does not answer
-    /// is silent from the first pass it failed (`Liveness` keeps that time), one that answers
-    /// is up. Returns each node's copies as the keeper sees them now: live if it answers, else
-    /// suspect within the grace period and lost after it.
-    fn look(&mut self) -> Vec<Replica> {
-        let now = self.now();
-        (0..self.nodes.len())
-            .map(|n| {
-                if self.nodes[n].life == Life::Up {
-                    self.liveness.answered(&n);
-                    // A node the ledger holds faulty answers, but its copies count as lost.
-                    return if self.faulty[n] {
-                        Replica::Lost
-                    } else {
-                        Replica::Live
-                    };
-                }
-                self.liveness.silent(&n, now);
-                match self.liveness.state(&n, now) {
-                    NodeState::Up | NodeState::Suspect => Replica::Suspect,
-                    NodeState::Lost => Replica::Lost,
-                }
-            })
-            .collect()
-    }
-
-    fn assess(&self, s: usize) -> Assessment {
-        let copies: Vec<Vec<Replica>> = self.stripes[s]
-            .shards
-            .iter()
-            .map(|sh| sh.holders.iter().map(|&h| self.seen[h]).collect())
-            .collect();
-        assess(self.scenario.data.k, &copies, self.margin)
-    }
-
-    /// One pass of every keeper in charge: assess every stripe, queue those to rebuild, and
-    /// rebuild in queue order within the network's repair rate for the interval.
-    fn repair_pass(&mut self) {
-        let now = self.now();
-        let seen = self.look();
-        for (n, r) in seen.iter().enumerate() {
-            if self.seen.get(n) != Some(r) {
-                for &(s, _) in &self.nodes[n].holds {
-                    self.dirty.insert(s);
-                }
-            }
-        }
-        self.seen = seen;
-        let mut dirty: Vec<usize> = self.dirty.drain().collect();
-        dirty.sort_unstable();
-        for s in dirty {
-            let a = self.assess(s);
-            if self.stripes[s].lost || a.rebuild.is_empty() || a.health == Health::Lost {
-                self.queue.remove(&s);
-                self.queued.remove(&s);
-                continue;
-            }
-            self.queue.push(s, a.live - self.scenario.data.k, now);
-            self.queued.insert(s, a);
-        }
-        // Every live node repairs at `rate` for the interval: the pass's budget.
-        let up = self.nodes.iter().filter(|n| n.life == Life::Up).count() as u64;
-        let rate = self
-            .scenario
-            .repair
-            .rate_mib_s
-            .saturating_mul(MIB)
-            .saturating_mul(up.max(1));
-        let burst = (rate as f64 * self.scenario.repair.interval_hours * 3600.0) as u64;
-        let mut limit = RateLimit::new(rate, burst.max(1), now);
-        while let Some(&s) = self.queue.peek() {
-            let Some(a) = self.queued.get(&s) else {
-                self.queue.remove(&s);
-                continue;
-            };
-            let size = self.stripes[s]
-                .shards
-                .iter()
-                .map(|sh| sh.size)
-                .max()
-                .unwrap_or(0);
-            let k = self.scenario.data.k as u64;
-            let cost = size.saturating_mul(k + a.rebuild.len() as u64);
-            if limit.take(cost, now).is_err() {
-                // Left for the next pass where it is, as urgent and as old as it was.
-                break;
-            }
-            let _ = self.queue.pop();
-            let Some(a) = self.queued.remove(&s) else {
-                continue;
-            };
-            self.rebuild(s, &a);
-            // Assessed again next pass: a shard that found no room is queued again.
-            self.dirty.insert(s);
-        }
-    }
-
-    /// Rebuilds the missing shards of stripe `s` from `k` live ones onto the best nodes that
-    /// hold nothing of it.
-    fn rebuild(&mut self, s: usize, a: &Assessment) {
-        let k = self.scenario.data.k;
-        let readable: Vec<usize> = (0..self.stripes[s].shards.len())
-            .filter(|&i| self.serves(s, i))
-            .collect();
-        let mut fetch = Fetch::new(k, readable);
-        let mut read = 0;
-        for i in fetch.start() {
-            read += self.stripes[s].shards[i].size;
-            fetch.done(i, true);
-        }
-        if !fetch.complete() {
-            return;
-        }
-        self.report.repair_read_bytes += read;
-        let mut exclude: HashSet<usize> = self.stripes[s]
-            .shards
-            .iter()
-            .flat_map(|sh| sh.holders.iter().copied())
-            .collect();
-        let mut labels: HashSet<Option<String>> = exclude
-            .iter()
-            .filter(|&&h| self.nodes[h].life == Life::Up)
-            .map(|&h| self.nodes[h].label.clone())
-            .collect();
-        for &i in &a.rebuild {
-            let (cid, size) = {
-                let sh = &self.stripes[s].shards[i];
-                (sh.cid, sh.size)
-            };
-            let cands = &self.cands;
-            let fits = |n: usize| cands[n].free >= size;
-            let Some(n) = placement::place_repair_first(&cid, cands, &exclude, &labels, fits)
-            else {
-                continue;
-            };
-            exclude.insert(n);
-            labels.insert(self.nodes[n].label.clone());
-            self.nodes[n].used += size;
-            self.refresh(n);
-            self.nodes[n].holds.push((s, i));
-            self.stripes[s].shards[i].holders.push(n);
-            self.report.repair_written_bytes += size;
-            self.report.shards_rebuilt += 1;
-        }
+    pub(crate) fn serves(&self, s: usize, i: usize) -> bool {
+        self.stripes[s].shards[i].holders.iter().any(|&h| {
+            self.up[h] && (self.deleted[h].is_empty() || !self.deleted[h].contains(&(s, i)))
+        })
     }
 
     /// Fewest shards of any stripe not lost that can be read now, and how many stripes cannot
@@ -706,7 +736,8 @@ impl World {
         let mut fewest = usize::MAX;
         let mut unreadable = 0;
         for s in (0..self.stripes.len()).filter(|&s| !self.stripes[s].lost) {
-            let live = self.readable(s);
+            let live = usize::from(self.live[s]);
+            debug_assert_eq!(live, self.readable(s), "stripe {s}'s count is stale");
             fewest = fewest.min(live);
             if live < k {
                 unreadable += 1;
@@ -720,11 +751,13 @@ impl World {
         let day = Day {
             day: self.now_ms as f64 / DAY_MS,
             nodes_up: self.nodes.iter().filter(|n| n.life == Life::Up).count(),
+            stripes: self.stripes.len(),
             fewest_live_shards: fewest,
             unreadable_stripes: unreadable,
             stripes_lost: self.report.stripes_lost,
             objects_lost: self.objects_lost.len(),
             repair_bytes: self.report.repair_read_bytes + self.report.repair_written_bytes,
+            earnings: self.earnings_by_kind(),
         };
         self.report.fewest_live_shards = self.report.fewest_live_shards.min(fewest);
         self.report.daily.push(day);

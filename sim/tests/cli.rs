@@ -59,3 +59,41 @@ fn a_bad_scenario_is_refused_with_the_field_and_the_file() {
         "{err}"
     );
 }
+
+#[test]
+fn out_writes_a_summary_and_a_chart_for_each_measure_with_earnings_by_kind() {
+    let scenario = format!("{}/scenarios/cheaters.toml", env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let run = sim(&["run", &scenario, "--out", out.to_str().unwrap()]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let summary = std::fs::read_to_string(out.join("summary.txt")).unwrap();
+    assert!(
+        summary.contains("fetcher") && summary.contains("earned/disk"),
+        "{summary}"
+    );
+    for name in [
+        "durability.svg",
+        "live-shards.svg",
+        "repair.svg",
+        "nodes.svg",
+        "earnings.svg",
+    ] {
+        let svg = std::fs::read_to_string(out.join(name)).unwrap();
+        assert!(
+            svg.starts_with("<svg") && svg.ends_with("</svg>\n"),
+            "{name}"
+        );
+        assert!(svg.contains("<polyline"), "{name}");
+    }
+    // One line per kind of node: honest and the scenario's five adversaries.
+    let earnings = std::fs::read_to_string(out.join("earnings.svg")).unwrap();
+    assert_eq!(earnings.matches("<polyline").count(), 6);
+    for kind in ["honest", "deleter", "late", "dark", "fetcher", "sybil"] {
+        assert!(earnings.contains(&format!(">{kind}</text>")), "{kind}");
+    }
+}

@@ -3,6 +3,7 @@
 //! keeps every object through churn that loses many without it; a lost failure domain costs
 //! each stripe at most one shard.
 
+use cairn_sim::scenario::Adversary;
 use cairn_sim::{Report, Scenario, run};
 
 fn scenario(file: &str) -> Scenario {
@@ -44,6 +45,15 @@ fn the_same_seed_gives_the_same_report_byte_for_byte() {
     assert_eq!(a, b);
     let c = serde_json::to_string(&quiet(small(churn), 43)).unwrap();
     assert_ne!(a, c, "another seed, another run");
+    // Everything else that draws: adversaries and audits, rot, bandwidth, uploads over time.
+    let mut s = scenario("cheaters.toml");
+    s.days = 6.0;
+    s.churn.bitrot_per_tib_year = 0.2;
+    s.network.bandwidth_mib_s = 8;
+    s.data.upload_days = 3.0;
+    let a = serde_json::to_string(&quiet(s.clone(), 9)).unwrap();
+    let b = serde_json::to_string(&quiet(s, 9)).unwrap();
+    assert_eq!(a, b);
 }
 
 /// P(at least k of n independent nodes survive), each with probability p.
@@ -104,6 +114,9 @@ fn repair_keeps_every_object_through_churn_that_loses_many_without_it() {
     // (Stripes may be unreadable for a while: weekly outages sometimes take three holders of
     // one stripe down at once. They lose nothing.)
     assert!(on.shards_rebuilt > 0);
+    // Keepers on lost disks were replaced: every manifest kept its copies.
+    assert!(on.manifest_copies_made > 0, "{}", on.table());
+    assert_eq!(on.manifests_lost, 0, "{}", on.table());
     assert!(off.objects_lost > on.objects / 4, "{}", off.table());
     assert_eq!(off.shards_rebuilt, 0);
     // A rebuild reads k shards and writes the missing ones (1 or 2 of a 4+2 stripe): from
@@ -163,35 +176,183 @@ m = 2
     assert!(Scenario::from_toml("name = 1").is_err());
 }
 
+fn kind<'a>(r: &'a Report, name: &str) -> &'a cairn_sim::report::Kind {
+    r.kinds
+        .iter()
+        .find(|k| k.name == name)
+        .unwrap_or_else(|| panic!("no {name} in\n{}", r.table()))
+}
+
 #[test]
-fn cheaters_fail_audits_as_the_closed_form_says_and_are_all_found() {
+fn deleters_fail_audits_as_the_closed_form_says_and_are_all_found() {
     let r = quiet(scenario("cheaters.toml"), 11);
-    assert!(r.cheaters > 10, "{}", r.table());
-    // Failed audits against the sum of 1-(1-f)^c over cheaters' audits: a sum of independent
+    let deleters = kind(&r, "deleter");
+    assert!(deleters.nodes >= 5, "{}", r.table());
+    // Failed audits against the sum of 1-(1-f)^c over deleters' audits: a sum of independent
     // Bernoulli trials, so within a few of its standard deviations.
     let want = r.audit_failures_expected;
     let sigma = want.sqrt();
     assert!(
-        (r.audit_failures as f64 - want).abs() < 4.0 * sigma + 2.0,
+        want > 100.0 && (r.audit_failures as f64 - want).abs() < 4.0 * sigma + 2.0,
         "{} failed, {want:.1} expected",
         r.audit_failures
     );
     assert_eq!(r.honest_faulty, 0, "{}", r.table());
-    assert_eq!(r.cheaters_detected, r.cheaters, "{}", r.table());
+    assert_eq!(deleters.detected, deleters.nodes, "{}", r.table());
     // With c = 32 and f = 1 %, an audit fails 27.5 % of the time, three a node an epoch: found
     // within a day.
-    assert!(r.detection_epochs_max <= 24, "{}", r.table());
+    assert!(deleters.detection_epochs_max <= 24, "{}", r.table());
+    // Late answerers run out of misses and are found too; dark nodes are offline, which is no
+    // fault.
+    assert_eq!(
+        kind(&r, "late").detected,
+        kind(&r, "late").nodes,
+        "{}",
+        r.table()
+    );
+    assert_eq!(kind(&r, "dark").detected, 0, "{}", r.table());
     // Their copies were rebuilt elsewhere, and nothing was lost.
     assert_eq!(r.objects_lost, 0, "{}", r.table());
     assert!(r.shards_rebuilt > 0);
 }
 
 #[test]
-fn without_cheaters_no_audit_fails() {
+fn cheating_does_not_pay_for_any_kind_of_adversary_in_the_shipped_scenario() {
+    let r = quiet(scenario("cheaters.toml"), 1);
+    let honest = kind(&r, "honest").earnings_per_disk;
+    assert!(honest > 0.0, "an honest node earns\n{}", r.table());
+    for k in r.kinds.iter().filter(|k| k.name != "honest") {
+        assert!(
+            !k.pays && k.earnings_per_disk < honest,
+            "a {} earned {:.2} a disk, an honest node {honest:.2}\n{}",
+            k.name,
+            k.earnings_per_disk,
+            r.table()
+        );
+    }
+    assert_eq!(r.kinds.len(), 6, "{}", r.table());
+}
+
+#[test]
+fn a_fetcher_pays_when_nothing_is_degraded_unless_the_deadline_is_shorter_than_its_fetching() {
+    // No outages, and few enough fetchers that no stripe loses k shards to them: every stripe
+    // can always be read, so a fetcher that stores nothing answers every audit with chunks
+    // fetched from the other shards, in time. (Where fetchers are many, stripes they share
+    // are lost, and the audits that land on them fail.)
     let mut s = scenario("cheaters.toml");
-    s.proofs.cheaters = 0.0;
+    s.churn.outages_per_node_year = 0.0;
+    s.days = 10.0;
+    s.proofs.adversaries = vec![Adversary::Fetcher {
+        nodes: 0.02,
+        deleted: 1.0,
+        fetch_seconds: 2.0,
+    }];
+    let r = quiet(s.clone(), 5);
+    assert_eq!(r.objects_lost, 0, "{}", r.table());
+    let f = kind(&r, "fetcher");
+    assert_eq!(f.detected, 0, "{}", r.table());
+    assert!(f.pays, "{}", r.table());
+    assert!(f.disk_tib_months < 0.01, "it stores nothing\n{}", r.table());
+    // With answers due within 1.5 s (honest nodes answer in 0.2 s on average here), fetching
+    // makes every answer it must fetch for late: it runs out of misses and is found.
+    s.proofs.deadline_seconds = 1.5;
+    s.proofs.answer_seconds = 0.2;
+    let r = quiet(s, 5);
+    let f = kind(&r, "fetcher");
+    assert_eq!(f.detected, f.nodes, "{}", r.table());
+    assert!(!f.pays, "{}", r.table());
+}
+
+#[test]
+fn old_copies_are_collected_when_their_lease_ends_and_kept_without_one() {
+    let churn = "[churn]\noutages_per_node_year = 24.0\noutage_hours = 2.0";
+    let r = quiet(small(churn), 4);
+    assert!(r.shards_rebuilt > 0, "{}", r.table());
+    // Every rebuild around a node that came back leaves an old copy to collect; a few are
+    // still within their lease at the end, and one whose replacement went silent is kept.
+    assert!(
+        r.copies_collected > r.shards_rebuilt / 2 && r.copies_collected <= r.shards_rebuilt,
+        "{}",
+        r.table()
+    );
+    let mut s = small(churn);
+    s.leases.term_hours = 1e6;
+    let kept = quiet(s, 4);
+    assert_eq!(kept.copies_collected, 0, "{}", kept.table());
+}
+
+#[test]
+fn without_adversaries_no_audit_fails_and_no_one_is_faulty() {
+    let mut s = scenario("cheaters.toml");
+    s.proofs.adversaries.clear();
     s.days = 5.0;
     let r = quiet(s, 2);
     assert!(r.audits > 0);
-    assert_eq!((r.audit_failures, r.cheaters, r.honest_faulty), (0, 0, 0));
+    assert_eq!((r.audit_failures, r.honest_faulty), (0, 0));
+    assert_eq!(r.verdicts.get("fault"), None, "{}", r.table());
+    assert_eq!(r.kinds.len(), 1, "{}", r.table());
+}
+
+#[test]
+fn rot_is_found_by_the_scrub_and_rebuilt_and_audits_that_meet_it_first_fail() {
+    let text = |scrub: f64| {
+        format!(
+            "[churn]\nbitrot_per_tib_year = 5000.0\nscrub_mib_s = {scrub}\n\
+             [proofs]\nenabled = true\nhonest_sample = 10"
+        )
+    };
+    // Small disks, so the few GiB stored are a fair share of each and rot strikes them.
+    let mut s = small(&text(32.0));
+    s.days = 60.0;
+    s.network.capacity_gib = 8;
+    let r = quiet(s.clone(), 8);
+    assert!(r.copies_rotted > 20, "{}", r.table());
+    // Every rotten copy is found by the scrub within a pass (a few hours here) unless a
+    // rebuild or the end comes first; each is rebuilt elsewhere, and nothing is lost.
+    assert!(r.rot_found * 10 >= r.copies_rotted * 8, "{}", r.table());
+    assert!(r.shards_rebuilt >= r.rot_found, "{}", r.table());
+    assert_eq!(r.objects_lost, 0, "{}", r.table());
+    // A scrub a hundred times slower leaves rot on disk for longer: more audits meet it first
+    // (the node then quarantines it and declares it in its next commitment).
+    let mut slow = small(&text(0.32));
+    slow.days = 60.0;
+    slow.network.capacity_gib = 8;
+    let slow = quiet(slow, 8);
+    assert!(
+        slow.audits_failed_on_rot > r.audits_failed_on_rot.max(1) * 5,
+        "{} audits failed on rot with a slow scrub, {} with the default",
+        slow.audits_failed_on_rot,
+        r.audits_failed_on_rot
+    );
+}
+
+#[test]
+fn a_node_short_of_bandwidth_puts_rebuilds_off_without_losing_them() {
+    let churn = "[churn]\noutages_per_node_year = 24.0\noutage_hours = 8.0\nlosses_per_node_year = 1.0\nreplace_lost = true";
+    let mut s = small(churn);
+    s.data.shard_mib = 1024;
+    let free = quiet(s.clone(), 6);
+    assert_eq!(free.rebuilds_short_of_bandwidth, 0, "{}", free.table());
+    // At 1 MiB/s a node sends (and, apart, takes) 3.5 GiB an hour: three 1 GiB shards a
+    // pass, and a lost node leaves dozens to rebuild.
+    s.network.bandwidth_mib_s = 1;
+    let r = quiet(s, 6);
+    assert!(r.rebuilds_short_of_bandwidth > 0, "{}", r.table());
+    assert_eq!(r.objects_lost, 0, "{}", r.table());
+    assert!(
+        r.shards_rebuilt * 10 >= free.shards_rebuilt * 8,
+        "{}",
+        r.table()
+    );
+}
+
+#[test]
+fn objects_uploaded_over_time_arrive_at_an_even_pace() {
+    let mut s = small("");
+    s.data.upload_days = 60.0;
+    let r = quiet(s, 3);
+    let at = |day: f64| r.daily.iter().find(|d| d.day >= day).unwrap().stripes;
+    assert_eq!(r.stripes, 300);
+    assert!((140..=160).contains(&at(30.0)), "{}", at(30.0));
+    assert_eq!(at(61.0), 300);
 }

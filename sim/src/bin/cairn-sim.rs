@@ -1,5 +1,6 @@
 //! `cairn-sim run SCENARIO.toml [--seed S] [--json] [--out DIR]`: simulates a Cairn network
-//! and reports what it lost and what repair cost.
+//! and reports what it lost, what repair cost, how fast adversaries were found and what each
+//! kind of node earned; `--out` also writes the charts.
 
 use std::path::PathBuf;
 
@@ -29,7 +30,8 @@ enum Command {
         /// Print the whole report (summary and a line per day) as JSON.
         #[arg(long)]
         json: bool,
-        /// Also write the report as `report.json` into this directory.
+        /// Also write the report (`report.json`), its summary (`summary.txt`) and its charts
+        /// (`*.svg`) into this directory.
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -58,8 +60,17 @@ fn main() -> anyhow::Result<()> {
     let body = serde_json::to_string_pretty(&report)?;
     if let Some(dir) = out {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let path = dir.join("report.json");
-        std::fs::write(&path, &body).with_context(|| format!("writing {}", path.display()))?;
+        let mut files = vec![
+            ("report.json".to_string(), body.clone()),
+            ("summary.txt".to_string(), report.table()),
+        ];
+        for (name, chart) in cairn_sim::plot::charts(&report) {
+            files.push((name.to_string(), chart.svg()));
+        }
+        for (name, text) in files {
+            let path = dir.join(name);
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        }
     }
     if json {
         println!("{body}");
