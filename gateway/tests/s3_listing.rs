@@ -321,5 +321,139 @@ async fn listings_percent_encode_keys_when_asked_to() {
     assert_eq!(failure(r), (400, "InvalidArgument".into()));
     let plain = s3.list_objects_v2().bucket("names").send().await.unwrap();
     assert_eq!(key_list(plain.contents()), keys);
+
+    // An encoding other than url is S3's 400 InvalidArgument, on every listing.
+    let bogus = || EncodingType::from("base64");
+    let r = s3
+        .list_objects_v2()
+        .bucket("names")
+        .encoding_type(bogus())
+        .send()
+        .await;
+    assert_eq!(failure(r), (400, "InvalidArgument".into()));
+    let r = s3
+        .list_objects()
+        .bucket("names")
+        .encoding_type(bogus())
+        .send()
+        .await;
+    assert_eq!(failure(r), (400, "InvalidArgument".into()));
+    let r = s3
+        .list_multipart_uploads()
+        .bucket("names")
+        .encoding_type(bogus())
+        .send()
+        .await;
+    assert_eq!(failure(r), (400, "InvalidArgument".into()));
+    net.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_upload_listings_page_with_markers_prefixes_and_delimiters() {
+    let net = Net::start(4).await;
+    let s3 = net.s3();
+    s3.create_bucket().bucket("mpu").send().await.unwrap();
+    // Three uploads of one key, started in turn, and others under prefixes.
+    let mut started = Vec::new();
+    for key in [
+        "ckpt/a", "ckpt/a", "ckpt/a", "ckpt/b", "logs/1", "logs/2", "top",
+    ] {
+        started.push((key.to_string(), start_upload(&s3, "mpu", key).await));
+        // Distinct start times, so one key's uploads have an order.
+        tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    }
+
+    // Pages of 2, following NextKeyMarker and NextUploadIdMarker: every upload once, by key
+    // and, for one key, in the order they were started.
+    let mut seen = Vec::new();
+    let (mut key_marker, mut id_marker) = (None::<String>, None::<String>);
+    let mut pages = 0;
+    loop {
+        let page = s3
+            .list_multipart_uploads()
+            .bucket("mpu")
+            .max_uploads(2)
+            .set_key_marker(key_marker.clone())
+            .set_upload_id_marker(id_marker.clone())
+            .send()
+            .await
+            .unwrap();
+        pages += 1;
+        assert_eq!(page.max_uploads(), Some(2));
+        for u in page.uploads() {
+            seen.push((
+                u.key().unwrap().to_string(),
+                u.upload_id().unwrap().to_string(),
+            ));
+        }
+        if page.is_truncated() != Some(true) {
+            assert!(page.next_key_marker().is_none());
+            break;
+        }
+        assert_eq!(page.uploads().len(), 2);
+        key_marker = page.next_key_marker().map(str::to_string);
+        id_marker = page.next_upload_id_marker().map(str::to_string);
+        assert!(pages < 10, "the pages do not end");
+    }
+    assert_eq!(seen, started);
+    assert_eq!(pages, 4);
+
+    // A delimiter rolls keys into common prefixes, each counting as one entry.
+    let page = s3
+        .list_multipart_uploads()
+        .bucket("mpu")
+        .delimiter("/")
+        .send()
+        .await
+        .unwrap();
+    let prefixes: Vec<&str> = page
+        .common_prefixes()
+        .iter()
+        .filter_map(|p| p.prefix())
+        .collect();
+    assert_eq!(prefixes, ["ckpt/", "logs/"]);
+    let keys: Vec<&str> = page.uploads().iter().filter_map(|u| u.key()).collect();
+    assert_eq!(keys, ["top"]);
+    let page = s3
+        .list_multipart_uploads()
+        .bucket("mpu")
+        .delimiter("/")
+        .max_uploads(1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.is_truncated(), Some(true));
+    assert_eq!(page.next_key_marker(), Some("ckpt/"));
+    let page = s3
+        .list_multipart_uploads()
+        .bucket("mpu")
+        .delimiter("/")
+        .key_marker("ckpt/")
+        .send()
+        .await
+        .unwrap();
+    let prefixes: Vec<&str> = page
+        .common_prefixes()
+        .iter()
+        .filter_map(|p| p.prefix())
+        .collect();
+    assert_eq!(prefixes, ["logs/"]);
+
+    // A prefix, and a negative max-uploads.
+    let page = s3
+        .list_multipart_uploads()
+        .bucket("mpu")
+        .prefix("logs/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.uploads().len(), 2);
+    let r = s3
+        .list_multipart_uploads()
+        .bucket("mpu")
+        .max_uploads(-1)
+        .send()
+        .await;
+    assert_eq!(failure(r), (400, "InvalidArgument".into()));
     net.stop().await;
 }

@@ -22,7 +22,7 @@ impl Gateway {
             })?),
             None => input.start_after.clone(),
         };
-        let enc = KeyEncoding::of(input.encoding_type.as_ref());
+        let enc = KeyEncoding::of(input.encoding_type.as_ref())?;
         let page = self
             .page(
                 &input.bucket,
@@ -56,7 +56,7 @@ impl Gateway {
     ) -> S3Result<S3Response<ListObjectsOutput>> {
         self.metrics.requests.inc();
         let input = req.input;
-        let enc = KeyEncoding::of(input.encoding_type.as_ref());
+        let enc = KeyEncoding::of(input.encoding_type.as_ref())?;
         let page = self
             .page(
                 &input.bucket,
@@ -139,9 +139,18 @@ pub(super) struct KeyEncoding {
 }
 
 impl KeyEncoding {
-    pub(super) fn of(requested: Option<&EncodingType>) -> Self {
-        KeyEncoding {
-            url: requested.is_some_and(|e| e.as_str().eq_ignore_ascii_case(EncodingType::URL)),
+    /// The encoding a request asked for: none, or `url`; anything else is S3's 400
+    /// `InvalidArgument`.
+    pub(super) fn of(requested: Option<&EncodingType>) -> Result<Self, Error> {
+        match requested {
+            None => Ok(KeyEncoding { url: false }),
+            Some(e) if e.as_str().eq_ignore_ascii_case(EncodingType::URL) => {
+                Ok(KeyEncoding { url: true })
+            }
+            Some(e) => Err(Error::InvalidArgument(format!(
+                "Invalid Encoding Method specified in Request: {:?} (the only one is \"url\")",
+                e.as_str()
+            ))),
         }
     }
 
@@ -245,8 +254,9 @@ mod tests {
             assert_eq!(url.apply(key.into()), listed);
             assert_eq!(KeyEncoding { url: false }.apply(key.into()), key);
         }
-        let of = |e: &str| KeyEncoding::of(Some(&EncodingType::from(e.to_string()))).url;
-        assert!(of("url") && !of("base64"));
-        assert!(!KeyEncoding::of(None).url);
+        let of = |e: &str| KeyEncoding::of(Some(&EncodingType::from(e.to_string())));
+        assert!(of("url").unwrap().url && of("URL").unwrap().url);
+        assert!(matches!(of("base64"), Err(Error::InvalidArgument(_))));
+        assert!(!KeyEncoding::of(None).unwrap().url);
     }
 }

@@ -21,6 +21,7 @@ mod listing;
 mod multipart;
 mod read;
 mod release;
+mod uploads;
 mod write;
 
 use std::collections::HashMap;

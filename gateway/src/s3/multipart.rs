@@ -19,6 +19,7 @@ use super::checksum::{HashSink, check_md5, declared, read_into};
 use super::conditions::{preconditions, write_condition};
 use super::headers::{check_key, check_object_headers, metadata_in};
 use super::listing::{KeyEncoding, decode_hex, page_size};
+use super::uploads;
 use super::write::{copy_source, parse_copy_range};
 use super::{Gateway, MAX_PARTS, MAX_PUT, MIN_PART, blocking, now_ms, timestamp};
 use crate::catalog::{Location, ObjectRecord, PartRecord, UploadRecord, WriteCondition};
@@ -248,27 +249,54 @@ impl Gateway {
         self.metrics.requests.inc();
         let input = req.input;
         self.bucket_exists(&input.bucket).await?;
+        let enc = KeyEncoding::of(input.encoding_type.as_ref())?;
+        let max = page_size("max-uploads", input.max_uploads)?;
         let (c, b) = (self.catalog.clone(), input.bucket.clone());
         let uploads = blocking(move || Ok(c.uploads(&b)?)).await?;
-        let prefix = input.prefix.clone().unwrap_or_default();
-        let enc = KeyEncoding::of(input.encoding_type.as_ref());
-        let uploads: Vec<MultipartUpload> = uploads
-            .into_iter()
-            .filter(|(_, u)| u.key.starts_with(&prefix))
-            .map(|(id, u)| MultipartUpload {
-                key: Some(enc.apply(u.key)),
-                upload_id: Some(id),
-                initiated: Some(timestamp(u.created_ms)),
-                ..Default::default()
-            })
-            .collect();
+        let page = uploads::page(
+            uploads,
+            &uploads::UploadsQuery {
+                prefix: input.prefix.as_deref().unwrap_or_default(),
+                delimiter: input.delimiter.as_deref(),
+                key_marker: input.key_marker.as_deref(),
+                upload_id_marker: input.upload_id_marker.as_deref(),
+                max,
+            },
+        );
+        let (next_key, next_id) = match page.next.clone() {
+            Some((k, id)) => (Some(enc.apply(k)), id),
+            None => (None, None),
+        };
         Ok(S3Response::new(ListMultipartUploadsOutput {
             bucket: Some(input.bucket),
             prefix: input.prefix.map(|p| enc.apply(p)),
+            delimiter: input.delimiter.map(|d| enc.apply(d)),
+            key_marker: input.key_marker.map(|k| enc.apply(k)),
+            upload_id_marker: input.upload_id_marker,
             encoding_type: enc.echo(),
-            is_truncated: Some(false),
-            max_uploads: Some(1000),
-            uploads: Some(uploads),
+            is_truncated: Some(page.next.is_some()),
+            next_key_marker: next_key,
+            next_upload_id_marker: next_id,
+            max_uploads: Some(max as i32),
+            uploads: Some(
+                page.uploads
+                    .into_iter()
+                    .map(|(id, u)| MultipartUpload {
+                        key: Some(enc.apply(u.key)),
+                        upload_id: Some(id),
+                        initiated: Some(timestamp(u.created_ms)),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            common_prefixes: Some(
+                page.prefixes
+                    .into_iter()
+                    .map(|p| CommonPrefix {
+                        prefix: Some(enc.apply(p)),
+                    })
+                    .collect(),
+            ),
             ..Default::default()
         }))
     }
