@@ -96,6 +96,27 @@ async fn restoring_a_cid_that_is_not_a_catalog_export_is_a_400_that_says_what_it
         says.contains(&object) && says.contains("object manifest"),
         "{says}"
     );
+    // Import checks keys as an S3 PUT does: no control character a listing cannot carry.
+    for key in ["bell\u{7}", ""] {
+        let body = serde_json::json!({ "bucket": "imports", "cid": object, "key": key });
+        let (code, answer) = call(
+            gw.admin,
+            "POST",
+            "/import",
+            token,
+            &[JSON],
+            &body.to_string(),
+        )
+        .await;
+        assert_eq!(code, 400, "{key:?}: {answer}");
+        assert!(
+            answer["error"]
+                .as_str()
+                .unwrap()
+                .contains("cannot import as key"),
+            "{answer}"
+        );
+    }
     let dir = net.dir.path().join("plain-dataset");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("a.txt"), b"hello").unwrap();

@@ -11,7 +11,7 @@ use crate::error::Error;
 
 /// Keys S3 takes: 1 to 1024 bytes, and only characters XML 1.0 can carry (no control
 /// character but tab, LF and CR), so that every listing that holds them can be read.
-pub(super) fn check_key(key: &str) -> Result<(), Error> {
+pub(crate) fn check_key(key: &str) -> Result<(), Error> {
     if key.is_empty() || key.len() > 1024 || key.chars().any(xml_unsafe) {
         return Err(Error::InvalidArgument(format!(
             "invalid object key {key:?}: 1..=1024 bytes, and no control character but tab, \

@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::{CatalogError, Location, ObjectRecord};
 use crate::error::Error;
-use crate::s3::{ExportStatus, Gateway, check_bucket_name, now_ms};
+use crate::s3::{ExportStatus, Gateway, check_bucket_name, check_key, now_ms};
 pub use pieces::{EXPORT_PIECE_BYTES, MORE_BUCKETS_DIR, PIECES_DIR};
 use pieces::{PieceRef, Restored, Shape, Splitter};
 
@@ -316,12 +316,15 @@ impl Gateway {
                 vec![(key, record)]
             }
         };
+        // The same checks as an S3 PUT's key: a key a PUT would refuse must not get in by
+        // import (a control character would make every listing of the bucket unreadable).
         for (key, _) in &records {
-            if key.is_empty() || key.len() > 1024 {
-                return Err(Error::InvalidArgument(format!(
-                    "cannot import as key {key:?}: keys are 1-1024 bytes (give --prefix or a key name)"
-                )));
-            }
+            check_key(key).map_err(|e| {
+                Error::InvalidArgument(format!(
+                    "cannot import as key {key:?} ({e}); give --prefix or a key name, or rename \
+                     the file"
+                ))
+            })?;
         }
         let bytes = records.iter().map(|(_, r)| r.size).sum();
         let (c, b, n) = (self.catalog().clone(), bucket.to_string(), records.len());
