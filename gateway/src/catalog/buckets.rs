@@ -112,4 +112,70 @@ mod tests {
         ));
         assert!(c.object("b", "late").unwrap().is_none());
     }
+
+    #[test]
+    fn a_bucket_deleted_while_objects_are_put_is_deleted_empty_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = std::sync::Arc::new(Catalog::open(dir.path()).unwrap());
+        for round in 0..50 {
+            let bucket = format!("race-{round}");
+            c.create_bucket(&bucket, &BucketRecord { created_ms: 0 })
+                .unwrap();
+            let writers: Vec<_> = (0..4)
+                .map(|w| {
+                    let (c, bucket) = (c.clone(), bucket.clone());
+                    std::thread::spawn(move || {
+                        let mut landed = Vec::new();
+                        for i in 0..20 {
+                            let key = format!("k{w}-{i}");
+                            match c.put_object(&bucket, &key, &rec(1)) {
+                                Ok(()) => landed.push(key),
+                                Err(CatalogError::NoSuchBucket(_)) => break,
+                                Err(e) => panic!("{e}"),
+                            }
+                        }
+                        landed
+                    })
+                })
+                .collect();
+            // Delete as soon as the bucket empties out, racing the writers.
+            let mut deleted = false;
+            for _ in 0..200 {
+                let keys: Vec<String> = c
+                    .list(&bucket, "", None, None, 1000)
+                    .unwrap()
+                    .objects
+                    .into_iter()
+                    .map(|(k, _)| k)
+                    .collect();
+                for k in keys {
+                    let _ = c.delete_object(&bucket, &k);
+                }
+                match c.delete_bucket(&bucket) {
+                    Ok(()) => {
+                        deleted = true;
+                        break;
+                    }
+                    Err(CatalogError::BucketNotEmpty(_)) => continue,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            let landed: Vec<String> = writers
+                .into_iter()
+                .flat_map(|w| w.join().unwrap())
+                .collect();
+            if deleted {
+                // Nothing lives on in the deleted bucket, whatever landed before the delete.
+                for k in &landed {
+                    assert!(c.object(&bucket, k).unwrap().is_none(), "{bucket}/{k}");
+                }
+                assert!(matches!(
+                    c.put_object(&bucket, "after", &rec(1)),
+                    Err(CatalogError::NoSuchBucket(_))
+                ));
+            } else {
+                assert!(c.bucket_is_empty(&bucket).is_ok());
+            }
+        }
+    }
 }
