@@ -81,6 +81,23 @@ pub enum EntryProblem {
     /// The entry's bytes do not hash to its BLAKE3.
     #[error("bytes do not match the dataset's BLAKE3")]
     HashMismatch,
+    /// Writing it would go through a symbolic link already in the output directory.
+    #[error(
+        "{} is a symbolic link: cairn get never writes through one (remove it, or read into \
+         another directory)",
+        .0.display()
+    )]
+    ThroughSymlink(std::path::PathBuf),
+    /// Something that is not a directory stands where the entry needs one.
+    #[error("{} is in the way: the entry needs a directory there", .0.display())]
+    NotADirectory(std::path::PathBuf),
+    /// Another entry's path differs from it only in case, and the output directory's
+    /// filesystem does not tell such names apart: one would overwrite the other.
+    #[error(
+        "it differs from {0:?} only in case, and the output directory ignores case: read into a \
+         case-sensitive directory"
+    )]
+    CaseCollision(String),
 }
 
 /// Errors from the client.

@@ -103,12 +103,7 @@ async fn read_dataset_pack(
                     problem: EntryProblem::OutsidePack(Box::new(pack)),
                 })?;
             check_file(&path, slice, &hash)?;
-            let target = dir.join(&path);
-            if let Err(e) = std::fs::write(&target, slice) {
-                // No truncated file under the real name (a full disk, say).
-                let _ = std::fs::remove_file(&target);
-                return Err(writing(Output::File(target))(e));
-            }
+            write_whole(&dir.join(&path), slice)?;
             total += size;
             progress(size);
         }
@@ -152,20 +147,16 @@ pub async fn read_dataset(
             Location::Object(cid) => objects.push((path, cid, entry, target)),
         }
     }
-    // Directories, then the inline files, from one blocking thread.
-    let dirs: std::collections::BTreeSet<std::path::PathBuf> = dataset
-        .entries
-        .keys()
-        .filter_map(|p| dir.join(p).parent().map(Path::to_path_buf))
-        .collect();
+    // Directories (never through a symbolic link), then the inline files, from one blocking
+    // thread.
+    let paths: Vec<String> = dataset.entries.keys().cloned().collect();
+    let root = dir.to_path_buf();
     let inline_progress = progress.clone();
     total += tokio::task::spawn_blocking(move || {
-        for d in dirs {
-            std::fs::create_dir_all(&d).map_err(writing(Output::Dir(d)))?;
-        }
+        prepare(&root, &paths)?;
         let mut total = 0;
         for (target, bytes) in inline {
-            std::fs::write(&target, &bytes).map_err(writing(Output::File(target)))?;
+            write_whole(&target, &bytes)?;
             total += bytes.len() as u64;
             inline_progress(bytes.len() as u64);
         }
@@ -202,6 +193,100 @@ pub async fn read_dataset(
     Ok(total)
 }
 
+/// Writes `bytes` as the file `target`: into a new temporary file beside it, then renamed
+/// over it, so a symbolic link already at `target` is replaced, never followed, and a failure
+/// (a full disk) leaves no truncated file under the real name.
+fn write_whole(target: &Path, bytes: &[u8]) -> Result<(), ClientError> {
+    use std::io::Write;
+    let to = Output::File(target.to_path_buf());
+    let tmp = crate::output::partial_path(target);
+    let mut partial = Partial(Some(tmp.clone()));
+    let mut file = crate::output::create_partial(&tmp).map_err(writing(to.clone()))?;
+    file.write_all(bytes).map_err(writing(to.clone()))?;
+    std::fs::rename(&tmp, target).map_err(writing(to))?;
+    partial.0 = None;
+    Ok(())
+}
+
+/// Makes the directories the dataset's `paths` need under `root`, one component at a time,
+/// refusing to go through a symbolic link or past a file already there (`root` itself is the
+/// caller's choice and may be a link); and refuses paths that differ only in case when
+/// `root`'s filesystem ignores case.
+fn prepare(root: &Path, paths: &[String]) -> Result<(), ClientError> {
+    std::fs::create_dir_all(root).map_err(writing(Output::Dir(root.to_path_buf())))?;
+    if let Some((a, b)) = case_collision(paths)
+        && ignores_case(root)
+    {
+        return Err(ClientError::Entry {
+            path: b,
+            problem: EntryProblem::CaseCollision(a),
+        });
+    }
+    let mut made = std::collections::BTreeSet::new();
+    for path in paths {
+        let problem = |p: EntryProblem| ClientError::Entry {
+            path: path.clone(),
+            problem: p,
+        };
+        let mut at = root.to_path_buf();
+        let parts: Vec<&str> = path.split('/').collect();
+        for (i, part) in parts.iter().enumerate() {
+            at.push(part);
+            let last = i + 1 == parts.len();
+            if !last && made.contains(&at) {
+                continue;
+            }
+            match std::fs::symlink_metadata(&at) {
+                Ok(m) if m.file_type().is_symlink() && !last => {
+                    return Err(problem(EntryProblem::ThroughSymlink(at)));
+                }
+                // The file itself: a link there is replaced by the rename, not followed.
+                Ok(_) if last => {}
+                Ok(m) if m.is_dir() => {
+                    made.insert(at.clone());
+                }
+                Ok(_) => return Err(problem(EntryProblem::NotADirectory(at))),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !last => {
+                    std::fs::create_dir(&at).map_err(writing(Output::Dir(at.clone())))?;
+                    made.insert(at.clone());
+                }
+                Err(_) if last => {}
+                Err(e) => return Err(writing(Output::Dir(at.clone()))(e)),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Two of `paths` that differ only in case, if any.
+fn case_collision(paths: &[String]) -> Option<(String, String)> {
+    let mut seen: HashMap<String, &String> = HashMap::new();
+    for p in paths {
+        if let Some(other) = seen.insert(p.to_lowercase(), p)
+            && other != p
+        {
+            return Some((other.clone(), p.clone()));
+        }
+    }
+    None
+}
+
+/// Whether the filesystem of `dir` ignores case (as macOS's and Windows's do by default): a
+/// probe file's name in another case finds it.
+fn ignores_case(dir: &Path) -> bool {
+    let probe = crate::output::partial_path(&dir.join("case-probe"));
+    let Ok(_file) = crate::output::create_partial(&probe) else {
+        return false;
+    };
+    let name = probe
+        .file_name()
+        .map(|n| n.to_string_lossy().to_uppercase())
+        .unwrap_or_default();
+    let found = std::fs::symlink_metadata(dir.join(name)).is_ok();
+    let _ = std::fs::remove_file(&probe);
+    found
+}
+
 fn check_file(path: &str, bytes: &[u8], expected: &blake3::Hash) -> Result<(), ClientError> {
     if blake3::hash(bytes) != *expected {
         return Err(ClientError::Entry {
@@ -210,4 +295,69 @@ fn check_file(path: &str, bytes: &[u8], expected: &blake3::Hash) -> Result<(), C
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directories_are_never_made_through_a_symbolic_link() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (root, outside) = (tmp.path().join("out"), tmp.path().join("outside"));
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("sub")).unwrap();
+        let err = prepare(&root, &["sub/deeper/file.txt".into()]).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                ClientError::Entry {
+                    problem: EntryProblem::ThroughSymlink(p),
+                    ..
+                } if p == &root.join("sub")
+            ),
+            "{err}"
+        );
+        assert!(std::fs::read_dir(&outside).unwrap().next().is_none());
+        // A file where a directory is needed is refused too; fresh paths are made.
+        std::fs::write(root.join("plain"), b"x").unwrap();
+        assert!(prepare(&root, &["plain/a".into()]).is_err());
+        prepare(&root, &["a/b/c.txt".into(), "a/d.txt".into(), "top".into()]).unwrap();
+        assert!(root.join("a/b").is_dir());
+    }
+
+    #[test]
+    fn a_file_write_replaces_a_symbolic_link_and_never_follows_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let victim = tmp.path().join("victim");
+        std::fs::write(&victim, b"keep me").unwrap();
+        let target = tmp.path().join("entry.txt");
+        std::os::unix::fs::symlink(&victim, &target).unwrap();
+        write_whole(&target, b"dataset bytes").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+        assert!(!std::fs::symlink_metadata(&target).unwrap().is_symlink());
+        assert_eq!(std::fs::read(&target).unwrap(), b"dataset bytes");
+        // Nothing is left beside it.
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn names_that_differ_only_in_case_are_found() {
+        let paths = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            case_collision(&paths(&["a/README", "b", "a/readme"])),
+            Some(("a/README".into(), "a/readme".into()))
+        );
+        assert_eq!(case_collision(&paths(&["a", "b", "A/b"])), None);
+        // This test's directory (ext4, tmpfs) tells case apart: such datasets are written.
+        let tmp = tempfile::tempdir().unwrap();
+        assert!(!ignores_case(tmp.path()));
+        assert_eq!(
+            std::fs::read_dir(tmp.path()).unwrap().count(),
+            0,
+            "the probe is gone"
+        );
+        prepare(tmp.path(), &paths(&["x/A", "x/a"])).unwrap();
+    }
 }
