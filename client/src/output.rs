@@ -32,9 +32,15 @@ pub const BATCHES_QUEUED: usize = 8;
 /// [`create_partial`], which never opens an existing file.
 pub fn partial_path(target: &Path) -> PathBuf {
     static CALLS: AtomicU64 = AtomicU64::new(0);
-    let name = target
+    let mut name = target
         .file_name()
         .map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned());
+    // Room for the dot, the tag and the suffix within a 255-byte file name.
+    let mut end = name.len().min(200);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name.truncate(end);
     let mut tag = blake3::Hasher::new();
     tag.update(&std::process::id().to_le_bytes());
     tag.update(&CALLS.fetch_add(1, Ordering::Relaxed).to_le_bytes());
@@ -278,6 +284,13 @@ mod tests {
         assert_ne!(p, partial_path(Path::new("d/a.bin")));
         let a = partial_path(Path::new("a"));
         assert!(a.to_str().unwrap().starts_with(".a."), "{a:?}");
+        // A name near the 255-byte limit still leaves room for the tag (cut on a character).
+        let long = "\u{e9}".repeat(127);
+        let p = partial_path(Path::new(&long));
+        assert!(p.as_os_str().len() <= 255, "{}", p.as_os_str().len());
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(&long), b"x").unwrap();
+        create_partial(&dir.path().join(partial_path(Path::new(&long)))).unwrap();
     }
 
     #[test]

@@ -666,7 +666,16 @@ async fn a_node_that_goes_silent_mid_upload_is_stored_around() {
     // A view whose connections to all 8 nodes are open: 24 stripes of 4+2 on 8 nodes give
     // every node shards. With every node answering, nothing is noted.
     let connected = || async {
-        let view = Network::connect(&peers(&net)).await.unwrap();
+        // Every node in the view: one just resumed from a freeze may miss the 3 s a view gives
+        // a node to answer, under load, and would then not be asked at all.
+        let mut view = Network::connect(&peers(&net)).await.unwrap();
+        for _ in 0..10 {
+            if view.nodes().len() == 8 {
+                break;
+            }
+            view = Network::connect(&peers(&net)).await.unwrap();
+        }
+        assert_eq!(view.nodes().len(), 8, "a node is missing from the view");
         let warm = put(&view, &key, noise(24 * 4 * (64 << 10), 21), &opts)
             .await
             .unwrap();

@@ -200,8 +200,8 @@ fn write_whole(target: &Path, bytes: &[u8]) -> Result<(), ClientError> {
     use std::io::Write;
     let to = Output::File(target.to_path_buf());
     let tmp = crate::output::partial_path(target);
-    let mut partial = Partial(Some(tmp.clone()));
     let mut file = crate::output::create_partial(&tmp).map_err(writing(to.clone()))?;
+    let mut partial = Partial(Some(tmp.clone()));
     file.write_all(bytes).map_err(writing(to.clone()))?;
     std::fs::rename(&tmp, target).map_err(writing(to))?;
     partial.0 = None;
@@ -258,21 +258,29 @@ fn prepare(root: &Path, paths: &[String]) -> Result<(), ClientError> {
     Ok(())
 }
 
-/// Two of `paths` that differ only in case, if any.
+/// Two of `paths` that differ only in case, or whose directories do (`a` and `A/b`), if any.
+/// Case is folded with `to_lowercase`, which covers what macOS and Windows fold for most
+/// scripts (not every special case, nor Unicode normalization).
 fn case_collision(paths: &[String]) -> Option<(String, String)> {
-    let mut seen: HashMap<String, &String> = HashMap::new();
+    let mut seen: HashMap<String, &str> = HashMap::new();
     for p in paths {
-        if let Some(other) = seen.insert(p.to_lowercase(), p)
-            && other != p
-        {
-            return Some((other.clone(), p.clone()));
+        // The path itself and each of its directories.
+        let ends = p.match_indices('/').map(|(i, _)| i).chain([p.len()]);
+        for end in ends {
+            let part = &p[..end];
+            if let Some(other) = seen.insert(part.to_lowercase(), part)
+                && other != part
+            {
+                return Some((other.to_string(), p.clone()));
+            }
         }
     }
     None
 }
 
-/// Whether the filesystem of `dir` ignores case (as macOS's and Windows's do by default): a
-/// probe file's name in another case finds it.
+/// Whether the filesystem of `dir` ignores case (as macOS's does by default): a probe file's
+/// name in another case finds it. (Only `dir` is probed; a directory below it that folds case
+/// on its own, ext4's `+F`, is not.)
 fn ignores_case(dir: &Path) -> bool {
     let probe = crate::output::partial_path(&dir.join("case-probe"));
     let Ok(_file) = crate::output::create_partial(&probe) else {
@@ -349,7 +357,13 @@ mod tests {
             case_collision(&paths(&["a/README", "b", "a/readme"])),
             Some(("a/README".into(), "a/readme".into()))
         );
-        assert_eq!(case_collision(&paths(&["a", "b", "A/b"])), None);
+        assert_eq!(case_collision(&paths(&["x/a", "y/a", "x/b"])), None);
+        // A directory and a file, or two directories, that differ in case collide too.
+        assert_eq!(
+            case_collision(&paths(&["a", "b", "A/b"])),
+            Some(("a".into(), "A/b".into()))
+        );
+        assert!(case_collision(&paths(&["Data/1", "data/2"])).is_some());
         // This test's directory (ext4, tmpfs) tells case apart: such datasets are written.
         let tmp = tempfile::tempdir().unwrap();
         assert!(!ignores_case(tmp.path()));

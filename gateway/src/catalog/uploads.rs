@@ -38,14 +38,9 @@ impl Catalog {
                 out.push((String::from_utf8_lossy(&k).into_owned(), r));
             }
         }
-        // By key, then in the order they were started (ids break ties), as S3 lists them.
-        out.sort_by(|a, b| {
-            (a.1.key.as_str(), a.1.created_ms, a.0.as_str()).cmp(&(
-                b.1.key.as_str(),
-                b.1.created_ms,
-                b.0.as_str(),
-            ))
-        });
+        // By key, then by id: ids begin with their start time, so one key's uploads are in
+        // the order they started, as S3 lists them.
+        out.sort_by(|a, b| (a.1.key.as_str(), a.0.as_str()).cmp(&(b.1.key.as_str(), b.0.as_str())));
         Ok(out)
     }
 

@@ -36,21 +36,23 @@ impl Gateway {
         // Refused here, not at Complete, which would answer 200 and then fail for good.
         check_object_headers(input.content_type.as_deref(), input.metadata.as_ref())?;
         self.bucket_exists(&input.bucket).await?;
-        let id = hex(&blake3::hash(
+        // The start time first, so ids sort in the order uploads started (as S3 lists one
+        // key's uploads, and pages them by "upload ids after the marker"), then 80 random bits.
+        let created_ms = now_ms();
+        let random = blake3::hash(
             format!(
-                "{}/{}/{}/{:?}",
+                "{}/{}/{created_ms}/{:?}",
                 input.bucket,
                 input.key,
-                now_ms(),
                 std::time::Instant::now()
             )
             .as_bytes(),
-        )
-        .as_bytes()[..16]);
+        );
+        let id = format!("{created_ms:012x}{}", hex(&random.as_bytes()[..10]));
         let record = UploadRecord {
             bucket: input.bucket.clone(),
             key: input.key.clone(),
-            created_ms: now_ms(),
+            created_ms,
             content_type: input.content_type,
             metadata: metadata_in(input.metadata),
             erasure: Some(self.opts.params.erasure),

@@ -1,5 +1,6 @@
-//! ListMultipartUploads pages, as S3 cuts them: uploads in key order (and, for one key, in the
-//! order they were started), those under `prefix`, after (`key-marker`, `upload-id-marker`),
+//! ListMultipartUploads pages, as S3 cuts them: uploads in key order (and, for one key, in id
+//! order, which is the order they started: ids begin with their start time), those under
+//! `prefix`, after (`key-marker`, `upload-id-marker`),
 //! keys with `delimiter` past the prefix rolled into common prefixes, at most `max-uploads`
 //! entries (an upload or a common prefix each), and the markers of the next page.
 
@@ -26,25 +27,16 @@ pub(super) struct UploadsQuery<'a> {
     pub max: usize,
 }
 
-/// Cuts a page out of `uploads`, which are in key order and, within a key, in the order they
-/// were started (as `Catalog::uploads` returns them).
+/// Cuts a page out of `uploads`, which are in key order and, within a key, in id order (as
+/// `Catalog::uploads` returns them). The markers are compared, not looked up, so a page after
+/// an upload that has since been aborted or completed starts in the right place.
 pub(super) fn page(uploads: Vec<(String, UploadRecord)>, q: &UploadsQuery<'_>) -> UploadsPage {
     let mut out = UploadsPage::default();
     if q.max == 0 {
         return out;
     }
-    // After the key marker: later keys; for the marker's own key, the uploads after the
-    // upload-id marker (S3 ignores an upload-id marker without a key marker). An id marker
-    // that names no upload of that key keeps those whose ids sort after it, as S3 says.
-    let known = q
-        .key_marker
-        .zip(q.upload_id_marker)
-        .is_some_and(|(km, idm)| {
-            uploads
-                .iter()
-                .any(|(id, u)| u.key == km && id.as_str() == idm)
-        });
-    let mut past_id = false;
+    // After the key marker: later keys, and for the marker's own key the uploads whose ids
+    // sort after the upload-id marker (S3 ignores an upload-id marker without a key marker).
     let delimiter = q.delimiter.filter(|d| !d.is_empty());
     let mut last: Option<(String, Option<String>)> = None;
     let mut count = 0;
@@ -56,22 +48,8 @@ pub(super) fn page(uploads: Vec<(String, UploadRecord)>, q: &UploadsQuery<'_>) -
             if u.key.as_str() < km {
                 continue;
             }
-            if u.key == km {
-                match q.upload_id_marker {
-                    None => continue,
-                    // The marker is an upload of this key: those started after it.
-                    Some(idm) if known => {
-                        if !past_id {
-                            past_id = id == idm;
-                            continue;
-                        }
-                    }
-                    Some(idm) => {
-                        if id.as_str() <= idm {
-                            continue;
-                        }
-                    }
-                }
+            if u.key == km && q.upload_id_marker.is_none_or(|idm| id.as_str() <= idm) {
+                continue;
             }
         }
         let rolled = delimiter.and_then(|d| {
@@ -123,9 +101,9 @@ mod tests {
 
     fn all() -> Vec<(String, UploadRecord)> {
         [
-            ("u9", "a", 1),
-            ("u1", "a", 2),
-            ("u5", "a", 3),
+            ("u1", "a", 1),
+            ("u5", "a", 2),
+            ("u9", "a", 3),
             ("u2", "b/1", 1),
             ("u3", "b/2", 1),
             ("u4", "c", 1),
@@ -169,11 +147,23 @@ mod tests {
             ..Default::default()
         };
         let first = page(all(), &q);
-        assert_eq!(ids(&first), ["u9", "u1"]);
-        assert_eq!(first.next, Some(("a".into(), Some("u1".into()))));
-        // The next page starts after u1 within key "a", in started order (u5), not by id.
+        assert_eq!(ids(&first), ["u1", "u5"]);
+        assert_eq!(first.next, Some(("a".into(), Some("u5".into()))));
         let (seen, pages) = walk(q);
-        assert_eq!(seen, ["u9", "u1", "u5", "u2", "u3", "u4"]);
+        assert_eq!(seen, ["u1", "u5", "u9", "u2", "u3", "u4"]);
+        // The upload a page ended on is gone (aborted) before the next page is asked for: the
+        // next page still starts right after it.
+        let rest: Vec<_> = all().into_iter().filter(|(id, _)| id != "u5").collect();
+        let next = page(
+            rest,
+            &UploadsQuery {
+                key_marker: Some("a"),
+                upload_id_marker: Some("u5"),
+                max: 2,
+                ..Default::default()
+            },
+        );
+        assert_eq!(ids(&next), ["u9", "u2"]);
         assert_eq!(pages, 3);
         // The last page is not truncated.
         let one = UploadsQuery {
@@ -191,14 +181,14 @@ mod tests {
             ..Default::default()
         };
         let p = page(all(), &q);
-        assert_eq!(ids(&p), ["u9", "u1", "u5"]);
+        assert_eq!(ids(&p), ["u1", "u5", "u9"]);
         assert!(p.prefixes.is_empty());
         let (seen, _) = walk(UploadsQuery {
             delimiter: Some("/"),
             max: 1,
             ..Default::default()
         });
-        assert_eq!(seen, ["u9", "u1", "u5", "b/", "u4"]);
+        assert_eq!(seen, ["u1", "u5", "u9", "b/", "u4"]);
         // Under a prefix, the delimiter applies past it.
         let under = page(
             all(),
@@ -244,7 +234,7 @@ mod tests {
                 ..Default::default()
             },
         );
-        assert_eq!(ids(&p), ["u9", "u5", "u2", "u3", "u4"]);
+        assert_eq!(ids(&p), ["u5", "u9", "u2", "u3", "u4"]);
         // max 0: an empty page, not truncated.
         assert_eq!(
             page(all(), &UploadsQuery::default()),

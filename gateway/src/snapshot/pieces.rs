@@ -474,11 +474,8 @@ impl Restored {
                     "entry {path:?} is in bucket {bucket}, which the export does not list"
                 )));
             }
-            if key.is_empty() || key.len() > 1024 {
-                return Err(bad(format!(
-                    "entry {path:?} has a key of {} bytes; S3 keys are 1-1024",
-                    key.len()
-                )));
+            if let Err(e) = crate::s3::check_key(key) {
+                return Err(bad(format!("entry {path:?}: {e}")));
             }
             let record = record_of(entry, signer, now);
             let size = record.size;
