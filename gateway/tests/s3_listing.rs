@@ -61,11 +61,7 @@ async fn listings_paginate_with_prefix_delimiter_and_start_after() {
         .send()
         .await
         .unwrap();
-    let prefixes: Vec<&str> = top
-        .common_prefixes()
-        .iter()
-        .filter_map(|p| p.prefix())
-        .collect();
+    let prefixes = prefix_list(top.common_prefixes());
     assert_eq!(prefixes, ["train/", "val/"]);
     let files: Vec<&str> = top.contents().iter().filter_map(|o| o.key()).collect();
     assert_eq!(files, ["README"]);
@@ -206,11 +202,7 @@ async fn listings_percent_encode_keys_when_asked_to() {
         key_list(v2.contents()),
         ["c%252Fd", "e%20f", "t%09b", "x%2541"]
     );
-    let prefixes: Vec<&str> = v2
-        .common_prefixes()
-        .iter()
-        .filter_map(|p| p.prefix())
-        .collect();
+    let prefixes = prefix_list(v2.common_prefixes());
     assert_eq!(prefixes, ["plain/", "%C3%A9/"]);
     assert_eq!(v2.start_after(), Some("a%2Bb.txt"));
     assert_eq!(v2.delimiter(), Some("/"));
@@ -406,11 +398,7 @@ async fn multipart_upload_listings_page_with_markers_prefixes_and_delimiters() {
         .send()
         .await
         .unwrap();
-    let prefixes: Vec<&str> = page
-        .common_prefixes()
-        .iter()
-        .filter_map(|p| p.prefix())
-        .collect();
+    let prefixes = prefix_list(page.common_prefixes());
     assert_eq!(prefixes, ["ckpt/", "logs/"]);
     let keys: Vec<&str> = page.uploads().iter().filter_map(|u| u.key()).collect();
     assert_eq!(keys, ["top"]);
@@ -432,11 +420,7 @@ async fn multipart_upload_listings_page_with_markers_prefixes_and_delimiters() {
         .send()
         .await
         .unwrap();
-    let prefixes: Vec<&str> = page
-        .common_prefixes()
-        .iter()
-        .filter_map(|p| p.prefix())
-        .collect();
+    let prefixes = prefix_list(page.common_prefixes());
     assert_eq!(prefixes, ["logs/"]);
 
     // A prefix, and a negative max-uploads.
@@ -456,4 +440,9 @@ async fn multipart_upload_listings_page_with_markers_prefixes_and_delimiters() {
         .await;
     assert_eq!(failure(r), (400, "InvalidArgument".into()));
     net.stop().await;
+}
+
+/// The common prefixes of a listing page, as strings.
+fn prefix_list(prefixes: &[aws_sdk_s3::types::CommonPrefix]) -> Vec<&str> {
+    prefixes.iter().filter_map(|p| p.prefix()).collect()
 }
