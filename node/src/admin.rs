@@ -72,6 +72,7 @@ async fn status(State(s): State<AdminState>) -> Response {
         label: s.label.clone(),
         capacity: stats.capacity,
         used: stats.used,
+        manifest_bytes: stats.manifests,
         free: stats.free(),
         disk_available: stats.disk_available,
         disk_reserve: stats.disk_reserve,

@@ -51,10 +51,13 @@ pub struct Status {
     pub label: Option<String>,
     /// Capacity in bytes.
     pub capacity: u64,
-    /// Bytes used.
+    /// Shard bytes held.
     pub used: u64,
-    /// Shard bytes the node can still take: the smaller of `capacity - used` and the disk's room
-    /// beyond its reserve.
+    /// Bytes of manifests and provenance envelopes held: they count against capacity too.
+    #[serde(default)]
+    pub manifest_bytes: u64,
+    /// Bytes the node can still take: the smaller of `capacity - used - manifest_bytes` and
+    /// the disk's room beyond its reserve.
     pub free: u64,
     /// Bytes free on the filesystem that holds the store (`null` if it could not be asked).
     pub disk_available: Option<u64>,

@@ -17,8 +17,8 @@ use std::collections::HashMap;
 use cairn_proofs::lease::LeaseStatement;
 
 use super::layout::{
-    CF_LEASES, CF_MANIFESTS, CF_OBJECT_LEASES, CF_PROVENANCE, CF_RECEIPTS, CF_RECEIPTS_BY_NODE,
-    CF_SIGNED, parse_lease_row,
+    CF_LEASES, CF_MANIFESTS, CF_META, CF_OBJECT_LEASES, CF_PROVENANCE, CF_RECEIPTS,
+    CF_RECEIPTS_BY_NODE, CF_SIGNED, KEY_MANIFEST_BYTES, delta, parse_lease_row,
 };
 use super::{Store, StoreError};
 
@@ -209,6 +209,10 @@ impl Store {
             return Ok(false);
         }
         let mut batch = WriteBatch::default();
+        let mut freed = self
+            .db
+            .get_pinned_cf(self.cf(CF_MANIFESTS)?, &key)?
+            .map_or(0, |m| m.len() as u64);
         batch.delete_cf(self.cf(CF_MANIFESTS)?, &key);
         let prefixed = |cf: &str, batch: &mut WriteBatch, f: &mut dyn FnMut(&[u8], &[u8])| {
             let handle = self.cf(cf)?;
@@ -227,6 +231,7 @@ impl Store {
         };
         let mut signed = Vec::new();
         prefixed(CF_PROVENANCE, &mut batch, &mut |_, v| {
+            freed += v.len() as u64;
             if let Ok(p) = Provenance::from_bytes(v) {
                 let mut k = p.signer.clone();
                 #[allow(clippy::big_endian_bytes)] // the signed-by key, see put_manifest
@@ -249,9 +254,15 @@ impl Store {
         for k in by_node {
             batch.delete_cf(self.cf(CF_RECEIPTS_BY_NODE)?, k);
         }
+        batch.merge_cf(
+            self.cf(CF_META)?,
+            KEY_MANIFEST_BYTES,
+            delta(-(freed as i64)),
+        );
         self.db
             .write_opt(batch, &self.write_opts())
             .map_err(|e| self.write_failed(e, 0))?;
+        self.give_capacity(freed, true);
         Ok(true)
     }
 }

@@ -625,11 +625,20 @@ mod tests {
         // Collected once every statement ended the grace ago (the stranger's lone release
         // collects nothing).
         assert_eq!(store.collect_objects(32, 2, epochs(), 10).unwrap().items, 0);
+        let lone_size = {
+            let (m, envs) = store.get_manifest(&lone).unwrap();
+            (m.len() + envs.iter().map(Vec::len).sum::<usize>()) as u64
+        };
+        assert!(store.stats().manifests > lone_size);
         assert_eq!(store.collect_objects(33, 2, epochs(), 10).unwrap().items, 1);
         assert!(matches!(
             store.get_manifest(&manifest),
             Err(StoreError::NotFound { .. })
         ));
+        // Its manifest and envelope give their capacity back, on disk too.
+        assert_eq!(store.stats().manifests, lone_size);
+        let store = store.reopen_for_test();
+        assert_eq!(store.stats().manifests, lone_size);
         assert!(store.statements(&manifest).unwrap().is_empty());
         store.get_manifest(&lone).unwrap();
     }

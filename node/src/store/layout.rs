@@ -59,6 +59,9 @@ pub(super) const ALL_CFS: [&str; 12] = [
 pub(super) const BLOB_GC_AGE_CUTOFF: f64 = 0.25;
 pub(super) const KEY_USED: &[u8] = b"used";
 pub(super) const KEY_COUNT: &[u8] = b"count";
+/// Bytes of manifests and their provenance envelopes, counted against capacity beside shard
+/// bytes. A store written before it existed counts them once on open.
+pub(super) const KEY_MANIFEST_BYTES: &[u8] = b"manifest-bytes";
 pub(super) const KEY_FORMAT: &[u8] = b"format";
 /// Format 4: every held shard has a row in `leases` (shards taken from now on get theirs when
 /// their receipt is signed). A format-3 store is given them on open: each shard it holds gets
@@ -227,6 +230,7 @@ impl Store {
             busy: Mutex::new(HashSet::new()),
             settled: Condvar::new(),
             used: AtomicU64::new(0),
+            manifest_bytes: AtomicU64::new(0),
             writing: AtomicU64::new(0),
             count: AtomicU64::new(0),
             config,
@@ -264,9 +268,42 @@ impl Store {
             let v = store.db.get_cf(meta, k)?.map_or(Ok(0), |v| u64_le(&v))?;
             Ok(u64::try_from(v as i64).unwrap_or(0))
         };
-        store.used.store(read(KEY_USED)?, Ordering::SeqCst);
         store.count.store(read(KEY_COUNT)?, Ordering::SeqCst);
+        if store.db.get_cf(meta, KEY_MANIFEST_BYTES)?.is_none() {
+            store.count_manifest_bytes()?;
+        }
+        let manifests = read(KEY_MANIFEST_BYTES)?;
+        store.manifest_bytes.store(manifests, Ordering::SeqCst);
+        store
+            .used
+            .store(read(KEY_USED)? + manifests, Ordering::SeqCst);
         Ok(store)
+    }
+
+    /// Counts the bytes of every stored manifest and envelope and writes the total as the base
+    /// of [`KEY_MANIFEST_BYTES`] (for a store from a build that did not count them). Nothing
+    /// else writes while the store opens.
+    fn count_manifest_bytes(&self) -> Result<(), StoreError> {
+        let mut total = 0u64;
+        for cf in [CF_MANIFESTS, CF_PROVENANCE] {
+            for item in self.db.iterator_cf(self.cf(cf)?, IteratorMode::Start) {
+                let (_, v) = item?;
+                total += v.len() as u64;
+            }
+        }
+        self.db.put_cf_opt(
+            self.cf(CF_META)?,
+            KEY_MANIFEST_BYTES,
+            total.to_le_bytes(),
+            &self.write_opts(),
+        )?;
+        if total > 0 {
+            tracing::info!(
+                bytes = total,
+                "manifests now count against storage.capacity"
+            );
+        }
+        Ok(())
     }
 
     /// Converts a format-1 store (one RocksDB value per shard) to pieces, one shard per
@@ -509,6 +546,30 @@ mod tests {
         let store = open(dir.path(), 1 << 20);
         assert_eq!(store.lease(&d).unwrap(), None);
         assert_eq!(store.committable(1).unwrap().entries, want);
+    }
+
+    #[test]
+    fn a_store_that_did_not_count_manifests_counts_them_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), 10 << 20);
+        let (cid, bytes) = manifest(3);
+        store
+            .put_manifest(
+                &cid,
+                cairn_wire::protocol::ManifestKind::Object,
+                &bytes,
+                &[],
+            )
+            .unwrap();
+        let (shard_cid, data) = shard(5_000, 1);
+        store.put_shard(&shard_cid, &data).unwrap();
+        let meta = store.cf(CF_META).unwrap();
+        store.db.delete_cf(meta, KEY_MANIFEST_BYTES).unwrap();
+        let store = store.reopen_for_test();
+        let stats = store.stats();
+        assert_eq!((stats.manifests, stats.used), (bytes.len() as u64, 5_000));
+        assert_eq!(meta_value(&store, KEY_MANIFEST_BYTES), bytes.len() as u64);
+        assert_eq!(stats.free(), (10 << 20) - 5_000 - bytes.len() as u64);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use rocksdb::{Direction, IteratorMode, WriteBatch};
 
 use cairn_wire::protocol::ManifestKind;
 
-use super::layout::{CF_MANIFESTS, CF_PROVENANCE, CF_SIGNED};
+use super::layout::{CF_MANIFESTS, CF_META, CF_PROVENANCE, CF_SIGNED, KEY_MANIFEST_BYTES, delta};
 use super::{Store, StoreError};
 
 /// Most provenance envelopes kept (and served) per manifest: what readers accept.
@@ -69,9 +69,24 @@ impl Store {
                 max: MAX_ENVELOPES,
             });
         }
+        // What is stored already: the same bytes, or a damaged copy (rewritten, and counted
+        // as its new length less the old), or nothing.
+        let (intact, old_len) = match self.db.get_pinned_cf(self.cf(CF_MANIFESTS)?, &key)? {
+            Some(old) => (old[..] == *bytes, old.len() as u64),
+            None => (false, 0),
+        };
+        if intact && parsed.is_empty() {
+            // Stored already with every envelope offered: nothing to write (and no fsync).
+            return Ok(());
+        }
         let mut batch = WriteBatch::default();
-        batch.put_cf(self.cf(CF_MANIFESTS)?, &key, bytes);
-        let mut len = bytes.len() as u64;
+        let mut len = 0u64;
+        let mut freed = 0u64;
+        if !intact {
+            batch.put_cf(self.cf(CF_MANIFESTS)?, &key, bytes);
+            len += bytes.len() as u64;
+            freed = old_len;
+        }
         for (p, env) in parsed {
             len += env.len() as u64;
             let mut k = key.clone();
@@ -88,11 +103,25 @@ impl Store {
             };
             batch.put_cf(self.cf(CF_SIGNED)?, by_signer, [kind_byte]);
         }
-        self.with_disk_room(len, || {
+        // Manifests take capacity as shards do: a full node refuses them, and the writer
+        // keeps the manifest on the next keeper.
+        batch.merge_cf(
+            self.cf(CF_META)?,
+            KEY_MANIFEST_BYTES,
+            delta(len as i64 - freed as i64),
+        );
+        let more = len.saturating_sub(freed);
+        self.take_capacity(more, true)?;
+        let written = self.with_disk_room(len, || {
             self.db
                 .write_opt(batch, &self.write_opts())
                 .map_err(|e| self.write_failed(e, len))
-        })
+        });
+        match written {
+            Ok(()) => self.give_capacity(freed.saturating_sub(len), true),
+            Err(_) => self.give_capacity(more, true),
+        }
+        written
     }
 
     /// The provenance envelopes stored for the manifest keyed `key`, at most

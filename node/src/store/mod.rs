@@ -257,8 +257,12 @@ pub struct Store {
     /// `settled` for the first one's outcome.
     busy: Mutex<HashSet<Vec<u8>>>,
     settled: Condvar,
-    /// Bytes used, counting space reserved by writes in progress.
+    /// Capacity taken: shard bytes and manifest bytes (manifests and their envelopes take
+    /// capacity too), counting space reserved by writes in progress. One counter, so that
+    /// writes in flight together never exceed capacity.
     used: AtomicU64,
+    /// Of `used`, the bytes of manifests and their envelopes.
+    manifest_bytes: AtomicU64,
     /// Bytes of new shards whose batches are being written: not on the disk yet, so counted
     /// against its free space by the writes beside them.
     writing: AtomicU64,

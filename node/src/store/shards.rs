@@ -135,21 +135,7 @@ impl Store {
         let len = data.len() as u64;
         if !held {
             // Reserve the space first, so that writes in flight together never exceed capacity.
-            let capacity = self.config.capacity;
-            self.used
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
-                    let space = cairn_policy::capacity::Space {
-                        capacity,
-                        used,
-                        disk_room: None,
-                    };
-                    space.capacity_takes(len).then_some(used + len)
-                })
-                .map_err(|used| StoreError::NoSpace {
-                    used,
-                    capacity,
-                    needed: len,
-                })?;
+            self.take_capacity(len, false)?;
         }
         let mut ob_value = Vec::with_capacity(8 + outboard.len());
         ob_value.extend_from_slice(&len.to_le_bytes());
@@ -172,7 +158,7 @@ impl Store {
         });
         if let Err(e) = written {
             if !held {
-                self.used.fetch_sub(len, Ordering::SeqCst);
+                self.give_capacity(len, false);
             }
             return Err(e);
         }
@@ -233,13 +219,12 @@ impl Store {
         self.db
             .write_opt(batch, &self.write_opts())
             .map_err(|e| self.write_failed(e, 0))?;
-        let less = |by: u64| move |v: u64| Some(v.saturating_sub(by));
-        let _ = self
-            .used
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, less(len));
+        self.give_capacity(len, false);
         let _ = self
             .count
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, less(1));
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| {
+                Some(v.saturating_sub(1))
+            });
         Ok(Some(len))
     }
 

@@ -13,6 +13,9 @@ pub struct StoreStats {
     pub shards: u64,
     /// Shard bytes stored.
     pub used: u64,
+    /// Bytes of manifests and their provenance envelopes kept: they count against capacity
+    /// beside `used`.
+    pub manifests: u64,
     /// Of those, bytes of copies marked spare ([`Store::mark_spare`]).
     pub spare: u64,
     /// Capacity limit.
@@ -40,7 +43,7 @@ impl StoreStats {
     pub fn space(&self) -> capacity::Space {
         capacity::Space {
             capacity: self.capacity,
-            used: self.used,
+            used: self.used.saturating_add(self.manifests),
             disk_room: self.disk_room(),
         }
     }
@@ -58,9 +61,11 @@ impl Store {
 
     /// Current counts, and the disk's free space as of now.
     pub fn stats(&self) -> StoreStats {
+        let manifests = self.manifest_bytes.load(Ordering::SeqCst);
         StoreStats {
             shards: self.count.load(Ordering::SeqCst),
-            used: self.used.load(Ordering::SeqCst),
+            used: self.used.load(Ordering::SeqCst).saturating_sub(manifests),
+            manifests,
             spare: self.spare_bytes(),
             capacity: self.config.capacity,
             disk_available: self.disk_available(),
@@ -77,6 +82,45 @@ impl Store {
                 tracing::debug!(path = %self.path.display(), "statvfs failed: {e}");
                 None
             }
+        }
+    }
+
+    /// Takes `len` bytes of capacity (counted in `used`, and in `manifest_bytes` for a
+    /// manifest), or says the node is full. The caller gives them back with
+    /// [`Store::give_capacity`] if its write fails.
+    pub(super) fn take_capacity(&self, len: u64, manifest: bool) -> Result<(), StoreError> {
+        let capacity = self.config.capacity;
+        self.used
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+                let space = capacity::Space {
+                    capacity,
+                    used,
+                    disk_room: None,
+                };
+                space.capacity_takes(len).then_some(used + len)
+            })
+            .map_err(|used| StoreError::NoSpace {
+                used,
+                capacity,
+                needed: len,
+            })?;
+        if manifest {
+            self.manifest_bytes.fetch_add(len, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    /// Gives back `len` bytes of capacity taken by [`Store::take_capacity`] or held by
+    /// something deleted.
+    pub(super) fn give_capacity(&self, len: u64, manifest: bool) {
+        let less = |v: u64| Some(v.saturating_sub(len));
+        let _ = self
+            .used
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, less);
+        if manifest {
+            let _ = self
+                .manifest_bytes
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, less);
         }
     }
 
@@ -180,7 +224,8 @@ mod tests {
     fn stats_apply_the_free_space_rule_with_the_reserve() {
         let stats = StoreStats {
             shards: 1,
-            used: 30,
+            used: 20,
+            manifests: 10,
             spare: 0,
             capacity: 100,
             disk_available: Some(60),

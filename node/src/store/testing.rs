@@ -79,3 +79,13 @@ pub(super) fn manifest(seed: u64) -> (Cid, Vec<u8>) {
     let m = encoder.finish().unwrap();
     (m.cid(), m.to_bytes())
 }
+
+impl Store {
+    /// Closes the store and opens it again with the same settings.
+    pub(super) fn reopen_for_test(self) -> Store {
+        let (path, config, metrics) =
+            (self.path.clone(), self.config.clone(), self.metrics.clone());
+        drop(self);
+        Store::open(&path, config, metrics).unwrap()
+    }
+}

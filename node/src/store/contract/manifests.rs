@@ -14,6 +14,7 @@ contract!(
     a_damaged_manifest_is_reported_not_served,
     envelopes_are_kept_one_per_signer_and_no_more_than_readers_take,
     manifests_are_found_by_signer_newest_first,
+    manifests_count_against_capacity,
 );
 
 fn manifests_and_provenance_are_verified<S: Subject>() {
@@ -40,8 +41,9 @@ fn manifests_and_provenance_are_verified<S: Subject>() {
         store.has(&[cid, cids::dag_cbor(b"never")]).unwrap(),
         vec![Holding::Intact(bytes.len() as u64), Holding::Absent]
     );
-    // Manifests are not shards: they take no shard space.
+    // Manifests are not shards, but they take capacity.
     assert_eq!((store.stats().used, store.stats().shards), (0, 0));
+    assert_eq!(store.stats().manifests, (bytes.len() + env.len()) as u64);
     // Wrong CID, wrong kind, tampered envelope: refused.
     assert!(
         store
@@ -201,4 +203,80 @@ fn manifests_are_found_by_signer_newest_first<S: Subject>() {
             .unwrap()
             .is_empty()
     );
+}
+
+/// A dataset manifest of `files` inline one-byte files, distinct per `seed`.
+fn dataset(files: usize, seed: u8) -> cairn_chunker::DatasetManifest {
+    let mut d = cairn_chunker::DatasetManifest::new();
+    for i in 0..files {
+        d.entries.insert(
+            format!("s{seed}/f{i}"),
+            DatasetEntry {
+                size: 1,
+                blake3: blake3::hash(&[seed]),
+                location: EntryLocation::Inline(vec![seed]),
+                meta: Default::default(),
+            },
+        );
+    }
+    d
+}
+
+fn manifests_count_against_capacity<S: Subject>() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let first = dataset(40, 1);
+    let (bytes, cid) = (first.to_bytes(), first.cid());
+    let env = Provenance::sign(cid, &key, 5, None).to_bytes();
+    let size = (bytes.len() + env.len()) as u64;
+    // Room for the first manifest and 100 bytes more.
+    let store = S::fresh(dir.path(), size + 100);
+    store
+        .put_manifest(
+            &cid,
+            ManifestKind::Dataset,
+            &bytes,
+            std::slice::from_ref(&env),
+        )
+        .unwrap();
+    let stats = store.stats();
+    assert_eq!((stats.manifests, stats.used, stats.free()), (size, 0, 100));
+    // Stored again: counted once.
+    store
+        .put_manifest(
+            &cid,
+            ManifestKind::Dataset,
+            &bytes,
+            std::slice::from_ref(&env),
+        )
+        .unwrap();
+    assert_eq!(store.stats().manifests, size);
+    // A second manifest does not fit; the refusal says the node is full and nothing is kept.
+    let second = dataset(40, 2);
+    match store.put_manifest(
+        &second.cid(),
+        ManifestKind::Dataset,
+        &second.to_bytes(),
+        &[],
+    ) {
+        Err(StoreError::NoSpace { needed, .. }) => {
+            assert_eq!(needed, second.to_bytes().len() as u64)
+        }
+        other => panic!("expected NoSpace, got {other:?}"),
+    }
+    assert!(matches!(
+        store.get_manifest(&second.cid()),
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(store.stats().manifests, size);
+    // Nor does a shard bigger than what is left.
+    let (shard_cid, data) = crate::store::testing::shard(101, 3);
+    assert!(matches!(
+        store.put_shard(&shard_cid, &data),
+        Err(StoreError::NoSpace { .. })
+    ));
+    // The count survives a restart.
+    let store = store.reopen();
+    assert_eq!(store.stats().manifests, size);
+    assert_eq!(store.stats().free(), 100);
 }

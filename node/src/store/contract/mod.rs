@@ -50,10 +50,7 @@ impl Subject for Store {
     }
 
     fn reopen(self) -> Self {
-        let (path, config, metrics) =
-            (self.path.clone(), self.config.clone(), self.metrics.clone());
-        drop(self);
-        Store::open(&path, config, metrics).unwrap()
+        self.reopen_for_test()
     }
 
     fn overwrite_stored(&self, cid: &Cid, bytes: &[u8]) {

@@ -38,8 +38,20 @@ impl MemStore {
                 max: MAX_ENVELOPES,
             });
         }
+        let old_len = state.manifests.get(&key).map_or(0, |m| m.len() as u64);
         let len = bytes.len() as u64 + parsed.iter().map(|(_, e)| e.len() as u64).sum::<u64>();
+        let len = len.saturating_sub(old_len);
+        let taken = state.taken();
+        let capacity = self.config.capacity;
+        if !super::shards::space(capacity, taken).capacity_takes(len) {
+            return Err(StoreError::NoSpace {
+                used: taken,
+                capacity,
+                needed: len,
+            });
+        }
         self.check_disk(&state, len)?;
+        state.manifest_bytes += len;
         state.manifests.insert(key.clone(), bytes.to_vec());
         for (p, env) in parsed {
             state
@@ -118,6 +130,11 @@ impl MemStore {
 }
 
 impl State {
+    /// Capacity taken: shard bytes and manifest bytes.
+    pub(super) fn taken(&self) -> u64 {
+        self.used + self.manifest_bytes
+    }
+
     /// The provenance envelopes kept for the manifest keyed `key`, at most [`MAX_ENVELOPES`].
     fn envelopes(&self, key: &[u8]) -> Vec<Vec<u8>> {
         self.provenance

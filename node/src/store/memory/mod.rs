@@ -75,6 +75,8 @@ struct State {
     receipts_by_node: BTreeMap<Vec<u8>, Vec<u8>>,
     /// Shard bytes held.
     used: u64,
+    /// Bytes of manifests and envelopes held (they count against capacity too).
+    manifest_bytes: u64,
     /// Shards held.
     count: u64,
     /// What the disk has free (`None`: unknown).

@@ -19,6 +19,7 @@ impl MemStore {
         StoreStats {
             shards: state.count,
             used: state.used,
+            manifests: state.manifest_bytes,
             spare: 0,
             capacity: self.config.capacity,
             disk_available: state.disk_available,
@@ -29,9 +30,9 @@ impl MemStore {
     /// Fails fast, before any bytes arrive, if `len` more bytes would not fit.
     pub fn check_space(&self, len: u64) -> Result<(), StoreError> {
         let state = self.state();
-        if !space(self.config.capacity, state.used).capacity_takes(len) {
+        if !space(self.config.capacity, state.taken()).capacity_takes(len) {
             return Err(StoreError::NoSpace {
-                used: state.used,
+                used: state.taken(),
                 capacity: self.config.capacity,
                 needed: len,
             });
@@ -102,9 +103,9 @@ impl MemStore {
             None => (false, None),
         };
         let capacity = self.config.capacity;
-        if !was_corrupt && !space(capacity, state.used).capacity_takes(len) {
+        if !was_corrupt && !space(capacity, state.taken()).capacity_takes(len) {
             return Err(StoreError::NoSpace {
-                used: state.used,
+                used: state.taken(),
                 capacity,
                 needed: len,
             });
@@ -181,7 +182,7 @@ impl MemStore {
 }
 
 /// A store's capacity and use, as the capacity rules take them.
-fn space(capacity: u64, used: u64) -> capacity::Space {
+pub(super) fn space(capacity: u64, used: u64) -> capacity::Space {
     capacity::Space {
         capacity,
         used,
