@@ -104,6 +104,20 @@ pub struct NetworkConfig {
     pub bootstrap: Vec<String>,
     /// Most concurrent data-plane streams per connection.
     pub max_streams_per_peer: u32,
+    /// Most data-plane connections at once, from everyone.
+    pub max_connections: usize,
+    /// Most data-plane connections from one address (an IPv4 address, an IPv6 /64) at once:
+    /// keys are free, so one host could otherwise open the node-wide limit's worth.
+    pub max_connections_per_ip: usize,
+    /// A data-plane connection with no request open for this long is closed (the peer's
+    /// keep-alives do not keep it).
+    pub idle_timeout: Span,
+    /// Slowest average rate an upload body may arrive at, after its first 5 seconds
+    /// (bytes per second): a peer trickling bytes does not hold upload buffers for long.
+    pub min_body_rate: Size,
+    /// Take loopback and private addresses that remote peers announce (identify). Off, only
+    /// peers reached on such an address themselves may announce them (a devnet, a LAN).
+    pub accept_private_addresses: bool,
 }
 
 impl Default for NetworkConfig {
@@ -114,6 +128,11 @@ impl Default for NetworkConfig {
             data_advertise: None,
             bootstrap: Vec::new(),
             max_streams_per_peer: 32,
+            max_connections: 4096,
+            max_connections_per_ip: 256,
+            idle_timeout: Span(std::time::Duration::from_secs(60)),
+            min_body_rate: Size(64 << 10),
+            accept_private_addresses: false,
         }
     }
 }
@@ -530,6 +549,31 @@ impl Config {
                 "the default is 32",
             ));
         }
+        if n.max_connections == 0 || n.max_connections > 1 << 20 {
+            return Err(field(
+                "network.max_connections",
+                n.max_connections.to_string(),
+                "must be between 1 and 1048576",
+                "the default is 4096",
+            ));
+        }
+        if n.max_connections_per_ip == 0 || n.max_connections_per_ip * 2 > n.max_connections {
+            return Err(field(
+                "network.max_connections_per_ip",
+                n.max_connections_per_ip.to_string(),
+                "must be at least 1 and at most half of network.max_connections, so that one \
+                 address cannot take every connection",
+                "the default is 256 (with max_connections = 4096)",
+            ));
+        }
+        if n.idle_timeout.0 < std::time::Duration::from_secs(1) {
+            return Err(field(
+                "network.idle_timeout",
+                n.idle_timeout.to_string(),
+                "must be at least 1s",
+                "the default is \"60s\"",
+            ));
+        }
         if self.storage.capacity.0 == 0 {
             return Err(field(
                 "storage.capacity",
@@ -695,6 +739,16 @@ data_listen = {data_listen:?}
 bootstrap = [{bootstrap}]
 # Most concurrent data-plane streams per connection (each may hold a shard in memory).
 max_streams_per_peer = {streams}
+# Most data-plane connections at once, and from one address (IPv4, or IPv6 /64).
+max_connections = {max_conns}
+max_connections_per_ip = {per_ip}
+# A data-plane connection with no request open for this long is closed.
+idle_timeout = "{idle}"
+# Slowest average rate an upload may arrive at after its first 5 s ("0": no minimum).
+min_body_rate = "{min_rate}"
+# Take loopback and private addresses announced by peers that are not on such a network
+# themselves (off: a public node ignores a remote peer's 127.0.0.1 or 10.x addresses).
+accept_private_addresses = {private}
 
 [storage]
 # Most shard bytes this node accepts ("500GiB", "2TB" or a byte count). Beyond it, stores are
@@ -767,6 +821,11 @@ grace_epochs = {grace}
         data_listen = c.network.data_listen,
         bootstrap = list(&c.network.bootstrap),
         streams = c.network.max_streams_per_peer,
+        max_conns = c.network.max_connections,
+        per_ip = c.network.max_connections_per_ip,
+        idle = c.network.idle_timeout,
+        min_rate = c.network.min_body_rate,
+        private = c.network.accept_private_addresses,
         capacity = c.storage.capacity,
         sync = c.storage.sync_writes,
         scrub = c.storage.scrub_rate,

@@ -23,6 +23,15 @@ pub struct NetMetrics {
     pub request_errors: Counter,
     /// Streams refused because the node was busy.
     pub busy: Counter,
+    /// Data-plane connections open now.
+    pub connections: Gauge,
+    /// Data-plane connections refused, by why: `node` (the node-wide limit), `address` (one
+    /// address holds its limit), `peer` (one key holds its limit).
+    pub connections_refused: Family<Labels, Counter>,
+    /// Data-plane connections closed because no request was open for `network.idle_timeout`.
+    pub idle_closed: Counter,
+    /// Upload bodies cut off for arriving slower than `network.min_body_rate`.
+    pub slow_bodies: Counter,
 }
 
 type Labels = Vec<(String, String)>;
@@ -244,6 +253,7 @@ pub struct NodeMetrics {
     shards: Gauge,
     bytes: Gauge,
     spare: Gauge,
+    manifest_bytes: Gauge,
     capacity: Gauge,
     disk_available: Gauge,
     peers: Gauge,
@@ -281,6 +291,13 @@ impl NodeMetrics {
             "Of the shard bytes held, copies other nodes now hold for the network: kept until \
              their holds end, then collected",
             spare.clone(),
+        );
+        let manifest_bytes = Gauge::default();
+        registry.register(
+            "manifest_bytes_stored",
+            "Bytes of manifests and provenance envelopes held by this node (they count against \
+             capacity beside shard bytes)",
+            manifest_bytes.clone(),
         );
         registry.register(
             "capacity_bytes",
@@ -345,6 +362,26 @@ impl NodeMetrics {
             "Data-plane streams refused because the node was busy",
             net.busy.clone(),
         );
+        registry.register(
+            "data_connections",
+            "Data-plane connections open",
+            net.connections.clone(),
+        );
+        registry.register(
+            "data_connections_refused",
+            "Data-plane connections refused, by the limit that refused them (node, address, peer)",
+            net.connections_refused.clone(),
+        );
+        registry.register(
+            "data_idle_closed",
+            "Data-plane connections closed after network.idle_timeout with no request open",
+            net.idle_closed.clone(),
+        );
+        registry.register(
+            "data_slow_bodies",
+            "Upload bodies cut off for arriving slower than network.min_body_rate",
+            net.slow_bodies.clone(),
+        );
         let proofs = ProofMetrics::new(&mut registry);
         let repair = crate::repair::RepairMetrics::register(&mut registry);
         let gc = GcMetrics::default();
@@ -359,6 +396,7 @@ impl NodeMetrics {
             shards,
             bytes,
             spare,
+            manifest_bytes,
             capacity,
             disk_available,
             peers,
@@ -371,6 +409,7 @@ impl NodeMetrics {
         self.shards.set(stats.shards as i64);
         self.bytes.set(stats.used as i64);
         self.spare.set(stats.spare as i64);
+        self.manifest_bytes.set(stats.manifests as i64);
         self.capacity.set(stats.capacity as i64);
         self.disk_available.set(
             stats

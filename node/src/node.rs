@@ -311,7 +311,7 @@ impl RunningNode {
         };
         let stats = store.stats();
         if let Some(room) = stats.disk_room()
-            && stats.capacity.saturating_sub(stats.used) > room
+            && stats.capacity.saturating_sub(stats.space().used) > room
         {
             tracing::warn!(
                 "storage.capacity ({}) promises more than the disk holds: {} free, {} of it kept \
@@ -385,6 +385,11 @@ impl RunningNode {
             &cfg.bootstrap,
             Some(handler),
             format!("cairn-node/{}", env!("CARGO_PKG_VERSION")),
+            cairn_wire::swarm::SwarmLimits {
+                max_incoming: u32::try_from(c.network.max_connections).unwrap_or(u32::MAX),
+                max_per_ip: u32::try_from(c.network.max_connections_per_ip).unwrap_or(u32::MAX),
+                accept_private_addresses: c.network.accept_private_addresses,
+            },
             cancel.child_token(),
         )
         .await?;
@@ -428,7 +433,13 @@ impl RunningNode {
         } else {
             None
         };
-        let server = Server::new(store.clone(), metrics.clone(), leaser.clone());
+        let limits = crate::data::conns::Limits {
+            max_connections: c.network.max_connections,
+            max_per_ip: c.network.max_connections_per_ip,
+            idle_timeout: c.network.idle_timeout.0,
+            min_body_rate: c.network.min_body_rate.0,
+        };
+        let server = Server::new(store.clone(), metrics.clone(), leaser.clone(), limits);
         // A keeper that takes a new lease statement carries it to the shard holders at once.
         let _ = server.carrier.set(crate::holds::Carrier {
             swarm: swarm.clone(),

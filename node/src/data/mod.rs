@@ -1,9 +1,12 @@
 //! The data-plane server: answers peers' store, fetch, manifest and receipt requests from the
 //! store, under the limits in [`cairn_wire::data`] (the client half and the framing live
-//! there). A stored shard is answered with a storage receipt ([`Leaser`]).
+//! there), who may hold connections ([`conns`]) and how upload bodies count against the
+//! node's buffers ([`body`]). A stored shard is answered with a storage receipt ([`Leaser`]).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+pub mod body;
+pub mod conns;
+
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -12,6 +15,9 @@ use cairn_proofs::CodecError;
 use cairn_proofs::lease::{LeaseError, LeaseStatement};
 use cairn_proofs::receipt::StorageReceipt;
 use cairn_wire::data::frame::{FrameFailure, read_body, read_frame, read_u32};
+
+use self::body::{BodyFailure, Budget};
+use self::conns::{Addr, Admission, Conns, Limits};
 use cairn_wire::data::*;
 use cairn_wire::protocol::{
     DataRequest, DataResponse, ErrorCode, MAX_DATA_HEADER, MAX_ENVELOPE_BYTES,
@@ -36,8 +42,10 @@ pub struct Server {
     pub metrics: Arc<NodeMetrics>,
     /// Leases stored shards and signs their receipts.
     pub leaser: Arc<Leaser>,
-    /// Bounds bytes of incoming bodies buffered at once (permits are KiB).
-    pub inflight: Arc<Semaphore>,
+    /// Bounds bytes of incoming bodies buffered at once, and each address's share of them.
+    pub budget: Budget,
+    /// Limits on connections and on slow bodies.
+    pub limits: Limits,
     /// Bounds store work (RocksDB + BLAKE3, CPU-bound) running at once to the number of cores:
     /// more would only thrash caches and delay every request.
     pub cpu: Arc<Semaphore>,
@@ -67,14 +75,21 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// A server over `store`, answering stored shards with receipts `leaser` signs.
-    pub fn new(store: Arc<Store>, metrics: Arc<NodeMetrics>, leaser: Arc<Leaser>) -> Arc<Self> {
+    /// A server over `store`, answering stored shards with receipts `leaser` signs, under
+    /// `limits`.
+    pub fn new(
+        store: Arc<Store>,
+        metrics: Arc<NodeMetrics>,
+        leaser: Arc<Leaser>,
+        limits: Limits,
+    ) -> Arc<Self> {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Arc::new(Self {
             store,
             metrics,
             leaser,
-            inflight: Arc::new(Semaphore::new(MAX_INFLIGHT_BYTES / 1024)),
+            budget: Budget::default(),
+            limits,
             cpu: Arc::new(Semaphore::new(cores)),
             fast: Arc::new(Semaphore::new(cores * 4)),
             io: Arc::new(Semaphore::new(WRITES_AT_ONCE)),
@@ -85,25 +100,42 @@ impl Server {
         })
     }
 
-    /// Accepts connections until `cancel` fires. Each connection and stream runs in its own task;
-    /// quinn bounds streams per connection, and tasks end when the endpoint closes.
+    /// Accepts connections until `cancel` fires, under [`Limits`] (see [`conns`]). Each
+    /// connection and stream runs in its own task; quinn bounds streams per connection, and
+    /// tasks end when the endpoint closes.
     pub async fn run(self: Arc<Self>, endpoint: Endpoint, cancel: CancellationToken) {
         let mut tasks = tokio::task::JoinSet::new();
-        let per_peer: Arc<Mutex<HashMap<PeerId, usize>>> = Arc::default();
+        let conns: Arc<Conns> = Arc::default();
         loop {
             let incoming = tokio::select! {
                 _ = cancel.cancelled() => break,
                 i = endpoint.accept() => i,
             };
             let Some(incoming) = incoming else { break };
-            if tasks.len() >= 4096 {
-                incoming.refuse();
-                continue;
-            }
+            let ip = incoming.remote_address().ip();
+            let validated = incoming.remote_address_validated();
+            let slot = match conns.admit(ip, validated, &self.limits) {
+                Admission::Take(slot) => slot,
+                Admission::Validate if incoming.may_retry() => {
+                    let _ = incoming.retry();
+                    continue;
+                }
+                Admission::Validate => {
+                    incoming.ignore();
+                    continue;
+                }
+                Admission::Refuse(why) => {
+                    self.refused(why);
+                    tracing::debug!(%ip, why = why.label(), "refused a data-plane connection");
+                    incoming.refuse();
+                    continue;
+                }
+            };
             let server = self.clone();
             let cancel = cancel.clone();
-            let per_peer = per_peer.clone();
+            let conns = conns.clone();
             tasks.spawn(async move {
+                let addr = slot.addr();
                 let conn = match tokio::time::timeout(CONNECT_TIMEOUT, incoming).await {
                     Ok(Ok(c)) => c,
                     Ok(Err(e)) => {
@@ -116,24 +148,16 @@ impl Server {
                     conn.close(VarInt::from_u32(1), b"no libp2p identity");
                     return;
                 };
-                let Some(_slot) = PeerSlot::take(&per_peer, peer) else {
-                    server.metrics.net.busy.inc();
+                let Some(_peer_slot) = conns.peer(peer) else {
+                    server.refused(conns::Refused::Peer);
                     tracing::debug!(%peer, "refused a data-plane connection: the peer holds enough");
                     conn.close(VarInt::from_u32(2), b"too many connections from this peer");
                     return;
                 };
-                let mut streams = tokio::task::JoinSet::new();
-                loop {
-                    let accepted = tokio::select! {
-                        _ = cancel.cancelled() => break,
-                        s = conn.accept_bi() => s,
-                    };
-                    let Ok((send, recv)) = accepted else { break };
-                    let server = server.clone();
-                    streams.spawn(async move { server.handle_stream(peer, send, recv).await });
-                    while streams.try_join_next().is_some() {}
-                }
-                streams.abort_all();
+                server.metrics.net.connections.inc();
+                server.connection(conn, peer, addr, cancel).await;
+                server.metrics.net.connections.dec();
+                drop(slot);
             });
             while tasks.try_join_next().is_some() {}
         }
@@ -141,8 +165,59 @@ impl Server {
         tasks.abort_all();
     }
 
-    async fn handle_stream(&self, peer: PeerId, mut send: SendStream, mut recv: RecvStream) {
-        let outcome = tokio::time::timeout(REQUEST_TIMEOUT, self.serve(&mut send, &mut recv)).await;
+    fn refused(&self, why: conns::Refused) {
+        self.metrics
+            .net
+            .connections_refused
+            .get_or_create(&vec![("limit".to_string(), why.label().to_string())])
+            .inc();
+    }
+
+    /// Serves `conn`'s streams until it closes, `cancel` fires, or no request has been open
+    /// for [`Limits::idle_timeout`]: keep-alives keep a connection alive for quinn, not here.
+    async fn connection(
+        self: &Arc<Self>,
+        conn: quinn::Connection,
+        peer: PeerId,
+        addr: Addr,
+        cancel: CancellationToken,
+    ) {
+        let idle = self.limits.idle_timeout;
+        let mut streams = tokio::task::JoinSet::new();
+        let mut quiet_since = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                s = conn.accept_bi() => {
+                    let Ok((send, recv)) = s else { break };
+                    let server = self.clone();
+                    streams.spawn(async move { server.handle_stream(peer, addr, send, recv).await });
+                }
+                Some(_) = streams.join_next(), if !streams.is_empty() => {
+                    if streams.is_empty() {
+                        quiet_since = tokio::time::Instant::now();
+                    }
+                }
+                _ = tokio::time::sleep_until(quiet_since + idle), if streams.is_empty() => {
+                    self.metrics.net.idle_closed.inc();
+                    tracing::debug!(%peer, "closing an idle data-plane connection");
+                    conn.close(VarInt::from_u32(3), b"idle");
+                    break;
+                }
+            }
+        }
+        streams.abort_all();
+    }
+
+    async fn handle_stream(
+        &self,
+        peer: PeerId,
+        addr: Addr,
+        mut send: SendStream,
+        mut recv: RecvStream,
+    ) {
+        let outcome =
+            tokio::time::timeout(REQUEST_TIMEOUT, self.serve(addr, &mut send, &mut recv)).await;
         let error = match outcome {
             Ok(Ok(())) => return,
             Ok(Err(Failure::Answer(e))) => e,
@@ -182,7 +257,12 @@ impl Server {
         let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
     }
 
-    async fn serve(&self, send: &mut SendStream, recv: &mut RecvStream) -> Result<(), Failure> {
+    async fn serve(
+        &self,
+        addr: Addr,
+        send: &mut SendStream,
+        recv: &mut RecvStream,
+    ) -> Result<(), Failure> {
         let request: DataRequest =
             tokio::time::timeout(FIRST_BYTE_TIMEOUT, read_frame(recv, MAX_DATA_HEADER))
                 .await
@@ -206,9 +286,8 @@ impl Server {
                     ));
                 }
                 self.store.check_space(len).map_err(store_failure)?;
-                let _permit = self.reserve(len).await?;
-                let body = read_body(recv, len as usize).await?;
-                self.metrics.net.bytes_in.inc_by(len);
+                let mut held = self.budget.hold(addr);
+                let body = self.receive(recv, len, &mut held).await?;
                 let store = self.store.clone();
                 let checked = self.blocking(move || store.check_shard(&cid, body)).await?;
                 let (store, leaser) = (self.store.clone(), self.leaser.clone());
@@ -323,10 +402,11 @@ impl Server {
                 len,
                 envelopes,
             } => {
-                let _permit = self
-                    .reserve(len + u64::from(envelopes) * MAX_ENVELOPE_BYTES as u64)
-                    .await?;
-                let body = read_body(recv, len as usize).await?;
+                let mut held = self.budget.hold(addr);
+                let body = self.receive(recv, len, &mut held).await?;
+                held.take(u64::from(envelopes) * MAX_ENVELOPE_BYTES as u64)
+                    .await
+                    .map_err(Failure::Answer)?;
                 let mut envs = Vec::with_capacity(envelopes as usize);
                 for _ in 0..envelopes {
                     let n = read_u32(recv).await? as usize;
@@ -338,7 +418,6 @@ impl Server {
                     }
                     envs.push(read_body(recv, n).await?.to_vec());
                 }
-                self.metrics.net.bytes_in.inc_by(len);
                 let store = self.store.clone();
                 // A manifest's checks (decode, signatures) are small beside its fsync.
                 self.writing(move || store.put_manifest(&cid, kind, &body, &envs))
@@ -351,9 +430,8 @@ impl Server {
                 len,
             } => {
                 // `check` bounded `len` (16 MiB) before anything was read.
-                let _permit = self.reserve(len).await?;
-                let body = read_body(recv, len as usize).await?;
-                self.metrics.net.bytes_in.inc_by(len);
+                let mut held = self.budget.hold(addr);
+                let body = self.receive(recv, len, &mut held).await?;
                 let receipts = decode_receipts(&body, count)
                     .map_err(|m| Failure::answer(ErrorCode::BadRequest, m))?;
                 drop(body);
@@ -613,11 +691,43 @@ impl Server {
             .await
     }
 
-    /// Counts `bytes` of an incoming body against [`MAX_INFLIGHT_BYTES`] until the permit drops.
-    async fn reserve(&self, bytes: u64) -> Result<tokio::sync::SemaphorePermit<'_>, Failure> {
-        let busy = "too many bytes in flight; retry shortly";
-        self.budget(&self.inflight, bytes, MAX_INFLIGHT_BYTES, busy)
-            .await
+    /// Reads an upload body of `len` bytes, counted in `held` as it arrives (see [`body`]).
+    async fn receive(
+        &self,
+        recv: &mut RecvStream,
+        len: u64,
+        held: &mut body::Held<'_>,
+    ) -> Result<Bytes, Failure> {
+        let len = usize::try_from(len)
+            .map_err(|_| Failure::answer(ErrorCode::BadRequest, "body too long"))?;
+        match body::receive(recv, len, held, self.limits.min_body_rate).await {
+            Ok(body) => {
+                self.metrics.net.bytes_in.inc_by(len as u64);
+                Ok(body)
+            }
+            Err(BodyFailure::Refused(e)) => {
+                self.metrics.net.busy.inc();
+                Err(Failure::Answer(e))
+            }
+            Err(BodyFailure::Gone(why)) => Err(Failure::Gone(why)),
+            Err(BodyFailure::Slow(got)) => {
+                self.metrics.net.slow_bodies.inc();
+                Err(Failure::answer(
+                    ErrorCode::BadRequest,
+                    format!(
+                        "the body arrived too slowly: {got} of {len} bytes in {}s (the node takes \
+                         at least {} bytes/s after the first {}s)",
+                        (body::BODY_GRACE
+                            + Duration::from_secs_f64(
+                                len as f64 / self.limits.min_body_rate as f64
+                            ))
+                        .as_secs(),
+                        self.limits.min_body_rate,
+                        body::BODY_GRACE.as_secs()
+                    ),
+                ))
+            }
+        }
     }
 
     /// Takes `bytes` (at most all `max`) of the KiB permits of `pool`, waiting up to 10 s before
@@ -635,39 +745,6 @@ impl Server {
             _ => {
                 self.metrics.net.busy.inc();
                 Err(Failure::answer(ErrorCode::Busy, busy))
-            }
-        }
-    }
-}
-
-/// One of a peer's [`MAX_CONNECTIONS_PER_PEER`] connections, given back when dropped.
-struct PeerSlot {
-    counts: Arc<Mutex<HashMap<PeerId, usize>>>,
-    peer: PeerId,
-}
-
-impl PeerSlot {
-    fn take(counts: &Arc<Mutex<HashMap<PeerId, usize>>>, peer: PeerId) -> Option<Self> {
-        let mut held = counts.lock().unwrap_or_else(|p| p.into_inner());
-        let n = held.entry(peer).or_default();
-        if *n >= MAX_CONNECTIONS_PER_PEER {
-            return None;
-        }
-        *n += 1;
-        Some(PeerSlot {
-            counts: counts.clone(),
-            peer,
-        })
-    }
-}
-
-impl Drop for PeerSlot {
-    fn drop(&mut self) {
-        let mut held = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = held.get_mut(&self.peer) {
-            *n -= 1;
-            if *n == 0 {
-                held.remove(&self.peer);
             }
         }
     }

@@ -135,7 +135,13 @@ impl Client {
     /// A client on its own endpoints bound to ephemeral local ports: one for bulk transfers,
     /// one for the fast lane ([`Client::fetch_head_first`]).
     pub fn bind(keypair: Keypair) -> Result<Self, DataError> {
-        let any = SocketAddr::from(([0, 0, 0, 0], 0));
+        Self::bind_on(keypair, std::net::Ipv4Addr::UNSPECIFIED.into())
+    }
+
+    /// [`Client::bind`] on the local address `ip` (connections come from it), such as one of
+    /// the many loopback addresses `127.0.0.0/8` when a test plays several hosts.
+    pub fn bind_on(keypair: Keypair, ip: std::net::IpAddr) -> Result<Self, DataError> {
+        let any = SocketAddr::new(ip, 0);
         let fast = Self::new(endpoint(&keypair, any, None)?, keypair.clone(), 64);
         let mut client = Self::new(endpoint(&keypair, any, None)?, keypair, 64);
         client.fast = Some(Box::new(fast));
