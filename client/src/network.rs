@@ -228,6 +228,7 @@ impl Network {
             &[],
             None,
             format!("cairn/{}", env!("CARGO_PKG_VERSION")),
+            cairn_wire::swarm::SwarmLimits::default(),
             cancel.child_token(),
         )
         .await?;

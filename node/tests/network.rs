@@ -549,6 +549,7 @@ async fn a_connected_client_is_not_in_the_routing_table() {
         &[boot.parse().unwrap()],
         None,
         "test-client".into(),
+        cairn_wire::swarm::SwarmLimits::default(),
         cancel.clone(),
     )
     .await

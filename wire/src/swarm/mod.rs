@@ -26,6 +26,12 @@ use libp2p::{Multiaddr, PeerId, StreamProtocol, identify};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+mod limits;
+
+pub use limits::{
+    MAX_ANNOUNCED, MAX_PENDING_INCOMING, MAX_PER_PEER, Scope, SwarmLimits, worth_keeping,
+};
+
 use crate::protocol::{
     CONTROL_PROTOCOL, ControlRequest, ControlResponse, ErrorCode, IDENTIFY_PROTOCOL, KAD_PROTOCOL,
     MAX_CONTROL_REQUEST, MAX_CONTROL_RESPONSE, RemoteError, read_frame, write_frame,
@@ -126,6 +132,9 @@ impl request_response::Codec for ControlCodec {
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
+    // The limits come first: a connection they deny reaches no other behaviour.
+    limits: libp2p::connection_limits::Behaviour,
+    per_address: limits::PerAddress,
     identify: identify::Behaviour,
     kad: kad::Behaviour<MemoryStore>,
     control: request_response::Behaviour<ControlCodec>,
@@ -206,7 +215,9 @@ fn strip_p2p(addr: &Multiaddr) -> (Multiaddr, Option<PeerId>) {
 }
 
 impl Swarm {
-    /// Starts the swarm: listens on `listen` (empty for clients) and joins through `bootstrap`.
+    /// Starts the swarm: listens on `listen` (empty for clients) and joins through `bootstrap`,
+    /// under `limits`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn start(
         keypair: Keypair,
         role: Role,
@@ -214,6 +225,7 @@ impl Swarm {
         bootstrap: &[Multiaddr],
         handler: Option<Handler>,
         agent: String,
+        limits: SwarmLimits,
         cancel: CancellationToken,
     ) -> Result<Self, SwarmError> {
         let local = keypair.public().to_peer_id();
@@ -244,7 +256,13 @@ impl Swarm {
                         .with_request_timeout(CONTROL_TIMEOUT)
                         .with_max_concurrent_streams(MAX_INBOUND_CONTROL),
                 );
+                let connection_limits = libp2p::connection_limits::ConnectionLimits::default()
+                    .with_max_pending_incoming(Some(limits::MAX_PENDING_INCOMING))
+                    .with_max_established_incoming(Some(limits.max_incoming))
+                    .with_max_established_per_peer(Some(limits::MAX_PER_PEER));
                 Ok(Behaviour {
+                    limits: libp2p::connection_limits::Behaviour::new(connection_limits),
+                    per_address: limits::PerAddress::new(limits.max_per_ip),
                     identify,
                     kad,
                     control,
@@ -302,6 +320,8 @@ impl Swarm {
             inbound: Arc::new(Semaphore::new(MAX_INBOUND_CONTROL)),
             responses: mpsc::channel(MAX_INBOUND_CONTROL),
             bootstrapped: false,
+            seen: HashMap::new(),
+            accept_private: limits.accept_private_addresses,
         };
         let token = cancel.clone();
         tokio::spawn(async move { actor.run(token).await });
@@ -394,6 +414,11 @@ struct Actor {
     inbound: Arc<Semaphore>,
     responses: (mpsc::Sender<Answer>, mpsc::Receiver<Answer>),
     bootstrapped: bool,
+    /// How far away each connected peer is, as the address of its last connection says: it may
+    /// announce addresses no nearer than that ([`worth_keeping`]).
+    seen: HashMap<PeerId, Scope>,
+    /// [`SwarmLimits::accept_private_addresses`].
+    accept_private: bool,
 }
 
 /// Gaps (seconds) between the extra Kademlia bootstraps a swarm makes after it starts.
@@ -506,7 +531,13 @@ impl Actor {
             SwarmEvent::NewListenAddr { address, .. } if !self.listening.contains(&address) => {
                 self.listening.push(address);
             }
-            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+            SwarmEvent::ConnectionEstablished {
+                peer_id, endpoint, ..
+            } => {
+                match Scope::of(endpoint.get_remote_address()) {
+                    Some(scope) => self.seen.insert(peer_id, scope),
+                    None => self.seen.remove(&peer_id),
+                };
                 if let Some(waiters) = self.dials.remove(&peer_id) {
                     for w in waiters {
                         let _ = w.send(Ok(peer_id));
@@ -515,6 +546,13 @@ impl Actor {
                 if !self.bootstrapped {
                     self.bootstrapped = self.swarm.behaviour_mut().kad.bootstrap().is_ok();
                 }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
+                self.seen.remove(&peer_id);
             }
             SwarmEvent::OutgoingConnectionError {
                 peer_id: Some(peer),
@@ -537,7 +575,17 @@ impl Actor {
             })) => {
                 let kad_proto = StreamProtocol::new(KAD_PROTOCOL);
                 if info.protocols.contains(&kad_proto) {
-                    for addr in info.listen_addrs {
+                    let seen = self.seen.get(&peer_id).copied();
+                    let kept = worth_keeping(&info.listen_addrs, seen, self.accept_private);
+                    if kept.len() < info.listen_addrs.len() {
+                        tracing::debug!(
+                            peer = %peer_id,
+                            announced = info.listen_addrs.len(),
+                            kept = kept.len(),
+                            "left out addresses a peer announced (unreachable, or nearer than the peer)"
+                        );
+                    }
+                    for addr in kept {
                         let (bare, _) = strip_p2p(&addr);
                         self.swarm.behaviour_mut().kad.add_address(&peer_id, bare);
                     }
