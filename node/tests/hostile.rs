@@ -227,3 +227,50 @@ async fn one_address_holds_at_most_a_quarter_of_the_upload_buffers() {
     drop(held);
     n.shutdown().await.unwrap();
 }
+
+/// A libp2p swarm listening on `ip` (so its dials leave from there), with a new key.
+async fn swarm_on(
+    ip: &str,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> cairn_wire::swarm::Swarm {
+    cairn_wire::swarm::Swarm::start(
+        Keypair::generate_ed25519(),
+        cairn_wire::swarm::Role::Node,
+        &[format!("/ip4/{ip}/udp/0/quic-v1").parse().unwrap()],
+        &[],
+        None,
+        "hostile-test".into(),
+        cairn_wire::swarm::SwarmLimits::default(),
+        cancel.clone(),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_take_the_node_s_libp2p_connections_under_many_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config();
+    c.network.max_connections = 8;
+    c.network.max_connections_per_ip = 2;
+    let n = start(dir.path(), c).await;
+    let addr: libp2p::Multiaddr = n.info.listen[0].parse().unwrap();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    // Two keys from 127.0.0.7 connect; a third from there is turned away.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let s = swarm_on("127.0.0.7", &cancel).await;
+        s.dial(addr.clone()).await.unwrap();
+        held.push(s);
+    }
+    let third = swarm_on("127.0.0.7", &cancel).await;
+    let refused = tokio::time::timeout(Duration::from_secs(10), third.dial(addr.clone()))
+        .await
+        .expect("the dial neither succeeded nor failed");
+    assert!(refused.is_err(), "a third key from one address was let in");
+    // Another address is let in.
+    let other = swarm_on("127.0.0.8", &cancel).await;
+    other.dial(addr.clone()).await.unwrap();
+    cancel.cancel();
+    n.shutdown().await.unwrap();
+}
