@@ -73,6 +73,10 @@ pub struct Config {
     /// needs the cache).
     #[serde(default = "default_readahead_mib")]
     pub readahead_mib: u32,
+    /// Smallest part of a multipart upload but the last, in KiB (5120 = 5 MiB, as S3; lower
+    /// only for tests and tools that need many small parts).
+    #[serde(default = "default_min_part_kib")]
+    pub min_part_kib: u32,
     /// Seconds between automatic catalog exports to the network, made only when the catalog
     /// changed (0: only on `POST /export`).
     #[serde(default = "default_export_every_secs")]
@@ -135,6 +139,10 @@ fn default_cache_mib() -> u32 {
     DEFAULT_CACHE_MIB
 }
 
+fn default_min_part_kib() -> u32 {
+    5 * 1024
+}
+
 fn default_readahead_mib() -> u32 {
     DEFAULT_READAHEAD_MIB
 }
@@ -187,6 +195,7 @@ impl Config {
             m: 0,
             cache_mib: DEFAULT_CACHE_MIB,
             readahead_mib: DEFAULT_READAHEAD_MIB,
+            min_part_kib: default_min_part_kib(),
             export_every_secs: DEFAULT_EXPORT_EVERY_SECS,
             lease_term: default_lease_term(),
             lease_renew_every: default_lease_renew_every(),
@@ -262,6 +271,8 @@ impl Config {
              # Sequential range readers (s3fs, PyTorch readers) get this many MiB fetched ahead into\n\
              # the cache, from their third consecutive request on. 0 = off.\n\
              readahead_mib = {}\n\
+             # Smallest multipart part but the last, in KiB (5120 = 5 MiB, as S3).\n\
+             min_part_kib = {}\n\
              \n\
              # The catalog (buckets, keys) is exported to the network as a signed dataset manifest\n\
              # this often (seconds) when it changed; 0 = only on POST /export. A gateway started on an\n\
@@ -289,6 +300,7 @@ impl Config {
             self.m,
             self.cache_mib,
             self.readahead_mib,
+            self.min_part_kib,
             self.export_every_secs,
             q(&self.lease_term),
             q(&self.lease_renew_every),
@@ -349,6 +361,15 @@ impl Config {
             return Err(ConfigError::Field {
                 field: "k",
                 message: "set both k and m, or neither (0 = automatic)".into(),
+            });
+        }
+        if self.min_part_kib == 0 || self.min_part_kib > 5 * 1024 {
+            return Err(ConfigError::Field {
+                field: "min_part_kib",
+                message: format!(
+                    "{} KiB: must be between 1 and 5120 (5 MiB, what S3 asks)",
+                    self.min_part_kib
+                ),
             });
         }
         if self.cache_mib > 64 * 1024 {

@@ -53,13 +53,15 @@ pub enum Error {
         /// Limit.
         max: u64,
     },
-    /// A part other than the last is under 5 MiB.
-    #[error("part {part} is {size} bytes; every part but the last must be at least 5 MiB")]
+    /// A part other than the last is under the smallest part size (5 MiB, as S3).
+    #[error("part {part} is {size} bytes; every part but the last must be at least {min} bytes")]
     EntityTooSmall {
         /// Part number.
         part: u32,
         /// Its size.
         size: u64,
+        /// The smallest part size.
+        min: u64,
     },
     /// A part in CompleteMultipartUpload does not match what was uploaded.
     #[error("invalid part: {0}")]

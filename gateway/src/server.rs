@@ -194,7 +194,9 @@ impl RunningGateway {
             cache_bytes: u64::from(cfg.config.cache_mib) << 20,
             readahead_bytes: u64::from(cfg.config.readahead_mib) << 20,
         };
-        let gateway = Gateway::new(net, catalog, key, opts, metrics, reads).with_leases(cfg.leases);
+        let gateway = Gateway::new(net, catalog, key, opts, metrics, reads)
+            .with_leases(cfg.leases)
+            .with_min_part(u64::from(cfg.config.min_part_kib) << 10);
         if fresh_catalog
             && kept_key
             && let Err(e) = recover_catalog(&gateway).await

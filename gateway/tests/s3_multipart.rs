@@ -343,3 +343,82 @@ async fn equal_parts_are_not_read_back_to_hash_the_object() {
     }
     net.stop().await;
 }
+
+/// CompleteMultipartUpload of 10,000 parts (S3's most) starts its answer within what SDKs
+/// wait for one (boto3 and this client: 60 s), on a gateway restarted after the parts were
+/// uploaded, so every part's manifest comes from the nodes, and makes the right object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_parts_complete_within_what_clients_wait() {
+    use futures::StreamExt;
+    const PARTS: usize = 10_000;
+    const PART: usize = 1024;
+    // What is measured is the completion, not 10,000 uploads: nodes without fsync, and parts
+    // of 1 KiB (S3 asks 5 MiB: 10,000 of them would be 50 GB) in stripes of 1 + 1.
+    let net = Net::start_nodes(3, &["--sync-writes", "false"]).await;
+    let dir = net.dir.path().join("gw-parts");
+    common::init_gateway(&dir, "PARTSKEY", "parts-secret-1234");
+    let args = ["--min-part-kib", "1", "--k", "1", "--m", "1"];
+    let (mut gw, info) = common::run_gateway(&net, &dir, &args).await;
+    let s3 = common::client(&info.endpoint, "PARTSKEY", "parts-secret-1234", true);
+    s3.create_bucket().bucket("many").send().await.unwrap();
+    let id = start_upload(&s3, "many", "ckpt.bin").await;
+    let data = bytes(PARTS * PART, 90);
+    let etags: Vec<String> = futures::stream::iter(0..PARTS)
+        .map(|i| {
+            let (s3, id) = (&s3, &id);
+            let body = data[i * PART..(i + 1) * PART].to_vec();
+            async move { upload_part(s3, ("many", "ckpt.bin", id), i as i32 + 1, body).await }
+        })
+        .buffered(64)
+        .collect()
+        .await;
+    let _ = gw.kill().await;
+    let _ = gw.wait().await;
+    let (mut gw, info) = common::run_gateway(&net, &dir, &args).await;
+    let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+        .read_timeout(std::time::Duration::from_secs(60))
+        .build();
+    let s3 = aws_sdk_s3::Client::from_conf(
+        common::client(&info.endpoint, "PARTSKEY", "parts-secret-1234", true)
+            .config()
+            .to_builder()
+            .timeout_config(timeouts)
+            .build(),
+    );
+    let parts: Vec<CompletedPart> = etags
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            CompletedPart::builder()
+                .part_number(i as i32 + 1)
+                .e_tag(e)
+                .build()
+        })
+        .collect();
+    let done = s3
+        .complete_multipart_upload()
+        .bucket("many")
+        .key("ckpt.bin")
+        .upload_id(&id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let mut md5s = Vec::new();
+    for e in &etags {
+        let e = e.trim_matches('"');
+        md5s.extend(
+            (0..e.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&e[i..i + 2], 16).unwrap()),
+        );
+    }
+    let want = format!("\"{}-{PARTS}\"", md5_hex(&md5s));
+    assert_eq!(done.e_tag(), Some(want.as_str()));
+    assert_eq!(get(&s3, "many", "ckpt.bin", None).await, data);
+    let _ = gw.kill().await;
+}

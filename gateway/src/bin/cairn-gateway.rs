@@ -78,6 +78,9 @@ struct Overrides {
     /// MiB of verified shards kept in memory between reads (0: no cache).
     #[arg(long, env = "CAIRN_GW_CACHE_MIB")]
     cache_mib: Option<u32>,
+    /// Smallest multipart part but the last, in KiB (5120 = 5 MiB, as S3).
+    #[arg(long, env = "CAIRN_GW_MIN_PART_KIB")]
+    min_part_kib: Option<u32>,
     /// MiB fetched ahead of sequential range readers (0: off).
     #[arg(long, env = "CAIRN_GW_READAHEAD_MIB")]
     readahead_mib: Option<u32>,
@@ -139,6 +142,9 @@ impl Overrides {
         }
         if let Some(v) = self.readahead_mib {
             c.readahead_mib = v;
+        }
+        if let Some(v) = self.min_part_kib {
+            c.min_part_kib = v;
         }
         if let Some(v) = self.export_every_secs {
             c.export_every_secs = v;

@@ -18,13 +18,13 @@ mod checksum;
 mod conditions;
 mod headers;
 mod listing;
+mod manifest_cache;
 mod multipart;
 mod read;
 mod release;
 mod uploads;
 mod write;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -54,8 +54,9 @@ pub const MAX_PUT: u64 = 5 << 30;
 pub const MIN_PART: u64 = 5 << 20;
 /// Most parts in an upload (as S3).
 pub const MAX_PARTS: i32 = 10_000;
-/// Manifests kept decoded in memory.
-const MANIFEST_CACHE: usize = 4096;
+/// Manifests kept decoded in memory: at least this many of the most recently used (at most
+/// twice as many).
+const MANIFEST_CACHE: usize = 16_384;
 /// Read-ahead fetches running at once (each fetches up to a stripe's worth of shards in parallel).
 const READAHEAD_TASKS: usize = 2;
 
@@ -105,7 +106,9 @@ pub struct Gateway {
     catalog: Arc<Catalog>,
     key: SigningKey,
     opts: PutOptions,
-    manifests: Arc<Mutex<HashMap<Cid, Arc<ObjectManifest>>>>,
+    manifests: Arc<Mutex<manifest_cache::Generations<Cid, Arc<ObjectManifest>>>>,
+    /// Smallest part but the last ([`MIN_PART`] unless configured).
+    min_part: u64,
     metrics: Arc<GatewayMetrics>,
     cache: Arc<ShardCache>,
     readahead: Arc<Mutex<ReadAhead>>,
@@ -152,7 +155,8 @@ impl Gateway {
             catalog,
             key,
             opts,
-            manifests: Arc::new(Mutex::new(HashMap::new())),
+            manifests: Arc::new(Mutex::new(manifest_cache::Generations::new(MANIFEST_CACHE))),
+            min_part: MIN_PART,
             metrics,
             cache,
             readahead: Arc::new(Mutex::new(ReadAhead::new(window))),
@@ -162,6 +166,12 @@ impl Gateway {
                 crate::leases::LeaseSettings::OFF,
             )),
         }
+    }
+
+    /// Takes multipart parts (but the last) from `bytes` up, instead of [`MIN_PART`].
+    pub fn with_min_part(mut self, bytes: u64) -> Self {
+        self.min_part = bytes;
+        self
     }
 
     /// This gateway taking leases under `settings` (a new gateway takes none).
@@ -303,7 +313,7 @@ impl Gateway {
 
     /// A verified, decoded object manifest (cached).
     pub async fn manifest(&self, cid: &Cid) -> Result<Arc<ObjectManifest>, Error> {
-        if let Some(m) = self.manifests.lock().ok().and_then(|c| c.get(cid).cloned()) {
+        if let Some(m) = self.manifests.lock().ok().and_then(|mut c| c.get(cid)) {
             return Ok(m);
         }
         let net = self.net().await;
@@ -323,9 +333,6 @@ impl Gateway {
 
     fn remember_manifest(&self, cid: Cid, m: Arc<ObjectManifest>) {
         if let Ok(mut cache) = self.manifests.lock() {
-            if cache.len() >= MANIFEST_CACHE {
-                cache.clear();
-            }
             cache.insert(cid, m);
         }
     }

@@ -9,7 +9,7 @@ use cairn_chunker::pieces::{PieceHasher, combine};
 use cairn_chunker::{Cid, cids};
 use cairn_client::put::{PutOptions, publish_manifest_with_receipts};
 use cairn_wire::protocol::ManifestKind;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result};
@@ -21,7 +21,7 @@ use super::headers::{check_key, check_object_headers, metadata_in};
 use super::listing::{KeyEncoding, decode_hex, page_size};
 use super::uploads;
 use super::write::{copy_source, parse_copy_range};
-use super::{Gateway, MAX_PARTS, MAX_PUT, MIN_PART, blocking, now_ms, timestamp};
+use super::{Gateway, MAX_PARTS, MAX_PUT, blocking, now_ms, timestamp};
 use crate::catalog::{Location, ObjectRecord, PartRecord, UploadRecord, WriteCondition};
 use crate::error::Error;
 
@@ -362,10 +362,11 @@ impl Gateway {
                 ))
                 .into());
             }
-            if i + 1 < listed.len() && rec.size < MIN_PART {
+            if i + 1 < listed.len() && rec.size < self.min_part {
                 return Err(Error::EntityTooSmall {
                     part: n as u32,
                     size: rec.size,
+                    min: self.min_part,
                 }
                 .into());
             }
@@ -378,8 +379,18 @@ impl Gateway {
         let mut md5_concat = Vec::with_capacity(16 * chosen.len());
         let mut params = None;
         let mut parts = Vec::with_capacity(chosen.len());
-        for rec in &chosen {
-            let m = self.manifest(&rec.cid).await?;
+        // The parts' manifests are fetched many at once (in order): 10,000 parts one after
+        // another would keep the response from starting for longer than clients wait.
+        let cids: Vec<Cid> = chosen.iter().map(|rec| rec.cid).collect();
+        let fetched: Vec<Arc<ObjectManifest>> = futures::stream::iter(cids)
+            .map(|cid| {
+                let gateway = self.clone();
+                async move { gateway.manifest(&cid).await }
+            })
+            .buffered(MANIFEST_LOOKUPS)
+            .try_collect()
+            .await?;
+        for (rec, m) in chosen.iter().zip(fetched) {
             if m.inline.is_some() && m.size > 0 {
                 return Err(Error::Internal("an inline part cannot be combined".into()).into());
             }
@@ -582,6 +593,8 @@ impl Gateway {
 
 /// Parts whose storage receipts are looked up at once when an upload completes.
 const RECEIPT_LOOKUPS: usize = 16;
+/// Parts whose manifests are fetched at once when an upload completes.
+const MANIFEST_LOOKUPS: usize = 64;
 
 /// A checked CompleteMultipartUpload, ready to be turned into an object.
 struct FinishUpload {
