@@ -124,3 +124,113 @@ async fn racing_conditional_writes_have_exactly_one_winner() {
     assert_eq!(get(&s3, "locks", "mpu", None).await, body(20 + won[0]));
     net.stop().await;
 }
+
+/// CopyObject and UploadPartCopy honour the four `x-amz-copy-source-if-*` conditions on the
+/// source: a condition that fails is 412 and copies nothing; one that holds copies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_honour_their_source_conditions() {
+    use aws_sdk_s3::primitives::DateTime;
+    let net = Net::start(4).await;
+    let s3 = net.s3();
+    s3.create_bucket().bucket("copies").send().await.unwrap();
+    let data = bytes(100_000, 7);
+    let put = s3
+        .put_object()
+        .bucket("copies")
+        .key("src")
+        .body(data.clone().into())
+        .send()
+        .await
+        .unwrap();
+    let etag = put.e_tag().unwrap().to_string();
+    let head = s3
+        .head_object()
+        .bucket("copies")
+        .key("src")
+        .send()
+        .await
+        .unwrap();
+    let modified = head.last_modified().unwrap().secs();
+    let (before, after) = (
+        DateTime::from_secs(modified - 3600),
+        DateTime::from_secs(modified + 3600),
+    );
+    let copy = |dest: &'static str| {
+        s3.copy_object()
+            .bucket("copies")
+            .key(dest)
+            .copy_source("copies/src")
+    };
+    let refused = [
+        (
+            "if-match",
+            copy("a").copy_source_if_match("\"0123\"").send().await,
+        ),
+        (
+            "if-none-match",
+            copy("a").copy_source_if_none_match(&etag).send().await,
+        ),
+        (
+            "if-unmodified-since",
+            copy("a")
+                .copy_source_if_unmodified_since(before)
+                .send()
+                .await,
+        ),
+        (
+            "if-modified-since",
+            copy("a").copy_source_if_modified_since(after).send().await,
+        ),
+    ];
+    for (what, r) in refused {
+        assert_eq!(failure(r), (412, "PreconditionFailed".into()), "{what}");
+    }
+    let missing = s3.head_object().bucket("copies").key("a").send().await;
+    assert!(missing.is_err(), "a refused copy wrote its destination");
+    let held = [
+        copy("b").copy_source_if_match(&etag).send().await,
+        copy("c").copy_source_if_none_match("\"0123\"").send().await,
+        copy("d")
+            .copy_source_if_unmodified_since(after)
+            .send()
+            .await,
+        copy("e").copy_source_if_modified_since(before).send().await,
+    ];
+    for (dest, r) in ["b", "c", "d", "e"].into_iter().zip(held) {
+        r.unwrap_or_else(|e| panic!("copy to {dest}: {e:?}"));
+        assert_eq!(get(&s3, "copies", dest, None).await, data, "{dest}");
+    }
+    // UploadPartCopy: the same conditions on its source.
+    let id = start_upload(&s3, "copies", "joined").await;
+    let part = |n: i32| {
+        s3.upload_part_copy()
+            .bucket("copies")
+            .key("joined")
+            .upload_id(&id)
+            .part_number(n)
+            .copy_source("copies/src")
+    };
+    let r = part(1).copy_source_if_modified_since(after).send().await;
+    assert_eq!(failure(r), (412, "PreconditionFailed".into()));
+    let r = part(1).copy_source_if_none_match(&etag).send().await;
+    assert_eq!(failure(r), (412, "PreconditionFailed".into()));
+    let ok = part(1)
+        .copy_source_if_modified_since(before)
+        .send()
+        .await
+        .unwrap();
+    let e = ok.copy_part_result().unwrap().e_tag().unwrap().to_string();
+    s3.complete_multipart_upload()
+        .bucket("copies")
+        .key("joined")
+        .upload_id(&id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .parts(CompletedPart::builder().part_number(1).e_tag(e).build())
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get(&s3, "copies", "joined", None).await, data);
+}

@@ -163,13 +163,28 @@ impl Gateway {
             &src,
             input.copy_source_if_match.as_ref(),
             None,
-            None,
+            // As HTTP has it, a modified-since date is not looked at beside an ETag list.
+            input
+                .copy_source_if_modified_since
+                .as_ref()
+                .filter(|_| input.copy_source_if_none_match.is_none()),
             input.copy_source_if_unmodified_since.as_ref(),
         )
         .map_err(|e| match e {
             Error::NotModified => Error::PreconditionFailed("copy source not modified".into()),
             other => other,
         })?;
+        if let Some(cond) = &input.copy_source_if_none_match
+            && (cond.is_any()
+                || cond
+                    .as_etag()
+                    .is_some_and(|e| e.weak_cmp(&ETag::Strong(src.etag.clone()))))
+        {
+            return Err(Error::PreconditionFailed(
+                "x-amz-copy-source-if-none-match matched".into(),
+            )
+            .into());
+        }
         let range = input
             .copy_source_range
             .as_deref()

@@ -150,7 +150,11 @@ impl Gateway {
             &src,
             input.copy_source_if_match.as_ref(),
             None,
-            None,
+            // As HTTP has it, a modified-since date is not looked at beside an ETag list.
+            input
+                .copy_source_if_modified_since
+                .as_ref()
+                .filter(|_| input.copy_source_if_none_match.is_none()),
             input.copy_source_if_unmodified_since.as_ref(),
         )
         .map_err(|e| match e {
