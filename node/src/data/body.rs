@@ -162,16 +162,20 @@ pub enum BodyFailure {
 }
 
 /// Reads a body of exactly `len` bytes into memory counted in `held`, a [`BODY_STEP`] at a
-/// time, by `BODY_GRACE + len / min_rate` (`min_rate` 0: no deadline beyond the stalls).
+/// time, keeping up with `min_rate` on average once [`BODY_GRACE`] is over: `n` bytes must be
+/// in by `BODY_GRACE + n / min_rate`, whatever the header announced (`min_rate` 0: no
+/// minimum beyond the stalls).
 pub async fn receive(
     recv: &mut RecvStream,
     len: usize,
     held: &mut Held<'_>,
     min_rate: u64,
 ) -> Result<Bytes, BodyFailure> {
-    let deadline = (min_rate > 0).then(|| {
-        Instant::now() + BODY_GRACE + Duration::from_secs_f64(len as f64 / min_rate as f64)
-    });
+    let started = Instant::now();
+    let due = |n: usize| {
+        (min_rate > 0)
+            .then(|| started + BODY_GRACE + Duration::from_secs_f64(n as f64 / min_rate as f64))
+    };
     let mut buf = BytesMut::with_capacity(len);
     let mut counted = 0usize;
     while buf.len() < len {
@@ -180,6 +184,8 @@ pub async fn receive(
             held.take(step as u64).await.map_err(BodyFailure::Refused)?;
             counted += step;
         }
+        // The bytes after these are due by when these plus one more would be.
+        let deadline = due(buf.len() + 1);
         let wait = match deadline {
             Some(d) => STALL_TIMEOUT.min(d.saturating_duration_since(Instant::now())),
             None => STALL_TIMEOUT,

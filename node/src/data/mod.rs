@@ -715,13 +715,8 @@ impl Server {
                 Err(Failure::answer(
                     ErrorCode::BadRequest,
                     format!(
-                        "the body arrived too slowly: {got} of {len} bytes in {}s (the node takes \
-                         at least {} bytes/s after the first {}s)",
-                        (body::BODY_GRACE
-                            + Duration::from_secs_f64(
-                                len as f64 / self.limits.min_body_rate as f64
-                            ))
-                        .as_secs(),
+                        "the body arrived too slowly: {got} of {len} bytes (the node takes at \
+                         least {} bytes/s on average after the first {}s)",
                         self.limits.min_body_rate,
                         body::BODY_GRACE.as_secs()
                     ),
