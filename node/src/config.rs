@@ -566,11 +566,13 @@ impl Config {
                 "the default is 256 (with max_connections = 4096)",
             ));
         }
-        if n.idle_timeout.0 < std::time::Duration::from_secs(1) {
+        if n.idle_timeout.0 < std::time::Duration::from_secs(1)
+            || n.idle_timeout.0 > std::time::Duration::from_secs(86_400)
+        {
             return Err(field(
                 "network.idle_timeout",
                 n.idle_timeout.to_string(),
-                "must be at least 1s",
+                "must be between 1s and 1d",
                 "the default is \"60s\"",
             ));
         }

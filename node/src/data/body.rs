@@ -27,7 +27,7 @@ pub const BODY_STEP: usize = 1 << 20;
 /// Share of the budget one address may hold at once: a quarter.
 pub const ADDRESS_SHARE: usize = 4;
 /// Time a step waits for room in the budget before the peer is told the node is busy.
-const WAIT: Duration = Duration::from_secs(10);
+pub const WAIT: Duration = Duration::from_secs(10);
 
 /// The node-wide budget for incoming bodies, in KiB permits, with what each address holds.
 #[derive(Debug)]
@@ -171,21 +171,26 @@ pub async fn receive(
     held: &mut Held<'_>,
     min_rate: u64,
 ) -> Result<Bytes, BodyFailure> {
-    let started = Instant::now();
-    let due = |n: usize| {
+    let mut started = Instant::now();
+    let due = |started: Instant, n: usize| {
         (min_rate > 0)
             .then(|| started + BODY_GRACE + Duration::from_secs_f64(n as f64 / min_rate as f64))
     };
-    let mut buf = BytesMut::with_capacity(len);
+    // Memory too is taken a step at a time, as the budget is.
+    let mut buf = BytesMut::with_capacity(len.min(BODY_STEP));
     let mut counted = 0usize;
     while buf.len() < len {
         if buf.len() == counted {
             let step = (len - counted).min(BODY_STEP);
+            let waiting = Instant::now();
             held.take(step as u64).await.map_err(BodyFailure::Refused)?;
+            // Time spent waiting on the node's own budget is not the peer's slowness.
+            started += waiting.elapsed();
+            buf.reserve(step);
             counted += step;
         }
         // The bytes after these are due by when these plus one more would be.
-        let deadline = due(buf.len() + 1);
+        let deadline = due(started, buf.len() + 1);
         let wait = match deadline {
             Some(d) => STALL_TIMEOUT.min(d.saturating_duration_since(Instant::now())),
             None => STALL_TIMEOUT,

@@ -111,7 +111,9 @@ impl Store {
             delta(len as i64 - freed as i64),
         );
         let more = len.saturating_sub(freed);
-        self.take_capacity(more, true)?;
+        if more > 0 {
+            self.take_capacity(more, true)?;
+        }
         let written = self.with_disk_room(len, || {
             self.db
                 .write_opt(batch, &self.write_opts())

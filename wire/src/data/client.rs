@@ -248,7 +248,7 @@ impl Client {
             let crypto =
                 QuicClientConfig::try_from(tls).map_err(|e| DialError::Setup(e.to_string()))?;
             let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-            config.transport_config(transport(max_streams));
+            config.transport_config(transport(max_streams, false));
             let connecting = endpoint
                 .connect_with(config, t.addr, "l")
                 .map_err(|e| DialError::Unreachable(e.to_string()))?;

@@ -170,12 +170,23 @@ struct Heard {
     since: Instant,
 }
 
-fn transport(max_streams: u32) -> Arc<quinn::TransportConfig> {
+/// What a server lets one peer send ahead of what it has read (upload bodies), per stream and
+/// per connection: the node reads bodies a step at a time against its budget, so what quinn
+/// buffers beyond that is kept small (a client receives answers in larger windows).
+const SERVER_STREAM_WINDOW: u32 = 2 << 20;
+const SERVER_CONNECTION_WINDOW: u32 = 16 << 20;
+
+fn transport(max_streams: u32, server: bool) -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     t.max_concurrent_bidi_streams(max_streams.into());
     t.max_concurrent_uni_streams(0u32.into());
-    t.stream_receive_window(VarInt::from_u32(16 << 20));
-    t.receive_window(VarInt::from_u32(64 << 20));
+    let (stream, conn) = if server {
+        (SERVER_STREAM_WINDOW, SERVER_CONNECTION_WINDOW)
+    } else {
+        (16 << 20, 64 << 20)
+    };
+    t.stream_receive_window(VarInt::from_u32(stream));
+    t.receive_window(VarInt::from_u32(conn));
     t.send_window(64 << 20);
     // A killed peer sends nothing; keep-alives let the other side notice within the idle timeout.
     t.keep_alive_interval(Some(KEEP_ALIVE));
@@ -197,7 +208,7 @@ pub fn endpoint(
                 crate::tls::server_config(keypair, DATA_ALPN).map_err(|e| setup(e.to_string()))?;
             let crypto = QuicServerConfig::try_from(tls).map_err(|e| setup(e.to_string()))?;
             let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-            config.transport_config(transport(max_streams));
+            config.transport_config(transport(max_streams, true));
             config.migration(false);
             Some(config)
         }

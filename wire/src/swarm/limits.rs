@@ -44,7 +44,11 @@ impl Default for SwarmLimits {
 }
 
 /// Inbound connections in handshake at once.
-pub const MAX_PENDING_INCOMING: u32 = 128;
+pub const MAX_PENDING_INCOMING: u32 = 1024;
+/// Inbound connections in handshake at once from one address: libp2p's QUIC cannot make an
+/// address prove itself with a retry, so one address that starts handshakes and never ends
+/// them holds at most these of the pending places.
+pub const MAX_PENDING_PER_IP: u32 = 16;
 /// Connections one key may hold with us at once (both directions: a simultaneous dial makes two).
 pub const MAX_PER_PEER: u32 = 4;
 /// Addresses taken from one identify message.
@@ -128,20 +132,11 @@ fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
     }
 }
 
-/// Whether `addr` is one our QUIC transport can dial: `/ip4|ip6|dns*/<host>/udp/<port>/quic-v1`,
-/// optionally ending in `/p2p/<id>`.
+/// Whether `addr` is one our QUIC transport can dial: `/ip4|ip6/<host>/udp/<port>/quic-v1`,
+/// optionally ending in `/p2p/<id>` (the swarm has no DNS resolver).
 fn dialable(addr: &Multiaddr) -> bool {
     let mut it = addr.iter();
-    let host = matches!(
-        it.next(),
-        Some(
-            Protocol::Ip4(_)
-                | Protocol::Ip6(_)
-                | Protocol::Dns(_)
-                | Protocol::Dns4(_)
-                | Protocol::Dns6(_)
-        )
-    );
+    let host = matches!(it.next(), Some(Protocol::Ip4(_) | Protocol::Ip6(_)));
     let udp = matches!(it.next(), Some(Protocol::Udp(p)) if p != 0);
     let quic = matches!(it.next(), Some(Protocol::QuicV1));
     let rest = match it.next() {
@@ -181,8 +176,21 @@ pub fn worth_keeping(
 #[derive(Debug)]
 pub(super) struct PerAddress {
     max: u32,
+    /// Connections per address, in handshake or established.
     by_addr: HashMap<Host, u32>,
-    of: HashMap<ConnectionId, Host>,
+    /// Of those, in handshake.
+    pending: HashMap<Host, u32>,
+    /// Each counted connection's address, and whether it is still in handshake.
+    of: HashMap<ConnectionId, (Host, bool)>,
+}
+
+fn decrement(map: &mut HashMap<Host, u32>, host: Host) {
+    if let Some(n) = map.get_mut(&host) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            map.remove(&host);
+        }
+    }
 }
 
 /// An address as [`PerAddress`] counts it.
@@ -209,7 +217,7 @@ impl Host {
 
 /// Why [`PerAddress`] refused a connection.
 #[derive(Debug, thiserror::Error)]
-#[error("{ip} holds {max} connections, the most one address may hold")]
+#[error("{ip} holds {max} connections (or handshakes), the most one address may hold")]
 pub(super) struct TooManyFromAddress {
     ip: IpAddr,
     max: u32,
@@ -221,17 +229,16 @@ impl PerAddress {
         Self {
             max,
             by_addr: HashMap::new(),
+            pending: HashMap::new(),
             of: HashMap::new(),
         }
     }
 
     fn release(&mut self, id: ConnectionId) {
-        if let Some(host) = self.of.remove(&id)
-            && let Some(n) = self.by_addr.get_mut(&host)
-        {
-            *n -= 1;
-            if *n == 0 {
-                self.by_addr.remove(&host);
+        if let Some((host, pending)) = self.of.remove(&id) {
+            decrement(&mut self.by_addr, host);
+            if pending {
+                decrement(&mut self.pending, host);
             }
         }
     }
@@ -251,25 +258,36 @@ impl NetworkBehaviour for PerAddress {
             return Ok(());
         };
         let host = Host::of(ip);
-        let n = self.by_addr.entry(host).or_default();
-        if *n >= self.max {
-            return Err(ConnectionDenied::new(TooManyFromAddress {
-                ip,
-                max: self.max,
-            }));
+        let held = self.by_addr.get(&host).copied().unwrap_or(0);
+        let pending = self.pending.get(&host).copied().unwrap_or(0);
+        if held >= self.max || pending >= MAX_PENDING_PER_IP {
+            let max = if held >= self.max {
+                self.max
+            } else {
+                MAX_PENDING_PER_IP
+            };
+            return Err(ConnectionDenied::new(TooManyFromAddress { ip, max }));
         }
-        *n += 1;
-        self.of.insert(id, host);
+        *self.by_addr.entry(host).or_default() += 1;
+        *self.pending.entry(host).or_default() += 1;
+        self.of.insert(id, (host, true));
         Ok(())
     }
 
     fn handle_established_inbound_connection(
         &mut self,
-        _id: ConnectionId,
+        id: ConnectionId,
         _peer: PeerId,
         _local: &Multiaddr,
         _remote: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
+        if let Some((host, pending)) = self.of.get_mut(&id)
+            && *pending
+        {
+            *pending = false;
+            let host = *host;
+            decrement(&mut self.pending, host);
+        }
         Ok(dummy::ConnectionHandler)
     }
 
@@ -362,14 +380,9 @@ mod tests {
             "/ip4/8.8.8.8/udp/4001/quic-v1",
             "/dns4/node.example.org/udp/4001/quic-v1",
         ]);
+        // (DNS names too: the swarm cannot resolve them.)
         let kept = worth_keeping(&announced, Some(Scope::Public), false);
-        assert_eq!(
-            kept,
-            addrs(&[
-                "/ip4/8.8.8.8/udp/4001/quic-v1",
-                "/dns4/node.example.org/udp/4001/quic-v1"
-            ])
-        );
+        assert_eq!(kept, addrs(&["/ip4/8.8.8.8/udp/4001/quic-v1"]));
         // A peer on our LAN may announce LAN addresses, not loopback ones; a peer on this host
         // may announce loopback ones; the setting takes them from anyone.
         let kept = worth_keeping(&announced, Some(Scope::Private), false);
@@ -386,6 +399,55 @@ mod tests {
             assert!(!kept.contains(&announced[2]) && !kept.contains(&announced[3]));
             assert!(!kept.contains(&announced[4]));
         }
+    }
+
+    #[test]
+    fn one_address_holds_few_handshakes_and_at_most_its_connections() {
+        let mut limits = PerAddress::new(20);
+        let local: Multiaddr = "/ip4/127.0.0.1/udp/4001/quic-v1".parse().unwrap();
+        let from =
+            |ip: &str| -> Multiaddr { format!("/ip4/{ip}/udp/5000/quic-v1").parse().unwrap() };
+        let (a, b) = (from("10.0.0.1"), from("10.0.0.2"));
+        let id = ConnectionId::new_unchecked;
+        for i in 0..MAX_PENDING_PER_IP as usize {
+            limits
+                .handle_pending_inbound_connection(id(i), &local, &a)
+                .unwrap();
+        }
+        // Handshakes that never finish hold only this address's handshake places.
+        assert!(
+            limits
+                .handle_pending_inbound_connection(id(100), &local, &a)
+                .is_err()
+        );
+        limits
+            .handle_pending_inbound_connection(id(101), &local, &b)
+            .unwrap();
+        // Finished handshakes give theirs back, up to the address's limit of connections.
+        let peer = PeerId::from(libp2p::identity::Keypair::generate_ed25519().public());
+        for i in 0..MAX_PENDING_PER_IP as usize {
+            limits
+                .handle_established_inbound_connection(id(i), peer, &local, &a)
+                .unwrap();
+        }
+        for i in 200..204 {
+            limits
+                .handle_pending_inbound_connection(id(i), &local, &a)
+                .unwrap();
+        }
+        assert!(
+            limits
+                .handle_pending_inbound_connection(id(300), &local, &a)
+                .is_err()
+        );
+        // Closing gives places back, pending or established.
+        for i in (0..MAX_PENDING_PER_IP as usize)
+            .chain(200..204)
+            .chain([101])
+        {
+            limits.release(id(i));
+        }
+        assert!(limits.by_addr.is_empty() && limits.pending.is_empty() && limits.of.is_empty());
     }
 
     #[test]

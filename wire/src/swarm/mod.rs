@@ -29,7 +29,8 @@ use tokio_util::sync::CancellationToken;
 mod limits;
 
 pub use limits::{
-    MAX_ANNOUNCED, MAX_PENDING_INCOMING, MAX_PER_PEER, Scope, SwarmLimits, worth_keeping,
+    MAX_ANNOUNCED, MAX_PENDING_INCOMING, MAX_PENDING_PER_IP, MAX_PER_PEER, Scope, SwarmLimits,
+    worth_keeping,
 };
 
 use crate::protocol::{
@@ -231,7 +232,11 @@ impl Swarm {
         let local = keypair.public().to_peer_id();
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
-            .with_quic()
+            .with_quic_config(|mut c| {
+                // A handshake that does not finish holds a pending place; see `limits`.
+                c.handshake_timeout = Duration::from_secs(3);
+                c
+            })
             .with_behaviour(|key| {
                 let identify = identify::Behaviour::new(
                     identify::Config::new(IDENTIFY_PROTOCOL.to_string(), key.public())
