@@ -137,8 +137,8 @@ fn node_info(
         data_addrs: fixed.data_addrs.clone(),
         label: fixed.label.clone(),
         capacity: s.capacity,
-        // What the network plans with is all the capacity taken, manifests included.
-        used: s.space().used,
+        used: s.used,
+        manifest_bytes: s.manifests,
         shards: s.shards,
         disk_room: s.disk_room(),
         faulty: proofs.map(|p| p.faulty_peers()).unwrap_or_default(),

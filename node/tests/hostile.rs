@@ -136,7 +136,8 @@ async fn trickle(
     send.write_all(&encode_frame(&DataRequest::Store { cid, len }))
         .await
         .unwrap();
-    send.write_all(&vec![7u8; sent]).await.unwrap();
+    // The node may refuse part-way (and stop the stream): the answer says so.
+    let _ = send.write_all(&vec![7u8; sent]).await;
     (send, recv)
 }
 

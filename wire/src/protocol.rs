@@ -88,8 +88,11 @@ pub struct NodeInfo {
     pub label: Option<String>,
     /// Capacity limit in bytes.
     pub capacity: u64,
-    /// Bytes stored.
+    /// Shard bytes stored.
     pub used: u64,
+    /// Bytes of manifests and provenance envelopes stored: they take capacity beside `used`.
+    #[serde(default)]
+    pub manifest_bytes: u64,
     /// Shards stored.
     pub shards: u64,
     /// Room for shards on the node's disk (what is free beyond its reserve), when known. It can
@@ -120,8 +123,8 @@ pub struct NodeInfo {
 }
 
 impl NodeInfo {
-    /// Shard bytes the node can still take: the smaller of what its capacity leaves and what
-    /// its disk has room for.
+    /// Bytes the node can still take: the smaller of what its capacity leaves (after shards
+    /// and manifests) and what its disk has room for.
     pub fn free(&self) -> u64 {
         self.space().free()
     }
@@ -130,7 +133,7 @@ impl NodeInfo {
     pub fn space(&self) -> cairn_policy::capacity::Space {
         cairn_policy::capacity::Space {
             capacity: self.capacity,
-            used: self.used,
+            used: self.used.saturating_add(self.manifest_bytes),
             disk_room: self.disk_room,
         }
     }

@@ -26,6 +26,7 @@ pub(crate) async fn run(g: &Global) -> anyhow::Result<()> {
                     "data_addrs": n.data_addrs,
                     "shards": n.shards,
                     "used": n.used,
+                    "manifest_bytes": n.manifest_bytes,
                     "capacity": n.capacity,
                     "disk_room": n.disk_room,
                     "free": n.free(),
@@ -58,7 +59,7 @@ pub(crate) async fn run(g: &Global) -> anyhow::Result<()> {
             HumanBytes(n.capacity).to_string(),
             n.version,
             match n.disk_room {
-                Some(room) if room < n.capacity.saturating_sub(n.used) => {
+                Some(room) if room < n.capacity.saturating_sub(n.space().used) => {
                     "  (limited by its disk)"
                 }
                 _ => "",
