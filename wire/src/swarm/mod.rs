@@ -232,11 +232,7 @@ impl Swarm {
         let local = keypair.public().to_peer_id();
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
-            .with_quic_config(|mut c| {
-                // A handshake that does not finish holds a pending place; see `limits`.
-                c.handshake_timeout = Duration::from_secs(3);
-                c
-            })
+            .with_quic()
             .with_behaviour(|key| {
                 let identify = identify::Behaviour::new(
                     identify::Config::new(IDENTIFY_PROTOCOL.to_string(), key.public())
