@@ -49,6 +49,20 @@ pub(super) fn preconditions(
     Ok(())
 }
 
+/// A copy's `x-amz-copy-source-if-none-match` on its source: 412 when it matches.
+pub(super) fn copy_source_none_match(
+    src: &ObjectRecord,
+    cond: Option<&CopySourceIfNoneMatch>,
+) -> Result<(), Error> {
+    let etag = ETag::Strong(src.etag.clone());
+    match cond {
+        Some(c) if c.is_any() || c.as_etag().is_some_and(|e| e.weak_cmp(&etag)) => Err(
+            Error::PreconditionFailed("x-amz-copy-source-if-none-match matched".into()),
+        ),
+        _ => Ok(()),
+    }
+}
+
 /// What a conditional write (`If-None-Match: *`, `If-Match`) asks of the key it writes. An
 /// `If-None-Match` with an ETag asks nothing of a write.
 pub(super) fn write_condition(

@@ -16,7 +16,7 @@ use s3s::{S3Request, S3Response, S3Result};
 
 use super::body::{BodyFrom, Stored, refuse_unread};
 use super::checksum::{HashSink, check_md5, declared, read_into};
-use super::conditions::{preconditions, write_condition};
+use super::conditions::{copy_source_none_match, preconditions, write_condition};
 use super::headers::{check_key, check_object_headers, metadata_in};
 use super::listing::{KeyEncoding, decode_hex, page_size};
 use super::uploads;
@@ -174,17 +174,7 @@ impl Gateway {
             Error::NotModified => Error::PreconditionFailed("copy source not modified".into()),
             other => other,
         })?;
-        if let Some(cond) = &input.copy_source_if_none_match
-            && (cond.is_any()
-                || cond
-                    .as_etag()
-                    .is_some_and(|e| e.weak_cmp(&ETag::Strong(src.etag.clone()))))
-        {
-            return Err(Error::PreconditionFailed(
-                "x-amz-copy-source-if-none-match matched".into(),
-            )
-            .into());
-        }
+        copy_source_none_match(&src, input.copy_source_if_none_match.as_ref())?;
         let range = input
             .copy_source_range
             .as_deref()

@@ -8,7 +8,7 @@ use s3s::{S3Request, S3Response, S3Result};
 
 use super::body::{BodyFrom, refuse_unread};
 use super::checksum::{check_md5, checksum_map, declared};
-use super::conditions::{preconditions, write_condition};
+use super::conditions::{copy_source_none_match, preconditions, write_condition};
 use super::headers::{check_key, check_object_headers, metadata_in, no_versions, xml_unsafe};
 use super::{Gateway, MAX_PUT, blocking, now_ms, timestamp};
 use crate::catalog::{Location, ObjectRecord};
@@ -161,17 +161,7 @@ impl Gateway {
             Error::NotModified => Error::PreconditionFailed("copy source not modified".into()),
             other => other,
         })?;
-        if let Some(cond) = &input.copy_source_if_none_match
-            && (cond.is_any()
-                || cond
-                    .as_etag()
-                    .is_some_and(|e| e.weak_cmp(&ETag::Strong(src.etag.clone()))))
-        {
-            return Err(Error::PreconditionFailed(
-                "x-amz-copy-source-if-none-match matched".into(),
-            )
-            .into());
-        }
+        copy_source_none_match(&src, input.copy_source_if_none_match.as_ref())?;
         let mut record = src.clone();
         record.modified_ms = now_ms();
         if replace {
