@@ -131,6 +131,109 @@ impl Store {
         Ok(out)
     }
 
+    /// The hold of `(object, owner)` on the shard keyed `key`, if it has one: a point read,
+    /// however many objects share the shard.
+    fn hold_of(
+        &self,
+        key: &[u8],
+        object: &[u8],
+        owner: &[u8; 32],
+    ) -> Result<Option<Hold>, StoreError> {
+        let k = hold_key(key, object, owner);
+        match self.db.get_pinned_cf(self.cf(CF_HOLDS)?, &k)? {
+            Some(row) => Ok(Some(parse_hold(&k[key.len()..], &row)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Whether the shard keyed `key` has any hold (one seek).
+    fn has_holds(&self, key: &[u8]) -> Result<bool, StoreError> {
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_HOLDS)?);
+        it.seek(key);
+        it.status()?;
+        Ok(it.key().is_some_and(|k| k.starts_with(key)))
+    }
+
+    /// The shard keyed `key`: its size and lease row, `None` if it is not held.
+    fn shard_lease(
+        &self,
+        cid: &Cid,
+        key: &[u8],
+    ) -> Result<Option<(u64, Option<(u64, u64)>)>, StoreError> {
+        let Some(ob) = self.db.get_pinned_cf(self.cf(CF_OUTBOARDS)?, key)? else {
+            return Ok(None);
+        };
+        let size = checked_size(cid, u64_le(&ob)?)?;
+        drop(ob);
+        let lease = match self.db.get_pinned_cf(self.cf(CF_LEASES)?, key)? {
+            Some(row) => {
+                let (s, e, _) = parse_lease_row(&row)?;
+                Some((s, e))
+            }
+            None => None,
+        };
+        Ok(Some((size, lease)))
+    }
+
+    /// The kept hold of `(object, owner)` on a shard leased as `lease`; for the upload hold of
+    /// a shard leased before holds existed (a lease, no hold at all), that lease as an
+    /// open-ended upload hold (see [`Store::holds_for_update`]).
+    fn kept_hold(
+        &self,
+        key: &[u8],
+        object: &[u8],
+        owner: &[u8; 32],
+        lease: Option<(u64, u64)>,
+    ) -> Result<Option<Hold>, StoreError> {
+        let kept = self.hold_of(key, object, owner)?;
+        if kept.is_none()
+            && object.is_empty()
+            && *owner == UPLOAD_OWNER
+            && lease.is_some()
+            && !self.has_holds(key)?
+        {
+            return Ok(Some(Hold {
+                object: Vec::new(),
+                owner: UPLOAD_OWNER,
+                end: u64::MAX,
+                signed_ms: 0,
+            }));
+        }
+        Ok(kept)
+    }
+
+    /// Writes one hold that did not shrink and the lease row it makes: the lease's end is the
+    /// latest over the holds, and the others are as they were, so it is the kept end or this
+    /// hold's, whichever is later (never below `start`). A write of one row, however many
+    /// objects share the shard.
+    fn write_grown_hold(
+        &self,
+        key: &[u8],
+        hold: &Hold,
+        start: u64,
+        kept_end: Option<u64>,
+        size: u64,
+        epochs: Epochs,
+    ) -> Result<(u64, u64), StoreError> {
+        let end = kept_end
+            .unwrap_or(0)
+            .max(hold.runs_through(epochs))
+            .max(start);
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            self.cf(CF_HOLDS)?,
+            hold_key(key, &hold.object, &hold.owner),
+            hold_row(hold.end, hold.signed_ms),
+        );
+        batch.put_cf(self.cf(CF_LEASES)?, key, lease_row(start, end, size));
+        // Always written, synced: the upload path commits a shard unsynced and relies on this
+        // write to make it durable before its receipt is signed (`synced_by_next_write`).
+        self.db
+            .write_opt(batch, &self.write_opts())
+            .map_err(|e| self.write_failed(e, 0))?;
+        Ok((start, end))
+    }
+
     /// Every hold on a shard (none if it is not held, or held from before holds).
     pub fn holds(&self, shard: &Cid) -> Result<Vec<Hold>, StoreError> {
         self.holds_of_key(&shard.to_bytes())
@@ -215,6 +318,8 @@ impl Store {
             );
         }
         batch.put_cf(self.cf(CF_LEASES)?, key, lease_row(start, end, size));
+        // Always written, synced: the upload path commits a shard unsynced and relies on this
+        // write to make it durable before its receipt is signed (`synced_by_next_write`).
         self.db
             .write_opt(batch, &self.write_opts())
             .map_err(|e| self.write_failed(e, 0))?;
@@ -235,23 +340,22 @@ impl Store {
         super::leases::check_lease(cid, start, end)?;
         let key = cid.to_bytes();
         let _claim = self.claim(&key);
-        let (mut holds, lease, size) = self
-            .holds_for_update(cid, &key)?
+        let (size, lease) = self
+            .shard_lease(cid, &key)?
             .ok_or(StoreError::NotFound { cid: *cid })?;
-        match holds
-            .iter_mut()
-            .find(|h| h.object.is_empty() && h.owner == UPLOAD_OWNER)
-        {
-            Some(h) => h.end = h.end.max(end),
-            None => holds.push(Hold {
+        // Only the upload hold changes, and only ever later: one row is read and written,
+        // however many objects hold the shard.
+        let mut hold = self
+            .kept_hold(&key, &[], &UPLOAD_OWNER, lease)?
+            .unwrap_or(Hold {
                 object: Vec::new(),
                 owner: UPLOAD_OWNER,
                 end,
                 signed_ms: 0,
-            }),
-        }
+            });
+        hold.end = hold.end.max(end);
         let start = lease.map_or(start, |(s, _)| s.min(start));
-        self.write_holds(&key, &holds, start, size, epochs)
+        self.write_grown_hold(&key, &hold, start, lease.map(|(_, e)| e), size, epochs)
     }
 
     /// Applies a verified lease statement to a held shard: its owner's hold for the object is
@@ -266,8 +370,7 @@ impl Store {
     ) -> Result<Option<Applied>, StoreError> {
         let key = shard.to_bytes();
         let _claim = self.claim(&key);
-        let Some((mut holds, Some((start, end)), size)) = self.holds_for_update(shard, &key)?
-        else {
+        let Some((size, Some((start, end)))) = self.shard_lease(shard, &key)? else {
             return Ok(None);
         };
         // A renewal means a keeper keeps this very copy: it is not spare (any more).
@@ -281,20 +384,10 @@ impl Store {
             end: statement.end,
             signed_ms: statement.signed_ms,
         };
-        let kept = holds
-            .iter_mut()
-            .find(|h| h.object == statement.object && h.owner == owner);
-        let changed = match kept {
-            Some(h) if (wanted.signed_ms, wanted.end) > (h.signed_ms, h.end) => {
-                *h = wanted;
-                true
-            }
-            Some(_) => false,
-            None => {
-                holds.push(wanted);
-                true
-            }
-        };
+        let kept = self.kept_hold(&key, &statement.object, &owner, Some((start, end)))?;
+        let changed = kept
+            .as_ref()
+            .is_none_or(|h| (wanted.signed_ms, wanted.end) > (h.signed_ms, h.end));
         if !changed {
             return Ok(Some(Applied {
                 start,
@@ -303,7 +396,28 @@ impl Store {
                 changed,
             }));
         }
-        let (start, end) = self.write_holds(&key, &holds, start, size, epochs)?;
+        // A hold that grows (a new one, a renewal) moves the lease's end by itself: one row.
+        // One that shrinks (a release) needs the latest end over all the others, and a shard
+        // leased before holds existed gets its lease written down as its upload hold first.
+        let grows = kept
+            .as_ref()
+            .is_none_or(|h| wanted.runs_through(epochs) >= h.runs_through(epochs))
+            && self.has_holds(&key)?;
+        let (start, end) = if grows {
+            self.write_grown_hold(&key, &wanted, start, Some(end), size, epochs)?
+        } else {
+            let Some((mut holds, _, _)) = self.holds_for_update(shard, &key)? else {
+                return Ok(None);
+            };
+            match holds
+                .iter_mut()
+                .find(|h| h.object == statement.object && h.owner == owner)
+            {
+                Some(h) => *h = wanted,
+                None => holds.push(wanted),
+            }
+            self.write_holds(&key, &holds, start, size, epochs)?
+        };
         Ok(Some(Applied {
             start,
             end,
