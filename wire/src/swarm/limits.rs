@@ -124,7 +124,7 @@ impl Scope {
 }
 
 /// The IP of a multiaddr, if it starts with one.
-fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
+pub(super) fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
     match addr.iter().next()? {
         Protocol::Ip4(ip) => Some(ip.into()),
         Protocol::Ip6(ip) => Some(ip.into()),
@@ -193,15 +193,20 @@ fn decrement(map: &mut HashMap<Host, u32>, host: Host) {
     }
 }
 
-/// An address as [`PerAddress`] counts it.
+/// An address as the limits count it (here and on the node's data plane): an IPv4 address
+/// (also when mapped into IPv6), or the /64 network of an IPv6 address (one host is usually
+/// given a whole /64).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Host {
+pub enum Host {
+    /// An IPv4 address.
     V4([u8; 4]),
+    /// The first 64 bits of an IPv6 address.
     V6([u8; 8]),
 }
 
 impl Host {
-    fn of(ip: IpAddr) -> Host {
+    /// How `ip` is counted.
+    pub fn of(ip: IpAddr) -> Host {
         match ip {
             IpAddr::V4(v4) => Host::V4(v4.octets()),
             IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

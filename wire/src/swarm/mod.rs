@@ -4,19 +4,23 @@
 //! ```text
 //!   Swarm (Clone handle) ──bounded mpsc──► actor ── owns libp2p::Swarm ──► QUIC sockets
 //!                                           │  ▲
-//!        inbound control request ──spawn──► handler (bounded by a semaphore)
+//!        inbound control request ──spawn──► handler (bounded by a semaphore, and per peer)
 //!                                              └─ response ──bounded mpsc──┘
 //! ```
+//!
+//! Each peer has a share of the inbound control requests answered ([`fair`]); a peer that
+//! floods past it waits for its refusals.
 //!
 //! Dropping every handle (or cancelling the token) stops the actor, which closes all connections.
 
 use std::collections::HashMap;
 use std::io;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
 use libp2p::identity::Keypair;
 use libp2p::kad::{self, store::MemoryStore};
 use libp2p::multiaddr::Protocol;
@@ -26,11 +30,12 @@ use libp2p::{Multiaddr, PeerId, StreamProtocol, identify};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+pub mod fair;
 mod limits;
 
 pub use limits::{
-    MAX_ANNOUNCED, MAX_PENDING_INCOMING, MAX_PENDING_PER_IP, MAX_PER_PEER, Scope, SwarmLimits,
-    worth_keeping,
+    Host, MAX_ANNOUNCED, MAX_PENDING_INCOMING, MAX_PENDING_PER_IP, MAX_PER_PEER, Scope,
+    SwarmLimits, worth_keeping,
 };
 
 use crate::protocol::{
@@ -42,6 +47,9 @@ use crate::protocol::{
 pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Inbound control requests handled at once; more are answered `Busy`.
 pub const MAX_INBOUND_CONTROL: usize = 64;
+/// Refusals held back from flooding peers at once ([`fair::SLOW_BUSY`]); past this they are
+/// answered at once.
+const MAX_SLOWED: usize = 16_384;
 
 /// Errors from the swarm.
 #[derive(Debug, thiserror::Error)]
@@ -320,7 +328,11 @@ impl Swarm {
             handler,
             inbound: Arc::new(Semaphore::new(MAX_INBOUND_CONTROL)),
             responses: mpsc::channel(MAX_INBOUND_CONTROL),
+            refusals: mpsc::channel(MAX_SLOWED),
+            hosts: HashMap::new(),
             bootstrapped: false,
+            share: fair::ControlShare::default(),
+            slowed: 0,
             seen: HashMap::new(),
             accept_private: limits.accept_private_addresses,
         };
@@ -401,8 +413,16 @@ impl Swarm {
     }
 }
 
-/// A handler's answer on its way back to the actor.
-type Answer = (ResponseChannel<ControlResponse>, ControlResponse);
+/// A handler's answer on its way back to the actor: to whom (and at which address), where,
+/// what.
+type Answer = (
+    PeerId,
+    Option<Host>,
+    ResponseChannel<ControlResponse>,
+    ControlResponse,
+);
+/// A refusal held back from a flooding peer ([`fair::SLOW_BUSY`]), on its way back.
+type Refusal = (ResponseChannel<ControlResponse>, ControlResponse);
 
 struct Actor {
     swarm: libp2p::Swarm<Behaviour>,
@@ -414,7 +434,15 @@ struct Actor {
     handler: Option<Handler>,
     inbound: Arc<Semaphore>,
     responses: (mpsc::Sender<Answer>, mpsc::Receiver<Answer>),
+    /// Their own channel, so that held-back refusals never queue before honest answers.
+    refusals: (mpsc::Sender<Refusal>, mpsc::Receiver<Refusal>),
+    /// The address each connection came from, for the per-address share of control requests.
+    hosts: HashMap<libp2p::swarm::ConnectionId, Host>,
     bootstrapped: bool,
+    /// Each peer's share of the inbound control requests.
+    share: fair::ControlShare<PeerId, Host>,
+    /// Refusals being held back from peers that flood.
+    slowed: usize,
     /// How far away each connected peer is, as the address of its last connection says: it may
     /// announce addresses no nearer than that ([`worth_keeping`]).
     seen: HashMap<PeerId, Scope>,
@@ -432,6 +460,8 @@ impl Actor {
         // periodic one (60 s) takes over.
         let mut early = EARLY_BOOTSTRAPS.iter().map(|s| Duration::from_secs(*s));
         let mut next = early.next().map(|d| Box::pin(tokio::time::sleep(d)));
+        let mut tidy = tokio::time::interval(Duration::from_secs(5));
+        tidy.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -443,9 +473,15 @@ impl Actor {
                     Some(cmd) => self.command(cmd),
                     None => break,
                 },
-                Some((channel, response)) = self.responses.1.recv() => {
+                Some((peer, host, channel, response)) = self.responses.1.recv() => {
+                    self.share.done(peer, host);
                     let _ = self.swarm.behaviour_mut().control.send_response(channel, response);
                 }
+                Some((channel, response)) = self.refusals.1.recv() => {
+                    self.slowed -= 1;
+                    let _ = self.swarm.behaviour_mut().control.send_response(channel, response);
+                }
+                _ = tidy.tick() => self.tidy(Instant::now()),
                 event = self.swarm.select_next_some() => self.event(event),
             }
         }
@@ -533,8 +569,14 @@ impl Actor {
                 self.listening.push(address);
             }
             SwarmEvent::ConnectionEstablished {
-                peer_id, endpoint, ..
+                peer_id,
+                connection_id,
+                endpoint,
+                ..
             } => {
+                if let Some(ip) = limits::ip_of(endpoint.get_remote_address()) {
+                    self.hosts.insert(connection_id, Host::of(ip));
+                }
                 match Scope::of(endpoint.get_remote_address()) {
                     Some(scope) => self.seen.insert(peer_id, scope),
                     None => self.seen.remove(&peer_id),
@@ -550,10 +592,14 @@ impl Actor {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established: 0,
+                connection_id,
+                num_established,
                 ..
             } => {
-                self.seen.remove(&peer_id);
+                self.hosts.remove(&connection_id);
+                if num_established == 0 {
+                    self.seen.remove(&peer_id);
+                }
             }
             SwarmEvent::OutgoingConnectionError {
                 peer_id: Some(peer),
@@ -597,9 +643,18 @@ impl Actor {
         }
     }
 
+    /// Forgets peers idle lately.
+    fn tidy(&mut self, now: Instant) {
+        self.share.prune(now);
+    }
+
     fn control(&mut self, event: request_response::Event<ControlRequest, ControlResponse>) {
         match event {
-            request_response::Event::Message { peer, message, .. } => match message {
+            request_response::Event::Message {
+                peer,
+                connection_id,
+                message,
+            } => match message {
                 request_response::Message::Request {
                     request, channel, ..
                 } => {
@@ -609,23 +664,74 @@ impl Actor {
                             message: m.into(),
                         })
                     };
-                    let (Some(handler), Ok(permit)) = (
-                        self.handler.clone(),
-                        self.inbound.clone().try_acquire_owned(),
-                    ) else {
+                    let Some(handler) = self.handler.clone() else {
                         let _ = self
                             .swarm
                             .behaviour_mut()
                             .control
-                            .send_response(channel, busy("too many control requests"));
+                            .send_response(channel, busy("this peer answers no control requests"));
                         return;
                     };
-                    let tx = self.responses.0.clone();
-                    tokio::spawn(async move {
-                        let response = handler(peer, request).await;
-                        let _ = tx.send((channel, response)).await;
-                        drop(permit);
-                    });
+                    let host = self.hosts.get(&connection_id).copied();
+                    let refusal = match self.share.admit(peer, host, Instant::now()) {
+                        fair::Admit::Yes => match self.inbound.clone().try_acquire_owned() {
+                            Ok(permit) => {
+                                let tx = self.responses.0.clone();
+                                tokio::spawn(async move {
+                                    // A handler that panics still answers, and gives its
+                                    // peer's place back.
+                                    let response = AssertUnwindSafe(handler(peer, request))
+                                        .catch_unwind()
+                                        .await
+                                        .unwrap_or_else(|_| {
+                                            ControlResponse::Error(RemoteError {
+                                                code: ErrorCode::Internal,
+                                                message: "the request failed on this node".into(),
+                                            })
+                                        });
+                                    drop(permit);
+                                    let _ = tx.send((peer, host, channel, response)).await;
+                                });
+                                return;
+                            }
+                            Err(_) => {
+                                self.share.done(peer, host);
+                                "too many control requests"
+                            }
+                        },
+                        fair::Admit::Busy(why) => why,
+                        fair::Admit::BusyLater { why, started } => {
+                            if started {
+                                tracing::warn!(
+                                    %peer,
+                                    "{} control requests refused within {} s: its refusals wait \
+                                     {} s each for the next {} s",
+                                    fair::SLOW_AFTER,
+                                    fair::WINDOW.as_secs(),
+                                    fair::SLOW_BUSY.as_secs(),
+                                    fair::SLOW_FOR.as_secs()
+                                );
+                            }
+                            // Held back by a timer task; the streams a peer may open bound how
+                            // many wait (and a refusal that cannot wait goes out now).
+                            if self.slowed < MAX_SLOWED {
+                                self.slowed += 1;
+                                let tx = self.refusals.0.clone();
+                                let answer = busy(why);
+                                tokio::spawn(async move {
+                                    tokio::time::sleep(fair::SLOW_BUSY).await;
+                                    let _ = tx.send((channel, answer)).await;
+                                });
+                                return;
+                            }
+                            why
+                        }
+                    };
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .control
+                        .send_response(channel, busy(refusal));
                 }
                 request_response::Message::Response {
                     request_id,
