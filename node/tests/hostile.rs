@@ -195,16 +195,18 @@ async fn one_address_holds_at_most_a_quarter_of_the_upload_buffers() {
     let dir = tempfile::tempdir().unwrap();
     let n = start(dir.path(), config()).await;
     let t = target(&n);
-    // From one address, bodies that have sent 40 MiB each (held while their rest is awaited):
-    // three of them are 120 MiB of the 128 MiB share; a fourth is refused at once.
+    // From one address, bodies announcing 40 MiB each, 30 MiB of it sent (claimed against
+    // the address's share by what they announce, when they start): three of them claim
+    // 120 MiB of the 128 MiB share; a fourth, announcing 9 MiB, waits for room (10 s) and is
+    // refused, before any of its bytes is read.
     let flood = client_from("127.0.0.5");
     let mut held = Vec::new();
     for _ in 0..3 {
-        held.push(trickle(&flood, &t, 64 << 20, 40 << 20).await);
+        held.push(trickle(&flood, &t, 40 << 20, 30 << 20).await);
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (_, mut recv) = trickle(&flood, &t, 64 << 20, 9 << 20).await;
-    let answer = tokio::time::timeout(Duration::from_secs(5), recv.read_to_end(1 << 16))
+    let answer = tokio::time::timeout(Duration::from_secs(20), recv.read_to_end(1 << 16))
         .await
         .expect("no answer to a body over the address's share")
         .unwrap();
@@ -272,6 +274,45 @@ async fn one_address_cannot_take_the_node_s_libp2p_connections_under_many_keys()
     // Another address is let in.
     let other = swarm_on("127.0.0.8", &cancel).await;
     other.dial(addr.clone()).await.unwrap();
+    cancel.cancel();
+    n.shutdown().await.unwrap();
+}
+
+/// One key gets its share of the control requests a node answers (a few at once, a rate
+/// after a burst), the rest `Busy` at once; another peer is answered meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_peer_gets_its_share_of_control_requests_and_the_rest_are_busy() {
+    use cairn_wire::protocol::ControlRequest;
+    use cairn_wire::swarm::{SwarmError, fair};
+    let dir = tempfile::tempdir().unwrap();
+    let n = start(dir.path(), config()).await;
+    let addr: libp2p::Multiaddr = n.info.listen[0].parse().unwrap();
+    let node: libp2p::PeerId = n.info.peer_id.parse().unwrap();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let flood = swarm_on("127.0.0.9", &cancel).await;
+    flood.dial(addr.clone()).await.unwrap();
+    // 400 requests, 64 at a time, as fast as the node answers.
+    let started = Instant::now();
+    let (mut answered, mut busy) = (0u32, 0u32);
+    for _ in 0..400 / 64 + 1 {
+        let asks = (0..64).map(|_| flood.request(node, ControlRequest::Info));
+        for a in futures::future::join_all(asks).await {
+            match a {
+                Ok(_) => answered += 1,
+                Err(SwarmError::Remote { error, .. }) if error.code == ErrorCode::Busy => busy += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+    let most = fair::PER_PEER_BURST + fair::PER_PEER_RATE * started.elapsed().as_secs_f64();
+    assert!(
+        f64::from(answered) <= most + 1.0 && busy > 0,
+        "{answered} answered (at most {most:.0}), {busy} busy"
+    );
+    // Another key, from another address, is answered.
+    let other = swarm_on("127.0.0.10", &cancel).await;
+    other.dial(addr).await.unwrap();
+    other.request(node, ControlRequest::Info).await.unwrap();
     cancel.cancel();
     n.shutdown().await.unwrap();
 }

@@ -3,9 +3,11 @@
 //!
 //! A body is counted as it arrives, a [`BODY_STEP`] at a time, not all at once when its header
 //! names its length: a peer that announces 64 MiB and sends a trickle holds what it sent, not
-//! what it promised. One address holds at most [`ADDRESS_SHARE`] of the budget, and a body
-//! must arrive at `network.min_body_rate` on average once its first [`BODY_GRACE`] is over,
-//! so slow uploaders cannot keep the budget from everyone else.
+//! what it promised. One address may have bodies announcing at most [`ADDRESS_SHARE`] of the
+//! budget under way (counted by what they announce, so a body is refused before its first
+//! byte, never half-way; an address that announces much and sends little only holds back
+//! itself), and a body must arrive at `network.min_body_rate` on average once its first
+//! [`BODY_GRACE`] is over, so slow uploaders cannot keep the budget from everyone else.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -36,6 +38,8 @@ pub struct Budget {
     per_addr_kib: u32,
     wait: Duration,
     by_addr: Mutex<HashMap<Addr, u32>>,
+    /// Told when an address gives some of its share back.
+    freed: tokio::sync::Notify,
 }
 
 impl Default for Budget {
@@ -49,18 +53,22 @@ impl Default for Budget {
 pub struct Held<'a> {
     budget: &'a Budget,
     addr: Addr,
+    /// KiB of its address's share, for what the body announced.
+    claimed: u32,
+    /// KiB of the node-wide budget, for what arrived.
     kib: u32,
     permits: Vec<SemaphorePermit<'a>>,
 }
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
-        if self.kib == 0 {
+        if self.claimed == 0 {
             return;
         }
         let mut by_addr = self.budget.by_addr();
         if let Some(n) = by_addr.get_mut(&self.addr) {
-            *n = n.saturating_sub(self.kib);
+            *n = n.saturating_sub(self.claimed);
+            self.budget.freed.notify_waiters();
             if *n == 0 {
                 by_addr.remove(&self.addr);
             }
@@ -77,6 +85,7 @@ impl Budget {
             per_addr_kib: (max_kib / ADDRESS_SHARE as u32).max(1),
             wait: WAIT,
             by_addr: Mutex::default(),
+            freed: tokio::sync::Notify::new(),
         }
     }
 
@@ -84,17 +93,54 @@ impl Budget {
         self.by_addr.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Nothing held yet, for a body from `addr`.
-    pub fn hold(&self, addr: Addr) -> Held<'_> {
-        Held {
+    /// A body of `len` bytes from `addr`, claimed against the address's share (a body larger
+    /// than the share claims all of it) before any of it is read; nothing of the node-wide
+    /// budget is held yet. While the address's bodies under way claim too much it waits, up
+    /// to [`WAIT`], then `Busy`: an uploader that opens body after body waits for each rather
+    /// than spinning on refusals.
+    pub async fn hold(&self, addr: Addr, len: u64) -> Result<Held<'_>, RemoteError> {
+        let claim = u32::try_from(len.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .min(self.per_addr_kib);
+        let deadline = Instant::now() + self.wait;
+        loop {
+            // Registered before the check, so a share given back in between is not missed.
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            let held = {
+                let mut by_addr = self.by_addr();
+                let held = by_addr.entry(addr).or_default();
+                if held.saturating_add(claim) <= self.per_addr_kib {
+                    *held += claim;
+                    if *held == 0 {
+                        by_addr.remove(&addr);
+                    }
+                    break;
+                }
+                *held
+            };
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                return Err(RemoteError {
+                    code: ErrorCode::Busy,
+                    message: format!(
+                        "this address has {held} KiB of uploads under way on this node, its \
+                         share is {} KiB; retry shortly",
+                        self.per_addr_kib
+                    ),
+                });
+            }
+        }
+        Ok(Held {
             budget: self,
             addr,
+            claimed: claim,
             kib: 0,
             permits: Vec::new(),
-        }
+        })
     }
 
-    /// KiB held by `addr` now.
+    /// KiB claimed by `addr`'s bodies under way now.
     pub fn held_by(&self, addr: Addr) -> u32 {
         self.by_addr().get(&addr).copied().unwrap_or(0)
     }
@@ -106,35 +152,17 @@ impl Budget {
 }
 
 impl<'a> Held<'a> {
-    /// Counts `bytes` more: refused at once if the address would hold more than its share,
-    /// `Busy` if the budget has no room within [`WAIT`].
+    /// Counts `bytes` more of the node-wide budget (of the body's claim: a caller never takes
+    /// more than it announced to [`Budget::hold`]): `Busy` if the budget has no room within
+    /// [`WAIT`].
     pub async fn take(&mut self, bytes: u64) -> Result<(), RemoteError> {
         let budget = self.budget;
         let kib = u32::try_from(bytes.div_ceil(1024))
             .unwrap_or(u32::MAX)
             .min(budget.per_addr_kib);
-        {
-            let mut by_addr = budget.by_addr();
-            let held = by_addr.entry(self.addr).or_default();
-            if held.saturating_add(kib) > budget.per_addr_kib {
-                let held = *held;
-                if held == 0 {
-                    by_addr.remove(&self.addr);
-                }
-                return Err(RemoteError {
-                    code: ErrorCode::Busy,
-                    message: format!(
-                        "this address holds {} KiB of the node's upload buffers, its share is \
-                         {} KiB; retry shortly",
-                        held, budget.per_addr_kib
-                    ),
-                });
-            }
-            *held += kib;
-        }
-        self.kib += kib;
         match tokio::time::timeout(budget.wait, budget.pool.acquire_many(kib)).await {
             Ok(Ok(p)) => {
+                self.kib += kib;
                 self.permits.push(p);
                 Ok(())
             }
@@ -228,16 +256,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn one_address_holds_at_most_a_quarter_and_gives_it_back() {
-        let budget = Budget::new(64 << 20);
+    async fn one_address_claims_at_most_a_quarter_before_its_bodies_start_and_gives_it_back() {
+        let mut budget = Budget::new(64 << 20);
+        budget.wait = Duration::from_millis(200);
         let (a, b) = (addr(1), addr(2));
-        let mut first = budget.hold(a);
-        first.take(10 << 20).await.unwrap();
-        let mut second = budget.hold(a);
-        second.take(6 << 20).await.unwrap();
-        // 16 MiB is a's quarter: a third body from a is refused at once, with the numbers.
-        let mut third = budget.hold(a);
-        let Err(e) = third.take(1024).await else {
+        // Two bodies announce 16 MiB, a's quarter, and have sent little of it yet.
+        let mut first = budget.hold(a, 10 << 20).await.unwrap();
+        first.take(1 << 20).await.unwrap();
+        let second = budget.hold(a, 6 << 20).await.unwrap();
+        // A third body from a is refused at once, before its first byte, with the numbers;
+        // the two under way are never refused half-way for being a's.
+        let started = Instant::now();
+        let Err(e) = budget.hold(a, 1024).await else {
             panic!("a third body from one address was taken")
         };
         assert_eq!(e.code, ErrorCode::Busy);
@@ -246,25 +276,40 @@ mod tests {
             "{}",
             e.message
         );
+        assert!(started.elapsed() >= budget.wait, "refused without waiting");
+        for _ in 1..10 {
+            first.take(1 << 20).await.unwrap();
+        }
+        // The node-wide budget holds what arrived, not what was announced.
+        assert_eq!(budget.free_kib(), 54 << 10);
         // Another address is not held back by a.
-        let mut other = budget.hold(b);
+        let mut other = budget.hold(b, 16 << 20).await.unwrap();
         other.take(16 << 20).await.unwrap();
-        assert_eq!(budget.free_kib(), 32 << 10);
-        drop((first, second, third));
+        assert_eq!(budget.free_kib(), 38 << 10);
+        drop((first, second));
         assert_eq!(budget.held_by(a), 0);
         assert_eq!(budget.free_kib(), 48 << 10);
         assert!(budget.by_addr().len() == 1);
+        // One body larger than the share claims the share.
+        drop(other);
+        let big = budget.hold(b, 100 << 20).await.unwrap();
+        assert_eq!(budget.held_by(b), 16 << 10);
+        drop(big);
+        assert_eq!(budget.held_by(b), 0);
     }
 
     #[tokio::test]
     async fn a_full_budget_answers_busy_after_waiting() {
         let mut budget = Budget::new(8 << 20);
         budget.wait = Duration::from_millis(200);
-        let mut held: Vec<_> = (1..=4).map(|i| budget.hold(addr(i))).collect();
+        let mut held = Vec::new();
+        for i in 1..=4 {
+            held.push(budget.hold(addr(i), 2 << 20).await.unwrap());
+        }
         for h in &mut held {
             h.take(2 << 20).await.unwrap();
         }
-        let mut late = budget.hold(addr(9));
+        let mut late = budget.hold(addr(9), 1024).await.unwrap();
         let started = Instant::now();
         let Err(e) = late.take(1024).await else {
             panic!("taken from a full budget")

@@ -42,31 +42,8 @@ impl Default for Limits {
     }
 }
 
-/// An address as the limits count it: an IPv4 address (also when mapped into IPv6), or the
-/// /64 network of an IPv6 address (one host is usually given a whole /64).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Addr {
-    /// An IPv4 address.
-    V4([u8; 4]),
-    /// The first 64 bits of an IPv6 address.
-    V6([u8; 8]),
-}
-
-impl Addr {
-    /// How `ip` is counted.
-    pub fn of(ip: IpAddr) -> Self {
-        match ip {
-            IpAddr::V4(v4) => Addr::V4(v4.octets()),
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => Addr::V4(v4.octets()),
-                None => {
-                    let o = v6.octets();
-                    Addr::V6([o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7]])
-                }
-            },
-        }
-    }
-}
+/// An address as the limits count it: an IPv4 address, or an IPv6 /64 (the swarm's own).
+pub use cairn_wire::swarm::Host as Addr;
 
 /// Why a connection was not taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

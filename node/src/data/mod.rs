@@ -286,7 +286,7 @@ impl Server {
                     ));
                 }
                 self.store.check_space(len).map_err(store_failure)?;
-                let mut held = self.budget.hold(addr);
+                let mut held = self.hold(addr, len).await?;
                 let body = self.receive(recv, len, &mut held).await?;
                 let store = self.store.clone();
                 let checked = self.blocking(move || store.check_shard(&cid, body)).await?;
@@ -295,7 +295,8 @@ impl Server {
                 // the store will not commit to.
                 let receipt = self
                     .writing(move || {
-                        store.commit_shard(checked)?;
+                        // One fsync for both: the lease's synced write covers the shard's.
+                        store.commit_shard(checked.synced_by_next_write())?;
                         leaser.lease(&*store, &cid, len)
                     })
                     .await?;
@@ -402,11 +403,10 @@ impl Server {
                 len,
                 envelopes,
             } => {
-                let mut held = self.budget.hold(addr);
+                let envelope_bytes = u64::from(envelopes) * MAX_ENVELOPE_BYTES as u64;
+                let mut held = self.hold(addr, len + envelope_bytes).await?;
                 let body = self.receive(recv, len, &mut held).await?;
-                held.take(u64::from(envelopes) * MAX_ENVELOPE_BYTES as u64)
-                    .await
-                    .map_err(Failure::Answer)?;
+                held.take(envelope_bytes).await.map_err(Failure::Answer)?;
                 let mut envs = Vec::with_capacity(envelopes as usize);
                 for _ in 0..envelopes {
                     let n = read_u32(recv).await? as usize;
@@ -430,7 +430,7 @@ impl Server {
                 len,
             } => {
                 // `check` bounded `len` (16 MiB) before anything was read.
-                let mut held = self.budget.hold(addr);
+                let mut held = self.hold(addr, len).await?;
                 let body = self.receive(recv, len, &mut held).await?;
                 let receipts = decode_receipts(&body, count)
                     .map_err(|m| Failure::answer(ErrorCode::BadRequest, m))?;
@@ -689,6 +689,14 @@ impl Server {
         let bytes = bytes.saturating_add(64 * 1024);
         self.budget(&self.outgoing, bytes, MAX_OUTGOING_BYTES, busy)
             .await
+    }
+
+    /// Claims `len` bytes of `addr`'s share of the body budget ([`body::Budget::hold`]).
+    async fn hold(&self, addr: Addr, len: u64) -> Result<body::Held<'_>, Failure> {
+        self.budget.hold(addr, len).await.map_err(|e| {
+            self.metrics.net.busy.inc();
+            Failure::Answer(e)
+        })
     }
 
     /// Reads an upload body of `len` bytes, counted in `held` as it arrives (see [`body`]).

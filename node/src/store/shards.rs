@@ -21,6 +21,21 @@ pub struct CheckedShard {
     pub(super) cid: Cid,
     pub(super) data: Bytes,
     pub(super) outboard: Vec<u8>,
+    /// Whether its commit waits for the disk (`storage.sync_writes`) itself.
+    pub(super) sync: bool,
+}
+
+impl CheckedShard {
+    /// Commits without waiting for the disk: for a caller that makes a synced write to the same
+    /// store after this one and before it promises anything (a synced RocksDB write fsyncs
+    /// every live write-ahead log not yet synced, older ones from before a memtable switch
+    /// too, so this write is on disk when that one returns). The upload path does: the shard,
+    /// then its upload hold (`write_holds`, always synced), then the receipt: one fsync where
+    /// there were two.
+    pub fn synced_by_next_write(mut self) -> Self {
+        self.sync = false;
+        self
+    }
 }
 
 /// What a put did.
@@ -91,12 +106,13 @@ impl Store {
             cid: *cid,
             data,
             outboard,
+            sync: true,
         })
     }
 
     /// The disk half of [`Store::put_shard`]: stores a shard [`Store::check_shard`] accepted.
     pub fn commit_shard(&self, shard: CheckedShard) -> Result<PutOutcome, StoreError> {
-        self.commit(&shard.cid, &shard.data, &shard.outboard)
+        self.commit_with(&shard.cid, &shard.data, &shard.outboard, shard.sync)
     }
 
     fn verify_new_shard(&self, cid: &Cid, data: &[u8]) -> Result<Vec<u8>, StoreError> {
@@ -118,6 +134,16 @@ impl Store {
     }
 
     fn commit(&self, cid: &Cid, data: &[u8], outboard: &[u8]) -> Result<PutOutcome, StoreError> {
+        self.commit_with(cid, data, outboard, true)
+    }
+
+    fn commit_with(
+        &self,
+        cid: &Cid,
+        data: &[u8],
+        outboard: &[u8],
+        sync: bool,
+    ) -> Result<PutOutcome, StoreError> {
         let key = cid.to_bytes();
         let (outboards, shards, corrupt, meta) = (
             self.cf(CF_OUTBOARDS)?,
@@ -151,9 +177,13 @@ impl Store {
             batch.merge_cf(meta, KEY_COUNT, delta(1));
         }
         // A repair rewrites the whole shard too, so it needs the disk room a new shard does.
+        let mut opts = self.write_opts();
+        if !sync {
+            opts.set_sync(false);
+        }
         let written = self.with_disk_room(len, || {
             self.db
-                .write_opt(batch, &self.write_opts())
+                .write_opt(batch, &opts)
                 .map_err(|e| self.write_failed(e, len))
         });
         if let Err(e) = written {

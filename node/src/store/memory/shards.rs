@@ -72,15 +72,18 @@ impl MemStore {
             cid: *cid,
             data,
             outboard,
+            sync: true,
         })
     }
 
     /// The storing half of [`MemStore::put_shard`]: stores a shard that a check accepted.
     pub fn commit_shard(&self, shard: CheckedShard) -> Result<PutOutcome, StoreError> {
+        // Nothing to sync in memory.
         let CheckedShard {
             cid,
             data,
             outboard,
+            ..
         } = shard;
         self.commit(&cid, data.len() as u64, || data, &outboard)
     }
