@@ -407,3 +407,38 @@ fn key_commands_and_offline_cid() {
         cairn_chunker::cids::raw(b"hello").to_string()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_has_one_deadline() {
+    // How a budget is spent (time on the output not counted) is checked by get.rs's unit
+    // tests; here, that the CLI's reads go through it: a budget already spent fails at once,
+    // naming the flag that sets it, and leaves no output; a long one reads as usual.
+    let net = Net::start(6).await;
+    let data = noise(3 << 20, 40);
+    let cid = net.put_bytes(&data, &[]);
+    let out = net.path("deadline.out");
+    let got = net.cairn(&["get", &cid, "--timeout", "0s", "-o", out.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&got.stderr);
+    assert!(!got.status.success(), "a get with no time left succeeded");
+    assert!(
+        err.contains("gave up after waiting") && err.contains("its --timeout"),
+        "{err}"
+    );
+    assert!(!out.exists(), "a failed get left its output");
+    net.ok(&["get", &cid, "--timeout", "1h", "-o", out.to_str().unwrap()]);
+    assert!(std::fs::read(&out).unwrap() == data);
+    let bad = net.cairn(&[
+        "get",
+        &cid,
+        "--timeout",
+        "soon",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("not a duration"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}
