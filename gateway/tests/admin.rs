@@ -117,6 +117,48 @@ async fn restoring_a_cid_that_is_not_a_catalog_export_is_a_400_that_says_what_it
             "{answer}"
         );
     }
+    // And its headers as an S3 PUT's: an object whose manifest carries 3 KiB of user
+    // metadata (a manifest may hold 8; S3 allows 2) is not imported.
+    let peers: Vec<libp2p::Multiaddr> = net
+        .devnet
+        .state
+        .nodes
+        .iter()
+        .map(|n| n.multiaddr.parse().unwrap())
+        .collect();
+    let network = cairn_client::network::Network::connect(&peers)
+        .await
+        .unwrap();
+    let mut opts = cairn_client::put::PutOptions::for_network(network.nodes().len());
+    (opts.params.erasure.k, opts.params.erasure.m) = (2, 1);
+    opts.metadata.insert("big".into(), "x".repeat(3 << 10));
+    let signer = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let heavy = cairn_client::put::put_object(
+        Some(&network),
+        &signer,
+        cairn_client::put::Input::Bytes(bytes(10_000, 6).into()),
+        &opts,
+        std::sync::Arc::new(|_| {}),
+    )
+    .await
+    .unwrap();
+    let body =
+        serde_json::json!({ "bucket": "imports", "cid": heavy.cid.to_string(), "key": "heavy" });
+    let (code, answer) = call(
+        gw.admin,
+        "POST",
+        "/import",
+        token,
+        &[JSON],
+        &body.to_string(),
+    )
+    .await;
+    assert_eq!(code, 400, "{answer}");
+    let says = answer["error"].as_str().unwrap();
+    assert!(
+        says.contains("cannot import \"heavy\"") && says.contains("metadata"),
+        "{says}"
+    );
     let dir = net.dir.path().join("plain-dataset");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("a.txt"), b"hello").unwrap();

@@ -27,16 +27,12 @@ pub const MAX_USER_METADATA: usize = 2 << 10;
 /// The limits on what a write carries in its headers, checked before its body is read: user
 /// metadata (S3's 2 KiB, `MetadataTooLarge`) and the content type (what a manifest holds). Every
 /// path that writes them (PutObject, CopyObject with `REPLACE`, CreateMultipartUpload) checks
-/// them, so nothing a client sends can make a record the catalog's export then refuses.
-pub(super) fn check_object_headers(
+/// them, and so does an import (a restore takes what an older gateway exported as it is).
+pub(crate) fn check_object_headers<'a>(
     content_type: Option<&str>,
-    metadata: Option<&Metadata>,
+    metadata: impl IntoIterator<Item = (&'a String, &'a String)>,
 ) -> Result<(), Error> {
-    let size: usize = metadata
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| k.len() + v.len())
-        .sum();
+    let size: usize = metadata.into_iter().map(|(k, v)| k.len() + v.len()).sum();
     if size > MAX_USER_METADATA {
         return Err(Error::MetadataTooLarge {
             size,

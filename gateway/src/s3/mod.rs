@@ -45,7 +45,7 @@ use cairn_policy::readahead::ReadAhead;
 
 pub use buckets::check_bucket_name;
 pub use headers::MAX_USER_METADATA;
-pub(crate) use headers::check_key;
+pub(crate) use headers::{check_key, check_object_headers};
 pub use release::{Swept, release_pause};
 
 /// Largest single PUT (as S3).

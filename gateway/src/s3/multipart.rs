@@ -34,7 +34,10 @@ impl Gateway {
         let input = req.input;
         check_key(&input.key)?;
         // Refused here, not at Complete, which would answer 200 and then fail for good.
-        check_object_headers(input.content_type.as_deref(), input.metadata.as_ref())?;
+        check_object_headers(
+            input.content_type.as_deref(),
+            input.metadata.iter().flatten(),
+        )?;
         self.bucket_exists(&input.bucket).await?;
         // The start time first, so ids sort in the order uploads started (as S3 lists one
         // key's uploads, and pages them by "upload ids after the marker"), then 80 random bits.

@@ -57,7 +57,10 @@ impl Gateway {
         let cond = write_condition(input.if_match.as_ref(), input.if_none_match.as_ref());
         let checked = async {
             check_key(&input.key)?;
-            check_object_headers(input.content_type.as_deref(), input.metadata.as_ref())?;
+            check_object_headers(
+                input.content_type.as_deref(),
+                input.metadata.iter().flatten(),
+            )?;
             self.bucket_exists(&input.bucket).await?;
             if let Some(len) = input.content_length
                 && len as u64 > MAX_PUT
@@ -141,7 +144,10 @@ impl Gateway {
             .as_ref()
             .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
         if replace {
-            check_object_headers(input.content_type.as_deref(), input.metadata.as_ref())?;
+            check_object_headers(
+                input.content_type.as_deref(),
+                input.metadata.iter().flatten(),
+            )?;
         }
         self.bucket_exists(&input.bucket).await?;
         let (sb, sk) = copy_source(&input.copy_source)?;

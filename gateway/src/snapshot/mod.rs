@@ -318,13 +318,16 @@ impl Gateway {
         };
         // The same checks as an S3 PUT's key: a key a PUT would refuse must not get in by
         // import (a control character would make every listing of the bucket unreadable).
-        for (key, _) in &records {
+        for (key, r) in &records {
             check_key(key).map_err(|e| {
                 Error::InvalidArgument(format!(
                     "cannot import as key {key:?} ({e}); give --prefix or a key name, or rename \
                      the file"
                 ))
             })?;
+            // And as its headers: S3's 2 KiB of user metadata, a content type a manifest holds.
+            crate::s3::check_object_headers(r.content_type.as_deref(), &r.metadata)
+                .map_err(|e| Error::InvalidArgument(format!("cannot import {key:?}: {e}")))?;
         }
         let bytes = records.iter().map(|(_, r)| r.size).sum();
         let (c, b, n) = (self.catalog().clone(), bucket.to_string(), records.len());
