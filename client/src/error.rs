@@ -149,11 +149,19 @@ pub enum ClientError {
         /// Each node tried and its error.
         attempts: Vec<String>,
     },
-    /// The manifest could not be stored on any node.
-    #[error("could not store manifest {cid} on any node: {}", attempts.join("; "))]
+    /// The manifest could not be stored on as many nodes as it needs.
+    #[error(
+        "manifest {cid} was stored on {stored} of the {wanted} nodes it needs (with fewer, a node \
+         lost could lose the object; bring nodes back, or write with fewer parity shards, m): {}",
+        if attempts.is_empty() { "no other node to try".to_string() } else { attempts.join("; ") }
+    )]
     ManifestUpload {
         /// The manifest.
         cid: Box<Cid>,
+        /// Nodes that took it.
+        stored: usize,
+        /// Nodes it needs.
+        wanted: usize,
         /// Each node tried and its error.
         attempts: Vec<String>,
     },

@@ -117,9 +117,11 @@ fn load_or_create_key(path: &Path) -> Result<ed25519_dalek::SigningKey, StartErr
 }
 
 /// Erasure parameters for new objects: the configured ones, else 4+2 (10+4 from 14 nodes), else
-/// on a network too small for 4+2, as many data shards as fit beside 2 (or 1) parity shards.
+/// on a network too small for 4+2, as many data shards as fit beside 2 (or 1) parity shards;
+/// objects up to `inline_kib` go whole into their manifest.
 fn put_options(cfg: &Checked, nodes: usize) -> PutOptions {
     let mut o = PutOptions::for_network(nodes);
+    o.params.inline_limit = u64::from(cfg.config.inline_kib) << 10;
     let e = &mut o.params.erasure;
     if nodes >= 2 && nodes < usize::from(e.k + e.m) {
         let m = if nodes >= 4 { 2 } else { 1 };

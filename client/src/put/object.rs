@@ -139,7 +139,14 @@ pub async fn put_object(
 ) -> Result<ObjectReport, ClientError> {
     let (k, m) = (opts.params.erasure.k, opts.params.erasure.m);
     if let Some(net) = net {
-        let need = usize::from(k + m);
+        // An object small enough to go whole into its manifest needs its m+1 keepers only.
+        let inline =
+            matches!(&input, Input::Bytes(b) if b.len() as u64 <= opts.params.inline_limit);
+        let need = if inline {
+            opts.copies()
+        } else {
+            usize::from(k + m)
+        };
         if net.nodes().len() < need {
             return Err(ClientError::NotEnoughNodes {
                 have: net.nodes().len(),

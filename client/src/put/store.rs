@@ -174,7 +174,8 @@ impl NodeReport for StoreFailures {
 }
 
 /// Signs a manifest and stores it with its envelope on the best-ranked nodes for its CID
-/// (`opts.manifest_copies`, default `m + 1`); returns how many nodes took it. Nodes that failed
+/// (`opts.manifest_copies`, default `m + 1`, all of them or an error); returns how many nodes
+/// took it. Nodes that failed
 /// or went silent on the way are noted in `notes`, or logged as warnings without it.
 pub async fn publish_manifest(
     net: &Network,
@@ -242,7 +243,10 @@ pub(super) async fn publish(
         .chain(last)
         .map(|i| (i, net.nodes()[i].target))
         .collect();
-    let want = opts.copies().min(targets.len());
+    // Every copy is wanted before the put succeeds: an inline object lives only in its
+    // manifest, and any object is lost with its last manifest copy, so `m` nodes dying right
+    // after the put must leave one.
+    let want = opts.copies();
     // The first `want` ranked nodes at once (each write is an fsync away: one after another,
     // a small object's PUT waited for all of them in turn); a failure brings in the next one.
     let envelope = std::slice::from_ref(&envelope);
@@ -269,9 +273,11 @@ pub(super) async fn publish(
     for (peer, what) in own.list() {
         tracing::warn!(%peer, "{what}");
     }
-    if stored.is_empty() {
+    if stored.len() < want {
         return Err(ClientError::ManifestUpload {
             cid: Box::new(*cid),
+            stored: stored.len(),
+            wanted: want,
             attempts,
         });
     }

@@ -81,6 +81,9 @@ struct Overrides {
     /// Smallest multipart part but the last, in KiB (5120 = 5 MiB, as S3).
     #[arg(long, env = "CAIRN_GW_MIN_PART_KIB")]
     min_part_kib: Option<u32>,
+    /// Objects of up to this many KiB are kept whole in their manifest on m+1 nodes (0-64).
+    #[arg(long, env = "CAIRN_GW_INLINE_KIB")]
+    inline_kib: Option<u32>,
     /// MiB fetched ahead of sequential range readers (0: off).
     #[arg(long, env = "CAIRN_GW_READAHEAD_MIB")]
     readahead_mib: Option<u32>,
@@ -145,6 +148,9 @@ impl Overrides {
         }
         if let Some(v) = self.min_part_kib {
             c.min_part_kib = v;
+        }
+        if let Some(v) = self.inline_kib {
+            c.inline_kib = v;
         }
         if let Some(v) = self.export_every_secs {
             c.export_every_secs = v;

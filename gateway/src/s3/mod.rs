@@ -57,6 +57,9 @@ pub const MAX_PARTS: i32 = 10_000;
 /// Manifests kept decoded in memory: at least this many of the most recently used (at most
 /// twice as many).
 const MANIFEST_CACHE: usize = 16_384;
+/// What the manifests of one cache generation may weigh (inline objects carry their bytes):
+/// at most twice this is held.
+const MANIFEST_CACHE_BYTES: usize = 64 << 20;
 /// Read-ahead fetches running at once (each fetches up to a stripe's worth of shards in parallel).
 const READAHEAD_TASKS: usize = 2;
 
@@ -115,6 +118,9 @@ pub struct Gateway {
     readahead_tasks: Arc<tokio::sync::Semaphore>,
     last_export: Arc<Mutex<Option<ExportStatus>>>,
     leases: Arc<crate::leases::Leases>,
+    /// Where writes queue the CIDs their renewal is due for ([`Gateway::renew_soon`]); the
+    /// task behind it starts with the first write.
+    renewals: Arc<std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Vec<Cid>>>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -155,7 +161,10 @@ impl Gateway {
             catalog,
             key,
             opts,
-            manifests: Arc::new(Mutex::new(manifest_cache::Generations::new(MANIFEST_CACHE))),
+            manifests: Arc::new(Mutex::new(manifest_cache::Generations::new(
+                MANIFEST_CACHE,
+                MANIFEST_CACHE_BYTES,
+            ))),
             min_part: MIN_PART,
             metrics,
             cache,
@@ -165,6 +174,7 @@ impl Gateway {
             leases: Arc::new(crate::leases::Leases::new(
                 crate::leases::LeaseSettings::OFF,
             )),
+            renewals: Arc::default(),
         }
     }
 
@@ -229,17 +239,28 @@ impl Gateway {
     }
 
     /// Renews `cids` in the background (after a write: the S3 answer never waits for it; a
-    /// failure is logged, counted, and left to the renewal loop).
+    /// failure is logged, counted, and left to the renewal loop). Writes that come together
+    /// are renewed together: one lease request per keeper for many objects, not one each.
     pub(crate) fn renew_soon(&self, cids: Vec<Cid>) {
         if !self.leases.settings().enabled() || cids.is_empty() {
             return;
         }
         self.leases.renewing_after_write(&cids);
-        let gw = self.clone();
-        tokio::spawn(async move {
-            gw.renew_leases(cids.clone(), true, None).await;
-            gw.leases.renewed_after_write(&cids);
+        let tx = self.renewals.get_or_init(|| {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(renew_written(
+                rx,
+                self.net.clone(),
+                self.leases.clone(),
+                self.key.clone(),
+                self.metrics.clone(),
+            ));
+            tx
         });
+        if let Err(lost) = tx.send(cids) {
+            // The task is gone (the runtime is shutting down): nothing is renewed.
+            self.leases.renewed_after_write(&lost.0);
+        }
     }
 
     /// The last catalog export made (or restored) by this process.
@@ -332,14 +353,68 @@ impl Gateway {
     }
 
     fn remember_manifest(&self, cid: Cid, m: Arc<ObjectManifest>) {
+        let weight = manifest_weight(&m);
         if let Ok(mut cache) = self.manifests.lock() {
-            cache.insert(cid, m);
+            cache.insert(cid, m, weight);
         }
     }
 
     fn signer(&self) -> String {
         hex(&self.key.verifying_key().to_bytes())
     }
+}
+
+/// Renewal batches running at once.
+const RENEWALS_AT_ONCE: usize = 4;
+/// Most CIDs in one renewal batch.
+const RENEWAL_BATCH: usize = 1000;
+
+/// Renews what writes queue, as batches: whatever queued while the batches before were
+/// running goes out together. Ends when every sender (every clone of the gateway) is gone.
+async fn renew_written(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Vec<Cid>>,
+    net: Arc<tokio::sync::RwLock<Arc<Network>>>,
+    leases: Arc<crate::leases::Leases>,
+    key: SigningKey,
+    metrics: Arc<GatewayMetrics>,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(RENEWALS_AT_ONCE));
+    while let Some(mut cids) = rx.recv().await {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        while cids.len() < RENEWAL_BATCH {
+            match rx.try_recv() {
+                Ok(more) => cids.extend(more),
+                Err(_) => break,
+            }
+        }
+        let (net, leases, key, metrics) =
+            (net.clone(), leases.clone(), key.clone(), metrics.clone());
+        tokio::spawn(async move {
+            let view = net.read().await.clone();
+            leases
+                .renew(&view, &key, &metrics, cids.clone(), true, None)
+                .await;
+            leases.renewed_after_write(&cids);
+            drop(slot);
+        });
+    }
+}
+
+/// Roughly what a decoded manifest holds in memory: its inline bytes, its shard references and
+/// its metadata.
+fn manifest_weight(m: &ObjectManifest) -> usize {
+    let shards: usize = m
+        .stripes
+        .iter()
+        .map(|s| 64 + 64 * (s.data.len() + s.parity.len()))
+        .sum();
+    let meta: usize = m.metadata.iter().map(|(k, v)| 48 + k.len() + v.len()).sum();
+    256 + m.inline.as_ref().map_or(0, Vec::len)
+        + shards
+        + meta
+        + m.content_type.as_ref().map_or(0, String::len)
 }
 
 // Each operation is `handle_<operation>` in the file of its concern (see the module docs).

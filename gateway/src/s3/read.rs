@@ -176,6 +176,24 @@ impl Gateway {
             }
         };
         let manifest = self.manifest(&cid).await?;
+        // The manifest is the one its CID names; the record must describe it (an inline
+        // object's bytes go out from the manifest as they are).
+        let fits = match r.location {
+            Location::Object(_) => {
+                manifest.size == r.size
+                    && (r.blake3.is_empty() || *r.blake3 == *manifest.blake3.to_hex())
+            }
+            _ => base
+                .checked_add(r.size)
+                .is_some_and(|end| end <= manifest.size),
+        };
+        if !fits {
+            return Err(Error::Internal(format!(
+                "the catalog's record ({} bytes, BLAKE3 {}) does not match manifest {cid} ({} \
+                 bytes, BLAKE3 {})",
+                r.size, r.blake3, manifest.size, manifest.blake3
+            )));
+        }
         // A whole object is read whole (its BLAKE3 is checked); slices and ranges by range.
         let read_range = if base == 0 && range.is_none() && r.size == manifest.size {
             None
