@@ -82,15 +82,23 @@ async fn put(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, body: Vec<u8>) {
         .unwrap();
 }
 
-/// Whether `bucket/key` reads back whole as `want`.
+/// Whether `bucket/key` reads back whole as `want` (why not is printed, for a failure's log).
 async fn reads(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, want: &[u8]) -> bool {
-    match s3.get_object().bucket(bucket).key(key).send().await {
+    let why = match s3.get_object().bucket(bucket).key(key).send().await {
         Ok(out) => match out.body.collect().await {
-            Ok(b) => b.into_bytes().as_ref() == want,
-            Err(_) => false,
+            Ok(b) => {
+                let got = b.into_bytes();
+                if got.as_ref() == want {
+                    return true;
+                }
+                format!("{} bytes, not the {} written", got.len(), want.len())
+            }
+            Err(e) => format!("body: {e}"),
         },
-        Err(_) => false,
-    }
+        Err(e) => format!("{:?}", aws_sdk_s3::error::DisplayErrorContext(e)),
+    };
+    eprintln!("{bucket}/{key} does not read back: {why}");
+    false
 }
 
 /// Completes upload `id` of `bucket/key` from its parts' ETags, in order.
