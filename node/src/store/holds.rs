@@ -35,6 +35,9 @@ use super::layout::{
 use super::leases::checked_size;
 use super::{Store, StoreError};
 
+/// A held shard's size and lease row (first and last epoch), if it has one.
+type ShardLease = (u64, Option<(u64, u64)>);
+
 /// The owner of upload holds: no key (all zero).
 pub const UPLOAD_OWNER: [u8; 32] = [0; 32];
 
@@ -155,11 +158,7 @@ impl Store {
     }
 
     /// The shard keyed `key`: its size and lease row, `None` if it is not held.
-    fn shard_lease(
-        &self,
-        cid: &Cid,
-        key: &[u8],
-    ) -> Result<Option<(u64, Option<(u64, u64)>)>, StoreError> {
+    fn shard_lease(&self, cid: &Cid, key: &[u8]) -> Result<Option<ShardLease>, StoreError> {
         let Some(ob) = self.db.get_pinned_cf(self.cf(CF_OUTBOARDS)?, key)? else {
             return Ok(None);
         };
@@ -268,17 +267,8 @@ impl Store {
         cid: &Cid,
         key: &[u8],
     ) -> Result<Option<(Vec<Hold>, Option<(u64, u64)>, u64)>, StoreError> {
-        let Some(ob) = self.db.get_pinned_cf(self.cf(CF_OUTBOARDS)?, key)? else {
+        let Some((size, lease)) = self.shard_lease(cid, key)? else {
             return Ok(None);
-        };
-        let size = checked_size(cid, u64_le(&ob)?)?;
-        drop(ob);
-        let lease = match self.db.get_pinned_cf(self.cf(CF_LEASES)?, key)? {
-            Some(row) => {
-                let (s, e, _) = parse_lease_row(&row)?;
-                Some((s, e))
-            }
-            None => None,
         };
         let mut holds = self.holds_of_key(key)?;
         // A shard with a lease but no hold was stored before holds existed: its owners could
