@@ -120,7 +120,7 @@ pub struct Gateway {
     leases: Arc<crate::leases::Leases>,
     /// Where writes queue the CIDs their renewal is due for ([`Gateway::renew_soon`]); the
     /// task behind it starts with the first write.
-    renewals: Arc<std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Vec<Cid>>>>,
+    renewals: Arc<std::sync::OnceLock<tokio::sync::mpsc::Sender<Vec<Cid>>>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -247,7 +247,7 @@ impl Gateway {
         }
         self.leases.renewing_after_write(&cids);
         let tx = self.renewals.get_or_init(|| {
-            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let (tx, rx) = tokio::sync::mpsc::channel(RENEWALS_QUEUED);
             tokio::spawn(renew_written(
                 rx,
                 self.net.clone(),
@@ -257,9 +257,20 @@ impl Gateway {
             ));
             tx
         });
-        if let Err(lost) = tx.send(cids) {
+        match tx.try_send(cids) {
+            Ok(()) => {}
+            // More writes queued than batches drain: this one renews on its own.
+            Err(tokio::sync::mpsc::error::TrySendError::Full(cids)) => {
+                let gw = self.clone();
+                tokio::spawn(async move {
+                    gw.renew_leases(cids.clone(), true, None).await;
+                    gw.leases.renewed_after_write(&cids);
+                });
+            }
             // The task is gone (the runtime is shutting down): nothing is renewed.
-            self.leases.renewed_after_write(&lost.0);
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(cids)) => {
+                self.leases.renewed_after_write(&cids);
+            }
         }
     }
 
@@ -368,11 +379,13 @@ impl Gateway {
 const RENEWALS_AT_ONCE: usize = 4;
 /// Most CIDs in one renewal batch.
 const RENEWAL_BATCH: usize = 1000;
+/// Writes queued for a renewal batch at most; past it a write renews on its own.
+const RENEWALS_QUEUED: usize = 16_384;
 
 /// Renews what writes queue, as batches: whatever queued while the batches before were
 /// running goes out together. Ends when every sender (every clone of the gateway) is gone.
 async fn renew_written(
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<Vec<Cid>>,
+    mut rx: tokio::sync::mpsc::Receiver<Vec<Cid>>,
     net: Arc<tokio::sync::RwLock<Arc<Network>>>,
     leases: Arc<crate::leases::Leases>,
     key: SigningKey,
