@@ -96,18 +96,24 @@ async fn restoring_a_cid_that_is_not_a_catalog_export_is_a_400_that_says_what_it
         says.contains(&object) && says.contains("object manifest"),
         "{says}"
     );
+    // An import of `cid` as `imports/key`.
+    let import = |cid: String, key: &'static str| {
+        let body = serde_json::json!({ "bucket": "imports", "cid": cid, "key": key });
+        async move {
+            call(
+                gw.admin,
+                "POST",
+                "/import",
+                token,
+                &[JSON],
+                &body.to_string(),
+            )
+            .await
+        }
+    };
     // Import checks keys as an S3 PUT does: no control character a listing cannot carry.
     for key in ["bell\u{7}", ""] {
-        let body = serde_json::json!({ "bucket": "imports", "cid": object, "key": key });
-        let (code, answer) = call(
-            gw.admin,
-            "POST",
-            "/import",
-            token,
-            &[JSON],
-            &body.to_string(),
-        )
-        .await;
+        let (code, answer) = import(object.clone(), key).await;
         assert_eq!(code, 400, "{key:?}: {answer}");
         assert!(
             answer["error"]
@@ -119,16 +125,7 @@ async fn restoring_a_cid_that_is_not_a_catalog_export_is_a_400_that_says_what_it
     }
     // And its headers as an S3 PUT's: an object whose manifest carries 3 KiB of user
     // metadata (a manifest may hold 8; S3 allows 2) is not imported.
-    let peers: Vec<libp2p::Multiaddr> = net
-        .devnet
-        .state
-        .nodes
-        .iter()
-        .map(|n| n.multiaddr.parse().unwrap())
-        .collect();
-    let network = cairn_client::network::Network::connect(&peers)
-        .await
-        .unwrap();
+    let network = net.network().await;
     let mut opts = cairn_client::put::PutOptions::for_network(network.nodes().len());
     (opts.params.erasure.k, opts.params.erasure.m) = (2, 1);
     opts.metadata.insert("big".into(), "x".repeat(3 << 10));
@@ -142,17 +139,7 @@ async fn restoring_a_cid_that_is_not_a_catalog_export_is_a_400_that_says_what_it
     )
     .await
     .unwrap();
-    let body =
-        serde_json::json!({ "bucket": "imports", "cid": heavy.cid.to_string(), "key": "heavy" });
-    let (code, answer) = call(
-        gw.admin,
-        "POST",
-        "/import",
-        token,
-        &[JSON],
-        &body.to_string(),
-    )
-    .await;
+    let (code, answer) = import(heavy.cid.to_string(), "heavy").await;
     assert_eq!(code, 400, "{answer}");
     let says = answer["error"].as_str().unwrap();
     assert!(

@@ -23,16 +23,7 @@ async fn gateway_in_process(net: &Net, dir: &std::path::Path) -> cairn_gateway::
     } else {
         cairn_client::keys::generate(&key_path).unwrap()
     };
-    let peers: Vec<libp2p::Multiaddr> = net
-        .devnet
-        .state
-        .nodes
-        .iter()
-        .map(|n| n.multiaddr.parse().unwrap())
-        .collect();
-    let network = cairn_client::network::Network::connect(&peers)
-        .await
-        .unwrap();
+    let network = net.network().await;
     let opts = cairn_client::put::PutOptions::for_network(network.nodes().len());
     let reads = cairn_gateway::s3::ReadSettings {
         cache_bytes: 0,

@@ -137,6 +137,20 @@ impl Net {
         out
     }
 
+    /// A client-library view of the devnet's nodes (for what a test does beside S3).
+    pub(crate) async fn network(&self) -> cairn_client::network::Network {
+        let peers: Vec<libp2p::Multiaddr> = self
+            .devnet
+            .state
+            .nodes
+            .iter()
+            .map(|n| n.multiaddr.parse().unwrap())
+            .collect();
+        cairn_client::network::Network::connect(&peers)
+            .await
+            .unwrap()
+    }
+
     pub(crate) async fn stop(self) {
         self.devnet.stop().await;
     }
