@@ -187,6 +187,8 @@ impl Gateway {
     /// This gateway taking leases under `settings` (a new gateway takes none).
     pub fn with_leases(mut self, settings: crate::leases::LeaseSettings) -> Self {
         self.leases = Arc::new(crate::leases::Leases::new(settings));
+        // The renewal task renews against the leases it started with.
+        self.renewals = Arc::default();
         self
     }
 
@@ -405,13 +407,29 @@ async fn renew_written(
         let (net, leases, key, metrics) =
             (net.clone(), leases.clone(), key.clone(), metrics.clone());
         tokio::spawn(async move {
+            // Over when this task is, however it ends (a panic in a renewal too): a CID left
+            // marked as being renewed would never be released.
+            let renewing = Renewing { leases, cids };
             let view = net.read().await.clone();
-            leases
-                .renew(&view, &key, &metrics, cids.clone(), true, None)
+            renewing
+                .leases
+                .renew(&view, &key, &metrics, renewing.cids.clone(), true, None)
                 .await;
-            leases.renewed_after_write(&cids);
             drop(slot);
         });
+    }
+}
+
+/// A batch of write renewals under way: [`crate::leases::Leases::renewed_after_write`] when
+/// dropped.
+struct Renewing {
+    leases: Arc<crate::leases::Leases>,
+    cids: Vec<Cid>,
+}
+
+impl Drop for Renewing {
+    fn drop(&mut self) {
+        self.leases.renewed_after_write(&self.cids);
     }
 }
 

@@ -680,7 +680,8 @@ impl Actor {
                                 tokio::spawn(async move {
                                     // A handler that panics still answers, and gives its
                                     // peer's place back.
-                                    let response = AssertUnwindSafe(handler(peer, request))
+                                    let handled = async move { handler(peer, request).await };
+                                    let response = AssertUnwindSafe(handled)
                                         .catch_unwind()
                                         .await
                                         .unwrap_or_else(|_| {
